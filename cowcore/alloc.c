@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Physical chunk allocator. All functions run under img->lock.
+ *
+ * Free chunks: those below next_pcn that nothing maps (found at open, or returned by
+ * discards). A chunk unmapped by a discard waits in quarantine until the record that unmapped
+ * it is durable (journal.c, J4); only then does it join the free list. Allocation prefers the
+ * free list (lowest chunk last freed first), then grows the file.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+int alloc_chunk(struct cow_image *img, uint64_t *pcn)
+{
+	if (img->nfree) {
+		*pcn = img->free_pcns[--img->nfree];
+		return 0;
+	}
+	if (img->next_pcn > UCOW_E_PCN_MASK)
+		return -ENOSPC;
+	int r = img_grow_file(img, img->next_pcn);
+	if (r)
+		return r;
+	*pcn = img->next_pcn++;
+	return 0;
+}
+
+/* Give back a chunk that was allocated but never became visible in any durable record. */
+void alloc_release(struct cow_image *img, uint64_t pcn)
+{
+	if (img->nfree == img->free_cap) {
+		size_t n = img->free_cap ? img->free_cap * 2 : 64;
+		uint64_t *f = realloc(img->free_pcns, n * sizeof(*f));
+		if (!f)
+			return;		/* leaked until the next open; never unsafe */
+		img->free_pcns = f;
+		img->free_cap = n;
+	}
+	img->free_pcns[img->nfree++] = pcn;
+}
+
+int alloc_quarantine(struct cow_image *img, uint64_t pcn, uint64_t rec)
+{
+	if (rec < img->rec_committed) {
+		alloc_release(img, pcn);
+		return 0;
+	}
+	if (img->nquar == img->quar_cap) {
+		size_t n = img->quar_cap ? img->quar_cap * 2 : 64;
+		struct quarantined *q = realloc(img->quar, n * sizeof(*q));
+		if (!q)
+			return -ENOMEM;
+		img->quar = q;
+		img->quar_cap = n;
+	}
+	img->quar[img->nquar++] = (struct quarantined){ .pcn = pcn, .rec = rec };
+	return 0;
+}
+
+/* Records below upto are durable: release what they unmapped. */
+void alloc_committed(struct cow_image *img, uint64_t upto)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < img->nquar; i++) {
+		if (img->quar[i].rec < upto)
+			alloc_release(img, img->quar[i].pcn);
+		else
+			img->quar[k++] = img->quar[i];
+	}
+	img->nquar = k;
+}

@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cowcore — the ucow image engine. The one public header.
+ *
+ * Model:
+ *   struct cow_image    an open image (ucow or raw) and its backing chain. Shared by every
+ *                       thread that serves it; thread-safe.
+ *   struct cow_backend  an I/O backend (io_uring, libaio, sync) owned by ONE thread.
+ *   struct cow_ctx      one thread's handle on an image: binds the image to that thread's
+ *                       backend. Requests are submitted on a ctx and complete through it.
+ *   struct cow_req      one request (read, write, write-zeroes, discard, flush). Owned by
+ *                       the caller, which must keep it alive until its callback runs.
+ *
+ * Every function returns 0 or a negative errno. -EUCLEAN means the image is corrupt (such an
+ * image is switched to read-only); the image's error text says where. No function touches
+ * global state: two images, two contexts, two threads are independent.
+ */
+#ifndef COWCORE_H
+#define COWCORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define COW_ECORRUPT EUCLEAN	/* corruption is its own error */
+#define COW_ERRLEN 256		/* size of the error-text buffers below */
+
+enum cow_fmt {
+	COW_FMT_NONE = 0,	/* "probe": a ucow image is recognized by its magic; raw never is */
+	COW_FMT_RAW = 1,
+	COW_FMT_UCOW = 2,
+};
+const char *cow_fmt_name(int fmt);
+int cow_fmt_parse(const char *name);	/* "raw" / "ucow" -> fmt, else -EINVAL */
+
+/* ---- create ---------------------------------------------------------------------------- */
+
+struct cow_create_opts {
+	uint64_t size;		/* virtual size in bytes; 0 = backing image's size */
+	uint32_t chunk_size;	/* 0 = default (COW_DEFAULT_CHUNK) */
+	uint32_t block_size;	/* 0 = default (COW_DEFAULT_BLOCK) */
+	uint32_t journal_size;	/* 0 = default */
+	const char *backing;	/* backing file name, stored as given; NULL = none */
+	int backing_fmt;	/* required with backing: COW_FMT_RAW or COW_FMT_UCOW */
+};
+#define COW_DEFAULT_CHUNK (1u << 20)
+#define COW_DEFAULT_BLOCK (4u << 10)
+
+/* Create a ucow image at path (must not exist unless overwrite). err receives the reason. */
+int cow_create(const char *path, const struct cow_create_opts *o, char *err);
+
+/* ---- open / close ------------------------------------------------------------------------ */
+
+#define COW_OPEN_RDONLY  0x1	/* read-only; shared OFD lock, many readers */
+#define COW_OPEN_DIRECT  0x2	/* O_DIRECT on image files */
+#define COW_OPEN_NOCHAIN 0x4	/* do not open the backing chain (info, check on a broken chain) */
+
+struct cow_image;
+
+/*
+ * Open path as fmt (COW_FMT_NONE probes for ucow magic and refuses anything else). A
+ * read-write open takes an exclusive OFD lock on the file: a second writer gets -EBUSY with
+ * "locked by process N". Backing images are opened read-only, names resolved relative to the
+ * overlay's folder, chain depth limited to COW_MAX_CHAIN, loops refused.
+ */
+#define COW_MAX_CHAIN 64
+int cow_open(const char *path, int fmt, unsigned flags, struct cow_image **out, char *err);
+
+/* Checkpoint (table written, journal restarted), mark clean, unlock, free. */
+int cow_close(struct cow_image *img);
+
+/* Last error text for img (corruption details, I/O errors on metadata). */
+const char *cow_errmsg(struct cow_image *img);
+
+struct cow_info {
+	int fmt;
+	uint64_t virtual_size;
+	uint64_t file_size;		/* st_size */
+	uint64_t disk_usage;		/* st_blocks * 512 */
+	uint32_t chunk_size, block_size;
+	uint64_t nr_chunks;		/* entries in the lookup table */
+	uint64_t allocated_chunks;	/* chunks mapped by the current state */
+	uint64_t zero_chunks;		/* chunks marked "reads as zero" */
+	uint64_t journal_size, journal_used;
+	uint32_t nb_snapshots;
+	bool dirty, corrupt, read_only;
+	const char *backing;		/* as stored, or NULL */
+	int backing_fmt;
+	const char *path;
+};
+void cow_get_info(struct cow_image *img, struct cow_info *info);
+struct cow_image *cow_backing_image(struct cow_image *img);	/* NULL at the chain's end */
+
+/*
+ * Where the data of [off, off+len) comes from, for the run starting at off: returns the
+ * status and sets *run to the length of the run (<= len) that has that status.
+ */
+enum cow_map_status {
+	COW_MAP_DATA = 1,	/* data in this image */
+	COW_MAP_ZERO = 2,	/* reads as zeros (zero chunk, or past every image's data) */
+	COW_MAP_BACKING = 3,	/* comes from the backing image */
+};
+int cow_map(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run, uint64_t *phys);
+
+/* Consistency check (read-only). Exit-code style result in *verdict. */
+struct cow_check_result {
+	int verdict;		/* 0 clean, 2 corruption, 3 leaks only */
+	uint64_t corruptions, leaks;
+	uint64_t allocated_chunks, fragmented;
+	char first_problem[COW_ERRLEN];
+};
+int cow_check(struct cow_image *img, struct cow_check_result *res);
+
+/* ---- I/O backends ------------------------------------------------------------------------ */
+
+/* One I/O the engine asks a backend to do. */
+enum cow_io_op { COW_IO_READ, COW_IO_WRITE, COW_IO_FSYNC, COW_IO_PUNCH, COW_IO_ZERO_RANGE };
+struct cow_io {
+	uint8_t op;
+	int fd;
+	void *buf;
+	uint32_t len;
+	uint64_t off;
+	void (*done)(struct cow_io *io, int res);	/* res: bytes or -errno */
+	struct cow_io *next;	/* backend's private link */
+};
+
+struct cow_backend;
+struct cow_backend_ops {
+	const char *name;
+	/* queue one I/O; it is submitted at the latest by the next submit_wait */
+	int (*queue)(struct cow_backend *be, struct cow_io *io);
+	/* submit what is queued, wait for at least min completions, run their done() */
+	int (*submit_wait)(struct cow_backend *be, unsigned min);
+	void (*destroy)(struct cow_backend *be);
+};
+struct cow_backend {
+	const struct cow_backend_ops *ops;
+	unsigned inflight;	/* I/Os queued or submitted, not yet done */
+};
+
+/* name: "uring" (default), "aio", "sync". depth: queue depth hint. */
+int cow_backend_new(const char *name, unsigned depth, struct cow_backend **out);
+void cow_backend_free(struct cow_backend *be);
+
+/*
+ * An io_uring backend on a ring the caller owns (the ublk server's per-queue ring). SQEs it
+ * adds carry user_data with COW_UD_ENGINE set; the caller hands such CQEs to
+ * cow_backend_complete() and submits the ring itself.
+ */
+struct io_uring;
+#define COW_UD_ENGINE (1ULL << 63)
+int cow_backend_uring_attach(struct io_uring *ring, struct cow_backend **out);
+void cow_backend_complete(uint64_t user_data, int res);
+
+/* ---- requests ---------------------------------------------------------------------------- */
+
+enum cow_op { COW_READ, COW_WRITE, COW_WRITE_ZEROES, COW_DISCARD, COW_FLUSH };
+#define COW_REQ_FUA 0x1		/* write durable (data and mapping) before completion */
+
+struct cow_ctx;
+struct cow_req {
+	/* set by the caller */
+	uint8_t op;
+	uint32_t flags;
+	uint64_t off, len;
+	void *buf;
+	void (*cb)(struct cow_req *req, int res);	/* res: 0 or -errno */
+	void *priv;
+	/* engine private: do not touch */
+	struct cow_ctx *ctx;
+	struct cow_req *wnext;
+	int res;
+	unsigned pending;
+	uint64_t want;
+};
+
+/* One thread's handle on an image (and, inside, on each backing image). */
+int cow_ctx_new(struct cow_image *img, struct cow_backend *be, struct cow_ctx **out);
+void cow_ctx_free(struct cow_ctx *ctx);
+
+/*
+ * Start a request. The callback runs from cow_submit() itself (when no I/O is needed) or from
+ * the backend's completion processing, on this ctx's thread.
+ */
+void cow_submit(struct cow_ctx *ctx, struct cow_req *req);
+
+/* Work owed by other threads to this ctx (waits on chunks they allocated) — run it. */
+void cow_ctx_poll(struct cow_ctx *ctx);
+/* An eventfd that becomes readable when cow_ctx_poll has work; for callers with own loops. */
+int cow_ctx_eventfd(struct cow_ctx *ctx);
+
+/* Synchronous convenience on top of cow_submit (tools): submit and drive the backend. */
+int cow_rw(struct cow_ctx *ctx, int op, void *buf, uint64_t len, uint64_t off, uint32_t flags);
+
+/* ---- statistics (tests and benchmarks verify I/O claims with these) ---------------------- */
+struct cow_stats {
+	uint64_t data_reads, data_writes, data_bytes_written;
+	uint64_t meta_writes, meta_bytes_written;	/* journal, table, header, bitmap */
+	uint64_t journal_commits, checkpoints;
+	uint64_t allocations, cow_copies, fsyncs;
+};
+void cow_get_stats(struct cow_image *img, struct cow_stats *st);
+
+/* ---- utilities shared by tools ----------------------------------------------------------- */
+/* Parse "512", "4k", "1M", "2G", "1T" (binary units). -EINVAL / -ERANGE. */
+int cow_parse_size(const char *s, uint64_t *out);
+uint32_t cow_crc32c(uint32_t crc, const void *buf, size_t len);
+
+#endif

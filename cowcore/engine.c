@@ -1,0 +1,921 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The request engine: maps a request to I/O on the image, its backing chain, or zeros.
+ *
+ * DESIGN NOTES
+ * A request is split at chunk boundaries; each part holds one reference on req->pending
+ * (plus one held by cow_submit while it dispatches) and every I/O a part starts holds one
+ * more. The request completes when pending drops to zero.
+ *
+ * Fast path (no lock): a read looks up the entry and bitmap with atomic loads and reads
+ * from this image, the backing image or zeros. A write whose chunk is mapped, not SHARED,
+ * not BUSY, and whose blocks all hold data here is one write to the file: no metadata.
+ *
+ * Slow path, one chunk (a "chunk op"), states:
+ *   LOCKED    under img->lock: if the entry is BUSY, park on img->waits (resumed when the op
+ *             in progress ends); else mark it BUSY, pick the target chunk (the same one, or a
+ *             new one if unmapped, ZERO or SHARED) -> FILL
+ *   FILL      read what the write does not cover but must carry: partial blocks whose data is
+ *             elsewhere (backing image, the old shared chunk, zeros), the blocks of a SHARED
+ *             chunk that hold data; punch a new chunk that replaces a ZERO entry -> WRITE
+ *   WRITE     write data (or punch whole blocks for write-zeroes/discard) and the copies
+ *             into the target chunk -> PUBLISH
+ *   PUBLISH   under img->lock: store the bitmap, then the entry (clearing BUSY); add a journal
+ *             record if either changed (journal.c J1); wake parked parts -> done
+ * On an error the entry is restored, a new chunk released, parked parts woken.
+ *
+ * A part parked by one thread may be woken by another: it is handed back to its own ctx
+ * (ready list + eventfd), because a ctx's backend belongs to one thread.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define HANDOVER_DONE UINT64_MAX	/* waiter.chunk: "complete the request" */
+
+static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c);
+static void req_done(struct cow_req *req);
+
+/* ---- eio pool (per ctx; no allocation once warm) ---------------------------------------- */
+
+struct eio *eio_get(struct cow_ctx *ctx)
+{
+	struct eio *e = ctx->free_eios;
+	if (e)
+		ctx->free_eios = e->fnext;
+	else if (!(e = malloc(sizeof(*e))))
+		return NULL;
+	e->ctx = ctx;
+	return e;
+}
+
+void eio_put(struct eio *e)
+{
+	e->fnext = e->ctx->free_eios;
+	e->ctx->free_eios = e;
+}
+
+static void eio_io_done(struct cow_io *io, int res)
+{
+	struct eio *e = (struct eio *)io;
+	e->fn(e, res);
+}
+
+void eng_queue(struct cow_ctx *ctx, struct eio *e, int op, int fd, void *buf, uint32_t len,
+	       uint64_t off, void (*fn)(struct eio *, int), void *arg)
+{
+	int r;
+	e->io = (struct cow_io){ .op = op, .fd = fd, .buf = buf, .len = len, .off = off,
+				 .done = eio_io_done };
+	e->fn = fn;
+	e->arg = arg;
+	e->want = len;
+	r = ctx->be->ops->queue(ctx->be, &e->io);
+	if (r < 0)
+		fn(e, r);
+}
+
+/* ---- request references ---------------------------------------------------------------- */
+
+void req_put(struct cow_req *req, int res)
+{
+	if (res < 0 && !req->res)
+		req->res = res;
+	if (--req->pending == 0)
+		req_done(req);
+}
+
+/* Generic completion of one I/O that belongs to a request. */
+static void io_part_done(struct eio *e, int res)
+{
+	struct cow_req *req = e->arg;
+	if (res >= 0) {
+		if ((uint64_t)res < e->want) {
+			if (e->io.op == COW_IO_READ)	/* past the end of the file: zeros */
+				memset((char *)e->io.buf + res, 0, e->want - res);
+			else if (e->io.op == COW_IO_WRITE)
+				res = -EIO;
+		}
+	}
+	eio_put(e);
+	req_put(req, res < 0 ? res : 0);
+}
+
+static void queue_req_io(struct cow_ctx *ctx, struct cow_req *req, int op, int fd, void *buf,
+			 uint64_t len, uint64_t off)
+{
+	struct eio *e = eio_get(ctx);
+	if (!e) {
+		if (!req->res)
+			req->res = -ENOMEM;
+		return;
+	}
+	req->pending++;
+	eng_queue(ctx, e, op, fd, buf, (uint32_t)len, off, io_part_done, req);
+}
+
+/* ---- handing work to another thread's ctx ----------------------------------------------- */
+
+static void hand_over(struct cow_ctx *to, struct cow_req *req, uint64_t chunk)
+{
+	struct waiter *w = malloc(sizeof(*w));
+	uint64_t one = 1;
+	if (!w)
+		abort();	/* cannot lose a request; out of memory here is fatal */
+	w->req = req;
+	w->chunk = chunk;
+	pthread_mutex_lock(&to->rlock);
+	w->next = (struct waiter *)to->ready;
+	to->ready = (struct cow_req *)w;
+	pthread_mutex_unlock(&to->rlock);
+	if (write(to->efd, &one, sizeof(one)) < 0) {
+		/* an eventfd write only fails on counter overflow: the reader is already woken */
+	}
+}
+
+void ctx_hand_over(struct cow_ctx *to, struct cow_req *req)
+{
+	hand_over(to, req, HANDOVER_DONE);
+}
+
+void cow_ctx_poll(struct cow_ctx *ctx)
+{
+	struct waiter *w;
+	uint64_t v;
+	if (!__atomic_load_n(&ctx->ready, __ATOMIC_ACQUIRE))
+		return;
+	if (read(ctx->efd, &v, sizeof(v)) < 0) {
+		/* nothing to drain: fine, the list is what counts */
+	}
+	pthread_mutex_lock(&ctx->rlock);
+	w = (struct waiter *)ctx->ready;
+	ctx->ready = NULL;
+	pthread_mutex_unlock(&ctx->rlock);
+	while (w) {
+		struct waiter *n = w->next;
+		if (w->chunk == HANDOVER_DONE)
+			req_put(w->req, w->req->res);
+		else
+			do_chunk(ctx, w->req, w->chunk);
+		free(w);
+		w = n;
+	}
+}
+
+int cow_ctx_eventfd(struct cow_ctx *ctx) { return ctx->efd; }
+
+/* Resume every part parked on chunk c (called after unlocking). */
+static void wake_chunk(struct cow_ctx *ctx, struct waiter *list)
+{
+	while (list) {
+		struct waiter *n = list->next;
+		if (list->req->ctx == ctx) {
+			do_chunk(ctx, list->req, list->chunk);
+		} else {
+			hand_over(list->req->ctx, list->req, list->chunk);
+		}
+		free(list);
+		list = n;
+	}
+}
+
+/* Take the waiters of chunk c off the image's list. Under lock. */
+static struct waiter *take_waiters(struct cow_image *img, uint64_t c)
+{
+	struct waiter *out = NULL, **pp = &img->waits, **tail = &out;
+	while (*pp) {
+		struct waiter *w = *pp;
+		if (w->chunk == c) {
+			*pp = w->next;
+			w->next = NULL;
+			*tail = w;
+			tail = &w->next;
+		} else {
+			pp = &w->next;
+		}
+	}
+	return out;
+}
+
+/* Park part (req, c) until chunk c's operation ends. Under lock. */
+static int park(struct cow_image *img, struct cow_req *req, uint64_t c)
+{
+	struct waiter *w = malloc(sizeof(*w)), **pp = &img->waits;
+	if (!w)
+		return -ENOMEM;
+	w->req = req;
+	w->chunk = c;
+	w->next = NULL;
+	while (*pp)		/* FIFO: parts resume in arrival order */
+		pp = &(*pp)->next;
+	*pp = w;
+	return 0;
+}
+
+/* ---- reads ------------------------------------------------------------------------------ */
+
+static void backing_sub_done(struct cow_req *sub, int res)
+{
+	struct eio *e = sub->priv;
+	struct cow_req *parent = e->arg;
+	eio_put(e);
+	req_put(parent, res);
+}
+
+/* Read [voff, voff+len) of this image's backing (virtual offsets) into buf. */
+static void read_backing(struct cow_ctx *ctx, struct cow_req *req, uint64_t voff, uint64_t len,
+			 char *buf)
+{
+	struct cow_image *b = ctx->img->backing;
+	if (!b || voff >= b->vsize) {
+		memset(buf, 0, len);
+		return;
+	}
+	if (len > b->vsize - voff) {
+		memset(buf + (b->vsize - voff), 0, len - (b->vsize - voff));
+		len = b->vsize - voff;
+	}
+	struct eio *e = eio_get(ctx);
+	if (!e) {
+		if (!req->res)
+			req->res = -ENOMEM;
+		return;
+	}
+	e->arg = req;
+	e->sub = (struct cow_req){ .op = COW_READ, .off = voff, .len = len, .buf = buf,
+				   .cb = backing_sub_done, .priv = e };
+	req->pending++;
+	cow_submit(ctx->backing, &e->sub);
+}
+
+static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint32_t in,
+		       uint32_t len, char *buf)
+{
+	struct cow_image *img = ctx->img;
+	uint64_t e = ent_load(img, c) & ~UCOW_E_BUSY, p = e & UCOW_E_PCN_MASK;
+	uint64_t vbase = c << img->chunk_shift;
+
+	if (e & UCOW_E_ZERO) {
+		memset(buf, 0, len);
+		return;
+	}
+	if (!p) {
+		read_backing(ctx, req, vbase + in, len, buf);
+		return;
+	}
+	const uint64_t *bm = img_bm(img, c, false);
+	uint32_t pos = in, end = in + len;
+	while (pos < end) {
+		bool bit = bm_test(bm, pos >> img->block_shift);
+		uint32_t run_end = ((pos >> img->block_shift) + 1) << img->block_shift;
+		while (run_end < end && bm_test(bm, run_end >> img->block_shift) == bit)
+			run_end += img->block_size;
+		if (run_end > end)
+			run_end = end;
+		if (bit) {
+			STAT_ADD(img, data_reads, 1);
+			queue_req_io(ctx, req, COW_IO_READ, img->fd, buf + (pos - in), run_end - pos,
+				     (p << img->chunk_shift) + pos);
+		} else {
+			read_backing(ctx, req, vbase + pos, run_end - pos, buf + (pos - in));
+		}
+		pos = run_end;
+	}
+}
+
+/* ---- chunk ops (slow path) -------------------------------------------------------------- */
+
+struct chunk_op {
+	struct cow_ctx *ctx;
+	struct cow_req *req;
+	uint64_t c;
+	uint32_t in, len;		/* the part, within the chunk */
+	uint32_t ws, we;		/* range written from bounce */
+	uint32_t fs, fe;		/* zero ops: whole blocks punched */
+	const char *src;		/* data to write; NULL for write-zeroes/discard */
+	uint64_t old_e, old_p, np;
+	bool new_chunk, shared, was_zero;
+	char *bounce;			/* covers [ws, we) */
+	char *copybuf;			/* SHARED copies, chunk-sized */
+	uint64_t *newbm;
+	unsigned pending;
+	int res;
+	void (*next)(struct chunk_op *op);
+};
+
+static void op_publish(struct chunk_op *op);
+static void op_write(struct chunk_op *op);
+
+static void op_put(struct chunk_op *op, int res)
+{
+	if (res < 0 && !op->res)
+		op->res = res;
+	if (--op->pending == 0)
+		op->next(op);
+}
+
+static void op_io_done(struct eio *e, int res)
+{
+	struct chunk_op *op = e->arg;
+	if (res >= 0 && (uint64_t)res < e->want) {
+		if (e->io.op == COW_IO_READ)
+			memset((char *)e->io.buf + res, 0, e->want - res);
+		else if (e->io.op == COW_IO_WRITE)
+			res = -EIO;
+	}
+	eio_put(e);
+	op_put(op, res < 0 ? res : 0);
+}
+
+static void op_io(struct chunk_op *op, int iop, void *buf, uint64_t len, uint64_t off)
+{
+	struct eio *e = eio_get(op->ctx);
+	if (!e) {
+		if (!op->res)
+			op->res = -ENOMEM;
+		return;
+	}
+	op->pending++;
+	eng_queue(op->ctx, e, iop, op->ctx->img->fd, buf, (uint32_t)len, off, op_io_done, op);
+}
+
+static void op_fill_done(struct cow_req *sub, int res)
+{
+	struct eio *e = sub->priv;
+	struct chunk_op *op = e->arg;
+	eio_put(e);
+	op_put(op, res);
+}
+
+/* Fill buf with the current content of blocks [off, off+len) of the chunk (len <= one block
+ * or a run of blocks with the same source). */
+static void op_fill(struct chunk_op *op, uint32_t off, uint32_t len, char *buf)
+{
+	struct cow_image *img = op->ctx->img;
+	if (op->was_zero) {
+		memset(buf, 0, len);
+		return;
+	}
+	const uint64_t *bm = op->old_p ? img_bm(img, op->c, false) : NULL;
+	if (op->old_p && bm_test(bm, off >> img->block_shift)) {
+		op_io(op, COW_IO_READ, buf, len, (op->old_p << img->chunk_shift) + off);
+		return;
+	}
+	struct cow_image *b = img->backing;
+	uint64_t voff = (op->c << img->chunk_shift) + off;
+	if (!b || voff >= b->vsize) {
+		memset(buf, 0, len);
+		return;
+	}
+	struct eio *e = eio_get(op->ctx);
+	if (!e) {
+		if (!op->res)
+			op->res = -ENOMEM;
+		return;
+	}
+	uint64_t n = len;
+	if (n > b->vsize - voff) {
+		memset(buf + (b->vsize - voff), 0, n - (b->vsize - voff));
+		n = b->vsize - voff;
+	}
+	e->arg = op;
+	e->sub = (struct cow_req){ .op = COW_READ, .off = voff, .len = n, .buf = buf,
+				   .cb = op_fill_done, .priv = e };
+	op->pending++;
+	cow_submit(op->ctx->backing, &e->sub);
+}
+
+static void op_free(struct chunk_op *op)
+{
+	free(op->bounce);
+	free(op->copybuf);
+	free(op->newbm);
+	free(op);
+}
+
+/* FILL: gather what the write does not cover. */
+static void op_fill_phase(struct chunk_op *op)
+{
+	struct cow_image *img = op->ctx->img;
+	uint32_t bs = img->block_size;
+
+	op->pending = 1;
+	op->next = op_write;
+	if (op->was_zero)	/* a new chunk standing for a ZERO entry must read as zeros */
+		op_io(op, COW_IO_PUNCH, NULL, img->chunk_size, op->np << img->chunk_shift);
+	/* partial head and tail blocks of the written range */
+	if (op->ws < op->in)
+		op_fill(op, op->ws, bs, op->bounce);
+	if (op->we > op->in + op->len) {
+		uint32_t tb = op->we - bs;
+		if (!(op->ws < op->in && tb == op->ws))	/* one block: filled above */
+			op_fill(op, tb, bs, op->bounce + (tb - op->ws));
+	}
+	/* a SHARED chunk: carry every other block that holds data here */
+	if (op->shared) {
+		const uint64_t *bm = img_bm(img, op->c, false);
+		uint32_t as = op->in & ~(bs - 1);
+		uint32_t ae = (op->in + op->len + bs - 1) & ~(bs - 1);
+		for (uint32_t b = 0; b < img->bpc; b++) {
+			uint32_t o = b << img->block_shift;
+			if (o >= as && o < ae)
+				continue;
+			if (!bm_test(bm, b))
+				continue;
+			uint32_t run = bs;
+			while (b + 1 < img->bpc && bm_test(bm, b + 1) &&
+			       !(((b + 1) << img->block_shift) >= as &&
+				 ((b + 1) << img->block_shift) < ae)) {
+				b++;
+				run += bs;
+			}
+			op_io(op, COW_IO_READ, op->copybuf + o, run,
+			      (op->old_p << img->chunk_shift) + o);
+		}
+	}
+	op_put(op, 0);
+}
+
+/* WRITE: the data (or zeros), and the carried copies. */
+static void op_write(struct chunk_op *op)
+{
+	struct cow_image *img = op->ctx->img;
+	uint64_t base = op->np << img->chunk_shift;
+	uint32_t bs = img->block_size;
+
+	if (op->res) {
+		op_publish(op);
+		return;
+	}
+	op->pending = 1;
+	op->next = op_publish;
+	if (op->src) {
+		memcpy(op->bounce + (op->in - op->ws), op->src, op->len);
+		STAT_ADD(img, data_writes, 1);
+		STAT_ADD(img, data_bytes_written, op->we - op->ws);
+		op_io(op, COW_IO_WRITE, op->bounce, op->we - op->ws, base + op->ws);
+	} else {
+		memset(op->bounce + (op->in - op->ws), 0, op->len);
+		if (op->fs < op->fe) {
+			op_io(op, COW_IO_PUNCH, NULL, op->fe - op->fs, base + op->fs);
+			if (op->ws < op->fs)
+				op_io(op, COW_IO_WRITE, op->bounce, op->fs - op->ws, base + op->ws);
+			if (op->fe < op->we)
+				op_io(op, COW_IO_WRITE, op->bounce + (op->fe - op->ws),
+				      op->we - op->fe, base + op->fe);
+		} else {
+			op_io(op, COW_IO_WRITE, op->bounce, op->we - op->ws, base + op->ws);
+		}
+	}
+	if (op->shared) {
+		const uint64_t *bm = img_bm(img, op->c, false);
+		uint32_t as = op->in & ~(bs - 1);
+		uint32_t ae = (op->in + op->len + bs - 1) & ~(bs - 1);
+		for (uint32_t b = 0; b < img->bpc; b++) {
+			uint32_t o = b << img->block_shift;
+			if ((o >= as && o < ae) || !bm_test(bm, b))
+				continue;
+			uint32_t run = bs;
+			while (b + 1 < img->bpc && bm_test(bm, b + 1) &&
+			       !(((b + 1) << img->block_shift) >= as &&
+				 ((b + 1) << img->block_shift) < ae)) {
+				b++;
+				run += bs;
+			}
+			STAT_ADD(img, cow_copies, 1);
+			op_io(op, COW_IO_WRITE, op->copybuf + o, run, base + o);
+		}
+	}
+	op_put(op, 0);
+}
+
+/* PUBLISH: make the new mapping visible (memory now, journal at the next flush). */
+static void op_publish(struct chunk_op *op)
+{
+	struct cow_ctx *ctx = op->ctx;
+	struct cow_image *img = ctx->img;
+	struct cow_req *req = op->req;
+	struct waiter *w;
+	int res = op->res;
+
+	pthread_mutex_lock(&img->lock);
+	if (!res) {
+		uint64_t *bm = img_bm(img, op->c, true);
+		uint64_t newe = op->np;
+		bool changed = newe != (op->old_e & ~UCOW_E_BUSY);
+		if (!bm) {
+			res = -ENOMEM;
+		} else {
+			for (uint32_t i = 0; i < img->bm_words; i++) {
+				if (bm[i] != op->newbm[i])
+					changed = true;
+				__atomic_store_n(&bm[i], op->newbm[i], __ATOMIC_RELEASE);
+			}
+			img->bm_dirty[op->c / img->chunks_per_group] = 1;
+			ent_store(img, op->c, newe);
+			if (changed)
+				res = jnl_add(img, op->c, newe, bm, NULL);
+			if (op->new_chunk)
+				STAT_ADD(img, allocations, 1);
+		}
+	}
+	if (res) {
+		/* nothing was published: put the old entry back */
+		__atomic_store_n(&img->table[op->c], op->old_e & ~UCOW_E_BUSY, __ATOMIC_RELEASE);
+		if (op->new_chunk)
+			alloc_release(img, op->np);
+	}
+	w = take_waiters(img, op->c);
+	pthread_mutex_unlock(&img->lock);
+	op_free(op);
+	wake_chunk(ctx, w);
+	req_put(req, res);
+}
+
+/* Start a chunk op for part (req, c, in, len). Called with img->lock held; releases it. */
+static void op_start(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint32_t in,
+		     uint32_t len, const char *src, uint64_t e)
+{
+	struct cow_image *img = ctx->img;
+	uint32_t bs = img->block_size;
+	struct chunk_op *op = calloc(1, sizeof(*op));
+	const uint64_t *bm;
+	int r = -ENOMEM;
+
+	if (!op)
+		goto fail;
+	op->ctx = ctx;
+	op->req = req;
+	op->c = c;
+	op->in = in;
+	op->len = len;
+	op->src = src;
+	op->old_e = e;
+	op->old_p = e & UCOW_E_PCN_MASK;
+	op->shared = (e & UCOW_E_SHARED) != 0;
+	op->was_zero = (e & UCOW_E_ZERO) != 0;
+	op->new_chunk = !op->old_p || op->shared;
+	bm = img_bm(img, c, true);
+	op->newbm = calloc(img->bm_words, 8);
+	if (!bm || !op->newbm)
+		goto fail;
+	if (op->new_chunk) {
+		r = alloc_chunk(img, &op->np);
+		if (r)
+			goto fail;
+	} else {
+		op->np = op->old_p;
+	}
+	/* partial blocks need their old content unless it is already in place */
+	uint32_t as = in & ~(bs - 1), ae = (in + len + bs - 1) & ~(bs - 1);
+	bool head_fill = as < in && (op->new_chunk || !bm_test(bm, as >> img->block_shift));
+	bool tail_fill = ae > in + len &&
+			 (op->new_chunk || !bm_test(bm, (ae - bs) >> img->block_shift));
+	op->ws = head_fill ? as : in;
+	op->we = tail_fill ? ae : in + len;
+	op->fs = (in + bs - 1) & ~(bs - 1);
+	op->fe = (in + len) & ~(bs - 1);
+	if (op->fs > op->fe)
+		op->fs = op->fe;
+	/* the new bitmap: every block of [as, ae) holds data here afterwards */
+	for (uint32_t i = 0; i < img->bm_words; i++)
+		op->newbm[i] = op->was_zero ? ~0ull : op->old_p ? bm[i] : 0;
+	if (op->was_zero && img->bpc % 64)
+		op->newbm[img->bm_words - 1] &= (1ull << (img->bpc % 64)) - 1;
+	for (uint32_t b = as >> img->block_shift; b < ae >> img->block_shift; b++)
+		op->newbm[b / 64] |= 1ull << (b % 64);
+	op->bounce = malloc(op->we - op->ws ? op->we - op->ws : 1);
+	if (op->shared)
+		op->copybuf = malloc(img->chunk_size);
+	if (!op->bounce || (op->shared && !op->copybuf)) {
+		if (op->new_chunk)
+			alloc_release(img, op->np);
+		r = -ENOMEM;
+		goto fail;
+	}
+	__atomic_fetch_or(&img->table[c], UCOW_E_BUSY, __ATOMIC_ACQ_REL);
+	pthread_mutex_unlock(&img->lock);
+	op_fill_phase(op);
+	return;
+fail:
+	pthread_mutex_unlock(&img->lock);
+	if (op) {
+		free(op->newbm);
+		free(op->bounce);
+		free(op);
+	}
+	req_put(req, r);
+}
+
+/* Whole-chunk discard / write-zeroes: unmap, no data I/O but a hole punch. */
+struct unmap {
+	struct cow_req *req;
+	uint64_t pcn, rec;
+};
+
+static void unmap_punched(struct eio *e, int res)
+{
+	struct cow_ctx *ctx = e->ctx;
+	struct cow_image *img = ctx->img;
+	struct cow_req *req = e->arg;
+	uint64_t pcn = e->sub.off, rec = e->sub.len;
+	eio_put(e);
+	pthread_mutex_lock(&img->lock);
+	/* J4: reusable only once the unmapping is durable and the punch is done */
+	if (alloc_quarantine(img, pcn, rec))
+		res = res < 0 ? res : 0;	/* leaked until the next open: never unsafe */
+	pthread_mutex_unlock(&img->lock);
+	req_put(req, res < 0 ? res : 0);
+}
+
+static void unmap_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint64_t e)
+{
+	struct cow_image *img = ctx->img;
+	uint64_t newe = img->backing ? UCOW_E_ZERO : 0, p = e & UCOW_E_PCN_MASK, rec = 0;
+	uint64_t *bm = img_bm(img, c, false);
+	int r = 0;
+
+	if (e != newe) {
+		if (bm) {
+			for (uint32_t i = 0; i < img->bm_words; i++)
+				__atomic_store_n(&bm[i], 0, __ATOMIC_RELEASE);
+			img->bm_dirty[c / img->chunks_per_group] = 1;
+		}
+		ent_store(img, c, newe);
+		r = jnl_add(img, c, newe, NULL, &rec);
+	}
+	pthread_mutex_unlock(&img->lock);
+	if (!r && p && !(e & UCOW_E_SHARED)) {
+		struct eio *io = eio_get(ctx);
+		if (io) {
+			io->sub.off = p;
+			io->sub.len = rec;
+			req->pending++;
+			eng_queue(ctx, io, COW_IO_PUNCH, img->fd, NULL, img->chunk_size,
+				  p << img->chunk_shift, unmap_punched, req);
+		}
+	}
+	req_put(req, r);
+}
+
+/* ---- dispatch of one chunk's part -------------------------------------------------------- */
+
+static bool all_bits(const uint64_t *bm, uint32_t from, uint32_t to)
+{
+	for (uint32_t b = from; b < to; b++)
+		if (!bm_test(bm, b))
+			return false;
+	return true;
+}
+
+/* Handle the part of req that falls in chunk c. Holds one reference on req, dropped here or
+ * by the operation it starts. */
+static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c)
+{
+	struct cow_image *img = ctx->img;
+	uint64_t cstart = c << img->chunk_shift;
+	uint64_t s = req->off > cstart ? req->off : cstart;
+	uint64_t end = req->off + req->len < cstart + img->chunk_size ?
+		       req->off + req->len : cstart + img->chunk_size;
+	uint32_t in = (uint32_t)(s - cstart), len = (uint32_t)(end - s);
+	char *buf = req->buf ? (char *)req->buf + (s - req->off) : NULL;
+	bool zero = req->op != COW_WRITE;
+
+	if (req->op == COW_READ) {
+		read_chunk(ctx, req, c, in, len, buf);
+		req_put(req, 0);
+		return;
+	}
+	/* fast path: overwrite of data already here */
+	uint64_t e = ent_load(img, c), p = e & UCOW_E_PCN_MASK;
+	if (!zero && p && !(e & (UCOW_E_BUSY | UCOW_E_SHARED)) &&
+	    all_bits(img_bm(img, c, false), in >> img->block_shift,
+		     (in + len - 1) / img->block_size + 1)) {
+		STAT_ADD(img, data_writes, 1);
+		STAT_ADD(img, data_bytes_written, len);
+		queue_req_io(ctx, req, COW_IO_WRITE, img->fd, buf, len, (p << img->chunk_shift) + in);
+		req_put(req, 0);
+		return;
+	}
+	pthread_mutex_lock(&img->lock);
+	e = ent_load(img, c);
+	p = e & UCOW_E_PCN_MASK;
+	if (e & UCOW_E_BUSY) {
+		int r = park(img, req, c);
+		pthread_mutex_unlock(&img->lock);
+		if (r)
+			req_put(req, r);
+		return;
+	}
+	if (zero) {
+		if (!p && ((e & UCOW_E_ZERO) || !img->backing)) {
+			pthread_mutex_unlock(&img->lock);	/* reads as zeros already */
+			req_put(req, 0);
+			return;
+		}
+		if (len == img->chunk_size) {
+			unmap_chunk(ctx, req, c, e);	/* unlocks */
+			return;
+		}
+	} else if (p && !(e & UCOW_E_SHARED) &&
+		   all_bits(img_bm(img, c, false), in >> img->block_shift,
+			    (in + len - 1) / img->block_size + 1)) {
+		pthread_mutex_unlock(&img->lock);
+		queue_req_io(ctx, req, COW_IO_WRITE, img->fd, buf, len, (p << img->chunk_shift) + in);
+		req_put(req, 0);
+		return;
+	}
+	op_start(ctx, req, c, in, len, buf, e);	/* unlocks */
+}
+
+/* ---- requests ---------------------------------------------------------------------------- */
+
+static void flush_synced(struct eio *e, int res)
+{
+	struct cow_req *req = e->arg;
+	struct cow_ctx *ctx = e->ctx;
+	eio_put(e);
+	if (res < 0 || ctx->img->fmt != COW_FMT_UCOW) {
+		req_put(req, res < 0 ? res : 0);
+		return;
+	}
+	jnl_flush(ctx, req, req->want);
+}
+
+/* Flush: sync the data, then commit every record added before the sync started (J1). */
+static void start_flush(struct cow_ctx *ctx, struct cow_req *req)
+{
+	struct cow_image *img = ctx->img;
+	struct eio *e = eio_get(ctx);
+	pthread_mutex_lock(&img->lock);
+	req->want = img->rec_added;
+	pthread_mutex_unlock(&img->lock);
+	req->pending = 1;
+	if (!e) {
+		req_put(req, -ENOMEM);
+		return;
+	}
+	STAT_ADD(img, fsyncs, 1);
+	eng_queue(ctx, e, COW_IO_FSYNC, img->fd, NULL, 0, 0, flush_synced, req);
+}
+
+static void req_done(struct cow_req *req)
+{
+	if ((req->flags & COW_REQ_FUA) && !req->res && req->op != COW_READ &&
+	    req->op != COW_FLUSH) {
+		req->flags &= ~COW_REQ_FUA;	/* second pass: the flush part */
+		start_flush(req->ctx, req);
+		return;
+	}
+	req->cb(req, req->res);
+}
+
+/* Raw images: the file is the disk. */
+static void submit_raw(struct cow_ctx *ctx, struct cow_req *req)
+{
+	struct cow_image *img = ctx->img;
+	switch (req->op) {
+	case COW_READ:
+		STAT_ADD(img, data_reads, 1);
+		queue_req_io(ctx, req, COW_IO_READ, img->fd, req->buf, req->len, req->off);
+		break;
+	case COW_WRITE:
+		STAT_ADD(img, data_writes, 1);
+		STAT_ADD(img, data_bytes_written, req->len);
+		queue_req_io(ctx, req, COW_IO_WRITE, img->fd, req->buf, req->len, req->off);
+		break;
+	default:
+		queue_req_io(ctx, req, COW_IO_PUNCH, img->fd, NULL, req->len, req->off);
+		break;
+	}
+}
+
+void cow_submit(struct cow_ctx *ctx, struct cow_req *req)
+{
+	struct cow_image *img = ctx->img;
+	req->ctx = ctx;
+	req->res = 0;
+	req->wnext = NULL;
+	if (req->op > COW_FLUSH) {
+		req->pending = 1;
+		req_put(req, -EINVAL);
+		return;
+	}
+	if (req->op == COW_FLUSH) {
+		if (img->read_only) {
+			req->pending = 1;
+			req_put(req, 0);
+			return;
+		}
+		start_flush(ctx, req);
+		return;
+	}
+	req->pending = 1;	/* held while dispatching */
+	if (req->off > img->vsize || req->len > img->vsize - req->off ||
+	    req->len > UINT32_MAX || (req->op <= COW_WRITE && req->len && !req->buf)) {
+		req_put(req, -EINVAL);
+		return;
+	}
+	if (req->op != COW_READ && img->read_only) {
+		req_put(req, -EROFS);
+		return;
+	}
+	if (!req->len) {
+		req_put(req, 0);
+		return;
+	}
+	if (img->fmt == COW_FMT_RAW) {
+		submit_raw(ctx, req);
+		req_put(req, 0);
+		return;
+	}
+	for (uint64_t c = req->off >> img->chunk_shift;
+	     c <= (req->off + req->len - 1) >> img->chunk_shift; c++) {
+		req->pending++;
+		do_chunk(ctx, req, c);
+	}
+	req_put(req, 0);
+}
+
+/* ---- contexts ---------------------------------------------------------------------------- */
+
+int cow_ctx_new(struct cow_image *img, struct cow_backend *be, struct cow_ctx **out)
+{
+	struct cow_ctx *ctx = calloc(1, sizeof(*ctx));
+	int r;
+	if (!ctx)
+		return -ENOMEM;
+	ctx->img = img;
+	ctx->be = be;
+	pthread_mutex_init(&ctx->rlock, NULL);
+	ctx->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ctx->efd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	if (img->backing) {
+		r = cow_ctx_new(img->backing, be, &ctx->backing);
+		if (r)
+			goto fail;
+	}
+	*out = ctx;
+	return 0;
+fail:
+	cow_ctx_free(ctx);
+	return r;
+}
+
+void cow_ctx_free(struct cow_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	cow_ctx_free(ctx->backing);
+	while (ctx->free_eios) {
+		struct eio *e = ctx->free_eios;
+		ctx->free_eios = e->fnext;
+		free(e);
+	}
+	if (ctx->efd >= 0)
+		close(ctx->efd);
+	pthread_mutex_destroy(&ctx->rlock);
+	free(ctx);
+}
+
+struct rw_wait {
+	bool done;
+	int res;
+};
+
+static void rw_cb(struct cow_req *req, int res)
+{
+	struct rw_wait *w = req->priv;
+	w->done = true;
+	w->res = res;
+}
+
+int cow_rw(struct cow_ctx *ctx, int op, void *buf, uint64_t len, uint64_t off, uint32_t flags)
+{
+	struct rw_wait w = { 0 };
+	struct cow_req req = { .op = (uint8_t)op, .flags = flags, .off = off, .len = len,
+			       .buf = buf, .cb = rw_cb, .priv = &w };
+	cow_submit(ctx, &req);
+	while (!w.done) {
+		cow_ctx_poll(ctx);
+		if (w.done)
+			break;
+		if (ctx->be->inflight) {
+			int r = ctx->be->ops->submit_wait(ctx->be, 1);
+			if (r < 0)
+				return r;	/* the backend is broken; nothing sane is left */
+		} else {
+			struct pollfd pfd = { .fd = ctx->efd, .events = POLLIN };
+			poll(&pfd, 1, 100);
+		}
+	}
+	return w.res;
+}

@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The ucow v1 on-disk format. Documentation/format.md is the prose specification; this
+ * comment mirrors it. All integers are little-endian. Offsets are bytes from file start.
+ *
+ * File layout (every region 4 KiB aligned; data chunk aligned):
+ *   0      header slot A (4096 B)   \ two copies, written alternately; the valid one with
+ *   4096   header slot B (4096 B)   / the higher generation wins (a torn write loses nothing)
+ *   table_offset    lookup table: nr_chunks x u64 entry
+ *   bitmap_offset   block bitmaps: nr_chunks x bm_bytes (bit i = block i holds data here)
+ *   journal_offset  journal: journal_size / 4096 blocks
+ *   data_offset     data chunks; physical chunk number p lives at p * chunk_size
+ *
+ * Header slot (4096 bytes):
+ *   0    u8[8]  magic "UCOW\r\n\x1a\n"
+ *   8    u32    version (1)
+ *   12   u32    header_size (4096)
+ *   16   u64    incompat_features   unknown bit set -> refuse to open
+ *   24   u64    compat_features     unknown bit set -> ignore
+ *   32   u64    autoclear_features  unknown bit set -> clear it on read-write open
+ *   40   u32    flags: bit 0 DIRTY (journal may hold records), bit 1 CORRUPT
+ *   44   u32    crc32c of the 4096-byte slot with this field zero
+ *   48   u64    virtual_size
+ *   56   u32    chunk_size (power of two, 64 KiB .. 64 MiB)
+ *   60   u32    block_size (power of two, 512 .. chunk_size; chunk/block <= 1024)
+ *   64   u64    nr_chunks = ceil(virtual_size / chunk_size)
+ *   72   u64    table_offset      80  u64 table_size
+ *   88   u64    bitmap_offset     96  u64 bitmap_size
+ *   104  u64    journal_offset    112 u64 journal_size
+ *   120  u64    journal_seq: sequence number of journal block 0 since the last checkpoint
+ *   128  u64    snap_table_offset 136 u64 snap_table_size   (0: no snapshots; reserved)
+ *   144  u32    nb_snapshots      148 u32 reserved (0)
+ *   152  u64    refcount_offset   160 u64 refcount_size     (0: no snapshots; reserved)
+ *   168  u64    data_offset
+ *   176  u32    backing_fmt: 0 none, 1 raw, 2 ucow
+ *   180  u16    backing_name_len (<= 1023)
+ *   182  u16    reserved (0)
+ *   184  u64    generation (higher = newer slot)
+ *   192  ..511  reserved (0)
+ *   512  u8[1024] backing file name (backing_name_len bytes, rest 0)
+ *   1536 ..4095 reserved (0)
+ *
+ * Table entry (u64):
+ *   bits 0-47  physical chunk number p (0 = not allocated: the data comes from the backing
+ *              image, or is zero without one)
+ *   bit 62     ZERO: the whole chunk reads as zeros (p must be 0)
+ *   bit 63     SHARED: a snapshot references p too (a write copies first)
+ *   bits 48-61 reserved (0)
+ *
+ * Journal block (4096 bytes):
+ *   0  u32 magic "UCJB"   4 u32 crc32c (block with this field zero)   8 u64 seq
+ *   16 u32 nr_records     20 u32 bytes used (header + records)
+ *   24 records, each: u16 type (1 = MAP), u16 size (24 + bm_bytes), u32 reserved,
+ *      u64 chunk (virtual), u64 entry, then bm_bytes of the chunk's bitmap.
+ *   Replay starts at block 0 with journal_seq and stops at the first block whose magic,
+ *   crc or seq (journal_seq + index) does not match. Records hold absolute values, so
+ *   replaying one twice is harmless.
+ */
+#ifndef COWCORE_FORMAT_H
+#define COWCORE_FORMAT_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define UCOW_MAGIC "UCOW\r\n\x1a\n"
+#define UCOW_VERSION 1
+#define UCOW_HDR_SIZE 4096u
+#define UCOW_HDR_SLOTS 2
+#define UCOW_META_ALIGN 4096u
+#define UCOW_BACKING_NAME_OFF 512
+#define UCOW_BACKING_NAME_MAX 1023
+
+#define UCOW_FLAG_DIRTY   0x1u
+#define UCOW_FLAG_CORRUPT 0x2u
+#define UCOW_FLAGS_KNOWN  0x3u
+
+/* feature bits: none defined in v1 */
+#define UCOW_INCOMPAT_KNOWN 0ull
+#define UCOW_COMPAT_KNOWN 0ull
+#define UCOW_AUTOCLEAR_KNOWN 0ull
+
+#define UCOW_E_PCN_MASK ((1ull << 48) - 1)
+#define UCOW_E_ZERO     (1ull << 62)
+#define UCOW_E_SHARED   (1ull << 63)
+#define UCOW_E_RESERVED (~(UCOW_E_PCN_MASK | UCOW_E_ZERO | UCOW_E_SHARED))
+#define UCOW_E_BUSY     (1ull << 61)	/* in memory only: a chunk operation is under way */
+
+#define UCOW_JBLOCK 4096u
+#define UCOW_JMAGIC 0x424a4355u	/* "UCJB" */
+#define UCOW_JHDR 24u
+#define UCOW_JREC_MAP 1
+#define UCOW_JREC_HDR 24u
+
+/* hard limits: a hostile image cannot make us allocate or loop more than this */
+#define UCOW_MIN_CHUNK (64u << 10)
+#define UCOW_MAX_CHUNK (64u << 20)
+#define UCOW_MIN_BLOCK 512u
+#define UCOW_MAX_BPC 1024u		/* blocks per chunk */
+#define UCOW_MAX_TABLE (128ull << 20)	/* 16 Mi entries: 16 TiB at 1 MiB chunks */
+#define UCOW_MAX_BITMAP (512ull << 20)
+#define UCOW_MIN_JOURNAL (16u << 10)
+#define UCOW_MAX_JOURNAL (64u << 20)
+#define UCOW_DEFAULT_JOURNAL (4u << 20)
+#define UCOW_MAX_VSIZE (UCOW_MAX_TABLE / 8 * (uint64_t)UCOW_MAX_CHUNK)
+
+struct ucow_hdr {
+	uint32_t version;
+	uint64_t incompat, compat, autoclear;
+	uint32_t flags;
+	uint64_t virtual_size;
+	uint32_t chunk_size, block_size;
+	uint64_t nr_chunks;
+	uint64_t table_offset, table_size;
+	uint64_t bitmap_offset, bitmap_size;
+	uint64_t journal_offset, journal_size;
+	uint64_t journal_seq;
+	uint64_t snap_table_offset, snap_table_size;
+	uint32_t nb_snapshots;
+	uint64_t refcount_offset, refcount_size;
+	uint64_t data_offset;
+	uint32_t backing_fmt;
+	uint16_t backing_len;
+	uint64_t generation;
+	char backing[UCOW_BACKING_NAME_MAX + 1];
+};
+
+/* bytes of bitmap per chunk: a whole number of u64 words */
+static inline uint32_t ucow_bm_bytes(uint32_t chunk_size, uint32_t block_size)
+{
+	uint32_t bpc = chunk_size / block_size;
+	return ((bpc + 63) / 64) * 8;
+}
+
+void ucow_hdr_encode(const struct ucow_hdr *h, uint8_t *buf);
+/* Decode and validate one slot against file_size. 0, or -EUCLEAN / -ENOTSUP with why. */
+int ucow_hdr_decode(const uint8_t *buf, uint64_t file_size, struct ucow_hdr *h, char *why,
+		    size_t whylen);
+/* Fill a header for a new image (layout computed here). */
+int ucow_hdr_init(struct ucow_hdr *h, uint64_t size, uint32_t chunk, uint32_t block,
+		  uint32_t journal, char *why, size_t whylen);
+
+static inline void put_le16(uint8_t *p, uint16_t v) { p[0] = v; p[1] = v >> 8; }
+static inline void put_le32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = v >> (8 * i);
+}
+static inline void put_le64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = v >> (8 * i);
+}
+static inline uint16_t get_le16(const uint8_t *p) { return p[0] | (uint16_t)p[1] << 8; }
+static inline uint32_t get_le32(const uint8_t *p)
+{
+	return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t get_le64(const uint8_t *p)
+{
+	return get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
+}
+
+#endif

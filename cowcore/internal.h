@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: MIT */
+/* cowcore internals shared by the engine's files. Not installed, not for tools. */
+#ifndef COWCORE_INTERNAL_H
+#define COWCORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+
+#include "cowcore.h"
+#include "format.h"
+
+struct cow_ctx;
+
+/* One pending journal record: an absolute (entry, bitmap) value for a virtual chunk. */
+struct jrec {
+	uint64_t chunk;
+	uint64_t entry;
+	uint64_t *bm;		/* bm_words words, owned */
+};
+
+/* A chunk freed by a discard: reusable once the record that unmapped it is durable. */
+struct quarantined {
+	uint64_t pcn;
+	uint64_t rec;		/* index of the unmapping record */
+};
+
+/* A request part parked until a chunk's BUSY operation finishes. */
+struct waiter {
+	struct cow_req *req;
+	uint64_t chunk;
+	struct waiter *next;
+};
+
+struct cow_image {
+	char *path;
+	int fd;
+	int fmt;
+	unsigned open_flags;
+	bool read_only;
+	bool corrupt;
+	struct cow_image *backing;
+	uint64_t vsize;
+	uint64_t raw_size;		/* raw: size of the file */
+
+	/* ucow geometry */
+	struct ucow_hdr hdr;
+	uint32_t chunk_size, block_size, chunk_shift, block_shift, bpc, bm_words;
+	uint64_t nr_chunks;
+	uint64_t data_pcn;		/* first data chunk number */
+
+	/* in-memory metadata; entries and bitmap words read lock-free with atomics */
+	uint64_t *table;		/* nr_chunks entries, 4 KiB-aligned allocation */
+	uint64_t **bm_groups;		/* one 4 KiB page of bitmaps each, allocated on demand */
+	uint64_t nr_groups, chunks_per_group;
+	uint8_t *table_dirty, *bm_dirty;	/* per 4 KiB page, since the last checkpoint */
+
+	pthread_mutex_t lock;		/* allocator, journal, waits, bitmap group allocation */
+
+	/* allocator (under lock) */
+	uint64_t next_pcn;		/* first chunk past every used one */
+	uint64_t file_pcns;		/* chunks the file is sized for */
+	uint64_t *free_pcns;
+	size_t nfree, free_cap;
+	struct quarantined *quar;
+	size_t nquar, quar_cap;
+
+	/* journal (under lock) */
+	struct jrec *recs;		/* pending records, index rec_base .. rec_added-1 */
+	size_t recs_cap;
+	uint64_t rec_base, rec_added, rec_committed;
+	uint64_t jblk;			/* next free journal block */
+	uint64_t jseq;			/* seq of journal block 0 */
+	bool commit_running;
+	struct cow_req *commit_waiters;
+
+	struct waiter *waits;		/* parked request parts (under lock) */
+
+	struct cow_stats stats;		/* updated with atomics */
+	char err[COW_ERRLEN];
+};
+
+struct eio;
+
+/* Per-thread handle. */
+struct cow_ctx {
+	struct cow_image *img;
+	struct cow_backend *be;
+	struct cow_ctx *backing;	/* same thread, backing image */
+	struct eio *free_eios;
+	int efd;
+	pthread_mutex_t rlock;
+	struct cow_req *ready;		/* requests handed over by other threads */
+};
+
+/* An engine I/O: a backend I/O plus what to do when it finishes. */
+struct eio {
+	struct cow_io io;
+	struct cow_ctx *ctx;
+	void (*fn)(struct eio *e, int res);
+	void *arg;
+	uint64_t want;			/* bytes expected (short reads zero-fill) */
+	struct cow_req sub;		/* for reads from the backing image */
+	struct eio *fnext;
+};
+
+#define STAT_ADD(img, f, v) __atomic_fetch_add(&(img)->stats.f, (v), __ATOMIC_RELAXED)
+
+/* image.c */
+int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
+		   char *err, int depth);
+void img_set_err(struct cow_image *img, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+int img_mark_corrupt(struct cow_image *img, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+int img_write_header(struct cow_image *img);
+uint64_t *img_bm(struct cow_image *img, uint64_t chunk, bool create);
+int img_grow_file(struct cow_image *img, uint64_t pcn);
+int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_result *cr);
+
+static inline uint64_t ent_load(struct cow_image *img, uint64_t c)
+{
+	return __atomic_load_n(&img->table[c], __ATOMIC_ACQUIRE);
+}
+static inline void ent_store(struct cow_image *img, uint64_t c, uint64_t e)
+{
+	__atomic_store_n(&img->table[c], e, __ATOMIC_RELEASE);
+	img->table_dirty[(c * 8) / UCOW_META_ALIGN] = 1;
+}
+static inline bool bm_test(const uint64_t *bm, uint32_t i)
+{
+	return bm && (__atomic_load_n(&bm[i / 64], __ATOMIC_ACQUIRE) >> (i % 64)) & 1;
+}
+
+/* journal.c */
+int jnl_add(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_t *bm,
+	    uint64_t *rec_idx);
+void jnl_flush(struct cow_ctx *ctx, struct cow_req *req, uint64_t want);
+int jnl_checkpoint(struct cow_image *img);
+int jnl_replay(struct cow_image *img, uint64_t *nrec);
+
+/* alloc.c (under img->lock) */
+int alloc_chunk(struct cow_image *img, uint64_t *pcn);
+void alloc_release(struct cow_image *img, uint64_t pcn);
+int alloc_quarantine(struct cow_image *img, uint64_t pcn, uint64_t rec);
+void alloc_committed(struct cow_image *img, uint64_t upto);
+
+/* engine.c */
+struct eio *eio_get(struct cow_ctx *ctx);
+void eio_put(struct eio *e);
+void eng_queue(struct cow_ctx *ctx, struct eio *e, int op, int fd, void *buf, uint32_t len,
+	       uint64_t off, void (*fn)(struct eio *, int), void *arg);
+void req_put(struct cow_req *req, int res);
+void ctx_hand_over(struct cow_ctx *to, struct cow_req *req);
+
+#endif

@@ -1,0 +1,416 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The journal of lookup-table and bitmap updates.
+ *
+ * DESIGN NOTES — the ordering invariants that make a crash safe. Every path that changes
+ * metadata keeps them; the crash tests check them.
+ *
+ *  J1. A mapping (table entry or bitmap bit) is never durable before the data it points to.
+ *      A record is added to the pending list only when the data write it describes has
+ *      completed; a commit writes records [committed, want) only after an fdatasync that was
+ *      started after all of them were added (the flush that asked for the commit did it).
+ *  J2. A journal block, once durable, is never written again until a checkpoint has made
+ *      the journal obsolete: every commit starts a fresh block, so a torn write can only hurt
+ *      the commit being written, which nobody has been told is durable.
+ *  J3. Records are absolute (chunk -> entry, bitmap); replaying a prefix of the journal, or a
+ *      record twice, gives a state some flush could have seen.
+ *  J4. A chunk unmapped by a discard is reused only after the record unmapping it is durable
+ *      (quarantine, see alloc.c) and after its hole punch completed; otherwise a crash could
+ *      leave two mappings to one chunk.
+ *  J5. Checkpoint: fdatasync (all data of in-memory mappings durable, J1) -> write table and
+ *      bitmap pages changed since the last checkpoint -> fdatasync -> header with journal_seq
+ *      advanced past every used block, written to the other header slot -> fdatasync. Until
+ *      that header write lands, the old header's journal replays over the partly new table;
+ *      by J3 and J4 the result is consistent.
+ *  J6. Blocks carry seq = journal_seq + index; replay stops at the first block whose magic,
+ *      crc or seq is wrong, so stale blocks from before a checkpoint never replay.
+ *
+ * State: pending records live in img->recs (index rec_base..rec_added-1); rec_committed is
+ * the index below which every record is durable. One commit runs at a time
+ * (commit_running); flush requests that need records beyond rec_committed wait on
+ * commit_waiters and are completed (on their own thread) when a commit covers them.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int img_load_group_for(struct cow_image *img, uint64_t chunk);
+
+/* Add a record (under img->lock). */
+int jnl_add(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_t *bm,
+	    uint64_t *rec_idx)
+{
+	size_t n = img->rec_added - img->rec_base;
+	if (n == img->recs_cap) {
+		size_t cap = img->recs_cap ? img->recs_cap * 2 : 64;
+		struct jrec *r = realloc(img->recs, cap * sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		img->recs = r;
+		img->recs_cap = cap;
+	}
+	uint64_t *copy = malloc(img->bm_words * 8);
+	if (!copy)
+		return -ENOMEM;
+	for (uint32_t w = 0; w < img->bm_words; w++)
+		copy[w] = bm ? __atomic_load_n(&bm[w], __ATOMIC_RELAXED) : 0;
+	img->recs[n] = (struct jrec){ .chunk = chunk, .entry = entry & ~UCOW_E_BUSY, .bm = copy };
+	if (rec_idx)
+		*rec_idx = img->rec_added;
+	img->rec_added++;
+	return 0;
+}
+
+/* Drop records below upto from memory (they are durable). Under lock. */
+static void drop_records(struct cow_image *img, uint64_t upto)
+{
+	size_t k = upto - img->rec_base, n = img->rec_added - img->rec_base;
+	for (size_t i = 0; i < k; i++)
+		free(img->recs[i].bm);
+	memmove(img->recs, img->recs + k, (n - k) * sizeof(*img->recs));
+	img->rec_base = upto;
+}
+
+static uint32_t rec_size(struct cow_image *img) { return UCOW_JREC_HDR + img->bm_words * 8; }
+
+/* How many journal blocks records [from, to) need. */
+static uint64_t blocks_for(struct cow_image *img, uint64_t nrec)
+{
+	uint64_t per = (UCOW_JBLOCK - UCOW_JHDR) / rec_size(img);
+	return (nrec + per - 1) / per;
+}
+
+/* Serialize records [from, to) into blocks starting at journal block jblk. */
+static void build_blocks(struct cow_image *img, uint8_t *buf, uint64_t from, uint64_t to,
+			 uint64_t jblk)
+{
+	uint64_t per = (UCOW_JBLOCK - UCOW_JHDR) / rec_size(img);
+	uint64_t nblk = blocks_for(img, to - from);
+	for (uint64_t b = 0; b < nblk; b++) {
+		uint8_t *blk = buf + b * UCOW_JBLOCK;
+		uint64_t first = from + b * per, last = first + per < to ? first + per : to;
+		uint8_t *p = blk + UCOW_JHDR;
+		memset(blk, 0, UCOW_JBLOCK);
+		for (uint64_t i = first; i < last; i++) {
+			struct jrec *r = &img->recs[i - img->rec_base];
+			put_le16(p, UCOW_JREC_MAP);
+			put_le16(p + 2, rec_size(img));
+			put_le64(p + 8, r->chunk);
+			put_le64(p + 16, r->entry);
+			for (uint32_t w = 0; w < img->bm_words; w++)
+				put_le64(p + UCOW_JREC_HDR + w * 8, r->bm[w]);
+			p += rec_size(img);
+		}
+		put_le32(blk, UCOW_JMAGIC);
+		put_le64(blk + 8, img->jseq + jblk + b);
+		put_le32(blk + 16, (uint32_t)(last - first));
+		put_le32(blk + 20, (uint32_t)(p - blk));
+		put_le32(blk + 4, cow_crc32c(0, blk, UCOW_JBLOCK));
+	}
+}
+
+static int write_pages(struct cow_image *img, uint64_t region, const uint8_t *dirty,
+		       uint64_t npages, const void *(*page_of)(struct cow_image *, uint64_t,
+							       uint64_t *))
+{
+	uint64_t *buf;
+	int r = 0;
+	if (posix_memalign((void **)&buf, UCOW_META_ALIGN, UCOW_META_ALIGN))
+		return -ENOMEM;
+	for (uint64_t pg = 0; pg < npages && !r; pg++) {
+		if (!dirty[pg])
+			continue;
+		const void *src = page_of(img, pg, buf);
+		if (src != buf)
+			memcpy(buf, src, UCOW_META_ALIGN);
+		for (unsigned i = 0; i < UCOW_META_ALIGN / 8; i++)
+			buf[i] = htole64(buf[i]);
+		ssize_t w = pwrite(img->fd, buf, UCOW_META_ALIGN, (off_t)(region + pg * UCOW_META_ALIGN));
+		if (w != UCOW_META_ALIGN)
+			r = w < 0 ? -errno : -EIO;
+		STAT_ADD(img, meta_writes, 1);
+		STAT_ADD(img, meta_bytes_written, UCOW_META_ALIGN);
+	}
+	free(buf);
+	return r;
+}
+
+static const void *table_page(struct cow_image *img, uint64_t pg, uint64_t *buf)
+{
+	for (unsigned i = 0; i < UCOW_META_ALIGN / 8; i++)
+		buf[i] = __atomic_load_n(&img->table[pg * (UCOW_META_ALIGN / 8) + i],
+					 __ATOMIC_RELAXED) & ~UCOW_E_BUSY;
+	return buf;
+}
+
+static const void *bm_page(struct cow_image *img, uint64_t g, uint64_t *buf)
+{
+	const uint64_t *src = img->bm_groups[g];
+	if (!src) {
+		memset(buf, 0, UCOW_META_ALIGN);
+		return buf;
+	}
+	for (unsigned i = 0; i < UCOW_META_ALIGN / 8; i++)
+		buf[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+	return buf;
+}
+
+/*
+ * Checkpoint (J5). Under img->lock, or single-threaded at open/close. Synchronous: it runs
+ * when the journal is full (once per journal_size of metadata) and at close.
+ */
+int jnl_checkpoint(struct cow_image *img)
+{
+	int r = 0;
+	if (fdatasync(img->fd) < 0)
+		r = -errno;
+	if (!r)
+		r = write_pages(img, img->hdr.table_offset, img->table_dirty,
+				img->hdr.table_size / UCOW_META_ALIGN, table_page);
+	if (!r)
+		r = write_pages(img, img->hdr.bitmap_offset, img->bm_dirty, img->nr_groups, bm_page);
+	if (!r && fdatasync(img->fd) < 0)
+		r = -errno;
+	if (!r) {
+		img->hdr.journal_seq = img->jseq + img->jblk + 1;
+		r = img_write_header(img);
+	}
+	if (!r && fdatasync(img->fd) < 0)
+		r = -errno;
+	STAT_ADD(img, fsyncs, 3);
+	if (r) {
+		img_set_err(img, "%s: checkpoint failed: %s", img->path, strerror(-r));
+		return r;
+	}
+	STAT_ADD(img, checkpoints, 1);
+	memset(img->table_dirty, 0, img->hdr.table_size / UCOW_META_ALIGN);
+	memset(img->bm_dirty, 0, img->nr_groups);
+	img->jseq = img->hdr.journal_seq;
+	img->jblk = 0;
+	/* everything in memory is durable now (its data was synced first) */
+	drop_records(img, img->rec_added);
+	img->rec_committed = img->rec_added;
+	alloc_committed(img, img->rec_added);
+	return 0;
+}
+
+/* ---- commit ------------------------------------------------------------------------------ */
+
+struct commit {
+	struct cow_image *img;
+	struct cow_ctx *ctx;
+	uint8_t *buf;
+	uint64_t upto, nblk;
+	int res;
+	struct eio *e;
+};
+
+static void commit_start(struct cow_ctx *ctx);
+
+/* Complete (or hand back to their thread) every waiter a commit has covered. Under lock. */
+static struct cow_req *collect_done(struct cow_image *img, int res)
+{
+	struct cow_req *done = NULL, **pp = &img->commit_waiters;
+	while (*pp) {
+		struct cow_req *q = *pp;
+		if (res || q->want <= img->rec_committed) {
+			*pp = q->wnext;
+			q->res = q->res ? q->res : res;
+			q->wnext = done;
+			done = q;
+		} else {
+			pp = &q->wnext;
+		}
+	}
+	return done;
+}
+
+static void finish_waiters(struct cow_ctx *ctx, struct cow_req *done)
+{
+	while (done) {
+		struct cow_req *q = done;
+		done = q->wnext;
+		if (q->ctx == ctx)
+			req_put(q, q->res);
+		else
+			ctx_hand_over(q->ctx, q);
+	}
+}
+
+static void commit_synced(struct eio *e, int res)
+{
+	struct commit *c = e->arg;
+	struct cow_image *img = c->img;
+	struct cow_ctx *ctx = c->ctx;
+	struct cow_req *done;
+
+	eio_put(e);
+	if (res < 0 && !c->res)
+		c->res = res;
+	pthread_mutex_lock(&img->lock);
+	if (!c->res) {
+		img->rec_committed = c->upto;
+		alloc_committed(img, c->upto);
+		drop_records(img, c->upto);
+		STAT_ADD(img, journal_commits, 1);
+	} else {
+		img_set_err(img, "%s: journal write failed: %s", img->path, strerror(-c->res));
+	}
+	done = collect_done(img, c->res);
+	img->commit_running = false;
+	bool more = img->commit_waiters != NULL;
+	if (more)
+		img->commit_running = true;
+	pthread_mutex_unlock(&img->lock);
+	free(c->buf);
+	free(c);
+	finish_waiters(ctx, done);
+	if (more)
+		commit_start(ctx);
+}
+
+static void commit_written(struct eio *e, int res)
+{
+	struct commit *c = e->arg;
+	if (res < 0)
+		c->res = res;
+	else if ((uint64_t)res != c->nblk * UCOW_JBLOCK)
+		c->res = -EIO;
+	STAT_ADD(c->img, fsyncs, 1);
+	eng_queue(c->ctx, e, COW_IO_FSYNC, c->img->fd, NULL, 0, 0, commit_synced, c);
+}
+
+/* Start a commit covering every waiter (img->commit_running already set by the caller). */
+static void commit_start(struct cow_ctx *ctx)
+{
+	struct cow_image *img = ctx->img;
+	struct cow_req *done = NULL;
+	struct commit *c = calloc(1, sizeof(*c));
+	uint64_t upto = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&img->lock);
+	for (struct cow_req *q = img->commit_waiters; q; q = q->wnext)
+		if (q->want > upto)
+			upto = q->want;
+	if (!c) {
+		r = -ENOMEM;
+	} else if (upto <= img->rec_committed) {
+		/* already durable (a checkpoint ran meanwhile) */
+	} else {
+		uint64_t nblk = blocks_for(img, upto - img->rec_committed);
+		if (img->jblk + nblk > img->hdr.journal_size / UCOW_JBLOCK) {
+			r = jnl_checkpoint(img);	/* journal full: fold it into the table */
+		} else if (posix_memalign((void **)&c->buf, UCOW_META_ALIGN, nblk * UCOW_JBLOCK) ||
+			   !(c->e = eio_get(ctx))) {
+			r = -ENOMEM;
+		} else {
+			build_blocks(img, c->buf, img->rec_committed, upto, img->jblk);
+			c->img = img;
+			c->ctx = ctx;
+			c->upto = upto;
+			c->nblk = nblk;
+			uint64_t off = img->hdr.journal_offset + img->jblk * UCOW_JBLOCK;
+			img->jblk += nblk;	/* J2: never rewrite these blocks */
+			pthread_mutex_unlock(&img->lock);
+			STAT_ADD(img, meta_writes, 1);
+			STAT_ADD(img, meta_bytes_written, nblk * UCOW_JBLOCK);
+			eng_queue(ctx, c->e, COW_IO_WRITE, img->fd, c->buf,
+				  (uint32_t)(nblk * UCOW_JBLOCK), off, commit_written, c);
+			return;
+		}
+	}
+	done = collect_done(img, r);
+	img->commit_running = false;
+	pthread_mutex_unlock(&img->lock);
+	if (c)
+		free(c->buf);
+	free(c);
+	finish_waiters(ctx, done);
+}
+
+/*
+ * Make records below want durable, then complete req. The caller has already synced the
+ * data those records describe (J1).
+ */
+void jnl_flush(struct cow_ctx *ctx, struct cow_req *req, uint64_t want)
+{
+	struct cow_image *img = ctx->img;
+	bool start;
+	pthread_mutex_lock(&img->lock);
+	if (want <= img->rec_committed) {
+		pthread_mutex_unlock(&img->lock);
+		req_put(req, 0);
+		return;
+	}
+	req->want = want;
+	req->wnext = img->commit_waiters;
+	img->commit_waiters = req;
+	start = !img->commit_running;
+	img->commit_running = true;
+	pthread_mutex_unlock(&img->lock);
+	if (start)
+		commit_start(ctx);
+}
+
+/* ---- replay ------------------------------------------------------------------------------ */
+
+/* Replay the journal after an unclean shutdown (J6). Single-threaded, at open. */
+int jnl_replay(struct cow_image *img, uint64_t *nrec)
+{
+	uint8_t *blk;
+	uint64_t nblocks = img->hdr.journal_size / UCOW_JBLOCK, b;
+	uint32_t rsz = rec_size(img);
+	int r = 0;
+
+	*nrec = 0;
+	if (posix_memalign((void **)&blk, UCOW_META_ALIGN, UCOW_JBLOCK))
+		return -ENOMEM;
+	for (b = 0; b < nblocks; b++) {
+		ssize_t got = pread(img->fd, blk, UCOW_JBLOCK,
+				    (off_t)(img->hdr.journal_offset + b * UCOW_JBLOCK));
+		if (got != UCOW_JBLOCK)
+			break;
+		uint32_t crc = get_le32(blk + 4);
+		memset(blk + 4, 0, 4);
+		if (get_le32(blk) != UCOW_JMAGIC || cow_crc32c(0, blk, UCOW_JBLOCK) != crc ||
+		    get_le64(blk + 8) != img->jseq + b)
+			break;	/* end of the journal (or a torn block of an unfinished commit) */
+		uint32_t n = get_le32(blk + 16), used = get_le32(blk + 20);
+		if (used > UCOW_JBLOCK || used < UCOW_JHDR || (uint64_t)n * rsz != used - UCOW_JHDR) {
+			r = -EUCLEAN;
+			img_set_err(img, "%s: corrupt image: journal block %llu has a bad record count",
+				    img->path, (unsigned long long)b);
+			break;
+		}
+		for (uint32_t i = 0; i < n && !r; i++) {
+			const uint8_t *p = blk + UCOW_JHDR + i * rsz;
+			uint64_t c = get_le64(p + 8), e = get_le64(p + 16);
+			if (get_le16(p) != UCOW_JREC_MAP || get_le16(p + 2) != rsz ||
+			    c >= img->nr_chunks || (e & (UCOW_E_RESERVED | UCOW_E_BUSY))) {
+				r = -EUCLEAN;
+				img_set_err(img, "%s: corrupt image: invalid record %u in journal "
+					    "block %llu", img->path, i, (unsigned long long)b);
+				break;
+			}
+			r = img_load_group_for(img, c);
+			if (r)
+				break;
+			img->table[c] = e;
+			img->table_dirty[c * 8 / UCOW_META_ALIGN] = 1;
+			uint64_t *bm = img_bm(img, c, false);
+			for (uint32_t w = 0; w < img->bm_words; w++)
+				bm[w] = get_le64(p + UCOW_JREC_HDR + w * 8);
+			img->bm_dirty[c / img->chunks_per_group] = 1;
+			(*nrec)++;
+		}
+		if (r)
+			break;
+	}
+	img->jblk = b;
+	free(blk);
+	return r;
+}

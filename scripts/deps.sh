@@ -1,0 +1,19 @@
+#!/bin/sh
+# Install every build and test dependency of ucow with apt-get. Idempotent: does nothing
+# when everything is already installed. Debian 12, as root.
+set -eu
+PKGS="gcc make pkg-config liburing-dev libaio-dev zlib1g-dev libcmocka-dev fio qemu-utils
+qemu-system-x86 busybox-static cpio e2fsprogs util-linux xz-utils kmod python3 gnuplot-nox"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+	echo "deps: missing packages:$missing (run 'make deps' as root)" >&2
+	exit 1
+fi
+echo "deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,50 @@
+#!/bin/sh
+# The command-line tests: tests/cli/run.sh BUILD_DIR
+# Runs every tests/cli/t_*.sh with BUILD_DIR/ucow, each in a fresh scratch folder with a
+# time limit, and prints one "PASS cli/<name>" or "FAIL cli/<name> <why>" line per test.
+# Exits non-zero when any test failed. A test's output goes to BUILD_DIR/cli-logs/<name>.log.
+# CLI_TESTS="name ..." runs only those; CLI_TIMEOUT sets the limit in seconds (default 150).
+build=${1:-build}
+case $build in /*) ;; *) build=$(pwd)/$build ;; esac
+here=$(cd "$(dirname "$0")" && pwd)
+UCOW=$build/ucow
+if [ ! -x "$UCOW" ]; then
+	echo "FAIL cli/setup $UCOW was not built"
+	exit 1
+fi
+export UCOW CLI_LIB="$here/lib.sh" CLI_DIR="$here"
+logs=$build/cli-logs
+mkdir -p "$logs"
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/ucow-cli.XXXXXX") || exit 1
+limit=${CLI_TIMEOUT:-150}
+rc=0
+for t in "$here"/t_*.sh; do
+	name=$(basename "$t" .sh)
+	name=${name#t_}
+	if [ -n "${CLI_TESTS:-}" ]; then
+		case " $CLI_TESTS " in *" $name "*) ;; *) continue ;; esac
+	fi
+	dir=$scratch/$name
+	log=$logs/$name.log
+	mkdir -p "$dir"
+	start=$(date +%s)
+	(cd "$dir" && exec timeout -k 5 "$limit" sh "$t") >"$log" 2>&1
+	st=$?
+	secs=$(($(date +%s) - start))
+	if [ $st -eq 0 ]; then
+		echo "PASS cli/$name (${secs}s)"
+		rm -rf "$dir"
+		continue
+	fi
+	rc=1
+	if [ $st -eq 124 ] || [ $st -eq 137 ]; then
+		why="timed out after ${limit}s"
+	else
+		why=$(grep '^not ok: ' "$log" | head -n 1 | cut -c9-)
+		[ -n "$why" ] || why="exit status $st"
+	fi
+	echo "FAIL cli/$name $why (log: $log, files: $dir)"
+	tail -n 15 "$log" | sed 's/^/    /'
+done
+[ $rc -eq 0 ] && rm -rf "$scratch"
+exit $rc

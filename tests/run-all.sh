@@ -1,0 +1,31 @@
+#!/bin/sh
+# The whole test suite, as `make check` runs it. Each stage prints PASS/FAIL lines; this
+# script counts them and ends with "N passed, N failed". A stage that fails without saying
+# which test failed counts as one failure of its own.
+cd "$(dirname "$0")/.."
+out=build/check-results.txt
+mkdir -p build
+: >"$out"
+stage() {
+	name=$1; shift
+	echo "=== $name"
+	log=build/check-$name.log
+	"$@" >"$log" 2>&1
+	rc=$?
+	cat "$log"
+	grep -E '^(PASS|FAIL) ' "$log" >>"$out"
+	if [ $rc -ne 0 ] && ! grep -q '^FAIL ' "$log"; then
+		echo "FAIL stage/$name (exit $rc, log: $log)" | tee -a "$out"
+	fi
+}
+stage build make -j2 all
+stage unit tests/run-unit.sh build
+stage cli tests/cli/run.sh build
+stage asan make --no-print-directory asan-check
+stage vm make --no-print-directory vm-check
+passed=$(grep -c '^PASS ' "$out")
+failed=$(grep -c '^FAIL ' "$out")
+echo
+grep '^FAIL ' "$out" || true
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

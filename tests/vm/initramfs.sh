@@ -1,0 +1,124 @@
+#!/bin/sh
+# Build the base of the test bed's initramfs: busybox, the real tools tests run (each with
+# the shared libraries ldd lists and the dynamic loader), /etc basics and the kernel modules.
+# The project's own files (/init, guest tests, ucow) are NOT here: run.sh appends them as a
+# second, small cpio archive on every run, so editing a test never rebuilds this part.
+#
+#   tests/vm/initramfs.sh KERNEL_DIR OUT_DIR
+#
+# Writes OUT_DIR/base.cpio and OUT_DIR/base.files (the file list, used by run.sh to avoid
+# duplicating libraries). Rebuilds only when an input changed: the list of every source file
+# with its size and mtime, the kernel and this script are kept in OUT_DIR/base.manifest.
+# Extra tools: UCOW_VM_TOOLS="name ..." (looked up in PATH on the host).
+set -eu
+kdir=$1
+out=$2
+here=$(cd "$(dirname "$0")" && pwd)
+
+# The real tools users run on a block device, and what the guest tests need. Each must be
+# installed on the host (scripts/deps.sh installs them). dash is /bin/sh; timeout, env,
+# xargs and setsid are the real ones so that commands they start are looked up in PATH.
+TOOLS="dash bash timeout env xargs setsid flock unshare nsenter dmesg fio mke2fs mkfs.ext4 e2fsck fsck.ext4 tune2fs dumpe2fs debugfs resize2fs
+qemu-img qemu-io qemu-nbd losetup blkdiscard blockdev blkid lsblk wipefs fstrim
+fallocate mount umount dd cmp sha256sum md5sum stat truncate sync ${UCOW_VM_TOOLS:-}"
+# Kernel modules (loaded by /init: ublk_drv, loop; the others are there for tests to insmod).
+MODULES="ublk_drv loop null_blk nbd brd virtio_blk"
+
+die() { echo "vm-initramfs: $*" >&2; exit 1; }
+
+kver=$(ls "$kdir/lib/modules" | head -n 1)
+[ -n "$kver" ] || die "no lib/modules/* in $kdir"
+bb=$(command -v busybox) || die "busybox not found (install busybox-static)"
+busybox --list-full >/dev/null 2>&1 || die "$bb is not a busybox with --list-full"
+ldd "$bb" >/dev/null 2>&1 && die "$bb is dynamically linked: install busybox-static"
+
+mkdir -p "$out" && out=$(cd "$out" && pwd)
+pairs=$(mktemp) && trap 'rm -f "$pairs"' EXIT
+# pairs: "DEST SRC" lines; DEST is the path inside the image.
+add() { echo "$1 $2" >>"$pairs"; }
+add_libs() {	# add_libs BINARY: the libraries and loader ldd lists for it
+	ldd "$1" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' |
+	while read -r lib; do
+		[ -e "$lib" ] || die "$1 needs $lib which does not exist"
+		add "$lib" "$lib"
+	done
+}
+
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+add /usr/bin/busybox "$bb"
+for t in $TOOLS; do
+	src=$(command -v "$t") || die "tool '$t' not found on the host: run 'make deps'"
+	case $src in
+	/usr/*) dest=$src ;;
+	*) dest=/usr$src ;;
+	esac
+	add "$dest" "$src"
+	add_libs "$src"
+done
+for m in $MODULES; do
+	ko=$(find "$kdir/lib/modules/$kver/kernel" -name "$m.ko*" | head -n 1)
+	[ -n "$ko" ] || die "module $m not found in $kdir/lib/modules/$kver"
+	add "/lib/modules/$kver/$m.ko" "$ko"
+done
+[ -r /etc/mke2fs.conf ] && add /etc/mke2fs.conf /etc/mke2fs.conf
+
+manifest=$(
+	echo "kernel $kdir $kver"
+	echo "script $(cksum <"$here/initramfs.sh")"
+	echo "busybox $(stat -L -c '%s %Y' "$bb")"
+	sort -u "$pairs" | while read -r dest src; do
+		echo "$dest $src $(stat -L -c '%s %Y' "$src")"
+	done
+)
+if [ -s "$out/base.cpio" ] && [ -s "$out/base.files" ] &&
+   [ "$manifest" = "$(cat "$out/base.manifest" 2>/dev/null)" ]; then
+	exit 0
+fi
+
+echo "vm-initramfs: building $out/base.cpio" >&2
+stage=$out/base.stage
+rm -rf "$stage"
+mkdir -p "$stage"
+cd "$stage"
+# A merged /usr, like Debian 12: /bin, /sbin, /lib, /lib64 point into /usr.
+mkdir -p usr/bin usr/sbin usr/lib usr/lib64 etc dev proc sys tmp run mnt root var
+for d in bin sbin lib lib64; do ln -s usr/$d $d; done
+ln -s /run var/run
+ln -s /tmp var/tmp
+
+sort -u "$pairs" | while read -r dest src; do
+	mkdir -p ".$(dirname "$dest")"
+	case $src in
+	*.ko.xz) xz -dc "$src" >".$dest" ;;
+	*.ko.gz) gzip -dc "$src" >".$dest" ;;
+	*.ko.zst) zstd -qdc "$src" >".$dest" ;;
+	*) cp -L "$src" ".$dest" ;;
+	esac
+done
+
+# /bin/sh is dash, as on Debian. Debian's busybox runs its own applets in preference to PATH
+# (ash, env, xargs, timeout... would run busybox's losetup or mount instead of the real
+# ones), so busybox is only the provider of the commands no real tool here provides.
+ln -s dash usr/bin/sh
+# busybox applets, where no real tool of that name was copied in.
+cp "$bb" usr/bin/busybox
+busybox --list-full | while read -r applet; do
+	case $applet in
+	bin/*|sbin/*) applet=usr/$applet ;;
+	esac
+	[ -e "$applet" ] || [ -L "$applet" ] || ln -s /usr/bin/busybox "$applet"
+done
+
+echo 'root:x:0:0:root:/root:/bin/sh' >etc/passwd
+echo 'root:x:0:' >etc/group
+: >etc/fstab
+ln -s /proc/self/mounts etc/mtab
+echo ucow-vm >etc/hostname
+
+find . -mindepth 1 | sed 's,^\./,/,' | sort >"$out/base.files.new"
+find . -mindepth 1 | sort | cpio --quiet -o -H newc -R 0:0 >"$out/base.cpio.new"
+cd "$out"
+rm -rf "$stage"
+mv base.cpio.new base.cpio
+mv base.files.new base.files
+echo "$manifest" >base.manifest

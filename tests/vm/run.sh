@@ -1,0 +1,248 @@
+#!/bin/bash
+# The real-kernel test bed: boot a ublk-capable Linux (Debian's 6.12 cloud kernel) under
+# QEMU TCG with an initramfs holding busybox, the real tools (fio, mkfs.ext4, e2fsck,
+# qemu-img, ...), the ucow binary and the guest tests, run the tests inside, and report.
+#
+#   tests/vm/run.sh [--only REGEX]... [--script FILE]... [--bin FILE]... [--shell] [-v]
+#
+#   (no option)     run every guest test, tests/vm/guest/*.sh except lib.sh, in name order
+#   --only REGEX    run only the tests whose names (e.g. 01-loop-fio) match the extended
+#                   regular expression; may be repeated
+#   --script FILE   also run FILE in the guest (as /vm/scripts/NAME, from a fresh folder
+#                   on tmpfs) and show its output here; its exit status is its result.
+#                   With --script and no --only, no guest test runs. May be repeated.
+#   --bin FILE      also put the executable FILE (and its libraries) in the guest's PATH
+#   --shell         end in an interactive shell on the console (tests run first only when
+#                   --only or --script is given); leave with 'exit' or Ctrl-A X
+#   -v, --verbose   stream the whole guest console here
+#
+# Prints one "PASS vm/NAME" or "FAIL vm/NAME reason" line per test, and per extra check:
+# vm/setup (kernel, QEMU, initramfs), vm/boot, vm/timeout, vm/kernel-log (BUG, WARNING,
+# Oops, Call Trace, hung task, lockdep, panic... anywhere in the guest kernel log).
+# Exits non-zero on any failure. Logs of the last run: $BUILD/vm/console.log (all the
+# guest printed), $BUILD/vm/results.log (the guest's report), $BUILD/vm/dmesg.log.
+#
+# Environment: BUILD (default build), UCOW_VM_TIMEOUT (whole run, seconds, default 1200),
+# UCOW_VM_TEST_TIMEOUT (per test or script unless it says "# vm-timeout: N", default 300),
+# UCOW_VM_APPEND (extra kernel command line), UCOW_VM_QEMU (default qemu-system-x86_64),
+# plus those of kernel.sh (UCOW_VM_KERNEL_DIR, ...) and initramfs.sh (UCOW_VM_TOOLS).
+set -u
+top=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$top" || exit 1
+BUILD=${BUILD:-build}
+out=$BUILD/vm
+qemu=${UCOW_VM_QEMU:-qemu-system-x86_64}
+overall=${UCOW_VM_TIMEOUT:-1200}
+per_test=${UCOW_VM_TEST_TIMEOUT:-300}
+
+only=() scripts=() bins=() shell=0 verbose=0
+usage() { sed -n '6,20s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+	case $1 in
+	--only) [ $# -ge 2 ] || usage; only+=("$2"); shift 2 ;;
+	--only=*) only+=("${1#*=}"); shift ;;
+	--script) [ $# -ge 2 ] || usage; scripts+=("$2"); shift 2 ;;
+	--script=*) scripts+=("${1#*=}"); shift ;;
+	--bin) [ $# -ge 2 ] || usage; bins+=("$2"); shift 2 ;;
+	--bin=*) bins+=("${1#*=}"); shift ;;
+	--shell) shell=1; shift ;;
+	-v|--verbose) verbose=1; shift ;;
+	-h|--help) usage ;;
+	*) echo "run.sh: unknown argument '$1'" >&2; usage ;;
+	esac
+done
+
+failed=0
+fail() { echo "FAIL $*"; failed=1; }
+setup_fail() { fail "vm/setup $*"; echo "vm: giving up; nothing ran in the guest" >&2; exit 1; }
+
+mkdir -p "$out" || setup_fail "cannot create $out"
+# One run at a time per build folder (logs and images are shared).
+exec 8>"$out/.run.lock"
+if ! flock -n 8; then
+	echo "vm: another test bed run is using $out; waiting" >&2
+	flock 8
+fi
+
+# --- kernel, QEMU, base initramfs ------------------------------------------------------
+command -v "$qemu" >/dev/null ||
+	setup_fail "$qemu not found: install qemu-system-x86 ('make deps')"
+if ! kdir=$(tests/vm/kernel.sh 2>"$out/kernel.err"); then
+	cat "$out/kernel.err" >&2
+	setup_fail "cannot get the guest kernel: $(tail -n 1 "$out/kernel.err")"
+fi
+vmlinuz=$(ls "$kdir"/boot/vmlinuz-* | head -n 1)
+if ! tests/vm/initramfs.sh "$kdir" "$out" 2>"$out/initramfs.err"; then
+	cat "$out/initramfs.err" >&2
+	setup_fail "cannot build the initramfs: $(tail -n 1 "$out/initramfs.err")"
+fi
+cat "$out/initramfs.err" >&2
+
+# --- what to run -----------------------------------------------------------------------
+all_tests=()
+for f in tests/vm/guest/*.sh; do
+	n=$(basename "$f" .sh)
+	[ "$n" = lib ] || all_tests+=("$n")
+done
+tests=()
+if [ ${#only[@]} -gt 0 ]; then
+	for n in "${all_tests[@]}"; do
+		for re in "${only[@]}"; do
+			if echo "$n" | grep -qE -- "$re"; then tests+=("$n"); break; fi
+		done
+	done
+	[ ${#tests[@]} -gt 0 ] || setup_fail "no guest test matches --only ${only[*]}"
+elif [ ${#scripts[@]} -eq 0 ] && [ $shell = 0 ]; then
+	tests=("${all_tests[@]}")
+fi
+script_names=()
+for s in "${scripts[@]}"; do
+	[ -f "$s" ] || setup_fail "--script $s: no such file"
+	script_names+=("$(basename "$s")")
+done
+for b in "${bins[@]}"; do
+	[ -f "$b" ] && [ -x "$b" ] || setup_fail "--bin $b: not an executable file"
+done
+
+# --- the per-run part of the initramfs: /init, tests, scripts, ucow ---------------------
+stage=$out/run.stage
+rm -rf "$stage"
+mkdir -p "$stage/vm/tests" "$stage/vm/scripts" "$stage/usr/bin"
+cp tests/vm/init "$stage/init"
+chmod 755 "$stage/init"
+ln -s /init "$stage/usr/bin/vm-run"
+cp tests/vm/guest/lib.sh "$stage/vm/lib.sh"
+for n in "${all_tests[@]}"; do
+	cp "tests/vm/guest/$n.sh" "$stage/vm/tests/"
+done
+chmod 755 "$stage"/vm/tests/*.sh 2>/dev/null
+for s in "${scripts[@]}"; do
+	cp "$s" "$stage/vm/scripts/"
+done
+chmod 755 "$stage"/vm/scripts/* 2>/dev/null
+# A binary and the libraries the base does not already hold.
+add_bin() {
+	cp "$1" "$stage/usr/bin/" || setup_fail "cannot copy $1"
+	local lib norm
+	for lib in $(ldd "$1" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+		norm=$lib
+		case $norm in /lib/*|/lib64/*|/bin/*|/sbin/*) norm=/usr$norm ;; esac
+		grep -qxF "$norm" "$out/base.files" && continue
+		mkdir -p "$stage$(dirname "$norm")"
+		cp -L "$lib" "$stage$norm" || setup_fail "cannot copy $lib (needed by $1)"
+	done
+}
+ucow_note="not built"
+if [ -x "$BUILD/ucow" ]; then
+	add_bin "$BUILD/ucow"
+	ucow_note="$BUILD/ucow"
+fi
+for b in "${bins[@]}"; do add_bin "$b"; done
+{
+	echo "VM_TESTS='${tests[*]}'"
+	echo "VM_SCRIPTS='${script_names[*]}'"
+	echo "VM_SHELL=$shell"
+	echo "VM_TEST_TIMEOUT=$per_test"
+} >"$stage/vm/run.conf"
+(cd "$stage" && find . -mindepth 1 | sort | cpio --quiet -o -H newc -R 0:0) >"$out/run.cpio" ||
+	setup_fail "cpio failed"
+rm -rf "$stage"
+# The kernel unpacks concatenated archives in order: the run part lands on top of the base.
+cat "$out/base.cpio" "$out/run.cpio" >"$out/initrd.img" || setup_fail "cannot write $out/initrd.img"
+
+# --- boot ------------------------------------------------------------------------------
+# -accel tcg,thread=single -cpu max,-cx16: see Documentation/testbed.md; two vCPUs so that
+# multi-queue code really runs in parallel. oops=panic: an Oops stops the guest at once with
+# the report on the console, instead of leaving a half-dead kernel to hang the next test.
+append="console=ttyS0 panic=-1 oops=panic quiet ${UCOW_VM_APPEND:-}"
+qemu_args=(-accel tcg,thread=single -cpu max,-cx16 -smp 2 -m 2G -nographic -nodefaults
+	-no-reboot -kernel "$vmlinuz" -initrd "$out/initrd.img" -append "$append")
+
+if [ $shell = 1 ]; then
+	echo "vm: booting $(basename "$vmlinuz") with a shell (ucow: $ucow_note); Ctrl-A X quits QEMU" >&2
+	exec "$qemu" "${qemu_args[@]}" -serial mon:stdio
+fi
+
+console=$out/console.log
+results=$out/results.log
+rm -f "$console" "$results" "$out/dmesg.log"
+echo "vm: booting $(basename "$vmlinuz"): ${#tests[@]} test(s)${scripts:+, ${#scripts[@]} script(s)}; ucow: $ucow_note" >&2
+start=$(date +%s.%N)
+# The console is shown live: all of it with -v; else only the output of --script files.
+timeout -k 10 "$overall" "$qemu" "${qemu_args[@]}" -serial stdio -serial "file:$results" \
+	</dev/null 2>"$out/qemu.err" |
+	tee "$console" |
+	awk -v verbose=$verbose -v scripts=" ${script_names[*]%.sh} " '
+	{ sub(/\r$/, "") }
+	verbose { print "| " $0; fflush(); next }
+	$1 == "@@ucow-vm" && ($2 == "begin" || $2 == "end") {
+		name = $3; sub(/^vm\//, "", name)
+		show = ($2 == "begin" && index(scripts, " " name " ") > 0)
+		next
+	}
+	show && !/^\[ *[0-9]+\.[0-9]+\] / { print; fflush() }'
+qemu_rc=${PIPESTATUS[0]}
+elapsed=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $start }")
+
+# --- report ----------------------------------------------------------------------------
+[ -f "$results" ] || : >"$results"
+tr -d '\r' <"$results" >"$results.tmp" && mv "$results.tmp" "$results"
+sed -n 's/^UCOW-VM DMESG //p' "$results" >"$out/dmesg.log"
+result() { sed -n "s/^UCOW-VM RESULT \([A-Z]* vm\/$1\)\( .*\)\{0,1\}$/\1\2/p" "$results" | head -n 1; }
+show_section() {	# the tail of what one test printed, from the console log
+	tr -d '\r' <"$console" |
+		awk -v n="vm/$1" '$1 == "@@ucow-vm" && $3 == n { on = ($2 == "begin"); next } on' |
+		tail -n 25 | sed 's/^/  | /'
+}
+
+for n in "${tests[@]}" "${script_names[@]%.sh}"; do
+	r=$(result "$n")
+	case $r in
+	PASS*) echo "$r" ;;
+	FAIL*) echo "$r"; failed=1; show_section "$n" ;;
+	*) fail "vm/$n no result: the guest crashed, hung or timed out first (console: $console)"
+	   show_section "$n" ;;
+	esac
+done
+# Results the guest reported for things not asked for (e.g. a module that did not load).
+sed -n 's/^UCOW-VM RESULT //p' "$results" | while read -r status name rest; do
+	n=${name#vm/}
+	case " ${tests[*]} ${script_names[*]%.sh} " in *" $n "*) continue ;; esac
+	echo "$status $name $rest"
+done | grep . && failed=1
+
+if ! grep -q '^UCOW-VM BOOT ' "$results"; then
+	fail "vm/boot the guest never reached /init (qemu exit $qemu_rc: $(tail -n 1 "$out/qemu.err"))"
+elif ! grep -q '^UCOW-VM DONE' "$results"; then
+	if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
+		fail "vm/timeout the guest did not finish within ${overall}s (UCOW_VM_TIMEOUT)"
+	else
+		fail "vm/boot the guest stopped before the end (qemu exit $qemu_rc; kernel panic?)"
+	fi
+fi
+
+# The kernel log: the guest's full dmesg when it got that far, and the kernel lines of the
+# console in any case (a panic never reaches dmesg.log).
+w='(^|[^A-Za-z_])'	# a word boundary that awk (mawk) understands
+bad="${w}BUG([^A-Za-z_]|\$)|${w}WARNING([^A-Za-z_]|\$)|${w}Oops|Call Trace|blocked for more than|possible recursive locking|possible circular locking|inconsistent lock state|lockdep|Kernel panic|general protection fault|soft lockup|hard LOCKUP|rcu.*(stall|detected stalls)|UBSAN|KASAN|kernel BUG|double fault|invalid opcode"
+
+{
+	cat "$out/dmesg.log"
+	tr -d '\r' <"$console" | grep -E '^\[ *[0-9]+\.[0-9]+\] '
+} | awk -v bad="$bad" '
+	/ucow-vm: begin vm\// { during = "during " $NF; next }
+	/ucow-vm: end vm\// { during = "after " $NF; next }
+	$0 ~ bad && !seen[$0]++ { print (during ? during : "at boot") ": " $0 }' >"$out/kernel-bad.log"
+if [ -s "$out/kernel-bad.log" ]; then
+	fail "vm/kernel-log $(wc -l <"$out/kernel-bad.log") suspicious kernel log line(s), first $(head -n 1 "$out/kernel-bad.log")"
+	head -n 20 "$out/kernel-bad.log" | sed 's/^/  | /'
+elif grep -q '^UCOW-VM DONE' "$results"; then
+	echo "PASS vm/kernel-log"
+fi
+
+echo "vm: ${elapsed}s in all (QEMU exit $qemu_rc)" >&2
+if [ $failed != 0 ]; then
+	echo "vm: logs: $console (console), $results (guest report), $out/dmesg.log" >&2
+	exit 1
+fi
+exit 0

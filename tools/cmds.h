@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+/* Entry points of the ucow subcommands (tools/ucow.c dispatches to them). */
+#ifndef UCOW_CMDS_H
+#define UCOW_CMDS_H
+
+/* Each gets argv[0] = the subcommand's name and returns the process exit status. */
+int cmd_create(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_io(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+int cmd_dev(int argc, char **argv);	/* tools/dev.c */
+
+#endif

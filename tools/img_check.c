@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ucow check: consistency check of an image (read-only). Exit status like qemu-img check:
+ * 0 clean, 1 the check could not be done, 2 corruption found, 3 only leaks found.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cowcore.h"
+#include "cmds.h"
+#include "util.h"
+
+static const char check_help[] =
+	"usage: ucow check [-f FMT] [--output=human|json] FILE\n"
+	"\n"
+	"Check FILE's metadata for consistency. The image is opened read-only; an image\n"
+	"that cannot be opened normally because it is corrupt is opened without its backing\n"
+	"chain so it can still be checked.\n"
+	"\n"
+	"  -f FMT          FILE's format: ucow (default; recognized by its magic) or raw\n"
+	"  --output=FMT    human (default) or json\n"
+	"  -h, --help      this help\n"
+	"\n"
+	"Exit status: 0 no problems, 1 the check could not be done (an error), 2 corruption\n"
+	"found, 3 only leaked chunks found (wasted space, no harm to data).\n";
+
+static void print_human(const char *file, const struct cow_check_result *res,
+			const struct cow_info *in)
+{
+	if (res->corruptions) {
+		printf("%" PRIu64 " errors were found on the image.\n"
+		       "Data may be corrupted, or further writes to the image may corrupt it.\n",
+		       res->corruptions);
+	}
+	if (res->leaks) {
+		printf("%s%" PRIu64 " leaked chunks were found on the image.\n"
+		       "This means waste of disk space, but no harm to data.\n",
+		       res->corruptions ? "\n" : "", res->leaks);
+	}
+	if (!res->corruptions && !res->leaks && res->verdict == 0)
+		printf("No errors were found on the image.\n");
+	if (res->first_problem[0])
+		printf("First problem: %s\n", res->first_problem);
+	if (in->nr_chunks)
+		printf("%" PRIu64 "/%" PRIu64 " = %.2f%% allocated, %.2f%% fragmented chunks\n",
+		       res->allocated_chunks, in->nr_chunks,
+		       100.0 * (double)res->allocated_chunks / (double)in->nr_chunks,
+		       res->allocated_chunks ?
+		       100.0 * (double)res->fragmented / (double)res->allocated_chunks : 0.0);
+}
+
+static void print_json(const char *file, const struct cow_check_result *res,
+		       const struct cow_info *in)
+{
+	printf("{\n    \"filename\": ");
+	json_str(stdout, file);
+	printf(",\n    \"format\": ");
+	json_str(stdout, cow_fmt_name(in->fmt));
+	printf(",\n    \"check-errors\": 0");
+	printf(",\n    \"corruptions\": %" PRIu64, res->corruptions);
+	printf(",\n    \"leaks\": %" PRIu64, res->leaks);
+	printf(",\n    \"verdict\": %d", res->verdict);
+	printf(",\n    \"total-chunks\": %" PRIu64, in->nr_chunks);
+	printf(",\n    \"allocated-chunks\": %" PRIu64, res->allocated_chunks);
+	printf(",\n    \"fragmented-chunks\": %" PRIu64, res->fragmented);
+	if (res->first_problem[0]) {
+		printf(",\n    \"first-problem\": ");
+		json_str(stdout, res->first_problem);
+	}
+	printf("\n}\n");
+}
+
+int cmd_check(int argc, char **argv)
+{
+	enum { OPT_OUTPUT = 256 };
+	static const struct option lopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "output", required_argument, NULL, OPT_OUTPUT },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct cow_check_result res;
+	char err[COW_ERRLEN] = "";
+	struct cow_image *img;
+	struct cow_info in;
+	int c, rc, fmt = COW_FMT_NONE;
+	bool json = false;
+	const char *file;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":f:h", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			fmt = cow_fmt_parse(optarg);
+			if (fmt <= 0)
+				return usage_err("check", "unknown format '%s' (use ucow or raw)",
+						 optarg);
+			break;
+		case OPT_OUTPUT:
+			if (!strcmp(optarg, "json"))
+				json = true;
+			else if (!strcmp(optarg, "human"))
+				json = false;
+			else
+				return usage_err("check", "unknown output format '%s' (human or json)",
+						 optarg);
+			break;
+		case 'h': fputs(check_help, stdout); return 0;
+		default: return opt_err("check", c, argv);
+		}
+	}
+	if (optind >= argc)
+		return usage_err("check", "no FILE given");
+	if (argc - optind > 1)
+		return usage_err("check", "too many arguments ('%s')", argv[optind + 1]);
+	file = argv[optind];
+
+	rc = cow_open(file, fmt, COW_OPEN_RDONLY, &img, err);
+	if (rc == -EUCLEAN) {
+		/* a corrupt image must still be checkable: leave its chain alone */
+		char err2[COW_ERRLEN] = "";
+
+		rc = cow_open(file, fmt, COW_OPEN_RDONLY | COW_OPEN_NOCHAIN, &img, err2);
+		if (rc == -EUCLEAN) {
+			/* not even its own metadata loads: that is corruption, found */
+			report(file, NULL, rc, err2[0] ? err2 : err);
+			return 2;
+		}
+	}
+	if (rc < 0) {
+		report(file, NULL, rc, err);
+		return 1;
+	}
+	cow_get_info(img, &in);
+	memset(&res, 0, sizeof(res));
+	rc = cow_check(img, &res);
+	if (rc < 0) {
+		ucow_err("%s: check failed: %s", file, err_text_for(rc, cow_errmsg(img), file));
+		cow_close(img);
+		return 1;
+	}
+	if (json)
+		print_json(file, &res, &in);
+	else
+		print_human(file, &res, &in);
+	cow_close(img);
+	return res.verdict == 0 || res.verdict == 2 || res.verdict == 3 ? res.verdict : 1;
+}

@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ucow convert: copy an image's content (a ucow image's whole backing chain, flattened) to
+ * a new raw or ucow file. The output is sparse: runs the source maps as zero are skipped, so
+ * are all-zero pieces of data. DST is built under a temporary name and renamed into place
+ * at the end: an error leaves nothing behind.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cowcore.h"
+#include "cmds.h"
+#include "util.h"
+
+static const char convert_help[] =
+	"usage: ucow convert [-p] [-q] [-f FMT] [-O raw|ucow] [-o OPTIONS] SRC DST\n"
+	"\n"
+	"Copy SRC's content to a new file DST (replacing an existing DST). A ucow SRC is\n"
+	"read through its whole backing chain: DST holds the flattened content and has no\n"
+	"backing file. Zero runs are not written, so DST is sparse.\n"
+	"\n"
+	"  -f FMT        SRC's format: ucow (default; recognized by its magic) or raw\n"
+	"  -O FMT        DST's format: raw (default) or ucow\n"
+	"  -o OPTIONS    ucow DST only: chunk_size=N,block_size=N,journal_size=N\n"
+	"  -p            show progress on stderr\n"
+	"  -q            quiet (the default; accepted for qemu-img compatibility)\n"
+	"  -h, --help    this help\n";
+
+#define CONV_BUF (2u << 20)	/* bytes per request */
+#define CONV_GRAIN 4096u	/* all-zero pieces this big are not written */
+
+struct conv {
+	const char *src, *dst;
+	char tmp[4096];
+	struct cow_image *si, *di;
+	struct cow_ctx *sc, *dc;
+	uint64_t size;
+	uint8_t *buf;
+	bool progress;
+	int last_pct;
+};
+
+static int parse_conv_opts(const char *dst, char *opts, struct cow_create_opts *co)
+{
+	char *p = opts, *key, *val;
+	const char *why;
+	uint64_t v;
+
+	while (opt_next(&p, &key, &val)) {
+		uint32_t *to = !strcmp(key, "chunk_size") || !strcmp(key, "cluster_size") ?
+			       &co->chunk_size : !strcmp(key, "block_size") ? &co->block_size :
+			       !strcmp(key, "journal_size") ? &co->journal_size : NULL;
+
+		if (!to) {
+			ucow_err("%s: unknown option '%s' for format ucow (chunk_size, block_size, "
+				 "journal_size)", dst, key);
+			return -EINVAL;
+		}
+		if (!val || parse_bytes(val, &v, &why) < 0 || v > UINT32_MAX) {
+			ucow_err("%s: invalid %s '%s'", dst, key, val ? val : "");
+			return -EINVAL;
+		}
+		*to = (uint32_t)v;
+	}
+	return 0;
+}
+
+/* Where [off, off+len) of img's content comes from: DATA or ZERO, for *run bytes. */
+static int map_chain(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run)
+{
+	for (;;) {
+		struct cow_image *b;
+		struct cow_info bi;
+		uint64_t phys;
+		int st = cow_map(img, off, len, run, &phys);
+
+		if (st < 0 || st != COW_MAP_BACKING)
+			return st;
+		b = cow_backing_image(img);
+		if (!b)
+			return COW_MAP_DATA;	/* cannot look further: just read it */
+		cow_get_info(b, &bi);
+		if (off >= bi.virtual_size)
+			return COW_MAP_ZERO;	/* past the backing image's end */
+		len = *run < bi.virtual_size - off ? *run : bi.virtual_size - off;
+		img = b;
+	}
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+static void show_progress(struct conv *c, uint64_t done)
+{
+	int pct;
+
+	if (!c->progress)
+		return;
+	pct = c->size ? (int)(done * 10000 / c->size) : 10000;
+	if (pct / 100 == c->last_pct / 100 && c->last_pct >= 0 && pct != 10000)
+		return;
+	c->last_pct = pct;
+	fprintf(stderr, "    (%d.%02d/100%%)%s", pct / 100, pct % 100, pct == 10000 ? "\n" : "\r");
+	fflush(stderr);
+}
+
+/* Write the parts of buf (content of [off, off+n)) that are not all zero. */
+static int write_nonzero(struct conv *c, uint64_t off, uint64_t n)
+{
+	uint64_t i = 0;
+
+	while (i < n) {
+		uint64_t start, g;
+		int rc;
+
+		for (; i < n; i += g) {
+			g = n - i < CONV_GRAIN ? n - i : CONV_GRAIN;
+			if (!all_zero(c->buf + i, g))
+				break;
+		}
+		start = i;
+		for (; i < n; i += g) {
+			g = n - i < CONV_GRAIN ? n - i : CONV_GRAIN;
+			if (all_zero(c->buf + i, g))
+				break;
+		}
+		if (i == start)
+			break;
+		rc = cow_rw(c->dc, COW_WRITE, c->buf + start, i - start, off + start, 0);
+		if (rc < 0) {
+			ucow_err("%s: write failed at offset %" PRIu64 ": %s", c->dst, off + start,
+				 err_text_for(rc, cow_errmsg(c->di), c->tmp));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static int copy_all(struct conv *c)
+{
+	uint64_t off = 0, run;
+	int st, rc;
+
+	show_progress(c, 0);
+	while (off < c->size) {
+		uint64_t len = c->size - off < CONV_BUF ? c->size - off : CONV_BUF;
+
+		st = map_chain(c->si, off, len, &run);
+		if (st < 0) {
+			ucow_err("%s: mapping offset %" PRIu64 ": %s", c->src, off,
+				 err_text_for(st, cow_errmsg(c->si), c->src));
+			return st;
+		}
+		if (run == 0 || run > len)
+			run = len;	/* never loop forever on an odd answer */
+		if (st != COW_MAP_ZERO) {
+			rc = cow_rw(c->sc, COW_READ, c->buf, run, off, 0);
+			if (rc < 0) {
+				ucow_err("%s: read failed at offset %" PRIu64 ": %s", c->src, off,
+					 err_text_for(rc, cow_errmsg(c->si), c->src));
+				return rc;
+			}
+			rc = write_nonzero(c, off, run);
+			if (rc < 0)
+				return rc;
+		}
+		off += run;
+		show_progress(c, off);
+	}
+	rc = cow_rw(c->dc, COW_FLUSH, NULL, 0, 0, 0);
+	if (rc < 0)
+		ucow_err("%s: flush failed: %s", c->dst, err_text_for(rc, cow_errmsg(c->di), c->tmp));
+	return rc;
+}
+
+/* Make the empty destination (under c->tmp) and open it. */
+static int make_dst(struct conv *c, int ofmt, struct cow_create_opts *co)
+{
+	char err[COW_ERRLEN] = "";
+	int rc, fd;
+
+	if (ofmt == COW_FMT_RAW) {
+		fd = open(c->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+		if (fd < 0)
+			rc = -errno;
+		else {
+			rc = ftruncate(fd, (off_t)c->size) < 0 ? -errno : 0;
+			close(fd);
+		}
+		if (rc < 0) {
+			ucow_err("%s: cannot create: %s", c->dst, strerror(-rc));
+			return rc;
+		}
+	} else {
+		co->size = c->size;
+		rc = cow_create(c->tmp, co, err);
+		if (rc < 0) {
+			report(c->dst, c->tmp, rc, err);
+			return rc;
+		}
+	}
+	rc = cow_open(c->tmp, ofmt, 0, &c->di, err);
+	if (rc < 0)
+		report(c->dst, c->tmp, rc, err);
+	return rc;
+}
+
+/* DST must not be SRC or one of its backing files: we would replace what we read. */
+static int dst_in_chain(struct conv *c)
+{
+	struct stat sd, ss;
+
+	if (stat(c->dst, &sd) < 0)
+		return 0;
+	for (struct cow_image *i = c->si; i; i = cow_backing_image(i)) {
+		struct cow_info in;
+
+		cow_get_info(i, &in);
+		if (in.path && stat(in.path, &ss) == 0 && ss.st_dev == sd.st_dev &&
+		    ss.st_ino == sd.st_ino)
+			return 1;
+	}
+	return 0;
+}
+
+static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *co)
+{
+	char err[COW_ERRLEN] = "";
+	struct cow_backend *be = NULL;
+	struct cow_info in;
+	const char *why;
+	int rc;
+
+	rc = cow_open(c->src, sfmt, COW_OPEN_RDONLY, &c->si, err);
+	if (rc < 0) {
+		report(c->src, NULL, rc, err);
+		return rc;
+	}
+	cow_get_info(c->si, &in);
+	c->size = in.virtual_size;
+	if (dst_in_chain(c)) {
+		ucow_err("%s: is the source image or one of its backing files", c->dst);
+		rc = -EINVAL;
+		goto close_src;
+	}
+	rc = check_replaceable(c->dst, &why);
+	if (rc < 0) {
+		ucow_err("%s: cannot replace: %s", c->dst, why ? why : strerror(-rc));
+		goto close_src;
+	}
+	rc = tmp_sibling(c->dst, c->tmp, sizeof(c->tmp));
+	if (rc < 0) {
+		ucow_err("%s: cannot create: %s", c->dst, strerror(-rc));
+		goto close_src;
+	}
+	rc = make_dst(c, ofmt, co);
+	if (rc < 0)
+		goto remove_tmp;
+	rc = cow_backend_new("uring", 32, &be);
+	if (rc < 0) {
+		ucow_err("%s: cannot set up the I/O backend: %s", c->dst, strerror(-rc));
+		goto close_dst;
+	}
+	rc = cow_ctx_new(c->si, be, &c->sc);
+	if (rc < 0) {
+		ucow_err("%s: %s", c->src, err_text_for(rc, cow_errmsg(c->si), c->src));
+		goto free_be;
+	}
+	rc = cow_ctx_new(c->di, be, &c->dc);
+	if (rc < 0) {
+		ucow_err("%s: %s", c->dst, err_text_for(rc, cow_errmsg(c->di), c->tmp));
+		goto free_sc;
+	}
+	rc = copy_all(c);
+	cow_ctx_free(c->dc);
+free_sc:
+	cow_ctx_free(c->sc);
+free_be:
+	cow_backend_free(be);
+close_dst:
+	{
+		int r2 = cow_close(c->di);
+
+		if (r2 < 0 && rc == 0) {
+			ucow_err("%s: closing: %s", c->dst, strerror(-r2));
+			rc = r2;
+		}
+	}
+	if (rc == 0) {
+		rc = replace_file(c->tmp, c->dst);
+		if (rc < 0)
+			ucow_err("%s: cannot create: %s", c->dst, strerror(-rc));
+	}
+remove_tmp:
+	if (rc < 0)
+		unlink(c->tmp);
+close_src:
+	cow_close(c->si);
+	return rc;
+}
+
+int cmd_convert(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct cow_create_opts co = { 0 };
+	struct conv c = { .last_pct = -1 };
+	int ch, rc, sfmt = COW_FMT_NONE, ofmt = COW_FMT_RAW;
+	char *opts = NULL;
+
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":f:O:o:pqh", lopts, NULL)) != -1) {
+		switch (ch) {
+		case 'f':
+			sfmt = cow_fmt_parse(optarg);
+			if (sfmt <= 0)
+				return usage_err("convert", "unknown format '%s' (use ucow or raw)",
+						 optarg);
+			break;
+		case 'O':
+			ofmt = cow_fmt_parse(optarg);
+			if (ofmt <= 0)
+				return usage_err("convert", "unknown format '%s' (use raw or ucow)",
+						 optarg);
+			break;
+		case 'o': opts = optarg; break;
+		case 'p': c.progress = true; break;
+		case 'q': break;
+		case 'h': fputs(convert_help, stdout); return 0;
+		default: return opt_err("convert", ch, argv);
+		}
+	}
+	if (argc - optind < 2)
+		return usage_err("convert", "expected SRC DST");
+	if (argc - optind > 2)
+		return usage_err("convert", "too many arguments ('%s')", argv[optind + 2]);
+	c.src = argv[optind];
+	c.dst = argv[optind + 1];
+	if (opts) {
+		char *copy;
+
+		if (ofmt != COW_FMT_UCOW) {
+			ucow_err("%s: format raw takes no -o options", c.dst);
+			return 1;
+		}
+		copy = strdup(opts);
+		rc = copy ? parse_conv_opts(c.dst, copy, &co) : -ENOMEM;
+		free(copy);
+		if (rc < 0)
+			return 1;
+	}
+	if (posix_memalign((void **)&c.buf, 4096, CONV_BUF)) {
+		ucow_err("%s: out of memory", c.dst);
+		return 1;
+	}
+	rc = convert(&c, sfmt, ofmt, &co);
+	free(c.buf);
+	return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+/* ucow info: what an image is (format, sizes, backing file, state), optionally the chain. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cowcore.h"
+#include "cmds.h"
+#include "util.h"
+
+static const char info_help[] =
+	"usage: ucow info [-f FMT] [--output=human|json] [--backing-chain] FILE\n"
+	"\n"
+	"Show FILE's format, virtual size, disk usage, chunk and block size, backing file\n"
+	"and its format, allocation, snapshots and the dirty and corrupt flags.\n"
+	"\n"
+	"  -f FMT             FILE's format: ucow (default; recognized by its magic) or raw\n"
+	"  --output=FMT       human (default) or json\n"
+	"  --backing-chain    also every image down the backing chain (json: an array)\n"
+	"  -h, --help         this help\n";
+
+static void print_human(struct cow_image *img, const char *name)
+{
+	struct cow_info in;
+	char hs[32], full[4096];
+
+	cow_get_info(img, &in);
+	printf("image: %s\n", name);
+	printf("file format: %s\n", cow_fmt_name(in.fmt));
+	human_size(in.virtual_size, hs, sizeof(hs));
+	printf("virtual size: %s (%" PRIu64 " bytes)\n", hs, in.virtual_size);
+	human_size(in.disk_usage, hs, sizeof(hs));
+	printf("disk size: %s\n", hs);
+	if (in.fmt != COW_FMT_UCOW)
+		return;
+	printf("chunk_size: %" PRIu32 "\n", in.chunk_size);
+	printf("block_size: %" PRIu32 "\n", in.block_size);
+	if (in.backing) {
+		printf("backing file: %s", in.backing);
+		if (resolve_near(name, in.backing, full, sizeof(full)) == 0 &&
+		    strcmp(full, in.backing))
+			printf(" (actual path: %s)", full);
+		printf("\n");
+		printf("backing file format: %s\n", cow_fmt_name(in.backing_fmt));
+	}
+	printf("allocated chunks: %" PRIu64 "/%" PRIu64 "\n", in.allocated_chunks, in.nr_chunks);
+	printf("zero chunks: %" PRIu64 "\n", in.zero_chunks);
+	printf("journal: %" PRIu64 " bytes, %" PRIu64 " used\n", in.journal_size, in.journal_used);
+	printf("snapshots: %" PRIu32 "\n", in.nb_snapshots);
+	printf("dirty: %s\n", in.dirty ? "true" : "false");
+	printf("corrupt: %s\n", in.corrupt ? "true" : "false");
+}
+
+static void print_json(struct cow_image *img, const char *name, const char *indent)
+{
+	struct cow_info in;
+	char full[4096];
+
+	cow_get_info(img, &in);
+	printf("%s{\n%s    \"filename\": ", indent, indent);
+	json_str(stdout, name);
+	printf(",\n%s    \"format\": ", indent);
+	json_str(stdout, cow_fmt_name(in.fmt));
+	printf(",\n%s    \"virtual-size\": %" PRIu64, indent, in.virtual_size);
+	printf(",\n%s    \"actual-size\": %" PRIu64, indent, in.disk_usage);
+	printf(",\n%s    \"file-size\": %" PRIu64, indent, in.file_size);
+	if (in.fmt == COW_FMT_UCOW) {
+		printf(",\n%s    \"chunk-size\": %" PRIu32, indent, in.chunk_size);
+		printf(",\n%s    \"block-size\": %" PRIu32, indent, in.block_size);
+		if (in.backing) {
+			printf(",\n%s    \"backing-filename\": ", indent);
+			json_str(stdout, in.backing);
+			if (resolve_near(name, in.backing, full, sizeof(full)) == 0) {
+				printf(",\n%s    \"full-backing-filename\": ", indent);
+				json_str(stdout, full);
+			}
+			printf(",\n%s    \"backing-filename-format\": ", indent);
+			json_str(stdout, cow_fmt_name(in.backing_fmt));
+		}
+		printf(",\n%s    \"nr-chunks\": %" PRIu64, indent, in.nr_chunks);
+		printf(",\n%s    \"allocated-chunks\": %" PRIu64, indent, in.allocated_chunks);
+		printf(",\n%s    \"zero-chunks\": %" PRIu64, indent, in.zero_chunks);
+		printf(",\n%s    \"journal-size\": %" PRIu64, indent, in.journal_size);
+		printf(",\n%s    \"journal-used\": %" PRIu64, indent, in.journal_used);
+		printf(",\n%s    \"snapshots\": %" PRIu32, indent, in.nb_snapshots);
+		printf(",\n%s    \"dirty-flag\": %s", indent, in.dirty ? "true" : "false");
+		printf(",\n%s    \"corrupt\": %s", indent, in.corrupt ? "true" : "false");
+	}
+	printf("\n%s}", indent);
+}
+
+int cmd_info(int argc, char **argv)
+{
+	enum { OPT_OUTPUT = 256, OPT_CHAIN };
+	static const struct option lopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "output", required_argument, NULL, OPT_OUTPUT },
+		{ "backing-chain", no_argument, NULL, OPT_CHAIN },
+		{ NULL, 0, NULL, 0 },
+	};
+	char err[COW_ERRLEN] = "";
+	struct cow_image *img, *i;
+	bool json = false, chain = false;
+	int c, rc, fmt = COW_FMT_NONE;
+	const char *file;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":f:h", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			fmt = cow_fmt_parse(optarg);
+			if (fmt <= 0)
+				return usage_err("info", "unknown format '%s' (use ucow or raw)",
+						 optarg);
+			break;
+		case OPT_OUTPUT:
+			if (!strcmp(optarg, "json"))
+				json = true;
+			else if (!strcmp(optarg, "human"))
+				json = false;
+			else
+				return usage_err("info", "unknown output format '%s' (human or json)",
+						 optarg);
+			break;
+		case OPT_CHAIN: chain = true; break;
+		case 'h': fputs(info_help, stdout); return 0;
+		default: return opt_err("info", c, argv);
+		}
+	}
+	if (optind >= argc)
+		return usage_err("info", "no FILE given");
+	if (argc - optind > 1)
+		return usage_err("info", "too many arguments ('%s')", argv[optind + 1]);
+	file = argv[optind];
+
+	rc = cow_open(file, fmt, COW_OPEN_RDONLY | (chain ? 0 : COW_OPEN_NOCHAIN), &img, err);
+	if (rc < 0) {
+		report(file, NULL, rc, err);
+		return 1;
+	}
+	if (json && chain)
+		printf("[\n");
+	for (i = img; i; i = chain ? cow_backing_image(i) : NULL) {
+		struct cow_info in;
+
+		cow_get_info(i, &in);
+		if (json) {
+			print_json(i, i == img ? file : in.path, chain ? "    " : "");
+			printf("%s\n", chain && cow_backing_image(i) ? "," : "");
+		} else {
+			if (i != img)
+				printf("\n");
+			print_human(i, i == img ? file : in.path);
+		}
+	}
+	if (json && chain)
+		printf("]\n");
+	cow_close(img);
+	return 0;
+}

@@ -1,0 +1,266 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers shared by the ucow image subcommands: messages, numbers, options, output. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cowcore.h"
+#include "util.h"
+
+void ucow_err(const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	/* one line, whatever the engine's text holds */
+	for (char *p = line; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	fflush(stdout);
+	fprintf(stderr, "ucow: %s\n", line);
+}
+
+int usage_err(const char *cmd, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	ucow_err("%s: %s (try 'ucow %s --help')", cmd, msg, cmd);
+	return 1;
+}
+
+int opt_err(const char *cmd, int c, char **argv)
+{
+	const char *arg = optind > 0 ? argv[optind - 1] : "?";
+
+	if (c == ':')
+		return usage_err(cmd, "option '%s' needs an argument", arg);
+	if (optopt)
+		return usage_err(cmd, "unknown option '-%c'", optopt);
+	return usage_err(cmd, "unknown option '%s'", arg);
+}
+
+const char *err_text(int rc, const char *engine_err)
+{
+	if (engine_err && engine_err[0])
+		return engine_err;
+	return strerror(rc < 0 ? -rc : rc);
+}
+
+const char *err_text_for(int rc, const char *engine_err, const char *path)
+{
+	const char *t = err_text(rc, engine_err);
+	size_t n = path ? strlen(path) : 0;
+
+	if (n && !strncmp(t, path, n) && t[n] == ':' && t[n + 1] == ' ')
+		return t + n + 2;
+	return t;
+}
+
+void report(const char *file, const char *used, int rc, const char *err)
+{
+	const char *t = err_text_for(rc, err, used ? used : file);
+
+	if (used && t == err_text(rc, err))
+		t = err_text_for(rc, err, file);
+	ucow_err("%s: %s", file, t);
+}
+
+int parse_bytes(const char *s, uint64_t *out, const char **why)
+{
+	int rc;
+
+	*why = "not a valid size (a number with an optional k, M, G or T suffix)";
+	if (!s || !*s) {
+		*why = "empty size";
+		return -EINVAL;
+	}
+	if (s[0] == '-') {
+		*why = "size must not be negative";
+		return -EINVAL;
+	}
+	if (!isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	rc = cow_parse_size(s, out);
+	if (rc == -ERANGE)
+		*why = "size too large";
+	return rc;
+}
+
+int parse_pattern(const char *s, int *out)
+{
+	char *end;
+	long v;
+
+	if (!s || !*s || s[0] == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtol(s, &end, 0);
+	if (errno || *end || v < 0 || v > 255)
+		return -EINVAL;
+	*out = (int)v;
+	return 0;
+}
+
+int opt_next(char **p, char **key, char **val)
+{
+	char *s = *p, *comma, *eq;
+
+	while (s && *s == ',')
+		s++;
+	if (!s || !*s)
+		return 0;
+	comma = strchr(s, ',');
+	if (comma) {
+		*comma = 0;
+		*p = comma + 1;
+	} else {
+		*p = s + strlen(s);
+	}
+	eq = strchr(s, '=');
+	if (eq)
+		*eq++ = 0;
+	*key = s;
+	*val = eq;
+	return 1;
+}
+
+static void split_path(const char *path, char *dir, size_t dirlen, const char **base)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash) {
+		snprintf(dir, dirlen, ".");
+		*base = path;
+	} else if (slash == path) {
+		snprintf(dir, dirlen, "/");
+		*base = slash + 1;
+	} else {
+		snprintf(dir, dirlen, "%.*s", (int)(slash - path), path);
+		*base = slash + 1;
+	}
+}
+
+int resolve_near(const char *overlay, const char *name, char *out, size_t outlen)
+{
+	char dir[4096];
+	const char *base;
+	int n;
+
+	if (name[0] == '/')
+		n = snprintf(out, outlen, "%s", name);
+	else {
+		split_path(overlay, dir, sizeof(dir), &base);
+		n = snprintf(out, outlen, "%s/%s", dir, name);
+	}
+	return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
+}
+
+int tmp_sibling(const char *path, char *out, size_t outlen)
+{
+	char dir[4096];
+	const char *base;
+	int fd, n;
+
+	split_path(path, dir, sizeof(dir), &base);
+	n = snprintf(out, outlen, "%s/.%.200s.ucow-XXXXXX", dir, base);
+	if (n < 0 || (size_t)n >= outlen)
+		return -ENAMETOOLONG;
+	fd = mkstemp(out);
+	if (fd < 0)
+		return -errno;
+	close(fd);
+	/* the engine creates the file itself (O_EXCL): hand it a free name */
+	if (unlink(out) < 0)
+		return -errno;
+	return 0;
+}
+
+int replace_file(const char *tmp, const char *path)
+{
+	char dir[4096];
+	const char *base;
+	int fd, rc;
+
+	if (rename(tmp, path) < 0) {
+		rc = -errno;
+		unlink(tmp);
+		return rc;
+	}
+	split_path(path, dir, sizeof(dir), &base);
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	return 0;
+}
+
+int check_replaceable(const char *path, const char **why)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	struct stat st;
+	int fd;
+
+	*why = NULL;
+	if (stat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (S_ISDIR(st.st_mode))
+		return -EISDIR;
+	if (!S_ISREG(st.st_mode)) {
+		*why = "not a regular file";
+		return -EINVAL;
+	}
+	if (access(path, W_OK) < 0)
+		return -errno;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	if (fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) {
+		close(fd);
+		*why = "file is in use by another process (locked)";
+		return -EBUSY;
+	}
+	close(fd);
+	return 0;
+}
+
+void human_size(uint64_t v, char *buf, size_t len)
+{
+	static const char *const sfx[] = { "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei" };
+	int i = 0;
+
+	/* same unit choice as qemu-img: switch up once the number reaches 1000 */
+	while (i < 6 && (double)v >= 1000.0 * (double)(1ull << (10 * i)))
+		i++;
+	snprintf(buf, len, "%0.3g %sB", (double)v / (double)(1ull << (10 * i)), sfx[i]);
+}
+
+void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; s && *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20 || c == 0x7f)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}

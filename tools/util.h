@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers shared by the ucow image subcommands: messages, numbers, options, output. */
+#ifndef UCOW_UTIL_H
+#define UCOW_UTIL_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#define UCOW_VERSION_STR "0.1.0"
+
+/* "ucow: " + message + newline on stderr. Always one line. */
+void ucow_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A usage error of subcommand cmd: one line with a hint at --help. Returns 1 (exit code). */
+int usage_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Report what getopt_long() returned for a bad option (c is '?' or ':'). Returns 1. */
+int opt_err(const char *cmd, int c, char **argv);
+
+/*
+ * The engine's text when it gave one, else strerror(-rc). The engine starts its texts with
+ * the file's name: a leading "PATH: " (PATH = path, may be NULL) is left out.
+ */
+const char *err_text(int rc, const char *engine_err);
+const char *err_text_for(int rc, const char *engine_err, const char *path);
+
+/* "ucow: FILE: <err_text_for(rc, err, used)>" — used is the name the engine was given. */
+void report(const char *file, const char *used, int rc, const char *err);
+
+/*
+ * A byte count: digits with an optional k, M, G, T suffix (cow_parse_size). Rejects signs
+ * and empty strings. 0 or -EINVAL / -ERANGE; *why gets a short reason.
+ */
+int parse_bytes(const char *s, uint64_t *out, const char **why);
+
+/* A byte value 0..255, decimal or 0x hex (qemu-io -P). 0 or -EINVAL. */
+int parse_pattern(const char *s, int *out);
+
+/*
+ * -o lists "key=value,key=value": call opt_next() until it returns 0. *p walks a writable
+ * copy of the list. Returns 1 with *key and *val set (val NULL when there is no '='), 0 at the end.
+ */
+int opt_next(char **p, char **key, char **val);
+
+/*
+ * A name in path's folder for building a file before it replaces path with rename(2):
+ * "<dir>/.<base>.ucow-XXXXXX", guaranteed not to exist when this returns. 0 or -errno.
+ */
+int tmp_sibling(const char *path, char *out, size_t outlen);
+
+/* name as a backing file of overlay: relative names are taken from overlay's folder. */
+int resolve_near(const char *overlay, const char *name, char *out, size_t outlen);
+
+/* Put tmp in place of path (rename + fsync of the folder); on failure remove tmp. 0/-errno */
+int replace_file(const char *tmp, const char *path);
+
+/* Refuse to replace path when it is a folder or in use (an OFD/POSIX lock is held on it). */
+int check_replaceable(const char *path, const char **why);
+
+/* qemu-img style human size: "1 GiB", "1.5 MiB", "0.977 GiB". */
+void human_size(uint64_t v, char *buf, size_t len);
+
+/* A JSON string literal (quotes and escapes). */
+void json_str(FILE *f, const char *s);
+
+#endif

@@ -1,0 +1,223 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the raw and cow targets share: both serve through the cowcore engine.
+ *
+ * Per device: one struct cow_image (thread-safe, shared by the queues).
+ * Per queue: the engine's io_uring backend attached to the queue's own ring, one cow_ctx,
+ * and a READ on the ctx's eventfd (other queues hand work to this ctx through it; when the
+ * read completes we run cow_ctx_poll and read again).
+ * Per tag: the tag's struct cow_req (in struct ublk_io) and the tag's buffer. Nothing is
+ * allocated per request.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ublk.h"
+
+struct eng_queue {
+	struct cow_backend *be;
+	struct cow_ctx *ctx;
+	int evfd;
+	bool ev_armed;
+	uint64_t ev_val;
+};
+
+#define ENG_UD_EVENTFD (UBLK_UD_TGT | 1)
+
+int ublk_engine_open(struct ublk_dev *dev, int fmt)
+{
+	struct cow_image *img = NULL;
+	struct cow_info info;
+	char err[COW_ERRLEN] = "";
+	unsigned flags = 0;
+	int ret;
+
+	if (dev->o.read_only)
+		flags |= COW_OPEN_RDONLY;
+	if (dev->o.direct)
+		flags |= COW_OPEN_DIRECT;
+	ret = cow_open(dev->o.file, fmt, flags, &img, err);
+	if (ret < 0) {
+		if (err[0])
+			snprintf(dev->err, sizeof(dev->err), "%s", err);
+		else
+			snprintf(dev->err, sizeof(dev->err), "%s: %s", dev->o.file,
+				 strerror(-ret));
+		return ret;
+	}
+	cow_get_info(img, &info);
+	if (info.virtual_size < 4096) {
+		snprintf(dev->err, sizeof(dev->err), "%s: too small to serve (%" PRIu64
+			 " bytes)", dev->o.file, info.virtual_size);
+		cow_close(img);
+		return -EINVAL;
+	}
+	dev->tgt_data = img;
+	dev->size = info.virtual_size;
+	/* discard granularity: the engine's block for ucow (it tracks blocks), 4 KiB for raw */
+	dev->discard_gran = dev->o.read_only ? 0 :
+		(fmt == COW_FMT_UCOW && info.block_size ? info.block_size : 4096);
+	return 0;
+}
+
+void ublk_engine_close(struct ublk_dev *dev)
+{
+	struct cow_image *img = dev->tgt_data;
+	int ret;
+
+	if (!img)
+		return;
+	dev->tgt_data = NULL;
+	ret = cow_close(img);
+	if (ret < 0)
+		fprintf(stderr, "ucow: %s: closing the image: %s\n", dev->o.file, strerror(-ret));
+}
+
+static void eng_arm_eventfd(struct ublk_queue *q, struct eng_queue *e)
+{
+	struct io_uring_sqe *sqe;
+
+	if (e->evfd < 0 || e->ev_armed)
+		return;
+	sqe = io_uring_get_sqe(&q->ring);
+	if (!sqe)
+		return;		/* re-armed at the next completion */
+	io_uring_prep_read(sqe, e->evfd, &e->ev_val, sizeof(e->ev_val), 0);
+	sqe->user_data = ENG_UD_EVENTFD;
+	e->ev_armed = true;
+}
+
+int ublk_engine_queue_init(struct ublk_queue *q)
+{
+	struct eng_queue *e = calloc(1, sizeof(*e));
+	int ret;
+
+	if (!e)
+		return -ENOMEM;
+	e->evfd = -1;
+	ret = cow_backend_uring_attach(&q->ring, &e->be);
+	if (ret < 0)
+		goto err;
+	ret = cow_ctx_new(q->dev->tgt_data, e->be, &e->ctx);
+	if (ret < 0)
+		goto err_be;
+	e->evfd = cow_ctx_eventfd(e->ctx);
+	q->tgt = e;
+	eng_arm_eventfd(q, e);
+	return 0;
+
+err_be:
+	cow_backend_free(e->be);
+err:
+	free(e);
+	return ret;
+}
+
+void ublk_engine_queue_exit(struct ublk_queue *q)
+{
+	struct eng_queue *e = q->tgt;
+
+	cow_ctx_free(e->ctx);
+	cow_backend_free(e->be);
+	free(e);
+}
+
+static void eng_done(struct cow_req *req, int res)
+{
+	struct ublk_io *io = (struct ublk_io *)((char *)req - offsetof(struct ublk_io, req));
+
+	ublk_complete_io(io->q, io, res);
+}
+
+void ublk_engine_queue_io(struct ublk_queue *q, struct ublk_io *io, const struct uk_io_desc *iod)
+{
+	struct eng_queue *e = q->tgt;
+	struct cow_req *req = &io->req;
+	uint32_t flags = iod->op_flags >> 8 << 8;
+
+	memset(req, 0, sizeof(*req));
+	req->off = iod->start_sector << 9;
+	req->len = (uint64_t)iod->nr_sectors << 9;
+	req->buf = io->buf;
+	req->cb = eng_done;
+	req->priv = io;
+	switch (io->op) {
+	case UK_IO_OP_READ:
+		req->op = COW_READ;
+		break;
+	case UK_IO_OP_WRITE:
+		req->op = COW_WRITE;
+		if (flags & UK_IO_F_FUA)
+			req->flags |= COW_REQ_FUA;
+		break;
+	case UK_IO_OP_FLUSH:
+		req->op = COW_FLUSH;
+		req->off = 0;
+		req->len = 0;
+		break;
+	case UK_IO_OP_DISCARD:
+		req->op = COW_DISCARD;
+		break;
+	case UK_IO_OP_WRITE_ZEROES:
+		req->op = COW_WRITE_ZEROES;
+		break;
+	default:
+		ublk_complete_io(q, io, -EOPNOTSUPP);
+		return;
+	}
+	if (req->len > q->dev->io_bytes && (io->op == UK_IO_OP_READ || io->op == UK_IO_OP_WRITE)) {
+		ublk_complete_io(q, io, -EINVAL);	/* the driver never sends these */
+		return;
+	}
+	cow_submit(e->ctx, req);
+}
+
+void ublk_engine_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
+{
+	struct eng_queue *e = q->tgt;
+
+	if (cqe->user_data & COW_UD_ENGINE) {
+		cow_backend_complete(cqe->user_data, cqe->res);
+		return;
+	}
+	if (cqe->user_data == ENG_UD_EVENTFD) {
+		e->ev_armed = false;
+		cow_ctx_poll(e->ctx);
+		if (cqe->res >= 0 || cqe->res == -EINTR || cqe->res == -EAGAIN)
+			eng_arm_eventfd(q, e);
+	}
+}
+
+bool ublk_engine_busy(struct ublk_queue *q)
+{
+	struct eng_queue *e = q->tgt;
+
+	return e && e->be->inflight > 0;
+}
+
+int ublk_engine_info(struct ublk_dev *dev, char *buf, size_t len)
+{
+	struct cow_image *img = dev->tgt_data;
+	struct cow_info in;
+	struct cow_stats st;
+
+	if (!img)
+		return -ENODEV;
+	cow_get_info(img, &in);
+	cow_get_stats(img, &st);
+	snprintf(buf, len,
+		 "{\"format\": \"%s\", \"virtual_size\": %" PRIu64 ", \"disk_usage\": %" PRIu64
+		 ", \"allocated_chunks\": %" PRIu64 ", \"snapshots\": %u, \"dirty\": %s"
+		 ", \"corrupt\": %s, \"data_writes\": %" PRIu64 ", \"meta_writes\": %" PRIu64
+		 ", \"journal_commits\": %" PRIu64 ", \"allocations\": %" PRIu64
+		 ", \"cow_copies\": %" PRIu64 ", \"fsyncs\": %" PRIu64 "}",
+		 cow_fmt_name(in.fmt), in.virtual_size, in.disk_usage, in.allocated_chunks,
+		 in.nb_snapshots, in.dirty ? "true" : "false", in.corrupt ? "true" : "false",
+		 st.data_writes, st.meta_writes, st.journal_commits, st.allocations,
+		 st.cow_copies, st.fsyncs);
+	return 0;
+}

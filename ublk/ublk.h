@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The ublk server: internal interfaces shared by the files in ublk/.
+ *
+ * Objects (no global state: every device is its own struct ublk_dev):
+ *   struct ublk_ctrl   a handle on /dev/ublk-control (ctrl.c)
+ *   struct ublk_dev    one served device: options, negotiated dev_info, params, target,
+ *                      queues (server.c)
+ *   struct ublk_queue  one hardware queue: its thread, its io_uring (ublk commands and the
+ *                      target's I/O share it), its tags (queue.c)
+ *   struct ublk_tgt_ops  a target (null, raw, cow): one const struct per tgt_*.c file
+ *
+ * Every function returns 0 or -errno. Functions that can fail for a reason a user must read
+ * take a char err[UBLK_ERRLEN] and write one sentence (without "ucow: ") into it.
+ */
+#ifndef UBLK_H
+#define UBLK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/types.h>
+#include <liburing.h>
+
+#include "cowcore.h"
+#include "ublk_uapi.h"
+
+#define UBLK_ERRLEN 256
+#define UBLK_DEF_DEPTH 128
+#define UBLK_MAX_QUEUES_DEFAULT 4
+#define UBLK_DEF_IO_BYTES (512u << 10)	/* per-tag buffer: max request size */
+
+/* ---- control device (ctrl.c) --------------------------------------------------------- */
+struct ublk_ctrl {
+	int fd;
+	struct io_uring ring;
+	bool ring_ok;
+	bool ioctl_encode;	/* the driver takes ioctl-encoded control commands */
+	bool have_features;	/* GET_FEATURES answered (6.5+) */
+	uint64_t features;
+};
+
+const char *ublk_control_path(void);	/* $UCOW_UBLK_CONTROL or /dev/ublk-control */
+int ublk_ctrl_open(struct ublk_ctrl *c, char *err);
+void ublk_ctrl_close(struct ublk_ctrl *c);
+int ublk_ctrl_add(struct ublk_ctrl *c, struct uk_dev_info *info);
+int ublk_ctrl_del(struct ublk_ctrl *c, unsigned id);
+int ublk_ctrl_get_info(struct ublk_ctrl *c, unsigned id, struct uk_dev_info *info);
+int ublk_ctrl_set_params(struct ublk_ctrl *c, unsigned id, struct uk_params *p);
+int ublk_ctrl_get_params(struct ublk_ctrl *c, unsigned id, struct uk_params *p);
+int ublk_ctrl_start(struct ublk_ctrl *c, unsigned id, pid_t pid);
+int ublk_ctrl_stop(struct ublk_ctrl *c, unsigned id);
+int ublk_ctrl_start_recovery(struct ublk_ctrl *c, unsigned id);
+int ublk_ctrl_end_recovery(struct ublk_ctrl *c, unsigned id, pid_t pid);
+int ublk_ctrl_get_affinity(struct ublk_ctrl *c, unsigned id, unsigned q, void *mask,
+			   unsigned len);
+/* What the driver offers: GET_FEATURES, else a throwaway ADD_DEV (6.1..6.4). */
+int ublk_ctrl_probe_features(struct ublk_ctrl *c, uint64_t *features, bool *probed);
+const char *ublk_feature_name(unsigned bit);
+const char *ublk_state_name(unsigned state);
+
+/* ---- options and device -------------------------------------------------------------- */
+struct ublk_opts {
+	char target[16];	/* "cow", "raw", "null" */
+	char file[4096];	/* absolute path, "" for null */
+	int dev_id;		/* -1: the kernel picks */
+	unsigned nr_queues;	/* 0: one per CPU up to 4 */
+	unsigned depth;		/* 0: UBLK_DEF_DEPTH */
+	unsigned block_size;	/* logical block size: 512 or 4096 */
+	uint64_t size;		/* null target: device size */
+	bool direct, read_only, recoverable, foreground;
+};
+
+enum ublk_op_kind { UBLK_ST_READ, UBLK_ST_WRITE, UBLK_ST_FLUSH, UBLK_ST_DISCARD,
+		    UBLK_ST_WZEROES, UBLK_ST_NR };
+#define UBLK_LAT_BUCKETS 280	/* latency in ns: 8 buckets per power of two, to ~30 s */
+
+struct ublk_op_stats {
+	uint64_t ios, bytes, errors;
+	uint64_t lat[UBLK_LAT_BUCKETS];
+};
+
+struct ublk_dev;
+struct ublk_queue;
+
+/* One tag: its buffer and its request. */
+struct ublk_io {
+	void *buf;
+	struct cow_req req;	/* engine targets */
+	uint64_t start_ns;
+	struct ublk_queue *q;
+	uint16_t tag;
+	uint8_t op;
+	bool in_kernel;		/* a FETCH/COMMIT command for this tag is with the driver */
+	bool aborted;		/* the driver answered UBLK_IO_RES_ABORT: no more requests */
+};
+
+struct ublk_queue {
+	struct ublk_dev *dev;
+	unsigned q_id, depth;
+	struct io_uring ring;
+	bool ring_ok;
+	const struct uk_io_desc *iods;	/* mmapped from /dev/ublkcN, read-only */
+	size_t iods_len;
+	struct ublk_io *ios;
+	void *bufs;
+	size_t bufs_len;
+	pthread_t thread;
+	bool thread_started;
+	unsigned in_kernel;	/* commands with the driver */
+	unsigned in_target;	/* requests handed to the target, not yet completed */
+	int ret;		/* thread result */
+	void *tgt;		/* the target's per-queue data */
+	cpu_set_t cpus;		/* where the driver maps this queue's CPUs */
+	struct ublk_op_stats stats[UBLK_ST_NR];	/* written by this thread only (relaxed) */
+};
+
+/* A target: one const struct per tgt_*.c, found by name (ublk_tgt_find). */
+struct ublk_tgt_ops {
+	const char *name;
+	bool needs_file;
+	/* open storage; set dev->size and dev->discard_gran; error text in dev->err */
+	int (*open)(struct ublk_dev *dev);
+	void (*close)(struct ublk_dev *dev);	/* flush and close (clean) */
+	int (*queue_init)(struct ublk_queue *q);	/* on the queue's thread, ring ready */
+	void (*queue_exit)(struct ublk_queue *q);	/* on the queue's thread */
+	/* start a request; finish it with ublk_complete_io (maybe from inside this call) */
+	void (*queue_io)(struct ublk_queue *q, struct ublk_io *io, const struct uk_io_desc *iod);
+	/* a CQE whose user_data is not a ublk command: engine or target */
+	void (*handle_cqe)(struct ublk_queue *q, const struct io_uring_cqe *cqe);
+	/* true while the target still has I/O of its own in flight on this queue's ring */
+	bool (*busy)(struct ublk_queue *q);
+	/* online query for the control socket ("info"); may be NULL */
+	int (*info)(struct ublk_dev *dev, char *buf, size_t len);
+};
+
+const struct ublk_tgt_ops *ublk_tgt_find(const char *name);
+extern const struct ublk_tgt_ops ublk_tgt_null, ublk_tgt_raw, ublk_tgt_cow;
+
+struct ublk_dev {
+	struct ublk_opts o;
+	struct ublk_ctrl ctrl;
+	struct uk_dev_info info;	/* as negotiated */
+	struct uk_params params;
+	const struct ublk_tgt_ops *tgt;
+	void *tgt_data;
+	uint64_t size;
+	uint32_t discard_gran;	/* 0: no discard / write-zeroes */
+	unsigned io_bytes;	/* per-tag buffer */
+	int cdev_fd;
+	struct ublk_queue *queues;
+	int wake_fd;		/* eventfd: a queue thread ended */
+	int ready_fd;		/* eventfd: one count per queue that finished its FETCHes */
+	bool added;		/* ADD_DEV done: undo with DEL_DEV */
+	bool recovering;
+	char err[UBLK_ERRLEN];
+};
+
+/* queue.c */
+int ublk_queue_start(struct ublk_dev *dev, struct ublk_queue *q, unsigned q_id);
+void ublk_queue_join(struct ublk_queue *q);
+void ublk_complete_io(struct ublk_queue *q, struct ublk_io *io, int res);
+
+/* user_data of our own SQEs (the engine's carry COW_UD_ENGINE, bit 63) */
+#define UBLK_UD_KIND_SHIFT 56
+#define UBLK_UD_CMD	(1ULL << UBLK_UD_KIND_SHIFT)	/* ublk command, low 16 bits: tag */
+#define UBLK_UD_TGT	(2ULL << UBLK_UD_KIND_SHIFT)	/* target's own, low bits its choice */
+#define UBLK_UD_KIND(ud) ((ud) & (0x7fULL << UBLK_UD_KIND_SHIFT))
+
+/* server.c: the life of a device, in the server process */
+int ublk_serve(struct ublk_dev *dev, int notify_fd);
+int ublk_serve_recover(struct ublk_dev *dev, unsigned id, int notify_fd);
+void ublk_dev_init(struct ublk_dev *dev);
+
+/* engine.c: what the raw and cow targets share (both run on the cowcore engine) */
+int ublk_engine_open(struct ublk_dev *dev, int fmt);
+void ublk_engine_close(struct ublk_dev *dev);
+int ublk_engine_queue_init(struct ublk_queue *q);
+void ublk_engine_queue_exit(struct ublk_queue *q);
+void ublk_engine_queue_io(struct ublk_queue *q, struct ublk_io *io, const struct uk_io_desc *iod);
+void ublk_engine_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe);
+bool ublk_engine_busy(struct ublk_queue *q);
+int ublk_engine_info(struct ublk_dev *dev, char *buf, size_t len);
+
+/* state.c: /run/ucow/dev<ID>.json, written by the server, read by list/del/recover */
+struct ublk_state {
+	int id;
+	pid_t pid;
+	struct ublk_opts o;
+	unsigned nr_queues, depth;
+	uint64_t size;
+	uint64_t flags;		/* negotiated features */
+	char sock[108];		/* control socket path */
+};
+const char *ublk_run_dir(void);	/* $UCOW_RUN_DIR or /run/ucow */
+int ublk_state_write(const struct ublk_state *st);
+int ublk_state_read(int id, struct ublk_state *st);
+void ublk_state_remove(int id);
+int ublk_state_ids(int *ids, int max);	/* returns how many, sorted */
+void ublk_state_path(int id, const char *suffix, char *out, size_t len);
+
+/* sock.c: the per-device control socket (online operations) */
+int ublk_sock_listen(struct ublk_dev *dev, char *path, size_t len);
+void ublk_sock_serve(struct ublk_dev *dev, int lfd);
+int ublk_sock_request(const char *path, const char *req, char *resp, size_t len);
+
+/* stats */
+void ublk_stats_account(struct ublk_queue *q, struct ublk_io *io, int res, uint64_t bytes);
+int ublk_stats_format(struct ublk_dev *dev, char *buf, size_t len, bool json);
+uint64_t ublk_now_ns(void);
+
+#endif
