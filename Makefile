@@ -9,6 +9,10 @@ WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation -
 CPPFLAGS += -D_GNU_SOURCE -Icowcore -Iublk -Itools
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(SANITIZE) -MMD -MP -pthread -fno-strict-aliasing
 LDLIBS   := -luring -laio -lz -lpthread
+V ?= 0
+ifeq ($(V),0)
+Q := @
+endif
 
 COWCORE_SRC := $(wildcard cowcore/*.c)
 UBLK_SRC    := $(wildcard ublk/*.c)
@@ -20,25 +24,28 @@ UBLK_OBJ    := $(UBLK_SRC:%.c=$(BUILD)/%.o)
 TOOLS_OBJ   := $(TOOLS_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps check demo bench clean unit-check cli-check asan-check vm-check vm-shell
+.PHONY: all deps check demo bench clean unit-check cli-check asan-check tsan-check vm-check vm-shell
 all: $(BUILD)/ucow $(UNIT_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+	@[ "$(V)" != 0 ] || echo "  CC      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/libcowcore.a: $(COWCORE_OBJ)
-	rm -f $@; ar rcs $@ $^
+	$(Q)rm -f $@; ar rcs $@ $^
 
 $(BUILD)/libublk.a: $(UBLK_OBJ)
-	rm -f $@; ar rcs $@ $^
+	$(Q)rm -f $@; ar rcs $@ $^
 
 $(BUILD)/ucow: $(TOOLS_OBJ) $(BUILD)/libublk.a $(BUILD)/libcowcore.a
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+	@[ "$(V)" != 0 ] || echo "  LD      $@"
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcowcore.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LDLIBS)
+	@[ "$(V)" != 0 ] || echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $^ -lcmocka $(LDLIBS)
 
 deps:
 	@scripts/deps.sh
@@ -58,7 +65,21 @@ cli-check: all
 asan-check:
 	@$(MAKE) --no-print-directory BUILD=build/asan CFLAGS="-O1 -g" \
 		SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
-	@tests/run-unit.sh build/asan && tests/cli/run.sh build/asan
+	@tests/run-unit.sh build/asan asan-unit; a=$$?; \
+	 tests/cli/run.sh build/asan >build/asan/cli.out 2>&1; c=$$?; \
+	 sed 's#^\(PASS\|FAIL\) cli/#\1 asan-cli/#' build/asan/cli.out; [ $$a -eq 0 ] && [ $$c -eq 0 ]
+
+# ThreadSanitizer build of the engine's unit tests (the concurrency paths).
+tsan-check:
+	@$(MAKE) --no-print-directory BUILD=build/tsan CFLAGS="-O1 -g" SANITIZE="-fsanitize=thread" \
+		$(UNIT_SRC:tests/unit/%.c=build/tsan/tests/%)
+	@TSAN_OPTIONS=halt_on_error=1 tests/run-unit.sh build/tsan tsan
+
+# ThreadSanitizer build of the engine's unit tests (the concurrency paths).
+tsan-check:
+	@$(MAKE) --no-print-directory BUILD=build/tsan CFLAGS="-O1 -g" SANITIZE="-fsanitize=thread" \
+		$(UNIT_SRC:tests/unit/%.c=build/tsan/tests/%)
+	@TSAN_OPTIONS=halt_on_error=1 tests/run-unit.sh build/tsan tsan
 
 demo: deps all
 	@scripts/demo.sh

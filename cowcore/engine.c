@@ -131,7 +131,7 @@ static void hand_over(struct cow_ctx *to, struct cow_req *req, uint64_t chunk)
 	w->chunk = chunk;
 	pthread_mutex_lock(&to->rlock);
 	w->next = (struct waiter *)to->ready;
-	to->ready = (struct cow_req *)w;
+	__atomic_store_n(&to->ready, (struct cow_req *)w, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&to->rlock);
 	if (write(to->efd, &one, sizeof(one)) < 0) {
 		/* an eventfd write only fails on counter overflow: the reader is already woken */
@@ -154,7 +154,7 @@ void cow_ctx_poll(struct cow_ctx *ctx)
 	}
 	pthread_mutex_lock(&ctx->rlock);
 	w = (struct waiter *)ctx->ready;
-	ctx->ready = NULL;
+	__atomic_store_n(&ctx->ready, NULL, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&ctx->rlock);
 	while (w) {
 		struct waiter *n = w->next;

@@ -70,7 +70,8 @@ static void drop_records(struct cow_image *img, uint64_t upto)
 	size_t k = upto - img->rec_base, n = img->rec_added - img->rec_base;
 	for (size_t i = 0; i < k; i++)
 		free(img->recs[i].bm);
-	memmove(img->recs, img->recs + k, (n - k) * sizeof(*img->recs));
+	if (n > k)
+		memmove(img->recs, img->recs + k, (n - k) * sizeof(*img->recs));
 	img->rec_base = upto;
 }
 

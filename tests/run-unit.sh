@@ -2,10 +2,12 @@
 # Run every unit test binary in BUILD/tests; one result line each.
 # Prints "PASS name" / "FAIL name"; exits non-zero if any failed.
 build=${1:-build}
+prefix=${2:-unit}
+prefix=${2:-unit}
 rc=0
 for t in "$build"/tests/test_*; do
 	[ -x "$t" ] || continue
-	name=unit/$(basename "$t")
+	name=$prefix/$(basename "$t")
 	log="$t.log"
 	if timeout 300 "$t" >"$log" 2>&1; then
 		echo "PASS $name"
