@@ -75,12 +75,6 @@ tsan-check:
 		$(UNIT_SRC:tests/unit/%.c=build/tsan/tests/%)
 	@TSAN_OPTIONS=halt_on_error=1 tests/run-unit.sh build/tsan tsan
 
-# ThreadSanitizer build of the engine's unit tests (the concurrency paths).
-tsan-check:
-	@$(MAKE) --no-print-directory BUILD=build/tsan CFLAGS="-O1 -g" SANITIZE="-fsanitize=thread" \
-		$(UNIT_SRC:tests/unit/%.c=build/tsan/tests/%)
-	@TSAN_OPTIONS=halt_on_error=1 tests/run-unit.sh build/tsan tsan
-
 demo: deps all
 	@scripts/demo.sh
 

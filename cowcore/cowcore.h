@@ -111,6 +111,26 @@ struct cow_check_result {
 };
 int cow_check(struct cow_image *img, struct cow_check_result *res);
 
+/* ---- snapshots (no request may be in flight on img during these) ------------------------ */
+
+struct cow_snap_info {
+	uint32_t id, parent;		/* parent 0: none */
+	char name[128];
+	uint64_t date_sec;
+	uint32_t date_nsec;
+	uint64_t virtual_size;
+	uint64_t disk_usage;		/* bytes that deleting it would free */
+	bool current_parent;		/* the current state descends from it */
+};
+/* Names are unique; id (a number) or name selects a snapshot in apply/delete/view. */
+int cow_snapshot_create(struct cow_image *img, const char *name);
+int cow_snapshot_delete(struct cow_image *img, const char *name_or_id);
+int cow_snapshot_apply(struct cow_image *img, const char *name_or_id);
+int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_t *n);
+/* Open a snapshot's content read-only (the current state is left as it is). */
+int cow_open_snapshot(const char *path, const char *name_or_id, unsigned flags,
+		      struct cow_image **out, char *err);
+
 /* ---- I/O backends ------------------------------------------------------------------------ */
 
 /* One I/O the engine asks a backend to do. */

@@ -59,6 +59,7 @@ void ucow_hdr_encode(const struct ucow_hdr *h, uint8_t *b)
 	put_le64(b + 128, h->snap_table_offset);
 	put_le64(b + 136, h->snap_table_size);
 	put_le32(b + 144, h->nb_snapshots);
+	put_le32(b + 148, h->parent_snapshot);
 	put_le64(b + 152, h->refcount_offset);
 	put_le64(b + 160, h->refcount_size);
 	put_le64(b + 168, h->data_offset);
@@ -84,9 +85,16 @@ static int check_region(const char *name, uint64_t off, uint64_t size, uint64_t 
 	if (size < min_size || size > max_size)
 		BAD("%s size %llu out of range (%llu..%llu)", name, (unsigned long long)size,
 		    (unsigned long long)min_size, (unsigned long long)max_size);
-	if (off < UCOW_HDR_SIZE * UCOW_HDR_SLOTS || off + size > h->data_offset)
+	if (off >= h->data_offset && (h->incompat & UCOW_INCOMPAT_SNAPSHOTS)) {
+		/* table + bitmap moved into one extent of data chunks by a snapshot apply */
+		if (h->table_offset % h->chunk_size || h->table_offset < h->data_offset ||
+		    h->bitmap_offset != h->table_offset + h->table_size)
+			BAD("%s extent at %llu is not a valid table extent", name,
+			    (unsigned long long)off);
+	} else if (off < UCOW_HDR_SIZE * UCOW_HDR_SLOTS || off + size > h->data_offset) {
 		BAD("%s region [%llu, +%llu) overlaps the header or the data area", name,
 		    (unsigned long long)off, (unsigned long long)size);
+	}
 	if (off + size > file_size)
 		BAD("%s region ends at %llu, past the end of the file (%llu bytes)", name,
 		    (unsigned long long)(off + size), (unsigned long long)file_size);
@@ -136,6 +144,7 @@ int ucow_hdr_decode(const uint8_t *b, uint64_t file_size, struct ucow_hdr *h, ch
 	h->snap_table_offset = get_le64(b + 128);
 	h->snap_table_size = get_le64(b + 136);
 	h->nb_snapshots = get_le32(b + 144);
+	h->parent_snapshot = get_le32(b + 148);
 	h->refcount_offset = get_le64(b + 152);
 	h->refcount_size = get_le64(b + 160);
 	h->data_offset = get_le64(b + 168);
@@ -150,7 +159,7 @@ int ucow_hdr_decode(const uint8_t *b, uint64_t file_size, struct ucow_hdr *h, ch
 	}
 	if (h->flags & ~UCOW_FLAGS_KNOWN)
 		BAD("unknown header flags 0x%x", h->flags);
-	if (get_le32(b + 148) || get_le16(b + 182))
+	if (get_le16(b + 182))
 		BAD("reserved header fields are not zero");
 	for (unsigned i = 192; i < UCOW_BACKING_NAME_OFF; i++)
 		if (b[i])
@@ -191,9 +200,27 @@ int ucow_hdr_decode(const uint8_t *b, uint64_t file_size, struct ucow_hdr *h, ch
 	    overlaps(h->table_offset, h->table_size, h->journal_offset, h->journal_size) ||
 	    overlaps(h->bitmap_offset, h->bitmap_size, h->journal_offset, h->journal_size))
 		BAD("metadata regions overlap");
-	if (h->snap_table_offset || h->snap_table_size || h->nb_snapshots ||
-	    h->refcount_offset || h->refcount_size)
-		BAD("snapshot fields set, but this version has no snapshot feature");
+	if (!(h->incompat & UCOW_INCOMPAT_SNAPSHOTS)) {
+		if (h->snap_table_offset || h->snap_table_size || h->nb_snapshots ||
+		    h->refcount_offset || h->refcount_size || h->parent_snapshot)
+			BAD("snapshot fields set without the snapshot feature");
+	} else {
+		if (!h->nb_snapshots || h->nb_snapshots > UCOW_MAX_SNAPSHOTS)
+			BAD("invalid snapshot count %u", h->nb_snapshots);
+		if (h->snap_table_offset < h->data_offset || h->snap_table_offset % h->chunk_size ||
+		    h->snap_table_size < (uint64_t)h->nb_snapshots * UCOW_SNAP_ENTRY ||
+		    h->snap_table_size > 64ull << 20 ||
+		    h->snap_table_offset + h->snap_table_size > file_size)
+			BAD("invalid snapshot table extent at %llu size %llu",
+			    (unsigned long long)h->snap_table_offset,
+			    (unsigned long long)h->snap_table_size);
+		if (h->refcount_offset < h->data_offset || h->refcount_offset % h->chunk_size ||
+		    h->refcount_size % 4 || !h->refcount_size || h->refcount_size > 256ull << 20 ||
+		    h->refcount_offset + h->refcount_size > file_size)
+			BAD("invalid refcount table extent at %llu size %llu",
+			    (unsigned long long)h->refcount_offset,
+			    (unsigned long long)h->refcount_size);
+	}
 	if (h->backing_fmt > COW_FMT_UCOW)
 		BAD("invalid backing format %u", h->backing_fmt);
 	if (h->backing_len > UCOW_BACKING_NAME_MAX)

@@ -28,9 +28,9 @@
  *   88   u64    bitmap_offset     96  u64 bitmap_size
  *   104  u64    journal_offset    112 u64 journal_size
  *   120  u64    journal_seq: sequence number of journal block 0 since the last checkpoint
- *   128  u64    snap_table_offset 136 u64 snap_table_size   (0: no snapshots; reserved)
- *   144  u32    nb_snapshots      148 u32 reserved (0)
- *   152  u64    refcount_offset   160 u64 refcount_size     (0: no snapshots; reserved)
+ *   128  u64    snap_table_offset 136 u64 snap_table_size   (with INCOMPAT_SNAPSHOTS)
+ *   144  u32    nb_snapshots      148 u32 parent_snapshot: id the current state descends from
+ *   152  u64    refcount_offset   160 u64 refcount_size     (with INCOMPAT_SNAPSHOTS)
  *   168  u64    data_offset
  *   176  u32    backing_fmt: 0 none, 1 raw, 2 ucow
  *   180  u16    backing_name_len (<= 1023)
@@ -52,6 +52,18 @@
  *   16 u32 nr_records     20 u32 bytes used (header + records)
  *   24 records, each: u16 type (1 = MAP), u16 size (24 + bm_bytes), u32 reserved,
  *      u64 chunk (virtual), u64 entry, then bm_bytes of the chunk's bitmap.
+ *
+ * Metadata extents in the data area (with INCOMPAT_SNAPSHOTS): the snapshot table, the
+ * refcount table, each snapshot's frozen table + bitmap, and (after an apply) the current
+ * table + bitmap are chunk-aligned runs of data chunks; see Documentation/snapshots.md.
+ *
+ * Snapshot table entry (256 bytes): 0 u32 id, 4 u32 parent id (0 none), 8 u64 date (s),
+ *   16 u32 date (ns), 20 u16 name_len, 22 u16 reserved, 24 u64 virtual_size,
+ *   32 u64 table_offset (frozen table; its bitmap follows at table_offset + table_size),
+ *   40 u64 extent_size, 48..63 reserved, 64 u8[128] name, 192..251 reserved,
+ *   252 u32 crc32c of the entry with this field zero.
+ * Refcount table: u32 per physical chunk: how many snapshots map it.
+ *
  *   Replay starts at block 0 with journal_seq and stops at the first block whose magic,
  *   crc or seq (journal_seq + index) does not match. Records hold absolute values, so
  *   replaying one twice is harmless.
@@ -74,8 +86,9 @@
 #define UCOW_FLAG_CORRUPT 0x2u
 #define UCOW_FLAGS_KNOWN  0x3u
 
-/* feature bits: none defined in v1 */
-#define UCOW_INCOMPAT_KNOWN 0ull
+/* feature bits */
+#define UCOW_INCOMPAT_SNAPSHOTS 0x1ull	/* snapshot table + refcount table in use */
+#define UCOW_INCOMPAT_KNOWN UCOW_INCOMPAT_SNAPSHOTS
 #define UCOW_COMPAT_KNOWN 0ull
 #define UCOW_AUTOCLEAR_KNOWN 0ull
 
@@ -101,6 +114,9 @@
 #define UCOW_MIN_JOURNAL (16u << 10)
 #define UCOW_MAX_JOURNAL (64u << 20)
 #define UCOW_DEFAULT_JOURNAL (4u << 20)
+#define UCOW_MAX_SNAPSHOTS 65535
+#define UCOW_SNAP_ENTRY 256u
+#define UCOW_SNAP_NAME_MAX 127
 #define UCOW_MAX_VSIZE (UCOW_MAX_TABLE / 8 * (uint64_t)UCOW_MAX_CHUNK)
 
 struct ucow_hdr {
@@ -116,6 +132,7 @@ struct ucow_hdr {
 	uint64_t journal_seq;
 	uint64_t snap_table_offset, snap_table_size;
 	uint32_t nb_snapshots;
+	uint32_t parent_snapshot;
 	uint64_t refcount_offset, refcount_size;
 	uint64_t data_offset;
 	uint32_t backing_fmt;

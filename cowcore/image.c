@@ -102,6 +102,17 @@ static int pread_full(int fd, void *buf, size_t len, off_t off)
 	return 0;
 }
 
+/* Crash simulation for tests: after crash_after metadata writes, every write "fails". */
+bool img_crashed(struct cow_image *img)
+{
+	if (img->crash_after <= 0)
+		return false;
+	if (img->crash_after == 1)
+		return true;
+	img->crash_after--;
+	return false;
+}
+
 /*
  * Write the header into the slot not holding the current generation. The caller syncs.
  * Atomic switch: readers take the valid slot with the higher generation, so a torn write
@@ -113,6 +124,10 @@ int img_write_header(struct cow_image *img)
 	int r;
 	if (!buf)
 		return -ENOMEM;
+	if (img_crashed(img)) {
+		free(buf);
+		return -EIO;
+	}
 	img->hdr.generation++;
 	ucow_hdr_encode(&img->hdr, buf);
 	r = pwrite_full(img->fd, buf, UCOW_HDR_SIZE,
@@ -362,6 +377,8 @@ static void img_free(struct cow_image *img)
 	free(img->bm_dirty);
 	free(img->free_pcns);
 	free(img->quar);
+	free(img->snaps);
+	free(img->rc);
 	free(img->path);
 	pthread_mutex_destroy(&img->lock);
 	free(img);
@@ -473,6 +490,15 @@ int cow_open(const char *path, int fmt, unsigned flags, struct cow_image **out, 
 	return cow_open_depth(path, fmt, flags, out, err, 0);
 }
 
+void img_abandon(struct cow_image *img)
+{
+	img->read_only = true;	/* nothing is written on the way out */
+	if (img->backing)
+		img_abandon(img->backing);
+	img->backing = NULL;
+	img_free(img);
+}
+
 int cow_close(struct cow_image *img)
 {
 	int r = 0;
@@ -497,6 +523,27 @@ int cow_close(struct cow_image *img)
 	}
 	img_free(img);
 	return r;
+}
+
+int cow_open_snapshot(const char *path, const char *name_or_id, unsigned flags,
+		      struct cow_image **out, char *err)
+{
+	struct cow_image *img;
+	int r;
+	if (!(flags & COW_OPEN_RDONLY)) {
+		snprintf(err, COW_ERRLEN, "%s: a snapshot can only be opened read-only", path);
+		return -EINVAL;
+	}
+	r = cow_open(path, COW_FMT_UCOW, flags, &img, err);
+	if (r)
+		return r;
+	r = snap_view(img, name_or_id, err);
+	if (r) {
+		cow_close(img);
+		return r;
+	}
+	*out = img;
+	return 0;
 }
 
 struct cow_image *cow_backing_image(struct cow_image *img) { return img->backing; }
@@ -527,7 +574,7 @@ void cow_get_info(struct cow_image *img, struct cow_info *info)
 	info->journal_size = img->hdr.journal_size;
 	info->journal_used = img->jblk * UCOW_JBLOCK;
 	pthread_mutex_unlock(&img->lock);
-	info->nb_snapshots = img->hdr.nb_snapshots;
+	info->nb_snapshots = img->nb_snaps;
 	info->dirty = img->hdr.flags & UCOW_FLAG_DIRTY;
 	info->corrupt = img->corrupt;
 	info->backing = img->hdr.backing_len ? img->hdr.backing : NULL;

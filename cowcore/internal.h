@@ -76,11 +76,29 @@ struct cow_image {
 
 	struct waiter *waits;		/* parked request parts (under lock) */
 
+	/* snapshots (snapshot.c); changed only by snapshot operations, under lock */
+	struct snap *snaps;
+	uint32_t nb_snaps;
+	uint32_t *rc;			/* snapshot references per physical chunk */
+	uint64_t rc_len;
+
 	struct cow_stats stats;		/* updated with atomics */
+	int64_t crash_after;		/* tests: > 0 = metadata writes allowed before a "crash" */
 	char err[COW_ERRLEN];
 };
 
 struct eio;
+
+/* A snapshot table entry, decoded. */
+struct snap {
+	uint32_t id, parent;
+	uint64_t date_sec;
+	uint32_t date_nsec;
+	uint16_t name_len;
+	uint64_t vsize;
+	uint64_t table_offset, extent_size;
+	char name[UCOW_SNAP_NAME_MAX + 1];
+};
 
 /* Per-thread handle. */
 struct cow_ctx {
@@ -107,6 +125,8 @@ struct eio {
 #define STAT_ADD(img, f, v) __atomic_fetch_add(&(img)->stats.f, (v), __ATOMIC_RELAXED)
 
 /* image.c */
+bool img_crashed(struct cow_image *img);	/* tests: the simulated crash point is reached */
+void img_abandon(struct cow_image *img);	/* tests: drop without writing (a crash) */
 int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
 		   char *err, int depth);
 void img_set_err(struct cow_image *img, const char *fmt, ...)
@@ -138,6 +158,13 @@ int jnl_add(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_
 void jnl_flush(struct cow_ctx *ctx, struct cow_req *req, uint64_t want);
 int jnl_checkpoint(struct cow_image *img);
 int jnl_replay(struct cow_image *img, uint64_t *nrec);
+
+/* snapshot.c */
+int snap_load(struct cow_image *img, uint64_t file_size);
+void snap_extents(struct cow_image *img, void (*fn)(void *, uint64_t, uint64_t), void *arg);
+bool snap_shared(struct cow_image *img, uint64_t p);
+int snap_view(struct cow_image *img, const char *key, char *err);
+void snap_check(struct cow_image *img, struct cow_check_result *cr);
 
 /* alloc.c (under img->lock) */
 int alloc_chunk(struct cow_image *img, uint64_t *pcn);

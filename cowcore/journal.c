@@ -124,6 +124,10 @@ static int write_pages(struct cow_image *img, uint64_t region, const uint8_t *di
 	for (uint64_t pg = 0; pg < npages && !r; pg++) {
 		if (!dirty[pg])
 			continue;
+		if (img_crashed(img)) {
+			r = -EIO;
+			break;
+		}
 		const void *src = page_of(img, pg, buf);
 		if (src != buf)
 			memcpy(buf, src, UCOW_META_ALIGN);

@@ -62,8 +62,15 @@ struct vstate {
 	bool check_mode;
 	struct cow_check_result *cr;
 	uint64_t file_chunks;
-	uint8_t *used;		/* one bit per physical chunk below file_chunks */
+	uint8_t *used;		/* one bit per physical chunk below file_chunks: mapped */
+	uint8_t *meta;		/* likewise: holds metadata (snapshot structures, moved tables) */
+	uint64_t max_used;
+	int err;
+	struct cow_image *img;
 };
+
+static bool bit_get(const uint8_t *m, uint64_t p) { return m[p / 8] & (1u << (p % 8)); }
+static void bit_set(uint8_t *m, uint64_t p) { m[p / 8] |= 1u << (p % 8); }
 
 /* Report a problem: at open it fails the open; in check mode it is counted. */
 static int problem(struct cow_image *img, struct vstate *v, const char *fmt, uint64_t a,
@@ -82,11 +89,12 @@ static int problem(struct cow_image *img, struct vstate *v, const char *fmt, uin
 
 static int validate_table(struct cow_image *img, struct vstate *v)
 {
-	uint64_t max_used = 0;
+	uint64_t max_used = v->max_used;
 	int r;
 	for (uint64_t c = 0; c < img->nr_chunks; c++) {
-		uint64_t e = img->table[c], p = e & UCOW_E_PCN_MASK;
-		if (e & (UCOW_E_RESERVED | UCOW_E_BUSY | UCOW_E_SHARED)) {
+		uint64_t e = img->table[c] &= ~UCOW_E_SHARED;	/* derived from refcounts below */
+		uint64_t p = e & UCOW_E_PCN_MASK;
+		if (e & (UCOW_E_RESERVED | UCOW_E_BUSY)) {
 			if ((r = problem(img, v, "table entry %llu has reserved bits set (0x%llx)",
 					 c, e)))
 				return r;
@@ -109,26 +117,62 @@ static int validate_table(struct cow_image *img, struct vstate *v)
 			img->table[c] = 0;
 			continue;
 		}
-		if (v->used[p / 8] & (1u << (p % 8))) {
+		if (bit_get(v->used, p)) {
 			if ((r = problem(img, v, "chunk %llu is mapped twice (again by entry %llu)",
 					 p, c)))
 				return r;
 			img->table[c] = 0;
 			continue;
 		}
-		v->used[p / 8] |= 1u << (p % 8);
+		if (bit_get(v->meta, p)) {
+			if ((r = problem(img, v, "chunk %llu holds metadata but entry %llu maps it",
+					 p, c)))
+				return r;
+			img->table[c] = 0;
+			continue;
+		}
+		bit_set(v->used, p);
+		if (snap_shared(img, p))
+			img->table[c] |= UCOW_E_SHARED;
 		if (p > max_used)
 			max_used = p;
 	}
+	for (uint64_t p = 0; p < img->rc_len; p++)
+		if (img->rc[p] && p > max_used)
+			max_used = p;
 	img->next_pcn = max_used ? max_used + 1 : img->data_pcn;
 	return 0;
+}
+
+/* Mark a metadata extent's chunks; two extents on one chunk, or past the file, is corrupt. */
+static void mark_extent(void *arg, uint64_t off, uint64_t size)
+{
+	struct vstate *v = arg;
+	struct cow_image *img = v->img;
+	uint64_t first = off >> img->chunk_shift;
+	uint64_t n = (size + img->chunk_size - 1) >> img->chunk_shift;
+	for (uint64_t p = first; p < first + n && !v->err; p++) {
+		if (p >= v->file_chunks || p < img->data_pcn) {
+			v->err = problem(img, v, "metadata extent at chunk %llu (+%llu) is outside "
+					 "the data area", first, n);
+			return;
+		}
+		if (bit_get(v->meta, p) || snap_shared(img, p)) {
+			v->err = problem(img, v, "chunk %llu is used by two structures (%llu)", p,
+					 first);
+			return;
+		}
+		bit_set(v->meta, p);
+		if (p > v->max_used)
+			v->max_used = p;
+	}
 }
 
 /* Allocator start: every chunk in the data area below next_pcn that nothing maps is free. */
 static int init_free(struct cow_image *img, struct vstate *v)
 {
 	for (uint64_t p = img->data_pcn; p < img->next_pcn; p++) {
-		if (v->used[p / 8] & (1u << (p % 8)))
+		if (bit_get(v->used, p) || bit_get(v->meta, p) || snap_shared(img, p))
 			continue;
 		if (img->nfree == img->free_cap) {
 			size_t n = img->free_cap ? img->free_cap * 2 : 64;
@@ -147,7 +191,7 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 {
 	struct ucow_hdr *h = &img->hdr;
 	struct stat st;
-	struct vstate v = { .check_mode = check_mode, .cr = cr };
+	struct vstate v = { .check_mode = check_mode, .cr = cr, .img = img };
 	uint64_t nrec = 0;
 	int r;
 
@@ -177,7 +221,8 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 	img->bm_groups = calloc(img->nr_groups, sizeof(*img->bm_groups));
 	img->bm_dirty = calloc(img->nr_groups, 1);
 	v.used = calloc(v.file_chunks / 8 + 1, 1);
-	if (!img->table_dirty || !img->bm_groups || !img->bm_dirty || !v.used) {
+	v.meta = calloc(v.file_chunks / 8 + 1, 1);
+	if (!img->table_dirty || !img->bm_groups || !img->bm_dirty || !v.used || !v.meta) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -204,6 +249,19 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 		if (r && check_mode && !cr->corruptions++)
 			snprintf(cr->first_problem, COW_ERRLEN, "%s", img->err);
 	}
+	r = snap_load(img, (uint64_t)st.st_size);
+	if (r) {
+		if (!check_mode)
+			goto out;
+		if (!cr->corruptions++)
+			snprintf(cr->first_problem, COW_ERRLEN, "%s", img->err);
+		r = 0;
+	}
+	snap_extents(img, mark_extent, &v);
+	if (v.err) {
+		r = v.err;
+		goto out;
+	}
 	r = validate_table(img, &v);
 	if (r)
 		goto out;
@@ -215,6 +273,7 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 		r = jnl_checkpoint(img);
 out:
 	free(v.used);
+	free(v.meta);
 	return r;
 }
 
@@ -314,6 +373,7 @@ int cow_check(struct cow_image *img, struct cow_check_result *res)
 						 (unsigned long long)tmp.free_pcns[i]);
 			}
 		}
+		snap_check(&tmp, res);
 		/* bitmap bits of unmapped chunks must be clear */
 		for (uint64_t c = 0; c < tmp.nr_chunks; c++) {
 			if (tmp.table[c] & UCOW_E_PCN_MASK)
@@ -345,6 +405,8 @@ int cow_check(struct cow_image *img, struct cow_check_result *res)
 	free(tmp.table_dirty);
 	free(tmp.bm_dirty);
 	free(tmp.free_pcns);
+	free(tmp.snaps);
+	free(tmp.rc);
 	pthread_mutex_destroy(&tmp.lock);
 	res->verdict = res->corruptions ? 2 : res->leaks ? 3 : 0;
 	return r == -ENOMEM ? r : 0;

@@ -23,7 +23,6 @@ stage unit tests/run-unit.sh build
 stage cli tests/cli/run.sh build
 stage asan make --no-print-directory asan-check
 stage tsan make --no-print-directory tsan-check
-stage tsan make --no-print-directory tsan-check
 stage vm make --no-print-directory vm-check
 passed=$(grep -c '^PASS ' "$out")
 failed=$(grep -c '^FAIL ' "$out")

@@ -1,0 +1,860 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internal snapshots, FVD style: the refcount table counts only snapshot references and is
+ * written only here — at create, apply and delete — never on the I/O path. The current
+ * state is the lookup table + journal alone; an entry whose chunk a snapshot references is
+ * SHARED (derived from the refcounts), and the write path copies such a chunk before
+ * changing it (engine.c) without touching any refcount.
+ *
+ * DESIGN NOTES — every operation is crash-safe the same way:
+ *   S1. checkpoint first, so the table on disk equals the table in memory;
+ *   S2. write every new structure (frozen table, refcount table, snapshot table, new current
+ *       table) into freshly allocated chunks at the end of the file, never over live ones;
+ *   S3. fdatasync, then switch with ONE header write (the other header slot), fdatasync;
+ *   S4. only then free what the old header referenced (punch + free list).
+ * A crash before S3 leaves the old header: the new chunks are unreferenced and free at the
+ * next open. A crash after S3 leaves chunks that S4 did not free: also free at next open,
+ * because free space is computed (current table + refcount > 0 + metadata extents).
+ *
+ * Callers must have no request in flight on the image (the server pauses its queues).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static uint64_t chunks_for(struct cow_image *img, uint64_t bytes)
+{
+	return (bytes + img->chunk_size - 1) >> img->chunk_shift;
+}
+
+/* Allocate n contiguous chunks at the end of the file. Under lock. */
+static int alloc_extent(struct cow_image *img, uint64_t n, uint64_t *off)
+{
+	uint64_t p = img->next_pcn;
+	int r = img_grow_file(img, p + n - 1);
+	if (r)
+		return r;
+	img->next_pcn += n;
+	*off = p << img->chunk_shift;
+	return 0;
+}
+
+/* Punch an extent and give its chunks to the free list. Under lock, after the switch. */
+static void free_extent(struct cow_image *img, uint64_t off, uint64_t size)
+{
+	if (!size)
+		return;
+	if (off < img->hdr.data_offset) {	/* a fixed region before the data area */
+		fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)size);
+		return;
+	}
+	uint64_t n = chunks_for(img, size);
+	fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+		  (off_t)(n << img->chunk_shift));
+	for (uint64_t i = 0; i < n; i++)
+		alloc_release(img, (off >> img->chunk_shift) + i);
+}
+
+static void free_chunk(struct cow_image *img, uint64_t p)
+{
+	fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		  (off_t)(p << img->chunk_shift), (off_t)img->chunk_size);
+	alloc_release(img, p);
+}
+
+static int pwrite_all(struct cow_image *img, const void *buf, size_t len, uint64_t off)
+{
+	if (img_crashed(img))
+		return -EIO;
+	while (len) {
+		ssize_t r = pwrite(img->fd, buf, len, (off_t)off);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf = (const char *)buf + r;
+		len -= r;
+		off += r;
+	}
+	STAT_ADD(img, meta_writes, 1);
+	return 0;
+}
+
+static int pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	while (len) {
+		ssize_t r = pread(fd, buf, len, (off_t)off);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (!r) {
+			memset(buf, 0, len);
+			return 0;
+		}
+		buf = (char *)buf + r;
+		len -= r;
+		off += r;
+	}
+	return 0;
+}
+
+static void *aligned(size_t size)
+{
+	void *p;
+	size = (size + UCOW_META_ALIGN - 1) / UCOW_META_ALIGN * UCOW_META_ALIGN;
+	if (posix_memalign(&p, UCOW_META_ALIGN, size ? size : UCOW_META_ALIGN))
+		return NULL;
+	memset(p, 0, size ? size : UCOW_META_ALIGN);
+	return p;
+}
+
+/* ---- loading (open) --------------------------------------------------------------------- */
+
+static void snap_decode(const uint8_t *b, struct snap *s)
+{
+	s->id = get_le32(b);
+	s->parent = get_le32(b + 4);
+	s->date_sec = get_le64(b + 8);
+	s->date_nsec = get_le32(b + 16);
+	s->name_len = get_le16(b + 20);
+	s->vsize = get_le64(b + 24);
+	s->table_offset = get_le64(b + 32);
+	s->extent_size = get_le64(b + 40);
+	memcpy(s->name, b + 64, UCOW_SNAP_NAME_MAX + 1);
+}
+
+static void snap_encode(const struct snap *s, uint8_t *b)
+{
+	memset(b, 0, UCOW_SNAP_ENTRY);
+	put_le32(b, s->id);
+	put_le32(b + 4, s->parent);
+	put_le64(b + 8, s->date_sec);
+	put_le32(b + 16, s->date_nsec);
+	put_le16(b + 20, s->name_len);
+	put_le64(b + 24, s->vsize);
+	put_le64(b + 32, s->table_offset);
+	put_le64(b + 40, s->extent_size);
+	memcpy(b + 64, s->name, s->name_len);
+	put_le32(b + 252, cow_crc32c(0, b, UCOW_SNAP_ENTRY));
+}
+
+/* Bytes of one frozen copy: table then bitmap. */
+static uint64_t frozen_bytes(struct cow_image *img)
+{
+	return img->hdr.table_size + img->hdr.bitmap_size;
+}
+
+#define SBAD(...) do { img_set_err(img, __VA_ARGS__); r = -EUCLEAN; goto out; } while (0)
+
+int snap_load(struct cow_image *img, uint64_t file_size)
+{
+	struct ucow_hdr *h = &img->hdr;
+	uint8_t *buf = NULL;
+	int r = 0;
+
+	if (!(h->incompat & UCOW_INCOMPAT_SNAPSHOTS))
+		return 0;
+	buf = aligned(h->snap_table_size);
+	img->snaps = calloc(h->nb_snapshots, sizeof(*img->snaps));
+	img->rc_len = h->refcount_size / 4;
+	img->rc = calloc(img->rc_len, sizeof(*img->rc));
+	if (!buf || !img->snaps || !img->rc) {
+		r = -ENOMEM;
+		goto out;
+	}
+	img->nb_snaps = h->nb_snapshots;
+	r = pread_all(img->fd, buf, h->snap_table_size, h->snap_table_offset);
+	if (r)
+		goto out;
+	for (uint32_t i = 0; i < img->nb_snaps; i++) {
+		uint8_t *b = buf + (uint64_t)i * UCOW_SNAP_ENTRY;
+		struct snap *s = &img->snaps[i];
+		uint32_t crc = get_le32(b + 252);
+		put_le32(b + 252, 0);
+		if (cow_crc32c(0, b, UCOW_SNAP_ENTRY) != crc)
+			SBAD("%s: corrupt image: snapshot table entry %u: checksum mismatch",
+			     img->path, i);
+		snap_decode(b, s);
+		if (!s->id || !s->name_len || s->name_len > UCOW_SNAP_NAME_MAX ||
+		    memchr(s->name, 0, s->name_len) || s->name[s->name_len])
+			SBAD("%s: corrupt image: snapshot table entry %u is invalid", img->path, i);
+		if (!s->vsize || s->vsize > UCOW_MAX_VSIZE ||
+		    (s->vsize + img->chunk_size - 1) / img->chunk_size > img->nr_chunks)
+			SBAD("%s: corrupt image: snapshot '%s' has an invalid size", img->path,
+			     s->name);
+		if (s->table_offset < h->data_offset || s->table_offset % img->chunk_size ||
+		    s->extent_size < frozen_bytes(img) || s->extent_size % img->chunk_size ||
+		    s->extent_size > 2 * (frozen_bytes(img) + img->chunk_size) ||
+		    s->table_offset + s->extent_size > file_size)
+			SBAD("%s: corrupt image: snapshot '%s' has an invalid table extent",
+			     img->path, s->name);
+		for (uint32_t j = 0; j < i; j++)
+			if (img->snaps[j].id == s->id || !strcmp(img->snaps[j].name, s->name))
+				SBAD("%s: corrupt image: duplicate snapshot id or name '%s'",
+				     img->path, s->name);
+	}
+	for (uint32_t i = 0; i < img->nb_snaps; i++) {
+		bool found = !img->snaps[i].parent;
+		for (uint32_t j = 0; j < img->nb_snaps && !found; j++)
+			found = img->snaps[j].id == img->snaps[i].parent;
+		if (!found)
+			SBAD("%s: corrupt image: snapshot '%s' names a missing parent", img->path,
+			     img->snaps[i].name);
+	}
+	if (h->parent_snapshot) {
+		bool found = false;
+		for (uint32_t j = 0; j < img->nb_snaps && !found; j++)
+			found = img->snaps[j].id == h->parent_snapshot;
+		if (!found)
+			SBAD("%s: corrupt image: the current state's parent snapshot is missing",
+			     img->path);
+	}
+	r = pread_all(img->fd, img->rc, h->refcount_size, h->refcount_offset);
+	if (r)
+		goto out;
+	for (uint64_t p = 0; p < img->rc_len; p++) {
+		img->rc[p] = le32toh(img->rc[p]);
+		if (img->rc[p] > img->nb_snaps)
+			SBAD("%s: corrupt image: refcount of chunk %llu is %u, more than the %u "
+			     "snapshots", img->path, (unsigned long long)p, img->rc[p], img->nb_snaps);
+		if (img->rc[p] && (p < img->data_pcn || (p << img->chunk_shift) >= file_size))
+			SBAD("%s: corrupt image: refcount set for chunk %llu outside the data area",
+			     img->path, (unsigned long long)p);
+	}
+out:
+	free(buf);
+	return r;
+}
+
+/* Calls fn for every metadata extent in the data area (used-space accounting). */
+void snap_extents(struct cow_image *img, void (*fn)(void *, uint64_t, uint64_t), void *arg)
+{
+	struct ucow_hdr *h = &img->hdr;
+	if (h->table_offset >= h->data_offset)
+		fn(arg, h->table_offset, h->table_size + h->bitmap_size);
+	if (!(h->incompat & UCOW_INCOMPAT_SNAPSHOTS))
+		return;
+	fn(arg, h->snap_table_offset, h->snap_table_size);
+	fn(arg, h->refcount_offset, h->refcount_size);
+	for (uint32_t i = 0; i < img->nb_snaps; i++)
+		fn(arg, img->snaps[i].table_offset, img->snaps[i].extent_size);
+}
+
+bool snap_shared(struct cow_image *img, uint64_t p)
+{
+	return p < img->rc_len && img->rc[p];
+}
+
+/* Read and validate a snapshot's frozen table (+ bitmap pages). */
+static int frozen_read(struct cow_image *img, const struct snap *s, uint64_t **table,
+		       uint64_t **bitmap)
+{
+	uint64_t *t = aligned(img->hdr.table_size), *b = aligned(img->hdr.bitmap_size);
+	int r;
+	if (!t || !b) {
+		free(t);
+		free(b);
+		return -ENOMEM;
+	}
+	r = pread_all(img->fd, t, img->hdr.table_size, s->table_offset);
+	if (!r)
+		r = pread_all(img->fd, b, img->hdr.bitmap_size, s->table_offset + img->hdr.table_size);
+	for (uint64_t c = 0; !r && c < img->hdr.table_size / 8; c++) {
+		uint64_t e = t[c] = le64toh(t[c]), p = e & UCOW_E_PCN_MASK;
+		if ((e & (UCOW_E_RESERVED | UCOW_E_BUSY | UCOW_E_SHARED)) || (p && (e & UCOW_E_ZERO)) ||
+		    (c >= img->nr_chunks && e) || (p && !snap_shared(img, p))) {
+			r = img_mark_corrupt(img, "%s: corrupt image: snapshot '%s' entry %llu is "
+					     "invalid (0x%llx)", img->path, s->name,
+					     (unsigned long long)c, (unsigned long long)e);
+		}
+	}
+	for (uint64_t i = 0; !r && i < img->hdr.bitmap_size / 8; i++)
+		b[i] = le64toh(b[i]);
+	if (r) {
+		free(t);
+		free(b);
+		return r;
+	}
+	*table = t;
+	*bitmap = b;
+	return 0;
+}
+
+static struct snap *snap_find(struct cow_image *img, const char *key)
+{
+	for (uint32_t i = 0; i < img->nb_snaps; i++)
+		if (!strcmp(img->snaps[i].name, key))
+			return &img->snaps[i];
+	char *end;
+	unsigned long id = strtoul(key, &end, 10);
+	if (*key && !*end)
+		for (uint32_t i = 0; i < img->nb_snaps; i++)
+			if (img->snaps[i].id == id)
+				return &img->snaps[i];
+	return NULL;
+}
+
+/* ---- writing the new structures --------------------------------------------------------- */
+
+static int write_snap_table(struct cow_image *img, const struct snap *snaps, uint32_t n,
+			    uint64_t *off, uint64_t *size)
+{
+	uint64_t bytes = (uint64_t)n * UCOW_SNAP_ENTRY;
+	uint8_t *buf;
+	int r;
+	if (!n) {
+		*off = *size = 0;
+		return 0;
+	}
+	*size = chunks_for(img, bytes) << img->chunk_shift;
+	buf = aligned(bytes);
+	if (!buf)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n; i++)
+		snap_encode(&snaps[i], buf + (uint64_t)i * UCOW_SNAP_ENTRY);
+	r = alloc_extent(img, *size >> img->chunk_shift, off);
+	if (!r)
+		r = pwrite_all(img, buf, (bytes + UCOW_META_ALIGN - 1) & ~(uint64_t)(UCOW_META_ALIGN - 1), *off);
+	free(buf);
+	return r;
+}
+
+/* The refcount table covers every chunk up to the end of the allocation, itself included. */
+static int write_rc(struct cow_image *img, uint32_t **rcp, uint64_t *rc_len, uint64_t *off,
+		    uint64_t *size)
+{
+	uint64_t len = img->next_pcn + 1;
+	uint64_t n = chunks_for(img, len * 4);
+	len = img->next_pcn + n;		/* the table's own chunks */
+	n = chunks_for(img, len * 4);
+	uint32_t *rc = *rcp;
+	if (len > *rc_len) {
+		uint32_t *g = realloc(rc, len * sizeof(*g));
+		if (!g)
+			return -ENOMEM;
+		memset(g + *rc_len, 0, (len - *rc_len) * sizeof(*g));
+		*rcp = rc = g;
+		*rc_len = len;
+	}
+	*size = n << img->chunk_shift;
+	uint8_t *buf = aligned(*size);
+	int r;
+	if (!buf)
+		return -ENOMEM;
+	for (uint64_t p = 0; p < *rc_len && p * 4 < *size; p++)
+		put_le32(buf + p * 4, rc[p]);
+	r = alloc_extent(img, n, off);
+	if (!r)
+		r = pwrite_all(img, buf, *size, *off);
+	free(buf);
+	return r;
+}
+
+/* Write a table + bitmap copy into a new extent; entries lose SHARED / BUSY. */
+static int write_frozen(struct cow_image *img, const uint64_t *table, uint64_t *const *groups,
+			uint64_t *off, uint64_t *size)
+{
+	uint64_t *buf = aligned(img->hdr.table_size);
+	int r;
+	if (!buf)
+		return -ENOMEM;
+	*size = chunks_for(img, frozen_bytes(img)) << img->chunk_shift;
+	r = alloc_extent(img, *size >> img->chunk_shift, off);
+	if (r)
+		goto out;
+	for (uint64_t c = 0; c < img->hdr.table_size / 8; c++)
+		buf[c] = htole64(c < img->nr_chunks ?
+				 __atomic_load_n(&table[c], __ATOMIC_RELAXED) &
+				 ~(UCOW_E_BUSY | UCOW_E_SHARED) : 0);
+	r = pwrite_all(img, buf, img->hdr.table_size, *off);
+	for (uint64_t g = 0; !r && g < img->nr_groups; g++) {
+		if (!groups[g])
+			continue;	/* a hole reads as zeros */
+		for (unsigned i = 0; i < UCOW_META_ALIGN / 8; i++)
+			buf[i] = htole64(groups[g][i]);
+		r = pwrite_all(img, buf, UCOW_META_ALIGN,
+			       *off + img->hdr.table_size + g * UCOW_META_ALIGN);
+	}
+out:
+	free(buf);
+	return r;
+}
+
+/* S3: sync, switch the header, sync. */
+static int switch_header(struct cow_image *img, struct ucow_hdr *nh)
+{
+	int r = 0;
+	if (fdatasync(img->fd) < 0)
+		return -errno;
+	struct ucow_hdr old = img->hdr;
+	nh->generation = img->hdr.generation;
+	if (nh->nb_snapshots)
+		nh->incompat |= UCOW_INCOMPAT_SNAPSHOTS;
+	else
+		nh->incompat &= ~UCOW_INCOMPAT_SNAPSHOTS;
+	img->hdr = *nh;
+	r = img_write_header(img);
+	if (!r && fdatasync(img->fd) < 0)
+		r = -errno;
+	if (r)
+		img->hdr = old;		/* the old header is still the one on disk (or torn) */
+	STAT_ADD(img, fsyncs, 2);
+	return r;
+}
+
+static int check_writable(struct cow_image *img)
+{
+	if (img->fmt != COW_FMT_UCOW) {
+		img_set_err(img, "%s: snapshots need a ucow image", img->path);
+		return -ENOTSUP;
+	}
+	if (img->read_only) {
+		img_set_err(img, "%s: image is open read-only%s", img->path,
+			    img->corrupt ? " (it is marked corrupt)" : "");
+		return -EROFS;
+	}
+	return 0;
+}
+
+/* Recompute the in-memory SHARED marks from the refcounts. */
+static void mark_shared(struct cow_image *img)
+{
+	for (uint64_t c = 0; c < img->nr_chunks; c++) {
+		uint64_t e = img->table[c], p = e & UCOW_E_PCN_MASK;
+		uint64_t ne = snap_shared(img, p) ? e | UCOW_E_SHARED : e & ~UCOW_E_SHARED;
+		if (ne != e)
+			__atomic_store_n(&img->table[c], ne, __ATOMIC_RELEASE);
+	}
+}
+
+/* ---- create ------------------------------------------------------------------------------ */
+
+int cow_snapshot_create(struct cow_image *img, const char *name)
+{
+	struct snap *snaps = NULL;
+	uint32_t *rc = NULL;
+	uint64_t rc_len = img->rc_len;
+	struct ucow_hdr nh;
+	struct timespec ts;
+	int r = check_writable(img);
+	if (r)
+		return r;
+	size_t nlen = strlen(name);
+	if (!nlen || nlen > UCOW_SNAP_NAME_MAX) {
+		img_set_err(img, "%s: snapshot name must be 1 to %d bytes", img->path,
+			    UCOW_SNAP_NAME_MAX);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&img->lock);
+	if (snap_find(img, name)) {
+		img_set_err(img, "%s: a snapshot named '%s' exists already", img->path, name);
+		r = -EEXIST;
+		goto out;
+	}
+	if (img->nb_snaps >= UCOW_MAX_SNAPSHOTS) {
+		img_set_err(img, "%s: too many snapshots (at most %d)", img->path,
+			    UCOW_MAX_SNAPSHOTS);
+		r = -ENOSPC;
+		goto out;
+	}
+	r = jnl_checkpoint(img);					/* S1 */
+	if (r)
+		goto out;
+	snaps = calloc(img->nb_snaps + 1, sizeof(*snaps));
+	rc = calloc(rc_len ? rc_len : 1, sizeof(*rc));
+	if (!snaps || !rc) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if (img->nb_snaps)
+		memcpy(snaps, img->snaps, img->nb_snaps * sizeof(*snaps));
+	if (rc_len)
+		memcpy(rc, img->rc, rc_len * sizeof(*rc));
+	struct snap *s = &snaps[img->nb_snaps];
+	uint32_t maxid = 0;
+	for (uint32_t i = 0; i < img->nb_snaps; i++)
+		if (snaps[i].id > maxid)
+			maxid = snaps[i].id;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	s->id = maxid + 1;
+	s->parent = img->hdr.parent_snapshot;
+	s->date_sec = ts.tv_sec;
+	s->date_nsec = ts.tv_nsec;
+	s->name_len = nlen;
+	memcpy(s->name, name, nlen + 1);
+	s->vsize = img->vsize;
+	r = write_frozen(img, img->table, img->bm_groups, &s->table_offset, &s->extent_size);	/* S2 */
+	if (r)
+		goto out;
+	for (uint64_t c = 0; c < img->nr_chunks; c++) {
+		uint64_t p = img->table[c] & UCOW_E_PCN_MASK;
+		if (!p)
+			continue;
+		if (p >= rc_len) {
+			uint64_t nl = p + 1 + p / 4;
+			uint32_t *g = realloc(rc, nl * sizeof(*g));
+			if (!g) {
+				r = -ENOMEM;
+				goto out;
+			}
+			memset(g + rc_len, 0, (nl - rc_len) * sizeof(*g));
+			rc = g;
+			rc_len = nl;
+		}
+		rc[p]++;
+	}
+	nh = img->hdr;
+	nh.nb_snapshots = img->nb_snaps + 1;
+	nh.parent_snapshot = s->id;
+	nh.incompat |= UCOW_INCOMPAT_SNAPSHOTS;
+	r = write_snap_table(img, snaps, nh.nb_snapshots, &nh.snap_table_offset, &nh.snap_table_size);
+	if (!r)
+		r = write_rc(img, &rc, &rc_len, &nh.refcount_offset, &nh.refcount_size);
+	struct ucow_hdr oh = img->hdr;
+	if (!r)
+		r = switch_header(img, &nh);				/* S3 */
+	if (r)
+		goto out;
+	free_extent(img, oh.snap_table_offset, oh.snap_table_size);	/* S4 */
+	free_extent(img, oh.refcount_offset, oh.refcount_size);
+	free(img->snaps);
+	free(img->rc);
+	img->snaps = snaps;
+	img->rc = rc;
+	img->rc_len = rc_len;
+	img->nb_snaps++;
+	snaps = NULL;
+	rc = NULL;
+	mark_shared(img);
+out:
+	pthread_mutex_unlock(&img->lock);
+	free(snaps);
+	free(rc);
+	return r;
+}
+
+/* ---- delete ------------------------------------------------------------------------------ */
+
+int cow_snapshot_delete(struct cow_image *img, const char *key)
+{
+	struct snap *snaps = NULL, *s;
+	uint32_t *rc = NULL;
+	uint64_t *t = NULL, *b = NULL, rc_len = img->rc_len;
+	struct ucow_hdr nh, oh;
+	uint32_t n = 0;
+	int r = check_writable(img);
+	if (r)
+		return r;
+	pthread_mutex_lock(&img->lock);
+	s = snap_find(img, key);
+	if (!s) {
+		img_set_err(img, "%s: no snapshot '%s'", img->path, key);
+		r = -ENOENT;
+		goto out;
+	}
+	r = jnl_checkpoint(img);					/* S1 */
+	if (!r)
+		r = frozen_read(img, s, &t, &b);
+	if (r)
+		goto out;
+	snaps = calloc(img->nb_snaps, sizeof(*snaps));
+	rc = malloc(rc_len * sizeof(*rc));
+	if (!snaps || !rc) {
+		r = -ENOMEM;
+		goto out;
+	}
+	memcpy(rc, img->rc, rc_len * sizeof(*rc));
+	for (uint64_t c = 0; c < img->nr_chunks; c++) {
+		uint64_t p = t[c] & UCOW_E_PCN_MASK;
+		if (p)
+			rc[p]--;	/* frozen_read checked rc[p] > 0 */
+	}
+	for (uint32_t i = 0; i < img->nb_snaps; i++) {
+		if (&img->snaps[i] == s)
+			continue;
+		snaps[n] = img->snaps[i];
+		if (snaps[n].parent == s->id)	/* children move up to the grandparent */
+			snaps[n].parent = s->parent;
+		n++;
+	}
+	nh = img->hdr;
+	nh.nb_snapshots = n;
+	if (nh.parent_snapshot == s->id)
+		nh.parent_snapshot = s->parent;
+	if (n) {
+		r = write_snap_table(img, snaps, n, &nh.snap_table_offset, &nh.snap_table_size);
+		if (!r)
+			r = write_rc(img, &rc, &rc_len, &nh.refcount_offset, &nh.refcount_size);
+	} else {
+		nh.snap_table_offset = nh.snap_table_size = 0;
+		nh.refcount_offset = nh.refcount_size = 0;
+		nh.parent_snapshot = 0;
+	}
+	oh = img->hdr;
+	if (!r)
+		r = switch_header(img, &nh);				/* S3 */
+	if (r)
+		goto out;
+	/* S4: old tables, the frozen copy, and chunks nobody references any more */
+	free_extent(img, oh.snap_table_offset, oh.snap_table_size);
+	free_extent(img, oh.refcount_offset, oh.refcount_size);
+	free_extent(img, s->table_offset, s->extent_size);
+	for (uint64_t c = 0; c < img->nr_chunks; c++) {
+		uint64_t p = t[c] & UCOW_E_PCN_MASK;
+		if (!p || rc[p])
+			continue;
+		rc[p] = UINT32_MAX;	/* freed once even if mapped twice below */
+		bool current = false;
+		for (uint64_t k = 0; k < img->nr_chunks && !current; k++)
+			current = (img->table[k] & UCOW_E_PCN_MASK) == p;
+		if (!current)
+			free_chunk(img, p);
+	}
+	for (uint64_t p = 0; p < rc_len; p++)
+		if (rc[p] == UINT32_MAX)
+			rc[p] = 0;
+	free(img->snaps);
+	free(img->rc);
+	img->snaps = n ? snaps : NULL;
+	img->rc = n ? rc : NULL;
+	img->rc_len = n ? rc_len : 0;
+	img->nb_snaps = n;
+	if (n) {
+		snaps = NULL;
+		rc = NULL;
+	}
+	mark_shared(img);
+out:
+	pthread_mutex_unlock(&img->lock);
+	free(snaps);
+	free(rc);
+	free(t);
+	free(b);
+	return r;
+}
+
+/* ---- apply ------------------------------------------------------------------------------- */
+
+/* Replace the in-memory table and bitmaps with a frozen copy (entries SHARED by definition). */
+static int install_table(struct cow_image *img, uint64_t *t, uint64_t *b)
+{
+	uint64_t **groups = calloc(img->nr_groups, sizeof(*groups));
+	if (!groups)
+		return -ENOMEM;
+	for (uint64_t g = 0; g < img->nr_groups; g++) {
+		uint64_t *src = b + g * (UCOW_META_ALIGN / 8);
+		bool any = false;
+		for (unsigned i = 0; i < UCOW_META_ALIGN / 8 && !any; i++)
+			any = src[i] != 0;
+		if (!any)
+			continue;
+		groups[g] = aligned(UCOW_META_ALIGN);
+		if (!groups[g]) {
+			for (uint64_t k = 0; k < g; k++)
+				free(groups[k]);
+			free(groups);
+			return -ENOMEM;
+		}
+		memcpy(groups[g], src, UCOW_META_ALIGN);
+	}
+	for (uint64_t g = 0; g < img->nr_groups; g++)
+		free(img->bm_groups[g]);
+	free(img->bm_groups);
+	img->bm_groups = groups;
+	free(img->table);
+	img->table = t;
+	return 0;
+}
+
+int cow_snapshot_apply(struct cow_image *img, const char *key)
+{
+	struct snap *s;
+	uint64_t *t = NULL, *b = NULL, *old = NULL;
+	struct ucow_hdr nh, oh;
+	uint64_t off, size;
+	int r = check_writable(img);
+	if (r)
+		return r;
+	pthread_mutex_lock(&img->lock);
+	s = snap_find(img, key);
+	if (!s) {
+		img_set_err(img, "%s: no snapshot '%s'", img->path, key);
+		r = -ENOENT;
+		goto out;
+	}
+	r = jnl_checkpoint(img);					/* S1 */
+	if (!r)
+		r = frozen_read(img, s, &t, &b);
+	if (r)
+		goto out;
+	/* S2: the snapshot's table becomes the current table, in a new extent */
+	uint64_t **groups = calloc(img->nr_groups, sizeof(*groups));
+	if (!groups) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (uint64_t g = 0; g < img->nr_groups; g++)
+		groups[g] = b + g * (UCOW_META_ALIGN / 8);
+	r = write_frozen(img, t, groups, &off, &size);
+	free(groups);
+	if (r)
+		goto out;
+	nh = img->hdr;
+	nh.table_offset = off;
+	nh.bitmap_offset = off + img->hdr.table_size;
+	nh.parent_snapshot = s->id;
+	nh.journal_seq = img->jseq + img->jblk + 1;	/* the journal describes the old table */
+	oh = img->hdr;
+	r = switch_header(img, &nh);				/* S3 */
+	if (r)
+		goto out;
+	img->jseq = nh.journal_seq;
+	img->jblk = 0;
+	/* S4: chunks of the old current state that no snapshot references */
+	old = malloc(img->nr_chunks * sizeof(*old));
+	if (old)
+		memcpy(old, img->table, img->nr_chunks * sizeof(*old));
+	r = install_table(img, t, b);
+	if (r) {
+		/* the disk holds the new state; memory cannot follow: stop using the image */
+		img_mark_corrupt(img, "%s: out of memory while applying a snapshot; reopen the "
+				 "image", img->path);
+		goto out;
+	}
+	t = NULL;
+	if (oh.table_offset != img->hdr.table_offset)
+		free_extent(img, oh.table_offset, oh.table_offset >= oh.data_offset ?
+			    oh.table_size + oh.bitmap_size : oh.table_size);
+	if (oh.bitmap_offset < oh.data_offset)
+		free_extent(img, oh.bitmap_offset, oh.bitmap_size);
+	for (uint64_t c = 0; old && c < img->nr_chunks; c++) {
+		uint64_t p = old[c] & UCOW_E_PCN_MASK;
+		if (p && !snap_shared(img, p))
+			free_chunk(img, p);
+	}
+	memset(img->table_dirty, 0, img->hdr.table_size / UCOW_META_ALIGN);
+	memset(img->bm_dirty, 0, img->nr_groups);
+	img->vsize = s->vsize;
+	mark_shared(img);
+out:
+	pthread_mutex_unlock(&img->lock);
+	free(t);
+	free(b);
+	free(old);
+	return r;
+}
+
+/* ---- list and views ---------------------------------------------------------------------- */
+
+int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_t *n)
+{
+	struct cow_snap_info *v;
+	int r = 0;
+	*n = 0;
+	*out = NULL;
+	if (!img->nb_snaps)
+		return 0;
+	v = calloc(img->nb_snaps, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	pthread_mutex_lock(&img->lock);
+	for (uint32_t i = 0; i < img->nb_snaps && !r; i++) {
+		const struct snap *s = &img->snaps[i];
+		uint64_t *t, *b;
+		v[i].id = s->id;
+		v[i].parent = s->parent;
+		v[i].date_sec = s->date_sec;
+		v[i].date_nsec = s->date_nsec;
+		v[i].virtual_size = s->vsize;
+		v[i].current_parent = s->id == img->hdr.parent_snapshot;
+		snprintf(v[i].name, sizeof(v[i].name), "%s", s->name);
+		r = frozen_read(img, s, &t, &b);
+		if (r)
+			break;
+		/* disk usage: what deleting it would free (chunks only it references) */
+		for (uint64_t c = 0; c < img->nr_chunks; c++) {
+			uint64_t p = t[c] & UCOW_E_PCN_MASK;
+			if (!p || img->rc[p] != 1)
+				continue;
+			bool current = false;
+			for (uint64_t k = 0; k < img->nr_chunks && !current; k++)
+				current = (img->table[k] & UCOW_E_PCN_MASK) == p;
+			if (!current)
+				v[i].disk_usage += img->chunk_size;
+		}
+		v[i].disk_usage += s->extent_size;
+		free(t);
+		free(b);
+	}
+	pthread_mutex_unlock(&img->lock);
+	if (r) {
+		free(v);
+		return r;
+	}
+	*out = v;
+	*n = img->nb_snaps;
+	return 0;
+}
+
+/* A read-only view of a snapshot: the image's tables replaced by the frozen ones. */
+int snap_view(struct cow_image *img, const char *key, char *err)
+{
+	struct snap *s = snap_find(img, key);
+	uint64_t *t, *b;
+	int r;
+	if (!s) {
+		snprintf(err, COW_ERRLEN, "%s: no snapshot '%s'", img->path, key);
+		return -ENOENT;
+	}
+	r = frozen_read(img, s, &t, &b);
+	if (!r)
+		r = install_table(img, t, b);
+	if (r) {
+		snprintf(err, COW_ERRLEN, "%s", img->err);
+		return r;
+	}
+	free(b);
+	img->vsize = s->vsize;
+	mark_shared(img);
+	return 0;
+}
+
+/* check: the stored refcounts must equal the references the frozen tables make. */
+void snap_check(struct cow_image *img, struct cow_check_result *cr)
+{
+	uint32_t *count;
+	if (!img->nb_snaps)
+		return;
+	count = calloc(img->rc_len, sizeof(*count));
+	if (!count)
+		return;
+	for (uint32_t i = 0; i < img->nb_snaps; i++) {
+		uint64_t *t, *b;
+		if (frozen_read(img, &img->snaps[i], &t, &b)) {
+			if (!cr->corruptions++)
+				snprintf(cr->first_problem, COW_ERRLEN, "%s", img->err);
+			continue;
+		}
+		for (uint64_t c = 0; c < img->nr_chunks; c++) {
+			uint64_t p = t[c] & UCOW_E_PCN_MASK;
+			if (p && p < img->rc_len)
+				count[p]++;
+		}
+		free(t);
+		free(b);
+	}
+	for (uint64_t p = 0; p < img->rc_len; p++)
+		if (count[p] != img->rc[p] && !cr->corruptions++)
+			snprintf(cr->first_problem, COW_ERRLEN,
+				 "refcount of chunk %llu is %u but snapshots reference it %u times",
+				 (unsigned long long)p, img->rc[p], count[p]);
+	free(count);
+}

@@ -1,0 +1,451 @@
+/*
+ * Snapshots: the tree example, random create/apply/delete against per-snapshot models (with
+ * and without a backing image), no refcount I/O on the write path (a counting backend),
+ * space returned after deletes, and a crash at every metadata write of create, apply and
+ * delete (the image opens as before or as after, and checks without corruption).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "internal.h"
+
+static char dir[256];
+static char err[COW_ERRLEN];
+
+static const char *P(const char *name)
+{
+	static char bufs[4][512];
+	static int i;
+	char *b = bufs[i++ % 4];
+	snprintf(b, 512, "%s/%s", dir, name);
+	return b;
+}
+
+struct h {
+	struct cow_image *img;
+	struct cow_backend *be;
+	struct cow_ctx *ctx;
+};
+
+static void h_open(struct h *h, const char *path, unsigned flags)
+{
+	if (cow_open(path, COW_FMT_NONE, flags, &h->img, err))
+		fail_msg("open %s: %s", path, err);
+	assert_int_equal(cow_backend_new("sync", 16, &h->be), 0);
+	assert_int_equal(cow_ctx_new(h->img, h->be, &h->ctx), 0);
+}
+
+static void h_ctx(struct h *h)
+{
+	assert_int_equal(cow_backend_new("sync", 16, &h->be), 0);
+	assert_int_equal(cow_ctx_new(h->img, h->be, &h->ctx), 0);
+}
+
+static void h_close(struct h *h)
+{
+	cow_ctx_free(h->ctx);
+	cow_backend_free(h->be);
+	assert_int_equal(cow_close(h->img), 0);
+}
+
+static void mk(const char *path, uint64_t size, const char *backing)
+{
+	struct cow_create_opts o = { .size = size, .chunk_size = 64 << 10, .block_size = 4096,
+				     .backing = backing, .backing_fmt = backing ? COW_FMT_RAW : 0 };
+	unlink(path);
+	if (cow_create(path, &o, err))
+		fail_msg("create: %s", err);
+}
+
+static void wr(struct h *h, uint8_t pat, uint64_t off, uint64_t len)
+{
+	char *b = malloc(len);
+	memset(b, pat, len);
+	assert_int_equal(cow_rw(h->ctx, COW_WRITE, b, len, off, 0), 0);
+	free(b);
+}
+
+/* Read the whole content of img (or of snapshot snap) and compare with model. */
+static void verify(const char *path, const char *snap, const uint8_t *model, uint64_t size)
+{
+	struct h h;
+	uint8_t *b = malloc(size);
+	if (snap) {
+		if (cow_open_snapshot(path, snap, COW_OPEN_RDONLY, &h.img, err))
+			fail_msg("open snapshot %s: %s", snap, err);
+		h_ctx(&h);
+	} else {
+		h_open(&h, path, COW_OPEN_RDONLY);
+	}
+	assert_int_equal(cow_rw(h.ctx, COW_READ, b, size, 0, 0), 0);
+	if (memcmp(b, model, size)) {
+		uint64_t k = 0;
+		while (b[k] == model[k])
+			k++;
+		fail_msg("%s: mismatch at %llu: %02x want %02x", snap ? snap : "current",
+			 (unsigned long long)k, b[k], model[k]);
+	}
+	h_close(&h);
+	free(b);
+}
+
+static void check_ok(const char *path, bool leaks_ok)
+{
+	struct cow_image *img;
+	struct cow_check_result cr;
+	if (cow_open(path, COW_FMT_NONE, COW_OPEN_RDONLY, &img, err))
+		fail_msg("open for check: %s", err);
+	assert_int_equal(cow_check(img, &cr), 0);
+	if (cr.verdict && !(leaks_ok && cr.verdict == 3))
+		fail_msg("check verdict %d: %s", cr.verdict, cr.first_problem);
+	cow_close(img);
+}
+
+#define SZ (4u << 20)
+
+static void test_tree(void **state)
+{
+	struct h h;
+	static uint8_t m[6][SZ], cur[SZ];
+	const char *names[] = { NULL, "s1", "s2", "s3", "s4", "s5" };
+	mk(P("tree.img"), SZ, NULL);
+	h_open(&h, P("tree.img"), 0);
+	for (int i = 1; i <= 4; i++) {
+		wr(&h, 0x10 * i, (uint64_t)i * 300000, 200000);	/* overlapping, unaligned */
+		memset(cur + i * 300000, 0x10 * i, 200000);
+		memcpy(m[i], cur, SZ);
+		assert_int_equal(cow_snapshot_create(h.img, names[i]), 0);
+	}
+	assert_int_equal(cow_snapshot_create(h.img, "s1"), -EEXIST);
+	assert_int_equal(cow_snapshot_apply(h.img, "s2"), 0);
+	memcpy(cur, m[2], SZ);
+	wr(&h, 0x77, 100, 3000000);
+	memset(cur + 100, 0x77, 3000000);
+	memcpy(m[5], cur, SZ);
+	assert_int_equal(cow_snapshot_create(h.img, "s5"), 0);
+	assert_int_equal(cow_snapshot_apply(h.img, "4"), 0);	/* by id */
+	memcpy(cur, m[4], SZ);
+	wr(&h, 0x99, 65536 * 3 + 7, 5000);
+	memset(cur + 65536 * 3 + 7, 0x99, 5000);
+	struct cow_snap_info *si;
+	uint32_t n;
+	assert_int_equal(cow_snapshot_list(h.img, &si, &n), 0);
+	assert_int_equal(n, 5);
+	assert_string_equal(si[4].name, "s5");
+	assert_int_equal(si[4].parent, 2);	/* s5 branched from s2 */
+	assert_int_equal(si[1].parent, 1);
+	assert_true(si[3].current_parent);	/* the current state descends from s4 */
+	free(si);
+	h_close(&h);
+	verify(P("tree.img"), NULL, cur, SZ);
+	for (int i = 1; i <= 5; i++)
+		verify(P("tree.img"), names[i], m[i], SZ);
+	check_ok(P("tree.img"), false);
+}
+
+/* Random operations with snapshot create/apply/delete; every live snapshot checked. */
+static uint64_t rs = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void)
+{
+	rs ^= rs << 13;
+	rs ^= rs >> 7;
+	rs ^= rs << 17;
+	return rs;
+}
+
+static void random_snaps(const char *path, const char *base, uint8_t fill)
+{
+	struct h h;
+	enum { MAXS = 6 };
+	static uint8_t cur[SZ], snapm[MAXS][SZ];
+	char sname[MAXS][16];
+	bool live[MAXS] = { 0 };
+	int counter = 0;
+	memset(cur, 0, SZ);
+	if (base) {
+		int fd = open(base, O_RDONLY);
+		assert_int_equal(pread(fd, cur, SZ, 0), SZ);
+		close(fd);
+	}
+	(void)fill;
+	mk(path, SZ, base ? "rbase.raw" : NULL);
+	h_open(&h, path, 0);
+	for (int step = 0; step < 300; step++) {
+		int op = rnd() % 20;
+		if (op < 10) {
+			uint64_t len = 1 + rnd() % 200000, off = rnd() % (SZ - len);
+			uint8_t pat = rnd();
+			wr(&h, pat, off, len);
+			memset(cur + off, pat, len);
+		} else if (op < 13) {
+			uint64_t len = 1 + rnd() % 300000, off = rnd() % (SZ - len);
+			assert_int_equal(cow_rw(h.ctx, rnd() % 2 ? COW_DISCARD : COW_WRITE_ZEROES, NULL,
+						len, off, 0), 0);
+			memset(cur + off, 0, len);
+		} else if (op < 15) {
+			int k = rnd() % MAXS;
+			if (live[k])
+				continue;
+			snprintf(sname[k], sizeof(sname[k]), "snap%d", counter++);
+			assert_int_equal(cow_snapshot_create(h.img, sname[k]), 0);
+			memcpy(snapm[k], cur, SZ);
+			live[k] = true;
+		} else if (op < 17) {
+			int k = rnd() % MAXS;
+			if (!live[k])
+				continue;
+			assert_int_equal(cow_snapshot_apply(h.img, sname[k]), 0);
+			memcpy(cur, snapm[k], SZ);
+		} else if (op < 18) {
+			int k = rnd() % MAXS;
+			if (!live[k])
+				continue;
+			assert_int_equal(cow_snapshot_delete(h.img, sname[k]), 0);
+			live[k] = false;
+		} else {
+			cow_ctx_free(h.ctx);
+			cow_backend_free(h.be);
+			assert_int_equal(cow_close(h.img), 0);
+			verify(path, NULL, cur, SZ);
+			for (int k = 0; k < MAXS; k++)
+				if (live[k])
+					verify(path, sname[k], snapm[k], SZ);
+			check_ok(path, false);
+			h_open(&h, path, 0);
+		}
+	}
+	h_close(&h);
+	verify(path, NULL, cur, SZ);
+	for (int k = 0; k < MAXS; k++)
+		if (live[k])
+			verify(path, sname[k], snapm[k], SZ);
+	check_ok(path, false);
+}
+
+static void test_random(void **state)
+{
+	random_snaps(P("rs.img"), NULL, 0);
+	int fd = open(P("rbase.raw"), O_RDWR | O_CREAT | O_TRUNC, 0644);
+	uint8_t *b = malloc(SZ);
+	for (unsigned i = 0; i < SZ; i++)
+		b[i] = (uint8_t)(i / 4096 + 1);
+	assert_int_equal(pwrite(fd, b, SZ, 0), SZ);
+	close(fd);
+	free(b);
+	random_snaps(P("rso.img"), P("rbase.raw"), 1);
+}
+
+/* A backend that counts the writes that land in a byte range, then does them. */
+struct counting_be {
+	struct cow_backend be;
+	struct cow_backend *inner;
+	uint64_t lo, hi, hits, writes;
+};
+
+static int cnt_queue(struct cow_backend *be, struct cow_io *io)
+{
+	struct counting_be *c = (struct counting_be *)be;
+	if (io->op == COW_IO_WRITE || io->op == COW_IO_PUNCH || io->op == COW_IO_ZERO_RANGE) {
+		c->writes++;
+		if (io->off < c->hi && io->off + io->len > c->lo)
+			c->hits++;
+	}
+	int r = c->inner->ops->queue(c->inner, io);
+	be->inflight = c->inner->inflight;
+	return r;
+}
+
+static int cnt_submit_wait(struct cow_backend *be, unsigned min)
+{
+	struct counting_be *c = (struct counting_be *)be;
+	int r = c->inner->ops->submit_wait(c->inner, min);
+	be->inflight = c->inner->inflight;
+	return r;
+}
+
+static void cnt_destroy(struct cow_backend *be) { (void)be; }
+
+static const struct cow_backend_ops cnt_ops = { "counting", cnt_queue, cnt_submit_wait, cnt_destroy };
+
+static void test_no_refcount_io(void **state)
+{
+	struct h h;
+	struct counting_be cb = { .be.ops = &cnt_ops };
+	mk(P("rc.img"), 32 << 20, NULL);
+	h_open(&h, P("rc.img"), 0);
+	for (int i = 0; i < 32 * 16; i++)	/* fill every chunk */
+		wr(&h, 1, (uint64_t)i * 65536, 65536);
+	assert_int_equal(cow_snapshot_create(h.img, "one"), 0);
+	cb.lo = h.img->hdr.refcount_offset;
+	cb.hi = cb.lo + h.img->hdr.refcount_size;
+	assert_true(cb.hi > cb.lo);
+	cow_ctx_free(h.ctx);
+	cow_backend_free(h.be);
+	assert_int_equal(cow_backend_new("sync", 16, &cb.inner), 0);
+	assert_int_equal(cow_ctx_new(h.img, &cb.be, &h.ctx), 0);
+	struct cow_stats a, b;
+	cow_get_stats(h.img, &a);
+	char buf[4096];
+	memset(buf, 2, sizeof(buf));
+	for (int i = 0; i < 32 * 16; i++)	/* first write after the snapshot: copy */
+		assert_int_equal(cow_rw(h.ctx, COW_WRITE, buf, 4096, (uint64_t)i * 65536, 0), 0);
+	assert_int_equal(cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
+	cow_get_stats(h.img, &b);
+	assert_int_equal(b.allocations - a.allocations, 32 * 16);
+	assert_true(cb.writes >= 32 * 16);
+	assert_int_equal(cb.hits, 0);		/* no refcount table I/O at all */
+	assert_int_equal(b.checkpoints, a.checkpoints);
+	cow_ctx_free(h.ctx);
+	cow_backend_free(cb.inner);
+	h.ctx = NULL;
+	h.be = NULL;
+	assert_int_equal(cow_close(h.img), 0);
+	check_ok(P("rc.img"), false);
+}
+
+static uint64_t usage(const char *path)
+{
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	return (uint64_t)st.st_blocks * 512;
+}
+
+static void test_delete_reclaims(void **state)
+{
+	struct h h;
+	mk(P("del.img"), 16 << 20, NULL);
+	h_open(&h, P("del.img"), 0);
+	wr(&h, 1, 0, 16 << 20);
+	for (int s = 0; s < 5; s++) {
+		char n[8];
+		snprintf(n, sizeof(n), "s%d", s);
+		assert_int_equal(cow_snapshot_create(h.img, n), 0);
+		wr(&h, 2 + s, 0, 16 << 20);	/* every chunk copied again */
+	}
+	h_close(&h);
+	uint64_t before = usage(P("del.img"));
+	assert_true(before > 90ull << 20);
+	h_open(&h, P("del.img"), 0);
+	for (int s = 0; s < 5; s++) {
+		char n[8];
+		snprintf(n, sizeof(n), "s%d", s);
+		assert_int_equal(cow_snapshot_delete(h.img, n), 0);
+	}
+	h_close(&h);
+	uint64_t after = usage(P("del.img"));
+	printf("disk usage: %llu KiB with 5 snapshots, %llu KiB after deleting them\n",
+	       (unsigned long long)(before >> 10), (unsigned long long)(after >> 10));
+	assert_true(after < (16u << 20) + (2u << 20));	/* data + metadata */
+	check_ok(P("del.img"), false);
+	uint8_t *m = malloc(16 << 20);
+	memset(m, 6, 16 << 20);
+	verify(P("del.img"), NULL, m, 16 << 20);
+	free(m);
+}
+
+/* Crash at every metadata write of each snapshot operation. */
+enum sop { OP_CREATE, OP_APPLY, OP_DELETE };
+
+static int do_op(struct cow_image *img, enum sop op)
+{
+	switch (op) {
+	case OP_CREATE: return cow_snapshot_create(img, "new");
+	case OP_APPLY: return cow_snapshot_apply(img, "a");
+	default: return cow_snapshot_delete(img, "a");
+	}
+}
+
+static void crash_op(enum sop op)
+{
+	static uint8_t before[SZ], after_a[SZ], snap_a[SZ];
+	for (int n = 1; n < 200; n++) {
+		struct h h;
+		mk(P("cr.img"), SZ, NULL);
+		h_open(&h, P("cr.img"), 0);
+		wr(&h, 0xa, 0, SZ / 2);
+		assert_int_equal(cow_snapshot_create(h.img, "a"), 0);
+		wr(&h, 0xb, SZ / 4, SZ / 2);
+		assert_int_equal(cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
+		memset(snap_a, 0, SZ);
+		memset(snap_a, 0xa, SZ / 2);
+		memcpy(before, snap_a, SZ);
+		memset(before + SZ / 4, 0xb, SZ / 2);
+		memcpy(after_a, op == OP_APPLY ? snap_a : before, SZ);
+		h.img->crash_after = n;
+		int r = do_op(h.img, op);
+		h.img->crash_after = 0;
+		cow_ctx_free(h.ctx);
+		cow_backend_free(h.be);
+		if (!r) {	/* got through: no more crash points to try */
+			assert_int_equal(cow_close(h.img), 0);
+			assert_true(n > 2);
+			return;
+		}
+		img_abandon(h.img);
+		/* after the crash: as before or as after, never in between; no corruption */
+		struct cow_image *img;
+		struct cow_snap_info *si;
+		uint32_t ns;
+		if (cow_open(P("cr.img"), COW_FMT_NONE, 0, &img, err))
+			fail_msg("crash point %d: open: %s", n, err);
+		assert_int_equal(cow_snapshot_list(img, &si, &ns), 0);
+		bool done = op == OP_CREATE ? ns == 2 : op == OP_DELETE ? ns == 0 : false;
+		free(si);
+		assert_int_equal(cow_close(img), 0);
+		check_ok(P("cr.img"), true);
+		uint8_t *cur = malloc(SZ);
+		struct h v;
+		h_open(&v, P("cr.img"), COW_OPEN_RDONLY);
+		assert_int_equal(cow_rw(v.ctx, COW_READ, cur, SZ, 0, 0), 0);
+		h_close(&v);
+		bool is_before = !memcmp(cur, before, SZ), is_after = !memcmp(cur, after_a, SZ);
+		if (!is_before && !is_after)
+			fail_msg("crash point %d: the current state is neither before nor after", n);
+		if (op != OP_DELETE || !done)
+			verify(P("cr.img"), "a", snap_a, SZ);
+		free(cur);
+	}
+	fail_msg("the operation never completed");
+}
+
+static void test_crash_create(void **state) { crash_op(OP_CREATE); }
+static void test_crash_apply(void **state) { crash_op(OP_APPLY); }
+static void test_crash_delete(void **state) { crash_op(OP_DELETE); }
+
+static int setup(void **state)
+{
+	snprintf(dir, sizeof(dir), "/tmp/ucow-snap-XXXXXX");
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_tree),
+		cmocka_unit_test(test_random),
+		cmocka_unit_test(test_no_refcount_io),
+		cmocka_unit_test(test_delete_reclaims),
+		cmocka_unit_test(test_crash_create),
+		cmocka_unit_test(test_crash_apply),
+		cmocka_unit_test(test_crash_delete),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
