@@ -541,6 +541,25 @@ out:
 	return r;
 }
 
+/* One bit per physical chunk below next_pcn: mapped by the current table. */
+static uint8_t *current_map(struct cow_image *img)
+{
+	uint8_t *m = calloc(img->next_pcn / 8 + 1, 1);
+	if (!m)
+		return NULL;
+	for (uint64_t c = 0; c < img->nr_chunks; c++) {
+		uint64_t p = img->table[c] & UCOW_E_PCN_MASK;
+		if (p && p < img->next_pcn)
+			m[p / 8] |= 1u << (p % 8);
+	}
+	return m;
+}
+
+static bool in_map(const uint8_t *m, struct cow_image *img, uint64_t p)
+{
+	return p < img->next_pcn && (m[p / 8] & (1u << (p % 8)));
+}
+
 /* ---- delete ------------------------------------------------------------------------------ */
 
 int cow_snapshot_delete(struct cow_image *img, const char *key)
@@ -604,6 +623,7 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 	if (r)
 		goto out;
 	/* S4: old tables, the frozen copy, and chunks nobody references any more */
+	uint8_t *cur = current_map(img);
 	free_extent(img, oh.snap_table_offset, oh.snap_table_size);
 	free_extent(img, oh.refcount_offset, oh.refcount_size);
 	free_extent(img, s->table_offset, s->extent_size);
@@ -612,12 +632,10 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 		if (!p || rc[p])
 			continue;
 		rc[p] = UINT32_MAX;	/* freed once even if mapped twice below */
-		bool current = false;
-		for (uint64_t k = 0; k < img->nr_chunks && !current; k++)
-			current = (img->table[k] & UCOW_E_PCN_MASK) == p;
-		if (!current)
-			free_chunk(img, p);
+		if (cur && !in_map(cur, img, p))
+			free_chunk(img, p);	/* without the map: leaked until the next open */
 	}
+	free(cur);
 	for (uint64_t p = 0; p < rc_len; p++)
 		if (rc[p] == UINT32_MAX)
 			rc[p] = 0;
@@ -766,6 +784,9 @@ int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_
 	if (!v)
 		return -ENOMEM;
 	pthread_mutex_lock(&img->lock);
+	uint8_t *cur = current_map(img);
+	if (!cur)
+		r = -ENOMEM;
 	for (uint32_t i = 0; i < img->nb_snaps && !r; i++) {
 		const struct snap *s = &img->snaps[i];
 		uint64_t *t, *b;
@@ -782,12 +803,7 @@ int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_
 		/* disk usage: what deleting it would free (chunks only it references) */
 		for (uint64_t c = 0; c < img->nr_chunks; c++) {
 			uint64_t p = t[c] & UCOW_E_PCN_MASK;
-			if (!p || img->rc[p] != 1)
-				continue;
-			bool current = false;
-			for (uint64_t k = 0; k < img->nr_chunks && !current; k++)
-				current = (img->table[k] & UCOW_E_PCN_MASK) == p;
-			if (!current)
+			if (p && img->rc[p] == 1 && !in_map(cur, img, p))
 				v[i].disk_usage += img->chunk_size;
 		}
 		v[i].disk_usage += s->extent_size;
@@ -795,6 +811,7 @@ int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_
 		free(b);
 	}
 	pthread_mutex_unlock(&img->lock);
+	free(cur);
 	if (r) {
 		free(v);
 		return r;
