@@ -806,7 +806,7 @@ int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_
 			if (p && img->rc[p] == 1 && !in_map(cur, img, p))
 				v[i].disk_usage += img->chunk_size;
 		}
-		v[i].disk_usage += s->extent_size;
+		v[i].disk_usage += frozen_bytes(img);	/* its frozen table + bitmap */
 		free(t);
 		free(b);
 	}

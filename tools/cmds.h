@@ -9,6 +9,7 @@ int cmd_info(int argc, char **argv);
 int cmd_io(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);	/* tools/img_snapshot.c */
 int cmd_dev(int argc, char **argv);	/* tools/dev.c */
 
 #endif

@@ -16,6 +16,7 @@ static const struct {
 	{ "io", cmd_io, "read, write, zero, discard, flush an image (like qemu-io)" },
 	{ "convert", cmd_convert, "copy an image (whole chain, flattened) to a new raw or ucow file" },
 	{ "check", cmd_check, "check an image's consistency" },
+	{ "snapshot", cmd_snapshot, "create, list, apply, delete internal snapshots" },
 	{ "dev", cmd_dev, "serve images as block devices through ublk (see 'ucow dev --help')" },
 };
 
