@@ -512,9 +512,12 @@ static void op_publish(struct chunk_op *op)
 			res = -ENOMEM;
 		} else {
 			for (uint32_t i = 0; i < img->bm_words; i++) {
-				if (bm[i] != op->newbm[i])
+				/* same chunk: OR in (other writes may have set bits meanwhile);
+				 * new chunk: the bitmap starts from newbm */
+				uint64_t nw = op->new_chunk ? op->newbm[i] : bm[i] | op->newbm[i];
+				if (bm[i] != nw)
 					changed = true;
-				__atomic_store_n(&bm[i], op->newbm[i], __ATOMIC_RELEASE);
+				__atomic_store_n(&bm[i], nw, __ATOMIC_RELEASE);
 			}
 			img->bm_dirty[op->c / img->chunks_per_group] = 1;
 			ent_store(img, op->c, newe);
@@ -584,14 +587,16 @@ static void op_start(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint3
 		op->fs = op->fe;
 	/* the new bitmap: every block of [as, ae) holds data here afterwards */
 	for (uint32_t i = 0; i < img->bm_words; i++)
-		op->newbm[i] = op->was_zero ? ~0ull : op->old_p ? bm[i] : 0;
+		op->newbm[i] = op->was_zero ? ~0ull : (op->old_p && op->new_chunk) ? bm[i] : 0;
 	if (op->was_zero && img->bpc % 64)
 		op->newbm[img->bm_words - 1] &= (1ull << (img->bpc % 64)) - 1;
 	for (uint32_t b = as >> img->block_shift; b < ae >> img->block_shift; b++)
 		op->newbm[b / 64] |= 1ull << (b % 64);
-	op->bounce = malloc(op->we - op->ws ? op->we - op->ws : 1);
-	if (op->shared)
-		op->copybuf = malloc(img->chunk_size);
+	/* aligned: the image may be open with O_DIRECT */
+	if (posix_memalign((void **)&op->bounce, 4096, op->we - op->ws ? op->we - op->ws : 1))
+		op->bounce = NULL;
+	if (op->shared && posix_memalign((void **)&op->copybuf, 4096, img->chunk_size))
+		op->copybuf = NULL;
 	if (!op->bounce || (op->shared && !op->copybuf)) {
 		if (op->new_chunk)
 			alloc_release(img, op->np);
@@ -663,6 +668,64 @@ static void unmap_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, ui
 	req_put(req, r);
 }
 
+/* ---- writes into an allocated chunk that only set bits ----------------------------------- */
+
+/*
+ * A write of whole blocks (or of blocks that already hold data here) into a chunk that is
+ * allocated and not SHARED needs no copy and no exclusive op: write, then OR the blocks' bits
+ * in and journal the new bitmap. Many such writes into one chunk run at once.
+ */
+static void bitset_done(struct eio *e, int res)
+{
+	struct cow_ctx *ctx = e->ctx;
+	struct cow_image *img = ctx->img;
+	struct cow_req *req = e->arg;
+	uint64_t c = e->u[0], p = e->u[1];
+	uint32_t b0 = (uint32_t)(e->u[2] >> 32), b1 = (uint32_t)e->u[2];
+	if (res >= 0 && (uint64_t)res != e->want)
+		res = -EIO;
+	eio_put(e);
+	if (res >= 0) {
+		pthread_mutex_lock(&img->lock);
+		uint64_t now = ent_load(img, c);
+		uint64_t *bm = img_bm(img, c, true);
+		/* a discard that raced with this write unmapped the chunk: nothing to publish */
+		if ((now & UCOW_E_PCN_MASK) == p && !(now & UCOW_E_SHARED) && bm) {
+			bool changed = false;
+			for (uint32_t b = b0; b < b1; b++)
+				if (!bm_test(bm, b)) {
+					__atomic_fetch_or(&bm[b / 64], 1ull << (b % 64), __ATOMIC_ACQ_REL);
+					changed = true;
+				}
+			if (changed) {
+				img->bm_dirty[c / img->chunks_per_group] = 1;
+				res = jnl_add(img, c, now, bm, NULL);
+			}
+		}
+		pthread_mutex_unlock(&img->lock);
+	}
+	req_put(req, res < 0 ? res : 0);
+}
+
+static void bitset_write(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint64_t p,
+			 uint32_t in, uint32_t len, char *buf)
+{
+	struct cow_image *img = ctx->img;
+	struct eio *e = eio_get(ctx);
+	if (!e) {
+		req_put(req, -ENOMEM);
+		return;
+	}
+	uint32_t b0 = in >> img->block_shift, b1 = (in + len - 1) / img->block_size + 1;
+	e->u[0] = c;
+	e->u[1] = p;
+	e->u[2] = (uint64_t)b0 << 32 | b1;
+	STAT_ADD(img, data_writes, 1);
+	STAT_ADD(img, data_bytes_written, len);
+	eng_queue(ctx, e, COW_IO_WRITE, img->fd, buf, len, (p << img->chunk_shift) + in,
+		  bitset_done, req);
+}
+
 /* ---- dispatch of one chunk's part -------------------------------------------------------- */
 
 static bool all_bits(const uint64_t *bm, uint32_t from, uint32_t to)
@@ -722,13 +785,22 @@ static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c)
 			unmap_chunk(ctx, req, c, e);	/* unlocks */
 			return;
 		}
-	} else if (p && !(e & UCOW_E_SHARED) &&
-		   all_bits(img_bm(img, c, false), in >> img->block_shift,
-			    (in + len - 1) / img->block_size + 1)) {
-		pthread_mutex_unlock(&img->lock);
-		queue_req_io(ctx, req, COW_IO_WRITE, img->fd, buf, len, (p << img->chunk_shift) + in);
-		req_put(req, 0);
-		return;
+	} else if (p && !(e & UCOW_E_SHARED)) {
+		const uint64_t *bm = img_bm(img, c, false);
+		uint32_t bs = img->block_size, pend = in + len;
+		bool head_ok = !(in & (bs - 1)) || bm_test(bm, in >> img->block_shift);
+		bool tail_ok = !(pend & (bs - 1)) || bm_test(bm, pend >> img->block_shift);
+		if (head_ok && tail_ok) {
+			pthread_mutex_unlock(&img->lock);
+			if (all_bits(bm, in >> img->block_shift, (pend - 1) / bs + 1)) {
+				queue_req_io(ctx, req, COW_IO_WRITE, img->fd, buf, len,
+					     (p << img->chunk_shift) + in);
+				req_put(req, 0);
+			} else {
+				bitset_write(ctx, req, c, p, in, len, buf);
+			}
+			return;
+		}
 	}
 	op_start(ctx, req, c, in, len, buf, e);	/* unlocks */
 }

@@ -118,6 +118,7 @@ struct eio {
 	void (*fn)(struct eio *e, int res);
 	void *arg;
 	uint64_t want;			/* bytes expected (short reads zero-fill) */
+	uint64_t u[3];			/* per-use scratch (chunk, chunk number, block range) */
 	struct cow_req sub;		/* for reads from the backing image */
 	struct eio *fnext;
 };

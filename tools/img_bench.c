@@ -1,0 +1,254 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ucow bench: qemu-img bench's workload and output, run through the cowcore engine the way
+ * the ublk server drives it (asynchronous requests, DEPTH in flight, one backend).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cowcore.h"
+#include "cmds.h"
+#include "util.h"
+
+static const char bench_help[] =
+	"usage: ucow bench [-c COUNT] [-d DEPTH] [-f FMT] [-s SIZE] [-S STEP] [-o OFFSET] [-w]\n"
+	"                  [--pattern=N] [--flush-interval=N] [--no-drain] [-t none|writeback]\n"
+	"                  [-i uring|aio|sync] [-n] [-q] FILE\n"
+	"\n"
+	"Run COUNT requests of SIZE bytes, DEPTH in flight, at OFFSET, OFFSET+STEP, ... (wrapping\n"
+	"at the end of the image), the same workload as qemu-img bench, through the engine.\n"
+	"\n"
+	"  -c COUNT          requests (default 75000)\n"
+	"  -d DEPTH          requests in flight (default 64)\n"
+	"  -f FMT            ucow (default, by magic) or raw\n"
+	"  -s SIZE           request size (default 4k)\n"
+	"  -S STEP           distance between requests (default SIZE)\n"
+	"  -o OFFSET         first offset (default 0)\n"
+	"  -w                write (default: read)\n"
+	"  --pattern=N       byte written (default 0xa5)\n"
+	"  --flush-interval=N  flush after every N requests (writes only)\n"
+	"  --no-drain        do not wait for requests in flight before such a flush\n"
+	"  -t CACHE          none (O_DIRECT) or writeback (default)\n"
+	"  -i BACKEND        uring (default), aio or sync\n"
+	"  -n                same as -i aio (qemu-img's native AIO)\n"
+	"  -q                print only the result lines\n";
+
+struct bench {
+	struct cow_ctx *ctx;
+	struct cow_req *reqs;
+	int *freelist, nfree;
+	uint64_t done, failed;
+	int err;
+};
+
+static void bench_cb(struct cow_req *req, int res)
+{
+	struct bench *b = req->priv;
+	if (res < 0 && !b->err)
+		b->err = res;
+	b->done++;
+	b->freelist[b->nfree++] = (int)(req - b->reqs);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Drive the backend until fewer than `until` requests are in flight. */
+static int drain(struct bench *b, struct cow_backend *be, unsigned until, unsigned depth)
+{
+	while ((unsigned)(depth - b->nfree) > until) {
+		int r = be->ops->submit_wait(be, 1);
+		if (r < 0)
+			return r;
+		cow_ctx_poll(b->ctx);
+	}
+	return 0;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+	enum { O_PATTERN = 256, O_FLUSH, O_NODRAIN };
+	static const struct option opts[] = {
+		{ "pattern", required_argument, NULL, O_PATTERN },
+		{ "flush-interval", required_argument, NULL, O_FLUSH },
+		{ "no-drain", no_argument, NULL, O_NODRAIN },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint64_t count = 75000, size = 4096, step = 0, offset = 0, flush_interval = 0, v;
+	unsigned depth = 64;
+	int fmt = COW_FMT_NONE, pattern = 0xa5, c, r;
+	bool write = false, direct = false, quiet = false, nodrain = false;
+	const char *bename = "uring", *why;
+	char err[COW_ERRLEN] = "";
+
+	while ((c = getopt_long(argc, argv, "+c:d:f:s:S:o:wt:i:nqh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': case 'd': case 's': case 'S': case 'o': case O_FLUSH:
+			if (parse_bytes(optarg, &v, &why))
+				return usage_err(argv[0], "invalid number '%s' for -%c: %s", optarg,
+						 c < 256 ? c : 'F', why);
+			if (c == 'c')
+				count = v;
+			else if (c == 'd') {
+				if (!v || v > 4096)
+					return usage_err(argv[0], "depth must be 1 to 4096");
+				depth = (unsigned)v;
+			} else if (c == 's') {
+				if (!v || v > (64u << 20))
+					return usage_err(argv[0], "size must be 1 byte to 64M");
+				size = v;
+			} else if (c == 'S')
+				step = v;
+			else if (c == 'o')
+				offset = v;
+			else
+				flush_interval = v;
+			break;
+		case 'f':
+			fmt = cow_fmt_parse(optarg);
+			if (fmt < 0)
+				return usage_err(argv[0], "unknown format '%s' (raw or ucow)", optarg);
+			break;
+		case 'w':
+			write = true;
+			break;
+		case 't':
+			if (!strcmp(optarg, "none"))
+				direct = true;
+			else if (strcmp(optarg, "writeback"))
+				return usage_err(argv[0], "cache must be none or writeback");
+			break;
+		case 'i':
+			if (strcmp(optarg, "uring") && strcmp(optarg, "aio") && strcmp(optarg, "sync"))
+				return usage_err(argv[0], "backend must be uring, aio or sync");
+			bename = optarg;
+			break;
+		case 'n':
+			bename = "aio";
+			break;
+		case 'q':
+			quiet = true;
+			break;
+		case O_PATTERN:
+			if (parse_pattern(optarg, &pattern))
+				return usage_err(argv[0], "invalid pattern '%s'", optarg);
+			break;
+		case O_NODRAIN:
+			nodrain = true;
+			break;
+		case 'h':
+			fputs(bench_help, stdout);
+			return 0;
+		default:
+			return opt_err(argv[0], c, argv);
+		}
+	}
+	if (optind != argc - 1)
+		return usage_err(argv[0], optind >= argc ? "missing FILE" : "too many arguments");
+	if (!step)
+		step = size;
+	if (flush_interval && !write)
+		return usage_err(argv[0], "--flush-interval is for write benchmarks (-w)");
+	const char *file = argv[optind];
+
+	struct cow_image *img = NULL;
+	struct cow_backend *be = NULL;
+	struct bench b = { 0 };
+	char *bufs = NULL;
+	int status = 1;
+	r = cow_open(file, fmt, (write ? 0 : COW_OPEN_RDONLY) | (direct ? COW_OPEN_DIRECT : 0),
+		     &img, err);
+	if (r) {
+		report(file, file, r, err);
+		return 1;
+	}
+	struct cow_info info;
+	cow_get_info(img, &info);
+	if (size > info.virtual_size) {
+		ucow_err("%s: request size is larger than the image", file);
+		goto out;
+	}
+	r = cow_backend_new(bename, depth, &be);
+	if (!r)
+		r = cow_ctx_new(img, be, &b.ctx);
+	if (r) {
+		report(file, file, r, "setting up I/O");
+		goto out;
+	}
+	size_t bsz = (size + 4095) & ~4095ull;
+	b.reqs = calloc(depth, sizeof(*b.reqs));
+	b.freelist = calloc(depth, sizeof(*b.freelist));
+	if (!b.reqs || !b.freelist || posix_memalign((void **)&bufs, 4096, bsz * depth)) {
+		ucow_err("%s: out of memory", file);
+		goto out;
+	}
+	memset(bufs, pattern, bsz * depth);
+	for (unsigned i = 0; i < depth; i++)
+		b.freelist[b.nfree++] = (int)i;
+
+	if (!quiet)
+		printf("Sending %" PRIu64 " %s requests, %" PRIu64 " bytes each, %u in parallel "
+		       "(starting at offset %" PRIu64 ", step size %" PRIu64 ")\n", count,
+		       write ? "write" : "read", size, depth, offset, step);
+	double t0 = now();
+	uint64_t off = offset, sent = 0, since_flush = 0;
+	while (sent < count && !b.err) {
+		while (b.nfree && sent < count) {
+			int i = b.freelist[--b.nfree];
+			struct cow_req *q = &b.reqs[i];
+			memset(q, 0, sizeof(*q));
+			q->op = write ? COW_WRITE : COW_READ;
+			q->off = off;
+			q->len = size;
+			q->buf = bufs + (size_t)i * bsz;
+			q->cb = bench_cb;
+			q->priv = &b;
+			cow_submit(b.ctx, q);
+			sent++;
+			off += step;
+			if (off + size > info.virtual_size)
+				off = offset + size > info.virtual_size ? 0 : offset;
+			if (flush_interval && ++since_flush == flush_interval) {
+				since_flush = 0;
+				if (!nodrain && (r = drain(&b, be, 0, depth)))
+					break;
+				if ((r = cow_rw(b.ctx, COW_FLUSH, NULL, 0, 0, 0)) < 0)
+					b.err = r;
+			}
+		}
+		if ((r = drain(&b, be, depth - 1, depth)) < 0)
+			b.err = r;
+	}
+	if (!b.err && (r = drain(&b, be, 0, depth)) < 0)
+		b.err = r;
+	double t = now() - t0;
+	if (b.err) {
+		report(file, file, b.err, cow_errmsg(img));
+		goto out;
+	}
+	printf("Run completed in %.3f seconds.\n", t);
+	printf("IOPS: %.0f\n", (double)count / t);
+	printf("MiB/s: %.2f\n", (double)count * (double)size / t / (1 << 20));
+	status = 0;
+out:
+	cow_ctx_free(b.ctx);
+	cow_backend_free(be);
+	free(b.reqs);
+	free(b.freelist);
+	free(bufs);
+	if (img && cow_close(img) && !status) {
+		ucow_err("%s: closing the image failed", file);
+		status = 1;
+	}
+	return status;
+}
