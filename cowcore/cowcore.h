@@ -106,6 +106,7 @@ int cow_map(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run, ui
 struct cow_check_result {
 	int verdict;		/* 0 clean, 2 corruption, 3 leaks only */
 	uint64_t corruptions, leaks;
+	uint64_t reclaimable;	/* dirty image: unflushed writes' chunks, freed at next rw open */
 	uint64_t allocated_chunks, fragmented;
 	char first_problem[COW_ERRLEN];
 };

@@ -4,6 +4,7 @@
  * `cow_check` and `cow_map`. Every number read from the image is checked before use.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -187,6 +188,26 @@ static int init_free(struct cow_image *img, struct vstate *v)
 	return 0;
 }
 
+/*
+ * After an unclean shutdown, chunks written for mappings that never became durable hold
+ * data nothing maps: punch them, and cut the file after the last used chunk.
+ */
+static void reclaim_unclean(struct cow_image *img, uint64_t file_size)
+{
+	for (size_t i = 0; i < img->nfree; i++) {
+		off_t o = (off_t)(img->free_pcns[i] << img->chunk_shift);
+		off_t d = lseek(img->fd, o, SEEK_DATA);
+		if (d >= 0 && d < o + (off_t)img->chunk_size)
+			fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, o,
+				  (off_t)img->chunk_size);
+	}
+	uint64_t end = img->next_pcn << img->chunk_shift;
+	if (end < img->hdr.data_offset)
+		end = img->hdr.data_offset;
+	if (file_size > end && ftruncate(img->fd, (off_t)end) == 0)
+		img->file_pcns = img->next_pcn;
+}
+
 int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_result *cr)
 {
 	struct ucow_hdr *h = &img->hdr;
@@ -271,6 +292,8 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 	/* a replayed journal is folded into the table at once, so it starts empty */
 	if (nrec && !img->read_only)
 		r = jnl_checkpoint(img);
+	if (!r && (h->flags & UCOW_FLAG_DIRTY) && !img->read_only && !check_mode)
+		reclaim_unclean(img, (uint64_t)st.st_size);
 out:
 	free(v.used);
 	free(v.meta);
@@ -367,6 +390,12 @@ int cow_check(struct cow_image *img, struct cow_check_result *res)
 			off_t o = (off_t)(tmp.free_pcns[i] << tmp.chunk_shift);
 			off_t d = lseek(tmp.fd, o, SEEK_DATA);
 			if (d >= 0 && d < o + (off_t)tmp.chunk_size) {
+				/* after an unclean shutdown: writes never flushed; the next
+				 * read-write open punches them (reclaim_unclean) */
+				if (tmp.hdr.flags & UCOW_FLAG_DIRTY) {
+					res->reclaimable++;
+					continue;
+				}
 				if (!res->leaks++ && !res->corruptions)
 					snprintf(res->first_problem, COW_ERRLEN,
 						 "chunk %llu holds data but nothing maps it",
