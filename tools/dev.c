@@ -1,13 +1,736 @@
 /* SPDX-License-Identifier: MIT */
-/* ucow dev ...: serve images as /dev/ublkbN (placeholder until the server lands). */
+/*
+ * ucow dev ...: serve images as /dev/ublkbN (the server is in ublk/).
+ *
+ *   add      start a server (daemon unless --foreground); print the device path when live
+ *   del      stop a device: its server flushes, closes the image clean, deletes the device
+ *   list     devices, from /run/ucow state files and the driver
+ *   recover  start a new server for a recoverable device whose server died
+ *   features what the running kernel's ublk driver offers
+ *   stats    per-operation I/O counts and latency, asked from the server's socket
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
-#include "ublk_cli.h"
-#if __has_include("cmds.h")
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+
 #include "cmds.h"
-#endif
+#include "ublk.h"
+#include "util.h"
+
+static const char dev_help[] =
+	"usage: ucow dev add [-t cow|raw|null] [-n ID] [-q QUEUES] [-d DEPTH] [-s SIZE]\n"
+	"                    [--direct] [--read-only] [--recoverable] [--foreground]\n"
+	"                    [--block-size 512|4096] [FILE]\n"
+	"       ucow dev del ID|/dev/ublkbN|--all [--force]\n"
+	"       ucow dev list [--output=human|json]\n"
+	"       ucow dev recover ID [--foreground]\n"
+	"       ucow dev features\n"
+	"       ucow dev stats ID|/dev/ublkbN [--output=human|json]\n"
+	"\n"
+	"Serve FILE as /dev/ublkbN through the kernel's ublk driver. 'add' prints the device\n"
+	"path once the device is ready. Targets: cow (a ucow image and its backing chain, the\n"
+	"default), raw (a plain file or block device), null (no storage; needs -s SIZE).\n"
+	"\n"
+	"  -t TARGET          cow (default), raw or null\n"
+	"  -n ID              device number (default: the kernel picks)\n"
+	"  -q QUEUES          hardware queues, one thread each (default: CPUs, up to 4)\n"
+	"  -d DEPTH           requests in flight per queue, 1..4096 (default 128)\n"
+	"  -s SIZE            size of a null device (k, M, G, T suffixes)\n"
+	"  --direct           open the image files with O_DIRECT\n"
+	"  --read-only        a read-only device (the image is opened read-only)\n"
+	"  --recoverable      if the server dies, I/O waits for 'ucow dev recover ID'\n"
+	"  --foreground       do not become a daemon (Ctrl-C stops and deletes the device)\n"
+	"  --block-size N     logical block size: 512 (default) or 4096\n"
+	"  --force            del: stop the device even when it is mounted\n";
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static bool pid_alive(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	if (pid <= 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* Wait up to ms for pid to end. 0 when it did. */
+static int wait_pid_exit(pid_t pid, int ms)
+{
+	int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	int waited = 0;
+
+	if (pfd >= 0) {
+		struct pollfd p = { .fd = pfd, .events = POLLIN };
+		int r = poll(&p, 1, ms);
+
+		close(pfd);
+		if (r == 0)
+			return -ETIMEDOUT;
+	}
+	/* pidfd says "exited" for zombies too; /proc tells the rest (or no pidfd at all) */
+	while (pid_alive(pid)) {
+		if (waited >= ms)
+			return -ETIMEDOUT;
+		usleep(20000);
+		waited += 20;
+	}
+	return 0;
+}
+
+static int parse_id(const char *s, int *id)
+{
+	char *end;
+	long v;
+
+	if (!strncmp(s, "/dev/", 5))
+		s += 5;
+	if (!strncmp(s, "ublkb", 5))
+		s += 5;
+	if (!*s)
+		return -EINVAL;
+	v = strtol(s, &end, 10);
+	if (*end || v < 0 || v > 1048575)
+		return -EINVAL;
+	*id = (int)v;
+	return 0;
+}
+
+static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (!*s || *s == '-' || *s == '+')
+		return -EINVAL;
+	v = strtoul(s, &end, 10);
+	if (*end || v < lo || v > hi)
+		return -ERANGE;
+	*out = (unsigned)v;
+	return 0;
+}
+
+static void remove_leftovers(int id)
+{
+	char path[4200];
+
+	ublk_state_remove(id);
+	ublk_state_path(id, ".sock", path, sizeof(path));
+	unlink(path);
+}
+
+/* After a server died: open and close its image, which replays the journal and marks it clean. */
+static void close_image_of(const struct ublk_state *st)
+{
+	struct cow_image *img;
+	char err[COW_ERRLEN];
+
+	if (strcmp(st->o.target, "cow") || !st->o.file[0] || st->o.read_only)
+		return;
+	if (cow_open(st->o.file, COW_FMT_UCOW, 0, &img, err) == 0)
+		cow_close(img);
+}
+
+/* Devices whose server died without recovery: finish what the kernel started. */
+static void reap_dead(struct ublk_ctrl *c)
+{
+	int ids[256], n = ublk_state_ids(ids, 256), i;
+
+	for (i = 0; i < n; i++) {
+		struct ublk_state st;
+		struct uk_dev_info info;
+
+		if (ublk_state_read(ids[i], &st) < 0 || pid_alive(st.pid))
+			continue;
+		if (ublk_ctrl_get_info(c, (unsigned)ids[i], &info) == 0) {
+			if (info.flags & UK_F_USER_RECOVERY)
+				continue;	/* waits for `ucow dev recover` */
+			ublk_ctrl_stop(c, (unsigned)ids[i]);
+			ublk_ctrl_del(c, (unsigned)ids[i]);
+		}
+		close_image_of(&st);
+		remove_leftovers(ids[i]);
+	}
+}
+
+/* Run the server in a daemon child; print the device path when it reports live. */
+static int spawn_server(struct ublk_dev *dev, bool recover, unsigned id)
+{
+	char buf[UBLK_ERRLEN + 64];
+	size_t off = 0;
+	ssize_t n;
+	int p[2], status, ret;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		ucow_err("pipe: %s", strerror(errno));
+		return 1;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0) {
+		ucow_err("fork: %s", strerror(errno));
+		return 1;
+	}
+	if (pid == 0) {
+		int nul = open("/dev/null", O_RDWR);
+
+		close(p[0]);
+		setsid();
+		if (chdir("/") < 0)
+			_exit(1);
+		if (nul >= 0) {
+			dup2(nul, 0);
+			dup2(nul, 1);
+			dup2(nul, 2);
+			close(nul);
+		}
+		ret = recover ? ublk_serve_recover(dev, id, p[1]) : ublk_serve(dev, p[1]);
+		if (ret < 0 && !dev->live) {
+			snprintf(buf, sizeof(buf), "E%s", dev->err[0] ? dev->err : strerror(-ret));
+			if (write(p[1], buf, strlen(buf)) < 0)
+				_exit(1);
+		}
+		_exit(ret < 0 ? 1 : 0);
+	}
+	close(p[1]);
+	while (off + 1 < sizeof(buf) && (n = read(p[0], buf + off, sizeof(buf) - 1 - off)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		off += (size_t)n;
+	}
+	buf[off] = 0;
+	close(p[0]);
+	if (!strncmp(buf, "/dev/", 5)) {
+		printf("%s\n", buf);
+		return 0;
+	}
+	waitpid(pid, &status, 0);
+	if (buf[0] == 'E')
+		ucow_err("%s", buf + 1);
+	else
+		ucow_err("the device server exited during startup (status %d)",
+			 WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+	return 1;
+}
+
+/* ---- add --------------------------------------------------------------------------------- */
+
+enum { OPT_DIRECT = 256, OPT_RO, OPT_RECOVERABLE, OPT_FG, OPT_BS, OPT_OUTPUT, OPT_FORCE,
+       OPT_ALL };
+
+static int dev_add(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "target", required_argument, NULL, 't' },
+		{ "number", required_argument, NULL, 'n' },
+		{ "queues", required_argument, NULL, 'q' },
+		{ "depth", required_argument, NULL, 'd' },
+		{ "size", required_argument, NULL, 's' },
+		{ "direct", no_argument, NULL, OPT_DIRECT },
+		{ "read-only", no_argument, NULL, OPT_RO },
+		{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
+		{ "foreground", no_argument, NULL, OPT_FG },
+		{ "block-size", required_argument, NULL, OPT_BS },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ublk_dev *dev = malloc(sizeof(*dev));
+	const struct ublk_tgt_ops *tgt;
+	struct ublk_ctrl ctrl;
+	const char *why = NULL;
+	unsigned v;
+	int c, ret = 1;
+
+	if (!dev) {
+		ucow_err("out of memory");
+		return 1;
+	}
+	ublk_dev_init(dev);
+	strcpy(dev->o.target, "cow");
+	dev->o.block_size = 512;
+	while ((c = getopt_long(argc, argv, "t:n:q:d:s:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			if (!ublk_tgt_find(optarg)) {
+				ret = usage_err("dev add", "unknown target '%s' (cow, raw, null)",
+						optarg);
+				goto out;
+			}
+			snprintf(dev->o.target, sizeof(dev->o.target), "%s", optarg);
+			break;
+		case 'n':
+			if (parse_uint(optarg, 0, 1048575, &v)) {
+				ret = usage_err("dev add", "invalid device ID '%s'", optarg);
+				goto out;
+			}
+			dev->o.dev_id = (int)v;
+			break;
+		case 'q':
+			if (parse_uint(optarg, 1, UK_MAX_NR_QUEUES, &dev->o.nr_queues)) {
+				ret = usage_err("dev add", "invalid queue count '%s' (1..%u)",
+						optarg, UK_MAX_NR_QUEUES);
+				goto out;
+			}
+			break;
+		case 'd':
+			if (parse_uint(optarg, 1, UK_MAX_QUEUE_DEPTH, &dev->o.depth)) {
+				ret = usage_err("dev add", "invalid queue depth '%s' (1..%u)",
+						optarg, UK_MAX_QUEUE_DEPTH);
+				goto out;
+			}
+			break;
+		case 's':
+			if (parse_bytes(optarg, &dev->o.size, &why) || dev->o.size < 4096 ||
+			    dev->o.size % 4096) {
+				ret = usage_err("dev add", "invalid size '%s' (%s)", optarg,
+						why ? why : "a multiple of 4 KiB");
+				goto out;
+			}
+			break;
+		case OPT_DIRECT: dev->o.direct = true; break;
+		case OPT_RO: dev->o.read_only = true; break;
+		case OPT_RECOVERABLE: dev->o.recoverable = true; break;
+		case OPT_FG: dev->o.foreground = true; break;
+		case OPT_BS:
+			if (strcmp(optarg, "512") && strcmp(optarg, "4096")) {
+				ret = usage_err("dev add", "invalid block size '%s' (512 or 4096)",
+						optarg);
+				goto out;
+			}
+			dev->o.block_size = (unsigned)atoi(optarg);
+			break;
+		case 'h':
+			fputs(dev_help, stdout);
+			ret = 0;
+			goto out;
+		default:
+			ret = opt_err("dev add", c, argv);
+			goto out;
+		}
+	}
+	tgt = ublk_tgt_find(dev->o.target);
+	if (tgt->needs_file) {
+		if (optind + 1 != argc) {
+			ret = usage_err("dev add", optind == argc ? "no FILE given" :
+					"too many arguments");
+			goto out;
+		}
+		if (!realpath(argv[optind], dev->o.file)) {
+			ucow_err("%s: %s", argv[optind], strerror(errno));
+			goto out;
+		}
+		if (dev->o.size) {
+			ret = usage_err("dev add", "-s is for the null target");
+			goto out;
+		}
+	} else if (optind != argc) {
+		ret = usage_err("dev add", "the %s target takes no FILE", tgt->name);
+		goto out;
+	} else if (!dev->o.size) {
+		ret = usage_err("dev add", "the null target needs a size (-s SIZE)");
+		goto out;
+	}
+	/* a dead device may still hold the ID asked for: finish it first (errors: the server
+	 * reports them) */
+	if (ublk_ctrl_open(&ctrl, dev->err) == 0) {
+		reap_dead(&ctrl);
+		ublk_ctrl_close(&ctrl);
+	}
+	dev->err[0] = 0;
+	if (!dev->o.foreground) {
+		ret = spawn_server(dev, false, 0);
+		goto out;
+	}
+	ret = ublk_serve(dev, -1);
+	if (ret < 0 && !dev->live)
+		ucow_err("%s", dev->err[0] ? dev->err : strerror(-ret));
+	ret = ret < 0 ? 1 : 0;
+out:
+	free(dev);
+	return ret;
+}
+
+/* ---- del --------------------------------------------------------------------------------- */
+
+static bool blockdev_busy(int id)
+{
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), "/dev/ublkb%d", id);
+	fd = open(path, O_RDONLY | O_EXCL | O_CLOEXEC);
+	if (fd >= 0) {
+		close(fd);
+		return false;
+	}
+	return errno == EBUSY;
+}
+
+static int del_one(struct ublk_ctrl *c, int id, bool force)
+{
+	struct ublk_state st;
+	struct uk_dev_info info;
+	bool have_state = ublk_state_read(id, &st) == 0;
+	bool have_dev = ublk_ctrl_get_info(c, (unsigned)id, &info) == 0;
+	pid_t pid = have_state ? st.pid : have_dev ? info.ublksrv_pid : 0;
+
+	if (!have_state && !have_dev) {
+		ucow_err("no device %d", id);
+		return 1;
+	}
+	if (have_dev && pid_alive(pid)) {
+		if (!force && blockdev_busy(id)) {
+			ucow_err("/dev/ublkb%d is in use (mounted?); unmount it or use --force", id);
+			return 1;
+		}
+		if (kill(pid, SIGTERM) < 0 && errno != ESRCH) {
+			ucow_err("cannot signal the server of device %d (pid %d): %s", id,
+				 (int)pid, strerror(errno));
+			return 1;
+		}
+		if (wait_pid_exit(pid, 120000) < 0) {
+			ucow_err("the server of device %d (pid %d) did not stop", id, (int)pid);
+			return 1;
+		}
+	}
+	/* a dead server (or one that failed to clean up): delete the device ourselves */
+	if (ublk_ctrl_get_info(c, (unsigned)id, &info) == 0) {
+		ublk_ctrl_stop(c, (unsigned)id);
+		ublk_ctrl_del(c, (unsigned)id);
+		if (have_state)
+			close_image_of(&st);
+	}
+	remove_leftovers(id);
+	return 0;
+}
+
+static int dev_del(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "all", no_argument, NULL, OPT_ALL },
+		{ "force", no_argument, NULL, OPT_FORCE },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char err[UBLK_ERRLEN];
+	struct ublk_ctrl c;
+	bool all = false, force = false;
+	int ids[256], n, i, c_, ret = 0, id;
+
+	while ((c_ = getopt_long(argc, argv, "ah", opts, NULL)) != -1) {
+		switch (c_) {
+		case 'a':
+		case OPT_ALL: all = true; break;
+		case OPT_FORCE: force = true; break;
+		case 'h': fputs(dev_help, stdout); return 0;
+		default: return opt_err("dev del", c_, argv);
+		}
+	}
+	if (all ? optind != argc : optind + 1 != argc)
+		return usage_err("dev del", all ? "--all takes no device" :
+				 "give one device: ID, /dev/ublkbN or --all");
+	if (!all && parse_id(argv[optind], &id))
+		return usage_err("dev del", "invalid device '%s'", argv[optind]);
+	if (ublk_ctrl_open(&c, err) < 0) {
+		ucow_err("%s", err);
+		return 1;
+	}
+	if (all) {
+		n = ublk_state_ids(ids, 256);
+		for (i = 0; i < n; i++)
+			ret |= del_one(&c, ids[i], force);
+	} else {
+		ret = del_one(&c, id, force);
+	}
+	ublk_ctrl_close(&c);
+	return ret;
+}
+
+/* ---- list -------------------------------------------------------------------------------- */
+
+static void features_str(uint64_t f, char *buf, size_t len)
+{
+	size_t off = 0;
+	unsigned b;
+
+	buf[0] = 0;
+	for (b = 0; b < 64 && off < len; b++) {
+		const char *name = ublk_feature_name(b);
+
+		if (!(f & (1ULL << b)))
+			continue;
+		if (name)
+			off += snprintf(buf + off, len - off, "%s%s", off ? "," : "", name);
+		else
+			off += snprintf(buf + off, len - off, "%sbit%u", off ? "," : "", b);
+	}
+}
+
+static int dev_list(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "output", required_argument, NULL, OPT_OUTPUT },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char err[UBLK_ERRLEN], feat[512], state[32];
+	struct ublk_ctrl c;
+	bool json = false;
+	int ids[256], n, i, c_, shown = 0;
+
+	while ((c_ = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c_) {
+		case OPT_OUTPUT:
+			if (strcmp(optarg, "json") && strcmp(optarg, "human"))
+				return usage_err("dev list", "unknown output format '%s'", optarg);
+			json = !strcmp(optarg, "json");
+			break;
+		case 'h': fputs(dev_help, stdout); return 0;
+		default: return opt_err("dev list", c_, argv);
+		}
+	}
+	if (optind != argc)
+		return usage_err("dev list", "too many arguments");
+	if (ublk_ctrl_open(&c, err) < 0) {
+		ucow_err("%s", err);
+		return 1;
+	}
+	reap_dead(&c);
+	n = ublk_state_ids(ids, 256);
+	if (json)
+		printf("[");
+	else
+		printf("%-4s %-20s %-6s %-6s %-5s %-8s %s\n", "ID", "STATE", "TARGET", "QUEUES",
+		       "DEPTH", "PID", "FILE / FEATURES");
+	for (i = 0; i < n; i++) {
+		struct ublk_state st;
+		struct uk_dev_info info;
+
+		if (ublk_state_read(ids[i], &st) < 0)
+			continue;
+		if (ublk_ctrl_get_info(&c, (unsigned)ids[i], &info) < 0) {
+			remove_leftovers(ids[i]);	/* deleted behind our back */
+			continue;
+		}
+		snprintf(state, sizeof(state), "%s%s", ublk_state_name(info.state),
+			 pid_alive(st.pid) ? "" : ",no-server");
+		features_str(info.flags, feat, sizeof(feat));
+		if (json) {
+			printf("%s\n  {\"id\": %d, \"state\": ", shown ? "," : "", ids[i]);
+			json_str(stdout, state);
+			printf(", \"target\": ");
+			json_str(stdout, st.o.target);
+			printf(", \"file\": ");
+			json_str(stdout, st.o.file);
+			printf(", \"device\": \"/dev/ublkb%d\", \"queues\": %u, \"depth\": %u, "
+			       "\"pid\": %d, \"size\": %" PRIu64 ", \"block_size\": %u, "
+			       "\"direct\": %s, \"read_only\": %s, \"recoverable\": %s, "
+			       "\"features\": ", ids[i], info.nr_hw_queues, info.queue_depth,
+			       (int)st.pid, st.size, st.o.block_size,
+			       st.o.direct ? "true" : "false", st.o.read_only ? "true" : "false",
+			       st.o.recoverable ? "true" : "false");
+			json_str(stdout, feat);
+			printf("}");
+		} else {
+			printf("%-4d %-20s %-6s %-6u %-5u %-8d %s\n%52s%s\n", ids[i], state,
+			       st.o.target, info.nr_hw_queues, info.queue_depth, (int)st.pid,
+			       st.o.file[0] ? st.o.file : "-", "", feat);
+		}
+		shown++;
+	}
+	if (json)
+		printf("%s]\n", shown ? "\n" : "");
+	ublk_ctrl_close(&c);
+	return 0;
+}
+
+/* ---- recover, features, stats ------------------------------------------------------------ */
+
+static int dev_recover(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "foreground", no_argument, NULL, OPT_FG },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ublk_state st;
+	struct ublk_dev *dev;
+	int c, id, ret;
+	bool fg = false;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_FG: fg = true; break;
+		case 'h': fputs(dev_help, stdout); return 0;
+		default: return opt_err("dev recover", c, argv);
+		}
+	}
+	if (optind + 1 != argc || parse_id(argv[optind], &id))
+		return usage_err("dev recover", "give one device: ID or /dev/ublkbN");
+	if (ublk_state_read(id, &st) < 0) {
+		ucow_err("no state for device %d in %s (was it added with 'ucow dev add'?)", id,
+			 ublk_run_dir());
+		return 1;
+	}
+	if (pid_alive(st.pid) && wait_pid_exit(st.pid, 3000) < 0) {
+		ucow_err("the server of device %d (pid %d) is still running", id, (int)st.pid);
+		return 1;
+	}
+	dev = malloc(sizeof(*dev));
+	if (!dev) {
+		ucow_err("out of memory");
+		return 1;
+	}
+	ublk_dev_init(dev);
+	dev->o = st.o;
+	dev->o.dev_id = id;
+	dev->o.foreground = fg;
+	if (!fg) {
+		ret = spawn_server(dev, true, (unsigned)id);
+	} else {
+		ret = ublk_serve_recover(dev, (unsigned)id, -1);
+		if (ret < 0 && !dev->live)
+			ucow_err("%s", dev->err[0] ? dev->err : strerror(-ret));
+		ret = ret < 0 ? 1 : 0;
+	}
+	free(dev);
+	return ret;
+}
+
+static int dev_features(int argc, char **argv)
+{
+	char err[UBLK_ERRLEN];
+	struct ublk_ctrl c;
+	struct utsname u;
+	uint64_t f;
+	bool probed;
+	unsigned b;
+	int ret;
+
+	if (argc > 1) {
+		if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+			fputs(dev_help, stdout);
+			return 0;
+		}
+		return usage_err("dev features", "too many arguments");
+	}
+	if (ublk_ctrl_open(&c, err) < 0) {
+		ucow_err("%s", err);
+		return 1;
+	}
+	ret = ublk_ctrl_probe_features(&c, &f, &probed);
+	if (ret < 0) {
+		ucow_err("cannot query the ublk driver: %s", strerror(-ret));
+		ublk_ctrl_close(&c);
+		return 1;
+	}
+	uname(&u);
+	printf("kernel: %s\n", u.release);
+	printf("source: %s\n", probed ? "probe device (no GET_FEATURES: kernel before 6.5)" :
+	       "GET_FEATURES");
+	printf("control commands: %s\n", c.ioctl_encode ? "ioctl-encoded" : "plain opcodes");
+	printf("features: 0x%" PRIx64 "\n", f);
+	for (b = 0; b < 64; b++)
+		if (f & (1ULL << b))
+			printf("  %s\n", ublk_feature_name(b) ? ublk_feature_name(b) : "(unknown)");
+	ublk_ctrl_close(&c);
+	return 0;
+}
+
+static int dev_stats(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "output", required_argument, NULL, OPT_OUTPUT },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ublk_state st;
+	bool json = false;
+	char *resp;
+	int c, id, ret;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_OUTPUT:
+			if (strcmp(optarg, "json") && strcmp(optarg, "human"))
+				return usage_err("dev stats", "unknown output format '%s'", optarg);
+			json = !strcmp(optarg, "json");
+			break;
+		case 'h': fputs(dev_help, stdout); return 0;
+		default: return opt_err("dev stats", c, argv);
+		}
+	}
+	if (optind + 1 != argc || parse_id(argv[optind], &id))
+		return usage_err("dev stats", "give one device: ID or /dev/ublkbN");
+	if (ublk_state_read(id, &st) < 0 || !st.sock[0]) {
+		ucow_err("no served device %d", id);
+		return 1;
+	}
+	resp = malloc(64 << 10);
+	if (!resp)
+		return 1;
+	ret = ublk_sock_request(st.sock, json ? "stats-json" : "stats", resp, 64 << 10);
+	if (ret < 0)
+		ucow_err("device %d: cannot ask its server: %s", id, strerror(-ret));
+	else
+		fputs(resp, stdout);
+	free(resp);
+	return ret < 0 ? 1 : 0;
+}
 
 int cmd_dev(int argc, char **argv)
 {
-	fprintf(stderr, "ucow: dev: not yet implemented\n");
+	static const struct {
+		const char *name;
+		int (*fn)(int, char **);
+	} sub[] = {
+		{ "add", dev_add }, { "del", dev_del }, { "list", dev_list },
+		{ "recover", dev_recover }, { "features", dev_features }, { "stats", dev_stats },
+	};
+	size_t i;
+
+	if (argc < 2) {
+		ucow_err("dev: no subcommand (add, del, list, recover, features, stats)");
+		return 1;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+		fputs(dev_help, stdout);
+		return 0;
+	}
+	for (i = 0; i < sizeof(sub) / sizeof(sub[0]); i++)
+		if (!strcmp(argv[1], sub[i].name)) {
+			optind = 1;
+			return sub[i].fn(argc - 1, argv + 1);
+		}
+	ucow_err("dev: unknown subcommand '%s' (add, del, list, recover, features, stats)",
+		 argv[1]);
 	return 1;
 }

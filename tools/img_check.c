@@ -44,6 +44,11 @@ static void print_human(const char *file, const struct cow_check_result *res,
 		printf("No errors were found on the image.\n");
 	if (res->first_problem[0])
 		printf("First problem: %s\n", res->first_problem);
+	if (res->reclaimable)
+		printf("%" PRIu64 " chunks hold writes that were never flushed before an unclean "
+		       "shutdown;\nthe next read-write open frees them.\n", res->reclaimable);
+	if (in->corrupt)
+		printf("Note: the image is marked corrupt: it opens read-only only.\n");
 	if (in->nr_chunks)
 		printf("%" PRIu64 "/%" PRIu64 " = %.2f%% allocated, %.2f%% fragmented chunks\n",
 		       res->allocated_chunks, in->nr_chunks,
@@ -62,15 +67,36 @@ static void print_json(const char *file, const struct cow_check_result *res,
 	printf(",\n    \"check-errors\": 0");
 	printf(",\n    \"corruptions\": %" PRIu64, res->corruptions);
 	printf(",\n    \"leaks\": %" PRIu64, res->leaks);
+	printf(",\n    \"reclaimable-chunks\": %" PRIu64, res->reclaimable);
 	printf(",\n    \"verdict\": %d", res->verdict);
 	printf(",\n    \"total-chunks\": %" PRIu64, in->nr_chunks);
 	printf(",\n    \"allocated-chunks\": %" PRIu64, res->allocated_chunks);
 	printf(",\n    \"fragmented-chunks\": %" PRIu64, res->fragmented);
+	printf(",\n    \"marked-corrupt\": %s", in->corrupt ? "true" : "false");
 	if (res->first_problem[0]) {
 		printf(",\n    \"first-problem\": ");
 		json_str(stdout, res->first_problem);
 	}
 	printf("\n}\n");
+}
+
+/* The engine refused to load the metadata at all: report the first problem it saw. */
+static void report_unopenable(const char *file, const char *why, bool json)
+{
+	why = err_text_for(-EUCLEAN, why, file);
+	if (json) {
+		printf("{\n    \"filename\": ");
+		json_str(stdout, file);
+		printf(",\n    \"format\": \"ucow\",\n    \"check-errors\": 0");
+		printf(",\n    \"corruptions\": 1,\n    \"leaks\": 0,\n    \"verdict\": 2");
+		printf(",\n    \"complete\": false,\n    \"first-problem\": ");
+		json_str(stdout, why);
+		printf("\n}\n");
+		return;
+	}
+	printf("ERROR: %s\n"
+	       "The image's metadata is corrupt; the check stopped at this first problem.\n"
+	       "Data may be corrupted, or further writes to the image may corrupt it.\n", why);
 }
 
 int cmd_check(int argc, char **argv)
@@ -124,10 +150,12 @@ int cmd_check(int argc, char **argv)
 
 		rc = cow_open(file, fmt, COW_OPEN_RDONLY | COW_OPEN_NOCHAIN, &img, err2);
 		if (rc == -EUCLEAN) {
-			/* not even its own metadata loads: that is corruption, found */
-			report(file, NULL, rc, err2[0] ? err2 : err);
+			/* not even its own metadata loads: corruption found, counting stops */
+			report_unopenable(file, err2[0] ? err2 : err, json);
 			return 2;
 		}
+		if (err2[0])
+			memcpy(err, err2, sizeof(err));
 	}
 	if (rc < 0) {
 		report(file, NULL, rc, err);

@@ -262,6 +262,7 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 		ucow_err("%s: cannot create: %s", c->dst, strerror(-rc));
 		goto close_src;
 	}
+	tmp_guard(c->tmp);
 	rc = make_dst(c, ofmt, co);
 	if (rc < 0)
 		goto remove_tmp;
@@ -303,6 +304,7 @@ close_dst:
 remove_tmp:
 	if (rc < 0)
 		unlink(c->tmp);
+	tmp_guard(NULL);
 close_src:
 	cow_close(c->si);
 	return rc;

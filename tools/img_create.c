@@ -35,6 +35,7 @@ static const char create_help[] =
 struct create_args {
 	int fmt;
 	const char *file, *backing, *opts;
+	char *opts_copy;	/* -o values point into it (backing_file=) */
 	int backing_fmt;
 	uint64_t size;
 	bool have_size;
@@ -73,6 +74,7 @@ static int apply_opts(struct create_args *a)
 	copy = strdup(a->opts);
 	if (!copy)
 		return -ENOMEM;
+	a->opts_copy = copy;
 	p = copy;
 	while (rc == 0 && opt_next(&p, &key, &val)) {
 		if (!strcmp(key, "help") || !strcmp(key, "?")) {
@@ -91,7 +93,7 @@ static int apply_opts(struct create_args *a)
 		} else if (!strcmp(key, "journal_size")) {
 			rc = opt_u32(a->file, key, val, &a->co.journal_size);
 		} else if (!strcmp(key, "backing_file") && val) {
-			a->backing = strdup(val);	/* lives until exit */
+			a->backing = val;
 		} else if (!strcmp(key, "backing_fmt") && val) {
 			a->backing_fmt = cow_fmt_parse(val);
 			if (a->backing_fmt <= 0) {
@@ -103,7 +105,6 @@ static int apply_opts(struct create_args *a)
 			rc = -EINVAL;
 		}
 	}
-	free(copy);
 	return rc;
 }
 
@@ -164,6 +165,7 @@ static int do_create(struct create_args *a)
 		ucow_err("%s: cannot create: %s", a->file, strerror(-rc));
 		return rc;
 	}
+	tmp_guard(tmp);
 	if (a->fmt == COW_FMT_RAW) {
 		rc = create_raw(tmp, a->size);
 	} else {
@@ -175,13 +177,74 @@ static int do_create(struct create_args *a)
 			unlink(tmp);	/* the engine should not leave it; make sure */
 	}
 	if (rc < 0) {
+		tmp_guard(NULL);
 		report(a->file, tmp, rc, err);
 		return rc;
 	}
 	rc = replace_file(tmp, a->file);
+	tmp_guard(NULL);
 	if (rc < 0)
 		ucow_err("%s: cannot create: %s", a->file, strerror(-rc));
 	return rc;
+}
+
+/* Everything after option parsing; a->opts_copy is freed by the caller. */
+static int create_checked(struct create_args *a, const char *size_arg, bool quiet)
+{
+	const char *why;
+
+	if (a->backing && a->fmt == COW_FMT_RAW) {
+		ucow_err("%s: a raw image cannot have a backing file", a->file);
+		return 1;
+	}
+	if (a->backing && !a->backing_fmt) {
+		ucow_err("%s: -F FMT is required with -b (a backing format is never guessed)",
+			 a->file);
+		return 1;
+	}
+	if (!a->backing && a->backing_fmt) {
+		ucow_err("%s: -F given without -b", a->file);
+		return 1;
+	}
+	if (a->backing && !a->backing[0]) {
+		ucow_err("%s: empty backing file name", a->file);
+		return 1;
+	}
+	if (size_arg) {
+		const char *s = size_arg;
+
+		if (parse_bytes(s, &a->size, &why) < 0) {
+			ucow_err("%s: invalid size '%s': %s", a->file, s, why);
+			return 1;
+		}
+		a->have_size = true;
+	}
+	if (!a->have_size && !a->backing) {
+		ucow_err("%s: no SIZE given (needed without a backing file)", a->file);
+		return 1;
+	}
+	if (a->have_size && a->size == 0 && !a->backing) {
+		ucow_err("%s: size must be greater than 0", a->file);
+		return 1;
+	}
+	if (a->have_size && a->size == 0)
+		a->have_size = false;	/* 0 with a backing file: take the backing size */
+	if (a->backing && probe_backing(a) < 0)
+		return 1;
+	if (!quiet) {
+		printf("Formatting '%s', fmt=%s size=%llu", a->file, cow_fmt_name(a->fmt),
+		       (unsigned long long)a->size);
+		if (a->backing)
+			printf(" backing_file=%s backing_fmt=%s", a->backing,
+			       cow_fmt_name(a->backing_fmt));
+		if (a->fmt == COW_FMT_UCOW)
+			printf(" chunk_size=%u block_size=%u",
+			       a->co.chunk_size ? a->co.chunk_size : COW_DEFAULT_CHUNK,
+			       a->co.block_size ? a->co.block_size : COW_DEFAULT_BLOCK);
+		printf("\n");
+		fflush(stdout);
+	}
+	return do_create(a) < 0 ? 1 : 0;
 }
 
 int cmd_create(int argc, char **argv)
@@ -191,7 +254,7 @@ int cmd_create(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct create_args a = { .fmt = COW_FMT_UCOW };
-	const char *fmt = NULL, *bfmt = NULL, *why;
+	const char *fmt = NULL, *bfmt = NULL;
 	char *opts = NULL;
 	bool quiet = false;
 	int c, rc;
@@ -247,59 +310,12 @@ int cmd_create(int argc, char **argv)
 	rc = apply_opts(&a);
 	free(opts);
 	a.opts = NULL;
-	if (rc)
+	if (rc) {
+		free(a.opts_copy);
 		return rc > 0 ? 0 : 1;
+	}
 
-	if (a.backing && a.fmt == COW_FMT_RAW) {
-		ucow_err("%s: a raw image cannot have a backing file", a.file);
-		return 1;
-	}
-	if (a.backing && !a.backing_fmt) {
-		ucow_err("%s: -F FMT is required with -b (a backing format is never guessed)",
-			 a.file);
-		return 1;
-	}
-	if (!a.backing && a.backing_fmt) {
-		ucow_err("%s: -F given without -b", a.file);
-		return 1;
-	}
-	if (a.backing && !a.backing[0]) {
-		ucow_err("%s: empty backing file name", a.file);
-		return 1;
-	}
-	if (optind + 1 < argc) {
-		const char *s = argv[optind + 1];
-
-		if (parse_bytes(s, &a.size, &why) < 0) {
-			ucow_err("%s: invalid size '%s': %s", a.file, s, why);
-			return 1;
-		}
-		a.have_size = true;
-	}
-	if (!a.have_size && !a.backing) {
-		ucow_err("%s: no SIZE given (needed without a backing file)", a.file);
-		return 1;
-	}
-	if (a.have_size && a.size == 0 && !a.backing) {
-		ucow_err("%s: size must be greater than 0", a.file);
-		return 1;
-	}
-	if (a.have_size && a.size == 0)
-		a.have_size = false;	/* 0 with a backing file: take the backing size */
-	if (a.backing && probe_backing(&a) < 0)
-		return 1;
-	if (!quiet) {
-		printf("Formatting '%s', fmt=%s size=%llu", a.file, cow_fmt_name(a.fmt),
-		       (unsigned long long)a.size);
-		if (a.backing)
-			printf(" backing_file=%s backing_fmt=%s", a.backing,
-			       cow_fmt_name(a.backing_fmt));
-		if (a.fmt == COW_FMT_UCOW)
-			printf(" chunk_size=%u block_size=%u",
-			       a.co.chunk_size ? a.co.chunk_size : COW_DEFAULT_CHUNK,
-			       a.co.block_size ? a.co.block_size : COW_DEFAULT_BLOCK);
-		printf("\n");
-		fflush(stdout);
-	}
-	return do_create(&a) < 0 ? 1 : 0;
+	rc = create_checked(&a, optind + 1 < argc ? argv[optind + 1] : NULL, quiet);
+	free(a.opts_copy);
+	return rc;
 }

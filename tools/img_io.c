@@ -17,7 +17,7 @@
 #include "util.h"
 
 static const char io_help[] =
-	"usage: ucow io [-f FMT] [-r] [-i uring|aio|sync] -c CMD [-c CMD]... FILE\n"
+	"usage: ucow io [-f FMT] [-r] [-n] [-i uring|aio|sync] -c CMD [-c CMD]... FILE\n"
 	"\n"
 	"Open FILE once and run each CMD on it in order (like qemu-io -c). FILE is opened\n"
 	"read-only when every CMD is a read (or with -r), read-write otherwise.\n"
@@ -32,6 +32,8 @@ static const char io_help[] =
 	"                  OFF and LEN: bytes or k, M, G, T; PATTERN: 0..255, decimal or 0x..\n"
 	"  -f FMT          FILE's format: ucow (default; recognized by its magic) or raw\n"
 	"  -r              open read-only\n"
+	"  -n              no host cache: O_DIRECT on the image files (like qemu-io -n);\n"
+	"                  use offsets and lengths in whole 512-byte sectors\n"
 	"  -i BACKEND      I/O backend: uring (default), aio or sync\n"
 	"  -h, --help      this help\n"
 	"\n"
@@ -302,6 +304,7 @@ int cmd_io(int argc, char **argv)
 	static const struct option lopts[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ "read-only", no_argument, NULL, 'r' },
+		{ "nocache", no_argument, NULL, 'n' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *backend = "uring";
@@ -310,13 +313,14 @@ int cmd_io(int argc, char **argv)
 	struct io_cmd *cmds;
 	int c, rc, n = 0, fmt = COW_FMT_NONE, status;
 	bool force_ro = false, all_reads = true;
+	unsigned oflags = 0;
 	uint64_t maxlen = 0;
 
 	cmds = calloc((size_t)argc, sizeof(*cmds));
 	if (!cmds)
 		return 1;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":c:f:i:rh", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":c:f:i:rnh", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			if (parse_cmd(optarg, &cmds[n])) {
@@ -345,6 +349,7 @@ int cmd_io(int argc, char **argv)
 			}
 			break;
 		case 'r': force_ro = true; break;
+		case 'n': oflags |= COW_OPEN_DIRECT; break;
 		case 'h': free(cmds); fputs(io_help, stdout); return 0;
 		default: free(cmds); return opt_err("io", c, argv);
 		}
@@ -380,7 +385,7 @@ int cmd_io(int argc, char **argv)
 	/* each result line must be out before the next command starts */
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
-	rc = cow_open(r.file, fmt, r.read_only ? COW_OPEN_RDONLY : 0, &r.img, err);
+	rc = cow_open(r.file, fmt, oflags | (r.read_only ? COW_OPEN_RDONLY : 0), &r.img, err);
 	if (rc < 0) {
 		report(r.file, NULL, rc, err);
 		free(r.buf);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +68,10 @@ const char *err_text_for(int rc, const char *engine_err, const char *path)
 
 	if (n && !strncmp(t, path, n) && t[n] == ':' && t[n + 1] == ' ')
 		return t + n + 2;
+	/* a backing image named from the overlay's folder: "./NAME: ..." */
+	if (n && !strncmp(t, "./", 2) && !strncmp(t + 2, path, n) && t[n + 2] == ':' &&
+	    t[n + 3] == ' ')
+		return t + n + 4;
 	return t;
 }
 
@@ -160,7 +165,7 @@ int resolve_near(const char *overlay, const char *name, char *out, size_t outlen
 	const char *base;
 	int n;
 
-	if (name[0] == '/')
+	if (name[0] == '/' || !strchr(overlay, '/'))
 		n = snprintf(out, outlen, "%s", name);
 	else {
 		split_path(overlay, dir, sizeof(dir), &base);
@@ -187,6 +192,31 @@ int tmp_sibling(const char *path, char *out, size_t outlen)
 	if (unlink(out) < 0)
 		return -errno;
 	return 0;
+}
+
+static const char *volatile guarded;
+
+static void on_fatal_signal(int sig)
+{
+	const char *p = guarded;
+
+	if (p)
+		unlink(p);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+void tmp_guard(const char *path)
+{
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	struct sigaction sa = { .sa_handler = on_fatal_signal };
+
+	guarded = path;
+	if (!path)
+		return;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
 }
 
 int replace_file(const char *tmp, const char *path)

@@ -52,6 +52,12 @@ int tmp_sibling(const char *path, char *out, size_t outlen);
 /* name as a backing file of overlay: relative names are taken from overlay's folder. */
 int resolve_near(const char *overlay, const char *name, char *out, size_t outlen);
 
+/*
+ * Remove path if SIGINT, SIGTERM or SIGHUP ends the process (the file being built under a
+ * temporary name); NULL stops that. The one piece of global state in the tools.
+ */
+void tmp_guard(const char *path);
+
 /* Put tmp in place of path (rename + fsync of the folder); on failure remove tmp. 0/-errno */
 int replace_file(const char *tmp, const char *path);
 

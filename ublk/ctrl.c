@@ -97,9 +97,13 @@ int ublk_ctrl_open(struct ublk_ctrl *c, char *err)
 	}
 	c->ring_ok = true;
 
+	/* UCOW_UBLK_LEGACY=1: talk like a 6.1 server (plain opcodes, no GET_FEATURES), which a
+	 * newer driver built with BLKDEV_UBLK_LEGACY_OPCODES still accepts: tests use it to
+	 * prove the old-kernel path on the test bed's kernel */
+	c->legacy = getenv("UCOW_UBLK_LEGACY") && !strcmp(getenv("UCOW_UBLK_LEGACY"), "1");
 	cmd.addr = (uint64_t)(uintptr_t)&feat;
 	cmd.len = sizeof(feat);
-	ret = ctrl_cmd(c, UK_CMD_GET_FEATURES, &cmd, true);
+	ret = c->legacy ? -EOPNOTSUPP : ctrl_cmd(c, UK_CMD_GET_FEATURES, &cmd, true);
 	if (ret == 0) {
 		c->have_features = true;
 		c->features = feat;
@@ -132,7 +136,14 @@ void ublk_ctrl_close(struct ublk_ctrl *c)
 
 int ublk_ctrl_add(struct ublk_ctrl *c, struct uk_dev_info *info)
 {
-	return dev_cmd(c, UK_CMD_ADD_DEV, info->dev_id, info, sizeof(*info), 0);
+	int ret;
+
+	if (c->legacy)
+		info->flags &= ~UK_F_CMD_IOCTL_ENCODE;
+	ret = dev_cmd(c, UK_CMD_ADD_DEV, info->dev_id, info, sizeof(*info), 0);
+	if (c->legacy)
+		info->flags &= ~UK_F_CMD_IOCTL_ENCODE;	/* I/O commands: plain opcodes too */
+	return ret;
 }
 
 int ublk_ctrl_del(struct ublk_ctrl *c, unsigned id)
@@ -203,7 +214,7 @@ int ublk_ctrl_probe_features(struct ublk_ctrl *c, uint64_t *features, bool *prob
 	}
 	/* Old driver: ask for everything on a throwaway device and read back what stuck. */
 	info.flags &= ~(UK_F_UNPRIVILEGED_DEV | UK_F_ZONED | UK_F_SUPPORT_ZERO_COPY);
-	ret = ublk_ctrl_add(c, &info);
+	ret = dev_cmd(c, UK_CMD_ADD_DEV, info.dev_id, &info, sizeof(info), 0);
 	if (ret < 0)
 		return ret;
 	*features = info.flags;

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <unistd.h>
 
 #include "ublk.h"
 
@@ -58,6 +60,14 @@ int ublk_engine_open(struct ublk_dev *dev, int fmt)
 	}
 	dev->tgt_data = img;
 	dev->size = info.virtual_size;
+	/*
+	 * The engine journals a new mapping at the next flush. A server that dies loses the
+	 * mappings of writes it acknowledged since, although their data is in the file. With
+	 * --recoverable the promise is that a new server continues with nothing lost, so every
+	 * write is made durable (FUA: data, then the journal commit) before it is acknowledged.
+	 * The engine batches concurrent commits, so this costs one sync per batch, not per write.
+	 */
+	dev->write_through = dev->o.recoverable && fmt == COW_FMT_UCOW;
 	/* discard granularity: the engine's block for ucow (it tracks blocks), 4 KiB for raw */
 	dev->discard_gran = dev->o.read_only ? 0 :
 		(fmt == COW_FMT_UCOW && info.block_size ? info.block_size : 4096);
@@ -77,6 +87,13 @@ void ublk_engine_close(struct ublk_dev *dev)
 		fprintf(stderr, "ucow: %s: closing the image: %s\n", dev->o.file, strerror(-ret));
 }
 
+/*
+ * Wait for the ctx's eventfd with a poll, not a read: the engine's eventfd is non-blocking,
+ * and io_uring completes a read on a non-blocking fd with -EAGAIN at once instead of
+ * waiting (a busy loop). When the poll fires we drain the counter ourselves (a
+ * non-blocking read, so a wakeup whose work was already done cannot fire forever) and run
+ * cow_ctx_poll.
+ */
 static void eng_arm_eventfd(struct ublk_queue *q, struct eng_queue *e)
 {
 	struct io_uring_sqe *sqe;
@@ -86,7 +103,7 @@ static void eng_arm_eventfd(struct ublk_queue *q, struct eng_queue *e)
 	sqe = io_uring_get_sqe(&q->ring);
 	if (!sqe)
 		return;		/* re-armed at the next completion */
-	io_uring_prep_read(sqe, e->evfd, &e->ev_val, sizeof(e->ev_val), 0);
+	io_uring_prep_poll_add(sqe, e->evfd, POLLIN);
 	sqe->user_data = ENG_UD_EVENTFD;
 	e->ev_armed = true;
 }
@@ -151,7 +168,7 @@ void ublk_engine_queue_io(struct ublk_queue *q, struct ublk_io *io, const struct
 		break;
 	case UK_IO_OP_WRITE:
 		req->op = COW_WRITE;
-		if (flags & UK_IO_F_FUA)
+		if ((flags & UK_IO_F_FUA) || q->dev->write_through)
 			req->flags |= COW_REQ_FUA;
 		break;
 	case UK_IO_OP_FLUSH:
@@ -161,9 +178,13 @@ void ublk_engine_queue_io(struct ublk_queue *q, struct ublk_io *io, const struct
 		break;
 	case UK_IO_OP_DISCARD:
 		req->op = COW_DISCARD;
+		if (q->dev->write_through)
+			req->flags |= COW_REQ_FUA;
 		break;
 	case UK_IO_OP_WRITE_ZEROES:
 		req->op = COW_WRITE_ZEROES;
+		if (q->dev->write_through)
+			req->flags |= COW_REQ_FUA;
 		break;
 	default:
 		ublk_complete_io(q, io, -EOPNOTSUPP);
@@ -186,8 +207,11 @@ void ublk_engine_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe
 	}
 	if (cqe->user_data == ENG_UD_EVENTFD) {
 		e->ev_armed = false;
+		if (read(e->evfd, &e->ev_val, sizeof(e->ev_val)) < 0) {
+			/* EAGAIN: already drained; the ready list is what counts */
+		}
 		cow_ctx_poll(e->ctx);
-		if (cqe->res >= 0 || cqe->res == -EINTR || cqe->res == -EAGAIN)
+		if (cqe->res >= 0)
 			eng_arm_eventfd(q, e);
 	}
 }

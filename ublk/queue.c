@@ -20,6 +20,7 @@
  * this queue (ring setup, FETCH, COMMIT) happens on this thread.
  */
 #include <errno.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +122,7 @@ static int queue_setup(struct ublk_queue *q)
 {
 	struct ublk_dev *dev = q->dev;
 	long page = sysconf(_SC_PAGESIZE);
+	struct io_uring_sqe *sqe;
 	unsigned entries, i;
 	int ret;
 
@@ -156,6 +158,11 @@ static int queue_setup(struct ublk_queue *q)
 				 q->q_id, strerror(-ret));
 		return ret;
 	}
+	sqe = queue_get_sqe(q);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_poll_add(sqe, dev->stop_fd, POLLIN);
+	sqe->user_data = UBLK_UD_STOP;
 	for (i = 0; i < q->depth; i++) {
 		ret = queue_io_cmd(q, &q->ios[i], UK_IO_FETCH_REQ, 0);
 		if (ret < 0)
@@ -172,7 +179,7 @@ static int queue_setup(struct ublk_queue *q)
 
 static bool queue_done(struct ublk_queue *q)
 {
-	if (q->in_kernel || q->in_target)
+	if (q->in_target || (q->in_kernel && !q->stopping))
 		return false;
 	return !q->dev->tgt->busy || !q->dev->tgt->busy(q);
 }
@@ -192,9 +199,12 @@ static void queue_loop(struct ublk_queue *q)
 		}
 		n = 0;
 		io_uring_for_each_cqe(&q->ring, head, cqe) {
-			if (UBLK_UD_KIND(cqe->user_data) == UBLK_UD_CMD &&
-			    !(cqe->user_data & COW_UD_ENGINE))
+			if (cqe->user_data & COW_UD_ENGINE)
+				q->dev->tgt->handle_cqe(q, cqe);
+			else if (UBLK_UD_KIND(cqe->user_data) == UBLK_UD_CMD)
 				queue_handle_cmd_cqe(q, cqe);
+			else if (cqe->user_data == UBLK_UD_STOP)
+				q->stopping = true;
 			else
 				q->dev->tgt->handle_cqe(q, cqe);
 			n++;

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <unistd.h>
 #include <sys/stat.h>
 
@@ -36,6 +37,13 @@ const char *ublk_run_dir(void)
 	const char *p = getenv("UCOW_RUN_DIR");
 
 	return p && *p ? p : "/run/ucow";
+}
+
+int ublk_run_dir_make(void)
+{
+	if (mkdir(ublk_run_dir(), 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
 }
 
 void ublk_state_path(int id, const char *suffix, char *out, size_t len)
@@ -65,8 +73,9 @@ int ublk_state_write(const struct ublk_state *st)
 	FILE *f;
 	int fd, ret;
 
-	if (mkdir(ublk_run_dir(), 0700) < 0 && errno != EEXIST)
-		return -errno;
+	ret = ublk_run_dir_make();
+	if (ret < 0)
+		return ret;
 	ublk_state_path(st->id, ".json", path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp%d", path, (int)getpid());
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -243,4 +252,25 @@ int ublk_state_ids(int *ids, int max)
 	closedir(d);
 	qsort(ids, n, sizeof(*ids), cmp_int);
 	return n;
+}
+
+int ublk_served_by(const char *file, char *sock, size_t len)
+{
+	char real[4096];
+	int ids[256], n, i;
+
+	if (!realpath(file, real))
+		return -errno;
+	n = ublk_state_ids(ids, 256);
+	for (i = 0; i < n; i++) {
+		struct ublk_state st;
+
+		if (ublk_state_read(ids[i], &st) < 0 || strcmp(st.o.file, real) || !st.sock[0])
+			continue;
+		if (kill(st.pid, 0) < 0 && errno == ESRCH)
+			continue;
+		snprintf(sock, len, "%s", st.sock);
+		return ids[i];
+	}
+	return -ENOENT;
 }

@@ -140,7 +140,21 @@ int ublk_stats_format(struct ublk_dev *dev, char *buf, size_t len, bool json)
 					" %9.1f %9.1f %9.1f %9.1f\n", names[k], sum.ios, sum.bytes,
 					sum.errors, p[0] / 1e3, p[1] / 1e3, p[2] / 1e3, p[3] / 1e3);
 	}
-	if (json && off < len)
-		off += snprintf(buf + off, len - off, "}}\n");
+	/* requests per queue: shows the queues share the load */
+	if (off >= len)
+		return -ENOSPC;
+	off += snprintf(buf + off, len - off, json ? "}, \"queue_ios\": [" : "per queue:");
+	for (qi = 0; qi < dev->info.nr_hw_queues && off < len; qi++) {
+		uint64_t n = 0;
+
+		for (k = 0; k < UBLK_ST_NR; k++)
+			n += __atomic_load_n(&dev->queues[qi].stats[k].ios, __ATOMIC_RELAXED);
+		if (json)
+			off += snprintf(buf + off, len - off, "%s%" PRIu64, qi ? ", " : "", n);
+		else
+			off += snprintf(buf + off, len - off, " q%u=%" PRIu64, qi, n);
+	}
+	if (off < len)
+		off += snprintf(buf + off, len - off, json ? "]}\n" : "\n");
 	return off < len ? 0 : -ENOSPC;
 }

@@ -38,6 +38,7 @@ struct ublk_ctrl {
 	bool ring_ok;
 	bool ioctl_encode;	/* the driver takes ioctl-encoded control commands */
 	bool have_features;	/* GET_FEATURES answered (6.5+) */
+	bool legacy;		/* UCOW_UBLK_LEGACY=1: behave as on 6.1 (tests) */
 	uint64_t features;
 };
 
@@ -110,6 +111,7 @@ struct ublk_queue {
 	bool thread_started;
 	unsigned in_kernel;	/* commands with the driver */
 	unsigned in_target;	/* requests handed to the target, not yet completed */
+	bool stopping;		/* stop_fd fired: end once the target is idle */
 	int ret;		/* thread result */
 	void *tgt;		/* the target's per-queue data */
 	cpu_set_t cpus;		/* where the driver maps this queue's CPUs */
@@ -152,6 +154,9 @@ struct ublk_dev {
 	struct ublk_queue *queues;
 	int wake_fd;		/* eventfd: a queue thread ended */
 	int ready_fd;		/* eventfd: one count per queue that finished its FETCHes */
+	int stop_fd;		/* eventfd: queues end without STOP_DEV (setup failed) */
+	bool live;		/* START_DEV / END_USER_RECOVERY done */
+	bool write_through;	/* every write FUA (recoverable cow: see engine.c) */
 	bool added;		/* ADD_DEV done: undo with DEL_DEV */
 	bool recovering;
 	char err[UBLK_ERRLEN];
@@ -166,6 +171,7 @@ void ublk_complete_io(struct ublk_queue *q, struct ublk_io *io, int res);
 #define UBLK_UD_KIND_SHIFT 56
 #define UBLK_UD_CMD	(1ULL << UBLK_UD_KIND_SHIFT)	/* ublk command, low 16 bits: tag */
 #define UBLK_UD_TGT	(2ULL << UBLK_UD_KIND_SHIFT)	/* target's own, low bits its choice */
+#define UBLK_UD_STOP	(3ULL << UBLK_UD_KIND_SHIFT)	/* poll on dev->stop_fd */
 #define UBLK_UD_KIND(ud) ((ud) & (0x7fULL << UBLK_UD_KIND_SHIFT))
 
 /* server.c: the life of a device, in the server process */
@@ -194,11 +200,19 @@ struct ublk_state {
 	char sock[108];		/* control socket path */
 };
 const char *ublk_run_dir(void);	/* $UCOW_RUN_DIR or /run/ucow */
+int ublk_run_dir_make(void);
 int ublk_state_write(const struct ublk_state *st);
 int ublk_state_read(int id, struct ublk_state *st);
 void ublk_state_remove(int id);
 int ublk_state_ids(int *ids, int max);	/* returns how many, sorted */
 void ublk_state_path(int id, const char *suffix, char *out, size_t len);
+
+/*
+ * Is FILE served right now? Returns the device id and its control socket path, or -ENOENT.
+ * The hook for `ucow info` / `ucow snapshot` on a served image: they send a request with
+ * ublk_sock_request() instead of opening the image (which the server holds locked).
+ */
+int ublk_served_by(const char *file, char *sock, size_t len);
 
 /* sock.c: the per-device control socket (online operations) */
 int ublk_sock_listen(struct ublk_dev *dev, char *path, size_t len);

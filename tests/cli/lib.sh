@@ -3,6 +3,8 @@
 set -u
 : "${UCOW:?run through tests/cli/run.sh}"
 PY=${PYTHON:-python3}
+# the interpreter itself, not a wrapper script (pyenv shims cost ~0.4 s a call)
+PY=$($PY -c 'import sys; print(sys.executable)' 2>/dev/null) || PY=python3
 
 fail() {
 	echo "not ok: $*"

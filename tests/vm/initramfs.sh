@@ -7,8 +7,8 @@
 #   tests/vm/initramfs.sh KERNEL_DIR OUT_DIR
 #
 # Writes OUT_DIR/base.cpio and OUT_DIR/base.files (the file list, used by run.sh to avoid
-# duplicating libraries). Rebuilds only when an input changed: the list of every source file
-# with its size and mtime, the kernel and this script are kept in OUT_DIR/base.manifest.
+# duplicating libraries). Rebuilds only when an input changed (kept in OUT_DIR/base.manifest):
+# this script, the kernel, busybox, a tool, or the package database.
 # Extra tools: UCOW_VM_TOOLS="name ..." (looked up in PATH on the host).
 set -eu
 kdir=$1
@@ -18,9 +18,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 # The real tools users run on a block device, and what the guest tests need. Each must be
 # installed on the host (scripts/deps.sh installs them). dash is /bin/sh; timeout, env,
 # xargs and setsid are the real ones so that commands they start are looked up in PATH.
-TOOLS="dash bash timeout env xargs setsid flock unshare nsenter dmesg fio mke2fs mkfs.ext4 e2fsck fsck.ext4 tune2fs dumpe2fs debugfs resize2fs
-qemu-img qemu-io qemu-nbd losetup blkdiscard blockdev blkid lsblk wipefs fstrim
-fallocate mount umount dd cmp sha256sum md5sum stat truncate sync ${UCOW_VM_TOOLS:-}"
+TOOLS="dash bash timeout env xargs setsid flock unshare nsenter dmesg ps pgrep pkill
+fio mke2fs mkfs.ext4 e2fsck fsck.ext4 tune2fs dumpe2fs debugfs resize2fs
+qemu-img qemu-io qemu-nbd losetup blkdiscard blockdev blkid lsblk wipefs fstrim fallocate
+mount umount dd cmp sha256sum md5sum stat truncate sync ${UCOW_VM_TOOLS:-}"
 # Kernel modules (loaded by /init: ublk_drv, loop; the others are there for tests to insmod).
 MODULES="ublk_drv loop null_blk nbd brd virtio_blk"
 
@@ -33,6 +34,23 @@ busybox --list-full >/dev/null 2>&1 || die "$bb is not a busybox with --list-ful
 ldd "$bb" >/dev/null 2>&1 && die "$bb is dynamically linked: install busybox-static"
 
 mkdir -p "$out" && out=$(cd "$out" && pwd)
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+
+# Up to date? The inputs: this script, the kernel, busybox, every tool, and the package
+# database (any package installed or upgraded since may have changed a library).
+manifest=$(
+	echo "script $(cksum <"$here/initramfs.sh")"
+	echo "kernel $kdir $kver"
+	echo "dpkg $(stat -c '%s %Y' /var/lib/dpkg/status 2>/dev/null)"
+	for f in "$bb" /etc/mke2fs.conf $(for t in $TOOLS; do command -v "$t" || echo "missing:$t"; done); do
+		echo "$f $(stat -L -c '%s %Y' "$f" 2>/dev/null)"
+	done
+)
+if [ -s "$out/base.cpio" ] && [ -s "$out/base.files" ] &&
+   [ "$manifest" = "$(cat "$out/base.manifest" 2>/dev/null)" ]; then
+	exit 0
+fi
+
 pairs=$(mktemp) && trap 'rm -f "$pairs"' EXIT
 # pairs: "DEST SRC" lines; DEST is the path inside the image.
 add() { echo "$1 $2" >>"$pairs"; }
@@ -44,7 +62,6 @@ add_libs() {	# add_libs BINARY: the libraries and loader ldd lists for it
 	done
 }
 
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 add /usr/bin/busybox "$bb"
 for t in $TOOLS; do
 	src=$(command -v "$t") || die "tool '$t' not found on the host: run 'make deps'"
@@ -61,19 +78,6 @@ for m in $MODULES; do
 	add "/lib/modules/$kver/$m.ko" "$ko"
 done
 [ -r /etc/mke2fs.conf ] && add /etc/mke2fs.conf /etc/mke2fs.conf
-
-manifest=$(
-	echo "kernel $kdir $kver"
-	echo "script $(cksum <"$here/initramfs.sh")"
-	echo "busybox $(stat -L -c '%s %Y' "$bb")"
-	sort -u "$pairs" | while read -r dest src; do
-		echo "$dest $src $(stat -L -c '%s %Y' "$src")"
-	done
-)
-if [ -s "$out/base.cpio" ] && [ -s "$out/base.files" ] &&
-   [ "$manifest" = "$(cat "$out/base.manifest" 2>/dev/null)" ]; then
-	exit 0
-fi
 
 echo "vm-initramfs: building $out/base.cpio" >&2
 stage=$out/base.stage

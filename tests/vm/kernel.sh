@@ -71,7 +71,7 @@ set -- -o "Dir::Etc::SourceList=$tmp/backports.sources" -o Dir::Etc::SourceParts
 	-o "Dir::Cache::Archives=$tmp/cache/archives"
 
 echo "vm-kernel: looking for the newest 6.12 cloud kernel in bookworm-backports" >&2
-apt-get "$@" -qq update >"$tmp/update.log" 2>&1 ||
+apt-get "$@" -qq --error-on=any update >"$tmp/update.log" 2>&1 ||
 	{ cat "$tmp/update.log" >&2; die "apt-get update of bookworm-backports failed (no network?)"; }
 pkg=$(apt-cache "$@" search --names-only "$pattern" | awk '{print $1}' | sort -V | tail -n 1)
 [ -n "$pkg" ] || die "no package matching $pattern in bookworm-backports"

@@ -153,8 +153,11 @@ cat "$out/base.cpio" "$out/run.cpio" >"$out/initrd.img" || setup_fail "cannot wr
 # --- boot ------------------------------------------------------------------------------
 # -accel tcg,thread=single -cpu max,-cx16: see Documentation/testbed.md; two vCPUs so that
 # multi-queue code really runs in parallel. oops=panic: an Oops stops the guest at once with
-# the report on the console, instead of leaving a half-dead kernel to hang the next test.
-append="console=ttyS0 panic=-1 oops=panic quiet ${UCOW_VM_APPEND:-}"
+# the report on the console, instead of leaving a half-dead kernel to hang the next test;
+# panic=-1 then reboots, which -no-reboot turns into QEMU exiting. quiet keeps boot chatter
+# off the console, loglevel=5 still lets warnings through (WARN splats and Oops reports are
+# printed at level 4, which quiet alone would hide from the console).
+append="console=ttyS0 panic=-1 oops=panic quiet loglevel=5 ${UCOW_VM_APPEND:-}"
 qemu_args=(-accel tcg,thread=single -cpu max,-cx16 -smp 2 -m 2G -nographic -nodefaults
 	-no-reboot -kernel "$vmlinuz" -initrd "$out/initrd.img" -append "$append")
 
@@ -168,20 +171,30 @@ results=$out/results.log
 rm -f "$console" "$results" "$out/dmesg.log"
 echo "vm: booting $(basename "$vmlinuz"): ${#tests[@]} test(s)${scripts:+, ${#scripts[@]} script(s)}; ucow: $ucow_note" >&2
 start=$(date +%s.%N)
+# Stopped (Ctrl-C, kill): take QEMU down too.
+rm -f "$out/qemu.pid"
+trap 'echo "vm: interrupted" >&2; [ -s "$out/qemu.pid" ] && kill "$(cat "$out/qemu.pid")" 2>/dev/null; exit 130' INT TERM HUP
 # The console is shown live: all of it with -v; else only the output of --script files.
-timeout -k 10 "$overall" "$qemu" "${qemu_args[@]}" -serial stdio -serial "file:$results" \
-	</dev/null 2>"$out/qemu.err" |
-	tee "$console" |
+# (In the background, so that the trap runs as soon as a signal comes.)
+rm -f "$out/qemu.rc"
+{
+	timeout --foreground -k 10 "$overall" "$qemu" "${qemu_args[@]}" -serial stdio \
+		-serial "file:$results" -pidfile "$out/qemu.pid" </dev/null 2>"$out/qemu.err"
+	echo $? >"$out/qemu.rc"
+} | tee "$console" |
 	awk -v verbose=$verbose -v scripts=" ${script_names[*]%.sh} " '
 	{ sub(/\r$/, "") }
 	verbose { print "| " $0; fflush(); next }
-	$1 == "@@ucow-vm" && ($2 == "begin" || $2 == "end") {
-		name = $3; sub(/^vm\//, "", name)
-		show = ($2 == "begin" && index(scripts, " " name " ") > 0)
+	/@@ucow-vm (begin|end) vm\// {	# marks may follow terminal escapes on one line
+		split(substr($0, index($0, "@@ucow-vm ")), f, " ")
+		name = f[3]; sub(/^vm\//, "", name)
+		show = (f[2] == "begin" && index(scripts, " " name " ") > 0)
 		next
 	}
-	show && !/^\[ *[0-9]+\.[0-9]+\] / { print; fflush() }'
-qemu_rc=${PIPESTATUS[0]}
+	show && !/^\[ *[0-9]+\.[0-9]+\] / { print; fflush() }' &
+wait $!
+qemu_rc=$(cat "$out/qemu.rc" 2>/dev/null || echo "?")
+trap - INT TERM HUP
 elapsed=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $start }")
 
 # --- report ----------------------------------------------------------------------------
@@ -191,18 +204,25 @@ sed -n 's/^UCOW-VM DMESG //p' "$results" >"$out/dmesg.log"
 result() { sed -n "s/^UCOW-VM RESULT \([A-Z]* vm\/$1\)\( .*\)\{0,1\}$/\1\2/p" "$results" | head -n 1; }
 show_section() {	# the tail of what one test printed, from the console log
 	tr -d '\r' <"$console" |
-		awk -v n="vm/$1" '$1 == "@@ucow-vm" && $3 == n { on = ($2 == "begin"); next } on' |
+		awk -v n="vm/$1" '/@@ucow-vm (begin|end) vm\// {
+			split(substr($0, index($0, "@@ucow-vm ")), f, " ")
+			if (f[3] == n) on = (f[2] == "begin")
+			next
+		} on' |
 		tail -n 25 | sed 's/^/  | /'
 }
+
+is_test() { case " ${tests[*]} " in *" $1 "*) return 0 ;; esac; return 1; }
 
 for n in "${tests[@]}" "${script_names[@]%.sh}"; do
 	r=$(result "$n")
 	case $r in
 	PASS*) echo "$r" ;;
-	FAIL*) echo "$r"; failed=1; show_section "$n" ;;
-	*) fail "vm/$n no result: the guest crashed, hung or timed out first (console: $console)"
-	   show_section "$n" ;;
+	FAIL*) echo "$r"; failed=1 ;;
+	*) fail "vm/$n no result: the guest crashed, hung or timed out first (console: $console)" ;;
 	esac
+	# What a failed test printed (script output was already shown live).
+	case $r in PASS*) ;; *) is_test "$n" && show_section "$n" ;; esac
 done
 # Results the guest reported for things not asked for (e.g. a module that did not load).
 sed -n 's/^UCOW-VM RESULT //p' "$results" | while read -r status name rest; do
@@ -211,25 +231,25 @@ sed -n 's/^UCOW-VM RESULT //p' "$results" | while read -r status name rest; do
 	echo "$status $name $rest"
 done | grep . && failed=1
 
-if ! grep -q '^UCOW-VM BOOT ' "$results"; then
+if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
+	fail "vm/timeout the guest did not finish within ${overall}s (UCOW_VM_TIMEOUT)"
+elif ! grep -q '^UCOW-VM BOOT ' "$results"; then
 	fail "vm/boot the guest never reached /init (qemu exit $qemu_rc: $(tail -n 1 "$out/qemu.err"))"
 elif ! grep -q '^UCOW-VM DONE' "$results"; then
-	if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
-		fail "vm/timeout the guest did not finish within ${overall}s (UCOW_VM_TIMEOUT)"
-	else
-		fail "vm/boot the guest stopped before the end (qemu exit $qemu_rc; kernel panic?)"
-	fi
+	fail "vm/boot the guest stopped before the end (qemu exit $qemu_rc; kernel panic?)"
 fi
 
 # The kernel log: the guest's full dmesg when it got that far, and the kernel lines of the
 # console in any case (a panic never reaches dmesg.log).
 w='(^|[^A-Za-z_])'	# a word boundary that awk (mawk) understands
-bad="${w}BUG([^A-Za-z_]|\$)|${w}WARNING([^A-Za-z_]|\$)|${w}Oops|Call Trace|blocked for more than|possible recursive locking|possible circular locking|inconsistent lock state|lockdep|Kernel panic|general protection fault|soft lockup|hard LOCKUP|rcu.*(stall|detected stalls)|UBSAN|KASAN|kernel BUG|double fault|invalid opcode"
+bad="${w}BUG([^A-Za-z_]|\$)|${w}WARNING([^A-Za-z_]|\$)|${w}Oops|Call Trace|blocked for more than|possible recursive locking|possible circular locking|inconsistent lock state|lockdep|Kernel panic|soft lockup|hard LOCKUP|rcu.*(stall|detected stalls)|UBSAN|KASAN|kernel BUG|double fault"
 
 {
 	cat "$out/dmesg.log"
+	echo "@@console"
 	tr -d '\r' <"$console" | grep -E '^\[ *[0-9]+\.[0-9]+\] '
 } | awk -v bad="$bad" '
+	$0 == "@@console" { during = ""; next }
 	/ucow-vm: begin vm\// { during = "during " $NF; next }
 	/ucow-vm: end vm\// { during = "after " $NF; next }
 	$0 ~ bad && !seen[$0]++ { print (during ? during : "at boot") ": " $0 }' >"$out/kernel-bad.log"
@@ -240,7 +260,9 @@ elif grep -q '^UCOW-VM DONE' "$results"; then
 	echo "PASS vm/kernel-log"
 fi
 
-echo "vm: ${elapsed}s in all (QEMU exit $qemu_rc)" >&2
+times=$(sed -n 's/^UCOW-VM TIME vm\/\([^ ]*\) \(.*\)/\1 \2s,/p' "$results" | tr '\n' ' ')
+boot=$(sed -n 's/^UCOW-VM BOOT [^ ]* //p' "$results")
+echo "vm: ${elapsed}s in all (boot to /init ${boot:-?}s; ${times%, }; QEMU exit $qemu_rc)" >&2
 if [ $failed != 0 ]; then
 	echo "vm: logs: $console (console), $results (guest report), $out/dmesg.log" >&2
 	exit 1

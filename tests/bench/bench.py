@@ -1,0 +1,680 @@
+#!/usr/bin/env python3
+"""The ucow benchmark suite (`make bench`).
+
+Every scenario of Documentation/performance.md runs against its baselines in the same
+invocation: several runs, the sides of a scenario alternate (the order rotates from run to
+run), each side is prepared the same way right before it is measured, and images are
+recreated for every run. Throughput scenarios use `ucow bench` on the ucow side and
+`qemu-img bench` on the qcow2 side (the same workload and output), always with cache=none
+(O_DIRECT) and io_uring. Times of whole commands (snapshot, info) are
+time.perf_counter() around the child process, nothing subtracted; peak RSS is the child's
+own ru_maxrss from os.wait4().
+
+Output: a table on the terminal, results/bench-<date>.json (every run), a bar chart of the
+ratios results/bench-<date>.png (gnuplot) copied to Documentation/perf.png, and the table in
+Documentation/performance.md between its bench markers.
+Python standard library only.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
+PATTERN = 0xa5
+
+# --------------------------------------------------------------------------------------------
+# running children
+
+
+class Failed(Exception):
+    pass
+
+
+def run(cmd, check=True):
+    """Run cmd; return (output, seconds, peak RSS in KiB) of that child alone."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    out = p.stdout.read()
+    p.stdout.close()
+    _, status, ru = os.wait4(p.pid, 0)
+    dt = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if check and p.returncode != 0:
+        raise Failed("%s: exit %d\n%s" % (" ".join(map(str, cmd)), p.returncode, out))
+    return out, dt, ru.ru_maxrss
+
+
+def peak_rss(cmd, fallback):
+    """Peak RSS (KiB) of cmd alone, measured by /usr/bin/time when it is installed.
+
+    os.wait4()'s ru_maxrss of a direct child of this Python process is not usable: Linux
+    keeps the larger of the old and the new high-water mark across exec, so it starts at
+    Python's own RSS (~17 MiB). /usr/bin/time's child starts from time's own ~1 MiB."""
+    if not os.access("/usr/bin/time", os.X_OK):
+        return fallback
+    with tempfile.NamedTemporaryFile("r", prefix="ucow-bench-rss.") as f:
+        run(["/usr/bin/time", "-f", "%M", "-o", f.name] + list(cmd))
+        return int(f.read().split()[-1])
+
+
+RUN_RE = re.compile(r"Run completed in ([0-9.]+) seconds")
+
+
+class Tools:
+    def __init__(self, ucow, log):
+        self.ucow = ucow
+        self.log = log
+
+    def bench(self, tool, fmt, path, count, depth, size, step=None, write=False):
+        """One `ucow bench` or `qemu-img bench` run; returns its own 'Run completed' time."""
+        step = size if step is None else step
+        if tool == "ucow":
+            cmd = [self.ucow, "bench", "-f", fmt, "-t", "none", "-i", "uring"]
+        else:
+            cmd = ["qemu-img", "bench", "-f", fmt, "-t", "none", "-i", "io_uring"]
+        cmd += ["-c", count, "-d", depth, "-s", size, "-S", step]
+        if write:
+            cmd += ["-w", "--pattern=%d" % PATTERN]
+        cmd.append(path)
+        out, wall, rss = run(cmd)
+        m = RUN_RE.search(out)
+        if not m:
+            raise Failed("no result in the output of %s:\n%s" % (" ".join(map(str, cmd)), out))
+        self.log("      %-62s %8.3f s (process %.3f s)" % (" ".join(map(str, cmd[1:])).replace(
+            os.path.dirname(path) + "/", "")[:62], float(m.group(1)), wall))
+        self.last_wall = wall
+        return float(m.group(1))
+
+    def create(self, kind, path, size, backing=None, opts=None):
+        """kind: raw, ucow, qcow2 (opts: -o for qcow2/ucow)."""
+        if os.path.exists(path):
+            os.unlink(path)
+        if kind == "raw":
+            with open(path, "wb") as f:
+                f.truncate(size)
+            return
+        if kind == "ucow":
+            cmd = [self.ucow, "create", "-f", "ucow"]
+        else:
+            cmd = ["qemu-img", "create", "-q", "-f", "qcow2"]
+        if opts:
+            cmd += ["-o", opts]
+        if backing:
+            cmd += ["-b", backing, "-F", "raw"]
+        run(cmd + [path, str(size)])
+
+    def snapshot(self, kind, op, name, path):
+        """Time one snapshot command (seconds, wall, whole process)."""
+        if kind == "ucow":
+            cmd = [self.ucow, "snapshot", op, name, path]
+        else:
+            cmd = ["qemu-img", "snapshot", op, name, path]
+        _, dt, rss = run(cmd)
+        return dt, rss
+
+
+# --------------------------------------------------------------------------------------------
+# the suite
+
+
+def rotate(sides, r):
+    k = r % len(sides)
+    return sides[k:] + sides[:k]
+
+
+class Suite:
+    def __init__(self, args):
+        self.args = args
+        self.quick = args.quick
+        self.size = 256 * MiB if args.quick else 4 * GiB
+        self.count = 4000 if args.quick else args.count      # 4 KiB requests, one per 64 KiB
+        self.big = 64 * GiB if args.quick else TiB            # S6
+        self.records = []
+        self.dir = None
+        self.t = Tools(args.ucow, self.log)
+        self.t.last_wall = 0.0
+        self.verbose = args.verbose
+
+    def log(self, msg):
+        if self.verbose:
+            print(msg, flush=True)
+
+    def note(self, msg):
+        print(msg, flush=True)
+
+    def rec(self, scen, side, run_no, value, unit, **extra):
+        r = dict(scenario=scen, side=side, run=run_no, value=value, unit=unit)
+        if unit == "s" and "count" in extra:
+            r["process_s"] = round(self.t.last_wall, 4)
+        r.update(extra)
+        self.records.append(r)
+
+    def failed(self, scens, side, run_no, err):
+        """A side that fails is recorded (and shown in the table); the suite goes on."""
+        msg = str(err).strip().splitlines()
+        msg = msg[-1] if msg else "failed"
+        self.note("  FAILED %s %s: %s" % ("/".join(scens), side, str(err).strip()))
+        for sc in scens:
+            self.records.append(dict(scenario=sc, side=side, run=run_no, value=None,
+                                     unit="s", error=msg))
+
+    def p(self, name):
+        return os.path.join(self.dir, name)
+
+    def rm(self, *names):
+        for n in names:
+            try:
+                os.unlink(self.p(n))
+            except FileNotFoundError:
+                pass
+
+    # preparation shared by every kind of image: 64 KiB sequential writes, QD 32, over the
+    # whole size, with the side's own tool (ucow bench / qemu-img bench)
+    def fill(self, tool, fmt, path):
+        return self.t.bench(tool, fmt, path, self.size // (64 * KiB), 32, 64 * KiB, write=True)
+
+    def write4k(self, tool, fmt, path):
+        return self.t.bench(tool, fmt, path, self.count, 32, 4 * KiB, 64 * KiB, write=True)
+
+    def read1m(self, tool, fmt, path):
+        return self.t.bench(tool, fmt, path, self.size // MiB, 8, MiB)
+
+    # ---- setup shared by all runs
+    def setup(self):
+        need = set(self.args.only)
+        if need & {"S2", "S4", "D"}:
+            self.note("  setup: fully written raw base (%d MiB)" % (self.size // MiB))
+            self.t.create("raw", self.p("base.raw"), self.size)
+            self.fill("ucow", "raw", self.p("base.raw"))
+        if "S6" in need:
+            self.t.create("ucow", self.p("big.ucow"), self.big)
+            self.t.create("qcow2", self.p("big.qcow2"), self.big)
+
+    # ---- S1 and S4a: a fully written image; 1 MiB reads (S4a), then 4 KiB writes (S1)
+    def s1_s4a(self, r):
+        sides = [("raw", "ucow", "raw"), ("raw (qemu-img)", "qemu", "raw"), ("ucow", "ucow", "ucow")]
+        for side, tool, fmt in rotate(sides, r):
+            path = self.p("s1." + fmt)
+            self.t.create("ucow" if fmt == "ucow" else "raw", path, self.size)
+            try:
+                self.fill(tool, fmt, path)
+                self.rec("S4a", side, r, self.read1m(tool, fmt, path), "s", count=self.size // MiB)
+                self.rec("S1", side, r, self.write4k(tool, fmt, path), "s", count=self.count)
+            except Failed as e:
+                self.failed(["S4a", "S1"], side, r, e)
+            os.unlink(path)
+
+    # ---- S2: 4 KiB writes into an empty overlay over the raw base
+    S2_SIDES = [("ucow", "ucow", None), ("qcow2", "qcow2", "cluster_size=64k"),
+                ("qcow2 extended_l2 128k", "qcow2", "cluster_size=128k,extended_l2=on")]
+
+    def s2(self, r):
+        base = self.p("base.raw")
+        for side, kind, opts in rotate(self.S2_SIDES, r):
+            path = self.p("s2." + kind)
+            self.t.create(kind, path, self.size, backing=base, opts=opts)
+            tool = "ucow" if kind == "ucow" else "qemu"
+            try:
+                self.rec("S2", side, r, self.write4k(tool, kind, path), "s", count=self.count)
+            except Failed as e:
+                self.failed(["S2"], side, r, e)
+            os.unlink(path)
+
+    # ---- S4b: 1 MiB reads of an empty overlay, all of it coming from the raw base
+    def s4b(self, r):
+        base = self.p("base.raw")
+        sides = [("raw", "raw"), ("ucow", "ucow"), ("qcow2", "qcow2")]
+        for side, kind in rotate(sides, r):
+            path = self.p("s4b." + kind)
+            try:
+                if kind == "raw":
+                    t = self.read1m("ucow", "raw", base)
+                else:
+                    self.t.create(kind, path, self.size, backing=base)
+                    t = self.read1m("ucow" if kind == "ucow" else "qemu", kind, path)
+                self.rec("S4b", side, r, t, "s", count=self.size // MiB)
+            except Failed as e:
+                self.failed(["S4b"], side, r, e)
+            self.rm(os.path.basename(path))
+
+    # ---- S3, S3b, S5: fully written image; snapshot -c (S5 create); 4 KiB writes (S3);
+    # snapshot -a (S5 apply: back to the snapshot, dropping those writes); snapshot -d (S5
+    # delete). S3b: the same with 10 snapshots taken before the writes.
+    S3_SIDES = [("ucow", "ucow", None, 1), ("qcow2", "qcow2", None, 1),
+                ("qcow2 lazy_refcounts", "qcow2", "lazy_refcounts=on", 1),
+                ("ucow, 10 snapshots", "ucow", None, 10)]
+
+    def s3(self, r):
+        sides = [s for s in self.S3_SIDES if s[3] == 1 or "S3b" in self.args.only]
+        for side, kind, opts, nsnap in rotate(sides, r):
+            path = self.p("s3." + kind)
+            tool = "ucow" if kind == "ucow" else "qemu"
+            self.t.create(kind, path, self.size, opts=opts)
+            self.fill(tool, kind, path)
+            names = ["s%d" % i for i in range(1, nsnap + 1)]
+            ctimes = []
+            for n in names:
+                dt, _ = self.t.snapshot(kind, "-c", n, path)
+                ctimes.append(dt)
+            self.log("      snapshot -c x%d: %s" % (nsnap, " ".join("%.3f" % x for x in ctimes)))
+            try:
+                t = self.write4k(tool, kind, path)
+                if nsnap == 1:
+                    self.rec("S3", side, r, t, "s", count=self.count)
+                else:
+                    self.rec("S3b", side, r, t, "s", count=self.count, snapshot_create_s=ctimes)
+            except Failed as e:
+                self.failed(["S3" if nsnap == 1 else "S3b"], side, r, e)
+            if nsnap == 1:
+                self.rec("S5 create", side, r, ctimes[0], "s")
+                dt, _ = self.t.snapshot(kind, "-a", "s1", path)
+                self.rec("S5 apply", side, r, dt, "s")
+                dt, _ = self.t.snapshot(kind, "-d", "s1", path)
+                self.rec("S5 delete", side, r, dt, "s")
+                self.log("      snapshot -a, -d: %.3f %.3f" % (self.records[-2]["value"], dt))
+            os.unlink(path)
+
+    # ---- S6: open and close a 1 TiB image (info)
+    def s6(self, r):
+        sides = [("ucow", [self.args.ucow, "info", self.p("big.ucow")]),
+                 ("qcow2", ["qemu-img", "info", self.p("big.qcow2")])]
+        for side, cmd in rotate(sides, r):
+            _, dt, rss = run(cmd)
+            rss = peak_rss(cmd, rss)
+            self.log("      %-60s %8.4f s %6d KiB" % (" ".join(map(str, cmd[1:]))[:60], dt, rss))
+            self.rec("S6 time", side, r, dt, "s")
+            self.rec("S6 RSS", side, r, rss, "KiB")
+
+    # ---- D: chunk_size / block_size of S2's ucow side
+    D_SIDES = ["1M/4k", "64k/4k", "256k/4k", "1M/64k", "4M/4k"]
+
+    def defaults(self, r):
+        base = self.p("base.raw")
+        for v in rotate(self.D_SIDES, r):
+            cs, bs = v.split("/")
+            path = self.p("d.ucow")
+            self.t.create("ucow", path, self.size, backing=base,
+                          opts="chunk_size=%s,block_size=%s" % (cs, bs))
+            try:
+                self.rec("D", v, r, self.write4k("ucow", "ucow", path), "s", count=self.count)
+            except Failed as e:
+                self.failed(["D"], v, r, e)
+            os.unlink(path)
+        # and S3's ucow side (first writes after a snapshot), where chunk size sets the copy
+        for v in rotate(self.D_SIDES, r):
+            cs, bs = v.split("/")
+            path = self.p("d3.ucow")
+            self.t.create("ucow", path, self.size, opts="chunk_size=%s,block_size=%s" % (cs, bs))
+            try:
+                self.fill("ucow", "ucow", path)
+                self.t.snapshot("ucow", "-c", "s1", path)
+                self.rec("D3", v, r, self.write4k("ucow", "ucow", path), "s", count=self.count)
+            except Failed as e:
+                self.failed(["D3"], v, r, e)
+            os.unlink(path)
+
+    PLAN = [("S1", "s1_s4a"), ("S2", "s2"), ("S3", "s3"), ("S4", "s4b"), ("S6", "s6"),
+            ("D", "defaults")]
+
+    def go(self):
+        only = set(self.args.only)
+        for r in range(max(self.args.runs, self.args.cheap_runs)):
+            for key, fn in self.PLAN:
+                if key not in only:
+                    continue
+                cheap = key in ("S2", "S4", "S6")
+                if r >= (self.args.cheap_runs if cheap else self.args.runs):
+                    continue
+                t0 = time.perf_counter()
+                getattr(self, fn)(r)
+                self.note("  run %d %-3s %6.1f s" % (r + 1, key, time.perf_counter() - t0))
+
+
+# --------------------------------------------------------------------------------------------
+# summary
+
+# (scenario label, ucow side, baseline scenario, baseline side, goal: ratio, "faster" or None,
+#  absolute limit (value, unit) or None, what)
+COMPARE = [
+    ("S1", "ucow", "S1", "raw", 0.95, None, "4 KiB writes QD 32, allocated"),
+    ("S1", "raw (qemu-img)", "S1", "raw", None, None, "tool check: qemu-img bench"),
+    ("S2", "ucow", "S2", "qcow2", 3.0, None, "4 KiB writes into empty overlay"),
+    ("S2", "ucow", "S2", "qcow2 extended_l2 128k", 1.0, None, ""),
+    ("S3", "ucow", "S3", "qcow2", 3.0, None, "first writes after 1 snapshot"),
+    ("S3", "ucow", "S3", "qcow2 lazy_refcounts", 1.0, None, ""),
+    ("S3b", "ucow, 10 snapshots", "S3", "ucow", 0.95, None, "first writes after 10 snapshots"),
+    ("S4a", "ucow", "S4a", "raw", 0.95, None, "1 MiB reads QD 8, allocated"),
+    ("S4a", "raw (qemu-img)", "S4a", "raw", None, None, "tool check: qemu-img bench"),
+    ("S4b", "ucow", "S4b", "raw", 0.95, None, "1 MiB reads, empty overlay -> base"),
+    ("S4b", "qcow2", "S4b", "raw", None, None, "(qcow2 overlay, for reference)"),
+    ("S5 create", "ucow", "S5 create", "qcow2", "faster", (0.050, "s"), "snapshot -c, 4 GiB written"),
+    ("S5 delete", "ucow", "S5 delete", "qcow2", "faster", None, "snapshot -d"),
+    ("S5 apply", "ucow", "S5 apply", "qcow2", "faster", None, "snapshot -a"),
+    ("S5 create", "qcow2 lazy_refcounts", "S5 create", "qcow2", None, None, "(lazy, reference)"),
+    ("S6 time", "ucow", "S6 time", "qcow2", None, (0.050, "s"), "info of a 1 TiB image"),
+    ("S6 RSS", "ucow", "S6 RSS", "qcow2", None, (32 * 1024, "KiB"), "peak RSS of that"),
+    ("D", "64k/4k", "D", "1M/4k", None, None, "S2 ucow, chunk/block"),
+    ("D", "256k/4k", "D", "1M/4k", None, None, ""),
+    ("D", "1M/64k", "D", "1M/4k", None, None, ""),
+    ("D", "4M/4k", "D", "1M/4k", None, None, ""),
+    ("D3", "64k/4k", "D3", "1M/4k", None, None, "S3 ucow, chunk/block"),
+    ("D3", "256k/4k", "D3", "1M/4k", None, None, ""),
+    ("D3", "1M/64k", "D3", "1M/4k", None, None, ""),
+    ("D3", "4M/4k", "D3", "1M/4k", None, None, ""),
+]
+
+
+def fmt_val(v, unit):
+    if unit == "KiB":
+        return "%.1f MiB" % (v / 1024)
+    if v < 1:
+        return "%.1f ms" % (v * 1000)
+    return "%.3f s" % v
+
+
+def summarize(records):
+    med = {}
+    groups = {}
+    for r in records:
+        groups.setdefault((r["scenario"], r["side"]), []).append(r)
+    for k, rs in groups.items():
+        vals = [x["value"] for x in rs if x["value"] is not None]
+        errs = [x["error"] for x in rs if x.get("error")]
+        med[k] = dict(median=statistics.median(vals) if vals else None, unit=rs[0]["unit"],
+                      n=len(vals), values=vals, errors=errs,
+                      count=next((x["count"] for x in rs if x.get("count")), None))
+    rows = []
+    for scen, side, bscen, bside, goal, limit, what in COMPARE:
+        a, b = med.get((scen, side)), med.get((bscen, bside))
+        if not a:
+            continue
+        if b and b["median"] is None:
+            b = None
+        row = dict(scenario=scen, side=side, what=what, median=a["median"], unit=a["unit"],
+                   n=a["n"], values=a["values"], baseline=bside if b else None,
+                   baseline_scenario=bscen)
+        if a["errors"]:
+            row["errors"] = a["errors"]
+        if b:
+            row["baseline_median"] = b["median"]
+        if a["median"] is None:
+            row.update(goal="" if goal is None and not limit else "see goal", met=False
+                       if goal is not None or limit else None)
+            rows.append(row)
+            continue
+        if a["count"] and a["unit"] == "s":
+            row["iops"] = a["count"] / a["median"]
+        if b:
+            row["baseline_median"] = b["median"]
+            # times: baseline / ucow (>1: ucow faster); sizes (RSS): likewise smaller is better
+            row["ratio"] = b["median"] / a["median"] if a["median"] else None
+        goals, met = [], []
+        if goal == "faster" and b:
+            goals.append("faster")
+            met.append(row["ratio"] > 1.0)
+            row["goal_ratio"] = 1.0
+        elif goal is not None and b:
+            goals.append(">= %gx" % goal)
+            met.append(row["ratio"] >= goal)
+            row["goal_ratio"] = goal
+        if limit:
+            goals.append("<= " + fmt_val(*limit))
+            met.append(a["median"] <= limit[0])
+            row["limit"] = limit[0]
+        row["goal"] = "; ".join(goals)
+        row["met"] = all(met) if met else None
+        rows.append(row)
+    return rows
+
+
+def table(rows):
+    hdr = ["scenario", "side", "median", "baseline", "ratio", "goal", "met?"]
+    lines = []
+    for r in rows:
+        base = ""
+        if r.get("baseline"):
+            base = "%s %s" % (r["baseline"], fmt_val(r["baseline_median"], r["unit"]))
+        ratio = "%.2fx" % r["ratio"] if r.get("ratio") else ""
+        if r["median"] is None:
+            med = "FAILED (%d of %d runs): %s" % (len(r["errors"]), len(r["errors"]) + r["n"],
+                                                  r["errors"][0].split(": ")[-1][:40])
+        else:
+            med = fmt_val(r["median"], r["unit"])
+            if r.get("errors"):
+                med += " (%d runs FAILED)" % len(r["errors"])
+        if r.get("iops"):
+            med += " (%d IOPS)" % round(r["iops"]) if r["scenario"] not in ("S4a", "S4b") else \
+                " (%d MiB/s)" % round(r["iops"])
+        met = {True: "yes", False: "NO", None: ""}[r["met"]]
+        lines.append([r["scenario"], r["side"], med, base, ratio, r["goal"], met])
+    lines.append(["S7/S8", "ublk devices", "see Documentation/ublk.md", "", "", "", ""])
+    return hdr, lines
+
+
+def print_table(hdr, lines):
+    w = [max(len(str(x[i])) for x in [hdr] + lines) for i in range(len(hdr))]
+    out = []
+    for i, l in enumerate([hdr] + lines):
+        out.append("  ".join(str(c).ljust(w[j]) for j, c in enumerate(l)).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * x for x in w))
+    return "\n".join(out)
+
+
+def md_table(hdr, lines):
+    out = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for l in lines:
+        out.append("| " + " | ".join(str(c) for c in l) + " |")
+    return "\n".join(out)
+
+
+def chart(rows, png, title):
+    """Bar chart of the ratios (ucow vs baseline, log scale), the goal as a second bar."""
+    pts = [r for r in rows if r.get("ratio") and r["scenario"][0] == "S"
+           and r["side"] != "raw (qemu-img)" and not r["side"].startswith("qcow2")]
+    if not pts or not shutil.which("gnuplot"):
+        return False
+    dat = png + ".dat"
+    with open(dat, "w") as f:
+        for r in pts:
+            label = "%s vs %s" % (r["scenario"], r["baseline"])
+            label = label.replace("qcow2 extended_l2 128k", "xl2").replace(
+                "qcow2 lazy_refcounts", "lazy").replace("ucow, 10 snapshots", "").replace(
+                "S6 time", "S6").replace("S3b vs ucow", "S3b vs S3")
+            f.write('"%s" %.4f %s\n' % (label, r["ratio"], r.get("goal_ratio") or "NaN"))
+    gp = """set terminal pngcairo size 1100,560 font ",10"
+set output '%s'
+set title '%s'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set logscale y 2
+set yrange [0.1:*]
+set ylabel 'ratio (baseline time / ucow time; > 1 = ucow faster)'
+set grid ytics
+set xtics rotate by -35 scale 0
+set key top right
+plot '%s' using 2:xtic(1) title 'measured' lc rgb '#3060c0', \\
+     '' using 3 title 'goal' lc rgb '#c0c0c0', \\
+     1 notitle lc rgb 'black' dt 2
+""" % (png, title, dat)
+    r = subprocess.run(["gnuplot"], input=gp, text=True, capture_output=True)
+    if r.returncode != 0:
+        # pngcairo may be missing: fall back to the plain png terminal
+        gp = gp.replace('set terminal pngcairo size 1100,560 font ",10"',
+                        "set terminal png size 1100,560")
+        r = subprocess.run(["gnuplot"], input=gp, text=True, capture_output=True)
+    os.unlink(dat)
+    if r.returncode != 0:
+        print("gnuplot failed: " + r.stderr, file=sys.stderr)
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# the machine
+
+
+def machine(workdir):
+    m = {"nproc": os.cpu_count(), "kernel": platform.release()}
+    try:
+        with open("/proc/meminfo") as f:
+            for l in f:
+                if l.startswith("MemTotal:"):
+                    m["memory_gib"] = round(int(l.split()[1]) / (1024 * 1024), 1)
+        with open("/proc/cpuinfo") as f:
+            for l in f:
+                if l.startswith("model name"):
+                    m["cpu"] = l.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    best = ""
+    try:
+        real = os.path.realpath(workdir)
+        with open("/proc/mounts") as f:
+            for l in f:
+                dev, mnt, fs = l.split()[:3]
+                if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                    best, m["fs"], m["fs_device"] = mnt, fs, dev
+    except OSError:
+        pass
+    try:
+        m["qemu_img"] = subprocess.run(["qemu-img", "--version"], capture_output=True,
+                                       text=True).stdout.splitlines()[0]
+        m["git"] = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                                  capture_output=True, text=True).stdout.strip()
+    except (OSError, IndexError):
+        pass
+    return m
+
+
+def machine_line(m):
+    return "%s CPUs (%s), %s GiB RAM, Linux %s, %s file system (%s); %s; ucow %s" % (
+        m.get("nproc"), m.get("cpu", "?"), m.get("memory_gib", "?"), m.get("kernel"),
+        m.get("fs", "?"), m.get("fs_device", "?"), m.get("qemu_img", "?"), m.get("git", "?"))
+
+
+def update_doc(doc, hdr, lines, m, date, minutes, png_rel):
+    """Replace the text between the bench markers of performance.md."""
+    try:
+        with open(doc) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return False
+    b, e = "<!-- bench:begin -->", "<!-- bench:end -->"
+    if b not in text or e not in text:
+        return False
+    body = "\n".join([
+        b,
+        "Measured %s by `make bench` (%.1f minutes) on: %s." % (date, minutes, machine_line(m)),
+        "",
+        md_table(hdr, lines),
+        "",
+        "![ratios](%s)" % png_rel,
+        e])
+    text = text[:text.index(b)] + body + text[text.index(e) + len(e):]
+    with open(doc, "w") as f:
+        f.write(text)
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default="build", help="build folder holding ucow (default build)")
+    ap.add_argument("--runs", type=int, default=3, help="runs of the expensive scenarios (3)")
+    ap.add_argument("--cheap-runs", type=int, default=5, help="runs of S2, S4b, S6 (5)")
+    ap.add_argument("--count", type=int, default=60000, help="4 KiB requests per run (60000)")
+    ap.add_argument("--only", default="S1,S2,S3,S3b,S4,S5,S6",
+                    help="comma-separated scenarios (S1 S2 S3 S3b S4 S5 S6 D); S1 also runs "
+                    "S4a, S3 also S5, S4 is S4b; D: chunk/block defaults (not in make bench)")
+    ap.add_argument("--quick", action="store_true", help="256 MiB images, a smoke test")
+    ap.add_argument("--dir", default=None, help="folder for the images (default: a new one in /tmp)")
+    ap.add_argument("--no-doc", action="store_true", help="leave Documentation/ alone")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print every command's result")
+    args = ap.parse_args()
+    args.only = [x.strip() for x in args.only.split(",") if x.strip()]
+    if "S5" in args.only and "S3" not in args.only:
+        args.only.append("S3")
+    if "S3b" in args.only and "S3" not in args.only:
+        args.only.append("S3")
+    args.ucow = os.path.join(ROOT, args.build, "ucow") if not os.path.isabs(args.build) \
+        else os.path.join(args.build, "ucow")
+    if not os.access(args.ucow, os.X_OK):
+        sys.exit("bench: %s not found (make BUILD=%s)" % (args.ucow, args.build))
+    for tool in ("qemu-img",):
+        if not shutil.which(tool):
+            sys.exit("bench: %s is missing (make deps)" % tool)
+
+    suite = Suite(args)
+    suite.dir = args.dir or tempfile.mkdtemp(prefix="ucow-bench.", dir="/tmp")
+    os.makedirs(suite.dir, exist_ok=True)
+    m = machine(suite.dir)
+    now = datetime.datetime.now()
+    date = now.strftime("%Y-%m-%d %H:%M")
+    stamp = now.strftime("%Y%m%d-%H%M%S")
+    print("ucow bench: %s\n  images in %s, %d MiB, runs %d (cheap %d), %d x 4 KiB per run" % (
+        machine_line(m), suite.dir, suite.size // MiB, args.runs, args.cheap_runs, suite.count),
+        flush=True)
+    t0 = time.perf_counter()
+    err = None
+    try:
+        suite.setup()
+        suite.go()
+    except (Failed, KeyboardInterrupt) as e:
+        err = e
+    finally:
+        if not args.dir:
+            shutil.rmtree(suite.dir, ignore_errors=True)
+    minutes = (time.perf_counter() - t0) / 60
+    rows = summarize(suite.records)
+    hdr, lines = table(rows)
+    print()
+    print(print_table(hdr, lines))
+    print("\ntotal %.1f minutes%s" % (minutes, "" if not err else " (INTERRUPTED)"))
+
+    resdir = os.path.join(ROOT, "results")
+    os.makedirs(resdir, exist_ok=True)
+    jpath = os.path.join(resdir, "bench-%s.json" % stamp)
+    with open(jpath, "w") as f:
+        json.dump(dict(date=date, command="make bench" if not sys.argv[1:] or
+                       sys.argv[1:3] == ["--build", args.build] and len(sys.argv) == 3
+                       else "tests/bench/run.sh " + " ".join(sys.argv[1:]),
+                       argv=sys.argv[1:], machine=m, minutes=round(minutes, 2),
+                       config=dict(image_size=suite.size, count=suite.count, runs=args.runs,
+                                   cheap_runs=args.cheap_runs, only=args.only,
+                                   quick=args.quick, cache="none", aio="io_uring",
+                                   fill="64 KiB sequential writes, QD 32, whole image"),
+                       error=str(err) if err else None, summary=rows, runs=suite.records),
+                  f, indent=1)
+    print("results: %s" % os.path.relpath(jpath, ROOT))
+    png = os.path.join(resdir, "bench-%s.png" % stamp)
+    full = not args.quick and not err and set(args.only) >= {"S1", "S2", "S3", "S3b", "S4", "S5", "S6"}
+    if chart(rows, png, "ucow vs baselines, %s (%s)" % (date, "quick" if args.quick else "4 GiB")):
+        print("chart:   %s" % os.path.relpath(png, ROOT))
+        if full and not args.no_doc:
+            shutil.copy(png, os.path.join(ROOT, "Documentation", "perf.png"))
+            if update_doc(os.path.join(ROOT, "Documentation", "performance.md"), hdr, lines, m,
+                          date, minutes, "perf.png"):
+                print("updated Documentation/performance.md and Documentation/perf.png")
+    if err:
+        print("bench: %s" % err, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
