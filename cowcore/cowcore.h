@@ -54,6 +54,9 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err);
 #define COW_OPEN_RDONLY  0x1	/* read-only; shared OFD lock, many readers */
 #define COW_OPEN_DIRECT  0x2	/* O_DIRECT on image files */
 #define COW_OPEN_NOCHAIN 0x4	/* do not open the backing chain (info, check on a broken chain) */
+#define COW_OPEN_CHECK   0x8	/* for cow_check on a damaged image: read-only, no chain; metadata
+				 * problems are tolerated (the image is marked corrupt) so that
+				 * cow_check can count them instead of the open failing */
 
 struct cow_image;
 
@@ -175,6 +178,10 @@ int cow_backend_uring_attach(struct io_uring *ring, struct cow_backend **out);
 void cow_backend_complete(uint64_t user_data, int res);
 
 /* ---- requests ---------------------------------------------------------------------------- */
+/*
+ * Alignment: an image opened with COW_OPEN_DIRECT takes only requests whose offset, length
+ * and buffer address are multiples of 512 (-EINVAL otherwise). Without it, any byte range.
+ */
 
 enum cow_op { COW_READ, COW_WRITE, COW_WRITE_ZEROES, COW_DISCARD, COW_FLUSH };
 #define COW_REQ_FUA 0x1		/* write durable (data and mapping) before completion */

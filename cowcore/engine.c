@@ -893,6 +893,11 @@ void cow_submit(struct cow_ctx *ctx, struct cow_req *req)
 		req_put(req, -EINVAL);
 		return;
 	}
+	if ((img->open_flags & COW_OPEN_DIRECT) &&
+	    ((req->off | req->len | (uintptr_t)req->buf) & 511)) {
+		req_put(req, -EINVAL);	/* O_DIRECT: whole sectors in aligned buffers only */
+		return;
+	}
 	if (req->op != COW_READ && img->read_only) {
 		req_put(req, -EROFS);
 		return;

@@ -256,14 +256,24 @@ fail:
 }
 
 /* OFD lock: shared for readers, exclusive for the writer. */
+/*
+ * A process killed while it had io_uring requests in flight releases its files (and so its
+ * lock) only when the kernel has torn the ring down, a moment after the process is gone:
+ * retry for up to two seconds before calling the image busy.
+ */
 static int lock_image(struct cow_image *img, char *err)
 {
 	struct flock fl = { .l_type = img->read_only ? F_RDLCK : F_WRLCK, .l_whence = SEEK_SET };
-	if (fcntl(img->fd, F_OFD_SETLK, &fl) == 0)
-		return 0;
+	for (int i = 0; i < 40; i++) {
+		if (fcntl(img->fd, F_OFD_SETLK, &fl) == 0)
+			return 0;
+		if (errno != EAGAIN && errno != EACCES)
+			break;
+		usleep(50000);
+	}
 	if (errno == EAGAIN || errno == EACCES) {
-		snprintf(err, COW_ERRLEN, "%s: image is in use by another process (%s lock held)",
-			 img->path, img->read_only ? "write" : "a");
+		snprintf(err, COW_ERRLEN, "%s: image is in use by another process (it holds a %s "
+			 "lock)", img->path, img->read_only ? "write" : "read or write");
 		return -EBUSY;
 	}
 	snprintf(err, COW_ERRLEN, "%s: locking: %s", img->path, strerror(errno));
@@ -284,6 +294,12 @@ static int read_header(struct cow_image *img, uint64_t file_size, char *err)
 		snprintf(err, COW_ERRLEN, "%s: reading the header: %s", img->path, strerror(-r));
 		free(buf);
 		return r;
+	}
+	if (file_size < UCOW_HDR_SIZE * UCOW_HDR_SLOTS && !memcmp(buf, UCOW_MAGIC, 8)) {
+		snprintf(err, COW_ERRLEN, "%s: corrupt image: the file is truncated (%llu bytes)",
+			 img->path, (unsigned long long)file_size);
+		free(buf);
+		return -EUCLEAN;
 	}
 	for (int i = 0; i < UCOW_HDR_SLOTS; i++) {
 		if (memcmp(buf + i * UCOW_HDR_SIZE, UCOW_MAGIC, 8) && i == 0 &&
@@ -310,9 +326,11 @@ static int read_header(struct cow_image *img, uint64_t file_size, char *err)
 	return 0;
 }
 
-static int open_backing(struct cow_image *img, int depth, char *err)
+static int open_backing(struct cow_image *img, int depth, const struct chain_link *up,
+			char *err)
 {
 	char *dir, *full;
+	struct stat st;
 	int r;
 	if (depth >= COW_MAX_CHAIN) {
 		snprintf(err, COW_ERRLEN, "%s: backing chain longer than %d images (a loop?)",
@@ -328,8 +346,17 @@ static int open_backing(struct cow_image *img, int depth, char *err)
 	free(dir);
 	if (!full)
 		return -ENOMEM;
+	/* the same file twice in the chain is a loop: refuse before opening it again */
+	if (!stat(full, &st))
+		for (const struct chain_link *l = up; l; l = l->up)
+			if (l->dev == st.st_dev && l->ino == st.st_ino) {
+				snprintf(err, COW_ERRLEN, "%s: backing chain loops back to %s",
+					 img->path, full);
+				free(full);
+				return -ELOOP;
+			}
 	r = cow_open_depth(full, img->hdr.backing_fmt, COW_OPEN_RDONLY |
-			   (img->open_flags & COW_OPEN_DIRECT), &img->backing, err, depth + 1);
+			   (img->open_flags & COW_OPEN_DIRECT), &img->backing, err, depth + 1, up);
 	if (r == -ENOENT)
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' not found", img->path, full);
 	free(full);
@@ -385,7 +412,7 @@ static void img_free(struct cow_image *img)
 }
 
 int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
-		   char *err, int depth)
+		   char *err, int depth, const struct chain_link *up)
 {
 	struct cow_image *img = calloc(1, sizeof(*img));
 	struct stat st;
@@ -395,6 +422,8 @@ int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image *
 		return -ENOMEM;
 	pthread_mutex_init(&img->lock, NULL);
 	img->fd = -1;
+	if (flags & COW_OPEN_CHECK)
+		flags |= COW_OPEN_RDONLY | COW_OPEN_NOCHAIN;
 	img->open_flags = flags;
 	img->read_only = flags & COW_OPEN_RDONLY;
 	img->path = strdup(path);
@@ -427,6 +456,7 @@ int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image *
 	r = lock_image(img, err);
 	if (r)
 		goto fail;
+	struct chain_link self = { .dev = st.st_dev, .ino = st.st_ino, .up = up };
 
 	if (fmt == COW_FMT_RAW) {
 		img->fmt = COW_FMT_RAW;
@@ -452,13 +482,23 @@ int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image *
 		goto fail;
 	}
 	img->corrupt = img->hdr.flags & UCOW_FLAG_CORRUPT;
-	r = img_load_meta(img, false, NULL);
+	if (flags & COW_OPEN_CHECK) {
+		struct cow_check_result scratch = { 0 };
+		r = img_load_meta(img, true, &scratch);
+		if (!r && scratch.corruptions) {
+			img->corrupt = true;
+			snprintf(img->err, sizeof(img->err), "%s: corrupt image: %s", path,
+				 scratch.first_problem);
+		}
+	} else {
+		r = img_load_meta(img, false, NULL);
+	}
 	if (r) {
 		snprintf(err, COW_ERRLEN, "%s", img->err);
 		goto fail;
 	}
 	if (img->hdr.backing_len && !(flags & COW_OPEN_NOCHAIN)) {
-		r = open_backing(img, depth, err);
+		r = open_backing(img, depth, &self, err);
 		if (r)
 			goto fail;
 		r = check_loop(img, err);
@@ -487,7 +527,7 @@ fail:
 
 int cow_open(const char *path, int fmt, unsigned flags, struct cow_image **out, char *err)
 {
-	return cow_open_depth(path, fmt, flags, out, err, 0);
+	return cow_open_depth(path, fmt, flags, out, err, 0, NULL);
 }
 
 void img_abandon(struct cow_image *img)

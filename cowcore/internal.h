@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "cowcore.h"
 #include "format.h"
@@ -128,8 +129,13 @@ struct eio {
 /* image.c */
 bool img_crashed(struct cow_image *img);	/* tests: the simulated crash point is reached */
 void img_abandon(struct cow_image *img);	/* tests: drop without writing (a crash) */
+struct chain_link {		/* the images above one being opened (loop detection) */
+	dev_t dev;
+	ino_t ino;
+	const struct chain_link *up;
+};
 int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
-		   char *err, int depth);
+		   char *err, int depth, const struct chain_link *up);
 void img_set_err(struct cow_image *img, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 int img_mark_corrupt(struct cow_image *img, const char *fmt, ...)

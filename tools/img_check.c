@@ -148,7 +148,7 @@ int cmd_check(int argc, char **argv)
 		/* a corrupt image must still be checkable: leave its chain alone */
 		char err2[COW_ERRLEN] = "";
 
-		rc = cow_open(file, fmt, COW_OPEN_RDONLY | COW_OPEN_NOCHAIN, &img, err2);
+		rc = cow_open(file, fmt, COW_OPEN_CHECK, &img, err2);
 		if (rc == -EUCLEAN) {
 			/* not even its own metadata loads: corruption found, counting stops */
 			report_unopenable(file, err2[0] ? err2 : err, json);

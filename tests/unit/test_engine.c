@@ -473,6 +473,14 @@ static void test_hostile_table(void **state)
 	/* reserved bits */
 	poke64(P("x.img"), t + 16, get_le64(e0) | (1ull << 50));
 	assert_int_equal(cow_open(P("x.img"), COW_FMT_NONE, COW_OPEN_RDONLY, &img, err), -EUCLEAN);
+	/* a check still opens it and counts the problem */
+	struct cow_check_result cr;
+	assert_int_equal(cow_open(P("x.img"), COW_FMT_NONE, COW_OPEN_CHECK, &img, err), 0);
+	assert_int_equal(cow_check(img, &cr), 0);
+	assert_int_equal(cr.verdict, 2);
+	assert_true(cr.corruptions >= 1);
+	assert_non_null(strstr(cr.first_problem, "reserved"));
+	cow_close(img);
 }
 
 static void test_locking(void **state)
@@ -546,6 +554,7 @@ static void test_backing_chain(void **state)
 		close(fd);
 	}
 	assert_int_equal(cow_open(P("lb.img"), COW_FMT_NONE, COW_OPEN_RDONLY, &img, err), -ELOOP);
+	assert_non_null(strstr(err, "loops back"));
 }
 
 static void test_map(void **state)
