@@ -9,6 +9,7 @@
  *   features what the running kernel's ublk driver offers
  *   stats    per-operation I/O counts and latency, asked from the server's socket
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -131,6 +132,11 @@ static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
 		return -ERANGE;
 	*out = (unsigned)v;
 	return 0;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
 }
 
 static void remove_leftovers(int id)
@@ -494,6 +500,28 @@ static void features_str(uint64_t f, char *buf, size_t len)
 	}
 }
 
+/* Merge the ids of every ublk device the kernel has (/sys/class/ublk-char/ublkcN). */
+static int add_kernel_ids(int *ids, int n, int max)
+{
+	DIR *d = opendir("/sys/class/ublk-char");
+	struct dirent *de;
+	int i, id;
+
+	if (!d)
+		return n;
+	while ((de = readdir(d)) && n < max) {
+		if (strncmp(de->d_name, "ublkc", 5) || parse_id(de->d_name + 5, &id))
+			continue;
+		for (i = 0; i < n && ids[i] != id; i++)
+			;
+		if (i == n)
+			ids[n++] = id;
+	}
+	closedir(d);
+	qsort(ids, n, sizeof(*ids), cmp_id);
+	return n;
+}
+
 static int dev_list(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -525,6 +553,7 @@ static int dev_list(int argc, char **argv)
 	}
 	reap_dead(&c);
 	n = ublk_state_ids(ids, 256);
+	n = add_kernel_ids(ids, n, 256);
 	if (json)
 		printf("[");
 	else
@@ -533,12 +562,17 @@ static int dev_list(int argc, char **argv)
 	for (i = 0; i < n; i++) {
 		struct ublk_state st;
 		struct uk_dev_info info;
+		bool ours = ublk_state_read(ids[i], &st) == 0;
 
-		if (ublk_state_read(ids[i], &st) < 0)
-			continue;
 		if (ublk_ctrl_get_info(&c, (unsigned)ids[i], &info) < 0) {
-			remove_leftovers(ids[i]);	/* deleted behind our back */
+			if (ours)
+				remove_leftovers(ids[i]);	/* deleted behind our back */
 			continue;
+		}
+		if (!ours) {	/* a device some other server made */
+			memset(&st, 0, sizeof(st));
+			strcpy(st.o.target, "-");
+			st.pid = info.ublksrv_pid;
 		}
 		snprintf(state, sizeof(state), "%s%s", ublk_state_name(info.state),
 			 pid_alive(st.pid) ? "" : ",no-server");

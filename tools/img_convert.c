@@ -3,7 +3,8 @@
  * ucow convert: copy an image's content (a ucow image's whole backing chain, flattened) to
  * a new raw or ucow file. The output is sparse: runs the source maps as zero are skipped, so
  * are all-zero pieces of data. DST is built under a temporary name and renamed into place
- * at the end: an error leaves nothing behind.
+ * at the end: an error leaves nothing behind. With -l, the source is one of SRC's internal
+ * snapshots (opened read-only in place of the current state).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,13 +21,15 @@
 #include "util.h"
 
 static const char convert_help[] =
-	"usage: ucow convert [-p] [-q] [-f FMT] [-O raw|ucow] [-o OPTIONS] SRC DST\n"
+	"usage: ucow convert [-p] [-q] [-f FMT] [-l SNAPSHOT] [-O raw|ucow] [-o OPTIONS] SRC DST\n"
 	"\n"
 	"Copy SRC's content to a new file DST (replacing an existing DST). A ucow SRC is\n"
 	"read through its whole backing chain: DST holds the flattened content and has no\n"
 	"backing file. Zero runs are not written, so DST is sparse.\n"
 	"\n"
 	"  -f FMT        SRC's format: ucow (default; recognized by its magic) or raw\n"
+	"  -l SNAPSHOT   copy this internal snapshot of SRC instead of its current state:\n"
+	"                NAME (a name or a numeric id), snapshot.name=NAME or snapshot.id=ID\n"
 	"  -O FMT        DST's format: raw (default) or ucow\n"
 	"  -o OPTIONS    ucow DST only: chunk_size=N,block_size=N,journal_size=N\n"
 	"  -p            show progress on stderr\n"
@@ -38,6 +41,8 @@ static const char convert_help[] =
 
 struct conv {
 	const char *src, *dst;
+	const char *snap;		/* -l: what the user asked for (NULL: the current state) */
+	char snap_name[512], snap_id[32];	/* -l snapshot.name= / snapshot.id= ("": not given) */
 	char tmp[4096];
 	struct cow_image *si, *di;
 	struct cow_ctx *sc, *dc;
@@ -69,6 +74,110 @@ static int parse_conv_opts(const char *dst, char *opts, struct cow_create_opts *
 		}
 		*to = (uint32_t)v;
 	}
+	return 0;
+}
+
+/*
+ * -l ARG, as qemu-img takes it: "snapshot.name=NAME", "snapshot.id=ID" (both may be given,
+ * comma-separated; ",," is a literal comma), or anything else as a name or id.
+ */
+static int parse_snap_arg(struct conv *c, const char *arg)
+{
+	const char *p;
+	char key[32];
+	size_t k;
+
+	c->snap = arg;
+	c->snap_name[0] = c->snap_id[0] = 0;
+	if (strncmp(arg, "snapshot.", 9)) {
+		if (!*arg)
+			return usage_err("convert", "the snapshot name is empty");
+		return 0;
+	}
+	for (p = arg; *p;) {
+		char *to, *w;
+		size_t cap;
+
+		k = strcspn(p, "=,");
+		if (p[k] != '=' || k >= sizeof(key))
+			return usage_err("convert", "invalid snapshot option '%.*s' (use "
+					 "snapshot.name=NAME or snapshot.id=ID)", (int)strcspn(p, ","), p);
+		memcpy(key, p, k);
+		key[k] = 0;
+		if (!strcmp(key, "snapshot.name"))
+			to = c->snap_name, cap = sizeof(c->snap_name);
+		else if (!strcmp(key, "snapshot.id"))
+			to = c->snap_id, cap = sizeof(c->snap_id);
+		else
+			return usage_err("convert", "unknown snapshot option '%s' (snapshot.name or "
+					 "snapshot.id)", key);
+		p += k + 1;
+		for (w = to; *p; p++) {
+			if (*p == ',' && p[1] != ',')
+				break;
+			if (*p == ',')
+				p++;	/* ",," is a comma */
+			if (w == to + cap - 1)
+				return usage_err("convert", "%s is too long", key);
+			*w++ = *p;
+		}
+		*w = 0;
+		if (*p == ',')
+			p++;
+		if (!*to)
+			return usage_err("convert", "%s is empty", key);
+	}
+	return 0;
+}
+
+/*
+ * The key to hand cow_open_snapshot(): for snapshot.name= / snapshot.id=, the name of the one
+ * snapshot that matches exactly (the engine tries names before ids, and names are unique, so
+ * its name selects exactly it). 0, or -errno with the error reported.
+ */
+static int resolve_snap(struct conv *c, char *key, size_t keylen)
+{
+	char err[COW_ERRLEN] = "";
+	struct cow_snap_info *v = NULL;
+	struct cow_image *img;
+	uint32_t n = 0, i;
+	int rc;
+
+	if (!c->snap_name[0] && !c->snap_id[0]) {
+		snprintf(key, keylen, "%s", c->snap);
+		return 0;
+	}
+	rc = cow_open(c->src, COW_FMT_UCOW, COW_OPEN_RDONLY | COW_OPEN_NOCHAIN, &img, err);
+	if (rc < 0) {
+		report(c->src, NULL, rc, err);
+		return rc;
+	}
+	rc = cow_snapshot_list(img, &v, &n);
+	if (rc < 0) {
+		report(c->src, NULL, rc, cow_errmsg(img));
+		cow_close(img);
+		return rc;
+	}
+	cow_close(img);
+	for (i = 0; i < n; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "%u", v[i].id);
+		if ((!c->snap_name[0] || !strcmp(c->snap_name, v[i].name)) &&
+		    (!c->snap_id[0] || !strcmp(c->snap_id, id)))
+			break;
+	}
+	if (i == n) {
+		if (c->snap_name[0] && c->snap_id[0])
+			ucow_err("%s: no snapshot '%s' with id %s", c->src, c->snap_name, c->snap_id);
+		else
+			ucow_err("%s: no snapshot '%s'", c->src,
+				 c->snap_name[0] ? c->snap_name : c->snap_id);
+		free(v);
+		return -ENOENT;
+	}
+	snprintf(key, keylen, "%s", v[i].name);
+	free(v);
 	return 0;
 }
 
@@ -240,7 +349,20 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 	const char *why;
 	int rc;
 
-	rc = cow_open(c->src, sfmt, COW_OPEN_RDONLY, &c->si, err);
+	if (c->snap) {
+		char key[256];
+
+		if (sfmt == COW_FMT_RAW) {
+			ucow_err("%s: a raw image has no snapshots", c->src);
+			return -EINVAL;
+		}
+		rc = resolve_snap(c, key, sizeof(key));
+		if (rc < 0)
+			return rc;
+		rc = cow_open_snapshot(c->src, key, COW_OPEN_RDONLY, &c->si, err);
+	} else {
+		rc = cow_open(c->src, sfmt, COW_OPEN_RDONLY, &c->si, err);
+	}
 	if (rc < 0) {
 		report(c->src, NULL, rc, err);
 		return rc;
@@ -322,7 +444,7 @@ int cmd_convert(int argc, char **argv)
 	char *opts = NULL;
 
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":f:O:o:pqh", lopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":f:l:O:o:pqh", lopts, NULL)) != -1) {
 		switch (ch) {
 		case 'f':
 			sfmt = cow_fmt_parse(optarg);
@@ -337,6 +459,10 @@ int cmd_convert(int argc, char **argv)
 						 optarg);
 			break;
 		case 'o': opts = optarg; break;
+		case 'l':
+			if (parse_snap_arg(&c, optarg))
+				return 1;
+			break;
 		case 'p': c.progress = true; break;
 		case 'q': break;
 		case 'h': fputs(convert_help, stdout); return 0;

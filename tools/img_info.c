@@ -4,6 +4,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cowcore.h"
@@ -19,14 +20,37 @@ static const char info_help[] =
 	"  -f FMT             FILE's format: ucow (default; recognized by its magic) or raw\n"
 	"  --output=FMT       human (default) or json\n"
 	"  --backing-chain    also every image down the backing chain (json: an array)\n"
-	"  -h, --help         this help\n";
+	"  -h, --help         this help\n"
+	"\n"
+	"An image with snapshots also gets their list (as `ucow snapshot -l` shows it).\n";
 
-static void print_human(struct cow_image *img, const char *name)
+/* tools/img_snapshot.c */
+void snapshot_print_list(const struct cow_snap_info *v, uint32_t n, bool json,
+			 const char *indent);
+
+/* The image's snapshots (none for raw images). 0 or -errno. */
+static int get_snapshots(struct cow_image *img, const struct cow_info *in,
+			 struct cow_snap_info **v, uint32_t *n)
 {
+	*v = NULL;
+	*n = 0;
+	if (in->fmt != COW_FMT_UCOW || !in->nb_snapshots)
+		return 0;
+	return cow_snapshot_list(img, v, n);
+}
+
+static int print_human(struct cow_image *img, const char *name)
+{
+	struct cow_snap_info *sv;
 	struct cow_info in;
 	char hs[32], full[4096];
+	uint32_t ns;
+	int rc;
 
 	cow_get_info(img, &in);
+	rc = get_snapshots(img, &in, &sv, &ns);	/* before any output: an error is one line */
+	if (rc < 0)
+		return rc;
 	printf("image: %s\n", name);
 	printf("file format: %s\n", cow_fmt_name(in.fmt));
 	human_size(in.virtual_size, hs, sizeof(hs));
@@ -34,7 +58,7 @@ static void print_human(struct cow_image *img, const char *name)
 	human_size(in.disk_usage, hs, sizeof(hs));
 	printf("disk size: %s\n", hs);
 	if (in.fmt != COW_FMT_UCOW)
-		return;
+		return 0;
 	printf("chunk_size: %" PRIu32 "\n", in.chunk_size);
 	printf("block_size: %" PRIu32 "\n", in.block_size);
 	if (in.backing) {
@@ -51,14 +75,23 @@ static void print_human(struct cow_image *img, const char *name)
 	printf("snapshots: %" PRIu32 "\n", in.nb_snapshots);
 	printf("dirty: %s\n", in.dirty ? "true" : "false");
 	printf("corrupt: %s\n", in.corrupt ? "true" : "false");
+	snapshot_print_list(sv, ns, false, "");
+	free(sv);
+	return 0;
 }
 
-static void print_json(struct cow_image *img, const char *name, const char *indent)
+static int print_json(struct cow_image *img, const char *name, const char *indent)
 {
+	struct cow_snap_info *sv = NULL;
 	struct cow_info in;
-	char full[4096];
+	char full[4096], ind2[16];
+	uint32_t ns = 0;
+	int rc;
 
 	cow_get_info(img, &in);
+	rc = get_snapshots(img, &in, &sv, &ns);
+	if (rc < 0)
+		return rc;
 	printf("%s{\n%s    \"filename\": ", indent, indent);
 	json_str(stdout, name);
 	printf(",\n%s    \"format\": ", indent);
@@ -84,11 +117,15 @@ static void print_json(struct cow_image *img, const char *name, const char *inde
 		printf(",\n%s    \"zero-chunks\": %" PRIu64, indent, in.zero_chunks);
 		printf(",\n%s    \"journal-size\": %" PRIu64, indent, in.journal_size);
 		printf(",\n%s    \"journal-used\": %" PRIu64, indent, in.journal_used);
-		printf(",\n%s    \"snapshots\": %" PRIu32, indent, in.nb_snapshots);
+		printf(",\n%s    \"snapshots\": ", indent);
+		snprintf(ind2, sizeof(ind2), "%s    ", indent);
+		snapshot_print_list(sv, ns, true, ind2);
 		printf(",\n%s    \"dirty-flag\": %s", indent, in.dirty ? "true" : "false");
 		printf(",\n%s    \"corrupt\": %s", indent, in.corrupt ? "true" : "false");
 	}
 	printf("\n%s}", indent);
+	free(sv);
+	return 0;
 }
 
 int cmd_info(int argc, char **argv)
@@ -144,15 +181,24 @@ int cmd_info(int argc, char **argv)
 		printf("[\n");
 	for (i = img; i; i = chain ? cow_backing_image(i) : NULL) {
 		struct cow_info in;
+		const char *name;
 
 		cow_get_info(i, &in);
+		name = i == img ? file : in.path;
 		if (json) {
-			print_json(i, i == img ? file : in.path, chain ? "    " : "");
-			printf("%s\n", chain && cow_backing_image(i) ? "," : "");
+			rc = print_json(i, name, chain ? "    " : "");
+			if (rc == 0)
+				printf("%s\n", chain && cow_backing_image(i) ? "," : "");
 		} else {
 			if (i != img)
 				printf("\n");
-			print_human(i, i == img ? file : in.path);
+			rc = print_human(i, name);
+		}
+		if (rc < 0) {
+			ucow_err("%s: cannot read the snapshot list: %s", name,
+				 err_text_for(rc, cow_errmsg(i), in.path));
+			cow_close(img);
+			return 1;
 		}
 	}
 	if (json && chain)

@@ -30,21 +30,34 @@ static const char snapshot_help[] =
 	"NAME is a snapshot's name or its numeric id. Disk usage is what deleting the snapshot\n"
 	"would free.\n";
 
-static void print_list(const char *file, const struct cow_snap_info *v, uint32_t n, bool json)
+/*
+ * The snapshot list, shared with `ucow info` (declared there too): the human table under a
+ * "Snapshot list:" line (nothing when n is 0), or a JSON array whose lines after the first
+ * are prefixed with indent.
+ */
+void snapshot_print_list(const struct cow_snap_info *v, uint32_t n, bool json,
+			 const char *indent);
+
+void snapshot_print_list(const struct cow_snap_info *v, uint32_t n, bool json,
+			 const char *indent)
 {
 	if (json) {
 		printf("[");
 		for (uint32_t i = 0; i < n; i++) {
-			printf("%s\n    {\n        \"id\": %u,\n        \"name\": ", i ? "," : "",
-			       v[i].id);
+			printf("%s\n%s    {\n%s        \"id\": %u,\n%s        \"name\": ",
+			       i ? "," : "", indent, indent, v[i].id, indent);
 			json_str(stdout, v[i].name);
-			printf(",\n        \"parent\": %u,\n        \"date-sec\": %" PRIu64
-			       ",\n        \"date-nsec\": %u,\n        \"virtual-size\": %" PRIu64
-			       ",\n        \"disk-usage\": %" PRIu64 ",\n        \"current-parent\": %s\n    }",
-			       v[i].parent, v[i].date_sec, v[i].date_nsec, v[i].virtual_size,
-			       v[i].disk_usage, v[i].current_parent ? "true" : "false");
+			printf(",\n%s        \"parent\": %u", indent, v[i].parent);
+			printf(",\n%s        \"date-sec\": %" PRIu64, indent, v[i].date_sec);
+			printf(",\n%s        \"date-nsec\": %u", indent, v[i].date_nsec);
+			printf(",\n%s        \"virtual-size\": %" PRIu64, indent, v[i].virtual_size);
+			printf(",\n%s        \"disk-usage\": %" PRIu64, indent, v[i].disk_usage);
+			printf(",\n%s        \"current-parent\": %s\n%s    }", indent,
+			       v[i].current_parent ? "true" : "false", indent);
 		}
-		printf("%s]\n", n ? "\n" : "");
+		if (n)
+			printf("\n%s", indent);
+		printf("]");
 		return;
 	}
 	if (!n)
@@ -66,25 +79,27 @@ static void print_list(const char *file, const struct cow_snap_info *v, uint32_t
 
 int cmd_snapshot(int argc, char **argv)
 {
+	enum { OPT_OUTPUT = 256 };
 	static const struct option opts[] = {
-		{ "output", required_argument, NULL, 'O' },
+		{ "output", required_argument, NULL, OPT_OUTPUT },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	char action = 'l', err[COW_ERRLEN] = "";
 	const char *name = NULL, *file;
 	bool json = false;
-	int c, r;
+	int c, r, nactions = 0;
 
-	while ((c = getopt_long(argc, argv, "+lc:a:d:h", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":lc:a:d:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l': case 'c': case 'a': case 'd':
-			if (action != 'l' && action != c)
+			if (nactions++ && (action != 'l' || c != 'l'))
 				return usage_err(argv[0], "give only one of -l, -c, -a, -d");
 			action = (char)c;
-			name = optarg;
+			name = c == 'l' ? NULL : optarg;
 			break;
-		case 'O':
+		case OPT_OUTPUT:
 			if (!strcmp(optarg, "json"))
 				json = true;
 			else if (strcmp(optarg, "human"))
@@ -103,6 +118,11 @@ int cmd_snapshot(int argc, char **argv)
 	file = argv[optind];
 	if (name && !*name)
 		return usage_err(argv[0], "the snapshot name is empty");
+	if (action == 'c' && strlen(name) > 127) {
+		/* the engine says the same; refusing here leaves the file unopened */
+		ucow_err("%s: snapshot name must be 1 to 127 bytes", file);
+		return 1;
+	}
 
 	struct cow_image *img;
 	r = cow_open(file, COW_FMT_UCOW, action == 'l' ? COW_OPEN_RDONLY : 0, &img, err);
@@ -125,7 +145,9 @@ int cmd_snapshot(int argc, char **argv)
 		uint32_t n;
 		r = cow_snapshot_list(img, &v, &n);
 		if (!r) {
-			print_list(file, v, n, json);
+			snapshot_print_list(v, n, json, "");
+			if (json)
+				printf("\n");
 			free(v);
 		}
 	}

@@ -256,7 +256,8 @@ class Suite:
                 ("ucow, 10 snapshots", "ucow", None, 10)]
 
     def s3(self, r):
-        sides = [s for s in self.S3_SIDES if s[3] == 1 or "S3b" in self.args.only]
+        sides = [s for s in self.S3_SIDES if (s[3] == 1 or "S3b" in self.args.only) and
+                 (not self.args.sides or s[0] in self.args.sides)]
         for side, kind, opts, nsnap in rotate(sides, r):
             path = self.p("s3." + kind)
             tool = "ucow" if kind == "ucow" else "qemu"
@@ -601,12 +602,16 @@ def main():
     ap.add_argument("--only", default="S1,S2,S3,S3b,S4,S5,S6",
                     help="comma-separated scenarios (S1 S2 S3 S3b S4 S5 S6 D); S1 also runs "
                     "S4a, S3 also S5, S4 is S4b; D: chunk/block defaults (not in make bench)")
+    ap.add_argument("--s3-sides", dest="sides", default=None,
+                    help="S3 sides to run (default all: ucow, qcow2, "
+                    "qcow2 lazy_refcounts, ucow, 10 snapshots -- separated by ';')")
     ap.add_argument("--quick", action="store_true", help="256 MiB images, a smoke test")
     ap.add_argument("--dir", default=None, help="folder for the images (default: a new one in /tmp)")
     ap.add_argument("--no-doc", action="store_true", help="leave Documentation/ alone")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every command's result")
     args = ap.parse_args()
     args.only = [x.strip() for x in args.only.split(",") if x.strip()]
+    args.sides = [x.strip() for x in args.sides.split(";")] if args.sides else None
     if "S5" in args.only and "S3" not in args.only:
         args.only.append("S3")
     if "S3b" in args.only and "S3" not in args.only:

@@ -36,7 +36,7 @@ overall=${UCOW_VM_TIMEOUT:-1200}
 per_test=${UCOW_VM_TEST_TIMEOUT:-300}
 
 only=() scripts=() bins=() shell=0 verbose=0
-usage() { sed -n '6,20s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '6,17s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
 	--only) [ $# -ge 2 ] || usage; only+=("$2"); shift 2 ;;
@@ -71,6 +71,7 @@ if ! kdir=$(tests/vm/kernel.sh 2>"$out/kernel.err"); then
 	cat "$out/kernel.err" >&2
 	setup_fail "cannot get the guest kernel: $(tail -n 1 "$out/kernel.err")"
 fi
+cat "$out/kernel.err" >&2	# empty unless it had to fetch
 vmlinuz=$(ls "$kdir"/boot/vmlinuz-* | head -n 1)
 if ! tests/vm/initramfs.sh "$kdir" "$out" 2>"$out/initramfs.err"; then
 	cat "$out/initramfs.err" >&2
@@ -158,6 +159,7 @@ cat "$out/base.cpio" "$out/run.cpio" >"$out/initrd.img" || setup_fail "cannot wr
 # off the console, loglevel=5 still lets warnings through (WARN splats and Oops reports are
 # printed at level 4, which quiet alone would hide from the console).
 append="console=ttyS0 panic=-1 oops=panic quiet loglevel=5 ${UCOW_VM_APPEND:-}"
+# shellcheck disable=SC2054 # the commas belong to QEMU's option syntax
 qemu_args=(-accel tcg,thread=single -cpu max,-cx16 -smp 2 -m 2G -nographic -nodefaults
 	-no-reboot -kernel "$vmlinuz" -initrd "$out/initrd.img" -append "$append")
 

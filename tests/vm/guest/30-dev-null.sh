@@ -35,6 +35,18 @@ ucow dev stats "$id" --output=json >stats.json || fail "stats --output=json exit
 cat stats.json
 grep -q '"p99"' stats.json || fail "stats --output=json has no percentiles"
 
+[ "$(stat -c %a /run/ucow)" = 700 ] || fail "/run/ucow is mode $(stat -c %a /run/ucow), not 700"
+[ "$(stat -c %a /run/ucow/dev$id.sock)" = 600 ] || fail "the control socket is not mode 600"
+[ "$(stat -c %a /run/ucow/dev$id.json)" = 600 ] || fail "the state file is not mode 600"
+
+# a device this run directory does not know (another server's) is listed and can be deleted
+other=$(UCOW_RUN_DIR=$PWD/other ucow dev add -t null -s 64M) || fail "second add failed"
+oid=${other#/dev/ublkb}
+ucow dev list | tee list2.out
+grep -qE "^$oid +live +- " list2.out || fail "list does not show the foreign device $oid"
+must ucow dev del "$oid"
+[ ! -e "$other" ] || fail "$other still there"
+
 must ucow dev del "$dev"
 sleep 0.2
 [ ! -e "$dev" ] || fail "$dev still exists after del"

@@ -14,7 +14,7 @@ trap '[ -n "$id" ] && ucow dev del $id 2>/dev/null; cd /; rm -rf "$VM_TMP"' EXIT
 must truncate -s $SIZE img.raw
 must ucow create -q img.cow $SIZE
 run() {	# run TARGET FILE|"" [ADD-OPTIONS] -> prints IOPS
-	if [ "$1" = null ]; then dev=$(ucow dev add -t null -s $SIZE); else dev=$(ucow dev add -t $1 $3 $2); fi || fail "$1: dev add failed"
+	if [ "$1" = null ]; then dev=$(ucow dev add -t null -s $SIZE); else dev=$(ucow dev add -t $1 ${3:-} $2); fi || fail "$1: dev add failed"
 	id=${dev#/dev/ublkb}
 	fio --filename="$dev" --direct=1 --ioengine=io_uring --rw=randwrite --bs=4k --iodepth=32 \
 		--time_based --runtime=8 --ramp_time=1 --norandommap --randrepeat=0 \
