@@ -217,11 +217,18 @@ int snap_load(struct cow_image *img, uint64_t file_size)
 			SBAD("%s: corrupt image: the current state's parent snapshot is missing",
 			     img->path);
 	}
-	r = pread_all(img->fd, img->rc, h->refcount_size, h->refcount_offset);
+	/* through an aligned buffer: the file may be open with O_DIRECT */
+	free(buf);
+	buf = aligned(h->refcount_size);
+	if (!buf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = pread_all(img->fd, buf, h->refcount_size, h->refcount_offset);
 	if (r)
 		goto out;
 	for (uint64_t p = 0; p < img->rc_len; p++) {
-		img->rc[p] = le32toh(img->rc[p]);
+		img->rc[p] = get_le32(buf + p * 4);
 		if (img->rc[p] > img->nb_snaps)
 			SBAD("%s: corrupt image: refcount of chunk %llu is %u, more than the %u "
 			     "snapshots", img->path, (unsigned long long)p, img->rc[p], img->nb_snaps);

@@ -148,6 +148,16 @@ static void test_tree(void **state)
 	assert_true(si[3].current_parent);	/* the current state descends from s4 */
 	free(si);
 	h_close(&h);
+	/* an image with snapshots opens with O_DIRECT too, and its first writes copy */
+	assert_int_equal(cow_open(P("tree.img"), COW_FMT_NONE, COW_OPEN_DIRECT, &h.img, err), 0);
+	h_ctx(&h);
+	char *d = NULL;
+	assert_int_equal(posix_memalign((void **)&d, 4096, 8192), 0);
+	memset(d, 0x5e, 8192);
+	assert_int_equal(cow_rw(h.ctx, COW_WRITE, d, 8192, 1 << 20, 0), 0);
+	memset(cur + (1 << 20), 0x5e, 8192);
+	free(d);
+	h_close(&h);
 	verify(P("tree.img"), NULL, cur, SZ);
 	for (int i = 1; i <= 5; i++)
 		verify(P("tree.img"), names[i], m[i], SZ);
