@@ -605,11 +605,15 @@ void cow_get_info(struct cow_image *img, struct cow_info *info)
 	info->chunk_size = img->chunk_size;
 	info->block_size = img->block_size;
 	info->nr_chunks = img->nr_chunks;
-	for (uint64_t c = 0; c < img->nr_chunks; c++) {
-		uint64_t e = ent_load(img, c);
-		info->allocated_chunks += (e & UCOW_E_PCN_MASK) != 0;
-		info->zero_chunks += (e & UCOW_E_ZERO) != 0;
+	uint64_t alloc = 0, zero = 0, n = img->nr_chunks;
+	const uint64_t *t = img->table;
+	for (uint64_t c = 0; c < n; c++) {
+		uint64_t e = __atomic_load_n(&t[c], __ATOMIC_RELAXED);	/* a statistic */
+		alloc += (e & UCOW_E_PCN_MASK) != 0;
+		zero += (e & UCOW_E_ZERO) != 0;
 	}
+	info->allocated_chunks = alloc;
+	info->zero_chunks = zero;
 	pthread_mutex_lock(&img->lock);
 	info->journal_size = img->hdr.journal_size;
 	info->journal_used = img->jblk * UCOW_JBLOCK;

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,6 +29,38 @@ static int pread_all(int fd, void *buf, size_t len, uint64_t off)
 		buf = (char *)buf + r;
 		len -= r;
 		off += r;
+	}
+	return 0;
+}
+
+/*
+ * Read a metadata region, skipping its holes (a new image's table is one big hole: a 1 TiB
+ * image opens without reading its 8 MiB table). Extents are widened to 4 KiB for O_DIRECT.
+ */
+static int pread_sparse(int fd, void *buf, uint64_t len, uint64_t off)
+{
+	uint64_t pos = off, end = off + len;
+	while (pos < end) {
+		off_t d = lseek(fd, (off_t)pos, SEEK_DATA);
+		if (d < 0 || (uint64_t)d >= end) {
+			if (d < 0 && errno != ENXIO)
+				return pread_all(fd, (char *)buf + (pos - off), end - pos, pos);
+			memset((char *)buf + (pos - off), 0, end - pos);
+			return 0;
+		}
+		uint64_t ds = (uint64_t)d & ~(uint64_t)(UCOW_META_ALIGN - 1);
+		if (ds < pos)
+			ds = pos;
+		memset((char *)buf + (pos - off), 0, ds - pos);
+		off_t h = lseek(fd, d, SEEK_HOLE);
+		uint64_t de = h < 0 ? end : ((uint64_t)h + UCOW_META_ALIGN - 1) &
+					    ~(uint64_t)(UCOW_META_ALIGN - 1);
+		if (de > end)
+			de = end;
+		int r = pread_all(fd, (char *)buf + (ds - off), de - ds, ds);
+		if (r)
+			return r;
+		pos = de;
 	}
 	return 0;
 }
@@ -236,8 +269,12 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 		v.file_chunks++;	/* a last chunk written only in part */
 	img->file_pcns = (uint64_t)st.st_size >> img->chunk_shift;
 
-	if (posix_memalign((void **)&img->table, UCOW_META_ALIGN, h->table_size))
+	/* a large table in huge pages: 4 page faults for a 1 TiB image's 8 MiB, not 2048 */
+	if (posix_memalign((void **)&img->table, h->table_size >= (2u << 20) ? 2u << 20 :
+			   UCOW_META_ALIGN, h->table_size))
 		return -ENOMEM;
+	if (h->table_size >= (2u << 20))
+		madvise(img->table, h->table_size, MADV_HUGEPAGE);	/* a hint; may be off */
 	img->table_dirty = calloc(h->table_size / UCOW_META_ALIGN, 1);
 	img->bm_groups = calloc(img->nr_groups, sizeof(*img->bm_groups));
 	img->bm_dirty = calloc(img->nr_groups, 1);
@@ -247,7 +284,7 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 		r = -ENOMEM;
 		goto out;
 	}
-	r = pread_all(img->fd, img->table, h->table_size, h->table_offset);
+	r = pread_sparse(img->fd, img->table, h->table_size, h->table_offset);
 	if (r) {
 		img_set_err(img, "%s: reading the lookup table: %s", img->path, strerror(-r));
 		goto out;
