@@ -80,6 +80,38 @@ void eng_queue(struct cow_ctx *ctx, struct eio *e, int op, int fd, void *buf, ui
 		fn(e, r);
 }
 
+/* ---- chunk-sized buffers (per ctx; a chunk op's bounce and copy) ------------------------- */
+
+#define CTX_MAX_FREE_BUFS 16
+
+/* A chunk_size buffer, 4 KiB aligned (O_DIRECT); reused, so large writes do not mmap and
+ * munmap a fresh buffer each time. */
+static void *buf_get(struct cow_ctx *ctx)
+{
+	void *b = ctx->free_bufs;
+	if (b) {
+		ctx->free_bufs = *(void **)b;
+		ctx->nfree_bufs--;
+		return b;
+	}
+	if (posix_memalign(&b, 4096, ctx->img->chunk_size))
+		return NULL;
+	return b;
+}
+
+static void buf_put(struct cow_ctx *ctx, void *b)
+{
+	if (!b)
+		return;
+	if (ctx->nfree_bufs >= CTX_MAX_FREE_BUFS) {
+		free(b);
+		return;
+	}
+	*(void **)b = ctx->free_bufs;
+	ctx->free_bufs = b;
+	ctx->nfree_bufs++;
+}
+
 /* ---- request references ---------------------------------------------------------------- */
 
 void req_put(struct cow_req *req, int res)
@@ -392,8 +424,8 @@ static void op_fill(struct chunk_op *op, uint32_t off, uint32_t len, char *buf)
 
 static void op_free(struct chunk_op *op)
 {
-	free(op->bounce);
-	free(op->copybuf);
+	buf_put(op->ctx, op->bounce);
+	buf_put(op->ctx, op->copybuf);
 	free(op->newbm);
 	free(op);
 }
@@ -455,10 +487,15 @@ static void op_write(struct chunk_op *op)
 	op->pending = 1;
 	op->next = op_publish;
 	if (op->src) {
-		memcpy(op->bounce + (op->in - op->ws), op->src, op->len);
+		/* nothing filled around the data: write it from the caller's buffer */
+		char *from = (char *)op->src;
+		if (op->ws != op->in || op->we != op->in + op->len) {
+			memcpy(op->bounce + (op->in - op->ws), op->src, op->len);
+			from = op->bounce;
+		}
 		STAT_ADD(img, data_writes, 1);
 		STAT_ADD(img, data_bytes_written, op->we - op->ws);
-		op_io(op, COW_IO_WRITE, op->bounce, op->we - op->ws, base + op->ws);
+		op_io(op, COW_IO_WRITE, from, op->we - op->ws, base + op->ws);
 	} else {
 		memset(op->bounce + (op->in - op->ws), 0, op->len);
 		if (op->fs < op->fe) {
@@ -592,11 +629,10 @@ static void op_start(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint3
 		op->newbm[img->bm_words - 1] &= (1ull << (img->bpc % 64)) - 1;
 	for (uint32_t b = as >> img->block_shift; b < ae >> img->block_shift; b++)
 		op->newbm[b / 64] |= 1ull << (b % 64);
-	/* aligned: the image may be open with O_DIRECT */
-	if (posix_memalign((void **)&op->bounce, 4096, op->we - op->ws ? op->we - op->ws : 1))
-		op->bounce = NULL;
-	if (op->shared && posix_memalign((void **)&op->copybuf, 4096, img->chunk_size))
-		op->copybuf = NULL;
+	/* [ws, we) lies within the chunk: a chunk-sized buffer holds it */
+	op->bounce = buf_get(ctx);
+	if (op->shared)
+		op->copybuf = buf_get(ctx);
 	if (!op->bounce || (op->shared && !op->copybuf)) {
 		if (op->new_chunk)
 			alloc_release(img, op->np);
@@ -611,7 +647,8 @@ fail:
 	pthread_mutex_unlock(&img->lock);
 	if (op) {
 		free(op->newbm);
-		free(op->bounce);
+		buf_put(ctx, op->bounce);
+		buf_put(ctx, op->copybuf);
 		free(op);
 	}
 	req_put(req, r);
@@ -956,6 +993,11 @@ void cow_ctx_free(struct cow_ctx *ctx)
 		struct eio *e = ctx->free_eios;
 		ctx->free_eios = e->fnext;
 		free(e);
+	}
+	while (ctx->free_bufs) {
+		void *b = ctx->free_bufs;
+		ctx->free_bufs = *(void **)b;
+		free(b);
 	}
 	if (ctx->efd >= 0)
 		close(ctx->efd);

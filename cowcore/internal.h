@@ -107,6 +107,8 @@ struct cow_ctx {
 	struct cow_backend *be;
 	struct cow_ctx *backing;	/* same thread, backing image */
 	struct eio *free_eios;
+	void *free_bufs;		/* chunk-sized aligned buffers for chunk ops (linked) */
+	unsigned nfree_bufs;
 	int efd;
 	pthread_mutex_t rlock;
 	struct cow_req *ready;		/* requests handed over by other threads */
