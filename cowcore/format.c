@@ -204,8 +204,15 @@ int ucow_hdr_decode(const uint8_t *b, uint64_t file_size, struct ucow_hdr *h, ch
 		if (h->snap_table_offset || h->snap_table_size || h->nb_snapshots ||
 		    h->refcount_offset || h->refcount_size || h->parent_snapshot)
 			BAD("snapshot fields set without the snapshot feature");
+	} else if (!h->nb_snapshots) {
+		/* the feature stays on after the last delete when an apply moved the table */
+		if (h->snap_table_offset || h->snap_table_size || h->refcount_offset ||
+		    h->refcount_size || h->parent_snapshot)
+			BAD("snapshot fields set but no snapshots");
+		if (h->table_offset < h->data_offset)
+			BAD("snapshot feature set without snapshots or a moved table");
 	} else {
-		if (!h->nb_snapshots || h->nb_snapshots > UCOW_MAX_SNAPSHOTS)
+		if (h->nb_snapshots > UCOW_MAX_SNAPSHOTS)
 			BAD("invalid snapshot count %u", h->nb_snapshots);
 		if (h->snap_table_offset < h->data_offset || h->snap_table_offset % h->chunk_size ||
 		    h->snap_table_size < (uint64_t)h->nb_snapshots * UCOW_SNAP_ENTRY ||

@@ -60,11 +60,48 @@ static void free_extent(struct cow_image *img, uint64_t off, uint64_t size)
 		alloc_release(img, (off >> img->chunk_shift) + i);
 }
 
-static void free_chunk(struct cow_image *img, uint64_t p)
+/* Chunks to free after a switch: collected, then punched in runs (one call per run of
+ * adjacent chunks, not one per chunk: an apply on a 4 GiB image frees thousands). */
+struct freeset {
+	uint64_t *v;
+	size_t n, cap;
+};
+
+static void free_chunk(struct freeset *fs, uint64_t p)
 {
-	fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-		  (off_t)(p << img->chunk_shift), (off_t)img->chunk_size);
-	alloc_release(img, p);
+	if (fs->n == fs->cap) {
+		size_t cap = fs->cap ? fs->cap * 2 : 256;
+		uint64_t *v = realloc(fs->v, cap * sizeof(*v));
+		if (!v)
+			return;		/* not freed now: free again at the next open */
+		fs->v = v;
+		fs->cap = cap;
+	}
+	fs->v[fs->n++] = p;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void free_chunks(struct cow_image *img, struct freeset *fs)
+{
+	qsort(fs->v, fs->n, sizeof(*fs->v), cmp_u64);
+	for (size_t i = 0; i < fs->n;) {
+		size_t j = i + 1;
+		while (j < fs->n && fs->v[j] == fs->v[j - 1] + 1)
+			j++;
+		fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			  (off_t)(fs->v[i] << img->chunk_shift), (off_t)((j - i) << img->chunk_shift));
+		for (size_t k = i; k < j; k++)
+			alloc_release(img, fs->v[k]);
+		i = j;
+	}
+	free(fs->v);
+	fs->v = NULL;
+	fs->n = fs->cap = 0;
 }
 
 static int pwrite_all(struct cow_image *img, const void *buf, size_t len, uint64_t off)
@@ -160,7 +197,7 @@ int snap_load(struct cow_image *img, uint64_t file_size)
 	uint8_t *buf = NULL;
 	int r = 0;
 
-	if (!(h->incompat & UCOW_INCOMPAT_SNAPSHOTS))
+	if (!(h->incompat & UCOW_INCOMPAT_SNAPSHOTS) || !h->nb_snapshots)
 		return 0;
 	buf = aligned(h->snap_table_size);
 	img->snaps = calloc(h->nb_snapshots, sizeof(*img->snaps));
@@ -247,7 +284,7 @@ void snap_extents(struct cow_image *img, void (*fn)(void *, uint64_t, uint64_t),
 	struct ucow_hdr *h = &img->hdr;
 	if (h->table_offset >= h->data_offset)
 		fn(arg, h->table_offset, h->table_size + h->bitmap_size);
-	if (!(h->incompat & UCOW_INCOMPAT_SNAPSHOTS))
+	if (!(h->incompat & UCOW_INCOMPAT_SNAPSHOTS) || !h->nb_snapshots)
 		return;
 	fn(arg, h->snap_table_offset, h->snap_table_size);
 	fn(arg, h->refcount_offset, h->refcount_size);
@@ -403,7 +440,8 @@ static int switch_header(struct cow_image *img, struct ucow_hdr *nh)
 		return -errno;
 	struct ucow_hdr old = img->hdr;
 	nh->generation = img->hdr.generation;
-	if (nh->nb_snapshots)
+	/* snapshot structures, or a current table that an apply moved into the data area */
+	if (nh->nb_snapshots || nh->table_offset >= nh->data_offset)
 		nh->incompat |= UCOW_INCOMPAT_SNAPSHOTS;
 	else
 		nh->incompat &= ~UCOW_INCOMPAT_SNAPSHOTS;
@@ -631,6 +669,7 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 		goto out;
 	/* S4: old tables, the frozen copy, and chunks nobody references any more */
 	uint8_t *cur = current_map(img);
+	struct freeset fs = { 0 };
 	free_extent(img, oh.snap_table_offset, oh.snap_table_size);
 	free_extent(img, oh.refcount_offset, oh.refcount_size);
 	free_extent(img, s->table_offset, s->extent_size);
@@ -640,8 +679,9 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 			continue;
 		rc[p] = UINT32_MAX;	/* freed once even if mapped twice below */
 		if (cur && !in_map(cur, img, p))
-			free_chunk(img, p);	/* without the map: leaked until the next open */
+			free_chunk(&fs, p);	/* without the map: leaked until the next open */
 	}
+	free_chunks(img, &fs);
 	free(cur);
 	for (uint64_t p = 0; p < rc_len; p++)
 		if (rc[p] == UINT32_MAX)
@@ -760,11 +800,13 @@ int cow_snapshot_apply(struct cow_image *img, const char *key)
 			    oh.table_size + oh.bitmap_size : oh.table_size);
 	if (oh.bitmap_offset < oh.data_offset)
 		free_extent(img, oh.bitmap_offset, oh.bitmap_size);
+	struct freeset fs = { 0 };
 	for (uint64_t c = 0; old && c < img->nr_chunks; c++) {
 		uint64_t p = old[c] & UCOW_E_PCN_MASK;
 		if (p && !snap_shared(img, p))
-			free_chunk(img, p);
+			free_chunk(&fs, p);
 	}
+	free_chunks(img, &fs);
 	memset(img->table_dirty, 0, img->hdr.table_size / UCOW_META_ALIGN);
 	memset(img->bm_dirty, 0, img->nr_groups);
 	img->vsize = s->vsize;

@@ -162,6 +162,17 @@ static void test_tree(void **state)
 	for (int i = 1; i <= 5; i++)
 		verify(P("tree.img"), names[i], m[i], SZ);
 	check_ok(P("tree.img"), false);
+	/* delete them all after an apply: the moved table stays valid, the image opens */
+	h_open(&h, P("tree.img"), 0);
+	for (int i = 1; i <= 5; i++)
+		assert_int_equal(cow_snapshot_delete(h.img, names[i]), 0);
+	h_close(&h);
+	verify(P("tree.img"), NULL, cur, SZ);
+	check_ok(P("tree.img"), false);
+	h_open(&h, P("tree.img"), 0);	/* and it takes new snapshots */
+	assert_int_equal(cow_snapshot_create(h.img, "again"), 0);
+	h_close(&h);
+	verify(P("tree.img"), "again", cur, SZ);
 }
 
 /* Random operations with snapshot create/apply/delete; every live snapshot checked. */
