@@ -1,9 +1,10 @@
-#!/bin/sh
+#!/bin/bash
 # The command-line tests: tests/cli/run.sh BUILD_DIR
 # Runs every tests/cli/t_*.sh with BUILD_DIR/ucow, each in a fresh scratch folder with a
 # time limit, and prints one "PASS cli/<name>" or "FAIL cli/<name> <why>" line per test.
 # Exits non-zero when any test failed. A test's output goes to BUILD_DIR/cli-logs/<name>.log.
-# CLI_TESTS="name ..." runs only those; CLI_TIMEOUT sets the limit in seconds (default 150).
+# CLI_TESTS="name ..." runs only those; CLI_TIMEOUT sets the limit in seconds (default 150);
+# CLI_JOBS tests run at once (default 2: the tests mostly wait on fsync).
 build=${1:-build}
 case $build in /*) ;; *) build=$(pwd)/$build ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
@@ -17,13 +18,11 @@ logs=$build/cli-logs
 mkdir -p "$logs"
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/ucow-cli.XXXXXX") || exit 1
 limit=${CLI_TIMEOUT:-150}
-rc=0
-for t in "$here"/t_*.sh; do
+jobs=${CLI_JOBS:-2}
+one() {	# one TEST-FILE: run it, print its line; exit status 1 when it failed
+	t=$1
 	name=$(basename "$t" .sh)
 	name=${name#t_}
-	if [ -n "${CLI_TESTS:-}" ]; then
-		case " $CLI_TESTS " in *" $name "*) ;; *) continue ;; esac
-	fi
 	dir=$scratch/$name
 	log=$logs/$name.log
 	mkdir -p "$dir"
@@ -34,17 +33,37 @@ for t in "$here"/t_*.sh; do
 	if [ $st -eq 0 ]; then
 		echo "PASS cli/$name (${secs}s)"
 		rm -rf "$dir"
-		continue
+		return 0
 	fi
-	rc=1
 	if [ $st -eq 124 ] || [ $st -eq 137 ]; then
 		why="timed out after ${limit}s"
 	else
 		why=$(grep '^not ok: ' "$log" | head -n 1 | cut -c9-)
 		[ -n "$why" ] || why="exit status $st"
 	fi
-	echo "FAIL cli/$name $why (log: $log, files: $dir)"
-	tail -n 15 "$log" | sed 's/^/    /'
+	# one write for the whole report, so parallel tests do not interleave it
+	printf '%s\n%s\n' "FAIL cli/$name $why (log: $log, files: $dir)" \
+		"$(tail -n 15 "$log" | sed 's/^/    /')"
+	return 1
+}
+rc=0
+running=0
+for t in "$here"/t_*.sh; do
+	name=$(basename "$t" .sh)
+	name=${name#t_}
+	if [ -n "${CLI_TESTS:-}" ]; then
+		case " $CLI_TESTS " in *" $name "*) ;; *) continue ;; esac
+	fi
+	if [ $running -ge "$jobs" ]; then
+		wait -n || rc=1
+		running=$((running - 1))
+	fi
+	one "$t" &
+	running=$((running + 1))
+done
+while [ $running -gt 0 ]; do
+	wait -n || rc=1
+	running=$((running - 1))
 done
 [ $rc -eq 0 ] && rm -rf "$scratch"
 exit $rc
