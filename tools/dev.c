@@ -32,7 +32,7 @@
 static const char dev_help[] =
 	"usage: ucow dev add [-t cow|raw|null] [-n ID] [-q QUEUES] [-d DEPTH] [-s SIZE]\n"
 	"                    [--direct] [--read-only] [--recoverable] [--foreground]\n"
-	"                    [--block-size 512|4096] [FILE]\n"
+	"                    [--block-size 512|4096] [--snapshot NAME] [FILE]\n"
 	"       ucow dev del ID|/dev/ublkbN|--all [--force]\n"
 	"       ucow dev list [--output=human|json]\n"
 	"       ucow dev recover ID [--foreground]\n"
@@ -53,6 +53,8 @@ static const char dev_help[] =
 	"  --recoverable      if the server dies, I/O waits for 'ucow dev recover ID'\n"
 	"  --foreground       do not become a daemon (Ctrl-C stops and deletes the device)\n"
 	"  --block-size N     logical block size: 512 (default) or 4096\n"
+	"  --snapshot NAME    serve snapshot NAME of a cow image, read-only (the current\n"
+	"                     state is left as it is; not while the image is served read-write)\n"
 	"  --force            del: stop the device even when it is mounted\n";
 
 /* ---- helpers ----------------------------------------------------------------------------- */
@@ -250,7 +252,7 @@ static int spawn_server(struct ublk_dev *dev, bool recover, unsigned id)
 /* ---- add --------------------------------------------------------------------------------- */
 
 enum { OPT_DIRECT = 256, OPT_RO, OPT_RECOVERABLE, OPT_FG, OPT_BS, OPT_OUTPUT, OPT_FORCE,
-       OPT_ALL };
+       OPT_ALL, OPT_SNAPSHOT };
 
 static int dev_add(int argc, char **argv)
 {
@@ -265,10 +267,13 @@ static int dev_add(int argc, char **argv)
 		{ "recoverable", no_argument, NULL, OPT_RECOVERABLE },
 		{ "foreground", no_argument, NULL, OPT_FG },
 		{ "block-size", required_argument, NULL, OPT_BS },
+		{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ublk_dev *dev = malloc(sizeof(*dev));
+	struct ublk_state st;
+	int sid;
 	const struct ublk_tgt_ops *tgt;
 	struct ublk_ctrl ctrl;
 	const char *why = NULL;
@@ -325,6 +330,14 @@ static int dev_add(int argc, char **argv)
 		case OPT_RO: dev->o.read_only = true; break;
 		case OPT_RECOVERABLE: dev->o.recoverable = true; break;
 		case OPT_FG: dev->o.foreground = true; break;
+		case OPT_SNAPSHOT:
+			if (!*optarg || strlen(optarg) >= sizeof(dev->o.snapshot)) {
+				ret = usage_err("dev add", "invalid snapshot name '%s' (1 to 127 bytes)",
+						optarg);
+				goto out;
+			}
+			snprintf(dev->o.snapshot, sizeof(dev->o.snapshot), "%s", optarg);
+			break;
 		case OPT_BS:
 			if (strcmp(optarg, "512") && strcmp(optarg, "4096")) {
 				ret = usage_err("dev add", "invalid block size '%s' (512 or 4096)",
@@ -343,6 +356,17 @@ static int dev_add(int argc, char **argv)
 		}
 	}
 	tgt = ublk_tgt_find(dev->o.target);
+	if (dev->o.snapshot[0]) {
+		if (tgt != &ublk_tgt_cow) {
+			ret = usage_err("dev add", "--snapshot is for the cow target");
+			goto out;
+		}
+		if (dev->o.recoverable) {
+			ret = usage_err("dev add", "--snapshot and --recoverable do not go together");
+			goto out;
+		}
+		dev->o.read_only = true;	/* a snapshot is served read-only, always */
+	}
 	if (tgt->needs_file) {
 		if (optind + 1 != argc) {
 			ret = usage_err("dev add", optind == argc ? "no FILE given" :
@@ -355,6 +379,22 @@ static int dev_add(int argc, char **argv)
 		}
 		if (dev->o.size) {
 			ret = usage_err("dev add", "-s is for the null target");
+			goto out;
+		}
+		/*
+		 * One process holds an image read-write (exclusive lock); read-only servers
+		 * (snapshot devices too) share it. Name the device in the way instead of
+		 * waiting for the lock and reporting it busy.
+		 */
+		sid = ublk_server_of(dev->o.file, &st);
+		if (sid >= 0 && (!dev->o.read_only || (!st.o.read_only && !st.o.snapshot[0]))) {
+			if (dev->o.snapshot[0])
+				ucow_err("%s: in use by /dev/ublkb%d; a snapshot is served only while "
+					 "the image is not served read-write (ucow dev del %d first)",
+					 argv[optind], sid, sid);
+			else
+				ucow_err("%s: in use by /dev/ublkb%d (ucow dev del %d first)",
+					 argv[optind], sid, sid);
 			goto out;
 		}
 	} else if (optind != argc) {
@@ -584,6 +624,10 @@ static int dev_list(int argc, char **argv)
 			json_str(stdout, st.o.target);
 			printf(", \"file\": ");
 			json_str(stdout, st.o.file);
+			if (st.o.snapshot[0]) {
+				printf(", \"snapshot\": ");
+				json_str(stdout, st.o.snapshot);
+			}
 			printf(", \"device\": \"/dev/ublkb%d\", \"queues\": %u, \"depth\": %u, "
 			       "\"pid\": %d, \"size\": %" PRIu64 ", \"block_size\": %u, "
 			       "\"direct\": %s, \"read_only\": %s, \"recoverable\": %s, "
@@ -594,9 +638,10 @@ static int dev_list(int argc, char **argv)
 			json_str(stdout, feat);
 			printf("}");
 		} else {
-			printf("%-4d %-20s %-6s %-6u %-5u %-8d %s\n%52s%s\n", ids[i], state,
+			printf("%-4d %-20s %-6s %-6u %-5u %-8d %s%s%s\n%52s%s\n", ids[i], state,
 			       st.o.target, info.nr_hw_queues, info.queue_depth, (int)st.pid,
-			       st.o.file[0] ? st.o.file : "-", "", feat);
+			       st.o.file[0] ? st.o.file : "-", st.o.snapshot[0] ? " @" : "",
+			       st.o.snapshot, "", feat);
 		}
 		shown++;
 	}

@@ -9,6 +9,7 @@
 
 #include "cowcore.h"
 #include "cmds.h"
+#include "ublk.h"
 #include "util.h"
 
 static const char info_help[] =
@@ -22,7 +23,8 @@ static const char info_help[] =
 	"  --backing-chain    also every image down the backing chain (json: an array)\n"
 	"  -h, --help         this help\n"
 	"\n"
-	"An image with snapshots also gets their list (as `ucow snapshot -l` shows it).\n";
+	"An image with snapshots also gets their list (as `ucow snapshot -l` shows it).\n"
+	"While FILE is served read-write (ucow dev add), the serving process answers.\n";
 
 /* tools/img_snapshot.c */
 void snapshot_print_list(const struct cow_snap_info *v, uint32_t n, bool json,
@@ -39,18 +41,12 @@ static int get_snapshots(struct cow_image *img, const struct cow_info *in,
 	return cow_snapshot_list(img, v, n);
 }
 
-static int print_human(struct cow_image *img, const char *name)
+static void print_human_in(const struct cow_info *ip, const struct cow_snap_info *sv,
+			   uint32_t ns, const char *name)
 {
-	struct cow_snap_info *sv;
-	struct cow_info in;
+	const struct cow_info in = *ip;
 	char hs[32], full[4096];
-	uint32_t ns;
-	int rc;
 
-	cow_get_info(img, &in);
-	rc = get_snapshots(img, &in, &sv, &ns);	/* before any output: an error is one line */
-	if (rc < 0)
-		return rc;
 	printf("image: %s\n", name);
 	printf("file format: %s\n", cow_fmt_name(in.fmt));
 	human_size(in.virtual_size, hs, sizeof(hs));
@@ -58,7 +54,7 @@ static int print_human(struct cow_image *img, const char *name)
 	human_size(in.disk_usage, hs, sizeof(hs));
 	printf("disk size: %s\n", hs);
 	if (in.fmt != COW_FMT_UCOW)
-		return 0;
+		return;
 	printf("chunk_size: %" PRIu32 "\n", in.chunk_size);
 	printf("block_size: %" PRIu32 "\n", in.block_size);
 	if (in.backing) {
@@ -76,22 +72,30 @@ static int print_human(struct cow_image *img, const char *name)
 	printf("dirty: %s\n", in.dirty ? "true" : "false");
 	printf("corrupt: %s\n", in.corrupt ? "true" : "false");
 	snapshot_print_list(sv, ns, false, "");
+}
+
+static int print_human(struct cow_image *img, const char *name)
+{
+	struct cow_snap_info *sv;
+	struct cow_info in;
+	uint32_t ns;
+	int rc;
+
+	cow_get_info(img, &in);
+	rc = get_snapshots(img, &in, &sv, &ns);	/* before any output: an error is one line */
+	if (rc < 0)
+		return rc;
+	print_human_in(&in, sv, ns, name);
 	free(sv);
 	return 0;
 }
 
-static int print_json(struct cow_image *img, const char *name, const char *indent)
+static void print_json_in(const struct cow_info *ip, const struct cow_snap_info *sv,
+			  uint32_t ns, const char *name, const char *indent)
 {
-	struct cow_snap_info *sv = NULL;
-	struct cow_info in;
+	const struct cow_info in = *ip;
 	char full[4096], ind2[16];
-	uint32_t ns = 0;
-	int rc;
 
-	cow_get_info(img, &in);
-	rc = get_snapshots(img, &in, &sv, &ns);
-	if (rc < 0)
-		return rc;
 	printf("%s{\n%s    \"filename\": ", indent, indent);
 	json_str(stdout, name);
 	printf(",\n%s    \"format\": ", indent);
@@ -124,9 +128,105 @@ static int print_json(struct cow_image *img, const char *name, const char *inden
 		printf(",\n%s    \"corrupt\": %s", indent, in.corrupt ? "true" : "false");
 	}
 	printf("\n%s}", indent);
+}
+
+static int print_json(struct cow_image *img, const char *name, const char *indent)
+{
+	struct cow_snap_info *sv = NULL;
+	struct cow_info in;
+	uint32_t ns = 0;
+	int rc;
+
+	cow_get_info(img, &in);
+	rc = get_snapshots(img, &in, &sv, &ns);
+	if (rc < 0)
+		return rc;
+	print_json_in(&in, sv, ns, name, indent);
 	free(sv);
 	return 0;
 }
+
+/*
+ * FILE served read-write by a ucow dev server (which holds it locked): the server answers
+ * for FILE itself; the backing chain is opened here (servers open it read-only, shared).
+ * Returns the exit status, or -1 when FILE is not served that way.
+ */
+static int info_online(const char *file, int fmt, bool json, bool chain)
+{
+	struct ublk_state st;
+	struct cow_snap_info *sv = NULL;
+	struct cow_image *bimg = NULL, *i;
+	struct cow_info in;
+	char backing[4096], full[4096], err[COW_ERRLEN] = "";
+	char *resp = NULL;
+	uint32_t ns = 0;
+	int id = ublk_server_of(file, &st), r;
+
+	if (id < 0 || st.o.read_only || st.o.snapshot[0] || !st.sock[0] ||
+	    (fmt == COW_FMT_RAW && strcmp(st.o.target, "raw")) ||
+	    (fmt == COW_FMT_UCOW && strcmp(st.o.target, "cow")))
+		return -1;
+	r = ublk_sock_call(st.sock, "image-info", 300, &resp);
+	if (r == -ENOENT || r == -ECONNREFUSED)
+		return -1;
+	if (r == -EPROTO && resp) {
+		ucow_err("%s: %s", file, resp);
+		free(resp);
+		return 1;
+	}
+	if (r < 0 || ublk_parse_info(resp, &in, backing, sizeof(backing)) < 0 ||
+	    ublk_parse_snaps(resp, &sv, &ns) < 0) {
+		ucow_err("%s: no answer from the server of /dev/ublkb%d: %s", file, id,
+			 r < 0 ? strerror(-r) : "bad answer");
+		free(resp);
+		return 1;
+	}
+	free(resp);
+	if (chain && in.backing) {
+		if (resolve_near(file, in.backing, full, sizeof(full)) < 0)
+			snprintf(full, sizeof(full), "%s", in.backing);
+		r = cow_open(full, in.backing_fmt, COW_OPEN_RDONLY, &bimg, err);
+		if (r < 0) {
+			report(file, NULL, r, err);
+			free(sv);
+			return 1;
+		}
+	}
+	if (json && chain)
+		printf("[\n");
+	if (json) {
+		print_json_in(&in, sv, ns, file, chain ? "    " : "");
+		printf("%s\n", chain && bimg ? "," : "");
+	} else {
+		print_human_in(&in, sv, ns, file);
+	}
+	free(sv);
+	for (i = bimg; i; i = cow_backing_image(i)) {
+		struct cow_info bi;
+
+		cow_get_info(i, &bi);
+		if (json) {
+			r = print_json(i, bi.path, "    ");
+			if (r == 0)
+				printf("%s\n", cow_backing_image(i) ? "," : "");
+		} else {
+			printf("\n");
+			r = print_human(i, bi.path);
+		}
+		if (r < 0) {
+			ucow_err("%s: cannot read the snapshot list: %s", bi.path,
+				 err_text_for(r, cow_errmsg(i), bi.path));
+			cow_close(bimg);
+			return 1;
+		}
+	}
+	if (json && chain)
+		printf("]\n");
+	if (bimg)
+		cow_close(bimg);
+	return 0;
+}
+
 
 int cmd_info(int argc, char **argv)
 {
@@ -172,6 +272,9 @@ int cmd_info(int argc, char **argv)
 		return usage_err("info", "too many arguments ('%s')", argv[optind + 1]);
 	file = argv[optind];
 
+	rc = info_online(file, fmt, json, chain);
+	if (rc >= 0)
+		return rc;
 	rc = cow_open(file, fmt, COW_OPEN_RDONLY | (chain ? 0 : COW_OPEN_NOCHAIN), &img, err);
 	if (rc < 0) {
 		report(file, NULL, rc, err);

@@ -10,6 +10,7 @@
 
 #include "cowcore.h"
 #include "cmds.h"
+#include "ublk.h"
 #include "util.h"
 
 static const char snapshot_help[] =
@@ -28,7 +29,11 @@ static const char snapshot_help[] =
 	"  -h, --help      this help\n"
 	"\n"
 	"NAME is a snapshot's name or its numeric id. Disk usage is what deleting the snapshot\n"
-	"would free.\n";
+	"would free.\n"
+	"\n"
+	"While FILE is served (ucow dev add), -l, -c and -d ask the serving process, which\n"
+	"pauses the device's I/O for the moment the operation needs; -a refuses (the device\n"
+	"would change under its user): delete the device first.\n";
 
 /*
  * The snapshot list, shared with `ucow info` (declared there too): the human table under a
@@ -77,6 +82,72 @@ void snapshot_print_list(const struct cow_snap_info *v, uint32_t n, bool json,
 	}
 }
 
+/*
+ * FILE served by a ucow dev server: do it through the server's socket (it holds the image).
+ * Returns the exit status, or -1 when FILE is not served (or its server does not answer):
+ * then the caller opens the image itself.
+ */
+static int snapshot_online(const char *file, char action, const char *name, bool json)
+{
+	struct ublk_state st;
+	char req[512], ename[400];
+	char *resp = NULL;
+	int id = ublk_server_of(file, &st), r;
+	bool ro;
+
+	if (id < 0)
+		return -1;
+	ro = st.o.read_only || st.o.snapshot[0];
+	if (action == 'a') {
+		/* the image would change under the device's user */
+		ucow_err("%s: in use by /dev/ublkb%d (ucow dev del %d first)", file, id, id);
+		return 1;
+	}
+	if (ro) {
+		if (action == 'l')
+			return -1;	/* read-only servers share the image with readers */
+		ucow_err("%s: in use by /dev/ublkb%d, read-only (ucow dev del %d first)", file, id,
+			 id);
+		return 1;
+	}
+	if (!st.sock[0])
+		return -1;
+	ublk_sock_escape(name ? name : "", ename, sizeof(ename));
+	snprintf(req, sizeof(req), "%s%s%s", action == 'c' ? "snapshot-create" :
+		 action == 'd' ? "snapshot-delete" : "snapshot-list", name ? " " : "",
+		 name ? ename : "");
+	r = ublk_sock_call(st.sock, req, 300, &resp);
+	if (r == -EPROTO && resp) {
+		ucow_err("%s: %s", file, resp);
+		free(resp);
+		return 1;
+	}
+	if (r == -ENOENT || r == -ECONNREFUSED)
+		return -1;	/* the server just went away: the image is free again */
+	if (r < 0) {
+		ucow_err("%s: no answer from the server of /dev/ublkb%d: %s", file, id,
+			 strerror(-r));
+		return 1;
+	}
+	if (action == 'l') {
+		struct cow_snap_info *v;
+		uint32_t n;
+
+		r = ublk_parse_snaps(resp, &v, &n);
+		if (r < 0) {
+			ucow_err("%s: bad answer from the server of /dev/ublkb%d", file, id);
+			free(resp);
+			return 1;
+		}
+		snapshot_print_list(v, n, json, "");
+		if (json)
+			printf("\n");
+		free(v);
+	}
+	free(resp);
+	return 0;
+}
+
 int cmd_snapshot(int argc, char **argv)
 {
 	enum { OPT_OUTPUT = 256 };
@@ -123,6 +194,10 @@ int cmd_snapshot(int argc, char **argv)
 		ucow_err("%s: snapshot name must be 1 to 127 bytes", file);
 		return 1;
 	}
+
+	r = snapshot_online(file, action, name, json);
+	if (r >= 0)
+		return r;
 
 	struct cow_image *img;
 	r = cow_open(file, COW_FMT_UCOW, action == 'l' ? COW_OPEN_RDONLY : 0, &img, err);

@@ -25,6 +25,7 @@ struct eng_queue {
 	struct cow_ctx *ctx;
 	int evfd;
 	bool ev_armed;
+	bool ev_deferred;	/* the eventfd fired while the queue was paused */
 	uint64_t ev_val;
 };
 
@@ -42,7 +43,11 @@ int ublk_engine_open(struct ublk_dev *dev, int fmt)
 		flags |= COW_OPEN_RDONLY;
 	if (dev->o.direct)
 		flags |= COW_OPEN_DIRECT;
-	ret = cow_open(dev->o.file, fmt, flags, &img, err);
+	if (dev->o.snapshot[0])	/* a snapshot's content, read-only; the current state untouched */
+		ret = cow_open_snapshot(dev->o.file, dev->o.snapshot, flags | COW_OPEN_RDONLY, &img,
+					err);
+	else
+		ret = cow_open(dev->o.file, fmt, flags, &img, err);
 	if (ret < 0) {
 		if (err[0])
 			snprintf(dev->err, sizeof(dev->err), "%s", err);
@@ -207,6 +212,11 @@ void ublk_engine_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe
 	}
 	if (cqe->user_data == ENG_UD_EVENTFD) {
 		e->ev_armed = false;
+		if (q->pause_state == UBLK_Q_PAUSED) {
+			/* the control thread owns the engine now: poll at resume */
+			e->ev_deferred = true;
+			return;
+		}
 		if (read(e->evfd, &e->ev_val, sizeof(e->ev_val)) < 0) {
 			/* EAGAIN: already drained; the ready list is what counts */
 		}
@@ -214,6 +224,20 @@ void ublk_engine_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe
 		if (cqe->res >= 0)
 			eng_arm_eventfd(q, e);
 	}
+}
+
+void ublk_engine_resume(struct ublk_queue *q)
+{
+	struct eng_queue *e = q->tgt;
+
+	if (!e || !e->ev_deferred)
+		return;
+	e->ev_deferred = false;
+	if (read(e->evfd, &e->ev_val, sizeof(e->ev_val)) < 0) {
+		/* EAGAIN: nothing */
+	}
+	cow_ctx_poll(e->ctx);
+	eng_arm_eventfd(q, e);
 }
 
 bool ublk_engine_busy(struct ublk_queue *q)

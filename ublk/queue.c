@@ -18,6 +18,18 @@
  *
  * The driver binds a queue to the task that completes the queue's FETCHes: everything for
  * this queue (ring setup, FETCH, COMMIT) happens on this thread.
+ *
+ * Pause (online snapshots; ublk_dev_pause / ublk_dev_resume, called by the control thread):
+ *
+ *   RUNNING --dev->pause_req set, q->ctl_fd written--> PAUSING: requests the driver hands us
+ *     are held in a per-queue list (linked through their tags: no allocation) instead of
+ *     going to the target; commits and the target's completions go on
+ *   PAUSING --the target has nothing in flight (in_target == nheld, !busy)--> PAUSED: one
+ *     count on dev->pause_ack_fd; from now on the thread does not touch the engine
+ *   PAUSING/PAUSED --pause_req cleared, ctl_fd written--> RUNNING: the held requests go to
+ *     the target in the order they came
+ *
+ * The data path pays one relaxed load of pause_req per loop turn, no lock.
  */
 #include <errno.h>
 #include <poll.h>
@@ -115,7 +127,73 @@ static void queue_handle_cmd_cqe(struct ublk_queue *q, const struct io_uring_cqe
 	io->op = uk_iod_op(iod);
 	io->start_ns = ublk_now_ns();
 	q->in_target++;
+	if (q->pause_state != UBLK_Q_RUNNING) {
+		/* paused: keep it (its time in the list counts in its latency) */
+		io->held_next = NULL;
+		if (q->held_tail)
+			q->held_tail->held_next = io;
+		else
+			q->held_head = io;
+		q->held_tail = io;
+		q->nheld++;
+		return;
+	}
 	q->dev->tgt->queue_io(q, io, iod);
+}
+
+static void queue_arm_ctl(struct ublk_queue *q)
+{
+	struct io_uring_sqe *sqe = queue_get_sqe(q);
+
+	if (!sqe)
+		return;
+	io_uring_prep_poll_add(sqe, q->ctl_fd, POLLIN);
+	sqe->user_data = UBLK_UD_CTL;
+}
+
+static void queue_ctl_event(struct ublk_queue *q, const struct io_uring_cqe *cqe)
+{
+	uint64_t v;
+
+	if (read(q->ctl_fd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: already drained; pause_req is what counts */
+	}
+	if (cqe->res >= 0)
+		queue_arm_ctl(q);
+}
+
+/* Once per loop turn while a pause is wanted or not yet undone. */
+static void queue_pause_step(struct ublk_queue *q, bool want)
+{
+	struct ublk_dev *dev = q->dev;
+	uint64_t one = 1;
+
+	if (want) {
+		if (q->pause_state == UBLK_Q_RUNNING)
+			q->pause_state = UBLK_Q_PAUSING;
+		if (q->pause_state == UBLK_Q_PAUSING && q->in_target == q->nheld &&
+		    (!dev->tgt->busy || !dev->tgt->busy(q))) {
+			q->pause_state = UBLK_Q_PAUSED;
+			if (write(dev->pause_ack_fd, &one, sizeof(one)) < 0)
+				fprintf(stderr, "ucow: queue %u: cannot report paused: %s\n",
+					q->q_id, strerror(errno));
+		}
+		return;
+	}
+	/* resume: what came in meanwhile goes to the target, oldest first */
+	if (q->pause_state == UBLK_Q_PAUSED && dev->tgt->resume)
+		dev->tgt->resume(q);
+	q->pause_state = UBLK_Q_RUNNING;
+	while (q->held_head) {
+		struct ublk_io *io = q->held_head;
+
+		q->held_head = io->held_next;
+		if (!q->held_head)
+			q->held_tail = NULL;
+		io->held_next = NULL;
+		q->nheld--;
+		dev->tgt->queue_io(q, io, &q->iods[io->tag]);
+	}
 }
 
 static int queue_setup(struct ublk_queue *q)
@@ -163,6 +241,7 @@ static int queue_setup(struct ublk_queue *q)
 		return -EBUSY;
 	io_uring_prep_poll_add(sqe, dev->stop_fd, POLLIN);
 	sqe->user_data = UBLK_UD_STOP;
+	queue_arm_ctl(q);
 	for (i = 0; i < q->depth; i++) {
 		ret = queue_io_cmd(q, &q->ios[i], UK_IO_FETCH_REQ, 0);
 		if (ret < 0)
@@ -188,6 +267,7 @@ static void queue_loop(struct ublk_queue *q)
 {
 	struct io_uring_cqe *cqe;
 	unsigned head, n;
+	bool want;
 	int ret;
 
 	while (!queue_done(q)) {
@@ -205,11 +285,17 @@ static void queue_loop(struct ublk_queue *q)
 				queue_handle_cmd_cqe(q, cqe);
 			else if (cqe->user_data == UBLK_UD_STOP)
 				q->stopping = true;
+			else if (cqe->user_data == UBLK_UD_CTL)
+				queue_ctl_event(q, cqe);
 			else
 				q->dev->tgt->handle_cqe(q, cqe);
 			n++;
 		}
 		io_uring_cq_advance(&q->ring, n);
+		/* the only thing the data path pays for online operations */
+		want = __atomic_load_n(&q->dev->pause_req, __ATOMIC_ACQUIRE);
+		if (__builtin_expect(want || q->pause_state != UBLK_Q_RUNNING, 0))
+			queue_pause_step(q, want);
 	}
 }
 
@@ -260,6 +346,9 @@ int ublk_queue_start(struct ublk_dev *dev, struct ublk_queue *q, unsigned q_id)
 	q->dev = dev;
 	q->q_id = q_id;
 	q->depth = dev->info.queue_depth;
+	q->ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (q->ctl_fd < 0)
+		return -errno;
 	q->ios = calloc(q->depth, sizeof(*q->ios));
 	if (!q->ios)
 		return -ENOMEM;
@@ -297,5 +386,86 @@ void ublk_queue_join(struct ublk_queue *q)
 	q->bufs = NULL;
 	free(q->ios);
 	q->ios = NULL;
+	if (q->ctl_fd > 0)
+		close(q->ctl_fd);
+	q->ctl_fd = -1;
 	q->dev = NULL;
+}
+
+/* ---- pause / resume (control thread) ----------------------------------------------------- */
+
+static void dev_kick_queues(struct ublk_dev *dev)
+{
+	uint64_t one = 1;
+	unsigned i;
+
+	for (i = 0; i < dev->info.nr_hw_queues; i++)
+		if (dev->queues[i].ctl_fd > 0 &&
+		    write(dev->queues[i].ctl_fd, &one, sizeof(one)) < 0)
+			fprintf(stderr, "ucow: queue %u: cannot wake: %s\n", i, strerror(errno));
+}
+
+int ublk_dev_pause(struct ublk_dev *dev, int kind, int timeout_ms, char *err)
+{
+	unsigned nr = dev->info.nr_hw_queues, acked = 0;
+	uint64_t v, deadline;
+	struct pollfd pfd[2] = {
+		{ .fd = dev->pause_ack_fd, .events = POLLIN },
+		{ .fd = dev->wake_fd, .events = POLLIN },
+	};
+
+	if (!dev->queues || dev->pause_ack_fd < 0) {
+		snprintf(err, UBLK_ERRLEN, "the device is not running");
+		return -ENODEV;
+	}
+	while (read(dev->pause_ack_fd, &v, sizeof(v)) == sizeof(v))
+		;	/* a late report of an abandoned pause */
+	dev->pause_kind = kind;
+	dev->pause_t0 = ublk_now_ns();
+	deadline = dev->pause_t0 + (uint64_t)timeout_ms * 1000000;
+	__atomic_store_n(&dev->pause_req, 1, __ATOMIC_RELEASE);
+	dev_kick_queues(dev);
+	while (acked < nr) {
+		uint64_t now = ublk_now_ns();
+		int r;
+
+		if (now >= deadline) {
+			snprintf(err, UBLK_ERRLEN, "the queues did not become idle within %d ms "
+				 "(%u of %u paused)", timeout_ms, acked, nr);
+			ublk_dev_resume(dev);
+			return -ETIMEDOUT;
+		}
+		r = poll(pfd, 2, (int)((deadline - now) / 1000000) + 1);
+		if (r < 0 && errno != EINTR) {
+			snprintf(err, UBLK_ERRLEN, "poll: %s", strerror(errno));
+			ublk_dev_resume(dev);
+			return -errno;
+		}
+		if (pfd[1].revents) {
+			snprintf(err, UBLK_ERRLEN, "a queue thread ended");
+			ublk_dev_resume(dev);
+			return -EIO;
+		}
+		if (pfd[0].revents && read(dev->pause_ack_fd, &v, sizeof(v)) == sizeof(v))
+			acked += (unsigned)v;
+	}
+	/* every queue's engine work happened before its eventfd write: the engine is ours */
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	return 0;
+}
+
+uint64_t ublk_dev_resume(struct ublk_dev *dev)
+{
+	struct ublk_pause_stats *ps = &dev->pause_st[dev->pause_kind];
+	uint64_t d;
+
+	__atomic_store_n(&dev->pause_req, 0, __ATOMIC_RELEASE);
+	dev_kick_queues(dev);
+	d = ublk_now_ns() - dev->pause_t0;
+	ps->count++;
+	ps->last_ns = d;
+	ps->total_ns += d;
+	if (d > ps->max_ns)
+		ps->max_ns = d;
+	return d;
 }

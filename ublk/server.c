@@ -53,6 +53,7 @@ void ublk_dev_init(struct ublk_dev *dev)
 	dev->wake_fd = -1;
 	dev->ready_fd = -1;
 	dev->stop_fd = -1;
+	dev->pause_ack_fd = -1;
 	dev->o.dev_id = -1;
 }
 
@@ -354,7 +355,8 @@ static int dev_prepare(struct ublk_dev *dev)
 	dev->wake_fd = eventfd(0, EFD_CLOEXEC);
 	dev->ready_fd = eventfd(0, EFD_CLOEXEC);
 	dev->stop_fd = eventfd(0, EFD_CLOEXEC);
-	if (dev->wake_fd < 0 || dev->ready_fd < 0 || dev->stop_fd < 0)
+	dev->pause_ack_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (dev->wake_fd < 0 || dev->ready_fd < 0 || dev->stop_fd < 0 || dev->pause_ack_fd < 0)
 		return -errno;
 	return 0;
 }
@@ -369,7 +371,9 @@ static void dev_release(struct ublk_dev *dev)
 		close(dev->ready_fd);
 	if (dev->stop_fd >= 0)
 		close(dev->stop_fd);
-	dev->wake_fd = dev->ready_fd = dev->stop_fd = -1;
+	if (dev->pause_ack_fd >= 0)
+		close(dev->pause_ack_fd);
+	dev->wake_fd = dev->ready_fd = dev->stop_fd = dev->pause_ack_fd = -1;
 	ublk_ctrl_close(&dev->ctrl);
 }
 

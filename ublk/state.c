@@ -96,6 +96,8 @@ int ublk_state_write(const struct ublk_state *st)
 		st->o.direct ? "true" : "false", st->o.read_only ? "true" : "false",
 		st->o.recoverable ? "true" : "false");
 	fprintf(f, "  \"features\": %" PRIu64 ",\n", st->flags);
+	if (st->o.snapshot[0])
+		put_str(f, "snapshot", st->o.snapshot);
 	put_str(f, "socket", st->sock);
 	fprintf(f, "  \"version\": 1\n}\n");
 	if (fflush(f) != 0 || ferror(f)) {
@@ -214,6 +216,7 @@ int ublk_state_read(int id, struct ublk_state *st)
 	st->o.read_only = get_bool(buf, "read_only");
 	st->o.recoverable = get_bool(buf, "recoverable");
 	get_str(buf, "socket", st->sock, sizeof(st->sock));
+	get_str(buf, "snapshot", st->o.snapshot, sizeof(st->o.snapshot));
 	return 0;
 }
 
@@ -254,10 +257,10 @@ int ublk_state_ids(int *ids, int max)
 	return n;
 }
 
-int ublk_served_by(const char *file, char *sock, size_t len)
+int ublk_server_of(const char *file, struct ublk_state *out)
 {
 	char real[4096];
-	int ids[256], n, i;
+	int ids[256], n, i, found = -ENOENT;
 
 	if (!realpath(file, real))
 		return -errno;
@@ -265,12 +268,27 @@ int ublk_served_by(const char *file, char *sock, size_t len)
 	for (i = 0; i < n; i++) {
 		struct ublk_state st;
 
-		if (ublk_state_read(ids[i], &st) < 0 || strcmp(st.o.file, real) || !st.sock[0])
+		if (ublk_state_read(ids[i], &st) < 0 || strcmp(st.o.file, real))
 			continue;
 		if (kill(st.pid, 0) < 0 && errno == ESRCH)
 			continue;
-		snprintf(sock, len, "%s", st.sock);
-		return ids[i];
+		if (found >= 0 && (st.o.read_only || st.o.snapshot[0]))
+			continue;	/* a read-write server wins over read-only ones */
+		*out = st;
+		found = ids[i];
+		if (!st.o.read_only && !st.o.snapshot[0])
+			break;
 	}
-	return -ENOENT;
+	return found;
+}
+
+int ublk_served_by(const char *file, char *sock, size_t len)
+{
+	struct ublk_state st;
+	int id = ublk_server_of(file, &st);
+
+	if (id < 0 || !st.sock[0])
+		return id < 0 ? id : -ENOENT;
+	snprintf(sock, len, "%s", st.sock);
+	return id;
 }

@@ -155,6 +155,29 @@ int ublk_stats_format(struct ublk_dev *dev, char *buf, size_t len, bool json)
 			off += snprintf(buf + off, len - off, " q%u=%" PRIu64, qi, n);
 	}
 	if (off < len)
-		off += snprintf(buf + off, len - off, json ? "]}\n" : "\n");
+		off += snprintf(buf + off, len - off, json ? "]" : "\n");
+	/* online snapshot operations: how long the queues were held, per operation */
+	for (k = 0, j = 0; k < UBLK_PAUSE_NR && off < len; k++) {
+		static const char *const pnames[UBLK_PAUSE_NR] = { "create", "delete", "list" };
+		const struct ublk_pause_stats *ps = &dev->pause_st[k];
+
+		if (!ps->count)
+			continue;
+		if (json)
+			off += snprintf(buf + off, len - off, "%s\"%s\": {\"count\": %" PRIu64
+					", \"last_us\": %" PRIu64 ", \"max_us\": %" PRIu64
+					", \"total_us\": %" PRIu64 "}", j++ ? ", " : ", \"pauses\": {",
+					pnames[k], ps->count, ps->last_ns / 1000, ps->max_ns / 1000,
+					ps->total_ns / 1000);
+		else
+			off += snprintf(buf + off, len - off, "%s %s %" PRIu64 " (last %.1f ms, "
+					"max %.1f ms, mean %.1f ms)", j++ ? "," : "pauses:", pnames[k],
+					ps->count, ps->last_ns / 1e6, ps->max_ns / 1e6,
+					ps->total_ns / 1e6 / (double)ps->count);
+	}
+	if (j && off < len)
+		off += snprintf(buf + off, len - off, json ? "}" : "\n");
+	if (off < len && json)
+		off += snprintf(buf + off, len - off, "}\n");
 	return off < len ? 0 : -ENOSPC;
 }

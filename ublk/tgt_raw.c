@@ -22,4 +22,5 @@ const struct ublk_tgt_ops ublk_tgt_raw = {
 	.handle_cqe = ublk_engine_handle_cqe,
 	.busy = ublk_engine_busy,
 	.info = ublk_engine_info,
+	.resume = ublk_engine_resume,
 };

@@ -70,6 +70,7 @@ struct ublk_opts {
 	unsigned depth;		/* 0: UBLK_DEF_DEPTH */
 	unsigned block_size;	/* logical block size: 512 or 4096 */
 	uint64_t size;		/* null target: device size */
+	char snapshot[128];	/* cow: serve this snapshot (read-only) instead of the current state */
 	bool direct, read_only, recoverable, foreground;
 };
 
@@ -85,6 +86,9 @@ struct ublk_op_stats {
 struct ublk_dev;
 struct ublk_queue;
 
+/* What a pause of the queues was for (dev stats shows each) */
+enum ublk_pause_kind { UBLK_PAUSE_CREATE, UBLK_PAUSE_DELETE, UBLK_PAUSE_LIST, UBLK_PAUSE_NR };
+
 /* One tag: its buffer and its request. */
 struct ublk_io {
 	void *buf;
@@ -95,7 +99,11 @@ struct ublk_io {
 	uint8_t op;
 	bool in_kernel;		/* a FETCH/COMMIT command for this tag is with the driver */
 	bool aborted;		/* the driver answered UBLK_IO_RES_ABORT: no more requests */
+	struct ublk_io *held_next;	/* held while the queue is paused (queue.c) */
 };
+
+/* A queue's pause state (queue.c: ublk_dev_pause / ublk_dev_resume) */
+enum { UBLK_Q_RUNNING, UBLK_Q_PAUSING, UBLK_Q_PAUSED };
 
 struct ublk_queue {
 	struct ublk_dev *dev;
@@ -112,6 +120,10 @@ struct ublk_queue {
 	unsigned in_kernel;	/* commands with the driver */
 	unsigned in_target;	/* requests handed to the target, not yet completed */
 	bool stopping;		/* stop_fd fired: end once the target is idle */
+	int ctl_fd;		/* eventfd: the control thread changed dev->pause_req */
+	unsigned pause_state;	/* UBLK_Q_*: this thread only */
+	struct ublk_io *held_head, *held_tail;	/* requests received while pausing/paused */
+	unsigned nheld;
 	int ret;		/* thread result */
 	void *tgt;		/* the target's per-queue data */
 	cpu_set_t cpus;		/* where the driver maps this queue's CPUs */
@@ -135,6 +147,8 @@ struct ublk_tgt_ops {
 	bool (*busy)(struct ublk_queue *q);
 	/* online query for the control socket ("info"); may be NULL */
 	int (*info)(struct ublk_dev *dev, char *buf, size_t len);
+	/* the queue leaves a pause: catch up on what was deferred; may be NULL */
+	void (*resume)(struct ublk_queue *q);
 };
 
 const struct ublk_tgt_ops *ublk_tgt_find(const char *name);
@@ -159,6 +173,14 @@ struct ublk_dev {
 	bool write_through;	/* every write FUA (recoverable cow: see engine.c) */
 	bool added;		/* ADD_DEV done: undo with DEL_DEV */
 	bool recovering;
+	/* online operations (control thread; queues read pause_req once per loop turn) */
+	int pause_req;		/* atomic: 1 while the control thread wants the queues paused */
+	int pause_ack_fd;	/* eventfd: one count per queue that reached UBLK_Q_PAUSED */
+	uint64_t pause_t0;	/* when the current pause was requested (ns) */
+	int pause_kind;		/* enum ublk_pause_kind of the current pause */
+	struct ublk_pause_stats {
+		uint64_t count, last_ns, max_ns, total_ns;
+	} pause_st[UBLK_PAUSE_NR];
 	char err[UBLK_ERRLEN];
 };
 
@@ -166,12 +188,22 @@ struct ublk_dev {
 int ublk_queue_start(struct ublk_dev *dev, struct ublk_queue *q, unsigned q_id);
 void ublk_queue_join(struct ublk_queue *q);
 void ublk_complete_io(struct ublk_queue *q, struct ublk_io *io, int res);
+/*
+ * Quiesce the device for an engine operation that needs the image to itself (snapshots):
+ * every queue stops handing new requests to the target (it holds them, no allocation), waits
+ * until its target has nothing in flight while it still completes ublk commands, and reports.
+ * Control thread only. 0, or -errno with the queues running again (err: why).
+ */
+int ublk_dev_pause(struct ublk_dev *dev, int kind, int timeout_ms, char *err);
+/* Let the queues go on (they submit what they held). Returns the pause's length in ns. */
+uint64_t ublk_dev_resume(struct ublk_dev *dev);
 
 /* user_data of our own SQEs (the engine's carry COW_UD_ENGINE, bit 63) */
 #define UBLK_UD_KIND_SHIFT 56
 #define UBLK_UD_CMD	(1ULL << UBLK_UD_KIND_SHIFT)	/* ublk command, low 16 bits: tag */
 #define UBLK_UD_TGT	(2ULL << UBLK_UD_KIND_SHIFT)	/* target's own, low bits its choice */
 #define UBLK_UD_STOP	(3ULL << UBLK_UD_KIND_SHIFT)	/* poll on dev->stop_fd */
+#define UBLK_UD_CTL	(4ULL << UBLK_UD_KIND_SHIFT)	/* poll on q->ctl_fd */
 #define UBLK_UD_KIND(ud) ((ud) & (0x7fULL << UBLK_UD_KIND_SHIFT))
 
 /* server.c: the life of a device, in the server process */
@@ -188,6 +220,7 @@ void ublk_engine_queue_io(struct ublk_queue *q, struct ublk_io *io, const struct
 void ublk_engine_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe);
 bool ublk_engine_busy(struct ublk_queue *q);
 int ublk_engine_info(struct ublk_dev *dev, char *buf, size_t len);
+void ublk_engine_resume(struct ublk_queue *q);
 
 /* state.c: /run/ucow/dev<ID>.json, written by the server, read by list/del/recover */
 struct ublk_state {
@@ -213,11 +246,28 @@ void ublk_state_path(int id, const char *suffix, char *out, size_t len);
  * ublk_sock_request() instead of opening the image (which the server holds locked).
  */
 int ublk_served_by(const char *file, char *sock, size_t len);
+/*
+ * The same with the server's whole state: the device serving FILE read-write if there is
+ * one, else a read-only one (a snapshot device: st->o.snapshot). Its id, or -ENOENT.
+ */
+int ublk_server_of(const char *file, struct ublk_state *st);
 
 /* sock.c: the per-device control socket (online operations) */
 int ublk_sock_listen(struct ublk_dev *dev, char *path, size_t len);
 void ublk_sock_serve(struct ublk_dev *dev, int lfd);
 int ublk_sock_request(const char *path, const char *req, char *resp, size_t len);
+/*
+ * The same for answers of any size (snapshot lists) and slow requests (a snapshot: up to
+ * timeout_s). *resp is malloc'd: the payload after "ok\n", or after "error " on -EPROTO
+ * (then the server's message). Other -errno: no answer (*resp NULL).
+ */
+int ublk_sock_call(const char *path, const char *req, int timeout_s, char **resp);
+/* Parsing the answers of image-info / snapshot-list (names unescaped). 0 or -errno. */
+int ublk_parse_snaps(const char *payload, struct cow_snap_info **v, uint32_t *n);
+int ublk_parse_info(const char *payload, struct cow_info *in, char *backing, size_t blen);
+int ublk_parse_pause_us(const char *payload, uint64_t *us);
+/* NAME escaped for a request line ("snapshot-create " + this) */
+void ublk_sock_escape(const char *name, char *out, size_t len);
 
 /* stats */
 void ublk_stats_account(struct ublk_queue *q, struct ublk_io *io, int res, uint64_t bytes);

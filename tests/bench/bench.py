@@ -639,8 +639,10 @@ def main():
     try:
         suite.setup()
         suite.go()
-    except (Failed, KeyboardInterrupt) as e:
+    except Failed as e:
         err = e
+    except KeyboardInterrupt:
+        err = "interrupted"
     finally:
         if not args.dir:
             shutil.rmtree(suite.dir, ignore_errors=True)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Snapshots differentially against QEMU (snapdiff.py): the same random writes, zero-writes
 # and snapshot create/apply/delete on a qcow2 image (qemu-io, qemu-img snapshot) and on a
-# ucow image (ucow io, ucow snapshot); every 8 steps the current state and every live
+# ucow image (ucow io, ucow snapshot); every 10 steps the current state and every live
 # snapshot, exported by each tool (qemu-img convert -l snapshot.name=NAME vs ucow convert
 # -l NAME), must be byte-identical. Standalone images; t_snap_qemu_base.sh does overlays.
 . "$CLI_LIB"
