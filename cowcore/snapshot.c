@@ -88,6 +88,8 @@ static int cmp_u64(const void *a, const void *b)
 
 static void free_chunks(struct cow_image *img, struct freeset *fs)
 {
+	if (!fs->n)
+		return;
 	qsort(fs->v, fs->n, sizeof(*fs->v), cmp_u64);
 	for (size_t i = 0; i < fs->n;) {
 		size_t j = i + 1;

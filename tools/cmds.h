@@ -13,4 +13,11 @@ int cmd_snapshot(int argc, char **argv);	/* tools/img_snapshot.c */
 int cmd_bench(int argc, char **argv);	/* tools/img_bench.c */
 int cmd_dev(int argc, char **argv);	/* tools/dev.c */
 
+/* The snapshot table of `ucow snapshot -l` and `ucow info` (tools/img_snapshot.c). */
+#include <stdbool.h>
+#include <stdint.h>
+struct cow_snap_info;
+void snapshot_print_list(const struct cow_snap_info *v, uint32_t n, bool json,
+			 const char *indent);
+
 #endif

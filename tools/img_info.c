@@ -26,10 +26,6 @@ static const char info_help[] =
 	"An image with snapshots also gets their list (as `ucow snapshot -l` shows it).\n"
 	"While FILE is served read-write (ucow dev add), the serving process answers.\n";
 
-/* tools/img_snapshot.c */
-void snapshot_print_list(const struct cow_snap_info *v, uint32_t n, bool json,
-			 const char *indent);
-
 /* The image's snapshots (none for raw images). 0 or -errno. */
 static int get_snapshots(struct cow_image *img, const struct cow_info *in,
 			 struct cow_snap_info **v, uint32_t *n)

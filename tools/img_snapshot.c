@@ -41,9 +41,6 @@ static const char snapshot_help[] =
  * are prefixed with indent.
  */
 void snapshot_print_list(const struct cow_snap_info *v, uint32_t n, bool json,
-			 const char *indent);
-
-void snapshot_print_list(const struct cow_snap_info *v, uint32_t n, bool json,
 			 const char *indent)
 {
 	if (json) {

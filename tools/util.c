@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cowcore.h"
+#include "ublk.h"
 #include "util.h"
 
 void ucow_err(const char *fmt, ...)
@@ -78,6 +79,14 @@ const char *err_text_for(int rc, const char *engine_err, const char *path)
 void report(const char *file, const char *used, int rc, const char *err)
 {
 	const char *t = err_text_for(rc, err, used ? used : file);
+	struct ublk_state st;
+	int id;
+
+	/* locked by a ublk server: say which device, and how to free the image */
+	if (rc == -EBUSY && (id = ublk_server_of(used ? used : file, &st)) >= 0) {
+		ucow_err("%s: in use by /dev/ublkb%d (ucow dev del %d first)", file, id, id);
+		return;
+	}
 
 	if (used && t == err_text(rc, err))
 		t = err_text_for(rc, err, file);

@@ -67,6 +67,11 @@ echo "apply online: rc=$rc '$out'"
 [ $rc = 1 ] || fail "snapshot -a on a served image exited $rc"
 [ "$out" = "ucow: ov.ucow: in use by $dev (ucow dev del $id first)" ] || fail "apply message: $out"
 [ "$(echo "$out" | wc -l)" = 1 ] || fail "apply printed more than one line"
+# any other command that needs the image names the device too
+out=$(ucow io -c 'write 0 4k' ov.ucow 2>&1); rc=$?
+echo "io online: rc=$rc '$out'"
+[ $rc = 1 ] && [ "$out" = "ucow: ov.ucow: in use by $dev (ucow dev del $id first)" ] ||
+	fail "io on a served image: rc=$rc '$out'"
 # the image is served: its bytes may change through the device, but no snapshot was applied
 ucow snapshot -l ov.ucow | grep -q '^[0-9].* s p a c e .* \*$' || fail "the current parent changed"
 
