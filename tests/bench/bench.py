@@ -459,7 +459,7 @@ def table(rows):
                 " (%d MiB/s)" % round(r["iops"])
         met = {True: "yes", False: "NO", None: ""}[r["met"]]
         lines.append([r["scenario"], r["side"], med, base, ratio, r["goal"], met])
-    lines.append(["S7/S8", "ublk devices", "see Documentation/ublk.md", "", "", "", ""])
+    lines.append(["S7/S8", "ublk devices", "test bed: see the S7/S8 section", "", "", "", ""])
     return hdr, lines
 
 
