@@ -56,7 +56,7 @@ int cow_fmt_parse(const char *name)
 	return -EINVAL;
 }
 
-static void *zalloc_aligned(size_t size)
+void *meta_zalloc(size_t size)
 {
 	void *p;
 	size = (size + UCOW_META_ALIGN - 1) / UCOW_META_ALIGN * UCOW_META_ALIGN;
@@ -66,10 +66,10 @@ static void *zalloc_aligned(size_t size)
 	return p;
 }
 
-static int pwrite_full(int fd, const void *buf, size_t len, off_t off)
+int io_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 {
 	while (len) {
-		ssize_t r = pwrite(fd, buf, len, off);
+		ssize_t r = pwrite(fd, buf, len, (off_t)off);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -82,10 +82,10 @@ static int pwrite_full(int fd, const void *buf, size_t len, off_t off)
 	return 0;
 }
 
-static int pread_full(int fd, void *buf, size_t len, off_t off)
+int io_pread_all(int fd, void *buf, size_t len, uint64_t off)
 {
 	while (len) {
-		ssize_t r = pread(fd, buf, len, off);
+		ssize_t r = pread(fd, buf, len, (off_t)off);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -120,7 +120,7 @@ bool img_crashed(struct cow_image *img)
  */
 int img_write_header(struct cow_image *img)
 {
-	uint8_t *buf = zalloc_aligned(UCOW_HDR_SIZE);
+	uint8_t *buf = meta_zalloc(UCOW_HDR_SIZE);
 	int r;
 	if (!buf)
 		return -ENOMEM;
@@ -130,7 +130,7 @@ int img_write_header(struct cow_image *img)
 	}
 	img->hdr.generation++;
 	ucow_hdr_encode(&img->hdr, buf);
-	r = pwrite_full(img->fd, buf, UCOW_HDR_SIZE,
+	r = io_pwrite_all(img->fd, buf, UCOW_HDR_SIZE,
 			(img->hdr.generation % UCOW_HDR_SLOTS) * UCOW_HDR_SIZE);
 	free(buf);
 	STAT_ADD(img, meta_writes, 1);
@@ -146,7 +146,7 @@ uint64_t *img_bm(struct cow_image *img, uint64_t chunk, bool create)
 	uint64_t *page = __atomic_load_n(&img->bm_groups[g], __ATOMIC_ACQUIRE);
 	if (!page && create) {
 		/* caller holds img->lock: group pages are only ever added under it */
-		page = zalloc_aligned(UCOW_META_ALIGN);
+		page = meta_zalloc(UCOW_META_ALIGN);
 		if (!page)
 			return NULL;
 		__atomic_store_n(&img->bm_groups[g], page, __ATOMIC_RELEASE);
@@ -228,7 +228,7 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err)
 		snprintf(err, COW_ERRLEN, "%s: %s", path, strerror(-r));
 		return r;
 	}
-	buf = zalloc_aligned(UCOW_HDR_SIZE);
+	buf = meta_zalloc(UCOW_HDR_SIZE);
 	if (!buf) {
 		r = -ENOMEM;
 		goto fail;
@@ -239,7 +239,7 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err)
 		goto fail;
 	}
 	ucow_hdr_encode(&h, buf);
-	r = pwrite_full(fd, buf, UCOW_HDR_SIZE, (h.generation % UCOW_HDR_SLOTS) * UCOW_HDR_SIZE);
+	r = io_pwrite_all(fd, buf, UCOW_HDR_SIZE, (h.generation % UCOW_HDR_SLOTS) * UCOW_HDR_SIZE);
 	if (!r && fsync(fd) < 0)
 		r = -errno;
 	if (r)
@@ -282,14 +282,14 @@ static int lock_image(struct cow_image *img, char *err)
 
 static int read_header(struct cow_image *img, uint64_t file_size, char *err)
 {
-	uint8_t *buf = zalloc_aligned(UCOW_HDR_SIZE * UCOW_HDR_SLOTS);
+	uint8_t *buf = meta_zalloc(UCOW_HDR_SIZE * UCOW_HDR_SLOTS);
 	struct ucow_hdr h[UCOW_HDR_SLOTS];
 	char why[UCOW_HDR_SLOTS][COW_ERRLEN];
 	int rs[UCOW_HDR_SLOTS], best = -1, r;
 
 	if (!buf)
 		return -ENOMEM;
-	r = pread_full(img->fd, buf, UCOW_HDR_SIZE * UCOW_HDR_SLOTS, 0);
+	r = io_pread_all(img->fd, buf, UCOW_HDR_SIZE * UCOW_HDR_SLOTS, 0);
 	if (r) {
 		snprintf(err, COW_ERRLEN, "%s: reading the header: %s", img->path, strerror(-r));
 		free(buf);

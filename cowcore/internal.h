@@ -128,6 +128,11 @@ struct eio {
 
 #define STAT_ADD(img, f, v) __atomic_fetch_add(&(img)->stats.f, (v), __ATOMIC_RELAXED)
 
+/* image.c: plain I/O helpers for metadata (EINTR retried; reads past EOF give zeros) */
+int io_pread_all(int fd, void *buf, size_t len, uint64_t off);
+int io_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+void *meta_zalloc(size_t size);	/* zeroed, 4 KiB aligned, size rounded up to 4 KiB */
+
 /* image.c */
 bool img_crashed(struct cow_image *img);	/* tests: the simulated crash point is reached */
 void img_abandon(struct cow_image *img);	/* tests: drop without writing (a crash) */

@@ -13,26 +13,6 @@
 
 #include "internal.h"
 
-static int pread_all(int fd, void *buf, size_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t r = pread(fd, buf, len, (off_t)off);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (!r) {
-			memset(buf, 0, len);
-			return 0;
-		}
-		buf = (char *)buf + r;
-		len -= r;
-		off += r;
-	}
-	return 0;
-}
-
 /*
  * Read a metadata region, skipping its holes (a new image's table is one big hole: a 1 TiB
  * image opens without reading its 8 MiB table). Extents are widened to 4 KiB for O_DIRECT.
@@ -44,7 +24,7 @@ static int pread_sparse(int fd, void *buf, uint64_t len, uint64_t off)
 		off_t d = lseek(fd, (off_t)pos, SEEK_DATA);
 		if (d < 0 || (uint64_t)d >= end) {
 			if (d < 0 && errno != ENXIO)
-				return pread_all(fd, (char *)buf + (pos - off), end - pos, pos);
+				return io_pread_all(fd, (char *)buf + (pos - off), end - pos, pos);
 			memset((char *)buf + (pos - off), 0, end - pos);
 			return 0;
 		}
@@ -57,7 +37,7 @@ static int pread_sparse(int fd, void *buf, uint64_t len, uint64_t off)
 					    ~(uint64_t)(UCOW_META_ALIGN - 1);
 		if (de > end)
 			de = end;
-		int r = pread_all(fd, (char *)buf + (ds - off), de - ds, ds);
+		int r = io_pread_all(fd, (char *)buf + (ds - off), de - ds, ds);
 		if (r)
 			return r;
 		pos = de;
@@ -74,7 +54,7 @@ static int load_group(struct cow_image *img, uint64_t g)
 		return 0;
 	if (posix_memalign((void **)&page, UCOW_META_ALIGN, UCOW_META_ALIGN))
 		return -ENOMEM;
-	r = pread_all(img->fd, page, UCOW_META_ALIGN, img->hdr.bitmap_offset + g * UCOW_META_ALIGN);
+	r = io_pread_all(img->fd, page, UCOW_META_ALIGN, img->hdr.bitmap_offset + g * UCOW_META_ALIGN);
 	if (r) {
 		free(page);
 		img_set_err(img, "%s: reading bitmap: %s", img->path, strerror(-r));

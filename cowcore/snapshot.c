@@ -106,54 +106,15 @@ static void free_chunks(struct cow_image *img, struct freeset *fs)
 	fs->n = fs->cap = 0;
 }
 
+/* Metadata writes of snapshot operations: counted, and stopped by a simulated crash. */
 static int pwrite_all(struct cow_image *img, const void *buf, size_t len, uint64_t off)
 {
 	if (img_crashed(img))
 		return -EIO;
-	while (len) {
-		ssize_t r = pwrite(img->fd, buf, len, (off_t)off);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf = (const char *)buf + r;
-		len -= r;
-		off += r;
-	}
 	STAT_ADD(img, meta_writes, 1);
-	return 0;
+	return io_pwrite_all(img->fd, buf, len, off);
 }
 
-static int pread_all(int fd, void *buf, size_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t r = pread(fd, buf, len, (off_t)off);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (!r) {
-			memset(buf, 0, len);
-			return 0;
-		}
-		buf = (char *)buf + r;
-		len -= r;
-		off += r;
-	}
-	return 0;
-}
-
-static void *aligned(size_t size)
-{
-	void *p;
-	size = (size + UCOW_META_ALIGN - 1) / UCOW_META_ALIGN * UCOW_META_ALIGN;
-	if (posix_memalign(&p, UCOW_META_ALIGN, size ? size : UCOW_META_ALIGN))
-		return NULL;
-	memset(p, 0, size ? size : UCOW_META_ALIGN);
-	return p;
-}
 
 /* ---- loading (open) --------------------------------------------------------------------- */
 
@@ -201,7 +162,7 @@ int snap_load(struct cow_image *img, uint64_t file_size)
 
 	if (!(h->incompat & UCOW_INCOMPAT_SNAPSHOTS) || !h->nb_snapshots)
 		return 0;
-	buf = aligned(h->snap_table_size);
+	buf = meta_zalloc(h->snap_table_size);
 	img->snaps = calloc(h->nb_snapshots, sizeof(*img->snaps));
 	img->rc_len = h->refcount_size / 4;
 	img->rc = calloc(img->rc_len, sizeof(*img->rc));
@@ -210,7 +171,7 @@ int snap_load(struct cow_image *img, uint64_t file_size)
 		goto out;
 	}
 	img->nb_snaps = h->nb_snapshots;
-	r = pread_all(img->fd, buf, h->snap_table_size, h->snap_table_offset);
+	r = io_pread_all(img->fd, buf, h->snap_table_size, h->snap_table_offset);
 	if (r)
 		goto out;
 	for (uint32_t i = 0; i < img->nb_snaps; i++) {
@@ -258,12 +219,12 @@ int snap_load(struct cow_image *img, uint64_t file_size)
 	}
 	/* through an aligned buffer: the file may be open with O_DIRECT */
 	free(buf);
-	buf = aligned(h->refcount_size);
+	buf = meta_zalloc(h->refcount_size);
 	if (!buf) {
 		r = -ENOMEM;
 		goto out;
 	}
-	r = pread_all(img->fd, buf, h->refcount_size, h->refcount_offset);
+	r = io_pread_all(img->fd, buf, h->refcount_size, h->refcount_offset);
 	if (r)
 		goto out;
 	for (uint64_t p = 0; p < img->rc_len; p++) {
@@ -303,16 +264,16 @@ bool snap_shared(struct cow_image *img, uint64_t p)
 static int frozen_read(struct cow_image *img, const struct snap *s, uint64_t **table,
 		       uint64_t **bitmap)
 {
-	uint64_t *t = aligned(img->hdr.table_size), *b = aligned(img->hdr.bitmap_size);
+	uint64_t *t = meta_zalloc(img->hdr.table_size), *b = meta_zalloc(img->hdr.bitmap_size);
 	int r;
 	if (!t || !b) {
 		free(t);
 		free(b);
 		return -ENOMEM;
 	}
-	r = pread_all(img->fd, t, img->hdr.table_size, s->table_offset);
+	r = io_pread_all(img->fd, t, img->hdr.table_size, s->table_offset);
 	if (!r)
-		r = pread_all(img->fd, b, img->hdr.bitmap_size, s->table_offset + img->hdr.table_size);
+		r = io_pread_all(img->fd, b, img->hdr.bitmap_size, s->table_offset + img->hdr.table_size);
 	for (uint64_t c = 0; !r && c < img->hdr.table_size / 8; c++) {
 		uint64_t e = t[c] = le64toh(t[c]), p = e & UCOW_E_PCN_MASK;
 		if ((e & (UCOW_E_RESERVED | UCOW_E_BUSY | UCOW_E_SHARED)) || (p && (e & UCOW_E_ZERO)) ||
@@ -361,7 +322,7 @@ static int write_snap_table(struct cow_image *img, const struct snap *snaps, uin
 		return 0;
 	}
 	*size = chunks_for(img, bytes) << img->chunk_shift;
-	buf = aligned(bytes);
+	buf = meta_zalloc(bytes);
 	if (!buf)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++)
@@ -391,7 +352,7 @@ static int write_rc(struct cow_image *img, uint32_t **rcp, uint64_t *rc_len, uin
 		*rc_len = len;
 	}
 	*size = n << img->chunk_shift;
-	uint8_t *buf = aligned(*size);
+	uint8_t *buf = meta_zalloc(*size);
 	int r;
 	if (!buf)
 		return -ENOMEM;
@@ -408,7 +369,7 @@ static int write_rc(struct cow_image *img, uint32_t **rcp, uint64_t *rc_len, uin
 static int write_frozen(struct cow_image *img, const uint64_t *table, uint64_t *const *groups,
 			uint64_t *off, uint64_t *size)
 {
-	uint64_t *buf = aligned(img->hdr.table_size);
+	uint64_t *buf = meta_zalloc(img->hdr.table_size);
 	int r;
 	if (!buf)
 		return -ENOMEM;
@@ -607,6 +568,23 @@ static bool in_map(const uint8_t *m, struct cow_image *img, uint64_t p)
 	return p < img->next_pcn && (m[p / 8] & (1u << (p % 8)));
 }
 
+/*
+ * The start of delete and apply (under lock): find the snapshot, checkpoint (S1), read its
+ * frozen table and bitmap.
+ */
+static int begin_on_snapshot(struct cow_image *img, const char *key, struct snap **s,
+			     uint64_t **t, uint64_t **b)
+{
+	int r;
+	*s = snap_find(img, key);
+	if (!*s) {
+		img_set_err(img, "%s: no snapshot '%s'", img->path, key);
+		return -ENOENT;
+	}
+	r = jnl_checkpoint(img);
+	return r ? r : frozen_read(img, *s, t, b);
+}
+
 /* ---- delete ------------------------------------------------------------------------------ */
 
 int cow_snapshot_delete(struct cow_image *img, const char *key)
@@ -620,15 +598,7 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 	if (r)
 		return r;
 	pthread_mutex_lock(&img->lock);
-	s = snap_find(img, key);
-	if (!s) {
-		img_set_err(img, "%s: no snapshot '%s'", img->path, key);
-		r = -ENOENT;
-		goto out;
-	}
-	r = jnl_checkpoint(img);					/* S1 */
-	if (!r)
-		r = frozen_read(img, s, &t, &b);
+	r = begin_on_snapshot(img, key, &s, &t, &b);		/* S1 */
 	if (r)
 		goto out;
 	snaps = calloc(img->nb_snaps, sizeof(*snaps));
@@ -723,7 +693,7 @@ static int install_table(struct cow_image *img, uint64_t *t, uint64_t *b)
 			any = src[i] != 0;
 		if (!any)
 			continue;
-		groups[g] = aligned(UCOW_META_ALIGN);
+		groups[g] = meta_zalloc(UCOW_META_ALIGN);
 		if (!groups[g]) {
 			for (uint64_t k = 0; k < g; k++)
 				free(groups[k]);
@@ -751,15 +721,7 @@ int cow_snapshot_apply(struct cow_image *img, const char *key)
 	if (r)
 		return r;
 	pthread_mutex_lock(&img->lock);
-	s = snap_find(img, key);
-	if (!s) {
-		img_set_err(img, "%s: no snapshot '%s'", img->path, key);
-		r = -ENOENT;
-		goto out;
-	}
-	r = jnl_checkpoint(img);					/* S1 */
-	if (!r)
-		r = frozen_read(img, s, &t, &b);
+	r = begin_on_snapshot(img, key, &s, &t, &b);		/* S1 */
 	if (r)
 		goto out;
 	/* S2: the snapshot's table becomes the current table, in a new extent */
