@@ -255,23 +255,24 @@ struct thr {
 	const char *path;
 	struct cow_image *img;
 	int id, nthr;
+	struct cow_backend *be;	/* freed by main after every thread ended: liburing maps its
+				 * rings with raw syscalls TSan cannot see, so a ring freed while
+				 * another thread maps a new one at the same address looks racy */
+	struct cow_ctx *ctx;
 };
 
 static void *writer(void *arg)
 {
 	struct thr *t = arg;
-	struct cow_backend *be;
-	struct cow_ctx *ctx;
 	char buf[4096];
-	if (cow_backend_new("uring", 32, &be) || cow_ctx_new(t->img, be, &ctx))
+	if (cow_backend_new("uring", 32, &t->be) || cow_ctx_new(t->img, t->be, &t->ctx))
 		return (void *)1;
+	struct cow_ctx *ctx = t->ctx;
 	for (int blk = t->id; blk < 8 * 256; blk += t->nthr) {
 		memset(buf, blk & 0xff, sizeof(buf));
 		if (cow_rw(ctx, COW_WRITE, buf, 4096, (uint64_t)blk * 4096, 0))
 			return (void *)2;
 	}
-	cow_ctx_free(ctx);
-	cow_backend_free(be);
 	return NULL;
 }
 
@@ -292,6 +293,10 @@ static void test_concurrent_alloc(void **state)
 		void *r;
 		pthread_join(th[i], &r);
 		assert_null(r);
+	}
+	for (int i = 0; i < 4; i++) {
+		cow_ctx_free(t[i].ctx);
+		cow_backend_free(t[i].be);
 	}
 	cow_get_stats(img, &st);
 	assert_int_equal(st.allocations, 8);	/* 8 chunks, each allocated once */
