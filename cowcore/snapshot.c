@@ -443,6 +443,27 @@ static void mark_shared(struct cow_image *img)
 	}
 }
 
+/* After a switch: the new snapshot and refcount tables become the image's (the caller's
+ * pointers are taken, or left to the caller to free when there are no snapshots left). */
+static void install_snaps(struct cow_image *img, struct snap **snaps, uint32_t n,
+			  uint32_t **rc, uint64_t rc_len)
+{
+	free(img->snaps);
+	free(img->rc);
+	img->snaps = NULL;
+	img->rc = NULL;
+	img->rc_len = 0;
+	if (n) {
+		img->snaps = *snaps;
+		img->rc = *rc;
+		img->rc_len = rc_len;
+		*snaps = NULL;
+		*rc = NULL;
+	}
+	img->nb_snaps = n;
+	mark_shared(img);
+}
+
 /* ---- create ------------------------------------------------------------------------------ */
 
 int cow_snapshot_create(struct cow_image *img, const char *name)
@@ -533,15 +554,7 @@ int cow_snapshot_create(struct cow_image *img, const char *name)
 		goto out;
 	free_extent(img, oh.snap_table_offset, oh.snap_table_size);	/* S4 */
 	free_extent(img, oh.refcount_offset, oh.refcount_size);
-	free(img->snaps);
-	free(img->rc);
-	img->snaps = snaps;
-	img->rc = rc;
-	img->rc_len = rc_len;
-	img->nb_snaps++;
-	snaps = NULL;
-	rc = NULL;
-	mark_shared(img);
+	install_snaps(img, &snaps, img->nb_snaps + 1, &rc, rc_len);
 out:
 	pthread_mutex_unlock(&img->lock);
 	free(snaps);
@@ -658,17 +671,7 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 	for (uint64_t p = 0; p < rc_len; p++)
 		if (rc[p] == UINT32_MAX)
 			rc[p] = 0;
-	free(img->snaps);
-	free(img->rc);
-	img->snaps = n ? snaps : NULL;
-	img->rc = n ? rc : NULL;
-	img->rc_len = n ? rc_len : 0;
-	img->nb_snaps = n;
-	if (n) {
-		snaps = NULL;
-		rc = NULL;
-	}
-	mark_shared(img);
+	install_snaps(img, &snaps, n, &rc, rc_len);
 out:
 	pthread_mutex_unlock(&img->lock);
 	free(snaps);

@@ -412,38 +412,15 @@ out:
 	close(fd);
 }
 
+/* ublk_sock_call into a caller's buffer (truncated to len), with a 5 s timeout. */
 int ublk_sock_request(const char *path, const char *req, char *resp, size_t len)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = 5 };
-	char line[512];
-	size_t off = 0;
-	ssize_t n;
-	int fd, ret = 0;
+	char *out = NULL;
+	int ret = ublk_sock_call(path, req, 5, &out);
 
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		ret = -errno;
-		goto out;
-	}
-	snprintf(line, sizeof(line), "%s\n", req);
-	sock_reply(fd, line);
-	while (off + 1 < len && (n = read(fd, resp + off, len - off - 1)) > 0)
-		off += (size_t)n;
-	resp[off] = 0;
-	if (strncmp(resp, "ok\n", 3)) {
-		ret = -EPROTO;
-		goto out;
-	}
-	memmove(resp, resp + 3, off - 2);
-out:
-	close(fd);
+	if (len)
+		snprintf(resp, len, "%s", out ? out : "");
+	free(out);
 	return ret;
 }
 
