@@ -334,7 +334,8 @@ struct chunk_op {
 	bool new_chunk, shared, was_zero;
 	char *bounce;			/* covers [ws, we) */
 	char *copybuf;			/* SHARED copies, chunk-sized */
-	uint64_t *newbm;
+	uint64_t newbm[UCOW_MAX_BPC / 64];	/* the new bitmap (bm_words used) */
+	struct chunk_op *fnext;		/* ctx's free list */
 	unsigned pending;
 	int res;
 	void (*next)(struct chunk_op *op);
@@ -422,12 +423,26 @@ static void op_fill(struct chunk_op *op, uint32_t off, uint32_t len, char *buf)
 	cow_submit(op->ctx->backing, &e->sub);
 }
 
+/* Chunk ops come from a per-ctx free list: no allocation per request once warm. */
+static struct chunk_op *op_alloc(struct cow_ctx *ctx)
+{
+	struct chunk_op *op = ctx->free_ops;
+	if (op)
+		ctx->free_ops = op->fnext;
+	else if (!(op = malloc(sizeof(*op))))
+		return NULL;
+	memset(op, 0, sizeof(*op));
+	op->ctx = ctx;
+	return op;
+}
+
 static void op_free(struct chunk_op *op)
 {
-	buf_put(op->ctx, op->bounce);
-	buf_put(op->ctx, op->copybuf);
-	free(op->newbm);
-	free(op);
+	struct cow_ctx *ctx = op->ctx;
+	buf_put(ctx, op->bounce);
+	buf_put(ctx, op->copybuf);
+	op->fnext = ctx->free_ops;
+	ctx->free_ops = op;
 }
 
 /* FILL: gather what the write does not cover. */
@@ -583,13 +598,12 @@ static void op_start(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint3
 {
 	struct cow_image *img = ctx->img;
 	uint32_t bs = img->block_size;
-	struct chunk_op *op = calloc(1, sizeof(*op));
+	struct chunk_op *op = op_alloc(ctx);
 	const uint64_t *bm;
 	int r = -ENOMEM;
 
 	if (!op)
 		goto fail;
-	op->ctx = ctx;
 	op->req = req;
 	op->c = c;
 	op->in = in;
@@ -601,8 +615,7 @@ static void op_start(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint3
 	op->was_zero = (e & UCOW_E_ZERO) != 0;
 	op->new_chunk = !op->old_p || op->shared;
 	bm = img_bm(img, c, true);
-	op->newbm = calloc(img->bm_words, 8);
-	if (!bm || !op->newbm)
+	if (!bm)
 		goto fail;
 	if (op->new_chunk) {
 		r = alloc_chunk(img, &op->np);
@@ -645,12 +658,8 @@ static void op_start(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint3
 	return;
 fail:
 	pthread_mutex_unlock(&img->lock);
-	if (op) {
-		free(op->newbm);
-		buf_put(ctx, op->bounce);
-		buf_put(ctx, op->copybuf);
-		free(op);
-	}
+	if (op)
+		op_free(op);
 	req_put(req, r);
 }
 
@@ -993,6 +1002,11 @@ void cow_ctx_free(struct cow_ctx *ctx)
 		struct eio *e = ctx->free_eios;
 		ctx->free_eios = e->fnext;
 		free(e);
+	}
+	while (ctx->free_ops) {
+		struct chunk_op *op = ctx->free_ops;
+		ctx->free_ops = op->fnext;
+		free(op);
 	}
 	while (ctx->free_bufs) {
 		void *b = ctx->free_bufs;

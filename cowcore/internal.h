@@ -89,6 +89,7 @@ struct cow_image {
 };
 
 struct eio;
+struct chunk_op;
 
 /* A snapshot table entry, decoded. */
 struct snap {
@@ -108,6 +109,7 @@ struct cow_ctx {
 	struct cow_ctx *backing;	/* same thread, backing image */
 	struct eio *free_eios;
 	void *free_bufs;		/* chunk-sized aligned buffers for chunk ops (linked) */
+	struct chunk_op *free_ops;	/* chunk ops for reuse (engine.c) */
 	unsigned nfree_bufs;
 	int efd;
 	pthread_mutex_t rlock;
