@@ -546,9 +546,11 @@ def machine(workdir):
         real = os.path.realpath(workdir)
         with open("/proc/mounts") as f:
             for l in f:
-                dev, mnt, fs = l.split()[:3]
+                dev, mnt, fs, opts = l.split()[:4]
                 if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
                     best, m["fs"], m["fs_device"] = mnt, fs, dev
+                    # online discard makes every hole punch (S5) wait for the device
+                    m["fs_discard"] = "discard" in opts.split(",")
     except OSError:
         pass
     try:
@@ -562,9 +564,11 @@ def machine(workdir):
 
 
 def machine_line(m):
-    return "%s CPUs (%s), %s GiB RAM, Linux %s, %s file system (%s); %s; ucow %s" % (
+    return "%s CPUs (%s), %s GiB RAM, Linux %s, %s file system (%s%s); %s; ucow %s" % (
         m.get("nproc"), m.get("cpu", "?"), m.get("memory_gib", "?"), m.get("kernel"),
-        m.get("fs", "?"), m.get("fs_device", "?"), m.get("qemu_img", "?"), m.get("git", "?"))
+        m.get("fs", "?"), m.get("fs_device", "?"),
+        ", mounted with online discard" if m.get("fs_discard") else "",
+        m.get("qemu_img", "?"), m.get("git", "?"))
 
 
 def update_doc(doc, hdr, lines, m, date, minutes, png_rel):
