@@ -4,8 +4,10 @@
  *
  * Free chunks: those below next_pcn that nothing maps (found at open, or returned by
  * discards). A chunk unmapped by a discard waits in quarantine until the record that unmapped
- * it is durable (journal.c, J4); only then does it join the free list. Allocation prefers the
- * free list (lowest chunk last freed first), then grows the file.
+ * it is durable and every I/O that found it mapped has completed (journal.c, J4); only then
+ * does it join the free list. Otherwise a write still in flight could land in the chunk after
+ * it was handed to another virtual chunk. Allocation prefers the free list (lowest chunk last
+ * freed first), then grows the file.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -41,9 +43,14 @@ void alloc_release(struct cow_image *img, uint64_t pcn)
 	img->free_pcns[img->nfree++] = pcn;
 }
 
-int alloc_quarantine(struct cow_image *img, uint64_t pcn, uint64_t rec)
+static bool quiet(struct cow_image *img, uint64_t chunk)
 {
-	if (rec < img->rec_committed) {
+	return !img->inflight || !__atomic_load_n(&img->inflight[chunk], __ATOMIC_SEQ_CST);
+}
+
+int alloc_quarantine(struct cow_image *img, uint64_t pcn, uint64_t rec, uint64_t chunk)
+{
+	if (rec < img->rec_committed && quiet(img, chunk)) {
 		alloc_release(img, pcn);
 		return 0;
 	}
@@ -55,16 +62,17 @@ int alloc_quarantine(struct cow_image *img, uint64_t pcn, uint64_t rec)
 		img->quar = q;
 		img->quar_cap = n;
 	}
-	img->quar[img->nquar++] = (struct quarantined){ .pcn = pcn, .rec = rec };
+	img->quar[img->nquar++] = (struct quarantined){ .pcn = pcn, .rec = rec, .chunk = chunk };
 	return 0;
 }
 
-/* Records below upto are durable: release what they unmapped. */
+/* Records below upto are durable: release what they unmapped, once no I/O is in flight to
+ * it (a chunk still busy waits for a later commit; at worst it is free at the next open). */
 void alloc_committed(struct cow_image *img, uint64_t upto)
 {
 	size_t k = 0;
 	for (size_t i = 0; i < img->nquar; i++) {
-		if (img->quar[i].rec < upto)
+		if (img->quar[i].rec < upto && quiet(img, img->quar[i].chunk))
 			alloc_release(img, img->quar[i].pcn);
 		else
 			img->quar[k++] = img->quar[i];

@@ -51,6 +51,7 @@ struct eio *eio_get(struct cow_ctx *ctx)
 	else if (!(e = malloc(sizeof(*e))))
 		return NULL;
 	e->ctx = ctx;
+	e->hold = 0;
 	return e;
 }
 
@@ -126,6 +127,8 @@ void req_put(struct cow_req *req, int res)
 static void io_part_done(struct eio *e, int res)
 {
 	struct cow_req *req = e->arg;
+	if (e->hold)
+		inflight_put(e->ctx->img, e->hold - 1);
 	if (res >= 0) {
 		if ((uint64_t)res < e->want) {
 			if (e->io.op == COW_IO_READ)	/* past the end of the file: zeros */
@@ -138,17 +141,28 @@ static void io_part_done(struct eio *e, int res)
 	req_put(req, res < 0 ? res : 0);
 }
 
-static void queue_req_io(struct cow_ctx *ctx, struct cow_req *req, int op, int fd, void *buf,
-			 uint64_t len, uint64_t off)
+/* hold: 0, or virtual chunk + 1 of an I/O into this image's chunk whose inflight count the
+ * caller took for it (dropped when the I/O completes). */
+static void queue_io(struct cow_ctx *ctx, struct cow_req *req, int op, int fd, void *buf,
+		     uint64_t len, uint64_t off, uint64_t hold)
 {
 	struct eio *e = eio_get(ctx);
 	if (!e) {
+		if (hold)
+			inflight_put(ctx->img, hold - 1);
 		if (!req->res)
 			req->res = -ENOMEM;
 		return;
 	}
+	e->hold = hold;
 	req->pending++;
 	eng_queue(ctx, e, op, fd, buf, (uint32_t)len, off, io_part_done, req);
+}
+
+static void queue_req_io(struct cow_ctx *ctx, struct cow_req *req, int op, int fd, void *buf,
+			 uint64_t len, uint64_t off)
+{
+	queue_io(ctx, req, op, fd, buf, len, off, 0);
 }
 
 /* ---- handing work to another thread's ctx ----------------------------------------------- */
@@ -289,14 +303,17 @@ static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 		       uint32_t len, char *buf)
 {
 	struct cow_image *img = ctx->img;
-	uint64_t e = ent_load(img, c) & ~UCOW_E_BUSY, p = e & UCOW_E_PCN_MASK;
-	uint64_t vbase = c << img->chunk_shift;
+	inflight_get(img, c);	/* guard: the chunk stays ours until our reads are queued */
+	uint64_t e = __atomic_load_n(&img->table[c], __ATOMIC_SEQ_CST) & ~UCOW_E_BUSY;
+	uint64_t p = e & UCOW_E_PCN_MASK, vbase = c << img->chunk_shift;
 
 	if (e & UCOW_E_ZERO) {
+		inflight_put(img, c);
 		memset(buf, 0, len);
 		return;
 	}
 	if (!p) {
+		inflight_put(img, c);
 		read_backing(ctx, req, vbase + in, len, buf);
 		return;
 	}
@@ -311,13 +328,15 @@ static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 			run_end = end;
 		if (bit) {
 			STAT_ADD(img, data_reads, 1);
-			queue_req_io(ctx, req, COW_IO_READ, img->fd, buf + (pos - in), run_end - pos,
-				     (p << img->chunk_shift) + pos);
+			inflight_get(img, c);
+			queue_io(ctx, req, COW_IO_READ, img->fd, buf + (pos - in), run_end - pos,
+				 (p << img->chunk_shift) + pos, c + 1);
 		} else {
 			read_backing(ctx, req, vbase + pos, run_end - pos, buf + (pos - in));
 		}
 		pos = run_end;
 	}
+	inflight_put(img, c);
 }
 
 /* ---- chunk ops (slow path) -------------------------------------------------------------- */
@@ -674,11 +693,12 @@ static void unmap_punched(struct eio *e, int res)
 	struct cow_ctx *ctx = e->ctx;
 	struct cow_image *img = ctx->img;
 	struct cow_req *req = e->arg;
-	uint64_t pcn = e->sub.off, rec = e->sub.len;
+	uint64_t pcn = e->sub.off, rec = e->sub.len, c = (uintptr_t)e->sub.priv;
 	eio_put(e);
 	pthread_mutex_lock(&img->lock);
-	/* J4: reusable only once the unmapping is durable and the punch is done */
-	if (alloc_quarantine(img, pcn, rec))
+	/* J4: reusable only once the unmapping is durable, the punch is done and no I/O that
+	 * found the chunk mapped is in flight */
+	if (alloc_quarantine(img, pcn, rec, c))
 		res = res < 0 ? res : 0;	/* leaked until the next open: never unsafe */
 	pthread_mutex_unlock(&img->lock);
 	req_put(req, res < 0 ? res : 0);
@@ -698,6 +718,9 @@ static void unmap_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, ui
 			img->bm_dirty[c / img->chunks_per_group] = 1;
 		}
 		ent_store(img, c, newe);
+		/* ordered before the inflight count is read (alloc.c): an I/O either counted
+		 * itself before this store or finds the chunk unmapped */
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		r = jnl_add(img, c, newe, NULL, &rec);
 	}
 	pthread_mutex_unlock(&img->lock);
@@ -706,6 +729,7 @@ static void unmap_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, ui
 		if (io) {
 			io->sub.off = p;
 			io->sub.len = rec;
+			io->sub.priv = (void *)(uintptr_t)c;
 			req->pending++;
 			eng_queue(ctx, io, COW_IO_PUNCH, img->fd, NULL, img->chunk_size,
 				  p << img->chunk_shift, unmap_punched, req);
@@ -750,6 +774,7 @@ static void bitset_done(struct eio *e, int res)
 		}
 		pthread_mutex_unlock(&img->lock);
 	}
+	inflight_put(img, c);	/* after the publish: p cannot have been reused meanwhile */
 	req_put(req, res < 0 ? res : 0);
 }
 
@@ -759,6 +784,7 @@ static void bitset_write(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, u
 	struct cow_image *img = ctx->img;
 	struct eio *e = eio_get(ctx);
 	if (!e) {
+		inflight_put(img, c);
 		req_put(req, -ENOMEM);
 		return;
 	}
@@ -800,16 +826,23 @@ static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c)
 		req_put(req, 0);
 		return;
 	}
-	/* fast path: overwrite of data already here */
-	uint64_t e = ent_load(img, c), p = e & UCOW_E_PCN_MASK;
-	if (!zero && p && !(e & (UCOW_E_BUSY | UCOW_E_SHARED)) &&
-	    all_bits(img_bm(img, c, false), in >> img->block_shift,
-		     (in + len - 1) / img->block_size + 1)) {
-		STAT_ADD(img, data_writes, 1);
-		STAT_ADD(img, data_bytes_written, len);
-		queue_req_io(ctx, req, COW_IO_WRITE, img->fd, buf, len, (p << img->chunk_shift) + in);
-		req_put(req, 0);
-		return;
+	/* fast path: overwrite of data already here (counted in flight before the lookup) */
+	uint64_t e, p;
+	if (!zero) {
+		inflight_get(img, c);
+		e = __atomic_load_n(&img->table[c], __ATOMIC_SEQ_CST);
+		p = e & UCOW_E_PCN_MASK;
+		if (p && !(e & (UCOW_E_BUSY | UCOW_E_SHARED)) &&
+		    all_bits(img_bm(img, c, false), in >> img->block_shift,
+			     (in + len - 1) / img->block_size + 1)) {
+			STAT_ADD(img, data_writes, 1);
+			STAT_ADD(img, data_bytes_written, len);
+			queue_io(ctx, req, COW_IO_WRITE, img->fd, buf, len,
+				 (p << img->chunk_shift) + in, c + 1);
+			req_put(req, 0);
+			return;
+		}
+		inflight_put(img, c);
 	}
 	pthread_mutex_lock(&img->lock);
 	e = ent_load(img, c);
@@ -837,10 +870,11 @@ static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c)
 		bool head_ok = !(in & (bs - 1)) || bm_test(bm, in >> img->block_shift);
 		bool tail_ok = !(pend & (bs - 1)) || bm_test(bm, pend >> img->block_shift);
 		if (head_ok && tail_ok) {
+			inflight_get(img, c);	/* under lock: an unmap comes after, and sees it */
 			pthread_mutex_unlock(&img->lock);
 			if (all_bits(bm, in >> img->block_shift, (pend - 1) / bs + 1)) {
-				queue_req_io(ctx, req, COW_IO_WRITE, img->fd, buf, len,
-					     (p << img->chunk_shift) + in);
+				queue_io(ctx, req, COW_IO_WRITE, img->fd, buf, len,
+					 (p << img->chunk_shift) + in, c + 1);
 				req_put(req, 0);
 			} else {
 				bitset_write(ctx, req, c, p, in, len, buf);

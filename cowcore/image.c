@@ -401,6 +401,7 @@ static void img_free(struct cow_image *img)
 	free(img->bm_groups);
 	free(img->table);
 	free(img->table_dirty);
+	free(img->inflight);
 	free(img->bm_dirty);
 	free(img->free_pcns);
 	free(img->quar);

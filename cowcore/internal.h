@@ -20,10 +20,12 @@ struct jrec {
 	uint64_t *bm;		/* bm_words words, owned */
 };
 
-/* A chunk freed by a discard: reusable once the record that unmapped it is durable. */
+/* A chunk freed by a discard: reusable once the record that unmapped it is durable and no
+ * I/O that found it mapped is still in flight (J4). */
 struct quarantined {
 	uint64_t pcn;
 	uint64_t rec;		/* index of the unmapping record */
+	uint64_t chunk;		/* the virtual chunk it was mapped at */
 };
 
 /* A request part parked until a chunk's BUSY operation finishes. */
@@ -55,6 +57,10 @@ struct cow_image {
 	uint64_t **bm_groups;		/* one 4 KiB page of bitmaps each, allocated on demand */
 	uint64_t nr_groups, chunks_per_group;
 	uint8_t *table_dirty, *bm_dirty;	/* per 4 KiB page, since the last checkpoint */
+	/* writable images: per virtual chunk, I/Os in flight to its physical chunk that did not
+	 * hold the chunk BUSY (fast-path reads and writes); a chunk a discard unmapped is not
+	 * reused while its count is not zero (J4, alloc.c) */
+	uint32_t *inflight;
 
 	pthread_mutex_t lock;		/* allocator, journal, waits, bitmap group allocation */
 
@@ -124,6 +130,7 @@ struct eio {
 	void *arg;
 	uint64_t want;			/* bytes expected (short reads zero-fill) */
 	uint64_t u[3];			/* per-use scratch (chunk, chunk number, block range) */
+	uint64_t hold;			/* virtual chunk + 1 whose inflight count it holds, or 0 */
 	struct cow_req sub;		/* for reads from the backing image */
 	struct eio *fnext;
 };
@@ -163,6 +170,18 @@ static inline void ent_store(struct cow_image *img, uint64_t c, uint64_t e)
 	__atomic_store_n(&img->table[c], e, __ATOMIC_RELEASE);
 	img->table_dirty[(c * 8) / UCOW_META_ALIGN] = 1;
 }
+/* Count an I/O into virtual chunk c's physical chunk: taken BEFORE the entry is loaded (or
+ * under img->lock), so that an unmap either sees the count or the I/O sees the unmapping. */
+static inline void inflight_get(struct cow_image *img, uint64_t c)
+{
+	if (img->inflight)
+		__atomic_fetch_add(&img->inflight[c], 1, __ATOMIC_SEQ_CST);
+}
+static inline void inflight_put(struct cow_image *img, uint64_t c)
+{
+	if (img->inflight)
+		__atomic_fetch_sub(&img->inflight[c], 1, __ATOMIC_RELEASE);
+}
 static inline bool bm_test(const uint64_t *bm, uint32_t i)
 {
 	return bm && (__atomic_load_n(&bm[i / 64], __ATOMIC_ACQUIRE) >> (i % 64)) & 1;
@@ -185,7 +204,7 @@ void snap_check(struct cow_image *img, struct cow_check_result *cr);
 /* alloc.c (under img->lock) */
 int alloc_chunk(struct cow_image *img, uint64_t *pcn);
 void alloc_release(struct cow_image *img, uint64_t pcn);
-int alloc_quarantine(struct cow_image *img, uint64_t pcn, uint64_t rec);
+int alloc_quarantine(struct cow_image *img, uint64_t pcn, uint64_t rec, uint64_t chunk);
 void alloc_committed(struct cow_image *img, uint64_t upto);
 
 /* engine.c */

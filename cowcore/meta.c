@@ -256,6 +256,11 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 	if (h->table_size >= (2u << 20))
 		madvise(img->table, h->table_size, MADV_HUGEPAGE);	/* a hint; may be off */
 	img->table_dirty = calloc(h->table_size / UCOW_META_ALIGN, 1);
+	if (!img->read_only && !(img->inflight = calloc(img->nr_chunks ? img->nr_chunks : 1,
+							       sizeof(*img->inflight)))) {
+		r = -ENOMEM;
+		goto out;
+	}
 	img->bm_groups = calloc(img->nr_groups, sizeof(*img->bm_groups));
 	img->bm_dirty = calloc(img->nr_groups, 1);
 	v.used = calloc(v.file_chunks / 8 + 1, 1);

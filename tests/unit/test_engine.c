@@ -582,6 +582,118 @@ static void test_map(void **state)
 	h_close(&h);
 }
 
+/* A backend that holds back the next write into [lo, hi): an I/O still in flight. */
+struct hold_be {
+	struct cow_backend be;
+	struct cow_backend *inner;
+	uint64_t lo, hi;
+	bool holding;
+	struct cow_io *held;
+};
+
+static int hold_queue(struct cow_backend *be, struct cow_io *io)
+{
+	struct hold_be *h = (struct hold_be *)be;
+	if (h->holding && io->op == COW_IO_WRITE && io->off < h->hi && io->off + io->len > h->lo) {
+		h->holding = false;
+		h->held = io;
+		return 0;
+	}
+	int r = h->inner->ops->queue(h->inner, io);
+	be->inflight = h->inner->inflight;
+	return r;
+}
+
+static int hold_submit_wait(struct cow_backend *be, unsigned min)
+{
+	struct hold_be *h = (struct hold_be *)be;
+	int r = h->inner->ops->submit_wait(h->inner, min);
+	be->inflight = h->inner->inflight;
+	return r;
+}
+
+static void hold_destroy(struct cow_backend *be) { (void)be; }
+
+static const struct cow_backend_ops hold_ops = { "hold", hold_queue, hold_submit_wait,
+						 hold_destroy };
+
+struct req_wait {
+	bool done;
+	int res;
+};
+
+static void req_wait_cb(struct cow_req *req, int res)
+{
+	struct req_wait *w = req->priv;
+	w->done = true;
+	w->res = res;
+}
+
+/*
+ * A write still in flight to a chunk that a discard unmaps must land before the chunk is
+ * given to another virtual chunk (J4): otherwise it overwrites that chunk's new data.
+ */
+static void test_discard_inflight(void **state)
+{
+	struct h h;
+	struct hold_be hb = { .be.ops = &hold_ops };
+	struct req_wait w = { 0 };
+	uint64_t run, p0, p5, p7;
+	const uint32_t cs = 64 << 10;
+	char *a = malloc(cs), *b = malloc(cs);
+	assert_true(a && b);
+
+	mk(P("if.img"), 4 << 20, cs, 4096, NULL, 0);
+	h_open(&h, P("if.img"), COW_FMT_NONE, 0, "sync");
+	cow_ctx_free(h.ctx);
+	hb.inner = h.be;
+	assert_int_equal(cow_ctx_new(h.img, &hb.be, &h.ctx), 0);
+	memset(a, 1, cs);
+	assert_int_equal(cow_rw(h.ctx, COW_WRITE, a, cs, 0, 0), 0);
+	assert_int_equal(cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
+	assert_int_equal(cow_map(h.img, 0, cs, &run, &p0), COW_MAP_DATA);
+
+	/* an overwrite of chunk 0 (the lock-free path), held in flight */
+	hb.lo = p0;
+	hb.hi = p0 + cs;
+	hb.holding = true;
+	memset(b, 9, 4096);
+	struct cow_req wr = { .op = COW_WRITE, .off = 0, .len = 4096, .buf = b,
+			      .cb = req_wait_cb, .priv = &w };
+	cow_submit(h.ctx, &wr);
+	assert_false(w.done);
+	assert_non_null(hb.held);
+
+	/* discard chunk 0 and make that durable; then a fresh chunk is allocated */
+	assert_int_equal(cow_rw(h.ctx, COW_DISCARD, NULL, cs, 0, 0), 0);
+	assert_int_equal(cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
+	memset(a, 5, cs);
+	assert_int_equal(cow_rw(h.ctx, COW_WRITE, a, cs, 5 * cs, 0), 0);
+	assert_int_equal(cow_map(h.img, 5 * cs, cs, &run, &p5), COW_MAP_DATA);
+	assert_true(p5 != p0);		/* not the chunk the held write goes to */
+
+	/* the held write lands now */
+	assert_int_equal(hold_queue(&hb.be, hb.held), 0);
+	while (!w.done)
+		assert_true(hb.be.ops->submit_wait(&hb.be, 1) >= 0);
+	assert_int_equal(w.res, 0);
+	assert_int_equal(cow_rw(h.ctx, COW_READ, b, cs, 5 * cs, 0), 0);
+	assert_memory_equal(a, b, cs);		/* chunk 5 kept its data */
+
+	/* once no I/O is in flight, the next commit frees the chunk, and it is reused */
+	assert_int_equal(cow_rw(h.ctx, COW_WRITE, a, cs, 9 * cs, 0), 0);
+	assert_int_equal(cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
+	assert_int_equal(cow_rw(h.ctx, COW_WRITE, a, cs, 7 * cs, 0), 0);
+	assert_int_equal(cow_map(h.img, 7 * cs, cs, &run, &p7), COW_MAP_DATA);
+	assert_int_equal(p7, p0);
+	memset(a, 0, cs);
+	assert_int_equal(cow_rw(h.ctx, COW_READ, b, cs, 0, 0), 0);
+	assert_memory_equal(a, b, cs);		/* chunk 0 stays discarded */
+	h_close(&h);
+	free(a);
+	free(b);
+}
+
 static int setup(void **state)
 {
 	snprintf(dir, sizeof(dir), "/tmp/ucow-unit-XXXXXX");
@@ -609,6 +721,9 @@ int main(void)
 		cmocka_unit_test(test_locking),
 		cmocka_unit_test(test_backing_chain),
 		cmocka_unit_test(test_map),
+		cmocka_unit_test(test_discard_inflight),
 	};
+	if (getenv("UNIT_FILTER"))	/* e.g. UNIT_FILTER=test_map: run one test */
+		cmocka_set_test_filter(getenv("UNIT_FILTER"));
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

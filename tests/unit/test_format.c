@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -181,5 +182,7 @@ int main(void)
 		cmocka_unit_test(test_init_limits), cmocka_unit_test(test_crc32c),
 		cmocka_unit_test(test_parse_size),
 	};
+	if (getenv("UNIT_FILTER"))	/* e.g. UNIT_FILTER=test_map: run one test */
+		cmocka_set_test_filter(getenv("UNIT_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -468,5 +468,7 @@ int main(void)
 		cmocka_unit_test(test_crash_apply),
 		cmocka_unit_test(test_crash_delete),
 	};
+	if (getenv("UNIT_FILTER"))	/* e.g. UNIT_FILTER=test_map: run one test */
+		cmocka_set_test_filter(getenv("UNIT_FILTER"));
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
