@@ -717,10 +717,10 @@ static void unmap_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, ui
 				__atomic_store_n(&bm[i], 0, __ATOMIC_RELEASE);
 			img->bm_dirty[c / img->chunks_per_group] = 1;
 		}
-		ent_store(img, c, newe);
-		/* ordered before the inflight count is read (alloc.c): an I/O either counted
-		 * itself before this store or finds the chunk unmapped */
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		/* seq_cst, as the inflight count's increment and load (alloc.c): an I/O either
+		 * counted itself before this store or finds the chunk unmapped */
+		__atomic_store_n(&img->table[c], newe, __ATOMIC_SEQ_CST);
+		img->table_dirty[(c * 8) / UCOW_META_ALIGN] = 1;
 		r = jnl_add(img, c, newe, NULL, &rec);
 	}
 	pthread_mutex_unlock(&img->lock);
