@@ -131,6 +131,14 @@ int cow_snapshot_create(struct cow_image *img, const char *name);
 int cow_snapshot_delete(struct cow_image *img, const char *name_or_id);
 int cow_snapshot_apply(struct cow_image *img, const char *name_or_id);
 int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_t *n);
+/*
+ * Chunks a snapshot delete or apply frees are punched out of the file after it returns, not
+ * inside it (punching gigabytes can take seconds; the server serves I/O meanwhile): they are
+ * reused only once punched. cow_reclaim punches up to max_bytes of them (0: all) and returns
+ * 1 if some are left, 0 if none are, or -errno (the chunks are reusable all the same; their
+ * space is not returned). Safe while I/O runs on other threads; cow_close reclaims the rest.
+ */
+int cow_reclaim(struct cow_image *img, uint64_t max_bytes);
 /* Open a snapshot's content read-only (the current state is left as it is). */
 int cow_open_snapshot(const char *path, const char *name_or_id, unsigned flags,
 		      struct cow_image **out, char *err);

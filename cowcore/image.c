@@ -405,6 +405,7 @@ static void img_free(struct cow_image *img)
 	free(img->bm_dirty);
 	free(img->free_pcns);
 	free(img->quar);
+	free(img->reclaim);
 	free(img->snaps);
 	free(img->rc);
 	free(img->path);
@@ -546,6 +547,7 @@ int cow_close(struct cow_image *img)
 	if (!img)
 		return 0;
 	if (img->fmt == COW_FMT_UCOW && !img->read_only && !img->corrupt) {
+		cow_reclaim(img, 0);	/* a failed punch only leaves the space in use */
 		r = jnl_checkpoint(img);
 		if (!r) {
 			/* drop the file's unused tail (grown ahead of allocation) */

@@ -28,6 +28,11 @@ struct quarantined {
 	uint64_t chunk;		/* the virtual chunk it was mapped at */
 };
 
+/* A run of chunks freed by a snapshot operation, not punched yet (cow_reclaim). */
+struct reclaim_run {
+	uint64_t pcn, n;
+};
+
 /* A request part parked until a chunk's BUSY operation finishes. */
 struct waiter {
 	struct cow_req *req;
@@ -71,6 +76,8 @@ struct cow_image {
 	size_t nfree, free_cap;
 	struct quarantined *quar;
 	size_t nquar, quar_cap;
+	struct reclaim_run *reclaim;	/* freed, to punch before reuse (snapshot.c) */
+	size_t nreclaim, reclaim_cap;
 
 	/* journal (under lock) */
 	struct jrec *recs;		/* pending records, index rec_base .. rec_added-1 */

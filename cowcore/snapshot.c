@@ -11,7 +11,10 @@
  *   S2. write every new structure (frozen table, refcount table, snapshot table, new current
  *       table) into freshly allocated chunks at the end of the file, never over live ones;
  *   S3. fdatasync, then switch with ONE header write (the other header slot), fdatasync;
- *   S4. only then free what the old header referenced (punch + free list).
+ *   S4. only then free what the old header referenced: small metadata extents are punched
+ *       and join the free list at once; the chunks of data no one references any more are
+ *       queued as runs (img->reclaim) and punched after the operation (cow_reclaim), so a
+ *       served image's queues are paused only for the switch, not for the punching.
  * A crash before S3 leaves the old header: the new chunks are unreferenced and free at the
  * next open. A crash after S3 leaves chunks that S4 did not free: also free at next open,
  * because free space is computed (current table + refcount > 0 + metadata extents).
@@ -86,6 +89,21 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Queue one run for cow_reclaim; false if out of memory. Under lock. */
+static bool reclaim_add(struct cow_image *img, uint64_t pcn, uint64_t n)
+{
+	if (img->nreclaim == img->reclaim_cap) {
+		size_t cap = img->reclaim_cap ? img->reclaim_cap * 2 : 16;
+		struct reclaim_run *v = realloc(img->reclaim, cap * sizeof(*v));
+		if (!v)
+			return false;
+		img->reclaim = v;
+		img->reclaim_cap = cap;
+	}
+	img->reclaim[img->nreclaim++] = (struct reclaim_run){ .pcn = pcn, .n = n };
+	return true;
+}
+
 static void free_chunks(struct cow_image *img, struct freeset *fs)
 {
 	if (!fs->n)
@@ -95,15 +113,50 @@ static void free_chunks(struct cow_image *img, struct freeset *fs)
 		size_t j = i + 1;
 		while (j < fs->n && fs->v[j] == fs->v[j - 1] + 1)
 			j++;
-		fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			  (off_t)(fs->v[i] << img->chunk_shift), (off_t)((j - i) << img->chunk_shift));
-		for (size_t k = i; k < j; k++)
-			alloc_release(img, fs->v[k]);
+		if (!reclaim_add(img, fs->v[i], j - i))
+			free_extent(img, fs->v[i] << img->chunk_shift, (j - i) << img->chunk_shift);
 		i = j;
 	}
 	free(fs->v);
 	fs->v = NULL;
 	fs->n = fs->cap = 0;
+}
+
+int cow_reclaim(struct cow_image *img, uint64_t max_bytes)
+{
+	uint64_t done = 0;
+	int r = 0;
+
+	for (;;) {
+		pthread_mutex_lock(&img->lock);
+		if (!img->nreclaim || (max_bytes && done >= max_bytes)) {
+			int left = img->nreclaim != 0;
+			pthread_mutex_unlock(&img->lock);
+			return r ? r : left;
+		}
+		/* the tail of the last run: at most what is left of the budget */
+		struct reclaim_run *run = &img->reclaim[img->nreclaim - 1];
+		uint64_t n = run->n;
+		if (max_bytes) {
+			uint64_t budget = ((max_bytes - done) + img->chunk_size - 1) >> img->chunk_shift;
+			if (n > budget)
+				n = budget;
+		}
+		uint64_t p = run->pcn + run->n - n;
+		run->n -= n;
+		if (!run->n)
+			img->nreclaim--;
+		pthread_mutex_unlock(&img->lock);
+		/* nothing maps these chunks and they are on no free list: no I/O touches them */
+		if (fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      (off_t)(p << img->chunk_shift), (off_t)(n << img->chunk_shift)) < 0 && !r)
+			r = -errno;
+		pthread_mutex_lock(&img->lock);
+		for (uint64_t i = 0; i < n; i++)
+			alloc_release(img, p + i);
+		pthread_mutex_unlock(&img->lock);
+		done += n << img->chunk_shift;
+	}
 }
 
 /* Metadata writes of snapshot operations: counted, and stopped by a simulated crash. */

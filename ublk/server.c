@@ -227,7 +227,12 @@ static int dev_write_state(struct ublk_dev *dev, const char *sock)
 	return ublk_state_write(&st);
 }
 
-/* LIVE: wait for a stop signal, a dying queue, or a control-socket request. */
+/* Punched per pass of the control loop after an online snapshot delete (cow_reclaim), so that
+ * signals and requests are served in between. */
+#define RECLAIM_SLICE (64ull << 20)
+
+/* LIVE: wait for a stop signal, a dying queue, or a control-socket request; in between, punch
+ * out what online snapshot deletes freed. */
 static int serve_loop(struct ublk_dev *dev, int sfd, int lfd)
 {
 	struct pollfd pfd[3] = {
@@ -235,9 +240,11 @@ static int serve_loop(struct ublk_dev *dev, int sfd, int lfd)
 		{ .fd = dev->wake_fd, .events = POLLIN },
 		{ .fd = lfd, .events = POLLIN },
 	};
+	struct cow_image *img = dev->tgt == &ublk_tgt_cow ? dev->tgt_data : NULL;
+	int timeout = -1;
 
 	for (;;) {
-		if (poll(pfd, lfd >= 0 ? 3 : 2, -1) < 0) {
+		if (poll(pfd, lfd >= 0 ? 3 : 2, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;
@@ -254,6 +261,7 @@ static int serve_loop(struct ublk_dev *dev, int sfd, int lfd)
 		}
 		if (lfd >= 0 && pfd[2].revents)
 			ublk_sock_serve(dev, lfd);
+		timeout = img && cow_reclaim(img, RECLAIM_SLICE) > 0 ? 0 : -1;
 	}
 }
 

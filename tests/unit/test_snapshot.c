@@ -363,11 +363,29 @@ static void test_delete_reclaims(void **state)
 		snprintf(n, sizeof(n), "s%d", s);
 		assert_int_equal(cow_snapshot_delete(h.img, n), 0);
 	}
-	h_close(&h);
+	/* the freed chunks are punched after the deletes, by cow_reclaim, in slices */
+	uint64_t pending = usage(P("del.img"));
+	assert_true(pending > 80ull << 20);
+	assert_int_equal(cow_reclaim(h.img, 1 << 20), 1);
+	assert_true(usage(P("del.img")) < pending);
+	assert_true(usage(P("del.img")) > pending - (2u << 20));	/* about one slice */
+	assert_int_equal(cow_reclaim(h.img, 0), 0);
+	assert_int_equal(cow_reclaim(h.img, 0), 0);
 	uint64_t after = usage(P("del.img"));
+	assert_true(after < (16u << 20) + (2u << 20));	/* data + metadata */
+	/* reclaimed chunks are reused: one more snapshot generation does not grow the file */
+	struct stat st0, st1;
+	assert_int_equal(stat(P("del.img"), &st0), 0);
+	assert_int_equal(cow_snapshot_create(h.img, "again"), 0);
+	wr(&h, 6, 0, 16 << 20);
+	assert_int_equal(cow_snapshot_delete(h.img, "again"), 0);
+	h_close(&h);	/* close punches what is left */
+	assert_int_equal(stat(P("del.img"), &st1), 0);
+	assert_true(st1.st_size <= st0.st_size);
+	after = usage(P("del.img"));
 	printf("disk usage: %llu KiB with 5 snapshots, %llu KiB after deleting them\n",
 	       (unsigned long long)(before >> 10), (unsigned long long)(after >> 10));
-	assert_true(after < (16u << 20) + (2u << 20));	/* data + metadata */
+	assert_true(after < (16u << 20) + (2u << 20));
 	check_ok(P("del.img"), false);
 	uint8_t *m = malloc(16 << 20);
 	memset(m, 6, 16 << 20);
