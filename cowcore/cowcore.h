@@ -130,6 +130,7 @@ struct cow_snap_info {
 int cow_snapshot_create(struct cow_image *img, const char *name);
 int cow_snapshot_delete(struct cow_image *img, const char *name_or_id);
 int cow_snapshot_apply(struct cow_image *img, const char *name_or_id);
+/* list may run while I/O does (create, delete and apply want none in flight) */
 int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_t *n);
 /*
  * Chunks a snapshot delete or apply frees are punched out of the file after it returns, not

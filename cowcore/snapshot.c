@@ -19,7 +19,9 @@
  * next open. A crash after S3 leaves chunks that S4 did not free: also free at next open,
  * because free space is computed (current table + refcount > 0 + metadata extents).
  *
- * Callers must have no request in flight on the image (the server pauses its queues).
+ * Create, delete and apply need no request in flight on the image (the server pauses its
+ * queues). List may run alongside I/O: it reads the current table under img->lock, and every
+ * table update is made under that lock (engine.c).
  */
 #include <errno.h>
 #include <fcntl.h>

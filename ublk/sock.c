@@ -15,9 +15,10 @@
  *                      then its snapshots as "snap ..." lines (below), then "pause_us N"
  *   snapshot-list   -> "snap ID PARENT SEC NSEC VSIZE USAGE CURRENT NAME" lines, "pause_us N"
  *   snapshot-create NAME, snapshot-delete NAME -> "pause_us N"
- * Names travel escaped (%XX for '%', controls, space and bytes >= 0x7f). Snapshot requests
- * pause the queues (ublk_dev_pause) around the engine call: cowcore wants no request in
- * flight during snapshot operations, list included; N is the pause in microseconds.
+ * Names travel escaped (%XX for '%', controls, space and bytes >= 0x7f). Snapshot create and
+ * delete pause the queues (ublk_dev_pause) around the engine call: cowcore wants no request
+ * in flight while they switch tables; N is the pause in microseconds. A list runs with the
+ * queues going (it reads under the image lock, which every table update holds): N is 0.
  * Errors: "error MESSAGE" with the engine's text (without the file name in front).
  * Served from the control thread, between signals: never on the data path.
  */
@@ -187,20 +188,20 @@ static void sock_snapshot(struct ublk_dev *dev, const char *req, struct sbuf *b)
 		if (!in.nb_snapshots)
 			return;
 	}
-	r = ublk_dev_pause(dev, create ? UBLK_PAUSE_CREATE : del ? UBLK_PAUSE_DELETE :
-			   UBLK_PAUSE_LIST, SOCK_PAUSE_TIMEOUT_MS, err);
-	if (r < 0) {
-		b->off = 0;
-		sb_printf(b, "error cannot pause the device: %s\n", err);
-		return;
-	}
-	if (create)
-		r = cow_snapshot_create(img, name);
-	else if (del)
-		r = cow_snapshot_delete(img, name);
-	else
+	if (list) {
 		r = cow_snapshot_list(img, &v, &n);
-	ns = ublk_dev_resume(dev);
+		ns = 0;
+	} else {
+		r = ublk_dev_pause(dev, create ? UBLK_PAUSE_CREATE : UBLK_PAUSE_DELETE,
+				   SOCK_PAUSE_TIMEOUT_MS, err);
+		if (r < 0) {
+			b->off = 0;
+			sb_printf(b, "error cannot pause the device: %s\n", err);
+			return;
+		}
+		r = create ? cow_snapshot_create(img, name) : cow_snapshot_delete(img, name);
+		ns = ublk_dev_resume(dev);
+	}
 	if (r < 0) {
 		b->off = 0;
 		sb_printf(b, "error %s\n", eng_err(dev, r));

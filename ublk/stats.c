@@ -158,7 +158,7 @@ int ublk_stats_format(struct ublk_dev *dev, char *buf, size_t len, bool json)
 		off += snprintf(buf + off, len - off, json ? "]" : "\n");
 	/* online snapshot operations: how long the queues were held, per operation */
 	for (k = 0, j = 0; k < UBLK_PAUSE_NR && off < len; k++) {
-		static const char *const pnames[UBLK_PAUSE_NR] = { "create", "delete", "list" };
+		static const char *const pnames[UBLK_PAUSE_NR] = { "create", "delete" };
 		const struct ublk_pause_stats *ps = &dev->pause_st[k];
 
 		if (!ps->count)

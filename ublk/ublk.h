@@ -87,7 +87,7 @@ struct ublk_dev;
 struct ublk_queue;
 
 /* What a pause of the queues was for (dev stats shows each) */
-enum ublk_pause_kind { UBLK_PAUSE_CREATE, UBLK_PAUSE_DELETE, UBLK_PAUSE_LIST, UBLK_PAUSE_NR };
+enum ublk_pause_kind { UBLK_PAUSE_CREATE, UBLK_PAUSE_DELETE, UBLK_PAUSE_NR };
 
 /* One tag: its buffer and its request. */
 struct ublk_io {

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -462,6 +463,64 @@ static void test_crash_create(void **state) { crash_op(OP_CREATE); }
 static void test_crash_apply(void **state) { crash_op(OP_APPLY); }
 static void test_crash_delete(void **state) { crash_op(OP_DELETE); }
 
+/* cow_snapshot_list needs no pause: it runs while another thread writes, allocates and
+ * discards (the TSan build checks the sharing). */
+struct lister_arg {
+	struct cow_image *img;
+	int stop;
+	int rounds;
+};
+
+static void *lister(void *arg)
+{
+	struct lister_arg *a = arg;
+	while (!__atomic_load_n(&a->stop, __ATOMIC_ACQUIRE)) {
+		struct cow_snap_info *v;
+		uint32_t n;
+		if (cow_snapshot_list(a->img, &v, &n) || n != 2)
+			return (void *)1;
+		free(v);
+		a->rounds++;
+	}
+	return NULL;
+}
+
+static void test_list_under_io(void **state)
+{
+	struct h h;
+	struct lister_arg a = { 0 };
+	pthread_t t;
+	char buf[8192];
+	mk(P("lio.img"), 8 << 20, NULL);
+	h_open(&h, P("lio.img"), 0);
+	wr(&h, 1, 0, 8 << 20);
+	assert_int_equal(cow_snapshot_create(h.img, "a"), 0);
+	assert_int_equal(cow_snapshot_create(h.img, "b"), 0);
+	a.img = h.img;
+	assert_int_equal(pthread_create(&t, NULL, lister, &a), 0);
+	uint64_t x = 12345;
+	for (int i = 0; i < 3000; i++) {
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+		uint64_t off = (x >> 20) % ((8 << 20) / 4096) * 4096;
+		int op = (int)((x >> 12) % 8);
+		if (op == 0)	/* whole-chunk discard: unmap */
+			assert_int_equal(cow_rw(h.ctx, COW_DISCARD, NULL, 65536, off & ~65535ull, 0), 0);
+		else if (op == 1)
+			assert_int_equal(cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
+		else if (off + sizeof(buf) <= (8u << 20)) {
+			memset(buf, (int)i, sizeof(buf));
+			assert_int_equal(cow_rw(h.ctx, COW_WRITE, buf, sizeof(buf), off, 0), 0);
+		}
+	}
+	__atomic_store_n(&a.stop, 1, __ATOMIC_RELEASE);
+	void *ret;
+	assert_int_equal(pthread_join(t, &ret), 0);
+	assert_null(ret);
+	assert_true(a.rounds > 0);
+	h_close(&h);
+	check_ok(P("lio.img"), false);
+}
+
 static int setup(void **state)
 {
 	snprintf(dir, sizeof(dir), "/tmp/ucow-snap-XXXXXX");
@@ -482,6 +541,7 @@ int main(void)
 		cmocka_unit_test(test_random),
 		cmocka_unit_test(test_no_refcount_io),
 		cmocka_unit_test(test_delete_reclaims),
+		cmocka_unit_test(test_list_under_io),
 		cmocka_unit_test(test_crash_create),
 		cmocka_unit_test(test_crash_apply),
 		cmocka_unit_test(test_crash_delete),
