@@ -68,6 +68,15 @@ struct cow_image;
  */
 #define COW_MAX_CHAIN 64
 int cow_open(const char *path, int fmt, unsigned flags, struct cow_image **out, char *err);
+/*
+ * cow_open with a side log (sidelog.c): sidelog_fd, a read-write file the caller owns (on
+ * tmpfs), receives every journal record before the request it belongs to completes, so
+ * that the next process opening the image with the same file loses no acknowledged write
+ * if this one dies; this open folds in what a dead process left there. Read-write ucow
+ * images only (ignored otherwise). The caller deletes the file after a clean cow_close.
+ */
+int cow_open_sidelog(const char *path, int fmt, unsigned flags, int sidelog_fd,
+		     struct cow_image **out, char *err);
 
 /* Checkpoint (table written, journal restarted), mark clean, unlock, free. */
 int cow_close(struct cow_image *img);
@@ -194,6 +203,7 @@ void cow_backend_complete(uint64_t user_data, int res);
 
 enum cow_op { COW_READ, COW_WRITE, COW_WRITE_ZEROES, COW_DISCARD, COW_FLUSH };
 #define COW_REQ_FUA 0x1		/* write durable (data and mapping) before completion */
+#define COW_REQ_SYNCED 0x8000	/* engine-internal: the flush part of a FUA write ran */
 
 struct cow_ctx;
 struct cow_req {

@@ -918,9 +918,11 @@ static void start_flush(struct cow_ctx *ctx, struct cow_req *req)
 
 static void req_done(struct cow_req *req)
 {
-	if ((req->flags & COW_REQ_FUA) && !req->res && req->op != COW_READ &&
+	bool fua = (req->flags & COW_REQ_FUA) ||
+		   __atomic_load_n(&req->ctx->img->sidelog_failed, __ATOMIC_RELAXED);	/* L4 */
+	if (fua && !(req->flags & COW_REQ_SYNCED) && !req->res && req->op != COW_READ &&
 	    req->op != COW_FLUSH) {
-		req->flags &= ~COW_REQ_FUA;	/* second pass: the flush part */
+		req->flags |= COW_REQ_SYNCED;	/* second pass: the flush part */
 		start_flush(req->ctx, req);
 		return;
 	}
@@ -953,6 +955,7 @@ void cow_submit(struct cow_ctx *ctx, struct cow_req *req)
 	req->ctx = ctx;
 	req->res = 0;
 	req->wnext = NULL;
+	req->flags &= ~COW_REQ_SYNCED;
 	if (req->op > COW_FLUSH) {
 		req->pending = 1;
 		req_put(req, -EINVAL);

@@ -137,6 +137,8 @@ int img_write_header(struct cow_image *img)
 	STAT_ADD(img, meta_bytes_written, UCOW_HDR_SIZE);
 	if (r)
 		img_set_err(img, "%s: writing the header: %s", img->path, strerror(-r));
+	else
+		sidelog_reset(img);	/* L2: the table holds every record before a header write */
 	return r;
 }
 
@@ -356,7 +358,7 @@ static int open_backing(struct cow_image *img, int depth, const struct chain_lin
 				return -ELOOP;
 			}
 	r = cow_open_depth(full, img->hdr.backing_fmt, COW_OPEN_RDONLY |
-			   (img->open_flags & COW_OPEN_DIRECT), &img->backing, err, depth + 1, up);
+			   (img->open_flags & COW_OPEN_DIRECT), &img->backing, err, depth + 1, up, -1);
 	if (r == -ENOENT)
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' not found", img->path, full);
 	free(full);
@@ -414,7 +416,7 @@ static void img_free(struct cow_image *img)
 }
 
 int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
-		   char *err, int depth, const struct chain_link *up)
+		   char *err, int depth, const struct chain_link *up, int sidelog_fd)
 {
 	struct cow_image *img = calloc(1, sizeof(*img));
 	struct stat st;
@@ -424,6 +426,7 @@ int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image *
 		return -ENOMEM;
 	pthread_mutex_init(&img->lock, NULL);
 	img->fd = -1;
+	img->sidelog_fd = (flags & COW_OPEN_RDONLY) ? -1 : sidelog_fd;
 	if (flags & COW_OPEN_CHECK)
 		flags |= COW_OPEN_RDONLY | COW_OPEN_NOCHAIN;
 	img->open_flags = flags;
@@ -529,7 +532,13 @@ fail:
 
 int cow_open(const char *path, int fmt, unsigned flags, struct cow_image **out, char *err)
 {
-	return cow_open_depth(path, fmt, flags, out, err, 0, NULL);
+	return cow_open_depth(path, fmt, flags, out, err, 0, NULL, -1);
+}
+
+int cow_open_sidelog(const char *path, int fmt, unsigned flags, int sidelog_fd,
+		     struct cow_image **out, char *err)
+{
+	return cow_open_depth(path, fmt, flags, out, err, 0, NULL, sidelog_fd);
 }
 
 void img_abandon(struct cow_image *img)

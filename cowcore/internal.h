@@ -96,6 +96,11 @@ struct cow_image {
 	uint32_t *rc;			/* snapshot references per physical chunk */
 	uint64_t rc_len;
 
+	/* side log (sidelog.c): -1, or a file the caller owns */
+	int sidelog_fd;
+	uint64_t sidelog_seq;		/* next record (under lock) */
+	bool sidelog_failed;		/* L4: write-through from now on (atomic) */
+
 	struct cow_stats stats;		/* updated with atomics */
 	int64_t crash_after;		/* tests: > 0 = metadata writes allowed before a "crash" */
 	char err[COW_ERRLEN];
@@ -158,7 +163,7 @@ struct chain_link {		/* the images above one being opened (loop detection) */
 	const struct chain_link *up;
 };
 int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
-		   char *err, int depth, const struct chain_link *up);
+		   char *err, int depth, const struct chain_link *up, int sidelog_fd);
 void img_set_err(struct cow_image *img, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 int img_mark_corrupt(struct cow_image *img, const char *fmt, ...)
@@ -167,6 +172,12 @@ int img_write_header(struct cow_image *img);
 uint64_t *img_bm(struct cow_image *img, uint64_t chunk, bool create);
 int img_grow_file(struct cow_image *img, uint64_t pcn);
 int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_result *cr);
+int img_load_group_for(struct cow_image *img, uint64_t chunk);
+
+/* sidelog.c */
+void sidelog_append(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_t *bm);
+void sidelog_reset(struct cow_image *img);
+int sidelog_fold(struct cow_image *img, uint64_t generation, uint64_t *nrec);
 
 static inline uint64_t ent_load(struct cow_image *img, uint64_t c)
 {

@@ -58,6 +58,7 @@ int jnl_add(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_
 	for (uint32_t w = 0; w < img->bm_words; w++)
 		copy[w] = bm ? __atomic_load_n(&bm[w], __ATOMIC_RELAXED) : 0;
 	img->recs[n] = (struct jrec){ .chunk = chunk, .entry = entry & ~UCOW_E_BUSY, .bm = copy };
+	sidelog_append(img, chunk, entry & ~UCOW_E_BUSY, copy);	/* before the request completes */
 	if (rec_idx)
 		*rec_idx = img->rec_added;
 	img->rec_added++;

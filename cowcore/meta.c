@@ -291,6 +291,10 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 			goto out;
 		if (r && check_mode && !cr->corruptions++)
 			snprintf(cr->first_problem, COW_ERRLEN, "%s", img->err);
+		/* a dead server's acknowledged mappings (sidelog.c L3); checkpointed below */
+		if (!r && img->sidelog_fd >= 0 && !check_mode &&
+		    (r = sidelog_fold(img, h->generation, &nrec)))
+			goto out;
 	}
 	r = snap_load(img, (uint64_t)st.st_size);
 	if (r) {

@@ -150,16 +150,23 @@ static void remove_leftovers(int id)
 	unlink(path);
 }
 
-/* After a server died: open and close its image, which replays the journal and marks it clean. */
+/* After a server died: open and close its image, which replays the journal (and folds in the
+ * side log a --recoverable server left: its acknowledged writes) and marks it clean. */
 static void close_image_of(const struct ublk_state *st)
 {
 	struct cow_image *img;
-	char err[COW_ERRLEN];
+	char err[COW_ERRLEN], side[4200];
+	int sfd = -1;
 
 	if (strcmp(st->o.target, "cow") || !st->o.file[0] || st->o.read_only)
 		return;
-	if (cow_open(st->o.file, COW_FMT_UCOW, 0, &img, err) == 0)
-		cow_close(img);
+	if (ublk_sidelog_path(st->o.file, side, sizeof(side)) == 0)
+		sfd = open(side, O_RDWR | O_CLOEXEC);
+	if (cow_open_sidelog(st->o.file, COW_FMT_UCOW, 0, sfd, &img, err) == 0 &&
+	    cow_close(img) == 0 && sfd >= 0)
+		unlink(side);
+	if (sfd >= 0)
+		close(sfd);
 }
 
 /* Devices whose server died without recovery: finish what the kernel started. */

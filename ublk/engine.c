@@ -10,6 +10,7 @@
  * allocated per request.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <poll.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "ublk.h"
 
@@ -30,6 +32,37 @@ struct eng_queue {
 };
 
 #define ENG_UD_EVENTFD (UBLK_UD_TGT | 1)
+
+/*
+ * The side log of a --recoverable cow image: $UCOW_RUN_DIR/side-<st_dev>-<st_ino>.log, named
+ * after the image file so that a new server (dev recover, or a later dev add) finds what a
+ * dead one left. On failure the device runs write-through instead (a warning says so).
+ */
+int ublk_sidelog_path(const char *file, char *out, size_t len)
+{
+	struct stat st;
+
+	if (stat(file, &st) < 0)
+		return -errno;
+	snprintf(out, len, "%s/side-%llu-%llu.log", ublk_run_dir(),
+		 (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+	return 0;
+}
+
+static int sidelog_open(struct ublk_dev *dev)
+{
+	if (ublk_sidelog_path(dev->o.file, dev->sidelog_path, sizeof(dev->sidelog_path)) < 0)
+		return -errno;
+	dev->sidelog_fd = open(dev->sidelog_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (dev->sidelog_fd < 0) {
+		int ret = -errno;
+
+		fprintf(stderr, "ucow: warning: %s: %s; --recoverable writes are write-through\n",
+			dev->sidelog_path, strerror(-ret));
+		return ret;
+	}
+	return 0;
+}
 
 int ublk_engine_open(struct ublk_dev *dev, int fmt)
 {
@@ -46,9 +79,16 @@ int ublk_engine_open(struct ublk_dev *dev, int fmt)
 	if (dev->o.snapshot[0])	/* a snapshot's content, read-only; the current state untouched */
 		ret = cow_open_snapshot(dev->o.file, dev->o.snapshot, flags | COW_OPEN_RDONLY, &img,
 					err);
+	else if (dev->o.recoverable && fmt != COW_FMT_RAW && !dev->o.read_only &&
+		 sidelog_open(dev) == 0)
+		ret = cow_open_sidelog(dev->o.file, fmt, flags, dev->sidelog_fd, &img, err);
 	else
 		ret = cow_open(dev->o.file, fmt, flags, &img, err);
 	if (ret < 0) {
+		if (dev->sidelog_fd >= 0) {	/* kept: it may hold a dead server's mappings */
+			close(dev->sidelog_fd);
+			dev->sidelog_fd = -1;
+		}
 		if (err[0])
 			snprintf(dev->err, sizeof(dev->err), "%s", err);
 		else
@@ -60,19 +100,21 @@ int ublk_engine_open(struct ublk_dev *dev, int fmt)
 	if (info.virtual_size < 4096) {
 		snprintf(dev->err, sizeof(dev->err), "%s: too small to serve (%" PRIu64
 			 " bytes)", dev->o.file, info.virtual_size);
-		cow_close(img);
+		dev->tgt_data = img;
+		ublk_engine_close(dev);
 		return -EINVAL;
 	}
 	dev->tgt_data = img;
 	dev->size = info.virtual_size;
 	/*
-	 * The engine journals a new mapping at the next flush. A server that dies loses the
+	 * The engine journals a new mapping at the next flush. A server that dies would lose the
 	 * mappings of writes it acknowledged since, although their data is in the file. With
-	 * --recoverable the promise is that a new server continues with nothing lost, so every
-	 * write is made durable (FUA: data, then the journal commit) before it is acknowledged.
-	 * The engine batches concurrent commits, so this costs one sync per batch, not per write.
+	 * --recoverable the promise is that a new server continues with nothing lost: the side
+	 * log (cowcore/sidelog.c, on tmpfs) holds those mappings and the next open folds them
+	 * in. Without a side log (it could not be created), every write is made durable before
+	 * it is acknowledged instead (FUA: data, then the journal commit).
 	 */
-	dev->write_through = dev->o.recoverable && fmt == COW_FMT_UCOW;
+	dev->write_through = dev->o.recoverable && fmt == COW_FMT_UCOW && dev->sidelog_fd < 0;
 	/* discard granularity: the engine's block for ucow (it tracks blocks), 4 KiB for raw */
 	dev->discard_gran = dev->o.read_only ? 0 :
 		(fmt == COW_FMT_UCOW && info.block_size ? info.block_size : 4096);
@@ -90,6 +132,12 @@ void ublk_engine_close(struct ublk_dev *dev)
 	ret = cow_close(img);
 	if (ret < 0)
 		fprintf(stderr, "ucow: %s: closing the image: %s\n", dev->o.file, strerror(-ret));
+	if (dev->sidelog_fd >= 0) {
+		if (ret == 0)	/* closed clean: every mapping is in the image */
+			unlink(dev->sidelog_path);
+		close(dev->sidelog_fd);
+		dev->sidelog_fd = -1;
+	}
 }
 
 /*

@@ -54,6 +54,7 @@ void ublk_dev_init(struct ublk_dev *dev)
 	dev->ready_fd = -1;
 	dev->stop_fd = -1;
 	dev->pause_ack_fd = -1;
+	dev->sidelog_fd = -1;
 	dev->o.dev_id = -1;
 }
 

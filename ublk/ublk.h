@@ -170,7 +170,9 @@ struct ublk_dev {
 	int ready_fd;		/* eventfd: one count per queue that finished its FETCHes */
 	int stop_fd;		/* eventfd: queues end without STOP_DEV (setup failed) */
 	bool live;		/* START_DEV / END_USER_RECOVERY done */
-	bool write_through;	/* every write FUA (recoverable cow: see engine.c) */
+	bool write_through;	/* every write FUA (recoverable cow without a side log) */
+	int sidelog_fd;		/* recoverable cow: the image's side log (engine.c), or -1 */
+	char sidelog_path[4200];	/* ublk_sidelog_path */
 	bool added;		/* ADD_DEV done: undo with DEL_DEV */
 	bool recovering;
 	/* online operations (control thread; queues read pause_req once per loop turn) */
@@ -213,6 +215,8 @@ void ublk_dev_init(struct ublk_dev *dev);
 
 /* engine.c: what the raw and cow targets share (both run on the cowcore engine) */
 int ublk_engine_open(struct ublk_dev *dev, int fmt);
+/* $UCOW_RUN_DIR/side-<dev>-<ino>.log: the side log of a --recoverable cow image (engine.c) */
+int ublk_sidelog_path(const char *file, char *out, size_t len);
 void ublk_engine_close(struct ublk_dev *dev);
 int ublk_engine_queue_init(struct ublk_queue *q);
 void ublk_engine_queue_exit(struct ublk_queue *q);

@@ -694,6 +694,123 @@ static void test_discard_inflight(void **state)
 	free(b);
 }
 
+/* Copy a file (the state a dead process left, to look at it twice). */
+static void copy_file(const char *from, const char *to)
+{
+	char cmd[1200];
+	snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s' '%s'", from, to);
+	assert_int_equal(system(cmd), 0);
+}
+
+static void expect_fill(struct h *h, uint64_t off, uint8_t v)
+{
+	char buf[8192];
+	assert_int_equal(cow_rw(h->ctx, COW_READ, buf, sizeof(buf), off, 0), 0);
+	for (size_t k = 0; k < sizeof(buf); k++)
+		if ((uint8_t)buf[k] != v)
+			fail_msg("offset %llu + %zu: 0x%02x, expected 0x%02x",
+				 (unsigned long long)off, k, (uint8_t)buf[k], v);
+}
+
+/*
+ * The side log (sidelog.c): a process dies with acknowledged, unflushed writes and a discard;
+ * the image's journal alone loses them, the next open with the side log has every one. A
+ * side log older than the image's last read-write open is ignored.
+ */
+static void test_sidelog(void **state)
+{
+	const uint64_t cs = 64 << 10;
+	mk(P("sl.img"), 8 << 20, cs, 4096, NULL, 0);
+	unlink(P("side.log"));
+	pid_t pid = fork();
+	if (!pid) {
+		struct h h;
+		char a[8192];
+		int sfd = open(P("side.log"), O_RDWR | O_CREAT, 0600);
+		if (sfd < 0 || cow_open_sidelog(P("sl.img"), COW_FMT_NONE, 0, sfd, &h.img, err) ||
+		    cow_backend_new("uring", 8, &h.be) || cow_ctx_new(h.img, h.be, &h.ctx))
+			_exit(2);
+		for (int i = 0; i < 100; i++) {
+			memset(a, 1 + i, sizeof(a));
+			if (cow_rw(h.ctx, COW_WRITE, a, sizeof(a), (uint64_t)i * cs + 4096, 0))
+				_exit(3);
+			if (i == 39 && cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0))
+				_exit(4);
+		}
+		/* a flushed chunk discarded, two written again: none of it flushed */
+		if (cow_rw(h.ctx, COW_DISCARD, NULL, cs, 5 * cs, 0))
+			_exit(5);
+		memset(a, 0xee, sizeof(a));
+		if (cow_rw(h.ctx, COW_WRITE, a, sizeof(a), 7 * cs + 4096, 0) ||
+		    cow_rw(h.ctx, COW_WRITE, a, sizeof(a), 77 * cs + 4096, 0))
+			_exit(6);
+		_exit(0);	/* the process dies: no flush, no close */
+	}
+	int status;
+	waitpid(pid, &status, 0);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	copy_file(P("sl.img"), P("sl-nolog.img"));
+	copy_file(P("side.log"), P("side-old.log"));
+
+	/* the journal alone: the flushed writes are there, the later ones are not */
+	struct h h;
+	h_open(&h, P("sl-nolog.img"), COW_FMT_NONE, COW_OPEN_RDONLY, "sync");
+	expect_fill(&h, 4096, 1);
+	expect_fill(&h, 39 * cs + 4096, 40);
+	expect_fill(&h, 40 * cs + 4096, 0);
+	expect_fill(&h, 77 * cs + 4096, 0);
+	h_close(&h);
+
+	/* with the side log: every acknowledged write and the discard */
+	int sfd = open(P("side.log"), O_RDWR);
+	assert_true(sfd >= 0);
+	assert_int_equal(cow_open_sidelog(P("sl.img"), COW_FMT_NONE, 0, sfd, &h.img, err), 0);
+	assert_int_equal(cow_backend_new("sync", 8, &h.be), 0);
+	assert_int_equal(cow_ctx_new(h.img, h.be, &h.ctx), 0);
+	for (int i = 0; i < 100; i++)
+		if (i != 5 && i != 7 && i != 77)
+			expect_fill(&h, (uint64_t)i * cs + 4096, (uint8_t)(1 + i));
+	expect_fill(&h, 5 * cs + 4096, 0);
+	expect_fill(&h, 7 * cs + 4096, 0xee);
+	expect_fill(&h, 77 * cs + 4096, 0xee);
+	struct stat st;
+	assert_int_equal(fstat(sfd, &st), 0);
+	assert_int_equal(st.st_size, 0);	/* folded, made durable, started again */
+	h_close(&h);
+	close(sfd);
+	check_clean(P("sl.img"));
+
+	/* a stale log is not folded: another process opened the image read-write since (it
+	 * reused the chunks the log maps, flushed, and died too) */
+	pid = fork();
+	if (!pid) {
+		char a[8192];
+		memset(a, 0x55, sizeof(a));
+		if (cow_open(P("sl-nolog.img"), COW_FMT_NONE, 0, &h.img, err) ||
+		    cow_backend_new("uring", 8, &h.be) || cow_ctx_new(h.img, h.be, &h.ctx))
+			_exit(2);
+		for (int i = 120; i < 128; i++)
+			if (cow_rw(h.ctx, COW_WRITE, a, sizeof(a), (uint64_t)i * cs + 4096, 0))
+				_exit(3);
+		_exit(cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0) ? 4 : 0);
+	}
+	waitpid(pid, &status, 0);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	sfd = open(P("side-old.log"), O_RDWR);
+	assert_true(sfd >= 0);
+	assert_int_equal(cow_open_sidelog(P("sl-nolog.img"), COW_FMT_NONE, 0, sfd, &h.img, err), 0);
+	assert_int_equal(cow_backend_new("sync", 8, &h.be), 0);
+	assert_int_equal(cow_ctx_new(h.img, h.be, &h.ctx), 0);
+	expect_fill(&h, 39 * cs + 4096, 40);
+	for (int i = 40; i < 100; i++)
+		expect_fill(&h, (uint64_t)i * cs + 4096, 0);
+	for (int i = 120; i < 128; i++)
+		expect_fill(&h, (uint64_t)i * cs + 4096, 0x55);
+	h_close(&h);
+	close(sfd);
+	check_clean(P("sl-nolog.img"));
+}
+
 static int setup(void **state)
 {
 	snprintf(dir, sizeof(dir), "/tmp/ucow-unit-XXXXXX");
@@ -722,6 +839,7 @@ int main(void)
 		cmocka_unit_test(test_backing_chain),
 		cmocka_unit_test(test_map),
 		cmocka_unit_test(test_discard_inflight),
+		cmocka_unit_test(test_sidelog),
 	};
 	if (getenv("UNIT_FILTER"))	/* e.g. UNIT_FILTER=test_map: run one test */
 		cmocka_set_test_filter(getenv("UNIT_FILTER"));

@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The side log, for servers that promise to survive their own death (ublk --recoverable).
+ *
+ * The engine journals a new mapping at the next flush, so a process that dies loses the
+ * mappings of writes it acknowledged since, although their data is in the file (in the page
+ * cache, or in the device). With a side log attached (cow_open_sidelog), every journal
+ * record is also written to it before the request it belongs to completes: one pwrite to a
+ * file on tmpfs, no sync. The next process that opens the image with the same side log
+ * folds those records in, as if the dead process had flushed just before it died. The log
+ * survives the death of the process, not of the machine: after a power loss tmpfs is empty
+ * (and the device is gone), and the image's own journal holds what the last flush made
+ * durable, which is all a flush promised.
+ *
+ * DESIGN NOTES
+ *   L1. Record i (little endian) is at offset i * size: u32 magic "UCSL", u32 crc32c of the
+ *       record with this field 0, u64 header generation, u64 i, u64 chunk, u64 entry, then
+ *       the chunk's bitmap (bm_words u64). Records are absolute, like the journal's (J3).
+ *   L2. The log holds exactly the records added since the image's last header write, and
+ *       carries that header's generation: every header write (open, checkpoint, snapshot
+ *       switch, close) follows a state in which the table holds every record, so the log
+ *       starts again from record 0 there (and is truncated).
+ *   L3. A fold takes records 0, 1, ... while magic, crc, index and generation match, the
+ *       generation being the one of the header found on disk, and only if the image was
+ *       left dirty. Anyone else who opened the image read-write since wrote a header, so a
+ *       stale log never folds. Folded records are validated like the journal's, then the
+ *       whole table is (meta.c), and a checkpoint makes them durable (data synced first,
+ *       J5) before anything else happens to the image.
+ *   L4. A record that cannot be written (the log's file system is full, say) turns the
+ *       image write-through: every later write, and the one whose record failed, completes
+ *       only after a flush (engine.c req_done).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define SIDELOG_MAGIC 0x4c534355u	/* "UCSL" */
+#define SIDELOG_HDR 40
+#define UCOW_BM_MAX_BYTES (UCOW_MAX_BPC / 8)
+
+static uint32_t rec_bytes(struct cow_image *img) { return SIDELOG_HDR + img->bm_words * 8; }
+
+/* L1, L4. Under img->lock. */
+void sidelog_append(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_t *bm)
+{
+	uint32_t size = rec_bytes(img);
+	uint8_t buf[SIDELOG_HDR + UCOW_BM_MAX_BYTES];
+	if (img->sidelog_fd < 0 || __atomic_load_n(&img->sidelog_failed, __ATOMIC_RELAXED))
+		return;
+	memset(buf, 0, size);
+	put_le32(buf, SIDELOG_MAGIC);
+	put_le64(buf + 8, img->hdr.generation);
+	put_le64(buf + 16, img->sidelog_seq);
+	put_le64(buf + 24, chunk);
+	put_le64(buf + 32, entry);
+	for (uint32_t w = 0; w < img->bm_words; w++)
+		put_le64(buf + SIDELOG_HDR + w * 8, bm[w]);
+	put_le32(buf + 4, cow_crc32c(0, buf, size));
+	if (io_pwrite_all(img->sidelog_fd, buf, size, img->sidelog_seq * size)) {
+		__atomic_store_n(&img->sidelog_failed, true, __ATOMIC_RELAXED);
+		img_set_err(img, "%s: the side log cannot be written: writes are write-through "
+			    "from now on", img->path);
+		return;
+	}
+	img->sidelog_seq++;
+}
+
+/* L2: after a header write. */
+void sidelog_reset(struct cow_image *img)
+{
+	if (img->sidelog_fd < 0)
+		return;
+	img->sidelog_seq = 0;
+	if (ftruncate(img->sidelog_fd, 0) < 0) {
+		/* harmless: new records overwrite from 0 and stale ones carry an old generation */
+	}
+}
+
+/* L3: at open, after the journal's replay, before the table is validated. */
+int sidelog_fold(struct cow_image *img, uint64_t generation, uint64_t *nrec)
+{
+	uint32_t size = rec_bytes(img);
+	uint8_t buf[SIDELOG_HDR + UCOW_BM_MAX_BYTES];
+	int r = 0;
+
+	for (uint64_t i = 0;; i++) {
+		ssize_t got = pread(img->sidelog_fd, buf, size, (off_t)(i * size));
+		if (got != (ssize_t)size)
+			break;
+		uint32_t crc = get_le32(buf + 4);
+		memset(buf + 4, 0, 4);
+		if (get_le32(buf) != SIDELOG_MAGIC || cow_crc32c(0, buf, size) != crc ||
+		    get_le64(buf + 8) != generation || get_le64(buf + 16) != i)
+			break;
+		uint64_t c = get_le64(buf + 24), e = get_le64(buf + 32);
+		if (c >= img->nr_chunks || (e & (UCOW_E_RESERVED | UCOW_E_BUSY))) {
+			img_set_err(img, "%s: side log record %llu is invalid", img->path,
+				    (unsigned long long)i);
+			return -EUCLEAN;
+		}
+		r = img_load_group_for(img, c);
+		if (r)
+			return r;
+		img->table[c] = e;
+		img->table_dirty[c * 8 / UCOW_META_ALIGN] = 1;
+		uint64_t *bm = img_bm(img, c, false);
+		for (uint32_t w = 0; w < img->bm_words; w++)
+			bm[w] = get_le64(buf + SIDELOG_HDR + w * 8);
+		img->bm_dirty[c / img->chunks_per_group] = 1;
+		(*nrec)++;
+	}
+	return 0;
+}
