@@ -211,6 +211,7 @@ int jnl_add(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_
 void jnl_flush(struct cow_ctx *ctx, struct cow_req *req, uint64_t want);
 int jnl_checkpoint(struct cow_image *img);
 int jnl_replay(struct cow_image *img, uint64_t *nrec);
+int jnl_apply(struct cow_image *img, uint64_t c, uint64_t e, const uint8_t *bm_le);
 
 /* snapshot.c */
 int snap_load(struct cow_image *img, uint64_t file_size);

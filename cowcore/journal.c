@@ -37,7 +37,6 @@
 
 #include "internal.h"
 
-int img_load_group_for(struct cow_image *img, uint64_t chunk);
 
 /* Add a record (under img->lock). */
 int jnl_add(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_t *bm,
@@ -364,6 +363,22 @@ void jnl_flush(struct cow_ctx *ctx, struct cow_req *req, uint64_t want)
 
 /* ---- replay ------------------------------------------------------------------------------ */
 
+/* Set chunk c's entry and bitmap (bm_words little-endian words at bm) from a record whose
+ * chunk and entry flags the caller validated. At open, single-threaded. */
+int jnl_apply(struct cow_image *img, uint64_t c, uint64_t e, const uint8_t *bm_le)
+{
+	int r = img_load_group_for(img, c);
+	if (r)
+		return r;
+	img->table[c] = e;
+	img->table_dirty[c * 8 / UCOW_META_ALIGN] = 1;
+	uint64_t *bm = img_bm(img, c, false);
+	for (uint32_t w = 0; w < img->bm_words; w++)
+		bm[w] = get_le64(bm_le + w * 8);
+	img->bm_dirty[c / img->chunks_per_group] = 1;
+	return 0;
+}
+
 /* Replay the journal after an unclean shutdown (J6). Single-threaded, at open. */
 int jnl_replay(struct cow_image *img, uint64_t *nrec)
 {
@@ -402,15 +417,9 @@ int jnl_replay(struct cow_image *img, uint64_t *nrec)
 					    "block %llu", img->path, i, (unsigned long long)b);
 				break;
 			}
-			r = img_load_group_for(img, c);
+			r = jnl_apply(img, c, e, p + UCOW_JREC_HDR);
 			if (r)
 				break;
-			img->table[c] = e;
-			img->table_dirty[c * 8 / UCOW_META_ALIGN] = 1;
-			uint64_t *bm = img_bm(img, c, false);
-			for (uint32_t w = 0; w < img->bm_words; w++)
-				bm[w] = get_le64(p + UCOW_JREC_HDR + w * 8);
-			img->bm_dirty[c / img->chunks_per_group] = 1;
 			(*nrec)++;
 		}
 		if (r)

@@ -66,7 +66,6 @@ static int load_group(struct cow_image *img, uint64_t g)
 	return 0;
 }
 
-int img_load_group_for(struct cow_image *img, uint64_t chunk);
 int img_load_group_for(struct cow_image *img, uint64_t chunk)
 {
 	return load_group(img, chunk / img->chunks_per_group);

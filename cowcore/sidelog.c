@@ -101,15 +101,9 @@ int sidelog_fold(struct cow_image *img, uint64_t generation, uint64_t *nrec)
 				    (unsigned long long)i);
 			return -EUCLEAN;
 		}
-		r = img_load_group_for(img, c);
+		r = jnl_apply(img, c, e, buf + SIDELOG_HDR);
 		if (r)
 			return r;
-		img->table[c] = e;
-		img->table_dirty[c * 8 / UCOW_META_ALIGN] = 1;
-		uint64_t *bm = img_bm(img, c, false);
-		for (uint32_t w = 0; w < img->bm_words; w++)
-			bm[w] = get_le64(buf + SIDELOG_HDR + w * 8);
-		img->bm_dirty[c / img->chunks_per_group] = 1;
 		(*nrec)++;
 	}
 	return 0;
