@@ -37,7 +37,6 @@
 
 #include "internal.h"
 
-
 /* Add a record (under img->lock). */
 int jnl_add(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_t *bm,
 	    uint64_t *rec_idx)
