@@ -50,6 +50,10 @@ void sidelog_append(struct cow_image *img, uint64_t chunk, uint64_t entry, const
 	uint8_t buf[SIDELOG_HDR + UCOW_BM_MAX_BYTES];
 	if (img->sidelog_fd < 0 || __atomic_load_n(&img->sidelog_failed, __ATOMIC_RELAXED))
 		return;
+	if (size > sizeof(buf)) {	/* cannot happen: the header limits blocks per chunk */
+		__atomic_store_n(&img->sidelog_failed, true, __ATOMIC_RELAXED);
+		return;
+	}
 	memset(buf, 0, size);
 	put_le32(buf, SIDELOG_MAGIC);
 	put_le64(buf + 8, img->hdr.generation);
@@ -85,6 +89,9 @@ int sidelog_fold(struct cow_image *img, uint64_t generation, uint64_t *nrec)
 	uint32_t size = rec_bytes(img);
 	uint8_t buf[SIDELOG_HDR + UCOW_BM_MAX_BYTES];
 	int r = 0;
+
+	if (size > sizeof(buf))
+		return -EUCLEAN;
 
 	for (uint64_t i = 0;; i++) {
 		ssize_t got = pread(img->sidelog_fd, buf, size, (off_t)(i * size));
