@@ -584,9 +584,8 @@ static int dev_list(int argc, char **argv)
 	while ((c_ = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c_) {
 		case OPT_OUTPUT:
-			if (strcmp(optarg, "json") && strcmp(optarg, "human"))
-				return usage_err("dev list", "unknown output format '%s'", optarg);
-			json = !strcmp(optarg, "json");
+			if (opt_output("dev list", optarg, &json))
+				return 1;
 			break;
 		case 'h': fputs(dev_help, stdout); return 0;
 		default: return opt_err("dev list", c_, argv);
@@ -766,9 +765,8 @@ static int dev_stats(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_OUTPUT:
-			if (strcmp(optarg, "json") && strcmp(optarg, "human"))
-				return usage_err("dev stats", "unknown output format '%s'", optarg);
-			json = !strcmp(optarg, "json");
+			if (opt_output("dev stats", optarg, &json))
+				return 1;
 			break;
 		case 'h': fputs(dev_help, stdout); return 0;
 		default: return opt_err("dev stats", c, argv);

@@ -115,9 +115,8 @@ int cmd_bench(int argc, char **argv)
 				flush_interval = v;
 			break;
 		case 'f':
-			fmt = cow_fmt_parse(optarg);
-			if (fmt < 0)
-				return usage_err(argv[0], "unknown format '%s' (raw or ucow)", optarg);
+			if (opt_format(argv[0], optarg, &fmt))
+				return 1;
 			break;
 		case 'w':
 			write = true;

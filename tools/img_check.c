@@ -119,19 +119,12 @@ int cmd_check(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, ":f:h", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
-			fmt = cow_fmt_parse(optarg);
-			if (fmt <= 0)
-				return usage_err("check", "unknown format '%s' (use ucow or raw)",
-						 optarg);
+			if (opt_format("check", optarg, &fmt))
+				return 1;
 			break;
 		case OPT_OUTPUT:
-			if (!strcmp(optarg, "json"))
-				json = true;
-			else if (!strcmp(optarg, "human"))
-				json = false;
-			else
-				return usage_err("check", "unknown output format '%s' (human or json)",
-						 optarg);
+			if (opt_output("check", optarg, &json))
+				return 1;
 			break;
 		case 'h': fputs(check_help, stdout); return 0;
 		default: return opt_err("check", c, argv);

@@ -447,16 +447,12 @@ int cmd_convert(int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, ":f:l:O:o:pqh", lopts, NULL)) != -1) {
 		switch (ch) {
 		case 'f':
-			sfmt = cow_fmt_parse(optarg);
-			if (sfmt <= 0)
-				return usage_err("convert", "unknown format '%s' (use ucow or raw)",
-						 optarg);
+			if (opt_format("convert", optarg, &sfmt))
+				return 1;
 			break;
 		case 'O':
-			ofmt = cow_fmt_parse(optarg);
-			if (ofmt <= 0)
-				return usage_err("convert", "unknown format '%s' (use raw or ucow)",
-						 optarg);
+			if (opt_format("convert", optarg, &ofmt))
+				return 1;
 			break;
 		case 'o': opts = optarg; break;
 		case 'l':

@@ -292,12 +292,9 @@ int cmd_create(int argc, char **argv)
 		return usage_err("create", "too many arguments ('%s')", argv[optind + 2]);
 	}
 	a.file = argv[optind];
-	if (fmt) {
-		a.fmt = cow_fmt_parse(fmt);
-		if (a.fmt <= 0) {
-			free(opts);
-			return usage_err("create", "unknown format '%s' (use ucow or raw)", fmt);
-		}
+	if (fmt && opt_format("create", fmt, &a.fmt)) {
+		free(opts);
+		return 1;
 	}
 	if (bfmt) {
 		a.backing_fmt = cow_fmt_parse(bfmt);

@@ -243,19 +243,12 @@ int cmd_info(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, ":f:h", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
-			fmt = cow_fmt_parse(optarg);
-			if (fmt <= 0)
-				return usage_err("info", "unknown format '%s' (use ucow or raw)",
-						 optarg);
+			if (opt_format("info", optarg, &fmt))
+				return 1;
 			break;
 		case OPT_OUTPUT:
-			if (!strcmp(optarg, "json"))
-				json = true;
-			else if (!strcmp(optarg, "human"))
-				json = false;
-			else
-				return usage_err("info", "unknown output format '%s' (human or json)",
-						 optarg);
+			if (opt_output("info", optarg, &json))
+				return 1;
 			break;
 		case OPT_CHAIN: chain = true; break;
 		case 'h': fputs(info_help, stdout); return 0;

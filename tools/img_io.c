@@ -333,10 +333,9 @@ int cmd_io(int argc, char **argv)
 			n++;
 			break;
 		case 'f':
-			fmt = cow_fmt_parse(optarg);
-			if (fmt <= 0) {
+			if (opt_format("io", optarg, &fmt)) {
 				free(cmds);
-				return usage_err("io", "unknown format '%s' (use ucow or raw)", optarg);
+				return 1;
 			}
 			break;
 		case 'i':

@@ -168,11 +168,8 @@ int cmd_snapshot(int argc, char **argv)
 			name = c == 'l' ? NULL : optarg;
 			break;
 		case OPT_OUTPUT:
-			if (!strcmp(optarg, "json"))
-				json = true;
-			else if (strcmp(optarg, "human"))
-				return usage_err(argv[0], "--output must be human or json, not '%s'",
-						 optarg);
+			if (opt_output(argv[0], optarg, &json))
+				return 1;
 			break;
 		case 'h':
 			fputs(snapshot_help, stdout);

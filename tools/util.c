@@ -44,6 +44,24 @@ int usage_err(const char *cmd, const char *fmt, ...)
 	return 1;
 }
 
+int opt_output(const char *cmd, const char *arg, bool *json)
+{
+	if (strcmp(arg, "json") && strcmp(arg, "human"))
+		return usage_err(cmd, "unknown output format '%s' (human or json)", arg);
+	*json = !strcmp(arg, "json");
+	return 0;
+}
+
+int opt_format(const char *cmd, const char *arg, int *fmt)
+{
+	int f = cow_fmt_parse(arg);
+
+	if (f <= 0)
+		return usage_err(cmd, "unknown format '%s' (use ucow or raw)", arg);
+	*fmt = f;
+	return 0;
+}
+
 int opt_err(const char *cmd, int c, char **argv)
 {
 	const char *arg = optind > 0 ? argv[optind - 1] : "?";

@@ -3,6 +3,7 @@
 #ifndef UCOW_UTIL_H
 #define UCOW_UTIL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -17,6 +18,11 @@ int usage_err(const char *cmd, const char *fmt, ...) __attribute__((format(print
 
 /* Report what getopt_long() returned for a bad option (c is '?' or ':'). Returns 1. */
 int opt_err(const char *cmd, int c, char **argv);
+
+/* Option values every subcommand spells the same way: 0 with the value set, or the exit code
+ * 1 after a usage error of cmd. --output=human|json; -f / -O ucow|raw (COW_FMT_*). */
+int opt_output(const char *cmd, const char *arg, bool *json);
+int opt_format(const char *cmd, const char *arg, int *fmt);
 
 /*
  * The engine's text when it gave one, else strerror(-rc). The engine starts its texts with

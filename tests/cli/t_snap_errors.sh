@@ -63,7 +63,7 @@ bad "^ucow: $IMG: no snapshot '$long'\$" -d "$long" $IMG
 bad "option '-c' needs an argument" $IMG -c
 bad "unknown option '-Z'" -Z $IMG
 bad "unknown option '--bogus'" --bogus $IMG
-bad "--output must be human or json" -l --output=yaml $IMG
+bad "snapshot: unknown output format 'yaml'" -l --output=yaml $IMG
 bad "missing FILE" -c a
 bad "too many arguments" -c a $IMG $IMG
 
