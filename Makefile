@@ -85,4 +85,4 @@ clean:
 	rm -rf $(BUILD)
 
 -include tests/vm/vm.mk
--include $(COWCORE_OBJ:.o=.d) $(UBLK_OBJ:.o=.d) $(TOOLS_OBJ:.o=.d)
+-include $(COWCORE_OBJ:.o=.d) $(UBLK_OBJ:.o=.d) $(TOOLS_OBJ:.o=.d) $(UNIT_BIN:=.d)

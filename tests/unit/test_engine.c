@@ -23,23 +23,7 @@
 #include "cowcore.h"
 #include "format.h"
 
-static char dir[256];
-static char err[COW_ERRLEN];
-
-static const char *P(const char *name)
-{
-	static char bufs[4][512];
-	static int i;
-	char *b = bufs[i++ % 4];
-	snprintf(b, 512, "%s/%s", dir, name);
-	return b;
-}
-
-struct h {
-	struct cow_image *img;
-	struct cow_backend *be;
-	struct cow_ctx *ctx;
-};
+#include "unit.h"
 
 static void h_open(struct h *h, const char *path, int fmt, unsigned flags, const char *be)
 {
@@ -599,17 +583,12 @@ static int hold_queue(struct cow_backend *be, struct cow_io *io)
 		h->held = io;
 		return 0;
 	}
-	int r = h->inner->ops->queue(h->inner, io);
-	be->inflight = h->inner->inflight;
-	return r;
+	return pass_queue(be, h->inner, io);
 }
 
 static int hold_submit_wait(struct cow_backend *be, unsigned min)
 {
-	struct hold_be *h = (struct hold_be *)be;
-	int r = h->inner->ops->submit_wait(h->inner, min);
-	be->inflight = h->inner->inflight;
-	return r;
+	return pass_submit_wait(be, ((struct hold_be *)be)->inner, min);
 }
 
 static void hold_destroy(struct cow_backend *be) { (void)be; }
@@ -811,19 +790,6 @@ static void test_sidelog(void **state)
 	check_clean(P("sl-nolog.img"));
 }
 
-static int setup(void **state)
-{
-	snprintf(dir, sizeof(dir), "/tmp/ucow-unit-XXXXXX");
-	return mkdtemp(dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -841,7 +807,5 @@ int main(void)
 		cmocka_unit_test(test_discard_inflight),
 		cmocka_unit_test(test_sidelog),
 	};
-	if (getenv("UNIT_FILTER"))	/* e.g. UNIT_FILTER=test_map: run one test */
-		cmocka_set_test_filter(getenv("UNIT_FILTER"));
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return UNIT_RUN(tests);
 }

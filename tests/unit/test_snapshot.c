@@ -21,23 +21,7 @@
 
 #include "internal.h"
 
-static char dir[256];
-static char err[COW_ERRLEN];
-
-static const char *P(const char *name)
-{
-	static char bufs[4][512];
-	static int i;
-	char *b = bufs[i++ % 4];
-	snprintf(b, 512, "%s/%s", dir, name);
-	return b;
-}
-
-struct h {
-	struct cow_image *img;
-	struct cow_backend *be;
-	struct cow_ctx *ctx;
-};
+#include "unit.h"
 
 static void h_open(struct h *h, const char *path, unsigned flags)
 {
@@ -283,17 +267,12 @@ static int cnt_queue(struct cow_backend *be, struct cow_io *io)
 		if (io->off < c->hi && io->off + io->len > c->lo)
 			c->hits++;
 	}
-	int r = c->inner->ops->queue(c->inner, io);
-	be->inflight = c->inner->inflight;
-	return r;
+	return pass_queue(be, c->inner, io);
 }
 
 static int cnt_submit_wait(struct cow_backend *be, unsigned min)
 {
-	struct counting_be *c = (struct counting_be *)be;
-	int r = c->inner->ops->submit_wait(c->inner, min);
-	be->inflight = c->inner->inflight;
-	return r;
+	return pass_submit_wait(be, ((struct counting_be *)be)->inner, min);
 }
 
 static void cnt_destroy(struct cow_backend *be) { (void)be; }
@@ -521,19 +500,6 @@ static void test_list_under_io(void **state)
 	check_ok(P("lio.img"), false);
 }
 
-static int setup(void **state)
-{
-	snprintf(dir, sizeof(dir), "/tmp/ucow-snap-XXXXXX");
-	return mkdtemp(dir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -546,7 +512,5 @@ int main(void)
 		cmocka_unit_test(test_crash_apply),
 		cmocka_unit_test(test_crash_delete),
 	};
-	if (getenv("UNIT_FILTER"))	/* e.g. UNIT_FILTER=test_map: run one test */
-		cmocka_set_test_filter(getenv("UNIT_FILTER"));
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return UNIT_RUN(tests);
 }
