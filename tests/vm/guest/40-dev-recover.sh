@@ -1,7 +1,8 @@
 #!/bin/sh
 # --recoverable: kill -9 of the server under fio load, `ucow dev recover ID` starts a new
-# server, I/O continues (requests in flight are re-issued), fio's verify passes, and after
-# del the image checks clean. Done for cow and raw.
+# server, I/O continues (requests in flight are re-issued), fio's verify passes (for cow,
+# thanks to the side log: acknowledged mappings not yet flushed), and after del the image
+# checks clean. Done for cow and raw. Then a dead cow server deleted instead of recovered.
 # vm-timeout: 500
 . "$VM_LIB"
 need_ucow
@@ -42,11 +43,14 @@ for t in cow raw; do
 done
 
 # a dead recoverable server need not be recovered: del removes the device and leaves the
-# image clean (its journal replayed)
+# image clean, with every write the dead server acknowledged (unflushed: their mappings were
+# only in its side log, which del folds in and removes)
 dev=$(ucow dev add --recoverable img.cow) || fail "dev add failed"
 id=${dev#/dev/ublkb}
 pid=$(sed -n 's/.*"pid": \([0-9]*\).*/\1/p' /run/ucow/dev$id.json)
-must dd if=/dev/urandom of="$dev" bs=64k count=64 oflag=direct
+must dd if=/dev/urandom of=d.bin bs=64k count=64 status=none
+must dd if=d.bin of="$dev" bs=64k seek=3200 oflag=direct status=none
+ls /run/ucow/side-*.log >/dev/null 2>&1 || fail "no side log for a recoverable cow device"
 must kill -9 "$pid"
 sleep 1
 must ucow dev del "$id"
@@ -54,4 +58,7 @@ id=""
 [ ! -e "$dev" ] || fail "$dev still there after del of a dead recoverable device"
 ucow info img.cow | grep -q "dirty: false" || fail "image left dirty after del"
 must ucow check img.cow
+must ucow convert -O raw img.cow img.raw2
+cmp -n 4194304 -i 209715200:0 img.raw2 d.bin || fail "writes acknowledged before the kill were lost"
+ls /run/ucow/side-*.log 2>/dev/null && fail "the side log is still there after del"
 pass
