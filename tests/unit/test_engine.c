@@ -730,6 +730,8 @@ static void test_sidelog(void **state)
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	copy_file(P("sl.img"), P("sl-nolog.img"));
 	copy_file(P("side.log"), P("side-old.log"));
+	copy_file(P("sl.img"), P("sl-torn.img"));
+	copy_file(P("side.log"), P("side-torn.log"));
 
 	/* the journal alone: the flushed writes are there, the later ones are not */
 	struct h h;
@@ -758,6 +760,26 @@ static void test_sidelog(void **state)
 	h_close(&h);
 	close(sfd);
 	check_clean(P("sl.img"));
+
+	/* a damaged record ends the log: what comes before it is folded, nothing after it */
+	sfd = open(P("side-torn.log"), O_RDWR);
+	assert_true(sfd >= 0);
+	assert_int_equal(fstat(sfd, &st), 0);
+	assert_int_equal(st.st_size % 101, 0);		/* 100 writes and the discard */
+	off_t rsz = st.st_size / 101;
+	char byte;
+	assert_int_equal(pread(sfd, &byte, 1, 60 * rsz + 30), 1);
+	byte ^= 0x10;
+	assert_int_equal(pwrite(sfd, &byte, 1, 60 * rsz + 30), 1);
+	assert_int_equal(cow_open_sidelog(P("sl-torn.img"), COW_FMT_NONE, 0, sfd, &h.img, err), 0);
+	assert_int_equal(cow_backend_new("sync", 8, &h.be), 0);
+	assert_int_equal(cow_ctx_new(h.img, h.be, &h.ctx), 0);
+	expect_fill(&h, 59 * cs + 4096, 60);
+	for (int i = 60; i < 100; i++)
+		expect_fill(&h, (uint64_t)i * cs + 4096, 0);
+	h_close(&h);
+	close(sfd);
+	check_clean(P("sl-torn.img"));
 
 	/* a stale log is not folded: another process opened the image read-write since (it
 	 * reused the chunks the log maps, flushed, and died too) */
