@@ -130,8 +130,8 @@ int img_write_header(struct cow_image *img)
 	}
 	img->hdr.generation++;
 	ucow_hdr_encode(&img->hdr, buf);
-	r = io_pwrite_all(img->fd, buf, UCOW_HDR_SIZE,
-			(img->hdr.generation % UCOW_HDR_SLOTS) * UCOW_HDR_SIZE);
+	r = img_pwrite(img, buf, UCOW_HDR_SIZE,
+		       (img->hdr.generation % UCOW_HDR_SLOTS) * UCOW_HDR_SIZE);
 	free(buf);
 	STAT_ADD(img, meta_writes, 1);
 	STAT_ADD(img, meta_bytes_written, UCOW_HDR_SIZE);
@@ -158,14 +158,43 @@ uint64_t *img_bm(struct cow_image *img, uint64_t chunk, bool create)
 	return page + (chunk % img->chunks_per_group) * img->bm_words;
 }
 
+int img_pwrite(struct cow_image *img, const void *buf, size_t len, uint64_t off)
+{
+	if (img->tap)
+		img->tap->write(img->tap->arg, buf, len, off);
+	return io_pwrite_all(img->fd, buf, len, off);
+}
+
+int img_sync(struct cow_image *img)
+{
+	if (img->tap)
+		img->tap->sync(img->tap->arg);
+	return fdatasync(img->fd) < 0 ? -errno : 0;
+}
+
+int img_punch(struct cow_image *img, uint64_t off, uint64_t len)
+{
+	if (img->tap)
+		img->tap->punch(img->tap->arg, off, len);
+	return fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+			 (off_t)len) < 0 ? -errno : 0;
+}
+
+int img_truncate(struct cow_image *img, uint64_t size)
+{
+	if (img->tap)
+		img->tap->truncate(img->tap->arg, size);
+	return ftruncate(img->fd, (off_t)size) < 0 ? -errno : 0;
+}
+
 /* Make the file large enough to hold chunk pcn; grows in steps so this stays rare. */
 int img_grow_file(struct cow_image *img, uint64_t pcn)
 {
 	if (pcn < img->file_pcns)
 		return 0;
 	uint64_t want = pcn + 1 + (pcn + 1) / 16 + 16;
-	if (ftruncate(img->fd, (off_t)(want << img->chunk_shift)) < 0) {
-		int r = -errno;
+	int r = img_truncate(img, want << img->chunk_shift);
+	if (r) {
 		img_set_err(img, "%s: growing the file: %s", img->path, strerror(-r));
 		return r;
 	}
@@ -515,8 +544,8 @@ int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image *
 		img->hdr.autoclear = 0;
 		img->hdr.flags |= UCOW_FLAG_DIRTY;
 		r = img_write_header(img);
-		if (!r && fdatasync(img->fd) < 0)
-			r = -errno;
+		if (!r)
+			r = img_sync(img);
 		if (r) {
 			snprintf(err, COW_ERRLEN, "%s: marking the image in use: %s", path,
 				 strerror(-r));
@@ -563,15 +592,14 @@ int cow_close(struct cow_image *img)
 			uint64_t end = img->next_pcn << img->chunk_shift;
 			if (end < img->hdr.data_offset)
 				end = img->hdr.data_offset;
-			if (ftruncate(img->fd, (off_t)end) < 0)
-				r = -errno;
+			r = img_truncate(img, end);
 		}
 		if (!r) {
 			img->hdr.flags &= ~UCOW_FLAG_DIRTY;
 			r = img_write_header(img);
 		}
-		if (!r && fdatasync(img->fd) < 0)
-			r = -errno;
+		if (!r)
+			r = img_sync(img);
 	}
 	img_free(img);
 	return r;

@@ -28,6 +28,16 @@ struct quarantined {
 	uint64_t chunk;		/* the virtual chunk it was mapped at */
 };
 
+/* Tests (test_crash.c): told of every write, punch, size change and sync the engine makes to
+ * an image file outside the backend, in order, before it is made. */
+struct img_tap {
+	void (*write)(void *arg, const void *buf, size_t len, uint64_t off);
+	void (*punch)(void *arg, uint64_t off, uint64_t len);
+	void (*truncate)(void *arg, uint64_t size);
+	void (*sync)(void *arg);
+	void *arg;
+};
+
 /* A run of chunks freed by a snapshot operation, not punched yet (cow_reclaim). */
 struct reclaim_run {
 	uint64_t pcn, n;
@@ -102,6 +112,7 @@ struct cow_image {
 	bool sidelog_failed;		/* L4: write-through from now on (atomic) */
 
 	struct cow_stats stats;		/* updated with atomics */
+	struct img_tap *tap;		/* tests only; NULL */
 	int64_t crash_after;		/* tests: > 0 = metadata writes allowed before a "crash" */
 	char err[COW_ERRLEN];
 };
@@ -152,6 +163,11 @@ struct eio {
 /* image.c: plain I/O helpers for metadata (EINTR retried; reads past EOF give zeros) */
 int io_pread_all(int fd, void *buf, size_t len, uint64_t off);
 int io_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+/* The image file's own metadata I/O (seen by img->tap): 0 or -errno. */
+int img_pwrite(struct cow_image *img, const void *buf, size_t len, uint64_t off);
+int img_sync(struct cow_image *img);
+int img_punch(struct cow_image *img, uint64_t off, uint64_t len);
+int img_truncate(struct cow_image *img, uint64_t size);
 void *meta_zalloc(size_t size);	/* zeroed, 4 KiB aligned, size rounded up to 4 KiB */
 
 /* image.c */

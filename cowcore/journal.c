@@ -132,9 +132,7 @@ static int write_pages(struct cow_image *img, uint64_t region, const uint8_t *di
 			memcpy(buf, src, UCOW_META_ALIGN);
 		for (unsigned i = 0; i < UCOW_META_ALIGN / 8; i++)
 			buf[i] = htole64(buf[i]);
-		ssize_t w = pwrite(img->fd, buf, UCOW_META_ALIGN, (off_t)(region + pg * UCOW_META_ALIGN));
-		if (w != UCOW_META_ALIGN)
-			r = w < 0 ? -errno : -EIO;
+		r = img_pwrite(img, buf, UCOW_META_ALIGN, region + pg * UCOW_META_ALIGN);
 		STAT_ADD(img, meta_writes, 1);
 		STAT_ADD(img, meta_bytes_written, UCOW_META_ALIGN);
 	}
@@ -168,22 +166,20 @@ static const void *bm_page(struct cow_image *img, uint64_t g, uint64_t *buf)
  */
 int jnl_checkpoint(struct cow_image *img)
 {
-	int r = 0;
-	if (fdatasync(img->fd) < 0)
-		r = -errno;
+	int r = img_sync(img);
 	if (!r)
 		r = write_pages(img, img->hdr.table_offset, img->table_dirty,
 				img->hdr.table_size / UCOW_META_ALIGN, table_page);
 	if (!r)
 		r = write_pages(img, img->hdr.bitmap_offset, img->bm_dirty, img->nr_groups, bm_page);
-	if (!r && fdatasync(img->fd) < 0)
-		r = -errno;
+	if (!r)
+		r = img_sync(img);
 	if (!r) {
 		img->hdr.journal_seq = img->jseq + img->jblk + 1;
 		r = img_write_header(img);
 	}
-	if (!r && fdatasync(img->fd) < 0)
-		r = -errno;
+	if (!r)
+		r = img_sync(img);
 	STAT_ADD(img, fsyncs, 3);
 	if (r) {
 		img_set_err(img, "%s: checkpoint failed: %s", img->path, strerror(-r));

@@ -210,13 +210,12 @@ static void reclaim_unclean(struct cow_image *img, uint64_t file_size)
 		off_t o = (off_t)(img->free_pcns[i] << img->chunk_shift);
 		off_t d = lseek(img->fd, o, SEEK_DATA);
 		if (d >= 0 && d < o + (off_t)img->chunk_size)
-			fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, o,
-				  (off_t)img->chunk_size);
+			img_punch(img, (uint64_t)o, img->chunk_size);
 	}
 	uint64_t end = img->next_pcn << img->chunk_shift;
 	if (end < img->hdr.data_offset)
 		end = img->hdr.data_offset;
-	if (file_size > end && ftruncate(img->fd, (off_t)end) == 0)
+	if (file_size > end && img_truncate(img, end) == 0)
 		img->file_pcns = img->next_pcn;
 }
 

@@ -55,12 +55,11 @@ static void free_extent(struct cow_image *img, uint64_t off, uint64_t size)
 	if (!size)
 		return;
 	if (off < img->hdr.data_offset) {	/* a fixed region before the data area */
-		fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)size);
+		img_punch(img, off, size);
 		return;
 	}
 	uint64_t n = chunks_for(img, size);
-	fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-		  (off_t)(n << img->chunk_shift));
+	img_punch(img, off, n << img->chunk_shift);
 	for (uint64_t i = 0; i < n; i++)
 		alloc_release(img, (off >> img->chunk_shift) + i);
 }
@@ -150,9 +149,9 @@ int cow_reclaim(struct cow_image *img, uint64_t max_bytes)
 			img->nreclaim--;
 		pthread_mutex_unlock(&img->lock);
 		/* nothing maps these chunks and they are on no free list: no I/O touches them */
-		if (fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			      (off_t)(p << img->chunk_shift), (off_t)(n << img->chunk_shift)) < 0 && !r)
-			r = -errno;
+		int pr = img_punch(img, p << img->chunk_shift, n << img->chunk_shift);
+		if (pr && !r)
+			r = pr;
 		pthread_mutex_lock(&img->lock);
 		for (uint64_t i = 0; i < n; i++)
 			alloc_release(img, p + i);
@@ -167,7 +166,7 @@ static int pwrite_all(struct cow_image *img, const void *buf, size_t len, uint64
 	if (img_crashed(img))
 		return -EIO;
 	STAT_ADD(img, meta_writes, 1);
-	return io_pwrite_all(img->fd, buf, len, off);
+	return img_pwrite(img, buf, len, off);
 }
 
 
@@ -454,8 +453,9 @@ out:
 static int switch_header(struct cow_image *img, struct ucow_hdr *nh)
 {
 	int r = 0;
-	if (fdatasync(img->fd) < 0)
-		return -errno;
+	r = img_sync(img);
+	if (r)
+		return r;
 	struct ucow_hdr old = img->hdr;
 	nh->generation = img->hdr.generation;
 	/* snapshot structures, or a current table that an apply moved into the data area */
@@ -465,8 +465,8 @@ static int switch_header(struct cow_image *img, struct ucow_hdr *nh)
 		nh->incompat &= ~UCOW_INCOMPAT_SNAPSHOTS;
 	img->hdr = *nh;
 	r = img_write_header(img);
-	if (!r && fdatasync(img->fd) < 0)
-		r = -errno;
+	if (!r)
+		r = img_sync(img);
 	if (r)
 		img->hdr = old;		/* the old header is still the one on disk (or torn) */
 	STAT_ADD(img, fsyncs, 2);
