@@ -582,6 +582,9 @@ static void op_publish(struct chunk_op *op)
 		if (!bm) {
 			res = -ENOMEM;
 		} else {
+			uint64_t old_bm[UCOW_BM_WORDS_MAX];
+			uint64_t old_e = ent_load(img, op->c);
+			bm_copy(img, old_bm, bm);
 			for (uint32_t i = 0; i < img->bm_words; i++) {
 				/* same chunk: OR in (other writes may have set bits meanwhile);
 				 * new chunk: the bitmap starts from newbm */
@@ -593,7 +596,7 @@ static void op_publish(struct chunk_op *op)
 			img->bm_dirty[op->c / img->chunks_per_group] = 1;
 			ent_store(img, op->c, newe);
 			if (changed)
-				res = jnl_add(img, op->c, newe, bm, NULL);
+				res = jnl_add(img, op->c, newe, bm, old_e, old_bm, NULL);
 			if (op->new_chunk)
 				STAT_ADD(img, allocations, 1);
 		}
@@ -712,6 +715,8 @@ static void unmap_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, ui
 	int r = 0;
 
 	if (e != newe) {
+		uint64_t old_bm[UCOW_BM_WORDS_MAX];
+		bm_copy(img, old_bm, bm);
 		if (bm) {
 			for (uint32_t i = 0; i < img->bm_words; i++)
 				__atomic_store_n(&bm[i], 0, __ATOMIC_RELEASE);
@@ -721,7 +726,7 @@ static void unmap_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, ui
 		 * counted itself before this store or finds the chunk unmapped */
 		__atomic_store_n(&img->table[c], newe, __ATOMIC_SEQ_CST);
 		img->table_dirty[(c * 8) / UCOW_META_ALIGN] = 1;
-		r = jnl_add(img, c, newe, NULL, &rec);
+		r = jnl_add(img, c, newe, NULL, e, old_bm, &rec);
 	}
 	pthread_mutex_unlock(&img->lock);
 	if (!r && p && !(e & UCOW_E_SHARED)) {
@@ -761,7 +766,9 @@ static void bitset_done(struct eio *e, int res)
 		uint64_t *bm = img_bm(img, c, true);
 		/* a discard that raced with this write unmapped the chunk: nothing to publish */
 		if ((now & UCOW_E_PCN_MASK) == p && !(now & UCOW_E_SHARED) && bm) {
+			uint64_t old_bm[UCOW_BM_WORDS_MAX];
 			bool changed = false;
+			bm_copy(img, old_bm, bm);
 			for (uint32_t b = b0; b < b1; b++)
 				if (!bm_test(bm, b)) {
 					__atomic_fetch_or(&bm[b / 64], 1ull << (b % 64), __ATOMIC_ACQ_REL);
@@ -769,7 +776,7 @@ static void bitset_done(struct eio *e, int res)
 				}
 			if (changed) {
 				img->bm_dirty[c / img->chunks_per_group] = 1;
-				res = jnl_add(img, c, now, bm, NULL);
+				res = jnl_add(img, c, now, bm, now, old_bm, NULL);
 			}
 		}
 		pthread_mutex_unlock(&img->lock);

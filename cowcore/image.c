@@ -129,6 +129,7 @@ int img_write_header(struct cow_image *img)
 		return -EIO;
 	}
 	img->hdr.generation++;
+	sidelog_new_run(img);	/* sidelog.c L2 */
 	ucow_hdr_encode(&img->hdr, buf);
 	r = img_pwrite(img, buf, UCOW_HDR_SIZE,
 		       (img->hdr.generation % UCOW_HDR_SLOTS) * UCOW_HDR_SIZE);
@@ -138,7 +139,7 @@ int img_write_header(struct cow_image *img)
 	if (r)
 		img_set_err(img, "%s: writing the header: %s", img->path, strerror(-r));
 	else
-		sidelog_reset(img);	/* L2: the table holds every record before a header write */
+		sidelog_header_written(img);
 	return r;
 }
 
@@ -586,7 +587,7 @@ int cow_close(struct cow_image *img)
 		return 0;
 	if (img->fmt == COW_FMT_UCOW && !img->read_only && !img->corrupt) {
 		cow_reclaim(img, 0);	/* a failed punch only leaves the space in use */
-		r = jnl_checkpoint(img);
+		r = jnl_checkpoint_all(img);
 		if (!r) {
 			/* drop the file's unused tail (grown ahead of allocation) */
 			uint64_t end = img->next_pcn << img->chunk_shift;

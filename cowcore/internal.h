@@ -17,8 +17,13 @@ struct cow_ctx;
 struct jrec {
 	uint64_t chunk;
 	uint64_t entry;
-	uint64_t *bm;		/* bm_words words, owned */
+	uint64_t *bm;		/* bm_words words, owned (and old_bm after them) */
+	/* what the record replaced: a checkpoint writes the state as of rec_committed (J5) */
+	uint64_t old_entry;
+	uint64_t *old_bm;
 };
+
+#define UCOW_BM_WORDS_MAX (UCOW_MAX_BPC / 64)
 
 /* A chunk freed by a discard: reusable once the record that unmapped it is durable and no
  * I/O that found it mapped is still in flight (J4). */
@@ -108,7 +113,8 @@ struct cow_image {
 
 	/* side log (sidelog.c): -1, or a file the caller owns */
 	int sidelog_fd;
-	uint64_t sidelog_seq;		/* next record (under lock) */
+	uint64_t sidelog_slot;		/* where the next record goes (under lock) */
+	uint64_t sidelog_seq;		/* its seq in the current run */
 	bool sidelog_failed;		/* L4: write-through from now on (atomic) */
 
 	struct cow_stats stats;		/* updated with atomics */
@@ -192,7 +198,8 @@ int img_load_group_for(struct cow_image *img, uint64_t chunk);
 
 /* sidelog.c */
 void sidelog_append(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_t *bm);
-void sidelog_reset(struct cow_image *img);
+void sidelog_new_run(struct cow_image *img);
+void sidelog_header_written(struct cow_image *img);
 int sidelog_fold(struct cow_image *img, uint64_t generation, uint64_t *nrec);
 
 static inline uint64_t ent_load(struct cow_image *img, uint64_t c)
@@ -223,9 +230,11 @@ static inline bool bm_test(const uint64_t *bm, uint32_t i)
 
 /* journal.c */
 int jnl_add(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_t *bm,
-	    uint64_t *rec_idx);
+	    uint64_t old_entry, const uint64_t *old_bm, uint64_t *rec_idx);
+void bm_copy(struct cow_image *img, uint64_t *to, const uint64_t *bm);	/* NULL: zeros */
 void jnl_flush(struct cow_ctx *ctx, struct cow_req *req, uint64_t want);
 int jnl_checkpoint(struct cow_image *img);
+int jnl_checkpoint_all(struct cow_image *img);
 int jnl_replay(struct cow_image *img, uint64_t *nrec);
 int jnl_apply(struct cow_image *img, uint64_t c, uint64_t e, const uint8_t *bm_le);
 

@@ -17,11 +17,18 @@
  *  J4. A chunk unmapped by a discard is reused only after the record unmapping it is durable
  *      (quarantine, see alloc.c) and after its hole punch completed; otherwise a crash could
  *      leave two mappings to one chunk.
- *  J5. Checkpoint: fdatasync (all data of in-memory mappings durable, J1) -> write table and
- *      bitmap pages changed since the last checkpoint -> fdatasync -> header with journal_seq
- *      advanced past every used block, written to the other header slot -> fdatasync. Until
- *      that header write lands, the old header's journal replays over the partly new table;
- *      by J3 and J4 the result is consistent.
+ *  J5. Checkpoint: fdatasync (J1) -> write the table and bitmap pages changed since the
+ *      last checkpoint, holding the COMMITTED state only (records below rec_committed; a
+ *      record not committed yet is undone on the way out with the old value it carries)
+ *      -> fdatasync -> header with journal_seq advanced past every used block, written to
+ *      the other header slot -> fdatasync. Until that header write lands, the old header's
+ *      journal replays over a table of which any subset of pages is new; since every page
+ *      holds nothing the old journal does not, any such mix replays to the committed state
+ *      (J3). Writing uncommitted changes into the pages would break that: a page with a
+ *      new entry and one with the old bitmap of the same chunk, and no record to reconcile
+ *      them (test_crash found it). Records not committed stay pending for the new
+ *      journal. Close and snapshot S1 need everything in the table: jnl_checkpoint_all
+ *      commits in rounds (checkpointing when the journal is full), then checkpoints.
  *  J6. Blocks carry seq = journal_seq + index; replay stops at the first block whose magic,
  *      crc or seq is wrong, so stale blocks from before a checkpoint never replay.
  *
@@ -37,9 +44,16 @@
 
 #include "internal.h"
 
-/* Add a record (under img->lock). */
+void bm_copy(struct cow_image *img, uint64_t *to, const uint64_t *bm)
+{
+	for (uint32_t w = 0; w < img->bm_words; w++)
+		to[w] = bm ? __atomic_load_n(&bm[w], __ATOMIC_RELAXED) : 0;
+}
+
+/* Add a record (under img->lock): chunk's entry and bitmap are now entry and bm (NULL:
+ * zeros), and were old_entry and old_bm before. */
 int jnl_add(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_t *bm,
-	    uint64_t *rec_idx)
+	    uint64_t old_entry, const uint64_t *old_bm, uint64_t *rec_idx)
 {
 	size_t n = img->rec_added - img->rec_base;
 	if (n == img->recs_cap) {
@@ -50,12 +64,14 @@ int jnl_add(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_
 		img->recs = r;
 		img->recs_cap = cap;
 	}
-	uint64_t *copy = malloc(img->bm_words * 8);
+	uint64_t *copy = malloc(img->bm_words * 16);
 	if (!copy)
 		return -ENOMEM;
-	for (uint32_t w = 0; w < img->bm_words; w++)
-		copy[w] = bm ? __atomic_load_n(&bm[w], __ATOMIC_RELAXED) : 0;
-	img->recs[n] = (struct jrec){ .chunk = chunk, .entry = entry & ~UCOW_E_BUSY, .bm = copy };
+	bm_copy(img, copy, bm);
+	bm_copy(img, copy + img->bm_words, old_bm);
+	img->recs[n] = (struct jrec){ .chunk = chunk, .entry = entry & ~UCOW_E_BUSY, .bm = copy,
+				      .old_entry = old_entry & ~UCOW_E_BUSY,
+				      .old_bm = copy + img->bm_words };
 	sidelog_append(img, chunk, entry & ~UCOW_E_BUSY, copy);	/* before the request completes */
 	if (rec_idx)
 		*rec_idx = img->rec_added;
@@ -112,9 +128,86 @@ static void build_blocks(struct cow_image *img, uint8_t *buf, uint64_t from, uin
 	}
 }
 
+/* The committed value of a chunk that records not yet committed changed: the old value of
+ * the first of them. Sorted by chunk (J5). */
+struct undo {
+	uint64_t c, e, idx;
+	const uint64_t *bm;
+};
+
+static int undo_cmp(const void *a, const void *b)
+{
+	const struct undo *x = a, *y = b;
+	if (x->c != y->c)
+		return x->c < y->c ? -1 : 1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+static int build_undo(struct cow_image *img, struct undo **out, size_t *nout)
+{
+	size_t m = img->rec_added - img->rec_committed, k = 0;
+	struct undo *u;
+	*out = NULL;
+	*nout = 0;
+	if (!m)
+		return 0;
+	u = malloc(m * sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	for (uint64_t i = img->rec_committed; i < img->rec_added; i++) {
+		const struct jrec *r = &img->recs[i - img->rec_base];
+		u[k++] = (struct undo){ .c = r->chunk, .e = r->old_entry, .idx = i,
+					.bm = r->old_bm };
+	}
+	qsort(u, k, sizeof(*u), undo_cmp);
+	size_t n = 0;
+	for (size_t i = 0; i < k; i++)
+		if (!n || u[n - 1].c != u[i].c)
+			u[n++] = u[i];
+	*out = u;
+	*nout = n;
+	return 0;
+}
+
+/* The first undo entry for a chunk >= c. */
+static size_t undo_find(const struct undo *u, size_t n, uint64_t c)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (u[mid].c < c)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+struct undo_set {
+	const struct undo *u;
+	size_t n;
+};
+
+static void table_undo(struct cow_image *img, uint64_t pg, uint64_t *buf, const struct undo_set *us)
+{
+	uint64_t first = pg * (UCOW_META_ALIGN / 8), end = first + UCOW_META_ALIGN / 8;
+	(void)img;
+	for (size_t i = undo_find(us->u, us->n, first); i < us->n && us->u[i].c < end; i++)
+		buf[us->u[i].c - first] = us->u[i].e & ~UCOW_E_BUSY;
+}
+
+static void bm_undo(struct cow_image *img, uint64_t g, uint64_t *buf, const struct undo_set *us)
+{
+	uint64_t first = g * img->chunks_per_group, end = first + img->chunks_per_group;
+	for (size_t i = undo_find(us->u, us->n, first); i < us->n && us->u[i].c < end; i++)
+		memcpy(buf + (us->u[i].c - first) * img->bm_words, us->u[i].bm, img->bm_words * 8);
+}
+
 static int write_pages(struct cow_image *img, uint64_t region, const uint8_t *dirty,
 		       uint64_t npages, const void *(*page_of)(struct cow_image *, uint64_t,
-							       uint64_t *))
+							       uint64_t *),
+		       void (*undo)(struct cow_image *, uint64_t, uint64_t *,
+				    const struct undo_set *), const struct undo_set *us)
 {
 	uint64_t *buf;
 	int r = 0;
@@ -130,6 +223,7 @@ static int write_pages(struct cow_image *img, uint64_t region, const uint8_t *di
 		const void *src = page_of(img, pg, buf);
 		if (src != buf)
 			memcpy(buf, src, UCOW_META_ALIGN);
+		undo(img, pg, buf, us);
 		for (unsigned i = 0; i < UCOW_META_ALIGN / 8; i++)
 			buf[i] = htole64(buf[i]);
 		r = img_pwrite(img, buf, UCOW_META_ALIGN, region + pg * UCOW_META_ALIGN);
@@ -161,17 +255,26 @@ static const void *bm_page(struct cow_image *img, uint64_t g, uint64_t *buf)
 }
 
 /*
- * Checkpoint (J5). Under img->lock, or single-threaded at open/close. Synchronous: it runs
- * when the journal is full (once per journal_size of metadata) and at close.
+ * Checkpoint (J5): the committed state (records below rec_committed) into the table and
+ * bitmap pages in place, then a header that starts the journal again. Under img->lock, or
+ * single-threaded at open/close. Synchronous: it runs when the journal is full (once per
+ * journal_size of metadata), and through jnl_checkpoint_all at close and snapshot S1.
+ * Records not committed yet stay in memory (and their pages dirty) for the next commit.
  */
 int jnl_checkpoint(struct cow_image *img)
 {
-	int r = img_sync(img);
+	struct undo_set us = { 0 };
+	struct undo *u = NULL;
+	int r = build_undo(img, &u, &us.n);
+	us.u = u;
+	if (!r)
+		r = img_sync(img);
 	if (!r)
 		r = write_pages(img, img->hdr.table_offset, img->table_dirty,
-				img->hdr.table_size / UCOW_META_ALIGN, table_page);
+				img->hdr.table_size / UCOW_META_ALIGN, table_page, table_undo, &us);
 	if (!r)
-		r = write_pages(img, img->hdr.bitmap_offset, img->bm_dirty, img->nr_groups, bm_page);
+		r = write_pages(img, img->hdr.bitmap_offset, img->bm_dirty, img->nr_groups, bm_page,
+				bm_undo, &us);
 	if (!r)
 		r = img_sync(img);
 	if (!r) {
@@ -180,6 +283,7 @@ int jnl_checkpoint(struct cow_image *img)
 	}
 	if (!r)
 		r = img_sync(img);
+	free(u);
 	STAT_ADD(img, fsyncs, 3);
 	if (r) {
 		img_set_err(img, "%s: checkpoint failed: %s", img->path, strerror(-r));
@@ -188,13 +292,70 @@ int jnl_checkpoint(struct cow_image *img)
 	STAT_ADD(img, checkpoints, 1);
 	memset(img->table_dirty, 0, img->hdr.table_size / UCOW_META_ALIGN);
 	memset(img->bm_dirty, 0, img->nr_groups);
+	for (uint64_t i = img->rec_committed; i < img->rec_added; i++) {
+		uint64_t c = img->recs[i - img->rec_base].chunk;
+		img->table_dirty[c * 8 / UCOW_META_ALIGN] = 1;
+		img->bm_dirty[c / img->chunks_per_group] = 1;
+	}
 	img->jseq = img->hdr.journal_seq;
 	img->jblk = 0;
-	/* everything in memory is durable now (its data was synced first) */
-	drop_records(img, img->rec_added);
-	img->rec_committed = img->rec_added;
-	alloc_committed(img, img->rec_added);
+	drop_records(img, img->rec_committed);
+	alloc_committed(img, img->rec_committed);
 	return 0;
+}
+
+/* Records [rec_committed, upto) into the journal, synchronously (data synced first, J1). */
+static int commit_sync(struct cow_image *img, uint64_t upto)
+{
+	uint64_t nblk = blocks_for(img, upto - img->rec_committed);
+	uint8_t *buf;
+	int r = img_sync(img);
+	if (r)
+		return r;
+	if (posix_memalign((void **)&buf, UCOW_META_ALIGN, nblk * UCOW_JBLOCK))
+		return -ENOMEM;
+	build_blocks(img, buf, img->rec_committed, upto, img->jblk);
+	r = img_crashed(img) ? -EIO :
+	    img_pwrite(img, buf, nblk * UCOW_JBLOCK,
+		       img->hdr.journal_offset + img->jblk * UCOW_JBLOCK);
+	img->jblk += nblk;	/* J2: never rewrite these blocks, even after a failure */
+	free(buf);
+	STAT_ADD(img, meta_writes, 1);
+	STAT_ADD(img, meta_bytes_written, nblk * UCOW_JBLOCK);
+	if (!r)
+		r = img_sync(img);
+	if (r)
+		return r;
+	img->rec_committed = upto;
+	alloc_committed(img, upto);
+	drop_records(img, upto);
+	STAT_ADD(img, journal_commits, 1);
+	return 0;
+}
+
+/* How many records fit in the journal's free blocks. */
+static uint64_t records_fit(struct cow_image *img)
+{
+	uint64_t cap = img->hdr.journal_size / UCOW_JBLOCK;
+	return img->jblk >= cap ? 0 : (cap - img->jblk) * ((UCOW_JBLOCK - UCOW_JHDR) / rec_size(img));
+}
+
+/* Everything in memory durable and in the table: commit what fits, checkpoint when the
+ * journal is full, until no record is left; then one checkpoint more (close, snapshot S1). */
+int jnl_checkpoint_all(struct cow_image *img)
+{
+	int r = 0;
+	while (!r && img->rec_committed < img->rec_added) {
+		uint64_t fit = records_fit(img), upto = img->rec_added;
+		if (!fit) {
+			r = jnl_checkpoint(img);
+			continue;
+		}
+		if (upto - img->rec_committed > fit)
+			upto = img->rec_committed + fit;
+		r = commit_sync(img, upto);
+	}
+	return r ? r : jnl_checkpoint(img);
 }
 
 /* ---- commit ------------------------------------------------------------------------------ */
@@ -301,9 +462,14 @@ static void commit_start(struct cow_ctx *ctx)
 	} else if (upto <= img->rec_committed) {
 		/* already durable (a checkpoint ran meanwhile) */
 	} else {
-		uint64_t nblk = blocks_for(img, upto - img->rec_committed);
-		if (img->jblk + nblk > img->hdr.journal_size / UCOW_JBLOCK) {
+		if (!records_fit(img))
 			r = jnl_checkpoint(img);	/* journal full: fold it into the table */
+		uint64_t fit = records_fit(img);
+		if (upto - img->rec_committed > fit)
+			upto = img->rec_committed + fit;	/* the rest in the next round */
+		uint64_t nblk = blocks_for(img, upto - img->rec_committed);
+		if (r) {
+			/* the waiters fail below */
 		} else if (posix_memalign((void **)&c->buf, UCOW_META_ALIGN, nblk * UCOW_JBLOCK) ||
 			   !(c->e = eio_get(ctx))) {
 			r = -ENOMEM;

@@ -13,19 +13,23 @@
  * durable, which is all a flush promised.
  *
  * DESIGN NOTES
- *   L1. Record i (little endian) is at offset i * size: u32 magic "UCSL", u32 crc32c of the
- *       record with this field 0, u64 header generation, u64 i, u64 chunk, u64 entry, then
- *       the chunk's bitmap (bm_words u64). Records are absolute, like the journal's (J3).
- *   L2. The log holds exactly the records added since the image's last header write, and
- *       carries that header's generation: every header write (open, checkpoint, snapshot
- *       switch, close) follows a state in which the table holds every record, so the log
- *       starts again from record 0 there (and is truncated).
- *   L3. A fold takes records 0, 1, ... while magic, crc, index and generation match, the
- *       generation being the one of the header found on disk, and only if the image was
- *       left dirty. Anyone else who opened the image read-write since wrote a header, so a
- *       stale log never folds. Folded records are validated like the journal's, then the
- *       whole table is (meta.c), and a checkpoint makes them durable (data synced first,
- *       J5) before anything else happens to the image.
+ *   L1. Records (little endian) fill slots of one size: u32 magic "UCSL", u32 crc32c of the
+ *       record with this field 0, u64 header generation, u64 seq, u64 chunk, u64 entry,
+ *       then the chunk's bitmap (bm_words u64). Records are absolute, like the journal's
+ *       (J3): replaying more of them, in order, over a state they lead from gives the state
+ *       the last one left.
+ *   L2. The log is a series of runs. Each header write of generation G first appends a run
+ *       of G (seq 0, 1, ...) holding a copy of every record not committed yet, then writes
+ *       the header; later records extend that run. Whether the header write lands or not,
+ *       the run of the generation on disk holds every record that disk state lacks (a
+ *       checkpoint writes only committed records into the table, J5). When the header
+ *       write leaves nothing uncommitted, the log is emptied.
+ *   L3. A fold applies the run whose generation is the one of the header on disk (records
+ *       with seq 0, 1, ... in a row; the first damaged record ends it), and only if the
+ *       image was left dirty. Anyone else who opened the image read-write since wrote a
+ *       header, so a stale log never folds. Folded records are validated like the
+ *       journal's, then the whole table is (meta.c), and a checkpoint makes them durable
+ *       (data synced first, J5) before anything else happens to the image.
  *   L4. A record that cannot be written (the log's file system is full, say) turns the
  *       image write-through: every later write, and the one whose record failed, completes
  *       only after a flush (engine.c req_done).
@@ -63,23 +67,38 @@ void sidelog_append(struct cow_image *img, uint64_t chunk, uint64_t entry, const
 	for (uint32_t w = 0; w < img->bm_words; w++)
 		put_le64(buf + SIDELOG_HDR + w * 8, bm[w]);
 	put_le32(buf + 4, cow_crc32c(0, buf, size));
-	if (io_pwrite_all(img->sidelog_fd, buf, size, img->sidelog_seq * size)) {
+	if (io_pwrite_all(img->sidelog_fd, buf, size, img->sidelog_slot * size)) {
 		__atomic_store_n(&img->sidelog_failed, true, __ATOMIC_RELAXED);
 		img_set_err(img, "%s: the side log cannot be written: writes are write-through "
 			    "from now on", img->path);
 		return;
 	}
+	img->sidelog_slot++;
 	img->sidelog_seq++;
 }
 
-/* L2: after a header write. */
-void sidelog_reset(struct cow_image *img)
+/* L2: a header of a new generation (img->hdr.generation) is about to be written. */
+void sidelog_new_run(struct cow_image *img)
 {
 	if (img->sidelog_fd < 0)
 		return;
 	img->sidelog_seq = 0;
+	for (uint64_t i = img->rec_committed; i < img->rec_added; i++) {
+		const struct jrec *r = &img->recs[i - img->rec_base];
+		sidelog_append(img, r->chunk, r->entry, r->bm);
+	}
+}
+
+/* L2: the header is written; with nothing left uncommitted the log starts again. */
+void sidelog_header_written(struct cow_image *img)
+{
+	if (img->sidelog_fd < 0 || img->rec_committed != img->rec_added)
+		return;
+	img->sidelog_slot = 0;
+	img->sidelog_seq = 0;
 	if (ftruncate(img->sidelog_fd, 0) < 0) {
-		/* harmless: new records overwrite from 0 and stale ones carry an old generation */
+		/* harmless: the next records overwrite from slot 0, a fold stops at the end of
+		 * their run (seq), and older runs carry other generations */
 	}
 }
 
@@ -93,15 +112,24 @@ int sidelog_fold(struct cow_image *img, uint64_t generation, uint64_t *nrec)
 	if (size > sizeof(buf))
 		return -EUCLEAN;
 
+	uint64_t seq = 0;
 	for (uint64_t i = 0;; i++) {
 		ssize_t got = pread(img->sidelog_fd, buf, size, (off_t)(i * size));
 		if (got != (ssize_t)size)
 			break;
 		uint32_t crc = get_le32(buf + 4);
 		memset(buf + 4, 0, 4);
-		if (get_le32(buf) != SIDELOG_MAGIC || cow_crc32c(0, buf, size) != crc ||
-		    get_le64(buf + 8) != generation || get_le64(buf + 16) != i)
+		bool ok = get_le32(buf) == SIDELOG_MAGIC && cow_crc32c(0, buf, size) == crc;
+		if (!ok && seq)
+			break;		/* a damaged record ends the run */
+		if (!ok || get_le64(buf + 8) != generation) {
+			if (seq)
+				break;	/* past the run */
+			continue;	/* a run of another generation */
+		}
+		if (get_le64(buf + 16) != seq)
 			break;
+		seq++;
 		uint64_t c = get_le64(buf + 24), e = get_le64(buf + 32);
 		if (c >= img->nr_chunks || (e & (UCOW_E_RESERVED | UCOW_E_BUSY))) {
 			img_set_err(img, "%s: side log record %llu is invalid", img->path,

@@ -549,7 +549,7 @@ int cow_snapshot_create(struct cow_image *img, const char *name)
 		r = -ENOSPC;
 		goto out;
 	}
-	r = jnl_checkpoint(img);					/* S1 */
+	r = jnl_checkpoint_all(img);					/* S1 */
 	if (r)
 		goto out;
 	snaps = calloc(img->nb_snaps + 1, sizeof(*snaps));
@@ -649,7 +649,7 @@ static int begin_on_snapshot(struct cow_image *img, const char *key, struct snap
 		img_set_err(img, "%s: no snapshot '%s'", img->path, key);
 		return -ENOENT;
 	}
-	r = jnl_checkpoint(img);
+	r = jnl_checkpoint_all(img);
 	return r ? r : frozen_read(img, *s, t, b);
 }
 
