@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -455,11 +456,86 @@ static void test_crash_overlay(void **state)
 	run(P("co.img"), "cbase.raw", 0xc2b2ae3d27d4eb4full, 150);
 }
 
+/* ---- the side log across a checkpoint ------------------------------------------------------ */
+
+static int syncs_left;
+static void die_write(void *arg, const void *buf, size_t len, uint64_t off) { }
+static void die_punch(void *arg, uint64_t off, uint64_t len) { }
+static void die_truncate(void *arg, uint64_t size) { }
+static void die_sync(void *arg)
+{
+	if (--syncs_left == 0)
+		_exit(0);	/* the process dies here */
+}
+
+/*
+ * A flush of more records than the minimum journal holds commits in rounds with a checkpoint
+ * between them; the checkpoint writes only the committed records into the table and leaves
+ * the rest pending. The process dies right after that checkpoint's header write: the side
+ * log's run of the new generation must hold the pending records (sidelog.c L2).
+ */
+static void test_sidelog_checkpoint(void **state)
+{
+	struct cow_create_opts o = { .size = VSIZE, .chunk_size = 64 << 10, .block_size = 4096,
+				     .journal_size = UCOW_MIN_JOURNAL };
+	const int n = 900;	/* records: the minimum journal holds about 500 */
+	unlink(P("slc.img"));
+	unlink(P("slc.log"));
+	assert_int_equal(cow_create(P("slc.img"), &o, err), 0);
+	pid_t pid = fork();
+	if (!pid) {
+		struct img_tap tap = { die_write, die_punch, die_truncate, die_sync, NULL };
+		struct cow_image *img;
+		struct cow_backend *be;
+		struct cow_ctx *ctx;
+		uint8_t b[4096];
+		int sfd = open(P("slc.log"), O_RDWR | O_CREAT, 0600);
+		if (sfd < 0 || cow_open_sidelog(P("slc.img"), COW_FMT_NONE, 0, sfd, &img, err) ||
+		    cow_backend_new("sync", 8, &be) || cow_ctx_new(img, be, &ctx))
+			_exit(2);
+		for (int i = 0; i < n; i++) {
+			fill(b, (uint32_t)i * 8, 8, 5000 + (uint32_t)i);
+			if (cow_rw(ctx, COW_WRITE, b, 4096, (uint64_t)i * 4096, 0))
+				_exit(3);
+		}
+		img->tap = &tap;
+		syncs_left = 3;		/* checkpoint: sync, pages, sync, header, [sync] */
+		cow_rw(ctx, COW_FLUSH, NULL, 0, 0, 0);
+		_exit(4);
+	}
+	int status;
+	waitpid(pid, &status, 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+
+	struct cow_image *img;
+	struct cow_backend *be;
+	struct cow_ctx *ctx;
+	uint8_t b[4096];
+	int sfd = open(P("slc.log"), O_RDWR);
+	assert_true(sfd >= 0);
+	assert_int_equal(cow_open_sidelog(P("slc.img"), COW_FMT_NONE, 0, sfd, &img, err), 0);
+	assert_int_equal(cow_backend_new("sync", 8, &be), 0);
+	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(cow_rw(ctx, COW_READ, b, 4096, (uint64_t)i * 4096, 0), 0);
+		for (uint32_t k = 0; k < 8; k++)
+			if (tag_of(b + k * 512, (uint32_t)i * 8 + k) != 5000 + i)
+				fail_msg("write %d lost (sector %u reads %lld)", i, i * 8 + k,
+					 (long long)tag_of(b + k * 512, (uint32_t)i * 8 + k));
+	}
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
+	assert_int_equal(cow_close(img), 0);
+	close(sfd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_crash_standalone),
 		cmocka_unit_test(test_crash_overlay),
+		cmocka_unit_test(test_sidelog_checkpoint),
 	};
 	return UNIT_RUN(tests);
 }
