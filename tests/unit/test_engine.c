@@ -691,6 +691,18 @@ static void expect_fill(struct h *h, uint64_t off, uint8_t v)
 				 (unsigned long long)off, k, (uint8_t)buf[k], v);
 }
 
+/* Open img with the side log at log (h_open's sync backend); returns the log's fd. */
+static int h_open_sidelog(struct h *h, const char *img, const char *log)
+{
+	int sfd = open(log, O_RDWR);
+	assert_true(sfd >= 0);
+	if (cow_open_sidelog(img, COW_FMT_NONE, 0, sfd, &h->img, err))
+		fail_msg("open %s with %s: %s", img, log, err);
+	assert_int_equal(cow_backend_new("sync", 8, &h->be), 0);
+	assert_int_equal(cow_ctx_new(h->img, h->be, &h->ctx), 0);
+	return sfd;
+}
+
 /*
  * The side log (sidelog.c): a process dies with acknowledged, unflushed writes and a discard;
  * the image's journal alone loses them, the next open with the side log has every one. A
@@ -743,11 +755,7 @@ static void test_sidelog(void **state)
 	h_close(&h);
 
 	/* with the side log: every acknowledged write and the discard */
-	int sfd = open(P("side.log"), O_RDWR);
-	assert_true(sfd >= 0);
-	assert_int_equal(cow_open_sidelog(P("sl.img"), COW_FMT_NONE, 0, sfd, &h.img, err), 0);
-	assert_int_equal(cow_backend_new("sync", 8, &h.be), 0);
-	assert_int_equal(cow_ctx_new(h.img, h.be, &h.ctx), 0);
+	int sfd = h_open_sidelog(&h, P("sl.img"), P("side.log"));
 	for (int i = 0; i < 100; i++)
 		if (i != 5 && i != 7 && i != 77)
 			expect_fill(&h, (uint64_t)i * cs + 4096, (uint8_t)(1 + i));
@@ -771,9 +779,8 @@ static void test_sidelog(void **state)
 	assert_int_equal(pread(sfd, &byte, 1, 60 * rsz + 30), 1);
 	byte ^= 0x10;
 	assert_int_equal(pwrite(sfd, &byte, 1, 60 * rsz + 30), 1);
-	assert_int_equal(cow_open_sidelog(P("sl-torn.img"), COW_FMT_NONE, 0, sfd, &h.img, err), 0);
-	assert_int_equal(cow_backend_new("sync", 8, &h.be), 0);
-	assert_int_equal(cow_ctx_new(h.img, h.be, &h.ctx), 0);
+	close(sfd);
+	sfd = h_open_sidelog(&h, P("sl-torn.img"), P("side-torn.log"));
 	expect_fill(&h, 59 * cs + 4096, 60);
 	for (int i = 60; i < 100; i++)
 		expect_fill(&h, (uint64_t)i * cs + 4096, 0);
@@ -797,11 +804,7 @@ static void test_sidelog(void **state)
 	}
 	waitpid(pid, &status, 0);
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	sfd = open(P("side-old.log"), O_RDWR);
-	assert_true(sfd >= 0);
-	assert_int_equal(cow_open_sidelog(P("sl-nolog.img"), COW_FMT_NONE, 0, sfd, &h.img, err), 0);
-	assert_int_equal(cow_backend_new("sync", 8, &h.be), 0);
-	assert_int_equal(cow_ctx_new(h.img, h.be, &h.ctx), 0);
+	sfd = h_open_sidelog(&h, P("sl-nolog.img"), P("side-old.log"));
 	expect_fill(&h, 39 * cs + 4096, 40);
 	for (int i = 40; i < 100; i++)
 		expect_fill(&h, (uint64_t)i * cs + 4096, 0);
