@@ -616,6 +616,11 @@ def main():
     args = ap.parse_args()
     args.only = [x.strip() for x in args.only.split(",") if x.strip()]
     args.sides = [x.strip() for x in args.sides.split(";")] if args.sides else None
+    known = [x[0] for x in Suite.S3_SIDES]
+    for x in args.sides or []:
+        if x not in known:
+            ap.error("--s3-sides: unknown side '%s' (known: %s; separate them with ';')"
+                     % (x, "; ".join(known)))
     if "S5" in args.only and "S3" not in args.only:
         args.only.append("S3")
     if "S3b" in args.only and "S3" not in args.only:
