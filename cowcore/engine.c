@@ -303,7 +303,7 @@ static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 		       uint32_t len, char *buf)
 {
 	struct cow_image *img = ctx->img;
-	inflight_get(img, c);	/* guard: the chunk stays ours until our reads are queued */
+	inflight_get(img, c);	/* taken before the lookup; handed to the last read */
 	uint64_t e = __atomic_load_n(&img->table[c], __ATOMIC_SEQ_CST) & ~UCOW_E_BUSY;
 	uint64_t p = e & UCOW_E_PCN_MASK, vbase = c << img->chunk_shift;
 
@@ -318,7 +318,7 @@ static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 		return;
 	}
 	const uint64_t *bm = img_bm(img, c, false);
-	uint32_t pos = in, end = in + len;
+	uint32_t pos = in, end = in + len, rs = 0, rl = 0;	/* the data run not queued yet */
 	while (pos < end) {
 		bool bit = bm_test(bm, pos >> img->block_shift);
 		uint32_t run_end = ((pos >> img->block_shift) + 1) << img->block_shift;
@@ -327,16 +327,24 @@ static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 		if (run_end > end)
 			run_end = end;
 		if (bit) {
+			if (rl) {	/* an earlier run: a count of its own (ours is still held) */
+				inflight_get(img, c);
+				queue_io(ctx, req, COW_IO_READ, img->fd, buf + (rs - in), rl,
+					 (p << img->chunk_shift) + rs, c + 1);
+			}
 			STAT_ADD(img, data_reads, 1);
-			inflight_get(img, c);
-			queue_io(ctx, req, COW_IO_READ, img->fd, buf + (pos - in), run_end - pos,
-				 (p << img->chunk_shift) + pos, c + 1);
+			rs = pos;
+			rl = run_end - pos;
 		} else {
 			read_backing(ctx, req, vbase + pos, run_end - pos, buf + (pos - in));
 		}
 		pos = run_end;
 	}
-	inflight_put(img, c);
+	if (rl)		/* the last run takes over the count taken before the lookup */
+		queue_io(ctx, req, COW_IO_READ, img->fd, buf + (rs - in), rl,
+			 (p << img->chunk_shift) + rs, c + 1);
+	else
+		inflight_put(img, c);
 }
 
 /* ---- chunk ops (slow path) -------------------------------------------------------------- */

@@ -143,12 +143,17 @@ static int undo_cmp(const void *a, const void *b)
 	return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-static int build_undo(struct cow_image *img, struct undo **out, size_t *nout)
+struct undo_set {
+	struct undo *u;		/* owned */
+	size_t n;
+};
+
+static int build_undo(struct cow_image *img, struct undo_set *us)
 {
 	size_t m = img->rec_added - img->rec_committed, k = 0;
 	struct undo *u;
-	*out = NULL;
-	*nout = 0;
+	us->u = NULL;
+	us->n = 0;
 	if (!m)
 		return 0;
 	u = malloc(m * sizeof(*u));
@@ -164,8 +169,8 @@ static int build_undo(struct cow_image *img, struct undo **out, size_t *nout)
 	for (size_t i = 0; i < k; i++)
 		if (!n || u[n - 1].c != u[i].c)
 			u[n++] = u[i];
-	*out = u;
-	*nout = n;
+	us->u = u;
+	us->n = n;
 	return 0;
 }
 
@@ -183,15 +188,9 @@ static size_t undo_find(const struct undo *u, size_t n, uint64_t c)
 	return lo;
 }
 
-struct undo_set {
-	const struct undo *u;
-	size_t n;
-};
-
 static void table_undo(struct cow_image *img, uint64_t pg, uint64_t *buf, const struct undo_set *us)
 {
 	uint64_t first = pg * (UCOW_META_ALIGN / 8), end = first + UCOW_META_ALIGN / 8;
-	(void)img;
 	for (size_t i = undo_find(us->u, us->n, first); i < us->n && us->u[i].c < end; i++)
 		buf[us->u[i].c - first] = us->u[i].e & ~UCOW_E_BUSY;
 }
@@ -263,10 +262,8 @@ static const void *bm_page(struct cow_image *img, uint64_t g, uint64_t *buf)
  */
 int jnl_checkpoint(struct cow_image *img)
 {
-	struct undo_set us = { 0 };
-	struct undo *u = NULL;
-	int r = build_undo(img, &u, &us.n);
-	us.u = u;
+	struct undo_set us;
+	int r = build_undo(img, &us);
 	if (!r)
 		r = img_sync(img);
 	if (!r)
@@ -283,7 +280,7 @@ int jnl_checkpoint(struct cow_image *img)
 	}
 	if (!r)
 		r = img_sync(img);
-	free(u);
+	free(us.u);
 	STAT_ADD(img, fsyncs, 3);
 	if (r) {
 		img_set_err(img, "%s: checkpoint failed: %s", img->path, strerror(-r));
