@@ -8,7 +8,7 @@ SANITIZE ?=
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation -Wshadow -Wmissing-prototypes
 CPPFLAGS += -D_GNU_SOURCE -Icowcore -Iublk -Itools
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(SANITIZE) -MMD -MP -pthread -fno-strict-aliasing
-LDLIBS   := -luring -laio -lz -lpthread
+LDLIBS   := -luring -laio -lz -ljson-c -lpthread
 V ?= 0
 ifeq ($(V),0)
 Q := @
