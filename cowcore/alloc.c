@@ -10,9 +10,11 @@
  * freed first), then grows the file.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
-#include "internal.h"
+#include "alloc.h"
 
 int alloc_chunk(struct cow_image *img, uint64_t *pcn)
 {
@@ -78,4 +80,37 @@ void alloc_committed(struct cow_image *img, uint64_t upto)
 			img->quar[k++] = img->quar[i];
 	}
 	img->nquar = k;
+}
+
+int alloc_init_free(struct cow_image *img, bool (*used)(void *arg, uint64_t pcn), void *arg)
+{
+	for (uint64_t p = img->data_pcn; p < img->next_pcn; p++) {
+		if (used(arg, p))
+			continue;
+		if (img->nfree == img->free_cap) {
+			size_t n = img->free_cap ? img->free_cap * 2 : 64;
+			uint64_t *f = realloc(img->free_pcns, n * sizeof(*f));
+			if (!f)
+				return -ENOMEM;
+			img->free_pcns = f;
+			img->free_cap = n;
+		}
+		img->free_pcns[img->nfree++] = p;
+	}
+	return 0;
+}
+
+void alloc_reclaim_unclean(struct cow_image *img, uint64_t file_size)
+{
+	for (size_t i = 0; i < img->nfree; i++) {
+		off_t o = (off_t)(img->free_pcns[i] << img->chunk_shift);
+		off_t d = lseek(img->fd, o, SEEK_DATA);
+		if (d >= 0 && d < o + (off_t)img->chunk_size)
+			img_punch(img, (uint64_t)o, img->chunk_size);
+	}
+	uint64_t end = img->next_pcn << img->chunk_shift;
+	if (end < img->hdr.data_offset)
+		end = img->hdr.data_offset;
+	if (file_size > end && img_truncate(img, end) == 0)
+		img->file_pcns = img->next_pcn;
 }

@@ -5,6 +5,7 @@
  * struct cow_io's; the backend performs them and calls io->done(io, res).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <libaio.h>
 #include <liburing.h>

@@ -203,23 +203,18 @@ void cow_backend_complete(uint64_t user_data, int res);
 
 enum cow_op { COW_READ, COW_WRITE, COW_WRITE_ZEROES, COW_DISCARD, COW_FLUSH };
 #define COW_REQ_FUA 0x1		/* write durable (data and mapping) before completion */
-#define COW_REQ_SYNCED 0x8000	/* engine-internal: the flush part of a FUA write ran */
 
 struct cow_ctx;
 struct cow_req {
-	/* set by the caller */
-	uint8_t op;
-	uint32_t flags;
+	uint8_t op;		/* enum cow_op */
+	uint32_t flags;		/* COW_REQ_* */
 	uint64_t off, len;
 	void *buf;
 	void (*cb)(struct cow_req *req, int res);	/* res: 0 or -errno */
-	void *priv;
-	/* engine private: do not touch */
-	struct cow_ctx *ctx;
-	struct cow_req *wnext;
-	int res;
-	unsigned pending;
-	uint64_t want;
+	void *priv;		/* the caller's */
+	/* Reserved for the engine from cow_submit until the callback runs: the caller
+	 * neither reads nor writes it. */
+	uint64_t engine[6];
 };
 
 /* One thread's handle on an image (and, inside, on each backing image). */

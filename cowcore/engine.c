@@ -28,100 +28,18 @@
  * (ready list + eventfd), because a ctx's backend belongs to one thread.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "internal.h"
-
-#define HANDOVER_DONE UINT64_MAX	/* waiter.chunk: "complete the request" */
+#include "commit.h"
 
 static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c);
-static void req_done(struct cow_req *req);
-
-/* ---- eio pool (per ctx; no allocation once warm) ---------------------------------------- */
-
-struct eio *eio_get(struct cow_ctx *ctx)
-{
-	struct eio *e = ctx->free_eios;
-	if (e)
-		ctx->free_eios = e->fnext;
-	else if (!(e = malloc(sizeof(*e))))
-		return NULL;
-	e->ctx = ctx;
-	e->hold = 0;
-	return e;
-}
-
-void eio_put(struct eio *e)
-{
-	e->fnext = e->ctx->free_eios;
-	e->ctx->free_eios = e;
-}
-
-static void eio_io_done(struct cow_io *io, int res)
-{
-	struct eio *e = (struct eio *)io;
-	e->fn(e, res);
-}
-
-void eng_queue(struct cow_ctx *ctx, struct eio *e, int op, int fd, void *buf, uint32_t len,
-	       uint64_t off, void (*fn)(struct eio *, int), void *arg)
-{
-	int r;
-	e->io = (struct cow_io){ .op = op, .fd = fd, .buf = buf, .len = len, .off = off,
-				 .done = eio_io_done };
-	e->fn = fn;
-	e->arg = arg;
-	e->want = len;
-	r = ctx->be->ops->queue(ctx->be, &e->io);
-	if (r < 0)
-		fn(e, r);
-}
-
-/* ---- chunk-sized buffers (per ctx; a chunk op's bounce and copy) ------------------------- */
-
-#define CTX_MAX_FREE_BUFS 16
-
-/* A chunk_size buffer, 4 KiB aligned (O_DIRECT); reused, so large writes do not mmap and
- * munmap a fresh buffer each time. */
-static void *buf_get(struct cow_ctx *ctx)
-{
-	void *b = ctx->free_bufs;
-	if (b) {
-		ctx->free_bufs = *(void **)b;
-		ctx->nfree_bufs--;
-		return b;
-	}
-	if (posix_memalign(&b, 4096, ctx->img->chunk_size))
-		return NULL;
-	return b;
-}
-
-static void buf_put(struct cow_ctx *ctx, void *b)
-{
-	if (!b)
-		return;
-	if (ctx->nfree_bufs >= CTX_MAX_FREE_BUFS) {
-		free(b);
-		return;
-	}
-	*(void **)b = ctx->free_bufs;
-	ctx->free_bufs = b;
-	ctx->nfree_bufs++;
-}
 
 /* ---- request references ---------------------------------------------------------------- */
-
-void req_put(struct cow_req *req, int res)
-{
-	if (res < 0 && !req->res)
-		req->res = res;
-	if (--req->pending == 0)
-		req_done(req);
-}
 
 /* Generic completion of one I/O that belongs to a request. */
 static void io_part_done(struct eio *e, int res)
@@ -129,14 +47,7 @@ static void io_part_done(struct eio *e, int res)
 	struct cow_req *req = e->arg;
 	if (e->hold)
 		inflight_put(e->ctx->img, e->hold - 1);
-	if (res >= 0) {
-		if ((uint64_t)res < e->want) {
-			if (e->io.op == COW_IO_READ)	/* past the end of the file: zeros */
-				memset((char *)e->io.buf + res, 0, e->want - res);
-			else if (e->io.op == COW_IO_WRITE)
-				res = -EIO;
-		}
-	}
+	res = eio_short(e, res);
 	eio_put(e);
 	req_put(req, res < 0 ? res : 0);
 }
@@ -150,13 +61,13 @@ static void queue_io(struct cow_ctx *ctx, struct cow_req *req, int op, int fd, v
 	if (!e) {
 		if (hold)
 			inflight_put(ctx->img, hold - 1);
-		if (!req->res)
-			req->res = -ENOMEM;
+		if (!req_st(req)->res)
+			req_st(req)->res = -ENOMEM;
 		return;
 	}
 	e->hold = hold;
-	req->pending++;
-	eng_queue(ctx, e, op, fd, buf, (uint32_t)len, off, io_part_done, req);
+	req_st(req)->pending++;
+	eio_queue(ctx, e, op, fd, buf, (uint32_t)len, off, io_part_done, req);
 }
 
 static void queue_req_io(struct cow_ctx *ctx, struct cow_req *req, int op, int fd, void *buf,
@@ -165,66 +76,15 @@ static void queue_req_io(struct cow_ctx *ctx, struct cow_req *req, int op, int f
 	queue_io(ctx, req, op, fd, buf, len, off, 0);
 }
 
-/* ---- handing work to another thread's ctx ----------------------------------------------- */
-
-static void hand_over(struct cow_ctx *to, struct cow_req *req, uint64_t chunk)
-{
-	struct waiter *w = malloc(sizeof(*w));
-	uint64_t one = 1;
-	if (!w)
-		abort();	/* cannot lose a request; out of memory here is fatal */
-	w->req = req;
-	w->chunk = chunk;
-	pthread_mutex_lock(&to->rlock);
-	w->next = (struct waiter *)to->ready;
-	__atomic_store_n(&to->ready, (struct cow_req *)w, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&to->rlock);
-	if (write(to->efd, &one, sizeof(one)) < 0) {
-		/* an eventfd write only fails on counter overflow: the reader is already woken */
-	}
-}
-
-void ctx_hand_over(struct cow_ctx *to, struct cow_req *req)
-{
-	hand_over(to, req, HANDOVER_DONE);
-}
-
-void cow_ctx_poll(struct cow_ctx *ctx)
-{
-	struct waiter *w;
-	uint64_t v;
-	if (!__atomic_load_n(&ctx->ready, __ATOMIC_ACQUIRE))
-		return;
-	if (read(ctx->efd, &v, sizeof(v)) < 0) {
-		/* nothing to drain: fine, the list is what counts */
-	}
-	pthread_mutex_lock(&ctx->rlock);
-	w = (struct waiter *)ctx->ready;
-	__atomic_store_n(&ctx->ready, NULL, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&ctx->rlock);
-	while (w) {
-		struct waiter *n = w->next;
-		if (w->chunk == HANDOVER_DONE)
-			req_put(w->req, w->req->res);
-		else
-			do_chunk(ctx, w->req, w->chunk);
-		free(w);
-		w = n;
-	}
-}
-
-int cow_ctx_eventfd(struct cow_ctx *ctx) { return ctx->efd; }
-
 /* Resume every part parked on chunk c (called after unlocking). */
 static void wake_chunk(struct cow_ctx *ctx, struct waiter *list)
 {
 	while (list) {
 		struct waiter *n = list->next;
-		if (list->req->ctx == ctx) {
+		if (req_st(list->req)->ctx == ctx)
 			do_chunk(ctx, list->req, list->chunk);
-		} else {
-			hand_over(list->req->ctx, list->req, list->chunk);
-		}
+		else
+			ctx_hand_over(req_st(list->req)->ctx, list->req, W_CHUNK, list->chunk);
 		free(list);
 		list = n;
 	}
@@ -254,9 +114,7 @@ static int park(struct cow_image *img, struct cow_req *req, uint64_t c)
 	struct waiter *w = malloc(sizeof(*w)), **pp = &img->waits;
 	if (!w)
 		return -ENOMEM;
-	w->req = req;
-	w->chunk = c;
-	w->next = NULL;
+	*w = (struct waiter){ .req = req, .kind = W_CHUNK, .chunk = c };
 	while (*pp)		/* FIFO: parts resume in arrival order */
 		pp = &(*pp)->next;
 	*pp = w;
@@ -288,14 +146,14 @@ static void read_backing(struct cow_ctx *ctx, struct cow_req *req, uint64_t voff
 	}
 	struct eio *e = eio_get(ctx);
 	if (!e) {
-		if (!req->res)
-			req->res = -ENOMEM;
+		if (!req_st(req)->res)
+			req_st(req)->res = -ENOMEM;
 		return;
 	}
 	e->arg = req;
 	e->sub = (struct cow_req){ .op = COW_READ, .off = voff, .len = len, .buf = buf,
 				   .cb = backing_sub_done, .priv = e };
-	req->pending++;
+	req_st(req)->pending++;
 	cow_submit(ctx->backing, &e->sub);
 }
 
@@ -317,7 +175,7 @@ static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 		read_backing(ctx, req, vbase + in, len, buf);
 		return;
 	}
-	const uint64_t *bm = img_bm(img, c, false);
+	const uint64_t *bm = meta_bm(img, c, false);
 	uint32_t pos = in, end = in + len, rs = 0, rl = 0;	/* the data run not queued yet */
 	while (pos < end) {
 		bool bit = bm_test(bm, pos >> img->block_shift);
@@ -382,12 +240,7 @@ static void op_put(struct chunk_op *op, int res)
 static void op_io_done(struct eio *e, int res)
 {
 	struct chunk_op *op = e->arg;
-	if (res >= 0 && (uint64_t)res < e->want) {
-		if (e->io.op == COW_IO_READ)
-			memset((char *)e->io.buf + res, 0, e->want - res);
-		else if (e->io.op == COW_IO_WRITE)
-			res = -EIO;
-	}
+	res = eio_short(e, res);
 	eio_put(e);
 	op_put(op, res < 0 ? res : 0);
 }
@@ -401,7 +254,7 @@ static void op_io(struct chunk_op *op, int iop, void *buf, uint64_t len, uint64_
 		return;
 	}
 	op->pending++;
-	eng_queue(op->ctx, e, iop, op->ctx->img->fd, buf, (uint32_t)len, off, op_io_done, op);
+	eio_queue(op->ctx, e, iop, op->ctx->img->fd, buf, (uint32_t)len, off, op_io_done, op);
 }
 
 static void op_fill_done(struct cow_req *sub, int res)
@@ -421,7 +274,7 @@ static void op_fill(struct chunk_op *op, uint32_t off, uint32_t len, char *buf)
 		memset(buf, 0, len);
 		return;
 	}
-	const uint64_t *bm = op->old_p ? img_bm(img, op->c, false) : NULL;
+	const uint64_t *bm = op->old_p ? meta_bm(img, op->c, false) : NULL;
 	if (op->old_p && bm_test(bm, off >> img->block_shift)) {
 		op_io(op, COW_IO_READ, buf, len, (op->old_p << img->chunk_shift) + off);
 		return;
@@ -466,8 +319,8 @@ static struct chunk_op *op_alloc(struct cow_ctx *ctx)
 static void op_free(struct chunk_op *op)
 {
 	struct cow_ctx *ctx = op->ctx;
-	buf_put(ctx, op->bounce);
-	buf_put(ctx, op->copybuf);
+	ctx_buf_put(ctx, op->bounce);
+	ctx_buf_put(ctx, op->copybuf);
 	op->fnext = ctx->free_ops;
 	ctx->free_ops = op;
 }
@@ -492,7 +345,7 @@ static void op_fill_phase(struct chunk_op *op)
 	}
 	/* a SHARED chunk: carry every other block that holds data here */
 	if (op->shared) {
-		const uint64_t *bm = img_bm(img, op->c, false);
+		const uint64_t *bm = meta_bm(img, op->c, false);
 		uint32_t as = op->in & ~(bs - 1);
 		uint32_t ae = (op->in + op->len + bs - 1) & ~(bs - 1);
 		for (uint32_t b = 0; b < img->bpc; b++) {
@@ -552,7 +405,7 @@ static void op_write(struct chunk_op *op)
 		}
 	}
 	if (op->shared) {
-		const uint64_t *bm = img_bm(img, op->c, false);
+		const uint64_t *bm = meta_bm(img, op->c, false);
 		uint32_t as = op->in & ~(bs - 1);
 		uint32_t ae = (op->in + op->len + bs - 1) & ~(bs - 1);
 		for (uint32_t b = 0; b < img->bpc; b++) {
@@ -584,7 +437,7 @@ static void op_publish(struct chunk_op *op)
 
 	pthread_mutex_lock(&img->lock);
 	if (!res) {
-		uint64_t *bm = img_bm(img, op->c, true);
+		uint64_t *bm = meta_bm(img, op->c, true);
 		uint64_t newe = op->np;
 		bool changed = newe != (op->old_e & ~UCOW_E_BUSY);
 		if (!bm) {
@@ -644,7 +497,7 @@ static void op_start(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint3
 	op->shared = (e & UCOW_E_SHARED) != 0;
 	op->was_zero = (e & UCOW_E_ZERO) != 0;
 	op->new_chunk = !op->old_p || op->shared;
-	bm = img_bm(img, c, true);
+	bm = meta_bm(img, c, true);
 	if (!bm)
 		goto fail;
 	if (op->new_chunk) {
@@ -673,9 +526,9 @@ static void op_start(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint3
 	for (uint32_t b = as >> img->block_shift; b < ae >> img->block_shift; b++)
 		op->newbm[b / 64] |= 1ull << (b % 64);
 	/* [ws, we) lies within the chunk: a chunk-sized buffer holds it */
-	op->bounce = buf_get(ctx);
+	op->bounce = ctx_buf_get(ctx);
 	if (op->shared)
-		op->copybuf = buf_get(ctx);
+		op->copybuf = ctx_buf_get(ctx);
 	if (!op->bounce || (op->shared && !op->copybuf)) {
 		if (op->new_chunk)
 			alloc_release(img, op->np);
@@ -704,7 +557,7 @@ static void unmap_punched(struct eio *e, int res)
 	struct cow_ctx *ctx = e->ctx;
 	struct cow_image *img = ctx->img;
 	struct cow_req *req = e->arg;
-	uint64_t pcn = e->sub.off, rec = e->sub.len, c = (uintptr_t)e->sub.priv;
+	uint64_t pcn = e->u[0], rec = e->u[1], c = e->u[2];
 	eio_put(e);
 	pthread_mutex_lock(&img->lock);
 	/* J4: reusable only once the unmapping is durable, the punch is done and no I/O that
@@ -719,7 +572,7 @@ static void unmap_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, ui
 {
 	struct cow_image *img = ctx->img;
 	uint64_t newe = img->backing ? UCOW_E_ZERO : 0, p = e & UCOW_E_PCN_MASK, rec = 0;
-	uint64_t *bm = img_bm(img, c, false);
+	uint64_t *bm = meta_bm(img, c, false);
 	int r = 0;
 
 	if (e != newe) {
@@ -740,11 +593,11 @@ static void unmap_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, ui
 	if (!r && p && !(e & UCOW_E_SHARED)) {
 		struct eio *io = eio_get(ctx);
 		if (io) {
-			io->sub.off = p;
-			io->sub.len = rec;
-			io->sub.priv = (void *)(uintptr_t)c;
-			req->pending++;
-			eng_queue(ctx, io, COW_IO_PUNCH, img->fd, NULL, img->chunk_size,
+			io->u[0] = p;
+			io->u[1] = rec;
+			io->u[2] = c;
+			req_st(req)->pending++;
+			eio_queue(ctx, io, COW_IO_PUNCH, img->fd, NULL, img->chunk_size,
 				  p << img->chunk_shift, unmap_punched, req);
 		}
 	}
@@ -765,13 +618,12 @@ static void bitset_done(struct eio *e, int res)
 	struct cow_req *req = e->arg;
 	uint64_t c = e->u[0], p = e->u[1];
 	uint32_t b0 = (uint32_t)(e->u[2] >> 32), b1 = (uint32_t)e->u[2];
-	if (res >= 0 && (uint64_t)res != e->want)
-		res = -EIO;
+	res = eio_short(e, res);
 	eio_put(e);
 	if (res >= 0) {
 		pthread_mutex_lock(&img->lock);
 		uint64_t now = ent_load(img, c);
-		uint64_t *bm = img_bm(img, c, true);
+		uint64_t *bm = meta_bm(img, c, true);
 		/* a discard that raced with this write unmapped the chunk: nothing to publish */
 		if ((now & UCOW_E_PCN_MASK) == p && !(now & UCOW_E_SHARED) && bm) {
 			uint64_t old_bm[UCOW_BM_WORDS_MAX];
@@ -809,7 +661,7 @@ static void bitset_write(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, u
 	e->u[2] = (uint64_t)b0 << 32 | b1;
 	STAT_ADD(img, data_writes, 1);
 	STAT_ADD(img, data_bytes_written, len);
-	eng_queue(ctx, e, COW_IO_WRITE, img->fd, buf, len, (p << img->chunk_shift) + in,
+	eio_queue(ctx, e, COW_IO_WRITE, img->fd, buf, len, (p << img->chunk_shift) + in,
 		  bitset_done, req);
 }
 
@@ -848,7 +700,7 @@ static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c)
 		e = __atomic_load_n(&img->table[c], __ATOMIC_SEQ_CST);
 		p = e & UCOW_E_PCN_MASK;
 		if (p && !(e & (UCOW_E_BUSY | UCOW_E_SHARED)) &&
-		    all_bits(img_bm(img, c, false), in >> img->block_shift,
+		    all_bits(meta_bm(img, c, false), in >> img->block_shift,
 			     (in + len - 1) / img->block_size + 1)) {
 			STAT_ADD(img, data_writes, 1);
 			STAT_ADD(img, data_bytes_written, len);
@@ -880,7 +732,7 @@ static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c)
 			return;
 		}
 	} else if (p && !(e & UCOW_E_SHARED)) {
-		const uint64_t *bm = img_bm(img, c, false);
+		const uint64_t *bm = meta_bm(img, c, false);
 		uint32_t bs = img->block_size, pend = in + len;
 		bool head_ok = !(in & (bs - 1)) || bm_test(bm, in >> img->block_shift);
 		bool tail_ok = !(pend & (bs - 1)) || bm_test(bm, pend >> img->block_shift);
@@ -901,48 +753,6 @@ static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c)
 }
 
 /* ---- requests ---------------------------------------------------------------------------- */
-
-static void flush_synced(struct eio *e, int res)
-{
-	struct cow_req *req = e->arg;
-	struct cow_ctx *ctx = e->ctx;
-	eio_put(e);
-	if (res < 0 || ctx->img->fmt != COW_FMT_UCOW) {
-		req_put(req, res < 0 ? res : 0);
-		return;
-	}
-	jnl_flush(ctx, req, req->want);
-}
-
-/* Flush: sync the data, then commit every record added before the sync started (J1). */
-static void start_flush(struct cow_ctx *ctx, struct cow_req *req)
-{
-	struct cow_image *img = ctx->img;
-	struct eio *e = eio_get(ctx);
-	pthread_mutex_lock(&img->lock);
-	req->want = img->rec_added;
-	pthread_mutex_unlock(&img->lock);
-	req->pending = 1;
-	if (!e) {
-		req_put(req, -ENOMEM);
-		return;
-	}
-	STAT_ADD(img, fsyncs, 1);
-	eng_queue(ctx, e, COW_IO_FSYNC, img->fd, NULL, 0, 0, flush_synced, req);
-}
-
-static void req_done(struct cow_req *req)
-{
-	bool fua = (req->flags & COW_REQ_FUA) ||
-		   __atomic_load_n(&req->ctx->img->sidelog_failed, __ATOMIC_RELAXED);	/* L4 */
-	if (fua && !(req->flags & COW_REQ_SYNCED) && !req->res && req->op != COW_READ &&
-	    req->op != COW_FLUSH) {
-		req->flags |= COW_REQ_SYNCED;	/* second pass: the flush part */
-		start_flush(req->ctx, req);
-		return;
-	}
-	req->cb(req, req->res);
-}
 
 /* Raw images: the file is the disk. */
 static void submit_raw(struct cow_ctx *ctx, struct cow_req *req)
@@ -967,25 +777,20 @@ static void submit_raw(struct cow_ctx *ctx, struct cow_req *req)
 void cow_submit(struct cow_ctx *ctx, struct cow_req *req)
 {
 	struct cow_image *img = ctx->img;
-	req->ctx = ctx;
-	req->res = 0;
-	req->wnext = NULL;
-	req->flags &= ~COW_REQ_SYNCED;
+	struct req_state *st = req_st(req);
+	*st = (struct req_state){ .ctx = ctx, .pending = 1 };	/* held while dispatching */
 	if (req->op > COW_FLUSH) {
-		req->pending = 1;
 		req_put(req, -EINVAL);
 		return;
 	}
 	if (req->op == COW_FLUSH) {
 		if (img->read_only) {
-			req->pending = 1;
 			req_put(req, 0);
 			return;
 		}
-		start_flush(ctx, req);
+		req_flush(ctx, req);
 		return;
 	}
-	req->pending = 1;	/* held while dispatching */
 	if (req->off > img->vsize || req->len > img->vsize - req->off ||
 	    req->len > UINT32_MAX || (req->op <= COW_WRITE && req->len && !req->buf)) {
 		req_put(req, -EINVAL);
@@ -1011,7 +816,7 @@ void cow_submit(struct cow_ctx *ctx, struct cow_req *req)
 	}
 	for (uint64_t c = req->off >> img->chunk_shift;
 	     c <= (req->off + req->len - 1) >> img->chunk_shift; c++) {
-		req->pending++;
+		req_st(req)->pending++;
 		do_chunk(ctx, req, c);
 	}
 	req_put(req, 0);
@@ -1021,28 +826,19 @@ void cow_submit(struct cow_ctx *ctx, struct cow_req *req)
 
 int cow_ctx_new(struct cow_image *img, struct cow_backend *be, struct cow_ctx **out)
 {
-	struct cow_ctx *ctx = calloc(1, sizeof(*ctx));
+	struct cow_ctx *ctx = malloc(sizeof(*ctx));
 	int r;
 	if (!ctx)
 		return -ENOMEM;
-	ctx->img = img;
-	ctx->be = be;
-	pthread_mutex_init(&ctx->rlock, NULL);
-	ctx->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (ctx->efd < 0) {
-		r = -errno;
-		goto fail;
-	}
-	if (img->backing) {
+	r = ctx_init(ctx, img, be);
+	if (!r && img->backing)
 		r = cow_ctx_new(img->backing, be, &ctx->backing);
-		if (r)
-			goto fail;
+	if (r) {
+		cow_ctx_free(ctx);
+		return r;
 	}
 	*out = ctx;
 	return 0;
-fail:
-	cow_ctx_free(ctx);
-	return r;
 }
 
 void cow_ctx_free(struct cow_ctx *ctx)
@@ -1050,26 +846,31 @@ void cow_ctx_free(struct cow_ctx *ctx)
 	if (!ctx)
 		return;
 	cow_ctx_free(ctx->backing);
-	while (ctx->free_eios) {
-		struct eio *e = ctx->free_eios;
-		ctx->free_eios = e->fnext;
-		free(e);
-	}
 	while (ctx->free_ops) {
 		struct chunk_op *op = ctx->free_ops;
 		ctx->free_ops = op->fnext;
 		free(op);
 	}
-	while (ctx->free_bufs) {
-		void *b = ctx->free_bufs;
-		ctx->free_bufs = *(void **)b;
-		free(b);
-	}
-	if (ctx->efd >= 0)
-		close(ctx->efd);
-	pthread_mutex_destroy(&ctx->rlock);
+	ctx_fini(ctx);
 	free(ctx);
 }
+
+/* Work other threads handed to this ctx: parts to run, requests to complete. */
+void cow_ctx_poll(struct cow_ctx *ctx)
+{
+	struct waiter *w = ctx_take_ready(ctx);
+	while (w) {
+		struct waiter *n = w->next;
+		if (w->kind == W_COMPLETE)
+			req_put(w->req, req_st(w->req)->res);
+		else
+			do_chunk(ctx, w->req, w->chunk);
+		free(w);
+		w = n;
+	}
+}
+
+int cow_ctx_eventfd(struct cow_ctx *ctx) { return ctx->efd; }
 
 struct rw_wait {
 	bool done;

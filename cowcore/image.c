@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Image lifecycle: create, open (lock, header, metadata, journal replay, backing chain),
- * close (checkpoint, clean flag), and the helpers the engine shares.
+ * Layer 6, the image lifecycle: create, open (lock, header, load.c's sequence, backing
+ * chain), close (checkpoint, clean flag), info and statistics.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <linux/fs.h>
@@ -14,194 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
-
-void img_set_err(struct cow_image *img, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(img->err, sizeof(img->err), fmt, ap);
-	va_end(ap);
-}
-
-/* Record a corruption, make the image read-only and flag it on disk where possible. */
-int img_mark_corrupt(struct cow_image *img, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(img->err, sizeof(img->err), fmt, ap);
-	va_end(ap);
-	if (!img->corrupt && !img->read_only) {
-		img->hdr.flags |= UCOW_FLAG_CORRUPT;
-		img_write_header(img);
-	}
-	img->corrupt = true;
-	img->read_only = true;
-	return -EUCLEAN;
-}
+#include "image.h"
 
 const char *cow_errmsg(struct cow_image *img) { return img->err; }
-
-const char *cow_fmt_name(int fmt)
-{
-	return fmt == COW_FMT_RAW ? "raw" : fmt == COW_FMT_UCOW ? "ucow" : "none";
-}
-
-int cow_fmt_parse(const char *name)
-{
-	if (!strcmp(name, "raw"))
-		return COW_FMT_RAW;
-	if (!strcmp(name, "ucow"))
-		return COW_FMT_UCOW;
-	return -EINVAL;
-}
-
-void *meta_zalloc(size_t size)
-{
-	void *p;
-	size = (size + UCOW_META_ALIGN - 1) / UCOW_META_ALIGN * UCOW_META_ALIGN;
-	if (posix_memalign(&p, UCOW_META_ALIGN, size ? size : UCOW_META_ALIGN))
-		return NULL;
-	memset(p, 0, size ? size : UCOW_META_ALIGN);
-	return p;
-}
-
-int io_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t r = pwrite(fd, buf, len, (off_t)off);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf = (const char *)buf + r;
-		len -= r;
-		off += r;
-	}
-	return 0;
-}
-
-int io_pread_all(int fd, void *buf, size_t len, uint64_t off)
-{
-	while (len) {
-		ssize_t r = pread(fd, buf, len, (off_t)off);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (r == 0) {		/* past EOF reads as zeros */
-			memset(buf, 0, len);
-			return 0;
-		}
-		buf = (char *)buf + r;
-		len -= r;
-		off += r;
-	}
-	return 0;
-}
-
-/* Crash simulation for tests: after crash_after metadata writes, every write "fails". */
-bool img_crashed(struct cow_image *img)
-{
-	if (img->crash_after <= 0)
-		return false;
-	if (img->crash_after == 1)
-		return true;
-	img->crash_after--;
-	return false;
-}
-
-/*
- * Write the header into the slot not holding the current generation. The caller syncs.
- * Atomic switch: readers take the valid slot with the higher generation, so a torn write
- * of the new slot leaves the old one in force.
- */
-int img_write_header(struct cow_image *img)
-{
-	uint8_t *buf = meta_zalloc(UCOW_HDR_SIZE);
-	int r;
-	if (!buf)
-		return -ENOMEM;
-	if (img_crashed(img)) {
-		free(buf);
-		return -EIO;
-	}
-	img->hdr.generation++;
-	sidelog_new_run(img);	/* sidelog.c L2 */
-	ucow_hdr_encode(&img->hdr, buf);
-	r = img_pwrite(img, buf, UCOW_HDR_SIZE,
-		       (img->hdr.generation % UCOW_HDR_SLOTS) * UCOW_HDR_SIZE);
-	free(buf);
-	STAT_ADD(img, meta_writes, 1);
-	STAT_ADD(img, meta_bytes_written, UCOW_HDR_SIZE);
-	if (r)
-		img_set_err(img, "%s: writing the header: %s", img->path, strerror(-r));
-	else
-		sidelog_header_written(img);
-	return r;
-}
-
-uint64_t *img_bm(struct cow_image *img, uint64_t chunk, bool create)
-{
-	uint64_t g = chunk / img->chunks_per_group;
-	uint64_t *page = __atomic_load_n(&img->bm_groups[g], __ATOMIC_ACQUIRE);
-	if (!page && create) {
-		/* caller holds img->lock: group pages are only ever added under it */
-		page = meta_zalloc(UCOW_META_ALIGN);
-		if (!page)
-			return NULL;
-		__atomic_store_n(&img->bm_groups[g], page, __ATOMIC_RELEASE);
-	}
-	if (!page)
-		return NULL;
-	return page + (chunk % img->chunks_per_group) * img->bm_words;
-}
-
-int img_pwrite(struct cow_image *img, const void *buf, size_t len, uint64_t off)
-{
-	if (img->tap)
-		img->tap->write(img->tap->arg, buf, len, off);
-	return io_pwrite_all(img->fd, buf, len, off);
-}
-
-int img_sync(struct cow_image *img)
-{
-	if (img->tap)
-		img->tap->sync(img->tap->arg);
-	return fdatasync(img->fd) < 0 ? -errno : 0;
-}
-
-int img_punch(struct cow_image *img, uint64_t off, uint64_t len)
-{
-	if (img->tap)
-		img->tap->punch(img->tap->arg, off, len);
-	return fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-			 (off_t)len) < 0 ? -errno : 0;
-}
-
-int img_truncate(struct cow_image *img, uint64_t size)
-{
-	if (img->tap)
-		img->tap->truncate(img->tap->arg, size);
-	return ftruncate(img->fd, (off_t)size) < 0 ? -errno : 0;
-}
-
-/* Make the file large enough to hold chunk pcn; grows in steps so this stays rare. */
-int img_grow_file(struct cow_image *img, uint64_t pcn)
-{
-	if (pcn < img->file_pcns)
-		return 0;
-	uint64_t want = pcn + 1 + (pcn + 1) / 16 + 16;
-	int r = img_truncate(img, want << img->chunk_shift);
-	if (r) {
-		img_set_err(img, "%s: growing the file: %s", img->path, strerror(-r));
-		return r;
-	}
-	img->file_pcns = want;
-	return 0;
-}
 
 int cow_create(const char *path, const struct cow_create_opts *o, char *err)
 {
@@ -358,6 +174,16 @@ static int read_header(struct cow_image *img, uint64_t file_size, char *err)
 	return 0;
 }
 
+/* The images above one being opened (loop detection). */
+struct chain_link {
+	dev_t dev;
+	ino_t ino;
+	const struct chain_link *up;
+};
+
+static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
+			  char *err, int depth, const struct chain_link *up, int sidelog_fd);
+
 static int open_backing(struct cow_image *img, int depth, const struct chain_link *up,
 			char *err)
 {
@@ -424,28 +250,13 @@ static void img_free(struct cow_image *img)
 		cow_close(img->backing);
 	if (img->fd >= 0)
 		close(img->fd);
-	if (img->bm_groups)
-		for (uint64_t g = 0; g < img->nr_groups; g++)
-			free(img->bm_groups[g]);
-	for (uint64_t i = img->rec_base; i < img->rec_added; i++)
-		free(img->recs[i - img->rec_base].bm);
-	free(img->recs);
-	free(img->bm_groups);
-	free(img->table);
-	free(img->table_dirty);
-	free(img->inflight);
-	free(img->bm_dirty);
-	free(img->free_pcns);
-	free(img->quar);
-	free(img->reclaim);
-	free(img->snaps);
-	free(img->rc);
+	img_unload_meta(img);
 	free(img->path);
 	pthread_mutex_destroy(&img->lock);
 	free(img);
 }
 
-int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
+static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
 		   char *err, int depth, const struct chain_link *up, int sidelog_fd)
 {
 	struct cow_image *img = calloc(1, sizeof(*img));
@@ -544,7 +355,7 @@ int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image *
 		/* from here on the journal may hold records the table does not */
 		img->hdr.autoclear = 0;
 		img->hdr.flags |= UCOW_FLAG_DIRTY;
-		r = img_write_header(img);
+		r = jnl_write_header(img);
 		if (!r)
 			r = img_sync(img);
 		if (r) {
@@ -597,7 +408,7 @@ int cow_close(struct cow_image *img)
 		}
 		if (!r) {
 			img->hdr.flags &= ~UCOW_FLAG_DIRTY;
-			r = img_write_header(img);
+			r = jnl_write_header(img);
 		}
 		if (!r)
 			r = img_sync(img);
@@ -671,33 +482,4 @@ void cow_get_stats(struct cow_image *img, struct cow_stats *st)
 	uint64_t *d = (uint64_t *)st, *s = (uint64_t *)&img->stats;
 	for (size_t i = 0; i < sizeof(*st) / 8; i++)
 		d[i] = __atomic_load_n(&s[i], __ATOMIC_RELAXED);
-}
-
-int cow_parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-	int shift = 0;
-	if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return errno == ERANGE ? -ERANGE : -EINVAL;
-	switch (*end) {
-	case 0: break;
-	case 'b': case 'B': shift = 0; end++; break;
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	case 't': case 'T': shift = 40; end++; break;
-	case 'p': case 'P': shift = 50; end++; break;
-	default: return -EINVAL;
-	}
-	if (*end)
-		return -EINVAL;
-	if (shift && v > (UINT64_MAX >> shift))
-		return -ERANGE;
-	*out = (uint64_t)v << shift;
-	return 0;
 }

@@ -33,22 +33,18 @@
  *      crc or seq is wrong, so stale blocks from before a checkpoint never replay.
  *
  * State: pending records live in img->recs (index rec_base..rec_added-1); rec_committed is
- * the index below which every record is durable. One commit runs at a time
- * (commit_running); flush requests that need records beyond rec_committed wait on
- * commit_waiters and are completed (on their own thread) when a commit covers them.
+ * the index below which every record is durable. Layer 3: this file knows records, blocks,
+ * checkpoints and replay, never requests: commit.c (layer 5) writes the batches that
+ * jnl_batch_prepare builds, through the caller's backend, and completes the flushes that
+ * waited for them.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
-
-void bm_copy(struct cow_image *img, uint64_t *to, const uint64_t *bm)
-{
-	for (uint32_t w = 0; w < img->bm_words; w++)
-		to[w] = bm ? __atomic_load_n(&bm[w], __ATOMIC_RELAXED) : 0;
-}
+#include "journal.h"
 
 /* Add a record (under img->lock): chunk's entry and bitmap are now entry and bm (NULL:
  * zeros), and were old_entry and old_bm before. */
@@ -88,6 +84,20 @@ static void drop_records(struct cow_image *img, uint64_t upto)
 	if (n > k)
 		memmove(img->recs, img->recs + k, (n - k) * sizeof(*img->recs));
 	img->rec_base = upto;
+}
+
+/* A header write (generation + 1) that a side log hears of (sidelog.c L2): the new run
+ * starts with every record not committed yet. */
+int jnl_write_header(struct cow_image *img)
+{
+	size_t n = img->rec_added - img->rec_committed;
+	int r;
+	sidelog_new_run(img, img->hdr.generation + 1,
+			n ? &img->recs[img->rec_committed - img->rec_base] : NULL, n);
+	r = img_write_header(img);
+	if (!r)
+		sidelog_header_written(img, n != 0);
+	return r;
 }
 
 static uint32_t rec_size(struct cow_image *img) { return UCOW_JREC_HDR + img->bm_words * 8; }
@@ -215,19 +225,13 @@ static int write_pages(struct cow_image *img, uint64_t region, const uint8_t *di
 	for (uint64_t pg = 0; pg < npages && !r; pg++) {
 		if (!dirty[pg])
 			continue;
-		if (img_crashed(img)) {
-			r = -EIO;
-			break;
-		}
 		const void *src = page_of(img, pg, buf);
 		if (src != buf)
 			memcpy(buf, src, UCOW_META_ALIGN);
 		undo(img, pg, buf, us);
 		for (unsigned i = 0; i < UCOW_META_ALIGN / 8; i++)
 			buf[i] = htole64(buf[i]);
-		r = img_pwrite(img, buf, UCOW_META_ALIGN, region + pg * UCOW_META_ALIGN);
-		STAT_ADD(img, meta_writes, 1);
-		STAT_ADD(img, meta_bytes_written, UCOW_META_ALIGN);
+		r = img_meta_write(img, buf, UCOW_META_ALIGN, region + pg * UCOW_META_ALIGN);
 	}
 	free(buf);
 	return r;
@@ -276,7 +280,7 @@ int jnl_checkpoint(struct cow_image *img)
 		r = img_sync(img);
 	if (!r) {
 		img->hdr.journal_seq = img->jseq + img->jblk + 1;
-		r = img_write_header(img);
+		r = jnl_write_header(img);
 	}
 	if (!r)
 		r = img_sync(img);
@@ -304,30 +308,17 @@ int jnl_checkpoint(struct cow_image *img)
 /* Records [rec_committed, upto) into the journal, synchronously (data synced first, J1). */
 static int commit_sync(struct cow_image *img, uint64_t upto)
 {
-	uint64_t nblk = blocks_for(img, upto - img->rec_committed);
-	uint8_t *buf;
+	struct jnl_batch b;
 	int r = img_sync(img);
-	if (r)
+	if (!r)
+		r = jnl_batch_prepare(img, upto, &b);
+	if (r || !b.len)
 		return r;
-	if (posix_memalign((void **)&buf, UCOW_META_ALIGN, nblk * UCOW_JBLOCK))
-		return -ENOMEM;
-	build_blocks(img, buf, img->rec_committed, upto, img->jblk);
-	r = img_crashed(img) ? -EIO :
-	    img_pwrite(img, buf, nblk * UCOW_JBLOCK,
-		       img->hdr.journal_offset + img->jblk * UCOW_JBLOCK);
-	img->jblk += nblk;	/* J2: never rewrite these blocks, even after a failure */
-	free(buf);
-	STAT_ADD(img, meta_writes, 1);
-	STAT_ADD(img, meta_bytes_written, nblk * UCOW_JBLOCK);
+	r = img_meta_write(img, b.buf, b.len, b.off);
 	if (!r)
 		r = img_sync(img);
-	if (r)
-		return r;
-	img->rec_committed = upto;
-	alloc_committed(img, upto);
-	drop_records(img, upto);
-	STAT_ADD(img, journal_commits, 1);
-	return 0;
+	jnl_batch_done(img, &b, r);
+	return r;
 }
 
 /* How many records fit in the journal's free blocks. */
@@ -355,187 +346,50 @@ int jnl_checkpoint_all(struct cow_image *img)
 	return r ? r : jnl_checkpoint(img);
 }
 
-/* ---- commit ------------------------------------------------------------------------------ */
+/* ---- commit batches (commit.c writes them through the caller's backend) ---------------- */
 
-struct commit {
-	struct cow_image *img;
-	struct cow_ctx *ctx;
-	uint8_t *buf;
-	uint64_t upto, nblk;
-	int res;
-	struct eio *e;
-};
-
-static void commit_start(struct cow_ctx *ctx);
-
-/* Complete (or hand back to their thread) every waiter a commit has covered. Under lock. */
-static struct cow_req *collect_done(struct cow_image *img, int res)
+/* Under img->lock: serialize records [rec_committed, upto) into fresh journal blocks (J2). A
+ * full journal is checkpointed first; what does not fit waits for the next batch. */
+int jnl_batch_prepare(struct cow_image *img, uint64_t upto, struct jnl_batch *b)
 {
-	struct cow_req *done = NULL, **pp = &img->commit_waiters;
-	while (*pp) {
-		struct cow_req *q = *pp;
-		if (res || q->want <= img->rec_committed) {
-			*pp = q->wnext;
-			q->res = q->res ? q->res : res;
-			q->wnext = done;
-			done = q;
-		} else {
-			pp = &q->wnext;
-		}
+	int r;
+	memset(b, 0, sizeof(*b));
+	if (upto <= img->rec_committed)
+		return 0;		/* already durable (a checkpoint ran meanwhile) */
+	if (!records_fit(img) && (r = jnl_checkpoint(img)))
+		return r;		/* journal full: fold it into the table first */
+	uint64_t fit = records_fit(img);
+	if (upto - img->rec_committed > fit)
+		upto = img->rec_committed + fit;	/* the rest in the next round */
+	uint64_t nblk = blocks_for(img, upto - img->rec_committed);
+	if (posix_memalign((void **)&b->buf, UCOW_META_ALIGN, nblk * UCOW_JBLOCK)) {
+		b->buf = NULL;
+		return -ENOMEM;
 	}
-	return done;
+	build_blocks(img, b->buf, img->rec_committed, upto, img->jblk);
+	b->off = img->hdr.journal_offset + img->jblk * UCOW_JBLOCK;
+	b->len = (uint32_t)(nblk * UCOW_JBLOCK);
+	b->upto = upto;
+	img->jblk += nblk;	/* J2: never rewrite these blocks, even after a failure */
+	return 0;
 }
 
-static void finish_waiters(struct cow_ctx *ctx, struct cow_req *done)
+/* Under img->lock: the batch's blocks are written and synced (res 0), or failed. */
+void jnl_batch_done(struct cow_image *img, struct jnl_batch *b, int res)
 {
-	while (done) {
-		struct cow_req *q = done;
-		done = q->wnext;
-		if (q->ctx == ctx)
-			req_put(q, q->res);
-		else
-			ctx_hand_over(q->ctx, q);
-	}
-}
-
-static void commit_synced(struct eio *e, int res)
-{
-	struct commit *c = e->arg;
-	struct cow_image *img = c->img;
-	struct cow_ctx *ctx = c->ctx;
-	struct cow_req *done;
-
-	eio_put(e);
-	if (res < 0 && !c->res)
-		c->res = res;
-	pthread_mutex_lock(&img->lock);
-	if (!c->res) {
-		img->rec_committed = c->upto;
-		alloc_committed(img, c->upto);
-		drop_records(img, c->upto);
-		STAT_ADD(img, journal_commits, 1);
-	} else {
-		img_set_err(img, "%s: journal write failed: %s", img->path, strerror(-c->res));
-	}
-	done = collect_done(img, c->res);
-	img->commit_running = false;
-	bool more = img->commit_waiters != NULL;
-	if (more)
-		img->commit_running = true;
-	pthread_mutex_unlock(&img->lock);
-	free(c->buf);
-	free(c);
-	finish_waiters(ctx, done);
-	if (more)
-		commit_start(ctx);
-}
-
-static void commit_written(struct eio *e, int res)
-{
-	struct commit *c = e->arg;
-	if (res < 0)
-		c->res = res;
-	else if ((uint64_t)res != c->nblk * UCOW_JBLOCK)
-		c->res = -EIO;
-	STAT_ADD(c->img, fsyncs, 1);
-	eng_queue(c->ctx, e, COW_IO_FSYNC, c->img->fd, NULL, 0, 0, commit_synced, c);
-}
-
-/* Start a commit covering every waiter (img->commit_running already set by the caller). */
-static void commit_start(struct cow_ctx *ctx)
-{
-	struct cow_image *img = ctx->img;
-	struct cow_req *done = NULL;
-	struct commit *c = calloc(1, sizeof(*c));
-	uint64_t upto = 0;
-	int r = 0;
-
-	pthread_mutex_lock(&img->lock);
-	for (struct cow_req *q = img->commit_waiters; q; q = q->wnext)
-		if (q->want > upto)
-			upto = q->want;
-	if (!c) {
-		r = -ENOMEM;
-	} else if (upto <= img->rec_committed) {
-		/* already durable (a checkpoint ran meanwhile) */
-	} else {
-		if (!records_fit(img))
-			r = jnl_checkpoint(img);	/* journal full: fold it into the table */
-		uint64_t fit = records_fit(img);
-		if (upto - img->rec_committed > fit)
-			upto = img->rec_committed + fit;	/* the rest in the next round */
-		uint64_t nblk = blocks_for(img, upto - img->rec_committed);
-		if (r) {
-			/* the waiters fail below */
-		} else if (posix_memalign((void **)&c->buf, UCOW_META_ALIGN, nblk * UCOW_JBLOCK) ||
-			   !(c->e = eio_get(ctx))) {
-			r = -ENOMEM;
-		} else {
-			build_blocks(img, c->buf, img->rec_committed, upto, img->jblk);
-			c->img = img;
-			c->ctx = ctx;
-			c->upto = upto;
-			c->nblk = nblk;
-			uint64_t off = img->hdr.journal_offset + img->jblk * UCOW_JBLOCK;
-			img->jblk += nblk;	/* J2: never rewrite these blocks */
-			pthread_mutex_unlock(&img->lock);
-			STAT_ADD(img, meta_writes, 1);
-			STAT_ADD(img, meta_bytes_written, nblk * UCOW_JBLOCK);
-			eng_queue(ctx, c->e, COW_IO_WRITE, img->fd, c->buf,
-				  (uint32_t)(nblk * UCOW_JBLOCK), off, commit_written, c);
-			return;
-		}
-	}
-	done = collect_done(img, r);
-	img->commit_running = false;
-	pthread_mutex_unlock(&img->lock);
-	if (c)
-		free(c->buf);
-	free(c);
-	finish_waiters(ctx, done);
-}
-
-/*
- * Make records below want durable, then complete req. The caller has already synced the
- * data those records describe (J1).
- */
-void jnl_flush(struct cow_ctx *ctx, struct cow_req *req, uint64_t want)
-{
-	struct cow_image *img = ctx->img;
-	bool start;
-	pthread_mutex_lock(&img->lock);
-	if (want <= img->rec_committed) {
-		pthread_mutex_unlock(&img->lock);
-		req_put(req, 0);
+	free(b->buf);
+	b->buf = NULL;
+	if (res) {
+		img_set_err(img, "%s: journal write failed: %s", img->path, strerror(-res));
 		return;
 	}
-	req->want = want;
-	req->wnext = img->commit_waiters;
-	img->commit_waiters = req;
-	start = !img->commit_running;
-	img->commit_running = true;
-	pthread_mutex_unlock(&img->lock);
-	if (start)
-		commit_start(ctx);
+	img->rec_committed = b->upto;
+	alloc_committed(img, b->upto);
+	drop_records(img, b->upto);
+	STAT_ADD(img, journal_commits, 1);
 }
 
 /* ---- replay ------------------------------------------------------------------------------ */
-
-/* Set chunk c's entry and bitmap (bm_words little-endian words at bm) from a record whose
- * chunk and entry flags the caller validated. At open, single-threaded. */
-int jnl_apply(struct cow_image *img, uint64_t c, uint64_t e, const uint8_t *bm_le)
-{
-	int r = img_load_group_for(img, c);
-	if (r)
-		return r;
-	img->table[c] = e;
-	img->table_dirty[c * 8 / UCOW_META_ALIGN] = 1;
-	uint64_t *bm = img_bm(img, c, false);
-	for (uint32_t w = 0; w < img->bm_words; w++)
-		bm[w] = get_le64(bm_le + w * 8);
-	img->bm_dirty[c / img->chunks_per_group] = 1;
-	return 0;
-}
 
 /* Replay the journal after an unclean shutdown (J6). Single-threaded, at open. */
 int jnl_replay(struct cow_image *img, uint64_t *nrec)
@@ -575,7 +429,7 @@ int jnl_replay(struct cow_image *img, uint64_t *nrec)
 					    "block %llu", img->path, i, (unsigned long long)b);
 				break;
 			}
-			r = jnl_apply(img, c, e, p + UCOW_JREC_HDR);
+			r = meta_apply(img, c, e, p + UCOW_JREC_HDR);
 			if (r)
 				break;
 			(*nrec)++;

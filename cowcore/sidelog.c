@@ -35,11 +35,12 @@
  *       only after a flush (engine.c req_done).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "sidelog.h"
 
 #define SIDELOG_MAGIC 0x4c534355u	/* "UCSL" */
 #define SIDELOG_HDR 40
@@ -60,7 +61,7 @@ void sidelog_append(struct cow_image *img, uint64_t chunk, uint64_t entry, const
 	}
 	memset(buf, 0, size);
 	put_le32(buf, SIDELOG_MAGIC);
-	put_le64(buf + 8, img->hdr.generation);
+	put_le64(buf + 8, img->sidelog_gen);
 	put_le64(buf + 16, img->sidelog_seq);
 	put_le64(buf + 24, chunk);
 	put_le64(buf + 32, entry);
@@ -77,22 +78,21 @@ void sidelog_append(struct cow_image *img, uint64_t chunk, uint64_t entry, const
 	img->sidelog_seq++;
 }
 
-/* L2: a header of a new generation (img->hdr.generation) is about to be written. */
-void sidelog_new_run(struct cow_image *img)
+/* L2: a header of generation gen is about to be written. */
+void sidelog_new_run(struct cow_image *img, uint64_t gen, const struct jrec *pending, size_t n)
 {
 	if (img->sidelog_fd < 0)
 		return;
+	img->sidelog_gen = gen;
 	img->sidelog_seq = 0;
-	for (uint64_t i = img->rec_committed; i < img->rec_added; i++) {
-		const struct jrec *r = &img->recs[i - img->rec_base];
-		sidelog_append(img, r->chunk, r->entry, r->bm);
-	}
+	for (size_t i = 0; i < n; i++)
+		sidelog_append(img, pending[i].chunk, pending[i].entry, pending[i].bm);
 }
 
 /* L2: the header is written; with nothing left uncommitted the log starts again. */
-void sidelog_header_written(struct cow_image *img)
+void sidelog_header_written(struct cow_image *img, bool uncommitted_left)
 {
-	if (img->sidelog_fd < 0 || img->rec_committed != img->rec_added)
+	if (img->sidelog_fd < 0 || uncommitted_left)
 		return;
 	img->sidelog_slot = 0;
 	img->sidelog_seq = 0;
@@ -136,7 +136,7 @@ int sidelog_fold(struct cow_image *img, uint64_t generation, uint64_t *nrec)
 				    (unsigned long long)i);
 			return -EUCLEAN;
 		}
-		r = jnl_apply(img, c, e, buf + SIDELOG_HDR);
+		r = meta_apply(img, c, e, buf + SIDELOG_HDR);
 		if (r)
 			return r;
 		(*nrec)++;

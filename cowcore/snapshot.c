@@ -24,13 +24,14 @@
  * table update is made under that lock (engine.c).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "snapshot.h"
 
 static uint64_t chunks_for(struct cow_image *img, uint64_t bytes)
 {
@@ -160,14 +161,6 @@ int cow_reclaim(struct cow_image *img, uint64_t max_bytes)
 	}
 }
 
-/* Metadata writes of snapshot operations: counted, and stopped by a simulated crash. */
-static int pwrite_all(struct cow_image *img, const void *buf, size_t len, uint64_t off)
-{
-	if (img_crashed(img))
-		return -EIO;
-	STAT_ADD(img, meta_writes, 1);
-	return img_pwrite(img, buf, len, off);
-}
 
 
 /* ---- loading (open) --------------------------------------------------------------------- */
@@ -309,10 +302,6 @@ void snap_extents(struct cow_image *img, void (*fn)(void *, uint64_t, uint64_t),
 		fn(arg, img->snaps[i].table_offset, img->snaps[i].extent_size);
 }
 
-bool snap_shared(struct cow_image *img, uint64_t p)
-{
-	return p < img->rc_len && img->rc[p];
-}
 
 /* Read and validate a snapshot's frozen table (+ bitmap pages). */
 static int frozen_read(struct cow_image *img, const struct snap *s, uint64_t **table,
@@ -331,7 +320,7 @@ static int frozen_read(struct cow_image *img, const struct snap *s, uint64_t **t
 	for (uint64_t c = 0; !r && c < img->hdr.table_size / 8; c++) {
 		uint64_t e = t[c] = le64toh(t[c]), p = e & UCOW_E_PCN_MASK;
 		if ((e & (UCOW_E_RESERVED | UCOW_E_BUSY | UCOW_E_SHARED)) || (p && (e & UCOW_E_ZERO)) ||
-		    (c >= img->nr_chunks && e) || (p && !snap_shared(img, p))) {
+		    (c >= img->nr_chunks && e) || (p && !rc_shared(img, p))) {
 			r = img_mark_corrupt(img, "%s: corrupt image: snapshot '%s' entry %llu is "
 					     "invalid (0x%llx)", img->path, s->name,
 					     (unsigned long long)c, (unsigned long long)e);
@@ -383,7 +372,7 @@ static int write_snap_table(struct cow_image *img, const struct snap *snaps, uin
 		snap_encode(&snaps[i], buf + (uint64_t)i * UCOW_SNAP_ENTRY);
 	r = alloc_extent(img, *size >> img->chunk_shift, off);
 	if (!r)
-		r = pwrite_all(img, buf, (bytes + UCOW_META_ALIGN - 1) & ~(uint64_t)(UCOW_META_ALIGN - 1), *off);
+		r = img_meta_write(img, buf, (bytes + UCOW_META_ALIGN - 1) & ~(uint64_t)(UCOW_META_ALIGN - 1), *off);
 	free(buf);
 	return r;
 }
@@ -414,7 +403,7 @@ static int write_rc(struct cow_image *img, uint32_t **rcp, uint64_t *rc_len, uin
 		put_le32(buf + p * 4, rc[p]);
 	r = alloc_extent(img, n, off);
 	if (!r)
-		r = pwrite_all(img, buf, *size, *off);
+		r = img_meta_write(img, buf, *size, *off);
 	free(buf);
 	return r;
 }
@@ -435,13 +424,13 @@ static int write_frozen(struct cow_image *img, const uint64_t *table, uint64_t *
 		buf[c] = htole64(c < img->nr_chunks ?
 				 __atomic_load_n(&table[c], __ATOMIC_RELAXED) &
 				 ~(UCOW_E_BUSY | UCOW_E_SHARED) : 0);
-	r = pwrite_all(img, buf, img->hdr.table_size, *off);
+	r = img_meta_write(img, buf, img->hdr.table_size, *off);
 	for (uint64_t g = 0; !r && g < img->nr_groups; g++) {
 		if (!groups[g])
 			continue;	/* a hole reads as zeros */
 		for (unsigned i = 0; i < UCOW_META_ALIGN / 8; i++)
 			buf[i] = htole64(groups[g][i]);
-		r = pwrite_all(img, buf, UCOW_META_ALIGN,
+		r = img_meta_write(img, buf, UCOW_META_ALIGN,
 			       *off + img->hdr.table_size + g * UCOW_META_ALIGN);
 	}
 out:
@@ -464,7 +453,7 @@ static int switch_header(struct cow_image *img, struct ucow_hdr *nh)
 	else
 		nh->incompat &= ~UCOW_INCOMPAT_SNAPSHOTS;
 	img->hdr = *nh;
-	r = img_write_header(img);
+	r = jnl_write_header(img);
 	if (!r)
 		r = img_sync(img);
 	if (r)
@@ -492,7 +481,7 @@ static void mark_shared(struct cow_image *img)
 {
 	for (uint64_t c = 0; c < img->nr_chunks; c++) {
 		uint64_t e = img->table[c], p = e & UCOW_E_PCN_MASK;
-		uint64_t ne = snap_shared(img, p) ? e | UCOW_E_SHARED : e & ~UCOW_E_SHARED;
+		uint64_t ne = rc_shared(img, p) ? e | UCOW_E_SHARED : e & ~UCOW_E_SHARED;
 		if (ne != e)
 			__atomic_store_n(&img->table[c], ne, __ATOMIC_RELEASE);
 	}
@@ -825,7 +814,7 @@ int cow_snapshot_apply(struct cow_image *img, const char *key)
 	struct freeset fs = { 0 };
 	for (uint64_t c = 0; old && c < img->nr_chunks; c++) {
 		uint64_t p = old[c] & UCOW_E_PCN_MASK;
-		if (p && !snap_shared(img, p))
+		if (p && !rc_shared(img, p))
 			free_chunk(&fs, p);
 	}
 	free_chunks(img, &fs);

@@ -19,6 +19,7 @@ stage() {
 	fi
 }
 stage build make -j2 all
+stage layers python3 tests/check-layers.py --selftest
 stage unit tests/run-unit.sh build
 stage cli tests/cli/run.sh build
 stage asan make --no-print-directory asan-check

@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Layer 6: cow_map (where the data of a range comes from) and cow_check (the whole
+ * validation of load.c again, on a private copy, counting problems instead of failing).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "load.h"
+
+int cow_map(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run, uint64_t *phys)
+{
+	if (off >= img->vsize || !len)
+		return -EINVAL;
+	if (len > img->vsize - off)
+		len = img->vsize - off;
+	if (img->fmt == COW_FMT_RAW) {
+		/* holes in a raw file read as zeros */
+		off_t d = lseek(img->fd, (off_t)off, SEEK_DATA);
+		if (phys)
+			*phys = off;
+		if (d < 0 && errno == ENXIO) {
+			*run = len;
+			return COW_MAP_ZERO;
+		}
+		if (d < 0 || (uint64_t)d <= off) {
+			off_t hole = lseek(img->fd, (off_t)off, SEEK_HOLE);
+			*run = (hole > (off_t)off && (uint64_t)(hole - off) < len) ? hole - off : len;
+			return COW_MAP_DATA;
+		}
+		*run = ((uint64_t)d - off) < len ? (uint64_t)d - off : len;
+		return COW_MAP_ZERO;
+	}
+	uint64_t c = off >> img->chunk_shift;
+	uint32_t in = off & (img->chunk_size - 1);
+	uint64_t e = ent_load(img, c), p = e & UCOW_E_PCN_MASK;
+	uint64_t chunk_left = img->chunk_size - in;
+	int st;
+	if (chunk_left > len)
+		chunk_left = len;
+	if (e & UCOW_E_ZERO || (!p && !img->backing)) {
+		st = COW_MAP_ZERO;
+		*run = chunk_left;
+	} else if (!p) {
+		st = COW_MAP_BACKING;
+		*run = chunk_left;
+	} else {
+		const uint64_t *bm = meta_bm(img, c, false);
+		uint32_t b = in >> img->block_shift;
+		bool bit = bm_test(bm, b);
+		uint64_t end = ((uint64_t)b + 1) << img->block_shift;
+		while (end < in + chunk_left && bm_test(bm, end >> img->block_shift) == bit)
+			end += img->block_size;
+		*run = (end < in + chunk_left ? end : in + chunk_left) - in;
+		st = bit ? COW_MAP_DATA : (img->backing ? COW_MAP_BACKING : COW_MAP_ZERO);
+		if (phys)
+			*phys = (p << img->chunk_shift) + in;
+	}
+	/* the current run continues into following chunks with the same status */
+	while (st != COW_MAP_DATA && *run < len) {
+		uint64_t run2, off2 = off + *run;
+		int st2 = cow_map(img, off2, len - *run, &run2, NULL);
+		if (st2 != st)
+			break;
+		*run += run2;
+	}
+	return st;
+}
+
+int cow_check(struct cow_image *img, struct cow_check_result *res)
+{
+	struct cow_image tmp;
+	char err[COW_ERRLEN];
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	if (img->fmt != COW_FMT_UCOW)
+		return 0;
+	/* re-run the whole validation on a private copy, counting problems instead of failing */
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.fd = img->fd;
+	tmp.path = img->path;
+	tmp.hdr = img->hdr;
+	tmp.read_only = true;
+	pthread_mutex_init(&tmp.lock, NULL);
+	r = img_load_meta(&tmp, true, res);
+	if (!r) {
+		res->allocated_chunks = 0;
+		for (uint64_t c = 0; c < tmp.nr_chunks; c++)
+			if (tmp.table[c] & UCOW_E_PCN_MASK)
+				res->allocated_chunks++;
+		/* leaks: chunks nothing maps that still hold disk space */
+		for (size_t i = 0; i < tmp.nfree; i++) {
+			off_t o = (off_t)(tmp.free_pcns[i] << tmp.chunk_shift);
+			off_t d = lseek(tmp.fd, o, SEEK_DATA);
+			if (d >= 0 && d < o + (off_t)tmp.chunk_size) {
+				/* after an unclean shutdown: writes never flushed; the next
+				 * read-write open punches them (reclaim_unclean) */
+				if (tmp.hdr.flags & UCOW_FLAG_DIRTY) {
+					res->reclaimable++;
+					continue;
+				}
+				if (!res->leaks++ && !res->corruptions)
+					snprintf(res->first_problem, COW_ERRLEN,
+						 "chunk %llu holds data but nothing maps it",
+						 (unsigned long long)tmp.free_pcns[i]);
+			}
+		}
+		snap_check(&tmp, res);
+		/* bitmap bits of unmapped chunks must be clear */
+		for (uint64_t c = 0; c < tmp.nr_chunks; c++) {
+			if (tmp.table[c] & UCOW_E_PCN_MASK)
+				continue;
+			const uint64_t *bm = meta_bm(&tmp, c, false);
+			for (uint32_t w = 0; bm && w < tmp.bm_words; w++)
+				if (bm[w]) {
+					if (!res->corruptions++)
+						snprintf(res->first_problem, COW_ERRLEN,
+							 "bitmap of unmapped chunk %llu is not clear",
+							 (unsigned long long)c);
+					break;
+				}
+		}
+	} else {
+		snprintf(err, sizeof(err), "%s", tmp.err);
+		if (!res->corruptions++)
+			snprintf(res->first_problem, COW_ERRLEN, "%s", err);
+	}
+	tmp.fd = -1;
+	img_unload_meta(&tmp);
+	pthread_mutex_destroy(&tmp.lock);
+	res->verdict = res->corruptions ? 2 : res->leaks ? 3 : 0;
+	return r == -ENOMEM ? r : 0;
+}

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: MIT */
+/* cowcore internals, layer 3: the journal (journal.c, invariants J1-J6). Every call is made
+ * under img->lock, or single-threaded at open and close. Below: alloc.h, sidelog.h. */
+#ifndef COWCORE_JOURNAL_H
+#define COWCORE_JOURNAL_H
+
+#include "alloc.h"
+#include "sidelog.h"
+
+/* Add a record: chunk's entry and bitmap are now entry and bm (NULL: zeros), and were
+ * old_entry and old_bm before. *rec_idx (if not NULL) gets the record's index. */
+int jnl_add(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_t *bm,
+	    uint64_t old_entry, const uint64_t *old_bm, uint64_t *rec_idx);
+
+/* One commit's journal blocks: write len bytes of buf at off, sync, then jnl_batch_done. */
+struct jnl_batch {
+	uint8_t *buf;		/* owned until jnl_batch_done */
+	uint64_t off;
+	uint32_t len;		/* 0: nothing to write */
+	uint64_t upto;		/* records below this index are durable once written */
+};
+int jnl_batch_prepare(struct cow_image *img, uint64_t upto, struct jnl_batch *b);
+void jnl_batch_done(struct cow_image *img, struct jnl_batch *b, int res);
+
+int jnl_checkpoint(struct cow_image *img);		/* J5 */
+int jnl_checkpoint_all(struct cow_image *img);		/* everything into the table */
+int jnl_replay(struct cow_image *img, uint64_t *nrec);	/* J6, at open */
+/* img_write_header with the side log told (sidelog.c L2). */
+int jnl_write_header(struct cow_image *img);
+
+#endif

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cowcore internals, layer 2: the lookup table and the block bitmaps in memory — geometry,
+ * loading from the file, lock-free lookups, and applying a record (journal replay and side
+ * log fold both go through meta_apply). Below: imgio.h. Nothing here knows of journals,
+ * snapshots or requests.
+ */
+#ifndef COWCORE_META_H
+#define COWCORE_META_H
+
+#include "imgio.h"
+
+/* One metadata change of one virtual chunk, as the journal keeps it until a checkpoint:
+ * the chunk's entry and bitmap now, and what they were before (J5, journal.c). */
+struct jrec {
+	uint64_t chunk;
+	uint64_t entry;
+	uint64_t *bm;		/* bm_words words, owned (and old_bm after them) */
+	uint64_t old_entry;
+	uint64_t *old_bm;
+};
+
+#define UCOW_BM_WORDS_MAX (UCOW_MAX_BPC / 64)
+
+static inline uint64_t ent_load(struct cow_image *img, uint64_t c)
+{
+	return __atomic_load_n(&img->table[c], __ATOMIC_ACQUIRE);
+}
+static inline void ent_store(struct cow_image *img, uint64_t c, uint64_t e)
+{
+	__atomic_store_n(&img->table[c], e, __ATOMIC_RELEASE);
+	img->table_dirty[(c * 8) / UCOW_META_ALIGN] = 1;
+}
+/* Count an I/O into virtual chunk c's physical chunk: taken BEFORE the entry is loaded (or
+ * under img->lock), so that an unmap either sees the count or the I/O sees the unmapping. */
+static inline void inflight_get(struct cow_image *img, uint64_t c)
+{
+	if (img->inflight)
+		__atomic_fetch_add(&img->inflight[c], 1, __ATOMIC_SEQ_CST);
+}
+static inline void inflight_put(struct cow_image *img, uint64_t c)
+{
+	if (img->inflight)
+		__atomic_fetch_sub(&img->inflight[c], 1, __ATOMIC_RELEASE);
+}
+static inline bool bm_test(const uint64_t *bm, uint32_t i)
+{
+	return bm && (__atomic_load_n(&bm[i / 64], __ATOMIC_ACQUIRE) >> (i % 64)) & 1;
+}
+/* A snapshot references physical chunk p (the refcounts are snapshot.c's). */
+static inline bool rc_shared(const struct cow_image *img, uint64_t p)
+{
+	return p < img->rc_len && img->rc[p];
+}
+
+/* The image's geometry from img->hdr (validated by ucow_hdr_decode). */
+void meta_geometry(struct cow_image *img);
+/* Allocate the in-memory table, bitmap group pointers, dirty maps and in-flight counts and
+ * read the table (little endian on disk). 0 or -errno with img->err set. */
+int meta_load_table(struct cow_image *img);
+/* Chunk c's bitmap words; with create, allocate its group page (under lock). NULL: none. */
+uint64_t *meta_bm(struct cow_image *img, uint64_t chunk, bool create);
+/* Read the bitmap group of chunk from the file if not in memory yet. */
+int meta_load_group_for(struct cow_image *img, uint64_t chunk);
+void bm_copy(struct cow_image *img, uint64_t *to, const uint64_t *bm);	/* NULL: zeros */
+/* Set chunk c's entry and bitmap (bm_words little-endian words at bm_le) from a record whose
+ * chunk and entry flags the caller validated. At open, single-threaded. */
+int meta_apply(struct cow_image *img, uint64_t c, uint64_t e, const uint8_t *bm_le);
+/* Free what meta_load_table allocated. */
+void meta_free(struct cow_image *img);
+
+#endif

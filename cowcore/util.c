@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/* Layer 0: small public helpers with no image behind them (format names, sizes). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cowcore.h"
+
+const char *cow_fmt_name(int fmt)
+{
+	return fmt == COW_FMT_RAW ? "raw" : fmt == COW_FMT_UCOW ? "ucow" : "none";
+}
+
+int cow_fmt_parse(const char *name)
+{
+	if (!strcmp(name, "raw"))
+		return COW_FMT_RAW;
+	if (!strcmp(name, "ucow"))
+		return COW_FMT_UCOW;
+	return -EINVAL;
+}
+
+int cow_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	int shift = 0;
+	if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return errno == ERANGE ? -ERANGE : -EINVAL;
+	switch (*end) {
+	case 0: break;
+	case 'b': case 'B': shift = 0; end++; break;
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	case 'p': case 'P': shift = 50; end++; break;
+	default: return -EINVAL;
+	}
+	if (*end)
+		return -EINVAL;
+	if (shift && v > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
