@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "array.h"
 
 int alloc_chunk(struct cow_image *img, uint64_t *pcn)
 {
@@ -34,14 +35,8 @@ int alloc_chunk(struct cow_image *img, uint64_t *pcn)
 /* Give back a chunk that was allocated but never became visible in any durable record. */
 void alloc_release(struct cow_image *img, uint64_t pcn)
 {
-	if (img->nfree == img->free_cap) {
-		size_t n = img->free_cap ? img->free_cap * 2 : 64;
-		uint64_t *f = realloc(img->free_pcns, n * sizeof(*f));
-		if (!f)
-			return;		/* leaked until the next open; never unsafe */
-		img->free_pcns = f;
-		img->free_cap = n;
-	}
+	if (ARRAY_ROOM(img->free_pcns, img->free_cap, img->nfree))
+		return;		/* leaked until the next open; never unsafe */
 	img->free_pcns[img->nfree++] = pcn;
 }
 
@@ -56,14 +51,8 @@ int alloc_quarantine(struct cow_image *img, uint64_t pcn, uint64_t rec, uint64_t
 		alloc_release(img, pcn);
 		return 0;
 	}
-	if (img->nquar == img->quar_cap) {
-		size_t n = img->quar_cap ? img->quar_cap * 2 : 64;
-		struct quarantined *q = realloc(img->quar, n * sizeof(*q));
-		if (!q)
-			return -ENOMEM;
-		img->quar = q;
-		img->quar_cap = n;
-	}
+	if (ARRAY_ROOM(img->quar, img->quar_cap, img->nquar))
+		return -ENOMEM;
 	img->quar[img->nquar++] = (struct quarantined){ .pcn = pcn, .rec = rec, .chunk = chunk };
 	return 0;
 }
@@ -87,14 +76,8 @@ int alloc_init_free(struct cow_image *img, bool (*used)(void *arg, uint64_t pcn)
 	for (uint64_t p = img->data_pcn; p < img->next_pcn; p++) {
 		if (used(arg, p))
 			continue;
-		if (img->nfree == img->free_cap) {
-			size_t n = img->free_cap ? img->free_cap * 2 : 64;
-			uint64_t *f = realloc(img->free_pcns, n * sizeof(*f));
-			if (!f)
-				return -ENOMEM;
-			img->free_pcns = f;
-			img->free_cap = n;
-		}
+		if (ARRAY_ROOM(img->free_pcns, img->free_cap, img->nfree))
+			return -ENOMEM;
 		img->free_pcns[img->nfree++] = p;
 	}
 	return 0;

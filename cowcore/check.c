@@ -52,9 +52,8 @@ int cow_map(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run, ui
 		const uint64_t *bm = meta_bm(img, c, false);
 		uint32_t b = in >> img->block_shift;
 		bool bit = bm_test(bm, b);
-		uint64_t end = ((uint64_t)b + 1) << img->block_shift;
-		while (end < in + chunk_left && bm_test(bm, end >> img->block_shift) == bit)
-			end += img->block_size;
+		uint64_t end = (uint64_t)(b + bm_run(bm, b, ((in + chunk_left - 1) >>
+							 img->block_shift) + 1)) << img->block_shift;
 		*run = (end < in + chunk_left ? end : in + chunk_left) - in;
 		st = bit ? COW_MAP_DATA : (img->backing ? COW_MAP_BACKING : COW_MAP_ZERO);
 		if (phys)

@@ -248,5 +248,12 @@ void cow_get_stats(struct cow_image *img, struct cow_stats *st);
 /* Parse "512", "4k", "1M", "2G", "1T" (binary units). -EINVAL / -ERANGE. */
 int cow_parse_size(const char *s, uint64_t *out);
 uint32_t cow_crc32c(uint32_t crc, const void *buf, size_t len);
+/*
+ * The file a backing name stored in image names: an absolute name as it is, a relative one
+ * taken from image's folder (as open does). 0 or -ENAMETOOLONG when out (outlen bytes)
+ * cannot hold it.
+ */
+#define COW_PATH_MAX 4096
+int cow_backing_path(const char *image, const char *name, char *out, size_t outlen);
 
 #endif

@@ -131,30 +131,42 @@ static void backing_sub_done(struct cow_req *sub, int res)
 	req_put(parent, res);
 }
 
-/* Read [voff, voff+len) of this image's backing (virtual offsets) into buf. */
-static void read_backing(struct cow_ctx *ctx, struct cow_req *req, uint64_t voff, uint64_t len,
-			 char *buf)
+/*
+ * Read [voff, voff+len) of the backing image of ctx's image (virtual offsets) into buf; what
+ * lies past the backing image's end, or everything when there is none, reads as zeros. A
+ * read it starts counts in *pending first (it may complete at once) and ends in
+ * cb(sub, res), with its eio in sub->priv and arg in that eio's arg. 0 or -ENOMEM.
+ */
+static int backing_read(struct cow_ctx *ctx, uint64_t voff, uint64_t len, char *buf,
+			void (*cb)(struct cow_req *, int), void *arg, unsigned *pending)
 {
 	struct cow_image *b = ctx->img->backing;
+	struct eio *e;
 	if (!b || voff >= b->vsize) {
 		memset(buf, 0, len);
-		return;
+		return 0;
 	}
 	if (len > b->vsize - voff) {
 		memset(buf + (b->vsize - voff), 0, len - (b->vsize - voff));
 		len = b->vsize - voff;
 	}
-	struct eio *e = eio_get(ctx);
-	if (!e) {
-		if (!req_st(req)->res)
-			req_st(req)->res = -ENOMEM;
-		return;
-	}
-	e->arg = req;
+	if (!(e = eio_get(ctx)))
+		return -ENOMEM;
+	e->arg = arg;
 	e->sub = (struct cow_req){ .op = COW_READ, .off = voff, .len = len, .buf = buf,
-				   .cb = backing_sub_done, .priv = e };
-	req_st(req)->pending++;
+				   .cb = cb, .priv = e };
+	(*pending)++;
 	cow_submit(ctx->backing, &e->sub);
+	return 0;
+}
+
+static void read_backing(struct cow_ctx *ctx, struct cow_req *req, uint64_t voff, uint64_t len,
+			 char *buf)
+{
+	struct req_state *st = req_st(req);
+	int r = backing_read(ctx, voff, len, buf, backing_sub_done, req, &st->pending);
+	if (r && !st->res)
+		st->res = r;
 }
 
 static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint32_t in,
@@ -178,10 +190,10 @@ static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 	const uint64_t *bm = meta_bm(img, c, false);
 	uint32_t pos = in, end = in + len, rs = 0, rl = 0;	/* the data run not queued yet */
 	while (pos < end) {
-		bool bit = bm_test(bm, pos >> img->block_shift);
-		uint32_t run_end = ((pos >> img->block_shift) + 1) << img->block_shift;
-		while (run_end < end && bm_test(bm, run_end >> img->block_shift) == bit)
-			run_end += img->block_size;
+		uint32_t b = pos >> img->block_shift;
+		bool bit = bm_test(bm, b);
+		uint32_t run_end = (b + bm_run(bm, b, ((end - 1) >> img->block_shift) + 1))
+				   << img->block_shift;
 		if (run_end > end)
 			run_end = end;
 		if (bit) {
@@ -279,28 +291,10 @@ static void op_fill(struct chunk_op *op, uint32_t off, uint32_t len, char *buf)
 		op_io(op, COW_IO_READ, buf, len, (op->old_p << img->chunk_shift) + off);
 		return;
 	}
-	struct cow_image *b = img->backing;
-	uint64_t voff = (op->c << img->chunk_shift) + off;
-	if (!b || voff >= b->vsize) {
-		memset(buf, 0, len);
-		return;
-	}
-	struct eio *e = eio_get(op->ctx);
-	if (!e) {
-		if (!op->res)
-			op->res = -ENOMEM;
-		return;
-	}
-	uint64_t n = len;
-	if (n > b->vsize - voff) {
-		memset(buf + (b->vsize - voff), 0, n - (b->vsize - voff));
-		n = b->vsize - voff;
-	}
-	e->arg = op;
-	e->sub = (struct cow_req){ .op = COW_READ, .off = voff, .len = n, .buf = buf,
-				   .cb = op_fill_done, .priv = e };
-	op->pending++;
-	cow_submit(op->ctx->backing, &e->sub);
+	int r = backing_read(op->ctx, (op->c << img->chunk_shift) + off, len, buf, op_fill_done,
+			     op, &op->pending);
+	if (r && !op->res)
+		op->res = r;
 }
 
 /* Chunk ops come from a per-ctx free list: no allocation per request once warm. */
@@ -325,6 +319,41 @@ static void op_free(struct chunk_op *op)
 	ctx->free_ops = op;
 }
 
+/* The runs of blocks of a SHARED chunk that hold data here, outside the blocks the write
+ * covers: fn(op, byte offset in the chunk, length) for each. */
+static void shared_runs(struct chunk_op *op, void (*fn)(struct chunk_op *, uint32_t, uint32_t))
+{
+	struct cow_image *img = op->ctx->img;
+	const uint64_t *bm = meta_bm(img, op->c, false);
+	uint32_t bs = img->block_size;
+	uint32_t as = (op->in & ~(bs - 1)) >> img->block_shift;	/* written blocks [as, ae) */
+	uint32_t ae = ((op->in + op->len + bs - 1) & ~(bs - 1)) >> img->block_shift;
+	for (uint32_t b = 0; b < img->bpc;) {
+		uint32_t limit = b < as ? as : img->bpc;
+		if (b >= as && b < ae) {
+			b = ae;
+			continue;
+		}
+		uint32_t n = bm_run(bm, b, limit);
+		if (bm_test(bm, b))
+			fn(op, b << img->block_shift, n << img->block_shift);
+		b += n;
+	}
+}
+
+/* FILL: a SHARED chunk's data run, from the old chunk into copybuf. */
+static void copy_in(struct chunk_op *op, uint32_t o, uint32_t len)
+{
+	op_io(op, COW_IO_READ, op->copybuf + o, len, (op->old_p << op->ctx->img->chunk_shift) + o);
+}
+
+/* WRITE: that run, from copybuf into the new chunk. */
+static void copy_out(struct chunk_op *op, uint32_t o, uint32_t len)
+{
+	STAT_ADD(op->ctx->img, cow_copies, 1);
+	op_io(op, COW_IO_WRITE, op->copybuf + o, len, (op->np << op->ctx->img->chunk_shift) + o);
+}
+
 /* FILL: gather what the write does not cover. */
 static void op_fill_phase(struct chunk_op *op)
 {
@@ -344,27 +373,8 @@ static void op_fill_phase(struct chunk_op *op)
 			op_fill(op, tb, bs, op->bounce + (tb - op->ws));
 	}
 	/* a SHARED chunk: carry every other block that holds data here */
-	if (op->shared) {
-		const uint64_t *bm = meta_bm(img, op->c, false);
-		uint32_t as = op->in & ~(bs - 1);
-		uint32_t ae = (op->in + op->len + bs - 1) & ~(bs - 1);
-		for (uint32_t b = 0; b < img->bpc; b++) {
-			uint32_t o = b << img->block_shift;
-			if (o >= as && o < ae)
-				continue;
-			if (!bm_test(bm, b))
-				continue;
-			uint32_t run = bs;
-			while (b + 1 < img->bpc && bm_test(bm, b + 1) &&
-			       !(((b + 1) << img->block_shift) >= as &&
-				 ((b + 1) << img->block_shift) < ae)) {
-				b++;
-				run += bs;
-			}
-			op_io(op, COW_IO_READ, op->copybuf + o, run,
-			      (op->old_p << img->chunk_shift) + o);
-		}
-	}
+	if (op->shared)
+		shared_runs(op, copy_in);
 	op_put(op, 0);
 }
 
@@ -373,7 +383,6 @@ static void op_write(struct chunk_op *op)
 {
 	struct cow_image *img = op->ctx->img;
 	uint64_t base = op->np << img->chunk_shift;
-	uint32_t bs = img->block_size;
 
 	if (op->res) {
 		op_publish(op);
@@ -404,25 +413,8 @@ static void op_write(struct chunk_op *op)
 			op_io(op, COW_IO_WRITE, op->bounce, op->we - op->ws, base + op->ws);
 		}
 	}
-	if (op->shared) {
-		const uint64_t *bm = meta_bm(img, op->c, false);
-		uint32_t as = op->in & ~(bs - 1);
-		uint32_t ae = (op->in + op->len + bs - 1) & ~(bs - 1);
-		for (uint32_t b = 0; b < img->bpc; b++) {
-			uint32_t o = b << img->block_shift;
-			if ((o >= as && o < ae) || !bm_test(bm, b))
-				continue;
-			uint32_t run = bs;
-			while (b + 1 < img->bpc && bm_test(bm, b + 1) &&
-			       !(((b + 1) << img->block_shift) >= as &&
-				 ((b + 1) << img->block_shift) < ae)) {
-				b++;
-				run += bs;
-			}
-			STAT_ADD(img, cow_copies, 1);
-			op_io(op, COW_IO_WRITE, op->copybuf + o, run, base + o);
-		}
-	}
+	if (op->shared)
+		shared_runs(op, copy_out);
 	op_put(op, 0);
 }
 

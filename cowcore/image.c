@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <linux/fs.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -28,7 +27,7 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err)
 
 	if (o->backing) {
 		struct cow_image *b;
-		char *dir, *full;
+		char full[COW_PATH_MAX];
 		if (o->backing_fmt != COW_FMT_RAW && o->backing_fmt != COW_FMT_UCOW) {
 			snprintf(err, COW_ERRLEN, "%s: the backing format must be given (-F raw|ucow)",
 				 path);
@@ -40,17 +39,11 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err)
 			return -ENAMETOOLONG;
 		}
 		/* resolve relative to the new image's folder, as open will */
-		dir = strdup(path);
-		if (!dir)
-			return -ENOMEM;
-		if (o->backing[0] == '/' ||
-		    asprintf(&full, "%s/%s", dirname(dir), o->backing) < 0)
-			full = strdup(o->backing);
-		free(dir);
-		if (!full)
-			return -ENOMEM;
-		r = cow_open(full, o->backing_fmt, COW_OPEN_RDONLY, &b, err);
-		free(full);
+		r = cow_backing_path(path, o->backing, full, sizeof(full));
+		if (!r)
+			r = cow_open(full, o->backing_fmt, COW_OPEN_RDONLY, &b, err);
+		else
+			snprintf(err, COW_ERRLEN, "%s: backing file name too long", path);
 		if (r)
 			return r;
 		if (!size)
@@ -187,7 +180,7 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 static int open_backing(struct cow_image *img, int depth, const struct chain_link *up,
 			char *err)
 {
-	char *dir, *full;
+	char full[COW_PATH_MAX];
 	struct stat st;
 	int r;
 	if (depth >= COW_MAX_CHAIN) {
@@ -195,29 +188,22 @@ static int open_backing(struct cow_image *img, int depth, const struct chain_lin
 			 img->path, COW_MAX_CHAIN);
 		return -ELOOP;
 	}
-	dir = strdup(img->path);
-	if (!dir)
-		return -ENOMEM;
-	if (img->hdr.backing[0] == '/' ||
-	    asprintf(&full, "%s/%s", dirname(dir), img->hdr.backing) < 0)
-		full = strdup(img->hdr.backing);
-	free(dir);
-	if (!full)
-		return -ENOMEM;
+	if ((r = cow_backing_path(img->path, img->hdr.backing, full, sizeof(full)))) {
+		snprintf(err, COW_ERRLEN, "%s: backing file name too long", img->path);
+		return r;
+	}
 	/* the same file twice in the chain is a loop: refuse before opening it again */
 	if (!stat(full, &st))
 		for (const struct chain_link *l = up; l; l = l->up)
 			if (l->dev == st.st_dev && l->ino == st.st_ino) {
 				snprintf(err, COW_ERRLEN, "%s: backing chain loops back to %s",
 					 img->path, full);
-				free(full);
-				return -ELOOP;
+							return -ELOOP;
 			}
 	r = cow_open_depth(full, img->hdr.backing_fmt, COW_OPEN_RDONLY |
 			   (img->open_flags & COW_OPEN_DIRECT), &img->backing, err, depth + 1, up, -1);
 	if (r == -ENOENT)
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' not found", img->path, full);
-	free(full);
 	return r;
 }
 

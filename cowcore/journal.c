@@ -44,6 +44,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "journal.h"
 
 /* Add a record (under img->lock): chunk's entry and bitmap are now entry and bm (NULL:
@@ -52,14 +53,8 @@ int jnl_add(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_
 	    uint64_t old_entry, const uint64_t *old_bm, uint64_t *rec_idx)
 {
 	size_t n = img->rec_added - img->rec_base;
-	if (n == img->recs_cap) {
-		size_t cap = img->recs_cap ? img->recs_cap * 2 : 64;
-		struct jrec *r = realloc(img->recs, cap * sizeof(*r));
-		if (!r)
-			return -ENOMEM;
-		img->recs = r;
-		img->recs_cap = cap;
-	}
+	if (ARRAY_ROOM(img->recs, img->recs_cap, n))
+		return -ENOMEM;
 	uint64_t *copy = malloc(img->bm_words * 16);
 	if (!copy)
 		return -ENOMEM;

@@ -47,6 +47,15 @@ static inline bool bm_test(const uint64_t *bm, uint32_t i)
 {
 	return bm && (__atomic_load_n(&bm[i / 64], __ATOMIC_ACQUIRE) >> (i % 64)) & 1;
 }
+/* From block b (< end), how many blocks in a row have the bit block b has (at least 1). */
+static inline uint32_t bm_run(const uint64_t *bm, uint32_t b, uint32_t end)
+{
+	bool bit = bm_test(bm, b);
+	uint32_t n = 1;
+	while (b + n < end && bm_test(bm, b + n) == bit)
+		n++;
+	return n;
+}
 /* A snapshot references physical chunk p (the refcounts are snapshot.c's). */
 static inline bool rc_shared(const struct cow_image *img, uint64_t p)
 {

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "snapshot.h"
 
 static uint64_t chunks_for(struct cow_image *img, uint64_t bytes)
@@ -74,14 +75,8 @@ struct freeset {
 
 static void free_chunk(struct freeset *fs, uint64_t p)
 {
-	if (fs->n == fs->cap) {
-		size_t cap = fs->cap ? fs->cap * 2 : 256;
-		uint64_t *v = realloc(fs->v, cap * sizeof(*v));
-		if (!v)
-			return;		/* not freed now: free again at the next open */
-		fs->v = v;
-		fs->cap = cap;
-	}
+	if (ARRAY_ROOM(fs->v, fs->cap, fs->n))
+		return;		/* not freed now: free again at the next open */
 	fs->v[fs->n++] = p;
 }
 
@@ -94,14 +89,8 @@ static int cmp_u64(const void *a, const void *b)
 /* Queue one run for cow_reclaim; false if out of memory. Under lock. */
 static bool reclaim_add(struct cow_image *img, uint64_t pcn, uint64_t n)
 {
-	if (img->nreclaim == img->reclaim_cap) {
-		size_t cap = img->reclaim_cap ? img->reclaim_cap * 2 : 16;
-		struct reclaim_run *v = realloc(img->reclaim, cap * sizeof(*v));
-		if (!v)
-			return false;
-		img->reclaim = v;
-		img->reclaim_cap = cap;
-	}
+	if (ARRAY_ROOM(img->reclaim, img->reclaim_cap, img->nreclaim))
+		return false;
 	img->reclaim[img->nreclaim++] = (struct reclaim_run){ .pcn = pcn, .n = n };
 	return true;
 }

@@ -49,3 +49,15 @@ int cow_parse_size(const char *s, uint64_t *out)
 	*out = (uint64_t)v << shift;
 	return 0;
 }
+
+int cow_backing_path(const char *image, const char *name, char *out, size_t outlen)
+{
+	const char *slash = strrchr(image, '/');
+	int n;
+	if (name[0] == '/' || !slash)
+		n = snprintf(out, outlen, "%s", name);
+	else
+		n = snprintf(out, outlen, "%.*s/%s", slash == image ? 0 : (int)(slash - image),
+			     image, name);
+	return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
+}
