@@ -346,3 +346,13 @@ void cow_backend_free(struct cow_backend *be)
 	if (be)
 		be->ops->destroy(be);
 }
+
+int cow_backend_submit_wait(struct cow_backend *be, unsigned min)
+{
+	return be->ops->submit_wait(be, min);
+}
+
+unsigned cow_backend_inflight(const struct cow_backend *be)
+{
+	return be->inflight;
+}

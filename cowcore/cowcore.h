@@ -12,8 +12,8 @@
  *                       the caller, which must keep it alive until its callback runs.
  *
  * Every function returns 0 or a negative errno. -EUCLEAN means the image is corrupt (such an
- * image is switched to read-only); the image's error text says where. No function touches
- * global state: two images, two contexts, two threads are independent.
+ * image is switched to read-only); the image's error text (cow_errmsg) says where.
+ * No function touches global state: two images, two contexts, two threads are independent.
  */
 #ifndef COWCORE_H
 #define COWCORE_H
@@ -22,8 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define COW_ECORRUPT EUCLEAN	/* corruption is its own error */
-#define COW_ERRLEN 256		/* size of the error-text buffers below */
+#define COW_ERRLEN 256		/* a size for error-text buffers that holds every message */
 
 enum cow_fmt {
 	COW_FMT_NONE = 0,	/* "probe": a ucow image is recognized by its magic; raw never is */
@@ -42,12 +41,14 @@ struct cow_create_opts {
 	uint32_t journal_size;	/* 0 = default */
 	const char *backing;	/* backing file name, stored as given; NULL = none */
 	int backing_fmt;	/* required with backing: COW_FMT_RAW or COW_FMT_UCOW */
+	uint32_t reserved[8];	/* zero (room for later options) */
 };
 #define COW_DEFAULT_CHUNK (1u << 20)
 #define COW_DEFAULT_BLOCK (4u << 10)
 
-/* Create a ucow image at path (must not exist unless overwrite). err receives the reason. */
-int cow_create(const char *path, const struct cow_create_opts *o, char *err);
+/* Create a ucow image at path, which must not exist. On failure err (errlen bytes; may be
+ * NULL) receives one line naming the file and the reason. */
+int cow_create(const char *path, const struct cow_create_opts *o, char *err, size_t errlen);
 
 /* ---- open / close ------------------------------------------------------------------------ */
 
@@ -57,26 +58,40 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err);
 #define COW_OPEN_CHECK   0x8	/* for cow_check on a damaged image: read-only, no chain; metadata
 				 * problems are tolerated (the image is marked corrupt) so that
 				 * cow_check can count them instead of the open failing */
+#define COW_OPEN_SIDELOG 0x10	/* use cow_open_opts.sidelog_fd */
+
+struct cow_open_opts {
+	int fmt;		/* COW_FMT_*; COW_FMT_NONE probes for the ucow magic, and raw is
+				 * never probed: a file without it is refused */
+	unsigned flags;		/* COW_OPEN_* */
+	/*
+	 * Read-only ucow images: show this snapshot's content (a name, or an id as digits)
+	 * instead of the current state. NULL: the current state.
+	 */
+	const char *snapshot;
+	/*
+	 * With COW_OPEN_SIDELOG, read-write ucow images: a read-write file the caller owns (on
+	 * tmpfs) that receives every journal record before the request it belongs to
+	 * completes, so that the next process opening the image with the same file loses no
+	 * acknowledged write if this one dies; this open folds in what a dead process left
+	 * there. The caller deletes the file after a clean cow_close.
+	 */
+	int sidelog_fd;
+	uint32_t reserved[8];	/* zero (room for later options) */
+};
 
 struct cow_image;
 
 /*
- * Open path as fmt (COW_FMT_NONE probes for ucow magic and refuses anything else). A
- * read-write open takes an exclusive OFD lock on the file: a second writer gets -EBUSY with
- * "locked by process N". Backing images are opened read-only, names resolved relative to the
- * overlay's folder, chain depth limited to COW_MAX_CHAIN, loops refused.
+ * Open path with the options o (NULL: probe the format, read-write). A read-write open takes
+ * an exclusive OFD lock on the file: a second writer gets -EBUSY. Backing images are opened
+ * read-only, names resolved relative to the overlay's folder (cow_backing_path), chain depth
+ * limited to COW_MAX_CHAIN, loops refused. On failure err (errlen bytes; may be NULL)
+ * receives one line naming the file and the reason; -EUCLEAN means the image is corrupt.
  */
 #define COW_MAX_CHAIN 64
-int cow_open(const char *path, int fmt, unsigned flags, struct cow_image **out, char *err);
-/*
- * cow_open with a side log (sidelog.c): sidelog_fd, a read-write file the caller owns (on
- * tmpfs), receives every journal record before the request it belongs to completes, so
- * that the next process opening the image with the same file loses no acknowledged write
- * if this one dies; this open folds in what a dead process left there. Read-write ucow
- * images only (ignored otherwise). The caller deletes the file after a clean cow_close.
- */
-int cow_open_sidelog(const char *path, int fmt, unsigned flags, int sidelog_fd,
-		     struct cow_image **out, char *err);
+int cow_open(const char *path, const struct cow_open_opts *o, struct cow_image **out,
+	     char *err, size_t errlen);
 
 /* Checkpoint (table written, journal restarted), mark clean, unlock, free. */
 int cow_close(struct cow_image *img);
@@ -149,10 +164,6 @@ int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_
  * space is not returned). Safe while I/O runs on other threads; cow_close reclaims the rest.
  */
 int cow_reclaim(struct cow_image *img, uint64_t max_bytes);
-/* Open a snapshot's content read-only (the current state is left as it is). */
-int cow_open_snapshot(const char *path, const char *name_or_id, unsigned flags,
-		      struct cow_image **out, char *err);
-
 /* ---- I/O backends ------------------------------------------------------------------------ */
 
 /* One I/O the engine asks a backend to do. */
@@ -176,6 +187,8 @@ struct cow_backend_ops {
 	int (*submit_wait)(struct cow_backend *be, unsigned min);
 	void (*destroy)(struct cow_backend *be);
 };
+/* The head of every backend; callers use the functions below, backends (backend.c, the
+ * unit tests' own) fill it in and keep inflight. */
 struct cow_backend {
 	const struct cow_backend_ops *ops;
 	unsigned inflight;	/* I/Os queued or submitted, not yet done */
@@ -184,6 +197,10 @@ struct cow_backend {
 /* name: "uring" (default), "aio", "sync". depth: queue depth hint. */
 int cow_backend_new(const char *name, unsigned depth, struct cow_backend **out);
 void cow_backend_free(struct cow_backend *be);
+/* Submit what is queued and wait for at least min completions, running their callbacks. */
+int cow_backend_submit_wait(struct cow_backend *be, unsigned min);
+/* I/Os queued or submitted and not completed yet. */
+unsigned cow_backend_inflight(const struct cow_backend *be);
 
 /*
  * An io_uring backend on a ring the caller owns (the ublk server's per-queue ring). SQEs it
@@ -247,7 +264,6 @@ void cow_get_stats(struct cow_image *img, struct cow_stats *st);
 /* ---- utilities shared by tools ----------------------------------------------------------- */
 /* Parse "512", "4k", "1M", "2G", "1T" (binary units). -EINVAL / -ERANGE. */
 int cow_parse_size(const char *s, uint64_t *out);
-uint32_t cow_crc32c(uint32_t crc, const void *buf, size_t len);
 /*
  * The file a backing name stored in image names: an absolute name as it is, a relative one
  * taken from image's folder (as open does). 0 or -ENAMETOOLONG when out (outlen bytes)

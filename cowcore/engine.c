@@ -886,8 +886,8 @@ int cow_rw(struct cow_ctx *ctx, int op, void *buf, uint64_t len, uint64_t off, u
 		cow_ctx_poll(ctx);
 		if (w.done)
 			break;
-		if (ctx->be->inflight) {
-			int r = ctx->be->ops->submit_wait(ctx->be, 1);
+		if (cow_backend_inflight(ctx->be)) {
+			int r = cow_backend_submit_wait(ctx->be, 1);
 			if (r < 0)
 				return r;	/* the backend is broken; nothing sane is left */
 		} else {

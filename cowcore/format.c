@@ -22,7 +22,7 @@ static void crc_init(void)
 	__atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
 }
 
-uint32_t cow_crc32c(uint32_t crc, const void *buf, size_t len)
+uint32_t ucow_crc32c(uint32_t crc, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
 	if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE))
@@ -67,7 +67,7 @@ void ucow_hdr_encode(const struct ucow_hdr *h, uint8_t *b)
 	put_le16(b + 180, h->backing_len);
 	put_le64(b + 184, h->generation);
 	memcpy(b + UCOW_BACKING_NAME_OFF, h->backing, h->backing_len);
-	put_le32(b + 44, cow_crc32c(0, b, UCOW_HDR_SIZE));
+	put_le32(b + 44, ucow_crc32c(0, b, UCOW_HDR_SIZE));
 }
 
 static int is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
@@ -124,7 +124,7 @@ int ucow_hdr_decode(const uint8_t *b, uint64_t file_size, struct ucow_hdr *h, ch
 		BAD("bad header size %u", get_le32(b + 12));
 	memcpy(tmp, b, UCOW_HDR_SIZE);
 	memset(tmp + 44, 0, 4);
-	if (cow_crc32c(0, tmp, UCOW_HDR_SIZE) != get_le32(b + 44))
+	if (ucow_crc32c(0, tmp, UCOW_HDR_SIZE) != get_le32(b + 44))
 		BAD("header checksum mismatch");
 	h->incompat = get_le64(b + 16);
 	h->compat = get_le64(b + 24);

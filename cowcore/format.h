@@ -148,6 +148,8 @@ static inline uint32_t ucow_bm_bytes(uint32_t chunk_size, uint32_t block_size)
 	return ((bpc + 63) / 64) * 8;
 }
 
+/* CRC32C (Castagnoli), continuing from crc: every checksum of the format. */
+uint32_t ucow_crc32c(uint32_t crc, const void *buf, size_t len);
 void ucow_hdr_encode(const struct ucow_hdr *h, uint8_t *buf);
 /* Decode and validate one slot against file_size. 0, or -EUCLEAN / -ENOTSUP with why. */
 int ucow_hdr_decode(const uint8_t *buf, uint64_t file_size, struct ucow_hdr *h, char *why,

@@ -16,9 +16,35 @@
 
 #include "image.h"
 
+/* The images above one being opened (loop detection). */
+struct chain_link {
+	dev_t dev;
+	ino_t ino;
+	const struct chain_link *up;
+};
+
+static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
+			  char *err, int depth, const struct chain_link *up, int sidelog_fd);
+
+static bool all_zero(const uint32_t *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i])
+			return false;
+	return true;
+}
+
+/* The engine's messages are built in a COW_ERRLEN buffer; the caller's may be any size. */
+static void give_err(char *err, size_t errlen, const char *msg)
+{
+	if (err && errlen)
+		snprintf(err, errlen, "%s", msg);
+}
+
+
 const char *cow_errmsg(struct cow_image *img) { return img->err; }
 
-int cow_create(const char *path, const struct cow_create_opts *o, char *err)
+static int create_image(const char *path, const struct cow_create_opts *o, char *err)
 {
 	struct ucow_hdr h;
 	uint64_t size = o->size;
@@ -41,7 +67,7 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err)
 		/* resolve relative to the new image's folder, as open will */
 		r = cow_backing_path(path, o->backing, full, sizeof(full));
 		if (!r)
-			r = cow_open(full, o->backing_fmt, COW_OPEN_RDONLY, &b, err);
+			r = cow_open_depth(full, o->backing_fmt, COW_OPEN_RDONLY, &b, err, 0, NULL, -1);
 		else
 			snprintf(err, COW_ERRLEN, "%s: backing file name too long", path);
 		if (r)
@@ -93,6 +119,21 @@ fail:
 	free(buf);
 	close(fd);
 	unlink(path);
+	return r;
+}
+
+int cow_create(const char *path, const struct cow_create_opts *o, char *err, size_t errlen)
+{
+	char msg[COW_ERRLEN] = "";
+	int r;
+	if (!all_zero(o->reserved, sizeof(o->reserved) / sizeof(o->reserved[0]))) {
+		snprintf(msg, sizeof(msg), "%s: unknown create options", path);
+		r = -EINVAL;
+	} else {
+		r = create_image(path, o, msg);
+	}
+	if (r)
+		give_err(err, errlen, msg);
 	return r;
 }
 
@@ -166,16 +207,6 @@ static int read_header(struct cow_image *img, uint64_t file_size, char *err)
 	img->hdr = h[best];
 	return 0;
 }
-
-/* The images above one being opened (loop detection). */
-struct chain_link {
-	dev_t dev;
-	ino_t ino;
-	const struct chain_link *up;
-};
-
-static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
-			  char *err, int depth, const struct chain_link *up, int sidelog_fd);
 
 static int open_backing(struct cow_image *img, int depth, const struct chain_link *up,
 			char *err)
@@ -357,17 +388,6 @@ fail:
 	return r;
 }
 
-int cow_open(const char *path, int fmt, unsigned flags, struct cow_image **out, char *err)
-{
-	return cow_open_depth(path, fmt, flags, out, err, 0, NULL, -1);
-}
-
-int cow_open_sidelog(const char *path, int fmt, unsigned flags, int sidelog_fd,
-		     struct cow_image **out, char *err)
-{
-	return cow_open_depth(path, fmt, flags, out, err, 0, NULL, sidelog_fd);
-}
-
 void img_abandon(struct cow_image *img)
 {
 	img->read_only = true;	/* nothing is written on the way out */
@@ -403,25 +423,54 @@ int cow_close(struct cow_image *img)
 	return r;
 }
 
-int cow_open_snapshot(const char *path, const char *name_or_id, unsigned flags,
-		      struct cow_image **out, char *err)
+/* A snapshot's content, read-only (the current state is left as it is). */
+static int open_snapshot(const char *path, const struct cow_open_opts *o,
+			 struct cow_image **out, char *err)
 {
 	struct cow_image *img;
 	int r;
-	if (!(flags & COW_OPEN_RDONLY)) {
+	if (!(o->flags & COW_OPEN_RDONLY)) {
 		snprintf(err, COW_ERRLEN, "%s: a snapshot can only be opened read-only", path);
 		return -EINVAL;
 	}
-	r = cow_open(path, COW_FMT_UCOW, flags, &img, err);
+	if (o->fmt != COW_FMT_NONE && o->fmt != COW_FMT_UCOW) {
+		snprintf(err, COW_ERRLEN, "%s: only ucow images have snapshots", path);
+		return -EINVAL;
+	}
+	r = cow_open_depth(path, COW_FMT_UCOW, o->flags, &img, err, 0, NULL, -1);
 	if (r)
 		return r;
-	r = snap_view(img, name_or_id, err);
+	r = snap_view(img, o->snapshot, err);
 	if (r) {
 		cow_close(img);
 		return r;
 	}
 	*out = img;
 	return 0;
+}
+
+int cow_open(const char *path, const struct cow_open_opts *o, struct cow_image **out,
+	     char *err, size_t errlen)
+{
+	static const struct cow_open_opts defaults;
+	char msg[COW_ERRLEN] = "";
+	int r;
+	if (!o)
+		o = &defaults;
+	if (!all_zero(o->reserved, sizeof(o->reserved) / sizeof(o->reserved[0])) ||
+	    (o->flags & ~(COW_OPEN_RDONLY | COW_OPEN_DIRECT | COW_OPEN_NOCHAIN | COW_OPEN_CHECK |
+			  COW_OPEN_SIDELOG))) {
+		snprintf(msg, sizeof(msg), "%s: unknown open options", path);
+		r = -EINVAL;
+	} else if (o->snapshot) {
+		r = open_snapshot(path, o, out, msg);
+	} else {
+		r = cow_open_depth(path, o->fmt, o->flags, out, msg, 0, NULL,
+				   (o->flags & COW_OPEN_SIDELOG) ? o->sidelog_fd : -1);
+	}
+	if (r)
+		give_err(err, errlen, msg);
+	return r;
 }
 
 struct cow_image *cow_backing_image(struct cow_image *img) { return img->backing; }

@@ -129,7 +129,7 @@ static void build_blocks(struct cow_image *img, uint8_t *buf, uint64_t from, uin
 		put_le64(blk + 8, img->jseq + jblk + b);
 		put_le32(blk + 16, (uint32_t)(last - first));
 		put_le32(blk + 20, (uint32_t)(p - blk));
-		put_le32(blk + 4, cow_crc32c(0, blk, UCOW_JBLOCK));
+		put_le32(blk + 4, ucow_crc32c(0, blk, UCOW_JBLOCK));
 	}
 }
 
@@ -404,7 +404,7 @@ int jnl_replay(struct cow_image *img, uint64_t *nrec)
 			break;
 		uint32_t crc = get_le32(blk + 4);
 		memset(blk + 4, 0, 4);
-		if (get_le32(blk) != UCOW_JMAGIC || cow_crc32c(0, blk, UCOW_JBLOCK) != crc ||
+		if (get_le32(blk) != UCOW_JMAGIC || ucow_crc32c(0, blk, UCOW_JBLOCK) != crc ||
 		    get_le64(blk + 8) != img->jseq + b)
 			break;	/* end of the journal (or a torn block of an unfinished commit) */
 		uint32_t n = get_le32(blk + 16), used = get_le32(blk + 20);

@@ -67,7 +67,7 @@ void sidelog_append(struct cow_image *img, uint64_t chunk, uint64_t entry, const
 	put_le64(buf + 32, entry);
 	for (uint32_t w = 0; w < img->bm_words; w++)
 		put_le64(buf + SIDELOG_HDR + w * 8, bm[w]);
-	put_le32(buf + 4, cow_crc32c(0, buf, size));
+	put_le32(buf + 4, ucow_crc32c(0, buf, size));
 	if (io_pwrite_all(img->sidelog_fd, buf, size, img->sidelog_slot * size)) {
 		__atomic_store_n(&img->sidelog_failed, true, __ATOMIC_RELAXED);
 		img_set_err(img, "%s: the side log cannot be written: writes are write-through "
@@ -119,7 +119,7 @@ int sidelog_fold(struct cow_image *img, uint64_t generation, uint64_t *nrec)
 			break;
 		uint32_t crc = get_le32(buf + 4);
 		memset(buf + 4, 0, 4);
-		bool ok = get_le32(buf) == SIDELOG_MAGIC && cow_crc32c(0, buf, size) == crc;
+		bool ok = get_le32(buf) == SIDELOG_MAGIC && ucow_crc32c(0, buf, size) == crc;
 		if (!ok && seq)
 			break;		/* a damaged record ends the run */
 		if (!ok || get_le64(buf + 8) != generation) {

@@ -179,7 +179,7 @@ static void snap_encode(const struct snap *s, uint8_t *b)
 	put_le64(b + 32, s->table_offset);
 	put_le64(b + 40, s->extent_size);
 	memcpy(b + 64, s->name, s->name_len);
-	put_le32(b + 252, cow_crc32c(0, b, UCOW_SNAP_ENTRY));
+	put_le32(b + 252, ucow_crc32c(0, b, UCOW_SNAP_ENTRY));
 }
 
 /* Bytes of one frozen copy: table then bitmap. */
@@ -215,7 +215,7 @@ int snap_load(struct cow_image *img, uint64_t file_size)
 		struct snap *s = &img->snaps[i];
 		uint32_t crc = get_le32(b + 252);
 		put_le32(b + 252, 0);
-		if (cow_crc32c(0, b, UCOW_SNAP_ENTRY) != crc)
+		if (ucow_crc32c(0, b, UCOW_SNAP_ENTRY) != crc)
 			SBAD("%s: corrupt image: snapshot table entry %u: checksum mismatch",
 			     img->path, i);
 		snap_decode(b, s);
@@ -361,7 +361,8 @@ static int write_snap_table(struct cow_image *img, const struct snap *snaps, uin
 		snap_encode(&snaps[i], buf + (uint64_t)i * UCOW_SNAP_ENTRY);
 	r = alloc_extent(img, *size >> img->chunk_shift, off);
 	if (!r)
-		r = img_meta_write(img, buf, (bytes + UCOW_META_ALIGN - 1) & ~(uint64_t)(UCOW_META_ALIGN - 1), *off);
+		r = img_meta_write(img, buf, (bytes + UCOW_META_ALIGN - 1) &
+				   ~(uint64_t)(UCOW_META_ALIGN - 1), *off);
 	free(buf);
 	return r;
 }

@@ -162,7 +162,9 @@ static void close_image_of(const struct ublk_state *st)
 		return;
 	if (ublk_sidelog_path(st->o.file, side, sizeof(side)) == 0)
 		sfd = open(side, O_RDWR | O_CLOEXEC);
-	if (cow_open_sidelog(st->o.file, COW_FMT_UCOW, 0, sfd, &img, err) == 0 &&
+	if (cow_open(st->o.file, &(struct cow_open_opts){ .fmt = COW_FMT_UCOW,
+			.flags = COW_OPEN_SIDELOG, .sidelog_fd = sfd },
+			&img, err, COW_ERRLEN) == 0 &&
 	    cow_close(img) == 0 && sfd >= 0)
 		unlink(side);
 	if (sfd >= 0)

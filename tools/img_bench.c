@@ -66,7 +66,7 @@ static double now(void)
 static int drain(struct bench *b, struct cow_backend *be, unsigned until, unsigned depth)
 {
 	while ((unsigned)(depth - b->nfree) > until) {
-		int r = be->ops->submit_wait(be, 1);
+		int r = cow_backend_submit_wait(be, 1);
 		if (r < 0)
 			return r;
 		cow_ctx_poll(b->ctx);
@@ -165,8 +165,9 @@ int cmd_bench(int argc, char **argv)
 	struct bench b = { 0 };
 	char *bufs = NULL;
 	int status = 1;
-	r = cow_open(file, fmt, (write ? 0 : COW_OPEN_RDONLY) | (direct ? COW_OPEN_DIRECT : 0),
-		     &img, err);
+	r = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
+			.flags = (write ? 0 : COW_OPEN_RDONLY) | (direct ? COW_OPEN_DIRECT : 0) },
+			&img, err, COW_ERRLEN);
 	if (r) {
 		report(file, file, r, err);
 		return 1;

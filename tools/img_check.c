@@ -136,12 +136,14 @@ int cmd_check(int argc, char **argv)
 		return usage_err("check", "too many arguments ('%s')", argv[optind + 1]);
 	file = argv[optind];
 
-	rc = cow_open(file, fmt, COW_OPEN_RDONLY, &img, err);
+	rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt, .flags = COW_OPEN_RDONLY },
+			&img, err, COW_ERRLEN);
 	if (rc == -EUCLEAN) {
 		/* a corrupt image must still be checkable: leave its chain alone */
 		char err2[COW_ERRLEN] = "";
 
-		rc = cow_open(file, fmt, COW_OPEN_CHECK, &img, err2);
+		rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt, .flags = COW_OPEN_CHECK },
+				&img, err2, COW_ERRLEN);
 		if (rc == -EUCLEAN) {
 			/* not even its own metadata loads: corruption found, counting stops */
 			report_unopenable(file, err2[0] ? err2 : err, json);

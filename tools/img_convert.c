@@ -147,7 +147,9 @@ static int resolve_snap(struct conv *c, char *key, size_t keylen)
 		snprintf(key, keylen, "%s", c->snap);
 		return 0;
 	}
-	rc = cow_open(c->src, COW_FMT_UCOW, COW_OPEN_RDONLY | COW_OPEN_NOCHAIN, &img, err);
+	rc = cow_open(c->src, &(struct cow_open_opts){ .fmt = COW_FMT_UCOW,
+			.flags = COW_OPEN_RDONLY | COW_OPEN_NOCHAIN },
+			&img, err, COW_ERRLEN);
 	if (rc < 0) {
 		report(c->src, NULL, rc, err);
 		return rc;
@@ -311,13 +313,13 @@ static int make_dst(struct conv *c, int ofmt, struct cow_create_opts *co)
 		}
 	} else {
 		co->size = c->size;
-		rc = cow_create(c->tmp, co, err);
+		rc = cow_create(c->tmp, co, err, COW_ERRLEN);
 		if (rc < 0) {
 			report(c->dst, c->tmp, rc, err);
 			return rc;
 		}
 	}
-	rc = cow_open(c->tmp, ofmt, 0, &c->di, err);
+	rc = cow_open(c->tmp, &(struct cow_open_opts){ .fmt = ofmt }, &c->di, err, COW_ERRLEN);
 	if (rc < 0)
 		report(c->dst, c->tmp, rc, err);
 	return rc;
@@ -359,9 +361,13 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 		rc = resolve_snap(c, key, sizeof(key));
 		if (rc < 0)
 			return rc;
-		rc = cow_open_snapshot(c->src, key, COW_OPEN_RDONLY, &c->si, err);
+		rc = cow_open(c->src, &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY,
+				.snapshot = key },
+				&c->si, err, COW_ERRLEN);
 	} else {
-		rc = cow_open(c->src, sfmt, COW_OPEN_RDONLY, &c->si, err);
+		rc = cow_open(c->src, &(struct cow_open_opts){ .fmt = sfmt,
+				.flags = COW_OPEN_RDONLY },
+				&c->si, err, COW_ERRLEN);
 	}
 	if (rc < 0) {
 		report(c->src, NULL, rc, err);

@@ -118,7 +118,9 @@ static int probe_backing(struct create_args *a)
 
 	rc = resolve_near(a->file, a->backing, path, sizeof(path));
 	if (rc == 0)
-		rc = cow_open(path, a->backing_fmt, COW_OPEN_RDONLY, &img, err);
+		rc = cow_open(path, &(struct cow_open_opts){ .fmt = a->backing_fmt,
+				.flags = COW_OPEN_RDONLY },
+				&img, err, COW_ERRLEN);
 	if (rc < 0) {
 		ucow_err("%s: cannot open backing file '%s': %s", a->file, a->backing,
 			 err_text_for(rc, err, path));
@@ -172,7 +174,7 @@ static int do_create(struct create_args *a)
 		a->co.size = a->size;
 		a->co.backing = a->backing;
 		a->co.backing_fmt = a->backing ? a->backing_fmt : 0;
-		rc = cow_create(tmp, &a->co, err);
+		rc = cow_create(tmp, &a->co, err, COW_ERRLEN);
 		if (rc < 0)
 			unlink(tmp);	/* the engine should not leave it; make sure */
 	}

@@ -181,7 +181,9 @@ static int info_online(const char *file, int fmt, bool json, bool chain)
 	if (chain && in.backing) {
 		if (resolve_near(file, in.backing, full, sizeof(full)) < 0)
 			snprintf(full, sizeof(full), "%s", in.backing);
-		r = cow_open(full, in.backing_fmt, COW_OPEN_RDONLY, &bimg, err);
+		r = cow_open(full, &(struct cow_open_opts){ .fmt = in.backing_fmt,
+				.flags = COW_OPEN_RDONLY },
+				&bimg, err, COW_ERRLEN);
 		if (r < 0) {
 			report(file, NULL, r, err);
 			free(sv);
@@ -264,7 +266,9 @@ int cmd_info(int argc, char **argv)
 	rc = info_online(file, fmt, json, chain);
 	if (rc >= 0)
 		return rc;
-	rc = cow_open(file, fmt, COW_OPEN_RDONLY | (chain ? 0 : COW_OPEN_NOCHAIN), &img, err);
+	rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
+			.flags = COW_OPEN_RDONLY | (chain ? 0 : COW_OPEN_NOCHAIN) },
+			&img, err, COW_ERRLEN);
 	if (rc < 0) {
 		report(file, NULL, rc, err);
 		return 1;

@@ -384,7 +384,9 @@ int cmd_io(int argc, char **argv)
 	/* each result line must be out before the next command starts */
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
-	rc = cow_open(r.file, fmt, oflags | (r.read_only ? COW_OPEN_RDONLY : 0), &r.img, err);
+	rc = cow_open(r.file, &(struct cow_open_opts){ .fmt = fmt,
+			.flags = oflags | (r.read_only ? COW_OPEN_RDONLY : 0) },
+			&r.img, err, COW_ERRLEN);
 	if (rc < 0) {
 		report(r.file, NULL, rc, err);
 		free(r.buf);

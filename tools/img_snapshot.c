@@ -194,7 +194,9 @@ int cmd_snapshot(int argc, char **argv)
 		return r;
 
 	struct cow_image *img;
-	r = cow_open(file, COW_FMT_UCOW, action == 'l' ? COW_OPEN_RDONLY : 0, &img, err);
+	r = cow_open(file, &(struct cow_open_opts){ .fmt = COW_FMT_UCOW,
+			.flags = action == 'l' ? COW_OPEN_RDONLY : 0 },
+			&img, err, COW_ERRLEN);
 	if (r) {
 		report(file, file, r, err);
 		return 1;

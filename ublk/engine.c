@@ -77,13 +77,17 @@ int ublk_engine_open(struct ublk_dev *dev, int fmt)
 	if (dev->o.direct)
 		flags |= COW_OPEN_DIRECT;
 	if (dev->o.snapshot[0])	/* a snapshot's content, read-only; the current state untouched */
-		ret = cow_open_snapshot(dev->o.file, dev->o.snapshot, flags | COW_OPEN_RDONLY, &img,
-					err);
+		ret = cow_open(dev->o.file, &(struct cow_open_opts){ .flags = flags | COW_OPEN_RDONLY,
+				.snapshot = dev->o.snapshot },
+				&img, err, COW_ERRLEN);
 	else if (dev->o.recoverable && fmt != COW_FMT_RAW && !dev->o.read_only &&
 		 sidelog_open(dev) == 0)
-		ret = cow_open_sidelog(dev->o.file, fmt, flags, dev->sidelog_fd, &img, err);
+		ret = cow_open(dev->o.file, &(struct cow_open_opts){ .fmt = fmt,
+				.flags = flags | COW_OPEN_SIDELOG, .sidelog_fd = dev->sidelog_fd },
+				&img, err, COW_ERRLEN);
 	else
-		ret = cow_open(dev->o.file, fmt, flags, &img, err);
+		ret = cow_open(dev->o.file, &(struct cow_open_opts){ .fmt = fmt, .flags = flags },
+				&img, err, COW_ERRLEN);
 	if (ret < 0) {
 		if (dev->sidelog_fd >= 0) {	/* kept: it may hold a dead server's mappings */
 			close(dev->sidelog_fd);
@@ -292,7 +296,7 @@ bool ublk_engine_busy(struct ublk_queue *q)
 {
 	struct eng_queue *e = q->tgt;
 
-	return e && e->be->inflight > 0;
+	return e && cow_backend_inflight(e->be) > 0;
 }
 
 int ublk_engine_info(struct ublk_dev *dev, char *buf, size_t len)

@@ -265,7 +265,7 @@ static void verify_crash(struct sim *s, const char *what)
 	static uint8_t buf[64 << 10];
 
 	s->in_check = true;
-	int r = cow_open(s->crash, COW_FMT_NONE, 0, &img, err);
+	int r = cow_open(s->crash, NULL, &img, err, COW_ERRLEN);
 	if (r)
 		fail_msg("crash image (%s, check %u) does not open: %d %s", what, s->checks, r, err);
 	assert_int_equal(cow_backend_new("sync", 8, &be), 0);
@@ -284,7 +284,8 @@ static void verify_crash(struct sim *s, const char *what)
 	cow_ctx_free(ctx);
 	cow_backend_free(be);
 	assert_int_equal(cow_close(img), 0);
-	assert_int_equal(cow_open(s->crash, COW_FMT_NONE, COW_OPEN_RDONLY, &img, err), 0);
+	assert_int_equal(cow_open(s->crash, &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&img, err, COW_ERRLEN), 0);
 	assert_int_equal(cow_check(img, &cr), 0);
 	if (cr.verdict == 2)
 		fail_msg("crash image (%s, check %u): corrupt: %s", what, s->checks,
@@ -366,9 +367,9 @@ static void run(const char *path, const char *base, uint64_t seed, int nreq)
 		free(b);
 	}
 	unlink(path);
-	if (cow_create(path, &o, err))
+	if (cow_create(path, &o, err, COW_ERRLEN))
 		fail_msg("create: %s", err);
-	assert_int_equal(cow_open(path, COW_FMT_NONE, 0, &img, err), 0);
+	assert_int_equal(cow_open(path, NULL, &img, err, COW_ERRLEN), 0);
 	assert_int_equal(cow_backend_new("sync", 8, &s->inner), 0);
 	assert_int_equal(cow_ctx_new(img, &rb.be, &ctx), 0);
 	/* the durable start: the file as the open left it (synced) */
@@ -481,7 +482,7 @@ static void test_sidelog_checkpoint(void **state)
 	const int n = 900;	/* records: the minimum journal holds about 500 */
 	unlink(P("slc.img"));
 	unlink(P("slc.log"));
-	assert_int_equal(cow_create(P("slc.img"), &o, err), 0);
+	assert_int_equal(cow_create(P("slc.img"), &o, err, COW_ERRLEN), 0);
 	pid_t pid = fork();
 	if (!pid) {
 		struct img_tap tap = { die_write, die_punch, die_truncate, die_sync, NULL };
@@ -490,7 +491,9 @@ static void test_sidelog_checkpoint(void **state)
 		struct cow_ctx *ctx;
 		uint8_t b[4096];
 		int sfd = open(P("slc.log"), O_RDWR | O_CREAT, 0600);
-		if (sfd < 0 || cow_open_sidelog(P("slc.img"), COW_FMT_NONE, 0, sfd, &img, err) ||
+		if (sfd < 0 || cow_open(P("slc.img"), &(struct cow_open_opts){ .flags = COW_OPEN_SIDELOG,
+				.sidelog_fd = sfd },
+				&img, err, COW_ERRLEN) ||
 		    cow_backend_new("sync", 8, &be) || cow_ctx_new(img, be, &ctx))
 			_exit(2);
 		for (int i = 0; i < n; i++) {
@@ -514,7 +517,9 @@ static void test_sidelog_checkpoint(void **state)
 	uint8_t b[4096];
 	int sfd = open(P("slc.log"), O_RDWR);
 	assert_true(sfd >= 0);
-	assert_int_equal(cow_open_sidelog(P("slc.img"), COW_FMT_NONE, 0, sfd, &img, err), 0);
+	assert_int_equal(cow_open(P("slc.img"), &(struct cow_open_opts){ .flags = COW_OPEN_SIDELOG,
+			.sidelog_fd = sfd },
+			&img, err, COW_ERRLEN), 0);
 	assert_int_equal(cow_backend_new("sync", 8, &be), 0);
 	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
 	for (int i = 0; i < n; i++) {

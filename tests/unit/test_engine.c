@@ -27,7 +27,8 @@
 
 static void h_open(struct h *h, const char *path, int fmt, unsigned flags, const char *be)
 {
-	int r = cow_open(path, fmt, flags, &h->img, err);
+	int r = cow_open(path, &(struct cow_open_opts){ .fmt = fmt, .flags = flags },
+			&h->img, err, COW_ERRLEN);
 	if (r)
 		fail_msg("open %s: %d %s", path, r, err);
 	assert_int_equal(cow_backend_new(be, 64, &h->be), 0);
@@ -47,7 +48,7 @@ static void mk(const char *path, uint64_t size, uint32_t chunk, uint32_t block,
 	struct cow_create_opts o = { .size = size, .chunk_size = chunk, .block_size = block,
 				     .backing = backing, .backing_fmt = bfmt };
 	unlink(path);
-	if (cow_create(path, &o, err))
+	if (cow_create(path, &o, err, COW_ERRLEN))
 		fail_msg("create %s: %s", path, err);
 }
 
@@ -133,7 +134,8 @@ static void check_clean(const char *path)
 {
 	struct cow_image *img;
 	struct cow_check_result cr;
-	assert_int_equal(cow_open(path, COW_FMT_NONE, COW_OPEN_RDONLY, &img, err), 0);
+	assert_int_equal(cow_open(path, &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&img, err, COW_ERRLEN), 0);
 	assert_int_equal(cow_check(img, &cr), 0);
 	if (cr.verdict)
 		fail_msg("%s: check verdict %d: %s", path, cr.verdict, cr.first_problem);
@@ -268,7 +270,7 @@ static void test_concurrent_alloc(void **state)
 	struct cow_stats st;
 	mkraw(P("cc.raw"), 8 << 20, 0x40);
 	mk(P("cc.img"), 0, 1 << 20, 4096, "cc.raw", COW_FMT_RAW);
-	assert_int_equal(cow_open(P("cc.img"), COW_FMT_NONE, 0, &img, err), 0);
+	assert_int_equal(cow_open(P("cc.img"), NULL, &img, err, COW_ERRLEN), 0);
 	for (int i = 0; i < 4; i++) {
 		t[i] = (struct thr){ .img = img, .id = i, .nthr = 4 };
 		pthread_create(&th[i], NULL, writer, &t[i]);
@@ -308,7 +310,7 @@ static void test_replay(void **state)
 		char a[8192], b[8192];
 		memset(a, 0xaa, sizeof(a));
 		memset(b, 0xbb, sizeof(b));
-		if (cow_open(P("j.img"), COW_FMT_NONE, 0, &h.img, err) ||
+		if (cow_open(P("j.img"), NULL, &h.img, err, COW_ERRLEN) ||
 		    cow_backend_new("uring", 8, &h.be) || cow_ctx_new(h.img, h.be, &h.ctx))
 			_exit(2);
 		for (int i = 0; i < 100; i++)
@@ -358,7 +360,7 @@ static void test_torn_commit(void **state)
 		struct h h;
 		char a[4096];
 		memset(a, 0xaa, sizeof(a));
-		if (cow_open(P("t.img"), COW_FMT_NONE, 0, &h.img, err) ||
+		if (cow_open(P("t.img"), NULL, &h.img, err, COW_ERRLEN) ||
 		    cow_backend_new("sync", 8, &h.be) || cow_ctx_new(h.img, h.be, &h.ctx))
 			_exit(2);
 		if (cow_rw(h.ctx, COW_WRITE, a, 4096, 0, 0) || cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0))
@@ -399,7 +401,8 @@ static void test_torn_commit(void **state)
 	h_close(&h);
 	struct cow_image *img;
 	struct cow_check_result cr;
-	assert_int_equal(cow_open(P("t.img"), COW_FMT_NONE, COW_OPEN_RDONLY, &img, err), 0);
+	assert_int_equal(cow_open(P("t.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&img, err, COW_ERRLEN), 0);
 	assert_int_equal(cow_check(img, &cr), 0);
 	assert_int_equal(cr.corruptions, 0);
 	/* the read-write open punched the lost commit's chunk: nothing leaked */
@@ -450,21 +453,26 @@ static void test_hostile_table(void **state)
 	close(fd);
 	/* past the end of the file */
 	poke64(P("x.img"), t + 16, 1ull << 40);
-	assert_int_equal(cow_open(P("x.img"), COW_FMT_NONE, COW_OPEN_RDONLY, &img, err), -EUCLEAN);
+	assert_int_equal(cow_open(P("x.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&img, err, COW_ERRLEN), -EUCLEAN);
 	assert_non_null(strstr(err, "corrupt"));
 	/* the same chunk twice */
 	poke64(P("x.img"), t + 16, get_le64(e0));
-	assert_int_equal(cow_open(P("x.img"), COW_FMT_NONE, COW_OPEN_RDONLY, &img, err), -EUCLEAN);
+	assert_int_equal(cow_open(P("x.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&img, err, COW_ERRLEN), -EUCLEAN);
 	assert_non_null(strstr(err, "twice"));
 	/* pointing into metadata */
 	poke64(P("x.img"), t + 16, 1);
-	assert_int_equal(cow_open(P("x.img"), COW_FMT_NONE, COW_OPEN_RDONLY, &img, err), -EUCLEAN);
+	assert_int_equal(cow_open(P("x.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&img, err, COW_ERRLEN), -EUCLEAN);
 	/* reserved bits */
 	poke64(P("x.img"), t + 16, get_le64(e0) | (1ull << 50));
-	assert_int_equal(cow_open(P("x.img"), COW_FMT_NONE, COW_OPEN_RDONLY, &img, err), -EUCLEAN);
+	assert_int_equal(cow_open(P("x.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&img, err, COW_ERRLEN), -EUCLEAN);
 	/* a check still opens it and counts the problem */
 	struct cow_check_result cr;
-	assert_int_equal(cow_open(P("x.img"), COW_FMT_NONE, COW_OPEN_CHECK, &img, err), 0);
+	assert_int_equal(cow_open(P("x.img"), &(struct cow_open_opts){ .flags = COW_OPEN_CHECK },
+			&img, err, COW_ERRLEN), 0);
 	assert_int_equal(cow_check(img, &cr), 0);
 	assert_int_equal(cr.verdict, 2);
 	assert_true(cr.corruptions >= 1);
@@ -476,20 +484,23 @@ static void test_locking(void **state)
 {
 	struct cow_image *a, *b;
 	mk(P("l.img"), 1 << 20, 0, 0, NULL, 0);
-	assert_int_equal(cow_open(P("l.img"), COW_FMT_NONE, 0, &a, err), 0);
-	assert_int_equal(cow_open(P("l.img"), COW_FMT_NONE, 0, &b, err), -EBUSY);
+	assert_int_equal(cow_open(P("l.img"), NULL, &a, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_open(P("l.img"), NULL, &b, err, COW_ERRLEN), -EBUSY);
 	assert_non_null(strstr(err, "in use"));
-	assert_int_equal(cow_open(P("l.img"), COW_FMT_NONE, COW_OPEN_RDONLY, &b, err), -EBUSY);
+	assert_int_equal(cow_open(P("l.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&b, err, COW_ERRLEN), -EBUSY);
 	cow_close(a);
-	assert_int_equal(cow_open(P("l.img"), COW_FMT_NONE, COW_OPEN_RDONLY, &a, err), 0);
-	assert_int_equal(cow_open(P("l.img"), COW_FMT_NONE, COW_OPEN_RDONLY, &b, err), 0);
+	assert_int_equal(cow_open(P("l.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&a, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_open(P("l.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&b, err, COW_ERRLEN), 0);
 	struct cow_image *c;
-	assert_int_equal(cow_open(P("l.img"), COW_FMT_NONE, 0, &c, err), -EBUSY);
+	assert_int_equal(cow_open(P("l.img"), NULL, &c, err, COW_ERRLEN), -EBUSY);
 	cow_close(a);
 	cow_close(b);
 	/* raw is never probed */
 	mkraw(P("r.raw"), 1 << 20, 0);
-	assert_int_equal(cow_open(P("r.raw"), COW_FMT_NONE, 0, &a, err), -EINVAL);
+	assert_int_equal(cow_open(P("r.raw"), NULL, &a, err, COW_ERRLEN), -EINVAL);
 	assert_non_null(strstr(err, "-f raw"));
 }
 
@@ -514,11 +525,12 @@ static void test_backing_chain(void **state)
 	/* missing backing file: a clear error naming it */
 	struct cow_image *img;
 	unlink(P("cb2.raw"));
-	assert_int_equal(cow_open(P("sub/ov.img"), COW_FMT_NONE, COW_OPEN_RDONLY, &img, err), -ENOENT);
+	assert_int_equal(cow_open(P("sub/ov.img"), &(struct cow_open_opts){
+			.flags = COW_OPEN_RDONLY }, &img, err, COW_ERRLEN), -ENOENT);
 	assert_non_null(strstr(err, "cb2.raw"));
 	/* backing format must be given */
 	struct cow_create_opts o = { .backing = "x", .backing_fmt = 0 };
-	assert_int_equal(cow_create(P("nofmt.img"), &o, err), -EINVAL);
+	assert_int_equal(cow_create(P("nofmt.img"), &o, err, COW_ERRLEN), -EINVAL);
 	assert_int_equal(access(P("nofmt.img"), F_OK), -1);
 	/* a loop a -> b -> a */
 	mk(P("la.img"), 1 << 20, 0, 0, NULL, 0);
@@ -542,7 +554,8 @@ static void test_backing_chain(void **state)
 		assert_int_equal(pwrite(fd, hb, 4096, slot * 4096), 4096);
 		close(fd);
 	}
-	assert_int_equal(cow_open(P("lb.img"), COW_FMT_NONE, COW_OPEN_RDONLY, &img, err), -ELOOP);
+	assert_int_equal(cow_open(P("lb.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&img, err, COW_ERRLEN), -ELOOP);
 	assert_non_null(strstr(err, "loops back"));
 }
 
@@ -696,7 +709,8 @@ static int h_open_sidelog(struct h *h, const char *img, const char *log)
 {
 	int sfd = open(log, O_RDWR);
 	assert_true(sfd >= 0);
-	if (cow_open_sidelog(img, COW_FMT_NONE, 0, sfd, &h->img, err))
+	if (cow_open(img, &(struct cow_open_opts){ .flags = COW_OPEN_SIDELOG, .sidelog_fd = sfd },
+			&h->img, err, COW_ERRLEN))
 		fail_msg("open %s with %s: %s", img, log, err);
 	assert_int_equal(cow_backend_new("sync", 8, &h->be), 0);
 	assert_int_equal(cow_ctx_new(h->img, h->be, &h->ctx), 0);
@@ -718,7 +732,8 @@ static void test_sidelog(void **state)
 		struct h h;
 		char a[8192];
 		int sfd = open(P("side.log"), O_RDWR | O_CREAT, 0600);
-		if (sfd < 0 || cow_open_sidelog(P("sl.img"), COW_FMT_NONE, 0, sfd, &h.img, err) ||
+		if (sfd < 0 || cow_open(P("sl.img"), &(struct cow_open_opts){
+				.flags = COW_OPEN_SIDELOG, .sidelog_fd = sfd }, &h.img, err, COW_ERRLEN) ||
 		    cow_backend_new("uring", 8, &h.be) || cow_ctx_new(h.img, h.be, &h.ctx))
 			_exit(2);
 		for (int i = 0; i < 100; i++) {
@@ -794,7 +809,7 @@ static void test_sidelog(void **state)
 	if (!pid) {
 		char a[8192];
 		memset(a, 0x55, sizeof(a));
-		if (cow_open(P("sl-nolog.img"), COW_FMT_NONE, 0, &h.img, err) ||
+		if (cow_open(P("sl-nolog.img"), NULL, &h.img, err, COW_ERRLEN) ||
 		    cow_backend_new("uring", 8, &h.be) || cow_ctx_new(h.img, h.be, &h.ctx))
 			_exit(2);
 		for (int i = 120; i < 128; i++)

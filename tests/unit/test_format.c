@@ -127,7 +127,7 @@ static void test_backing_nul(void **state)
 	ucow_hdr_encode(&h, buf);
 	buf[2000] = 1;
 	put_le32(buf + 44, 0);
-	put_le32(buf + 44, cow_crc32c(0, buf, UCOW_HDR_SIZE));
+	put_le32(buf + 44, ucow_crc32c(0, buf, UCOW_HDR_SIZE));
 	assert_int_equal(ucow_hdr_decode(buf, FSIZE, &out, why, sizeof(why)), -EUCLEAN);
 }
 
@@ -147,8 +147,8 @@ static void test_init_limits(void **state)
 static void test_crc32c(void **state)
 {
 	/* the standard check value of CRC-32C */
-	assert_int_equal(cow_crc32c(0, "123456789", 9), 0xe3069283);
-	assert_int_equal(cow_crc32c(cow_crc32c(0, "1234", 4), "56789", 5), 0xe3069283);
+	assert_int_equal(ucow_crc32c(0, "123456789", 9), 0xe3069283);
+	assert_int_equal(ucow_crc32c(ucow_crc32c(0, "1234", 4), "56789", 5), 0xe3069283);
 }
 
 static void test_parse_size(void **state)

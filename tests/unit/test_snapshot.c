@@ -25,7 +25,7 @@
 
 static void h_open(struct h *h, const char *path, unsigned flags)
 {
-	if (cow_open(path, COW_FMT_NONE, flags, &h->img, err))
+	if (cow_open(path, &(struct cow_open_opts){ .flags = flags }, &h->img, err, COW_ERRLEN))
 		fail_msg("open %s: %s", path, err);
 	assert_int_equal(cow_backend_new("sync", 16, &h->be), 0);
 	assert_int_equal(cow_ctx_new(h->img, h->be, &h->ctx), 0);
@@ -49,7 +49,7 @@ static void mk(const char *path, uint64_t size, const char *backing)
 	struct cow_create_opts o = { .size = size, .chunk_size = 64 << 10, .block_size = 4096,
 				     .backing = backing, .backing_fmt = backing ? COW_FMT_RAW : 0 };
 	unlink(path);
-	if (cow_create(path, &o, err))
+	if (cow_create(path, &o, err, COW_ERRLEN))
 		fail_msg("create: %s", err);
 }
 
@@ -67,7 +67,8 @@ static void verify(const char *path, const char *snap, const uint8_t *model, uin
 	struct h h;
 	uint8_t *b = malloc(size);
 	if (snap) {
-		if (cow_open_snapshot(path, snap, COW_OPEN_RDONLY, &h.img, err))
+		if (cow_open(path, &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY,
+			     .snapshot = snap }, &h.img, err, COW_ERRLEN))
 			fail_msg("open snapshot %s: %s", snap, err);
 		h_ctx(&h);
 	} else {
@@ -89,7 +90,7 @@ static void check_ok(const char *path, bool leaks_ok)
 {
 	struct cow_image *img;
 	struct cow_check_result cr;
-	if (cow_open(path, COW_FMT_NONE, COW_OPEN_RDONLY, &img, err))
+	if (cow_open(path, &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY }, &img, err, COW_ERRLEN))
 		fail_msg("open for check: %s", err);
 	assert_int_equal(cow_check(img, &cr), 0);
 	if (cr.verdict && !(leaks_ok && cr.verdict == 3))
@@ -134,7 +135,8 @@ static void test_tree(void **state)
 	free(si);
 	h_close(&h);
 	/* an image with snapshots opens with O_DIRECT too, and its first writes copy */
-	assert_int_equal(cow_open(P("tree.img"), COW_FMT_NONE, COW_OPEN_DIRECT, &h.img, err), 0);
+	assert_int_equal(cow_open(P("tree.img"), &(struct cow_open_opts){
+			 .flags = COW_OPEN_DIRECT }, &h.img, err, COW_ERRLEN), 0);
 	h_ctx(&h);
 	char *d = NULL;
 	assert_int_equal(posix_memalign((void **)&d, 4096, 8192), 0);
@@ -416,7 +418,7 @@ static void crash_op(enum sop op)
 		struct cow_image *img;
 		struct cow_snap_info *si;
 		uint32_t ns;
-		if (cow_open(P("cr.img"), COW_FMT_NONE, 0, &img, err))
+		if (cow_open(P("cr.img"), NULL, &img, err, COW_ERRLEN))
 			fail_msg("crash point %d: open: %s", n, err);
 		assert_int_equal(cow_snapshot_list(img, &si, &ns), 0);
 		bool done = op == OP_CREATE ? ns == 2 : op == OP_DELETE ? ns == 0 : false;
