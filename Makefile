@@ -49,6 +49,13 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcowcore.a
 	@[ "$(V)" != 0 ] || echo "  LD      $@"
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libcowcore.a -lcmocka $(LDLIBS)
 
+# tests/unit/test_tools_*.c test the command-line tools' helpers: they also link those objects
+TOOLS_TEST_OBJ := $(BUILD)/tools/util.o $(BUILD)/tools/json_out.o
+$(BUILD)/tests/test_tools_%: tests/unit/test_tools_%.c $(TOOLS_TEST_OBJ) $(BUILD)/libublk.a $(BUILD)/libcowcore.a
+	@mkdir -p $(dir $@)
+	@[ "$(V)" != 0 ] || echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $< $(TOOLS_TEST_OBJ) $(BUILD)/libublk.a $(BUILD)/libcowcore.a -lcmocka $(LDLIBS)
+
 deps:
 	@scripts/deps.sh
 
