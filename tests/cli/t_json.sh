@@ -169,7 +169,8 @@ head -n 3 out | tr '\n' '|' | grep -qx '\[|    {|        "filename": "d/e/top.im
 	fail "chain layout: $(head -n 3 out)"
 # a chain that cannot be opened: one error line and no JSON at all
 mv d/base.raw d/base.moved
-expect_err 1 "top.img: backing file .*not found" $UCOW info --output=json --backing-chain d/e/top.img
+expect_err 1 "top.img: backing file .*not found" \
+	$UCOW info --output=json --backing-chain d/e/top.img
 [ ! -s out ] || fail "partial JSON printed before the error: $(head -c 200 out)"
 mv d/base.moved d/base.raw
 expect_ok $UCOW check --output=json d/e/top.img
@@ -262,8 +263,9 @@ done
 
 # ---- names that are not UTF-8 ------------------------------------------------------------
 B=$(printf 'b\377.raw')
-N=$(printf 'n\377\300\257\355\240\200x\342\202.img')  # 0xff, overlong '/', a surrogate, a cut sequence
-S=$(printf 's\376\n"q\\')                               # 0xfe, a newline, a quote, a backslash
+# 0xff, an overlong '/', a surrogate, a cut sequence; 0xfe, a newline, a quote, a backslash
+N=$(printf 'n\377\300\257\355\240\200x\342\202.img')
+S=$(printf 's\376\n"q\\')
 expect_ok $UCOW create -q -f raw "$B" 1M
 expect_ok $UCOW create -q -b "$B" -F raw "$N"
 expect_ok $UCOW snapshot -c "$S" "$N"
