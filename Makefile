@@ -18,8 +18,9 @@ COWCORE_SRC := $(wildcard cowcore/*.c)
 UBLK_SRC    := $(wildcard ublk/*.c)
 TOOLS_SRC   := $(wildcard tools/*.c)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
-# TSan: the tests with threads (test_crash is single-threaded, and 30x slower under TSan)
-TSAN_SRC    := $(filter-out tests/unit/test_crash.c,$(UNIT_SRC))
+# TSan: the tests with threads (test_crash is single-threaded, and 30x slower under TSan;
+# test_tools_* are single-threaded and link libublk, which TSan does not build)
+TSAN_SRC    := $(filter-out tests/unit/test_crash.c tests/unit/test_tools_%.c,$(UNIT_SRC))
 
 COWCORE_OBJ := $(COWCORE_SRC:%.c=$(BUILD)/%.o)
 UBLK_OBJ    := $(UBLK_SRC:%.c=$(BUILD)/%.o)
