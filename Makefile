@@ -18,8 +18,9 @@ COWCORE_SRC := $(wildcard cowcore/*.c)
 UBLK_SRC    := $(wildcard ublk/*.c)
 TOOLS_SRC   := $(wildcard tools/*.c)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
-# TSan: the tests with threads (test_crash is single-threaded, and 30x slower under TSan)
-TSAN_SRC    := $(filter-out tests/unit/test_crash.c,$(UNIT_SRC))
+# TSan: the tests with threads (test_crash is single-threaded, and 30x slower under TSan;
+# test_tools_* are single-threaded and link libublk, which TSan does not build)
+TSAN_SRC    := $(filter-out tests/unit/test_crash.c tests/unit/test_tools_%.c,$(UNIT_SRC))
 
 COWCORE_OBJ := $(COWCORE_SRC:%.c=$(BUILD)/%.o)
 UBLK_OBJ    := $(UBLK_SRC:%.c=$(BUILD)/%.o)
@@ -48,6 +49,13 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcowcore.a
 	@mkdir -p $(dir $@)
 	@[ "$(V)" != 0 ] || echo "  LD      $@"
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libcowcore.a -lcmocka $(LDLIBS)
+
+# tests/unit/test_tools_*.c test the command-line tools' helpers: they also link those objects
+TOOLS_TEST_OBJ := $(BUILD)/tools/util.o $(BUILD)/tools/json_out.o
+$(BUILD)/tests/test_tools_%: tests/unit/test_tools_%.c $(TOOLS_TEST_OBJ) $(BUILD)/libublk.a $(BUILD)/libcowcore.a
+	@mkdir -p $(dir $@)
+	@[ "$(V)" != 0 ] || echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $< $(TOOLS_TEST_OBJ) $(BUILD)/libublk.a $(BUILD)/libcowcore.a -lcmocka $(LDLIBS)
 
 deps:
 	@scripts/deps.sh

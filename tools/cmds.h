@@ -17,7 +17,10 @@ int cmd_dev(int argc, char **argv);	/* tools/dev.c */
 #include <stdbool.h>
 #include <stdint.h>
 struct cow_snap_info;
+struct json_object;
 void snapshot_print_list(const struct cow_snap_info *v, uint32_t n, bool json,
 			 const char *indent);
+/* The same list as a JSON array (json_out.h: *ok false when something could not be built). */
+struct json_object *snapshot_list_json(const struct cow_snap_info *v, uint32_t n, bool *ok);
 
 #endif

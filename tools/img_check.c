@@ -11,6 +11,7 @@
 
 #include "cowcore.h"
 #include "cmds.h"
+#include "json_out.h"
 #include "util.h"
 
 static const char check_help[] =
@@ -57,46 +58,63 @@ static void print_human(const char *file, const struct cow_check_result *res,
 		       100.0 * (double)res->fragmented / (double)res->allocated_chunks : 0.0);
 }
 
-static void print_json(const char *file, const struct cow_check_result *res,
-		       const struct cow_info *in)
+/* The report's first keys, qemu-img's: filename, format, check-errors (0: the check ran). */
+static json_object *json_head(const char *file, int fmt, bool *ok)
 {
-	printf("{\n    \"filename\": ");
-	json_str(stdout, file);
-	printf(",\n    \"format\": ");
-	json_str(stdout, cow_fmt_name(in->fmt));
-	printf(",\n    \"check-errors\": 0");
-	printf(",\n    \"corruptions\": %" PRIu64, res->corruptions);
-	printf(",\n    \"leaks\": %" PRIu64, res->leaks);
-	printf(",\n    \"reclaimable-chunks\": %" PRIu64, res->reclaimable);
-	printf(",\n    \"verdict\": %d", res->verdict);
-	printf(",\n    \"total-chunks\": %" PRIu64, in->nr_chunks);
-	printf(",\n    \"allocated-chunks\": %" PRIu64, res->allocated_chunks);
-	printf(",\n    \"fragmented-chunks\": %" PRIu64, res->fragmented);
-	printf(",\n    \"marked-corrupt\": %s", in->corrupt ? "true" : "false");
-	if (res->first_problem[0]) {
-		printf(",\n    \"first-problem\": ");
-		json_str(stdout, res->first_problem);
-	}
-	printf("\n}\n");
+	json_object *o = jobj(ok);
+
+	jadd_str(o, "filename", file, ok);
+	jadd_str(o, "format", cow_fmt_name(fmt), ok);
+	jadd_u64(o, "check-errors", 0, ok);
+	return o;
 }
 
-/* The engine refused to load the metadata at all: report the first problem it saw. */
-static void report_unopenable(const char *file, const char *why, bool json)
+/* The JSON report (schema in Documentation/cli.md). The exit status. */
+static int print_json(const char *file, const struct cow_check_result *res,
+		      const struct cow_info *in)
+{
+	bool ok = true;
+	json_object *o = json_head(file, in->fmt, &ok);
+
+	jadd_u64(o, "image-end-offset", in->file_size, &ok);
+	jadd_u64(o, "corruptions", res->corruptions, &ok);
+	jadd_u64(o, "leaks", res->leaks, &ok);
+	if (in->fmt == COW_FMT_UCOW) {
+		jadd_u64(o, "total-clusters", in->nr_chunks, &ok);
+		jadd_u64(o, "allocated-clusters", res->allocated_chunks, &ok);
+		jadd_u64(o, "fragmented-clusters", res->fragmented, &ok);
+		jadd_u64(o, "reclaimable-chunks", res->reclaimable, &ok);
+		jadd_bool(o, "marked-corrupt", in->corrupt, &ok);
+	}
+	jadd_i64(o, "verdict", res->verdict, &ok);
+	jadd_bool(o, "complete", true, &ok);
+	if (res->first_problem[0])
+		jadd_str(o, "first-problem", res->first_problem, &ok);
+	return json_emit(o, ok, file);
+}
+
+/*
+ * The engine refused to load the metadata at all: report the first problem it saw.
+ * Returns the exit status: 2 (corruption found), or 1 when the JSON could not be printed.
+ */
+static int report_unopenable(const char *file, const char *why, bool json)
 {
 	why = err_text_for(-EUCLEAN, why, file);
 	if (json) {
-		printf("{\n    \"filename\": ");
-		json_str(stdout, file);
-		printf(",\n    \"format\": \"ucow\",\n    \"check-errors\": 0");
-		printf(",\n    \"corruptions\": 1,\n    \"leaks\": 0,\n    \"verdict\": 2");
-		printf(",\n    \"complete\": false,\n    \"first-problem\": ");
-		json_str(stdout, why);
-		printf("\n}\n");
-		return;
+		bool ok = true;
+		json_object *o = json_head(file, COW_FMT_UCOW, &ok);
+
+		jadd_u64(o, "corruptions", 1, &ok);
+		jadd_u64(o, "leaks", 0, &ok);
+		jadd_i64(o, "verdict", 2, &ok);
+		jadd_bool(o, "complete", false, &ok);
+		jadd_str(o, "first-problem", why, &ok);
+		return json_emit(o, ok, file) ? 1 : 2;
 	}
 	printf("ERROR: %s\n"
 	       "The image's metadata is corrupt; the check stopped at this first problem.\n"
 	       "Data may be corrupted, or further writes to the image may corrupt it.\n", why);
+	return 2;
 }
 
 int cmd_check(int argc, char **argv)
@@ -146,8 +164,7 @@ int cmd_check(int argc, char **argv)
 				&img, err2, COW_ERRLEN);
 		if (rc == -EUCLEAN) {
 			/* not even its own metadata loads: corruption found, counting stops */
-			report_unopenable(file, err2[0] ? err2 : err, json);
-			return 2;
+			return report_unopenable(file, err2[0] ? err2 : err, json);
 		}
 		if (err2[0])
 			memcpy(err, err2, sizeof(err));
@@ -164,9 +181,11 @@ int cmd_check(int argc, char **argv)
 		cow_close(img);
 		return 1;
 	}
-	if (json)
-		print_json(file, &res, &in);
-	else
+	if (json && print_json(file, &res, &in)) {
+		cow_close(img);
+		return 1;
+	}
+	if (!json)
 		print_human(file, &res, &in);
 	cow_close(img);
 	return res.verdict == 0 || res.verdict == 2 || res.verdict == 3 ? res.verdict : 1;

@@ -9,6 +9,7 @@
 
 #include "cowcore.h"
 #include "cmds.h"
+#include "json_out.h"
 #include "ublk.h"
 #include "util.h"
 
@@ -86,47 +87,59 @@ static int print_human(struct cow_image *img, const char *name)
 	return 0;
 }
 
-static void print_json_in(const struct cow_info *ip, const struct cow_snap_info *sv,
-			  uint32_t ns, const char *name, const char *indent)
+/*
+ * One image's JSON object: qemu-img's keys where the meaning is the same, ucow's own fields
+ * under "format-specific" (the schema is in Documentation/cli.md).
+ */
+static json_object *info_json(const struct cow_info *in, const struct cow_snap_info *sv,
+			      uint32_t ns, const char *name, bool *ok)
 {
-	const struct cow_info in = *ip;
-	char full[4096], ind2[16];
+	json_object *o = jobj(ok), *fs, *data;
+	char full[4096];
 
-	printf("%s{\n%s    \"filename\": ", indent, indent);
-	json_str(stdout, name);
-	printf(",\n%s    \"format\": ", indent);
-	json_str(stdout, cow_fmt_name(in.fmt));
-	printf(",\n%s    \"virtual-size\": %" PRIu64, indent, in.virtual_size);
-	printf(",\n%s    \"actual-size\": %" PRIu64, indent, in.disk_usage);
-	printf(",\n%s    \"file-size\": %" PRIu64, indent, in.file_size);
-	if (in.fmt == COW_FMT_UCOW) {
-		printf(",\n%s    \"chunk-size\": %" PRIu32, indent, in.chunk_size);
-		printf(",\n%s    \"block-size\": %" PRIu32, indent, in.block_size);
-		if (in.backing) {
-			printf(",\n%s    \"backing-filename\": ", indent);
-			json_str(stdout, in.backing);
-			if (resolve_near(name, in.backing, full, sizeof(full)) == 0) {
-				printf(",\n%s    \"full-backing-filename\": ", indent);
-				json_str(stdout, full);
-			}
-			printf(",\n%s    \"backing-filename-format\": ", indent);
-			json_str(stdout, cow_fmt_name(in.backing_fmt));
-		}
-		printf(",\n%s    \"nr-chunks\": %" PRIu64, indent, in.nr_chunks);
-		printf(",\n%s    \"allocated-chunks\": %" PRIu64, indent, in.allocated_chunks);
-		printf(",\n%s    \"zero-chunks\": %" PRIu64, indent, in.zero_chunks);
-		printf(",\n%s    \"journal-size\": %" PRIu64, indent, in.journal_size);
-		printf(",\n%s    \"journal-used\": %" PRIu64, indent, in.journal_used);
-		printf(",\n%s    \"snapshots\": ", indent);
-		snprintf(ind2, sizeof(ind2), "%s    ", indent);
-		snapshot_print_list(sv, ns, true, ind2);
-		printf(",\n%s    \"dirty-flag\": %s", indent, in.dirty ? "true" : "false");
-		printf(",\n%s    \"corrupt\": %s", indent, in.corrupt ? "true" : "false");
+	jadd_str(o, "filename", name, ok);
+	jadd_str(o, "format", cow_fmt_name(in->fmt), ok);
+	jadd_u64(o, "virtual-size", in->virtual_size, ok);
+	jadd_u64(o, "actual-size", in->disk_usage, ok);
+	jadd_u64(o, "file-size", in->file_size, ok);
+	jadd_bool(o, "dirty-flag", in->dirty, ok);
+	if (in->fmt != COW_FMT_UCOW)
+		return o;
+	jadd_u64(o, "cluster-size", in->chunk_size, ok);
+	if (in->backing) {
+		jadd_str(o, "backing-filename", in->backing, ok);
+		if (resolve_near(name, in->backing, full, sizeof(full)) == 0)
+			jadd_str(o, "full-backing-filename", full, ok);
+		jadd_str(o, "backing-filename-format", cow_fmt_name(in->backing_fmt), ok);
 	}
-	printf("\n%s}", indent);
+	jadd(o, "snapshots", snapshot_list_json(sv, ns, ok), ok);
+	data = jobj(ok);
+	jadd_u64(data, "chunk-size", in->chunk_size, ok);
+	jadd_u64(data, "block-size", in->block_size, ok);
+	jadd_u64(data, "nr-chunks", in->nr_chunks, ok);
+	jadd_u64(data, "allocated-chunks", in->allocated_chunks, ok);
+	jadd_u64(data, "zero-chunks", in->zero_chunks, ok);
+	jadd_u64(data, "journal-size", in->journal_size, ok);
+	jadd_u64(data, "journal-used", in->journal_used, ok);
+	jadd_bool(data, "corrupt", in->corrupt, ok);
+	fs = jobj(ok);
+	jadd_str(fs, "type", "ucow", ok);
+	jadd(fs, "data", data, ok);
+	jadd(o, "format-specific", fs, ok);
+	return o;
 }
 
-static int print_json(struct cow_image *img, const char *name, const char *indent)
+/* The JSON document: one image's object, or with --backing-chain the array of them. */
+static void json_put(json_object **doc, bool chain, json_object *o, bool *ok)
+{
+	if (chain)
+		jappend(*doc, o, ok);
+	else
+		*doc = o;
+}
+
+static int add_json(struct cow_image *img, const char *name, json_object **doc, bool chain,
+		    bool *ok)
 {
 	struct cow_snap_info *sv = NULL;
 	struct cow_info in;
@@ -137,7 +150,7 @@ static int print_json(struct cow_image *img, const char *name, const char *inden
 	rc = get_snapshots(img, &in, &sv, &ns);
 	if (rc < 0)
 		return rc;
-	print_json_in(&in, sv, ns, name, indent);
+	json_put(doc, chain, info_json(&in, sv, ns, name, ok), ok);
 	free(sv);
 	return 0;
 }
@@ -157,6 +170,8 @@ static int info_online(const char *file, int fmt, bool json, bool chain)
 	char *resp = NULL;
 	uint32_t ns = 0;
 	int id = ublk_server_of(file, &st), r;
+	json_object *doc = NULL;
+	bool ok = true;
 
 	if (id < 0 || st.o.read_only || st.o.snapshot[0] || !st.sock[0] ||
 	    (fmt == COW_FMT_RAW && strcmp(st.o.target, "raw")) ||
@@ -191,22 +206,18 @@ static int info_online(const char *file, int fmt, bool json, bool chain)
 		}
 	}
 	if (json && chain)
-		printf("[\n");
-	if (json) {
-		print_json_in(&in, sv, ns, file, chain ? "    " : "");
-		printf("%s\n", chain && bimg ? "," : "");
-	} else {
+		doc = jarr(&ok);
+	if (json)
+		json_put(&doc, chain, info_json(&in, sv, ns, file, &ok), &ok);
+	else
 		print_human_in(&in, sv, ns, file);
-	}
 	free(sv);
 	for (i = bimg; i; i = cow_backing_image(i)) {
 		struct cow_info bi;
 
 		cow_get_info(i, &bi);
 		if (json) {
-			r = print_json(i, bi.path, "    ");
-			if (r == 0)
-				printf("%s\n", cow_backing_image(i) ? "," : "");
+			r = add_json(i, bi.path, &doc, chain, &ok);
 		} else {
 			printf("\n");
 			r = print_human(i, bi.path);
@@ -214,15 +225,14 @@ static int info_online(const char *file, int fmt, bool json, bool chain)
 		if (r < 0) {
 			ucow_err("%s: cannot read the snapshot list: %s", bi.path,
 				 err_text_for(r, cow_errmsg(i), bi.path));
+			json_object_put(doc);
 			cow_close(bimg);
 			return 1;
 		}
 	}
-	if (json && chain)
-		printf("]\n");
 	if (bimg)
 		cow_close(bimg);
-	return 0;
+	return json ? json_emit(doc, ok, file) : 0;
 }
 
 
@@ -237,8 +247,9 @@ int cmd_info(int argc, char **argv)
 	};
 	char err[COW_ERRLEN] = "";
 	struct cow_image *img, *i;
-	bool json = false, chain = false;
+	bool json = false, chain = false, ok = true;
 	int c, rc, fmt = COW_FMT_NONE;
+	json_object *doc = NULL;
 	const char *file;
 
 	opterr = 0;
@@ -274,7 +285,7 @@ int cmd_info(int argc, char **argv)
 		return 1;
 	}
 	if (json && chain)
-		printf("[\n");
+		doc = jarr(&ok);
 	for (i = img; i; i = chain ? cow_backing_image(i) : NULL) {
 		struct cow_info in;
 		const char *name;
@@ -282,9 +293,7 @@ int cmd_info(int argc, char **argv)
 		cow_get_info(i, &in);
 		name = i == img ? file : in.path;
 		if (json) {
-			rc = print_json(i, name, chain ? "    " : "");
-			if (rc == 0)
-				printf("%s\n", chain && cow_backing_image(i) ? "," : "");
+			rc = add_json(i, name, &doc, chain, &ok);
 		} else {
 			if (i != img)
 				printf("\n");
@@ -293,12 +302,11 @@ int cmd_info(int argc, char **argv)
 		if (rc < 0) {
 			ucow_err("%s: cannot read the snapshot list: %s", name,
 				 err_text_for(rc, cow_errmsg(i), in.path));
+			json_object_put(doc);
 			cow_close(img);
 			return 1;
 		}
 	}
-	if (json && chain)
-		printf("]\n");
 	cow_close(img);
-	return 0;
+	return json ? json_emit(doc, ok, file) : 0;
 }

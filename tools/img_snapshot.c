@@ -10,6 +10,7 @@
 
 #include "cowcore.h"
 #include "cmds.h"
+#include "json_out.h"
 #include "ublk.h"
 #include "util.h"
 
@@ -36,30 +37,54 @@ static const char snapshot_help[] =
 	"would change under its user): delete the device first.\n";
 
 /*
- * The snapshot list, shared with `ucow info` (declared there too): the human table under a
- * "Snapshot list:" line (nothing when n is 0), or a JSON array whose lines after the first
- * are prefixed with indent.
+ * The snapshots as a JSON array, shared with `ucow info` (declared in cmds.h): one object per
+ * snapshot, with qemu-img's keys where the meaning is the same (Documentation/cli.md).
+ */
+json_object *snapshot_list_json(const struct cow_snap_info *v, uint32_t n, bool *ok)
+{
+	json_object *a = jarr(ok), *o;
+
+	for (uint32_t i = 0; i < n; i++) {
+		o = jobj(ok);
+		jadd_i64(o, "id", v[i].id, ok);
+		jadd_str(o, "name", v[i].name, ok);
+		jadd_u64(o, "vm-state-size", 0, ok);	/* a disk snapshot holds no VM state */
+		jadd_u64(o, "date-sec", v[i].date_sec, ok);
+		jadd_i64(o, "date-nsec", v[i].date_nsec, ok);
+		jadd_i64(o, "parent", v[i].parent, ok);
+		jadd_u64(o, "virtual-size", v[i].virtual_size, ok);
+		jadd_u64(o, "disk-usage", v[i].disk_usage, ok);
+		jadd_bool(o, "current-parent", v[i].current_parent, ok);
+		jappend(a, o, ok);
+	}
+	return a;
+}
+
+/* `ucow snapshot -l --output=json`: the array and a newline. The exit status. */
+static int snapshot_emit_json(const char *file, const struct cow_snap_info *v, uint32_t n)
+{
+	bool ok = true;
+	json_object *a = snapshot_list_json(v, n, &ok);
+
+	return json_emit(a, ok, file);
+}
+
+/*
+ * The snapshot list: the human table under a "Snapshot list:" line (nothing when n is 0),
+ * or the JSON array of snapshot_list_json() without a final newline, its lines after the
+ * first prefixed with indent.
  */
 void snapshot_print_list(const struct cow_snap_info *v, uint32_t n, bool json,
 			 const char *indent)
 {
 	if (json) {
-		printf("[");
-		for (uint32_t i = 0; i < n; i++) {
-			printf("%s\n%s    {\n%s        \"id\": %u,\n%s        \"name\": ",
-			       i ? "," : "", indent, indent, v[i].id, indent);
-			json_str(stdout, v[i].name);
-			printf(",\n%s        \"parent\": %u", indent, v[i].parent);
-			printf(",\n%s        \"date-sec\": %" PRIu64, indent, v[i].date_sec);
-			printf(",\n%s        \"date-nsec\": %u", indent, v[i].date_nsec);
-			printf(",\n%s        \"virtual-size\": %" PRIu64, indent, v[i].virtual_size);
-			printf(",\n%s        \"disk-usage\": %" PRIu64, indent, v[i].disk_usage);
-			printf(",\n%s        \"current-parent\": %s\n%s    }", indent,
-			       v[i].current_parent ? "true" : "false", indent);
-		}
-		if (n)
-			printf("\n%s", indent);
-		printf("]");
+		bool ok = true;
+		json_object *a = snapshot_list_json(v, n, &ok);
+		int r = ok ? json_write(stdout, a, indent, false) : -ENOMEM;
+
+		json_object_put(a);
+		if (r < 0)
+			ucow_err("cannot print the snapshot list: %s", strerror(-r));
 		return;
 	}
 	if (!n)
@@ -136,10 +161,14 @@ static int snapshot_online(const char *file, char action, const char *name, bool
 			free(resp);
 			return 1;
 		}
-		snapshot_print_list(v, n, json, "");
+		r = 0;
 		if (json)
-			printf("\n");
+			r = snapshot_emit_json(file, v, n);
+		else
+			snapshot_print_list(v, n, false, "");
 		free(v);
+		free(resp);
+		return r;
 	}
 	free(resp);
 	return 0;
@@ -216,9 +245,13 @@ int cmd_snapshot(int argc, char **argv)
 		uint32_t n;
 		r = cow_snapshot_list(img, &v, &n);
 		if (!r) {
-			snapshot_print_list(v, n, json, "");
-			if (json)
-				printf("\n");
+			if (json && snapshot_emit_json(file, v, n)) {
+				free(v);
+				cow_close(img);
+				return 1;
+			}
+			if (!json)
+				snapshot_print_list(v, n, false, "");
 			free(v);
 		}
 	}

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -137,7 +138,8 @@ int parse_pattern(const char *s, int *out)
 	char *end;
 	long v;
 
-	if (!s || !*s || s[0] == '-')
+	/* digits only: strtol would also take leading blanks and a sign */
+	if (!s || !isdigit((unsigned char)s[0]))
 		return -EINVAL;
 	errno = 0;
 	v = strtol(s, &end, 0);
@@ -188,15 +190,18 @@ static void split_path(const char *path, char *dir, size_t dirlen, const char **
 
 int resolve_near(const char *overlay, const char *name, char *out, size_t outlen)
 {
-	char dir[4096];
-	const char *base;
+	const char *slash = strrchr(overlay, '/');
+	size_t dirlen;
 	int n;
 
-	if (name[0] == '/' || !strchr(overlay, '/'))
+	if (name[0] == '/' || !slash) {
 		n = snprintf(out, outlen, "%s", name);
-	else {
-		split_path(overlay, dir, sizeof(dir), &base);
-		n = snprintf(out, outlen, "%s/%s", dir, name);
+	} else {
+		/* the folder as split_path() gives it ("/" for the root), but never cut short */
+		dirlen = slash == overlay ? 1 : (size_t)(slash - overlay);
+		if (dirlen > INT_MAX)
+			return -ENAMETOOLONG;
+		n = snprintf(out, outlen, "%.*s/%s", (int)dirlen, overlay, name);
 	}
 	return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
 }

@@ -40,7 +40,7 @@ void report(const char *file, const char *used, int rc, const char *err);
  */
 int parse_bytes(const char *s, uint64_t *out, const char **why);
 
-/* A byte value 0..255, decimal or 0x hex (qemu-io -P). 0 or -EINVAL. */
+/* A byte value 0..255: decimal, 0x hex or 0 octal (qemu-io -P); no sign, no blanks. 0/-EINVAL */
 int parse_pattern(const char *s, int *out);
 
 /*
@@ -55,7 +55,10 @@ int opt_next(char **p, char **key, char **val);
  */
 int tmp_sibling(const char *path, char *out, size_t outlen);
 
-/* name as a backing file of overlay: relative names are taken from overlay's folder. */
+/*
+ * name as a backing file of overlay: relative names are taken from overlay's folder.
+ * 0, or -ENAMETOOLONG when it does not fit in out (never a shortened path).
+ */
 int resolve_near(const char *overlay, const char *name, char *out, size_t outlen);
 
 /*

@@ -12,7 +12,7 @@ grep -qx 'No errors were found on the image.' out || fail "clean image: $(cat ou
 grep -qx '4/64 = 6.25% allocated, 0.00% fragmented chunks' out || fail "allocation line: $(cat out)"
 expect_ok $UCOW check --output=json c.img
 json_ok out
-$PY -c "import json; d = json.load(open('out')); assert d['corruptions'] == 0 and d['leaks'] == 0 and d['allocated-chunks'] == 4, d" || fail "json"
+$PY -c "import json; d = json.load(open('out')); assert d['corruptions'] == 0 and d['leaks'] == 0 and d['allocated-clusters'] == 4, d" || fail "json"
 expect_ok $UCOW check -f raw c.img	# raw files have no metadata to check
 expect_err 1 "check: unknown output format" $UCOW check --output=yaml c.img
 

@@ -19,8 +19,9 @@ expect_ok $UCOW info --output=json b.img
 $PY - <<'PY' || fail "info of the converted image: $(cat out)"
 import json
 d = json.load(open('out'))
-assert d['chunk-size'] == 65536 and d['block-size'] == 512, d
-assert d['allocated-chunks'] == 3, d       # 5000+3000, 40M, the last byte
+x = d['format-specific']['data']
+assert x['chunk-size'] == 65536 and x['block-size'] == 512, d
+assert x['allocated-chunks'] == 3, d       # 5000+3000, 40M, the last byte
 assert 'backing-filename' not in d, d
 PY
 expect_ok $UCOW convert b.img b.raw

@@ -38,8 +38,9 @@ $PY - <<'PY' || fail "json of y.img"
 import json
 d = json.load(open('out'))
 assert d['virtual-size'] == 3145728 and d['format'] == 'ucow', d
-assert d['chunk-size'] == 65536 and d['block-size'] == 1024, d
-assert d['dirty-flag'] is False and d['corrupt'] is False, d
+x = d['format-specific']['data']
+assert d['cluster-size'] == 65536 and x['chunk-size'] == 65536 and x['block-size'] == 1024, d
+assert d['dirty-flag'] is False and x['corrupt'] is False, d
 assert 'backing-filename' not in d and d['filename'] == 'y.img', d
 PY
 expect_ok $UCOW create -o help z.img 1M
@@ -49,7 +50,7 @@ no_file z.img
 # allocation shows in info
 expect_ok $UCOW io -c 'write 0 64k' -c 'write 1M 1' y.img
 expect_ok $UCOW info --output=json y.img
-$PY -c "import json; d = json.load(open('out')); assert d['allocated-chunks'] == 2, d" ||
+$PY -c "import json; d = json.load(open('out')); assert d['format-specific']['data']['allocated-chunks'] == 2, d" ||
 	fail "allocated chunks after two writes"
 
 # raw files: sparse, exactly SIZE bytes
