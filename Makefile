@@ -28,7 +28,7 @@ TOOLS_OBJ   := $(TOOLS_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps check demo bench clean unit-check cli-check asan-check tsan-check vm-check vm-shell
-all: $(BUILD)/ucow $(UNIT_BIN)
+all: $(BUILD)/ucow $(UNIT_BIN) $(BUILD)/libcowcore.so.1 $(BUILD)/tests/so_read
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -37,6 +37,28 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/libcowcore.a: $(COWCORE_OBJ)
 	$(Q)rm -f $@; ar rcs $@ $^
+
+# The shared library: the same sources built position-independent, only the functions of
+# cowcore.h exported (cowcore/libcowcore.map), soname libcowcore.so.1. ucow links the static one.
+COWCORE_PIC := $(COWCORE_SRC:%.c=$(BUILD)/pic/%.o)
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	@[ "$(V)" != 0 ] || echo "  CC      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fPIC -c -o $@ $<
+
+$(BUILD)/libcowcore.so.1: $(COWCORE_PIC) cowcore/libcowcore.map
+	@[ "$(V)" != 0 ] || echo "  LD      $@"
+	$(Q)$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libcowcore.so.1 \
+		-Wl,--version-script=cowcore/libcowcore.map -Wl,-z,defs -o $@ $(COWCORE_PIC) \
+		-luring -laio -lpthread
+	$(Q)ln -sf libcowcore.so.1 $(BUILD)/libcowcore.so
+
+# A program that knows only the public header and the shared library (tests/so/run.sh).
+$(BUILD)/tests/so_read: tests/so/so_read.c cowcore/cowcore.h $(BUILD)/libcowcore.so.1
+	@mkdir -p $(BUILD)/tests $(BUILD)/so-include
+	$(Q)cp cowcore/cowcore.h $(BUILD)/so-include/
+	$(Q)$(CC) -std=gnu11 $(WARN) $(CFLAGS) $(SANITIZE) -I$(BUILD)/so-include -o $@ $< \
+		$(BUILD)/libcowcore.so.1 -Wl,-rpath,'$$ORIGIN/..'
 
 $(BUILD)/libublk.a: $(UBLK_OBJ)
 	$(Q)rm -f $@; ar rcs $@ $^
@@ -95,4 +117,4 @@ clean:
 	rm -rf $(BUILD)
 
 -include tests/vm/vm.mk
--include $(COWCORE_OBJ:.o=.d) $(UBLK_OBJ:.o=.d) $(TOOLS_OBJ:.o=.d) $(UNIT_BIN:=.d)
+-include $(COWCORE_OBJ:.o=.d) $(COWCORE_PIC:.o=.d) $(UBLK_OBJ:.o=.d) $(TOOLS_OBJ:.o=.d) $(UNIT_BIN:=.d)

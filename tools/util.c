@@ -190,20 +190,7 @@ static void split_path(const char *path, char *dir, size_t dirlen, const char **
 
 int resolve_near(const char *overlay, const char *name, char *out, size_t outlen)
 {
-	const char *slash = strrchr(overlay, '/');
-	size_t dirlen;
-	int n;
-
-	if (name[0] == '/' || !slash) {
-		n = snprintf(out, outlen, "%s", name);
-	} else {
-		/* the folder as split_path() gives it ("/" for the root), but never cut short */
-		dirlen = slash == overlay ? 1 : (size_t)(slash - overlay);
-		if (dirlen > INT_MAX)
-			return -ENAMETOOLONG;
-		n = snprintf(out, outlen, "%.*s/%s", (int)dirlen, overlay, name);
-	}
-	return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
+	return cow_backing_path(overlay, name, out, outlen);	/* as the engine opens it */
 }
 
 int tmp_sibling(const char *path, char *out, size_t outlen)
