@@ -106,26 +106,9 @@ static int overlaps(uint64_t a, uint64_t as, uint64_t b, uint64_t bs)
 	return as && bs && a < b + bs && b < a + as;
 }
 
-int ucow_hdr_decode(const uint8_t *b, uint64_t file_size, struct ucow_hdr *h, char *why,
-		    size_t whylen)
+/* The fields of a header slot whose magic, version, size and checksum are right. */
+static void decode_fields(const uint8_t *b, struct ucow_hdr *h)
 {
-	uint8_t tmp[UCOW_HDR_SIZE];
-	int r;
-
-	memset(h, 0, sizeof(*h));
-	if (memcmp(b, UCOW_MAGIC, 8))
-		BAD("bad magic");
-	h->version = get_le32(b + 8);
-	if (h->version != UCOW_VERSION) {
-		snprintf(why, whylen, "unsupported format version %u", h->version);
-		return -ENOTSUP;
-	}
-	if (get_le32(b + 12) != UCOW_HDR_SIZE)
-		BAD("bad header size %u", get_le32(b + 12));
-	memcpy(tmp, b, UCOW_HDR_SIZE);
-	memset(tmp + 44, 0, 4);
-	if (ucow_crc32c(0, tmp, UCOW_HDR_SIZE) != get_le32(b + 44))
-		BAD("header checksum mismatch");
 	h->incompat = get_le64(b + 16);
 	h->compat = get_le64(b + 24);
 	h->autoclear = get_le64(b + 32);
@@ -151,7 +134,11 @@ int ucow_hdr_decode(const uint8_t *b, uint64_t file_size, struct ucow_hdr *h, ch
 	h->backing_fmt = get_le32(b + 176);
 	h->backing_len = get_le16(b + 180);
 	h->generation = get_le64(b + 184);
+}
 
+/* Feature bits, flags and reserved bytes. */
+static int check_features(const uint8_t *b, const struct ucow_hdr *h, char *why, size_t whylen)
+{
 	if (h->incompat & ~UCOW_INCOMPAT_KNOWN) {
 		snprintf(why, whylen, "unsupported incompatible features 0x%llx",
 			 (unsigned long long)(h->incompat & ~UCOW_INCOMPAT_KNOWN));
@@ -167,6 +154,12 @@ int ucow_hdr_decode(const uint8_t *b, uint64_t file_size, struct ucow_hdr *h, ch
 	for (unsigned i = UCOW_BACKING_NAME_OFF + UCOW_BACKING_NAME_MAX + 1; i < UCOW_HDR_SIZE; i++)
 		if (b[i])
 			BAD("reserved header bytes are not zero");
+	return 0;
+}
+
+/* Chunk and block sizes, virtual size, chunk count, data offset. */
+static int check_geometry(const struct ucow_hdr *h, char *why, size_t whylen)
+{
 	if (!is_pow2(h->chunk_size) || h->chunk_size < UCOW_MIN_CHUNK ||
 	    h->chunk_size > UCOW_MAX_CHUNK)
 		BAD("invalid chunk size %u", h->chunk_size);
@@ -181,6 +174,13 @@ int ucow_hdr_decode(const uint8_t *b, uint64_t file_size, struct ucow_hdr *h, ch
 	if (h->data_offset % h->chunk_size || h->data_offset < h->chunk_size)
 		BAD("data offset %llu is not a multiple of the chunk size",
 		    (unsigned long long)h->data_offset);
+	return 0;
+}
+
+/* Table, bitmap and journal: each in its place, none over another. */
+static int check_regions(const struct ucow_hdr *h, uint64_t file_size, char *why, size_t whylen)
+{
+	int r;
 	r = check_region("table", h->table_offset, h->table_size,
 			 align_up(h->nr_chunks * 8, UCOW_META_ALIGN), UCOW_MAX_TABLE, h, file_size,
 			 why, whylen);
@@ -200,6 +200,13 @@ int ucow_hdr_decode(const uint8_t *b, uint64_t file_size, struct ucow_hdr *h, ch
 	    overlaps(h->table_offset, h->table_size, h->journal_offset, h->journal_size) ||
 	    overlaps(h->bitmap_offset, h->bitmap_size, h->journal_offset, h->journal_size))
 		BAD("metadata regions overlap");
+	return 0;
+}
+
+/* The snapshot and refcount tables, present exactly when the feature says so. */
+static int check_snapshots(const struct ucow_hdr *h, uint64_t file_size, char *why,
+			   size_t whylen)
+{
 	if (!(h->incompat & UCOW_INCOMPAT_SNAPSHOTS)) {
 		if (h->snap_table_offset || h->snap_table_size || h->nb_snapshots ||
 		    h->refcount_offset || h->refcount_size || h->parent_snapshot)
@@ -228,6 +235,12 @@ int ucow_hdr_decode(const uint8_t *b, uint64_t file_size, struct ucow_hdr *h, ch
 			    (unsigned long long)h->refcount_offset,
 			    (unsigned long long)h->refcount_size);
 	}
+	return 0;
+}
+
+/* The backing file's format and name (a plain name, NUL-free, zero-padded). */
+static int check_backing(const uint8_t *b, struct ucow_hdr *h, char *why, size_t whylen)
+{
 	if (h->backing_fmt > COW_FMT_UCOW)
 		BAD("invalid backing format %u", h->backing_fmt);
 	if (h->backing_len > UCOW_BACKING_NAME_MAX)
@@ -243,6 +256,34 @@ int ucow_hdr_decode(const uint8_t *b, uint64_t file_size, struct ucow_hdr *h, ch
 		if (b[i])
 			BAD("bytes after the backing file name are not zero");
 	return 0;
+}
+
+int ucow_hdr_decode(const uint8_t *b, uint64_t file_size, struct ucow_hdr *h, char *why,
+		    size_t whylen)
+{
+	uint8_t tmp[UCOW_HDR_SIZE];
+	int r;
+
+	memset(h, 0, sizeof(*h));
+	if (memcmp(b, UCOW_MAGIC, 8))
+		BAD("bad magic");
+	h->version = get_le32(b + 8);
+	if (h->version != UCOW_VERSION) {
+		snprintf(why, whylen, "unsupported format version %u", h->version);
+		return -ENOTSUP;
+	}
+	if (get_le32(b + 12) != UCOW_HDR_SIZE)
+		BAD("bad header size %u", get_le32(b + 12));
+	memcpy(tmp, b, UCOW_HDR_SIZE);
+	memset(tmp + 44, 0, 4);
+	if (ucow_crc32c(0, tmp, UCOW_HDR_SIZE) != get_le32(b + 44))
+		BAD("header checksum mismatch");
+	decode_fields(b, h);
+	if ((r = check_features(b, h, why, whylen)) || (r = check_geometry(h, why, whylen)) ||
+	    (r = check_regions(h, file_size, why, whylen)) ||
+	    (r = check_snapshots(h, file_size, why, whylen)))
+		return r;
+	return check_backing(b, h, why, whylen);
 }
 
 int ucow_hdr_init(struct ucow_hdr *h, uint64_t size, uint32_t chunk, uint32_t block,

@@ -4,7 +4,7 @@
  *
  * The engine journals a new mapping at the next flush, so a process that dies loses the
  * mappings of writes it acknowledged since, although their data is in the file (in the page
- * cache, or in the device). With a side log attached (cow_open_sidelog), every journal
+ * cache, or in the device). With a side log attached (COW_OPEN_SIDELOG), every journal
  * record is also written to it before the request it belongs to completes: one pwrite to a
  * file on tmpfs, no sync. The next process that opens the image with the same side log
  * folds those records in, as if the dead process had flushed just before it died. The log
@@ -32,7 +32,7 @@
  *       (data synced first, J5) before anything else happens to the image.
  *   L4. A record that cannot be written (the log's file system is full, say) turns the
  *       image write-through: every later write, and the one whose record failed, completes
- *       only after a flush (engine.c req_done).
+ *       only after a flush (commit.c req_done).
  */
 #include <errno.h>
 #include <stdio.h>

@@ -74,7 +74,17 @@ static int drain(struct bench *b, struct cow_backend *be, unsigned until, unsign
 	return 0;
 }
 
-int cmd_bench(int argc, char **argv)
+struct bench_opts {
+	uint64_t count, size, step, offset, flush_interval;
+	unsigned depth;
+	int fmt, pattern;
+	bool write, direct, quiet, nodrain;
+	const char *bename;
+	const char *file;
+};
+
+/* 0 with o filled, 1 after a usage error, -1 after --help (exit 0). */
+static int bench_parse(int argc, char **argv, struct bench_opts *o)
 {
 	enum { O_PATTERN = 256, O_FLUSH, O_NODRAIN };
 	static const struct option opts[] = {
@@ -84,13 +94,12 @@ int cmd_bench(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	uint64_t count = 75000, size = 4096, step = 0, offset = 0, flush_interval = 0, v;
-	unsigned depth = 64;
-	int fmt = COW_FMT_NONE, pattern = 0xa5, c, r;
-	bool write = false, direct = false, quiet = false, nodrain = false;
-	const char *bename = "uring", *why;
-	char err[COW_ERRLEN] = "";
+	const char *why;
+	uint64_t v;
+	int c;
 
+	*o = (struct bench_opts){ .count = 75000, .size = 4096, .depth = 64,
+				  .fmt = COW_FMT_NONE, .pattern = 0xa5, .bename = "uring" };
 	while ((c = getopt_long(argc, argv, "+c:d:f:s:S:o:wt:i:nqh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': case 'd': case 's': case 'S': case 'o': case O_FLUSH:
@@ -98,147 +107,167 @@ int cmd_bench(int argc, char **argv)
 				return usage_err(argv[0], "invalid number '%s' for -%c: %s", optarg,
 						 c < 256 ? c : 'F', why);
 			if (c == 'c')
-				count = v;
+				o->count = v;
 			else if (c == 'd') {
 				if (!v || v > 4096)
 					return usage_err(argv[0], "depth must be 1 to 4096");
-				depth = (unsigned)v;
+				o->depth = (unsigned)v;
 			} else if (c == 's') {
 				if (!v || v > (64u << 20))
 					return usage_err(argv[0], "size must be 1 byte to 64M");
-				size = v;
+				o->size = v;
 			} else if (c == 'S')
-				step = v;
+				o->step = v;
 			else if (c == 'o')
-				offset = v;
+				o->offset = v;
 			else
-				flush_interval = v;
+				o->flush_interval = v;
 			break;
 		case 'f':
-			if (opt_format(argv[0], optarg, &fmt))
+			if (opt_format(argv[0], optarg, &o->fmt))
 				return 1;
 			break;
 		case 'w':
-			write = true;
+			o->write = true;
 			break;
 		case 't':
 			if (!strcmp(optarg, "none"))
-				direct = true;
+				o->direct = true;
 			else if (strcmp(optarg, "writeback"))
 				return usage_err(argv[0], "cache must be none or writeback");
 			break;
 		case 'i':
 			if (strcmp(optarg, "uring") && strcmp(optarg, "aio") && strcmp(optarg, "sync"))
 				return usage_err(argv[0], "backend must be uring, aio or sync");
-			bename = optarg;
+			o->bename = optarg;
 			break;
 		case 'n':
-			bename = "aio";
+			o->bename = "aio";
 			break;
 		case 'q':
-			quiet = true;
+			o->quiet = true;
 			break;
 		case O_PATTERN:
-			if (parse_pattern(optarg, &pattern))
+			if (parse_pattern(optarg, &o->pattern))
 				return usage_err(argv[0], "invalid pattern '%s'", optarg);
 			break;
 		case O_NODRAIN:
-			nodrain = true;
+			o->nodrain = true;
 			break;
 		case 'h':
 			fputs(bench_help, stdout);
-			return 0;
+			return -1;
 		default:
 			return opt_err(argv[0], c, argv);
 		}
 	}
 	if (optind != argc - 1)
 		return usage_err(argv[0], optind >= argc ? "missing FILE" : "too many arguments");
-	if (!step)
-		step = size;
-	if (flush_interval && !write)
+	if (!o->step)
+		o->step = o->size;
+	if (o->flush_interval && !o->write)
 		return usage_err(argv[0], "--flush-interval is for write benchmarks (-w)");
-	const char *file = argv[optind];
+	o->file = argv[optind];
+	return 0;
+}
 
+/* Keep depth requests in flight until count are done; 0 or -errno (b->err). */
+static int bench_run(const struct bench_opts *o, struct bench *b, struct cow_backend *be,
+		     char *bufs, size_t bsz, uint64_t vsize)
+{
+	uint64_t off = o->offset, sent = 0, since_flush = 0;
+	int r;
+	while (sent < o->count && !b->err) {
+		while (b->nfree && sent < o->count) {
+			int i = b->freelist[--b->nfree];
+			struct cow_req *q = &b->reqs[i];
+			memset(q, 0, sizeof(*q));
+			q->op = o->write ? COW_WRITE : COW_READ;
+			q->off = off;
+			q->len = o->size;
+			q->buf = bufs + (size_t)i * bsz;
+			q->cb = bench_cb;
+			q->priv = b;
+			cow_submit(b->ctx, q);
+			sent++;
+			off += o->step;
+			if (off + o->size > vsize)
+				off = o->offset + o->size > vsize ? 0 : o->offset;
+			if (o->flush_interval && ++since_flush == o->flush_interval) {
+				since_flush = 0;
+				if (!o->nodrain && (r = drain(b, be, 0, o->depth)))
+					break;
+				if ((r = cow_rw(b->ctx, COW_FLUSH, NULL, 0, 0, 0)) < 0)
+					b->err = r;
+			}
+		}
+		if ((r = drain(b, be, o->depth - 1, o->depth)) < 0)
+			b->err = r;
+	}
+	if (!b->err && (r = drain(b, be, 0, o->depth)) < 0)
+		b->err = r;
+	return b->err;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+	struct bench_opts o;
 	struct cow_image *img = NULL;
 	struct cow_backend *be = NULL;
 	struct bench b = { 0 };
+	struct cow_info info;
+	char err[COW_ERRLEN] = "";
 	char *bufs = NULL;
-	int status = 1;
-	r = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
-			.flags = (write ? 0 : COW_OPEN_RDONLY) | (direct ? COW_OPEN_DIRECT : 0) },
+	int status = 1, r;
+
+	r = bench_parse(argc, argv, &o);
+	if (r)
+		return r < 0 ? 0 : r;
+	const char *file = o.file;
+	r = cow_open(file, &(struct cow_open_opts){ .fmt = o.fmt,
+			.flags = (o.write ? 0 : COW_OPEN_RDONLY) | (o.direct ? COW_OPEN_DIRECT : 0) },
 			&img, err, COW_ERRLEN);
 	if (r) {
 		report(file, file, r, err);
 		return 1;
 	}
-	struct cow_info info;
 	cow_get_info(img, &info);
-	if (size > info.virtual_size) {
+	if (o.size > info.virtual_size) {
 		ucow_err("%s: request size is larger than the image", file);
 		goto out;
 	}
-	r = cow_backend_new(bename, depth, &be);
+	r = cow_backend_new(o.bename, o.depth, &be);
 	if (!r)
 		r = cow_ctx_new(img, be, &b.ctx);
 	if (r) {
 		report(file, file, r, "setting up I/O");
 		goto out;
 	}
-	size_t bsz = (size + 4095) & ~4095ull;
-	b.reqs = calloc(depth, sizeof(*b.reqs));
-	b.freelist = calloc(depth, sizeof(*b.freelist));
-	if (!b.reqs || !b.freelist || posix_memalign((void **)&bufs, 4096, bsz * depth)) {
+	size_t bsz = (o.size + 4095) & ~4095ull;
+	b.reqs = calloc(o.depth, sizeof(*b.reqs));
+	b.freelist = calloc(o.depth, sizeof(*b.freelist));
+	if (!b.reqs || !b.freelist || posix_memalign((void **)&bufs, 4096, bsz * o.depth)) {
 		ucow_err("%s: out of memory", file);
 		goto out;
 	}
-	memset(bufs, pattern, bsz * depth);
-	for (unsigned i = 0; i < depth; i++)
+	memset(bufs, o.pattern, bsz * o.depth);
+	for (unsigned i = 0; i < o.depth; i++)
 		b.freelist[b.nfree++] = (int)i;
 
-	if (!quiet)
+	if (!o.quiet)
 		printf("Sending %" PRIu64 " %s requests, %" PRIu64 " bytes each, %u in parallel "
-		       "(starting at offset %" PRIu64 ", step size %" PRIu64 ")\n", count,
-		       write ? "write" : "read", size, depth, offset, step);
+		       "(starting at offset %" PRIu64 ", step size %" PRIu64 ")\n", o.count,
+		       o.write ? "write" : "read", o.size, o.depth, o.offset, o.step);
 	double t0 = now();
-	uint64_t off = offset, sent = 0, since_flush = 0;
-	while (sent < count && !b.err) {
-		while (b.nfree && sent < count) {
-			int i = b.freelist[--b.nfree];
-			struct cow_req *q = &b.reqs[i];
-			memset(q, 0, sizeof(*q));
-			q->op = write ? COW_WRITE : COW_READ;
-			q->off = off;
-			q->len = size;
-			q->buf = bufs + (size_t)i * bsz;
-			q->cb = bench_cb;
-			q->priv = &b;
-			cow_submit(b.ctx, q);
-			sent++;
-			off += step;
-			if (off + size > info.virtual_size)
-				off = offset + size > info.virtual_size ? 0 : offset;
-			if (flush_interval && ++since_flush == flush_interval) {
-				since_flush = 0;
-				if (!nodrain && (r = drain(&b, be, 0, depth)))
-					break;
-				if ((r = cow_rw(b.ctx, COW_FLUSH, NULL, 0, 0, 0)) < 0)
-					b.err = r;
-			}
-		}
-		if ((r = drain(&b, be, depth - 1, depth)) < 0)
-			b.err = r;
-	}
-	if (!b.err && (r = drain(&b, be, 0, depth)) < 0)
-		b.err = r;
+	r = bench_run(&o, &b, be, bufs, bsz, info.virtual_size);
 	double t = now() - t0;
-	if (b.err) {
-		report(file, file, b.err, cow_errmsg(img));
+	if (r) {
+		report(file, file, r, cow_errmsg(img));
 		goto out;
 	}
 	printf("Run completed in %.3f seconds.\n", t);
-	printf("IOPS: %.0f\n", (double)count / t);
-	printf("MiB/s: %.2f\n", (double)count * (double)size / t / (1 << 20));
+	printf("IOPS: %.0f\n", (double)o.count / t);
+	printf("MiB/s: %.2f\n", (double)o.count * (double)o.size / t / (1 << 20));
 	status = 0;
 out:
 	cow_ctx_free(b.ctx);
