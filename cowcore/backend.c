@@ -131,6 +131,7 @@ static int uring_queue(struct cow_backend *be, struct cow_io *io)
 		return -EINVAL;
 	}
 	sqe->user_data = (uint64_t)(uintptr_t)io | COW_UD_ENGINE;
+	io->be = be;
 	be->inflight++;
 	return 0;
 }
@@ -138,9 +139,7 @@ static int uring_queue(struct cow_backend *be, struct cow_io *io)
 void cow_backend_complete(uint64_t user_data, int res)
 {
 	struct cow_io *io = (struct cow_io *)(uintptr_t)(user_data & ~COW_UD_ENGINE);
-	/* the backend pointer is not in the CQE; the io carries its owner in next */
-	struct cow_backend *be = (struct cow_backend *)io->next;
-	io_finish(be, io, res);
+	io_finish(io->be, io, res);	/* the CQE names the io, the io its backend */
 }
 
 static int uring_submit_wait(struct cow_backend *be, unsigned min)
@@ -167,15 +166,8 @@ static void uring_destroy(struct cow_backend *be)
 	free(u);
 }
 
-/* queue() must record the owner so completions find it: wrap the ops. */
-static int uring_queue_owned(struct cow_backend *be, struct cow_io *io)
-{
-	io->next = (struct cow_io *)be;
-	return uring_queue(be, io);
-}
-
 static const struct cow_backend_ops uring_ops = {
-	.name = "uring", .queue = uring_queue_owned, .submit_wait = uring_submit_wait,
+	.name = "uring", .queue = uring_queue, .submit_wait = uring_submit_wait,
 	.destroy = uring_destroy,
 };
 

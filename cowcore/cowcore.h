@@ -175,7 +175,9 @@ struct cow_io {
 	uint32_t len;
 	uint64_t off;
 	void (*done)(struct cow_io *io, int res);	/* res: bytes or -errno */
-	struct cow_io *next;	/* backend's private link */
+	/* the backend's, while the I/O is queued there */
+	struct cow_io *next;	/* its queue link */
+	struct cow_backend *be;	/* the backend that queued it (for completions) */
 };
 
 struct cow_backend;
