@@ -105,7 +105,7 @@ asan-check:
 tsan-check:
 	@$(MAKE) --no-print-directory BUILD=build/tsan CFLAGS="-O1 -g" SANITIZE="-fsanitize=thread" \
 		$(TSAN_SRC:tests/unit/%.c=build/tsan/tests/%)
-	@TSAN_OPTIONS=halt_on_error=1 tests/run-unit.sh build/tsan tsan
+	@TSAN_OPTIONS=halt_on_error=1 tests/run-unit.sh build/tsan tsan $(TSAN_SRC)
 
 demo: deps all
 	@scripts/demo.sh

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The whole test suite, as `make check` runs it. Each stage prints PASS/FAIL lines; this
-# script counts them and ends with "N passed, N failed". A stage that fails without saying
+# script counts the test cases they stand for and ends with "N passed, N failed". A stage that fails without saying
 # which test failed counts as one failure of its own.
 cd "$(dirname "$0")/.."
 out=build/check-results.txt
@@ -26,7 +26,11 @@ stage cli tests/cli/run.sh build
 stage asan make --no-print-directory asan-check
 stage tsan make --no-print-directory tsan-check
 stage vm make --no-print-directory vm-check
-passed=$(grep -c '^PASS ' "$out")
+# Test cases, not files: a result line "PASS name [N cases]" stands for N passed cases,
+# "FAIL name [N passed] ..." for N passed and one failed; any other line for one case.
+passed=$(awk '$1 == "PASS" { n = ($3 ~ /^\[[0-9]+$/) ? substr($3, 2) + 0 : 1; p += n }
+	$1 == "FAIL" && $3 ~ /^\[[0-9]+$/ && $4 == "passed]" { p += substr($3, 2) }
+	END { print p + 0 }' "$out")
 failed=$(grep -c '^FAIL ' "$out")
 echo
 grep '^FAIL ' "$out" || true

@@ -1,18 +1,42 @@
 #!/bin/sh
-# Run every unit test binary in BUILD/tests; one result line each.
-# Prints "PASS name" / "FAIL name"; exits non-zero if any failed.
+# Run the unit test binaries of BUILD/tests: one result line per cmocka test case,
+#   "PASS <prefix>/<binary>/<case>" or "FAIL <prefix>/<binary>/<case>",
+# and one FAIL line for a binary that is missing, crashed outside a case, or ran no case
+# (UNIT_FILTER=NAME matching nothing is a failure, not a pass). Exits non-zero on any FAIL.
+#   tests/run-unit.sh [BUILD [PREFIX [SOURCES...]]]
+# SOURCES: the tests/unit/test_*.c whose binaries must exist (default: all of them).
 build=${1:-build}
 prefix=${2:-unit}
-prefix=${2:-unit}
+[ $# -ge 2 ] && shift 2 || shift $#
+[ $# -gt 0 ] || set -- tests/unit/test_*.c
 rc=0
-for t in "$build"/tests/test_*; do
-	[ -x "$t" ] || continue
+for src in "$@"; do
+	t=$build/tests/$(basename "$src" .c)
 	name=$prefix/$(basename "$t")
+	if [ ! -x "$t" ]; then
+		echo "FAIL $name (not built: $t)"
+		rc=1
+		continue
+	fi
 	log="$t.log"
-	if timeout 300 "$t" >"$log" 2>&1; then
-		echo "PASS $name"
-	else
-		echo "FAIL $name (log: $log)"; tail -n 20 "$log" | sed 's/^/    /'
+	timeout 300 "$t" >"$log" 2>&1
+	st=$?
+	# cmocka: "[       OK ] case" / "[  FAILED  ] case" (the summary repeats the failures)
+	sed -n 's/^\[       OK \] \([A-Za-z0-9_]*\)$/PASS \1/p; s/^\[  FAILED  \] \([A-Za-z0-9_]*\)$/FAIL \1/p' \
+		"$log" | awk '!seen[$0]++' >"$log.cases"
+	sed "s#^\(PASS\|FAIL\) #\1 $name/#" "$log.cases"
+	ncases=$(wc -l <"$log.cases")
+	nfail=$(grep -c '^FAIL ' "$log.cases")
+	if [ "$ncases" -eq 0 ]; then
+		echo "FAIL $name (no test case ran, exit $st${UNIT_FILTER:+, UNIT_FILTER=$UNIT_FILTER}; log: $log)"
+		tail -n 20 "$log" | sed 's/^/    /'
+		rc=1
+	elif [ $st -ne 0 ] && [ "$nfail" -eq 0 ]; then
+		echo "FAIL $name (exit $st outside a test case; log: $log)"
+		tail -n 20 "$log" | sed 's/^/    /'
+		rc=1
+	elif [ "$nfail" -gt 0 ]; then
+		grep -B2 -A12 'FAILED\|ERROR\|Assert\|error:' "$log" | head -n 30 | sed 's/^/    /'
 		rc=1
 	fi
 done
