@@ -27,7 +27,8 @@ UBLK_OBJ    := $(UBLK_SRC:%.c=$(BUILD)/%.o)
 TOOLS_OBJ   := $(TOOLS_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps check demo bench clean unit-check cli-check asan-check tsan-check vm-check vm-shell
+.PHONY: all deps check demo bench clean unit-check cli-check asan-check tsan-check vm-check vm-shell \
+	mutation-check
 all: $(BUILD)/ucow $(UNIT_BIN) $(BUILD)/libcowcore.so.1 $(BUILD)/tests/so_read
 
 $(BUILD)/%.o: %.c
@@ -106,6 +107,11 @@ tsan-check:
 	@$(MAKE) --no-print-directory BUILD=build/tsan CFLAGS="-O1 -g" SANITIZE="-fsanitize=thread" \
 		$(TSAN_SRC:tests/unit/%.c=build/tsan/tests/%)
 	@TSAN_OPTIONS=halt_on_error=1 tests/run-unit.sh build/tsan tsan $(TSAN_SRC)
+
+# Plant each bug of tests/mutations/*.mut in a scratch copy, build, run the unit and CLI
+# tests: fails if any mutation survives or no longer applies. Not part of check (it is long).
+mutation-check: deps
+	@tests/mutations/run.py
 
 demo: deps all
 	@scripts/demo.sh

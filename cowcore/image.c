@@ -229,7 +229,7 @@ static int open_backing(struct cow_image *img, int depth, const struct chain_lin
 			if (l->dev == st.st_dev && l->ino == st.st_ino) {
 				snprintf(err, COW_ERRLEN, "%s: backing chain loops back to %s",
 					 img->path, full);
-							return -ELOOP;
+				return -ELOOP;
 			}
 	r = cow_open_depth(full, img->hdr.backing_fmt, COW_OPEN_RDONLY |
 			   (img->open_flags & COW_OPEN_DIRECT), &img->backing, err, depth + 1, up, -1);
