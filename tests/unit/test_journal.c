@@ -2,7 +2,8 @@
  * Hostile journals: an image left dirty after a flush has its journal replayed at the next
  * open; a journal block whose checksum is right but whose records are not must be refused
  * as corruption (by open and by cow_check), never applied. Each case plants one bad value
- * into a real journal written by the engine and fixes the block checksum up.
+ * into a real journal written by the engine and fixes the block checksum up. And a FUA
+ * write's mapping is in the journal when the write completes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -125,6 +126,41 @@ static void test_chunk_past_table(void **s) { (void)s; expect_refused(rec_chunk_
 static void test_bad_type(void **s) { (void)s; expect_refused(rec_bad_type, "invalid record"); }
 static void test_bad_count(void **s) { (void)s; expect_refused(rec_bad_count, "bad record count"); }
 
+/* A FUA write is durable when it completes: its data and its mapping survive a crash that
+ * comes right after it, with no flush. */
+static void test_fua_durable(void **s)
+{
+	struct cow_create_opts o = { .size = 4 << 20, .chunk_size = 64 << 10, .block_size = 4096 };
+	struct cow_backend *be;
+	struct cow_image *img;
+	struct cow_ctx *ctx;
+	char buf[8192], got[8192];
+	(void)s;
+
+	unlink(P("f.img"));
+	if (cow_create(P("f.img"), &o, err, sizeof(err)))
+		fail_msg("create: %s", err);
+	if (cow_open(P("f.img"), NULL, &img, err, sizeof(err)))
+		fail_msg("open: %s", err);
+	assert_int_equal(cow_backend_new("uring", 8, &be), 0);
+	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
+	memset(buf, 0xc3, sizeof(buf));
+	assert_int_equal(cow_rw(ctx, COW_WRITE, buf, sizeof(buf), 256 << 10, COW_REQ_FUA), 0);
+	cow_ctx_free(ctx);
+	img_abandon(img);		/* no flush, no checkpoint, no clean close */
+
+	if (cow_open(P("f.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY }, &img, err,
+		     sizeof(err)))
+		fail_msg("reopen: %s", err);
+	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
+	assert_int_equal(cow_rw(ctx, COW_READ, got, sizeof(got), 256 << 10, 0), 0);
+	if (memcmp(got, buf, sizeof(buf)))
+		fail_msg("a FUA write was lost by a crash right after it completed");
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
+	cow_close(img);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -133,6 +169,7 @@ int main(void)
 		cmocka_unit_test(test_chunk_past_table),
 		cmocka_unit_test(test_bad_type),
 		cmocka_unit_test(test_bad_count),
+		cmocka_unit_test(test_fua_durable),
 	};
 	(void)pass_queue;	/* unit.h's pass-through backend: not needed here */
 	(void)pass_submit_wait;
