@@ -8,7 +8,7 @@
  *                      queues (server.c)
  *   struct ublk_queue  one hardware queue: its thread, its io_uring (ublk commands and the
  *                      target's I/O share it), its tags (queue.c)
- *   struct ublk_tgt_ops  a target (null, raw, cow): one const struct per tgt_*.c file
+ *   struct ublk_tgt_ops  a target (null, raw, cow): const structs in tgt_null.c, tgt_image.c
  *
  * Every function returns 0 or -errno. Functions that can fail for a reason a user must read
  * take a char err[UBLK_ERRLEN] and write one sentence (without "ucow: ") into it.
@@ -130,7 +130,7 @@ struct ublk_queue {
 	struct ublk_op_stats stats[UBLK_ST_NR];	/* written by this thread only (relaxed) */
 };
 
-/* A target: one const struct per tgt_*.c, found by name (ublk_tgt_find). */
+/* A target: a const struct (tgt_null.c, tgt_image.c), found by name (ublk_tgt_find). */
 struct ublk_tgt_ops {
 	const char *name;
 	bool needs_file;
@@ -171,7 +171,7 @@ struct ublk_dev {
 	int stop_fd;		/* eventfd: queues end without STOP_DEV (setup failed) */
 	bool live;		/* START_DEV / END_USER_RECOVERY done */
 	bool write_through;	/* every write FUA (recoverable cow without a side log) */
-	int sidelog_fd;		/* recoverable cow: the image's side log (engine.c), or -1 */
+	int sidelog_fd;		/* recoverable cow: the image's side log (tgt_image.c), or -1 */
 	char sidelog_path[4200];	/* ublk_sidelog_path */
 	bool added;		/* ADD_DEV done: undo with DEL_DEV */
 	bool recovering;
@@ -213,18 +213,9 @@ int ublk_serve(struct ublk_dev *dev, int notify_fd);
 int ublk_serve_recover(struct ublk_dev *dev, unsigned id, int notify_fd);
 void ublk_dev_init(struct ublk_dev *dev);
 
-/* engine.c: what the raw and cow targets share (both run on the cowcore engine) */
-int ublk_engine_open(struct ublk_dev *dev, int fmt);
-/* $UCOW_RUN_DIR/side-<dev>-<ino>.log: the side log of a --recoverable cow image (engine.c) */
+/* tgt_image.c: the cow and raw targets (both on the cowcore engine).
+ * $UCOW_RUN_DIR/side-<dev>-<ino>.log: the side log of a --recoverable cow image */
 int ublk_sidelog_path(const char *file, char *out, size_t len);
-void ublk_engine_close(struct ublk_dev *dev);
-int ublk_engine_queue_init(struct ublk_queue *q);
-void ublk_engine_queue_exit(struct ublk_queue *q);
-void ublk_engine_queue_io(struct ublk_queue *q, struct ublk_io *io, const struct uk_io_desc *iod);
-void ublk_engine_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe);
-bool ublk_engine_busy(struct ublk_queue *q);
-int ublk_engine_info(struct ublk_dev *dev, char *buf, size_t len);
-void ublk_engine_resume(struct ublk_queue *q);
 
 /* state.c: /run/ucow/dev<ID>.json, written by the server, read by list/del/recover */
 struct ublk_state {

@@ -1,6 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * What the raw and cow targets share: both serve through the cowcore engine.
+ * The image targets, cow and raw: both serve through the cowcore engine, and share
+ * everything but the format they state when they open the file.
+ *
+ *   cow  a ucow image and its backing chain. The format is stated, never probed: a file
+ *        that is not a ucow image is refused.
+ *   raw  a plain file or block device, opened by the engine as COW_FMT_RAW. Same I/O path
+ *        as cow (engine request -> backend on the queue's ring) minus copy-on-write, so raw
+ *        vs cow numbers measure exactly the cost of the format.
  *
  * Per device: one struct cow_image (thread-safe, shared by the queues).
  * Per queue: the engine's io_uring backend attached to the queue's own ring, one cow_ctx,
@@ -64,7 +71,9 @@ static int sidelog_open(struct ublk_dev *dev)
 	return 0;
 }
 
-int ublk_engine_open(struct ublk_dev *dev, int fmt)
+static void eng_close(struct ublk_dev *dev);
+
+static int eng_open(struct ublk_dev *dev, int fmt)
 {
 	struct cow_image *img = NULL;
 	struct cow_info info;
@@ -101,7 +110,7 @@ int ublk_engine_open(struct ublk_dev *dev, int fmt)
 		snprintf(dev->err, sizeof(dev->err), "%s: too small to serve (%" PRIu64
 			 " bytes)", dev->o.file, info.virtual_size);
 		dev->tgt_data = img;
-		ublk_engine_close(dev);
+		eng_close(dev);
 		return -EINVAL;
 	}
 	dev->tgt_data = img;
@@ -121,7 +130,7 @@ int ublk_engine_open(struct ublk_dev *dev, int fmt)
 	return 0;
 }
 
-void ublk_engine_close(struct ublk_dev *dev)
+static void eng_close(struct ublk_dev *dev)
 {
 	struct cow_image *img = dev->tgt_data;
 	int ret;
@@ -161,7 +170,7 @@ static void eng_arm_eventfd(struct ublk_queue *q, struct eng_queue *e)
 	e->ev_armed = true;
 }
 
-int ublk_engine_queue_init(struct ublk_queue *q)
+static int eng_queue_init(struct ublk_queue *q)
 {
 	struct eng_queue *e = calloc(1, sizeof(*e));
 	int ret;
@@ -187,7 +196,7 @@ err:
 	return ret;
 }
 
-void ublk_engine_queue_exit(struct ublk_queue *q)
+static void eng_queue_exit(struct ublk_queue *q)
 {
 	struct eng_queue *e = q->tgt;
 
@@ -203,7 +212,7 @@ static void eng_done(struct cow_req *req, int res)
 	ublk_complete_io(io->q, io, res);
 }
 
-void ublk_engine_queue_io(struct ublk_queue *q, struct ublk_io *io, const struct uk_io_desc *iod)
+static void eng_queue_io(struct ublk_queue *q, struct ublk_io *io, const struct uk_io_desc *iod)
 {
 	struct eng_queue *e = q->tgt;
 	struct cow_req *req = &io->req;
@@ -250,7 +259,7 @@ void ublk_engine_queue_io(struct ublk_queue *q, struct ublk_io *io, const struct
 	cow_submit(e->ctx, req);
 }
 
-void ublk_engine_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
+static void eng_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
 {
 	struct eng_queue *e = q->tgt;
 
@@ -274,7 +283,7 @@ void ublk_engine_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe
 	}
 }
 
-void ublk_engine_resume(struct ublk_queue *q)
+static void eng_resume(struct ublk_queue *q)
 {
 	struct eng_queue *e = q->tgt;
 
@@ -288,14 +297,14 @@ void ublk_engine_resume(struct ublk_queue *q)
 	eng_arm_eventfd(q, e);
 }
 
-bool ublk_engine_busy(struct ublk_queue *q)
+static bool eng_busy(struct ublk_queue *q)
 {
 	struct eng_queue *e = q->tgt;
 
 	return e && e->be->inflight > 0;
 }
 
-int ublk_engine_info(struct ublk_dev *dev, char *buf, size_t len)
+static int eng_info(struct ublk_dev *dev, char *buf, size_t len)
 {
 	struct cow_image *img = dev->tgt_data;
 	struct cow_info in;
@@ -317,3 +326,41 @@ int ublk_engine_info(struct ublk_dev *dev, char *buf, size_t len)
 		 st.cow_copies, st.fsyncs);
 	return 0;
 }
+
+static int cow_tgt_open(struct ublk_dev *dev)
+{
+	return eng_open(dev, COW_FMT_UCOW);
+}
+
+static int raw_tgt_open(struct ublk_dev *dev)
+{
+	return eng_open(dev, COW_FMT_RAW);
+}
+
+const struct ublk_tgt_ops ublk_tgt_cow = {
+	.name = "cow",
+	.needs_file = true,
+	.open = cow_tgt_open,
+	.close = eng_close,
+	.queue_init = eng_queue_init,
+	.queue_exit = eng_queue_exit,
+	.queue_io = eng_queue_io,
+	.handle_cqe = eng_handle_cqe,
+	.busy = eng_busy,
+	.info = eng_info,
+	.resume = eng_resume,
+};
+
+const struct ublk_tgt_ops ublk_tgt_raw = {
+	.name = "raw",
+	.needs_file = true,
+	.open = raw_tgt_open,
+	.close = eng_close,
+	.queue_init = eng_queue_init,
+	.queue_exit = eng_queue_exit,
+	.queue_io = eng_queue_io,
+	.handle_cqe = eng_handle_cqe,
+	.busy = eng_busy,
+	.info = eng_info,
+	.resume = eng_resume,
+};
