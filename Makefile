@@ -49,6 +49,12 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcowcore.a
 	@[ "$(V)" != 0 ] || echo "  LD      $@"
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libcowcore.a -lcmocka $(LDLIBS)
 
+# ublk's unit tests link libublk.a too
+$(filter $(BUILD)/tests/test_ublk_%,$(UNIT_BIN)): $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libublk.a $(BUILD)/libcowcore.a
+	@mkdir -p $(dir $@)
+	@[ "$(V)" != 0 ] || echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libublk.a $(BUILD)/libcowcore.a -lcmocka $(LDLIBS)
+
 deps:
 	@scripts/deps.sh
 

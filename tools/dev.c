@@ -178,8 +178,8 @@ static void reap_dead(struct ublk_ctrl *c)
 		struct ublk_state st;
 		struct uk_dev_info info;
 
-		if (ublk_state_read(ids[i], &st) < 0 || pid_alive(st.pid))
-			continue;
+		if (ublk_state_read(ids[i], &st, NULL) < 0 || pid_alive(st.pid))
+			continue;	/* a bad state file: list and del say so */
 		if (ublk_ctrl_get_info(c, (unsigned)ids[i], &info) == 0) {
 			if (info.flags & UK_F_USER_RECOVERY)
 				continue;	/* waits for `ucow dev recover` */
@@ -451,9 +451,14 @@ static int del_one(struct ublk_ctrl *c, int id, bool force)
 {
 	struct ublk_state st;
 	struct uk_dev_info info;
-	bool have_state = ublk_state_read(id, &st) == 0;
+	char err[UBLK_ERRLEN];
+	int sr = ublk_state_read(id, &st, err);
+	bool have_state = sr == 0;
 	bool have_dev = ublk_ctrl_get_info(c, (unsigned)id, &info) == 0;
 	pid_t pid = have_state ? st.pid : have_dev ? info.ublksrv_pid : 0;
+
+	if (sr < 0 && sr != -ENOENT)
+		ucow_err("warning: %s (removed)", err);
 
 	if (!have_state && !have_dev) {
 		ucow_err("no device %d", id);
@@ -576,7 +581,7 @@ static int dev_list(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char err[UBLK_ERRLEN], feat[512], state[32];
+	char err[UBLK_ERRLEN], serr[UBLK_ERRLEN], feat[512], state[32];
 	struct ublk_ctrl c;
 	bool json = false;
 	int ids[256], n, i, c_, shown = 0;
@@ -608,8 +613,11 @@ static int dev_list(int argc, char **argv)
 	for (i = 0; i < n; i++) {
 		struct ublk_state st;
 		struct uk_dev_info info;
-		bool ours = ublk_state_read(ids[i], &st) == 0;
+		int sr = ublk_state_read(ids[i], &st, serr);
+		bool ours = sr == 0;
 
+		if (sr < 0 && sr != -ENOENT)
+			ucow_err("warning: %s", serr);
 		if (ublk_ctrl_get_info(&c, (unsigned)ids[i], &info) < 0) {
 			if (ours)
 				remove_leftovers(ids[i]);	/* deleted behind our back */
@@ -668,6 +676,7 @@ static int dev_recover(int argc, char **argv)
 	};
 	struct ublk_state st;
 	struct ublk_dev *dev;
+	char err[UBLK_ERRLEN];
 	int c, id, ret;
 	bool fg = false;
 
@@ -680,9 +689,14 @@ static int dev_recover(int argc, char **argv)
 	}
 	if (optind + 1 != argc || parse_id(argv[optind], &id))
 		return usage_err("dev recover", "give one device: ID or /dev/ublkbN");
-	if (ublk_state_read(id, &st) < 0) {
+	ret = ublk_state_read(id, &st, err);
+	if (ret == -ENOENT) {
 		ucow_err("no state for device %d in %s (was it added with 'ucow dev add'?)", id,
 			 ublk_run_dir());
+		return 1;
+	}
+	if (ret < 0) {
+		ucow_err("%s", err);
 		return 1;
 	}
 	if (pid_alive(st.pid) && wait_pid_exit(st.pid, 3000) < 0) {
@@ -759,7 +773,7 @@ static int dev_stats(int argc, char **argv)
 	};
 	struct ublk_state st;
 	bool json = false;
-	char *resp;
+	char *resp, err[UBLK_ERRLEN];
 	int c, id, ret;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -774,7 +788,12 @@ static int dev_stats(int argc, char **argv)
 	}
 	if (optind + 1 != argc || parse_id(argv[optind], &id))
 		return usage_err("dev stats", "give one device: ID or /dev/ublkbN");
-	if (ublk_state_read(id, &st) < 0 || !st.sock[0]) {
+	ret = ublk_state_read(id, &st, err);
+	if (ret < 0 && ret != -ENOENT) {
+		ucow_err("%s", err);
+		return 1;
+	}
+	if (ret < 0 || !st.sock[0]) {
 		ucow_err("no served device %d", id);
 		return 1;
 	}

@@ -217,6 +217,32 @@ void ublk_dev_init(struct ublk_dev *dev);
  * $UCOW_RUN_DIR/side-<dev>-<ino>.log: the side log of a --recoverable cow image */
 int ublk_sidelog_path(const char *file, char *out, size_t len);
 
+/*
+ * json.c: JSON through json-c. Parsing is for hostile input: at most MAX bytes, strict,
+ * valid UTF-8, no NUL, nesting at most UBLK_JSON_DEPTH, one object and only white space
+ * after it; NULL and a reason in err otherwise. Byte strings (paths, names) are written as
+ * "KEY": S when S is valid UTF-8, else as "KEY-hex": the bytes in hex plus "KEY": S with
+ * U+FFFD for each invalid byte (for display); ublk_json_get_bytes prefers KEY-hex.
+ * The getters check type and range: 0, -ENOENT (missing) or -EINVAL/-ERANGE, err says why
+ * (integers: lo > INT64_MIN and hi < INT64_MAX, which is where json-c saturates).
+ */
+struct json_object;
+#define UBLK_JSON_DEPTH 8
+bool ublk_utf8_valid(const char *s, size_t len);
+struct json_object *ublk_json_parse(const char *buf, size_t len, size_t max, char *err,
+				    size_t errlen);
+const char *ublk_json_text(struct json_object *o, bool pretty);	/* owned by o */
+int ublk_json_add_bytes(struct json_object *o, const char *key, const char *s);
+int ublk_json_get_bytes(struct json_object *o, const char *key, char *out, size_t len,
+			char *err, size_t errlen);
+int ublk_json_get_int(struct json_object *o, const char *key, int64_t lo, int64_t hi,
+		      int64_t *v, char *err, size_t errlen);
+int ublk_json_get_bool(struct json_object *o, const char *key, bool *v, char *err,
+		       size_t errlen);
+/* -EINVAL if O has a key not in KEYS (NULL-terminated) */
+int ublk_json_only_keys(struct json_object *o, const char *const *keys, char *err,
+			size_t errlen);
+
 /* state.c: /run/ucow/dev<ID>.json, written by the server, read by list/del/recover */
 struct ublk_state {
 	int id;
@@ -229,8 +255,14 @@ struct ublk_state {
 };
 const char *ublk_run_dir(void);	/* $UCOW_RUN_DIR or /run/ucow */
 int ublk_run_dir_make(void);
+#define UBLK_STATE_MAX (32 << 10)	/* a state file is refused above this many bytes */
 int ublk_state_write(const struct ublk_state *st);
-int ublk_state_read(int id, struct ublk_state *st);
+/* 0, or -errno with err (UBLK_ERRLEN, may be NULL): "PATH: why" (-ENOENT: no such device) */
+int ublk_state_read(int id, struct ublk_state *st, char *err);
+/* The file's text (malloc'd, NULL: out of memory) and back: 0 or -EINVAL with err (why) */
+char *ublk_state_encode(const struct ublk_state *st);
+int ublk_state_decode(const char *buf, size_t len, struct ublk_state *st, char *err,
+		      size_t errlen);
 void ublk_state_remove(int id);
 int ublk_state_ids(int *ids, int max);	/* returns how many, sorted */
 void ublk_state_path(int id, const char *suffix, char *out, size_t len);
