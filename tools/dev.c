@@ -25,6 +25,8 @@
 #include <sys/utsname.h>
 #include <sys/wait.h>
 
+#include <json-c/json.h>
+
 #include "cmds.h"
 #include "ublk.h"
 #include "util.h"
@@ -583,8 +585,9 @@ static int dev_list(int argc, char **argv)
 	};
 	char err[UBLK_ERRLEN], serr[UBLK_ERRLEN], feat[512], state[32];
 	struct ublk_ctrl c;
+	struct json_object *arr = NULL;
 	bool json = false;
-	int ids[256], n, i, c_, shown = 0;
+	int ids[256], n, i, c_;
 
 	while ((c_ = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c_) {
@@ -605,9 +608,12 @@ static int dev_list(int argc, char **argv)
 	reap_dead(&c);
 	n = ublk_state_ids(ids, 256);
 	n = add_kernel_ids(ids, n, 256);
-	if (json)
-		printf("[");
-	else
+	if (json && !(arr = json_object_new_array())) {
+		ucow_err("out of memory");
+		ublk_ctrl_close(&c);
+		return 1;
+	}
+	if (!json)
 		printf("%-4s %-20s %-6s %-6s %-5s %-8s %s\n", "ID", "STATE", "TARGET", "QUEUES",
 		       "DEPTH", "PID", "FILE / FEATURES");
 	for (i = 0; i < n; i++) {
@@ -632,35 +638,49 @@ static int dev_list(int argc, char **argv)
 			 pid_alive(st.pid) ? "" : ",no-server");
 		features_str(info.flags, feat, sizeof(feat));
 		if (json) {
-			printf("%s\n  {\"id\": %d, \"state\": ", shown ? "," : "", ids[i]);
-			json_str(stdout, state);
-			printf(", \"target\": ");
-			json_str(stdout, st.o.target);
-			printf(", \"file\": ");
-			json_str(stdout, st.o.file);
-			if (st.o.snapshot[0]) {
-				printf(", \"snapshot\": ");
-				json_str(stdout, st.o.snapshot);
+			struct json_object *d = json_object_new_object();
+			char path[32];
+
+			snprintf(path, sizeof(path), "/dev/ublkb%d", ids[i]);
+			if (!d || json_object_array_add(arr, d) ||
+			    json_object_object_add(d, "id", json_object_new_int(ids[i])) ||
+			    json_object_object_add(d, "state", ublk_json_new_text(state)) ||
+			    json_object_object_add(d, "target", ublk_json_new_text(st.o.target)) ||
+			    ublk_json_add_bytes(d, "file", st.o.file) ||
+			    (st.o.snapshot[0] && ublk_json_add_bytes(d, "snapshot", st.o.snapshot)) ||
+			    json_object_object_add(d, "device", json_object_new_string(path)) ||
+			    json_object_object_add(d, "queues",
+						   json_object_new_int64(info.nr_hw_queues)) ||
+			    json_object_object_add(d, "depth",
+						   json_object_new_int64(info.queue_depth)) ||
+			    json_object_object_add(d, "pid", json_object_new_int((int)st.pid)) ||
+			    json_object_object_add(d, "size",
+						   json_object_new_int64((int64_t)st.size)) ||
+			    json_object_object_add(d, "block-size",
+						   json_object_new_int64(st.o.block_size)) ||
+			    json_object_object_add(d, "direct",
+						   json_object_new_boolean(st.o.direct)) ||
+			    json_object_object_add(d, "read-only",
+						   json_object_new_boolean(st.o.read_only)) ||
+			    json_object_object_add(d, "recoverable",
+						   json_object_new_boolean(st.o.recoverable)) ||
+			    json_object_object_add(d, "features", ublk_json_new_text(feat))) {
+				ucow_err("out of memory");
+				json_object_put(arr);
+				ublk_ctrl_close(&c);
+				return 1;
 			}
-			printf(", \"device\": \"/dev/ublkb%d\", \"queues\": %u, \"depth\": %u, "
-			       "\"pid\": %d, \"size\": %" PRIu64 ", \"block_size\": %u, "
-			       "\"direct\": %s, \"read_only\": %s, \"recoverable\": %s, "
-			       "\"features\": ", ids[i], info.nr_hw_queues, info.queue_depth,
-			       (int)st.pid, st.size, st.o.block_size,
-			       st.o.direct ? "true" : "false", st.o.read_only ? "true" : "false",
-			       st.o.recoverable ? "true" : "false");
-			json_str(stdout, feat);
-			printf("}");
 		} else {
 			printf("%-4d %-20s %-6s %-6u %-5u %-8d %s%s%s\n%52s%s\n", ids[i], state,
 			       st.o.target, info.nr_hw_queues, info.queue_depth, (int)st.pid,
 			       st.o.file[0] ? st.o.file : "-", st.o.snapshot[0] ? " @" : "",
 			       st.o.snapshot, "", feat);
 		}
-		shown++;
 	}
-	if (json)
-		printf("%s]\n", shown ? "\n" : "");
+	if (json) {
+		printf("%s\n", ublk_json_text(arr, true));
+		json_object_put(arr);
+	}
 	ublk_ctrl_close(&c);
 	return 0;
 }
@@ -772,8 +792,9 @@ static int dev_stats(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ublk_state st;
+	struct json_object *reply = NULL, *v;
 	bool json = false;
-	char *resp, err[UBLK_ERRLEN];
+	char err[UBLK_ERRLEN];
 	int c, id, ret;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -797,15 +818,22 @@ static int dev_stats(int argc, char **argv)
 		ucow_err("no served device %d", id);
 		return 1;
 	}
-	resp = malloc(64 << 10);
-	if (!resp)
-		return 1;
-	ret = ublk_sock_request(st.sock, json ? "stats-json" : "stats", resp, 64 << 10);
-	if (ret < 0)
-		ucow_err("device %d: cannot ask its server: %s", id, strerror(-ret));
-	else
-		fputs(resp, stdout);
-	free(resp);
+	ret = ublk_sock_call(st.sock, UBLK_OP_STATS, NULL, 5, &reply);
+	if (ret == -EPROTO) {
+		ucow_err("device %d: %s", id, ublk_sock_reply_error(reply));
+	} else if (ret < 0) {
+		ucow_err("device %d: cannot ask its server: %s", id, ret == -EBADMSG ?
+			 "bad answer" : strerror(-ret));
+	} else if (!json_object_object_get_ex(reply, json ? "stats" : "text", &v) ||
+		   !json_object_is_type(v, json ? json_type_object : json_type_string)) {
+		ucow_err("device %d: bad answer from its server", id);
+		ret = -EBADMSG;
+	} else if (json) {
+		printf("%s\n", ublk_json_text(v, true));
+	} else {
+		fputs(json_object_get_string(v), stdout);
+	}
+	json_object_put(reply);
 	return ret < 0 ? 1 : 0;
 }
 

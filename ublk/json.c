@@ -140,26 +140,14 @@ const char *ublk_json_text(struct json_object *o, bool pretty)
 					      (pretty ? JSON_C_TO_STRING_PRETTY : 0));
 }
 
-int ublk_json_add_bytes(struct json_object *o, const char *key, const char *s)
+/* S with every byte that is not part of valid UTF-8 replaced by U+FFFD; malloc'd */
+static char *utf8_display(const char *s, size_t len)
 {
-	static const char hex[] = "0123456789abcdef";
-	size_t len = strlen(s), i, off = 0, n;
-	char hkey[64], *h, *disp;
+	char *disp = malloc(3 * len + 1);
+	size_t i, n, off = 0;
 
-	if (ublk_utf8_valid(s, len))
-		return json_object_object_add(o, key, json_object_new_string(s)) ? -ENOMEM : 0;
-	h = malloc(2 * len + 1);
-	disp = malloc(3 * len + 1);
-	if (!h || !disp) {
-		free(h);
-		free(disp);
-		return -ENOMEM;
-	}
-	for (i = 0; i < len; i++) {
-		h[2 * i] = hex[(unsigned char)s[i] >> 4];
-		h[2 * i + 1] = hex[(unsigned char)s[i] & 15];
-	}
-	h[2 * len] = 0;
+	if (!disp)
+		return NULL;
 	for (i = 0; i < len; i += n) {
 		n = utf8_seq((const unsigned char *)s + i, len - i);
 		if (n) {
@@ -172,6 +160,38 @@ int ublk_json_add_bytes(struct json_object *o, const char *key, const char *s)
 		}
 	}
 	disp[off] = 0;
+	return disp;
+}
+
+struct json_object *ublk_json_new_text(const char *s)
+{
+	char *d = utf8_display(s, strlen(s));
+	struct json_object *o = d ? json_object_new_string(d) : NULL;
+
+	free(d);
+	return o;
+}
+
+int ublk_json_add_bytes(struct json_object *o, const char *key, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t len = strlen(s), i;
+	char hkey[64], *h, *disp;
+
+	if (ublk_utf8_valid(s, len))
+		return json_object_object_add(o, key, json_object_new_string(s)) ? -ENOMEM : 0;
+	h = malloc(2 * len + 1);
+	disp = utf8_display(s, len);
+	if (!h || !disp) {
+		free(h);
+		free(disp);
+		return -ENOMEM;
+	}
+	for (i = 0; i < len; i++) {
+		h[2 * i] = hex[(unsigned char)s[i] >> 4];
+		h[2 * i + 1] = hex[(unsigned char)s[i] & 15];
+	}
+	h[2 * len] = 0;
 	snprintf(hkey, sizeof(hkey), "%s-hex", key);
 	i = json_object_object_add(o, key, json_object_new_string(disp)) ||
 	    json_object_object_add(o, hkey, json_object_new_string(h));

@@ -27,6 +27,8 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include <json-c/json.h>
+
 #include "ublk.h"
 
 struct eng_queue {
@@ -304,27 +306,37 @@ static bool eng_busy(struct ublk_queue *q)
 	return e && e->be->inflight > 0;
 }
 
-static int eng_info(struct ublk_dev *dev, char *buf, size_t len)
+#define ADD(o, k, v) (json_object_object_add((o), (k), (v)) != 0)
+#define U64(x) json_object_new_int64((int64_t)(x))
+
+static struct json_object *eng_info(struct ublk_dev *dev)
 {
 	struct cow_image *img = dev->tgt_data;
+	struct json_object *o;
 	struct cow_info in;
 	struct cow_stats st;
 
 	if (!img)
-		return -ENODEV;
+		return NULL;
 	cow_get_info(img, &in);
 	cow_get_stats(img, &st);
-	snprintf(buf, len,
-		 "{\"format\": \"%s\", \"virtual_size\": %" PRIu64 ", \"disk_usage\": %" PRIu64
-		 ", \"allocated_chunks\": %" PRIu64 ", \"snapshots\": %u, \"dirty\": %s"
-		 ", \"corrupt\": %s, \"data_writes\": %" PRIu64 ", \"meta_writes\": %" PRIu64
-		 ", \"journal_commits\": %" PRIu64 ", \"allocations\": %" PRIu64
-		 ", \"cow_copies\": %" PRIu64 ", \"fsyncs\": %" PRIu64 "}",
-		 cow_fmt_name(in.fmt), in.virtual_size, in.disk_usage, in.allocated_chunks,
-		 in.nb_snapshots, in.dirty ? "true" : "false", in.corrupt ? "true" : "false",
-		 st.data_writes, st.meta_writes, st.journal_commits, st.allocations,
-		 st.cow_copies, st.fsyncs);
-	return 0;
+	o = json_object_new_object();
+	if (!o || ADD(o, "format", json_object_new_string(cow_fmt_name(in.fmt))) ||
+	    ADD(o, "virtual-size", U64(in.virtual_size)) ||
+	    ADD(o, "disk-usage", U64(in.disk_usage)) ||
+	    ADD(o, "allocated-chunks", U64(in.allocated_chunks)) ||
+	    ADD(o, "snapshots", U64(in.nb_snapshots)) ||
+	    ADD(o, "dirty", json_object_new_boolean(in.dirty)) ||
+	    ADD(o, "corrupt", json_object_new_boolean(in.corrupt)) ||
+	    ADD(o, "data-writes", U64(st.data_writes)) ||
+	    ADD(o, "meta-writes", U64(st.meta_writes)) ||
+	    ADD(o, "journal-commits", U64(st.journal_commits)) ||
+	    ADD(o, "allocations", U64(st.allocations)) ||
+	    ADD(o, "cow-copies", U64(st.cow_copies)) || ADD(o, "fsyncs", U64(st.fsyncs))) {
+		json_object_put(o);
+		return NULL;
+	}
+	return o;
 }
 
 static int cow_tgt_open(struct ublk_dev *dev)
