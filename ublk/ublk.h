@@ -78,7 +78,7 @@ struct ublk_opts {
 
 enum ublk_op_kind { UBLK_ST_READ, UBLK_ST_WRITE, UBLK_ST_FLUSH, UBLK_ST_DISCARD,
 		    UBLK_ST_WZEROES, UBLK_ST_NR };
-#define UBLK_LAT_BUCKETS 280	/* latency in ns: 8 buckets per power of two, to ~30 s */
+#define UBLK_LAT_BUCKETS 280	/* latency in ns: 8 buckets per power of two, to ~2 min */
 
 struct ublk_op_stats {
 	uint64_t ios, bytes, errors;
