@@ -6,7 +6,8 @@
  * One request per connection: the client sends one JSON object and a newline, the server
  * answers one JSON object and a newline, then closes (messages: sock_proto.c; the client:
  * sock_client.c). A request over UBLK_SOCK_REQ_MAX bytes, malformed, or naming an unknown
- * op gets {"ok": false, "error": ...}; a client that sends nothing for 3 s is dropped.
+ * op gets {"ok": false, "error": ...}; a client that has not sent its request within 3 s
+ * is dropped.
  *
  * Snapshot create and delete pause the queues (ublk_dev_pause) around the engine call:
  * cowcore wants no request in flight while they switch tables; "pause-us" is the pause in
@@ -33,6 +34,7 @@
 #include "ublk.h"
 
 #define SOCK_PAUSE_TIMEOUT_MS 10000
+#define SOCK_READ_TIMEOUT_S 3		/* for the whole request */
 
 /* The engine's error text without "PATH: " in front (the client names the file itself). */
 static const char *eng_err(struct ublk_dev *dev, int r)
@@ -155,15 +157,20 @@ static void sock_reply(int fd, const char *s)
 
 /*
  * Read one request: up to the newline, the end of the stream, or UBLK_SOCK_REQ_MAX bytes
- * (then -E2BIG: the rest is not read). Returns its length, or -errno.
+ * (then -E2BIG: the rest is not read), within SOCK_READ_TIMEOUT_S in all (a client sending
+ * a byte now and then does not hold the control thread). Returns its length, or -errno.
  */
 static ssize_t read_request(int fd, char *buf)
 {
+	uint64_t deadline = ublk_now_ns() + SOCK_READ_TIMEOUT_S * 1000000000ull;
 	size_t off = 0;
 
 	while (off <= UBLK_SOCK_REQ_MAX) {
-		ssize_t n = read(fd, buf + off, UBLK_SOCK_REQ_MAX + 1 - off);
+		ssize_t n;
 
+		if (ublk_now_ns() > deadline)
+			return -ETIMEDOUT;
+		n = read(fd, buf + off, UBLK_SOCK_REQ_MAX + 1 - off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
@@ -232,7 +239,7 @@ nomem:
 
 void ublk_sock_serve(struct ublk_dev *dev, int lfd)
 {
-	struct timeval tv = { .tv_sec = 3 };
+	struct timeval tv = { .tv_sec = SOCK_READ_TIMEOUT_S };
 	struct ucred cred;
 	struct ublk_sock_req rq;
 	socklen_t clen = sizeof(cred);

@@ -31,28 +31,28 @@ static int write_all(int fd, const char *s, size_t len)
 	return 0;
 }
 
-/* The reply: up to its newline (or the end of the stream), at most UBLK_SOCK_REPLY_MAX. */
+/* The reply: up to its newline (or the end of the stream); -EBADMSG past UBLK_SOCK_REPLY_MAX */
 static int read_reply(int fd, char **out, size_t *outlen)
 {
 	size_t off = 0, cap = 64 << 10;
-	char *buf = malloc(cap), *g;
+	char *buf = malloc(cap), *g, *nl;
 	ssize_t n;
 
 	if (!buf)
 		return -ENOMEM;
 	for (;;) {
 		if (off == cap) {
-			if (cap > UBLK_SOCK_REPLY_MAX) {
+			if (off > UBLK_SOCK_REPLY_MAX) {
 				free(buf);
-				return -EBADMSG;	/* too long */
+				return -EBADMSG;	/* too long: read no further */
 			}
-			g = realloc(buf, cap * 2);
+			cap = cap * 2 > UBLK_SOCK_REPLY_MAX + 1 ? UBLK_SOCK_REPLY_MAX + 1 : cap * 2;
+			g = realloc(buf, cap);
 			if (!g) {
 				free(buf);
 				return -ENOMEM;
 			}
 			buf = g;
-			cap *= 2;
 		}
 		n = read(fd, buf + off, cap - off);
 		if (n < 0 && errno == EINTR)
@@ -65,9 +65,12 @@ static int read_reply(int fd, char **out, size_t *outlen)
 		}
 		if (n == 0)
 			break;
+		nl = memchr(buf + off, '\n', (size_t)n);
 		off += (size_t)n;
-		if (memchr(buf + off - n, '\n', (size_t)n))
+		if (nl) {
+			off = (size_t)(nl - buf) + 1;	/* the answer is the first line */
 			break;
+		}
 	}
 	if (!off) {
 		free(buf);

@@ -514,6 +514,44 @@ static void test_server_hostile(void **state)
 	free_dev(dev);
 }
 
+static void *trickle(void *arg)
+{
+	int fd = *(int *)arg;
+
+	for (int i = 0; i < 8; i++) {
+		if (send(fd, " ", 1, MSG_NOSIGNAL) != 1)
+			break;
+		usleep(700000);
+	}
+	return NULL;
+}
+
+/* A client sending a byte now and then is dropped after 3 s in all, unanswered. */
+static void test_server_slow(void **state)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	pthread_t t;
+	uint64_t t0;
+	char buf[64];
+	int fd;
+
+	dev = fake_dev(&ublk_tgt_null, 1);
+	listen_dev();
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	strcpy(sa.sun_path, sock_path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(pthread_create(&t, NULL, trickle, &fd), 0);
+	t0 = ublk_now_ns();
+	ublk_sock_serve(dev, lfd);
+	t0 = ublk_now_ns() - t0;
+	assert_true(t0 >= 2900000000ull && t0 < 4500000000ull);
+	assert_int_equal(read(fd, buf, sizeof(buf)), 0);	/* closed, no answer */
+	pthread_join(t, NULL);
+	close(fd);
+	unlisten();
+	free_dev(dev);
+}
+
 static void test_server_stats(void **state)
 {
 	struct json_object *r, *s, *v;
@@ -572,6 +610,71 @@ static void test_server_stats(void **state)
 	unlisten();
 	/* nobody listening */
 	assert_int_equal(ublk_sock_call(sock_path, UBLK_OP_PING, NULL, 5, &r), -ENOENT);
+	free_dev(dev);
+}
+
+/* A fake server: reads the request line, sends fake_reply (fake_len bytes, or 65 MiB of
+ * spaces when fake_len is 0), closes. */
+static const char *fake_reply;
+static size_t fake_len, fake_sent;
+
+static void *fake_server(void *arg)
+{
+	int fd = accept(lfd, NULL, NULL), chunk = 1 << 20;
+	char req[UBLK_SOCK_REQ_MAX + 1], *sp;
+	ssize_t n;
+
+	assert_true(fd >= 0);
+	n = read(fd, req, sizeof(req) - 1);
+	assert_true(n > 0 && req[n - 1] == '\n');
+	fake_sent = 0;
+	if (fake_len) {
+		fake_sent = (size_t)send(fd, fake_reply, fake_len, MSG_NOSIGNAL);
+	} else {
+		sp = malloc(chunk);
+		memset(sp, ' ', chunk);
+		while (fake_sent < (65u << 20) && (n = send(fd, sp, chunk, MSG_NOSIGNAL)) > 0)
+			fake_sent += (size_t)n;
+		free(sp);
+	}
+	close(fd);
+	return arg;
+}
+
+static int fake_call(const char *reply, size_t len, struct json_object **r)
+{
+	pthread_t t;
+	int ret;
+
+	fake_reply = reply;
+	fake_len = len;
+	assert_int_equal(pthread_create(&t, NULL, fake_server, NULL), 0);
+	ret = ublk_sock_call(sock_path, UBLK_OP_PING, NULL, 5, r);
+	pthread_join(t, NULL);
+	return ret;
+}
+
+/* The client against servers that answer badly: refused, never read without bound. */
+static void test_client_hostile(void **state)
+{
+	struct json_object *r;
+
+	dev = fake_dev(&ublk_tgt_null, 0);
+	listen_dev();
+	assert_int_equal(fake_call("{\"ok\": true}", 12, &r), 0);	/* no newline, closed */
+	json_object_put(r);
+	assert_int_equal(fake_call("", 0, &r), -EBADMSG);	/* 65 MiB of white space */
+	assert_null(r);
+	assert_true(fake_sent < (65u << 20));	/* the client stopped reading */
+	assert_int_equal(fake_call("ok\npong\n", 8, &r), -EBADMSG);
+	assert_null(r);
+	assert_int_equal(fake_call("{\"ok\": false}\n", 15, &r), -EBADMSG);
+	assert_int_equal(fake_call("{\"ok\": true}\0\n", 14, &r), -EBADMSG);
+	assert_int_equal(fake_call("{\"ok\": true}\n{\"ok\": false}\n", 28, &r), 0);
+	json_object_put(r);	/* the first line is the answer; the rest is not read */
+	assert_int_equal(fake_call("\n", 1, &r), -EBADMSG);
+	fake_reply = NULL;
+	unlisten();
 	free_dev(dev);
 }
 
@@ -645,8 +748,10 @@ int main(void)
 		cmocka_unit_test(test_info),
 		cmocka_unit_test(test_lat_buckets),
 		cmocka_unit_test(test_server_hostile),
+		cmocka_unit_test(test_server_slow),
 		cmocka_unit_test(test_server_stats),
 		cmocka_unit_test(test_server_snapshots),
+		cmocka_unit_test(test_client_hostile),
 	};
 
 	(void)pass_queue, (void)pass_submit_wait;	/* unit.h's, for image tests */
