@@ -613,7 +613,7 @@ static void test_server_stats(void **state)
 	free_dev(dev);
 }
 
-/* A fake server: reads the request line, sends fake_reply (fake_len bytes, or 65 MiB of
+/* A fake server: reads the request line, sends fake_reply (fake_len bytes, or up to 96 MiB of
  * spaces when fake_len is 0), closes. */
 static const char *fake_reply;
 static size_t fake_len, fake_sent;
@@ -633,7 +633,7 @@ static void *fake_server(void *arg)
 	} else {
 		sp = malloc(chunk);
 		memset(sp, ' ', chunk);
-		while (fake_sent < (65u << 20) && (n = send(fd, sp, chunk, MSG_NOSIGNAL)) > 0)
+		while (fake_sent < (96u << 20) && (n = send(fd, sp, chunk, MSG_NOSIGNAL)) > 0)
 			fake_sent += (size_t)n;
 		free(sp);
 	}
@@ -663,9 +663,9 @@ static void test_client_hostile(void **state)
 	listen_dev();
 	assert_int_equal(fake_call("{\"ok\": true}", 12, &r), 0);	/* no newline, closed */
 	json_object_put(r);
-	assert_int_equal(fake_call("", 0, &r), -EBADMSG);	/* 65 MiB of white space */
+	assert_int_equal(fake_call("", 0, &r), -EBADMSG);	/* 96 MiB of white space */
 	assert_null(r);
-	assert_true(fake_sent < (65u << 20));	/* the client stopped reading */
+	assert_true(fake_sent < (80u << 20));	/* the client stopped reading */
 	assert_int_equal(fake_call("ok\npong\n", 8, &r), -EBADMSG);
 	assert_null(r);
 	assert_int_equal(fake_call("{\"ok\": false}\n", 15, &r), -EBADMSG);
