@@ -19,8 +19,9 @@ UBLK_SRC    := $(wildcard ublk/*.c)
 TOOLS_SRC   := $(wildcard tools/*.c)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 # TSan: the tests with threads (test_crash is single-threaded, and 30x slower under TSan;
-# test_tools_* are single-threaded and link libublk, which TSan does not build)
-TSAN_SRC    := $(filter-out tests/unit/test_crash.c tests/unit/test_tools_%.c,$(UNIT_SRC))
+# test_tools_* are single-threaded and link libublk, test_ublk_* link ublk/queue.c, whose
+# atomic_thread_fence TSan does not support)
+TSAN_SRC    := $(filter-out tests/unit/test_crash.c tests/unit/test_tools_%.c tests/unit/test_ublk_%.c,$(UNIT_SRC))
 
 COWCORE_OBJ := $(COWCORE_SRC:%.c=$(BUILD)/%.o)
 UBLK_OBJ    := $(UBLK_SRC:%.c=$(BUILD)/%.o)
@@ -79,6 +80,12 @@ $(BUILD)/tests/test_tools_%: tests/unit/test_tools_%.c $(TOOLS_TEST_OBJ) $(BUILD
 	@mkdir -p $(dir $@)
 	@[ "$(V)" != 0 ] || echo "  LD      $@"
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $< $(TOOLS_TEST_OBJ) $(BUILD)/libublk.a $(BUILD)/libcowcore.a -lcmocka $(LDLIBS)
+
+# ublk's unit tests link libublk.a too
+$(filter $(BUILD)/tests/test_ublk_%,$(UNIT_BIN)): $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libublk.a $(BUILD)/libcowcore.a
+	@mkdir -p $(dir $@)
+	@[ "$(V)" != 0 ] || echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libublk.a $(BUILD)/libcowcore.a -lcmocka $(LDLIBS)
 
 deps:
 	@scripts/deps.sh

@@ -25,6 +25,8 @@
 #include <sys/utsname.h>
 #include <sys/wait.h>
 
+#include <json-c/json.h>
+
 #include "cmds.h"
 #include "ublk.h"
 #include "util.h"
@@ -180,8 +182,8 @@ static void reap_dead(struct ublk_ctrl *c)
 		struct ublk_state st;
 		struct uk_dev_info info;
 
-		if (ublk_state_read(ids[i], &st) < 0 || pid_alive(st.pid))
-			continue;
+		if (ublk_state_read(ids[i], &st, NULL) < 0 || pid_alive(st.pid))
+			continue;	/* a bad state file: list and del say so */
 		if (ublk_ctrl_get_info(c, (unsigned)ids[i], &info) == 0) {
 			if (info.flags & UK_F_USER_RECOVERY)
 				continue;	/* waits for `ucow dev recover` */
@@ -453,9 +455,14 @@ static int del_one(struct ublk_ctrl *c, int id, bool force)
 {
 	struct ublk_state st;
 	struct uk_dev_info info;
-	bool have_state = ublk_state_read(id, &st) == 0;
+	char err[UBLK_ERRLEN];
+	int sr = ublk_state_read(id, &st, err);
+	bool have_state = sr == 0;
 	bool have_dev = ublk_ctrl_get_info(c, (unsigned)id, &info) == 0;
 	pid_t pid = have_state ? st.pid : have_dev ? info.ublksrv_pid : 0;
+
+	if (sr < 0 && sr != -ENOENT)
+		ucow_err("warning: %s (removed)", err);
 
 	if (!have_state && !have_dev) {
 		ucow_err("no device %d", id);
@@ -578,10 +585,11 @@ static int dev_list(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char err[UBLK_ERRLEN], feat[512], state[32];
+	char err[UBLK_ERRLEN], serr[UBLK_ERRLEN], feat[512], state[32];
 	struct ublk_ctrl c;
+	struct json_object *arr = NULL;
 	bool json = false;
-	int ids[256], n, i, c_, shown = 0;
+	int ids[256], n, i, c_;
 
 	while ((c_ = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c_) {
@@ -602,16 +610,22 @@ static int dev_list(int argc, char **argv)
 	reap_dead(&c);
 	n = ublk_state_ids(ids, 256);
 	n = add_kernel_ids(ids, n, 256);
-	if (json)
-		printf("[");
-	else
+	if (json && !(arr = json_object_new_array())) {
+		ucow_err("out of memory");
+		ublk_ctrl_close(&c);
+		return 1;
+	}
+	if (!json)
 		printf("%-4s %-20s %-6s %-6s %-5s %-8s %s\n", "ID", "STATE", "TARGET", "QUEUES",
 		       "DEPTH", "PID", "FILE / FEATURES");
 	for (i = 0; i < n; i++) {
 		struct ublk_state st;
 		struct uk_dev_info info;
-		bool ours = ublk_state_read(ids[i], &st) == 0;
+		int sr = ublk_state_read(ids[i], &st, serr);
+		bool ours = sr == 0;
 
+		if (sr < 0 && sr != -ENOENT)
+			ucow_err("warning: %s", serr);
 		if (ublk_ctrl_get_info(&c, (unsigned)ids[i], &info) < 0) {
 			if (ours)
 				remove_leftovers(ids[i]);	/* deleted behind our back */
@@ -626,35 +640,49 @@ static int dev_list(int argc, char **argv)
 			 pid_alive(st.pid) ? "" : ",no-server");
 		features_str(info.flags, feat, sizeof(feat));
 		if (json) {
-			printf("%s\n  {\"id\": %d, \"state\": ", shown ? "," : "", ids[i]);
-			json_str(stdout, state);
-			printf(", \"target\": ");
-			json_str(stdout, st.o.target);
-			printf(", \"file\": ");
-			json_str(stdout, st.o.file);
-			if (st.o.snapshot[0]) {
-				printf(", \"snapshot\": ");
-				json_str(stdout, st.o.snapshot);
+			struct json_object *d = json_object_new_object();
+			char path[32];
+
+			snprintf(path, sizeof(path), "/dev/ublkb%d", ids[i]);
+			if (!d || json_object_array_add(arr, d) ||
+			    json_object_object_add(d, "id", json_object_new_int(ids[i])) ||
+			    json_object_object_add(d, "state", ublk_json_new_text(state)) ||
+			    json_object_object_add(d, "target", ublk_json_new_text(st.o.target)) ||
+			    ublk_json_add_bytes(d, "file", st.o.file) ||
+			    (st.o.snapshot[0] && ublk_json_add_bytes(d, "snapshot", st.o.snapshot)) ||
+			    json_object_object_add(d, "device", json_object_new_string(path)) ||
+			    json_object_object_add(d, "queues",
+						   json_object_new_int64(info.nr_hw_queues)) ||
+			    json_object_object_add(d, "depth",
+						   json_object_new_int64(info.queue_depth)) ||
+			    json_object_object_add(d, "pid", json_object_new_int((int)st.pid)) ||
+			    json_object_object_add(d, "size",
+						   json_object_new_int64((int64_t)st.size)) ||
+			    json_object_object_add(d, "block-size",
+						   json_object_new_int64(st.o.block_size)) ||
+			    json_object_object_add(d, "direct",
+						   json_object_new_boolean(st.o.direct)) ||
+			    json_object_object_add(d, "read-only",
+						   json_object_new_boolean(st.o.read_only)) ||
+			    json_object_object_add(d, "recoverable",
+						   json_object_new_boolean(st.o.recoverable)) ||
+			    json_object_object_add(d, "features", ublk_json_new_text(feat))) {
+				ucow_err("out of memory");
+				json_object_put(arr);
+				ublk_ctrl_close(&c);
+				return 1;
 			}
-			printf(", \"device\": \"/dev/ublkb%d\", \"queues\": %u, \"depth\": %u, "
-			       "\"pid\": %d, \"size\": %" PRIu64 ", \"block_size\": %u, "
-			       "\"direct\": %s, \"read_only\": %s, \"recoverable\": %s, "
-			       "\"features\": ", ids[i], info.nr_hw_queues, info.queue_depth,
-			       (int)st.pid, st.size, st.o.block_size,
-			       st.o.direct ? "true" : "false", st.o.read_only ? "true" : "false",
-			       st.o.recoverable ? "true" : "false");
-			json_str(stdout, feat);
-			printf("}");
 		} else {
 			printf("%-4d %-20s %-6s %-6u %-5u %-8d %s%s%s\n%52s%s\n", ids[i], state,
 			       st.o.target, info.nr_hw_queues, info.queue_depth, (int)st.pid,
 			       st.o.file[0] ? st.o.file : "-", st.o.snapshot[0] ? " @" : "",
 			       st.o.snapshot, "", feat);
 		}
-		shown++;
 	}
-	if (json)
-		printf("%s]\n", shown ? "\n" : "");
+	if (json) {
+		printf("%s\n", ublk_json_text(arr, true));
+		json_object_put(arr);
+	}
 	ublk_ctrl_close(&c);
 	return 0;
 }
@@ -670,6 +698,7 @@ static int dev_recover(int argc, char **argv)
 	};
 	struct ublk_state st;
 	struct ublk_dev *dev;
+	char err[UBLK_ERRLEN];
 	int c, id, ret;
 	bool fg = false;
 
@@ -682,9 +711,14 @@ static int dev_recover(int argc, char **argv)
 	}
 	if (optind + 1 != argc || parse_id(argv[optind], &id))
 		return usage_err("dev recover", "give one device: ID or /dev/ublkbN");
-	if (ublk_state_read(id, &st) < 0) {
+	ret = ublk_state_read(id, &st, err);
+	if (ret == -ENOENT) {
 		ucow_err("no state for device %d in %s (was it added with 'ucow dev add'?)", id,
 			 ublk_run_dir());
+		return 1;
+	}
+	if (ret < 0) {
+		ucow_err("%s", err);
 		return 1;
 	}
 	if (pid_alive(st.pid) && wait_pid_exit(st.pid, 3000) < 0) {
@@ -760,8 +794,9 @@ static int dev_stats(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ublk_state st;
+	struct json_object *reply = NULL, *v;
 	bool json = false;
-	char *resp;
+	char err[UBLK_ERRLEN];
 	int c, id, ret;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -776,19 +811,31 @@ static int dev_stats(int argc, char **argv)
 	}
 	if (optind + 1 != argc || parse_id(argv[optind], &id))
 		return usage_err("dev stats", "give one device: ID or /dev/ublkbN");
-	if (ublk_state_read(id, &st) < 0 || !st.sock[0]) {
+	ret = ublk_state_read(id, &st, err);
+	if (ret < 0 && ret != -ENOENT) {
+		ucow_err("%s", err);
+		return 1;
+	}
+	if (ret < 0 || !st.sock[0]) {
 		ucow_err("no served device %d", id);
 		return 1;
 	}
-	resp = malloc(64 << 10);
-	if (!resp)
-		return 1;
-	ret = ublk_sock_request(st.sock, json ? "stats-json" : "stats", resp, 64 << 10);
-	if (ret < 0)
-		ucow_err("device %d: cannot ask its server: %s", id, strerror(-ret));
-	else
-		fputs(resp, stdout);
-	free(resp);
+	ret = ublk_sock_call(st.sock, UBLK_OP_STATS, NULL, 5, &reply);
+	if (ret == -EPROTO) {
+		ucow_err("device %d: %s", id, ublk_sock_reply_error(reply));
+	} else if (ret < 0) {
+		ucow_err("device %d: cannot ask its server: %s", id, ret == -EBADMSG ?
+			 "bad answer" : strerror(-ret));
+	} else if (!json_object_object_get_ex(reply, json ? "stats" : "text", &v) ||
+		   !json_object_is_type(v, json ? json_type_object : json_type_string)) {
+		ucow_err("device %d: bad answer from its server", id);
+		ret = -EBADMSG;
+	} else if (json) {
+		printf("%s\n", ublk_json_text(v, true));
+	} else {
+		fputs(json_object_get_string(v), stdout);
+	}
+	json_object_put(reply);
 	return ret < 0 ? 1 : 0;
 }
 

@@ -131,8 +131,8 @@ static int parse_snap_arg(struct conv *c, const char *arg)
 }
 
 /*
- * The key to hand cow_open() as the snapshot: for snapshot.name= / snapshot.id=, the name of the one
- * snapshot that matches exactly (the engine tries names before ids, and names are unique, so
+ * The key to hand cow_open() as the snapshot: for snapshot.name= / snapshot.id=, the name of
+ * the one snapshot that matches exactly (the engine tries names before ids, and names are unique, so
  * its name selects exactly it). 0, or -errno with the error reported.
  */
 static int resolve_snap(struct conv *c, char *key, size_t keylen)

@@ -167,7 +167,7 @@ static int info_online(const char *file, int fmt, bool json, bool chain)
 	struct cow_image *bimg = NULL, *i;
 	struct cow_info in;
 	char backing[4096], full[4096], err[COW_ERRLEN] = "";
-	char *resp = NULL;
+	struct json_object *resp = NULL;
 	uint32_t ns = 0;
 	int id = ublk_server_of(file, &st), r;
 	json_object *doc = NULL;
@@ -177,22 +177,22 @@ static int info_online(const char *file, int fmt, bool json, bool chain)
 	    (fmt == COW_FMT_RAW && strcmp(st.o.target, "raw")) ||
 	    (fmt == COW_FMT_UCOW && strcmp(st.o.target, "cow")))
 		return -1;
-	r = ublk_sock_call(st.sock, "image-info", 300, &resp);
+	r = ublk_sock_call(st.sock, UBLK_OP_IMAGE_INFO, NULL, 300, &resp);
 	if (r == -ENOENT || r == -ECONNREFUSED)
 		return -1;
 	if (r == -EPROTO && resp) {
-		ucow_err("%s: %s", file, resp);
-		free(resp);
+		ucow_err("%s: %s", file, ublk_sock_reply_error(resp));
+		ublk_sock_reply_free(resp);
 		return 1;
 	}
 	if (r < 0 || ublk_parse_info(resp, &in, backing, sizeof(backing)) < 0 ||
 	    ublk_parse_snaps(resp, &sv, &ns) < 0) {
 		ucow_err("%s: no answer from the server of /dev/ublkb%d: %s", file, id,
 			 r < 0 ? strerror(-r) : "bad answer");
-		free(resp);
+		ublk_sock_reply_free(resp);
 		return 1;
 	}
-	free(resp);
+	ublk_sock_reply_free(resp);
 	if (chain && in.backing) {
 		if (resolve_near(file, in.backing, full, sizeof(full)) < 0)
 			snprintf(full, sizeof(full), "%s", in.backing);

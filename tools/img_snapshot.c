@@ -112,8 +112,7 @@ void snapshot_print_list(const struct cow_snap_info *v, uint32_t n, bool json,
 static int snapshot_online(const char *file, char action, const char *name, bool json)
 {
 	struct ublk_state st;
-	char req[512], ename[400];
-	char *resp = NULL;
+	struct json_object *resp = NULL;
 	int id = ublk_server_of(file, &st), r;
 	bool ro;
 
@@ -134,14 +133,11 @@ static int snapshot_online(const char *file, char action, const char *name, bool
 	}
 	if (!st.sock[0])
 		return -1;
-	ublk_sock_escape(name ? name : "", ename, sizeof(ename));
-	snprintf(req, sizeof(req), "%s%s%s", action == 'c' ? "snapshot-create" :
-		 action == 'd' ? "snapshot-delete" : "snapshot-list", name ? " " : "",
-		 name ? ename : "");
-	r = ublk_sock_call(st.sock, req, 300, &resp);
+	r = ublk_sock_call(st.sock, action == 'c' ? UBLK_OP_SNAP_CREATE : action == 'd' ?
+			   UBLK_OP_SNAP_DELETE : UBLK_OP_SNAP_LIST, name, 300, &resp);
 	if (r == -EPROTO && resp) {
-		ucow_err("%s: %s", file, resp);
-		free(resp);
+		ucow_err("%s: %s", file, ublk_sock_reply_error(resp));
+		ublk_sock_reply_free(resp);
 		return 1;
 	}
 	if (r == -ENOENT || r == -ECONNREFUSED)
@@ -158,7 +154,7 @@ static int snapshot_online(const char *file, char action, const char *name, bool
 		r = ublk_parse_snaps(resp, &v, &n);
 		if (r < 0) {
 			ucow_err("%s: bad answer from the server of /dev/ublkb%d", file, id);
-			free(resp);
+			ublk_sock_reply_free(resp);
 			return 1;
 		}
 		r = 0;
@@ -170,7 +166,7 @@ static int snapshot_online(const char *file, char action, const char *name, bool
 		free(resp);
 		return r;
 	}
-	free(resp);
+	ublk_sock_reply_free(resp);
 	return 0;
 }
 

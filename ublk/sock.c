@@ -1,30 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The per-device control socket: $UCOW_RUN_DIR/dev<ID>.sock, a unix stream socket, mode
- * 0600 in a 0700 folder, and the peer must be root (or the server's own user).
+ * The per-device control socket, server side: $UCOW_RUN_DIR/dev<ID>.sock, a unix stream
+ * socket, mode 0600 in a 0700 folder, and the peer must be root (or the server's own user).
  *
- * Protocol (one request per connection, text):
- *   client: one line "<command> [argument]\n"
- *   server: "ok\n" then the payload, or "error <message>\n"; then it closes.
- * Commands:
- *   ping            -> "ok\npong\n"
- *   stats           -> per-operation I/O counts, bytes, latency percentiles (table)
- *   stats-json      -> the same as one JSON object
- *   info            -> the image as the server sees it (engine info and stats), JSON
- *   image-info      -> `ucow info` on a served image: "KEY VALUE" lines (struct cow_info),
- *                      then its snapshots as "snap ..." lines (below), then "pause_us N"
- *   snapshot-list   -> "snap ID PARENT SEC NSEC VSIZE USAGE CURRENT NAME" lines, "pause_us N"
- *   snapshot-create NAME, snapshot-delete NAME -> "pause_us N"
- * Names travel escaped (%XX for '%', controls, space and bytes >= 0x7f). Snapshot create and
- * delete pause the queues (ublk_dev_pause) around the engine call: cowcore wants no request
- * in flight while they switch tables; N is the pause in microseconds. A list runs with the
- * queues going (it reads under the image lock, which every table update holds): N is 0.
- * Errors: "error MESSAGE" with the engine's text (without the file name in front).
- * Served from the control thread, between signals: never on the data path.
+ * One request per connection: the client sends one JSON object and a newline, the server
+ * answers one JSON object and a newline, then closes (messages: sock_proto.c; the client:
+ * sock_client.c). A request over UBLK_SOCK_REQ_MAX bytes, malformed, or naming an unknown
+ * op gets {"ok": false, "error": ...}; a client that has not sent its request within 3 s
+ * is dropped.
+ *
+ * Snapshot create and delete pause the queues (ublk_dev_pause) around the engine call:
+ * cowcore wants no request in flight while they switch tables; "pause-us" is the pause in
+ * microseconds. A list runs with the queues going (it reads under the image lock, which
+ * every table update holds): "pause-us" is 0. Errors carry the engine's text (without the
+ * file name in front). Served from the control thread, between signals: never on the data
+ * path.
  */
 #include <errno.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,82 +29,12 @@
 
 #include <inttypes.h>
 
+#include <json-c/json.h>
+
 #include "ublk.h"
 
 #define SOCK_PAUSE_TIMEOUT_MS 10000
-
-/* ---- names on the wire ------------------------------------------------------------------- */
-
-static void esc_name(const char *in, char *out, size_t len)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t o = 0;
-
-	for (; *in && o + 4 < len; in++) {
-		unsigned char c = (unsigned char)*in;
-
-		if (c <= ' ' || c == '%' || c >= 0x7f) {
-			out[o++] = '%';
-			out[o++] = hex[c >> 4];
-			out[o++] = hex[c & 15];
-		} else {
-			out[o++] = (char)c;
-		}
-	}
-	out[o] = 0;
-}
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
-/* Up to a space, newline or the end. Returns where it stopped. */
-static const char *unesc_name(const char *in, char *out, size_t len)
-{
-	size_t o = 0;
-
-	for (; *in && *in != ' ' && *in != '\n'; in++) {
-		char c = *in;
-
-		if (c == '%' && hexval(in[1]) >= 0 && hexval(in[2]) >= 0) {
-			c = (char)(hexval(in[1]) << 4 | hexval(in[2]));
-			in += 2;
-		}
-		if (o + 1 < len)
-			out[o++] = c;
-	}
-	out[o] = 0;
-	return in;
-}
-
-/* ---- the server side --------------------------------------------------------------------- */
-
-struct sbuf {
-	char *p;
-	size_t len, off;
-};
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (b->off >= b->len)
-		return;
-	va_start(ap, fmt);
-	n = vsnprintf(b->p + b->off, b->len - b->off, fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		b->off += (size_t)n < b->len - b->off ? (size_t)n : b->len - b->off - 1;
-}
+#define SOCK_READ_TIMEOUT_S 3		/* for the whole request */
 
 /* The engine's error text without "PATH: " in front (the client names the file itself). */
 static const char *eng_err(struct ublk_dev *dev, int r)
@@ -126,194 +49,69 @@ static const char *eng_err(struct ublk_dev *dev, int r)
 	return m;
 }
 
-static void put_snaps(struct sbuf *b, const struct cow_snap_info *v, uint32_t n)
-{
-	char name[400];
-
-	for (uint32_t i = 0; i < n; i++) {
-		esc_name(v[i].name, name, sizeof(name));
-		sb_printf(b, "snap %u %u %" PRIu64 " %u %" PRIu64 " %" PRIu64 " %d %s\n", v[i].id,
-			  v[i].parent, v[i].date_sec, v[i].date_nsec, v[i].virtual_size,
-			  v[i].disk_usage, v[i].current_parent ? 1 : 0, name);
-	}
-}
-
-/* A snapshot request, with the queues paused around the engine call. */
-static void sock_snapshot(struct ublk_dev *dev, const char *req, struct sbuf *b)
+/* The reply line to a snapshot or image request, or an error line (*why set). */
+static struct json_object *sock_snapshot(struct ublk_dev *dev, const struct ublk_sock_req *rq,
+					 char *why, size_t wlen)
 {
 	struct cow_image *img = dev->tgt_data;
 	struct cow_snap_info *v = NULL;
-	char err[UBLK_ERRLEN], name[256] = "";
+	struct json_object *reply, *a;
+	char err[UBLK_ERRLEN];
 	uint32_t n = 0;
-	uint64_t ns;
-	const char *arg = strchr(req, ' ');
-	bool list = !strcmp(req, "snapshot-list") || !strcmp(req, "image-info");
-	bool create = !strncmp(req, "snapshot-create ", 16);
-	bool del = !strncmp(req, "snapshot-delete ", 16);
+	uint64_t ns = 0;
+	bool list = rq->op == UBLK_OP_SNAP_LIST || rq->op == UBLK_OP_IMAGE_INFO;
+	bool create = rq->op == UBLK_OP_SNAP_CREATE;
 	struct cow_info in;
 	int r = 0;
 
-	if (!img || (dev->tgt != &ublk_tgt_cow && strcmp(req, "image-info"))) {
-		sb_printf(b, "error the %s target has no snapshots\n", dev->tgt->name);
-		return;
-	}
-	if (!list && !create && !del) {
-		sb_printf(b, "error unknown request '%.64s'\n", req);
-		return;
+	if (!img || (dev->tgt != &ublk_tgt_cow && rq->op != UBLK_OP_IMAGE_INFO)) {
+		snprintf(why, wlen, "the %s target has no snapshots", dev->tgt->name);
+		return NULL;
 	}
 	cow_get_info(img, &in);
-	if ((create || del) && (dev->o.read_only || dev->o.snapshot[0])) {
-		sb_printf(b, "error served read-only by /dev/ublkb%u (ucow dev del %u first)\n",
-			  dev->info.dev_id, dev->info.dev_id);
-		return;
-	}
-	if (arg)
-		unesc_name(arg + 1, name, sizeof(name));
-	if (!strcmp(req, "image-info")) {
-		sb_printf(b, "format %s\nvirtual_size %" PRIu64 "\nfile_size %" PRIu64
-			  "\ndisk_usage %" PRIu64 "\nchunk_size %u\nblock_size %u\nnr_chunks %"
-			  PRIu64 "\nallocated_chunks %" PRIu64 "\nzero_chunks %" PRIu64
-			  "\njournal_size %" PRIu64 "\njournal_used %" PRIu64 "\nsnapshots %u"
-			  "\ndirty %d\ncorrupt %d\nread_only %d\nbacking_fmt %d\n",
-			  cow_fmt_name(in.fmt), in.virtual_size, in.file_size, in.disk_usage,
-			  in.chunk_size, in.block_size, in.nr_chunks, in.allocated_chunks,
-			  in.zero_chunks, in.journal_size, in.journal_used, in.nb_snapshots,
-			  in.dirty, in.corrupt, in.read_only, in.backing_fmt);
-		if (in.backing) {
-			char eb[3 * 4096 + 1];
-
-			esc_name(in.backing, eb, sizeof(eb));
-			sb_printf(b, "backing %s\n", eb);
-		}
-		if (!in.nb_snapshots)
-			return;
+	if (!list && (dev->o.read_only || dev->o.snapshot[0])) {
+		snprintf(why, wlen, "served read-only by /dev/ublkb%u (ucow dev del %u first)",
+			 dev->info.dev_id, dev->info.dev_id);
+		return NULL;
 	}
 	if (list) {
-		r = cow_snapshot_list(img, &v, &n);
-		ns = 0;
+		if (rq->op == UBLK_OP_SNAP_LIST || in.nb_snapshots)
+			r = cow_snapshot_list(img, &v, &n);
 	} else {
 		r = ublk_dev_pause(dev, create ? UBLK_PAUSE_CREATE : UBLK_PAUSE_DELETE,
 				   SOCK_PAUSE_TIMEOUT_MS, err);
 		if (r < 0) {
-			b->off = 0;
-			sb_printf(b, "error cannot pause the device: %s\n", err);
-			return;
+			snprintf(why, wlen, "cannot pause the device: %s", err);
+			return NULL;
 		}
-		r = create ? cow_snapshot_create(img, name) : cow_snapshot_delete(img, name);
+		r = create ? cow_snapshot_create(img, rq->name) : cow_snapshot_delete(img, rq->name);
 		ns = ublk_dev_resume(dev);
 	}
 	if (r < 0) {
-		b->off = 0;
-		sb_printf(b, "error %s\n", eng_err(dev, r));
-		fprintf(stderr, "ucow: %s failed (pause %.3f ms): %s\n", req, ns / 1e6,
-			eng_err(dev, r));
-		return;
+		snprintf(why, wlen, "%s", eng_err(dev, r));
+		fprintf(stderr, "ucow: %s failed (pause %.3f ms): %s\n", ublk_sock_op_name(rq->op),
+			ns / 1e6, why);
+		return NULL;
 	}
-	put_snaps(b, v, n);
+	reply = ublk_sock_reply_ok();
+	if (reply && rq->op == UBLK_OP_IMAGE_INFO &&
+	    json_object_object_add(reply, "image", ublk_info_encode(&in)))
+		goto nomem;
+	if (reply && list) {
+		a = ublk_snaps_encode(v, n);
+		if (!a || json_object_object_add(reply, "snapshots", a))
+			goto nomem;
+	}
 	free(v);
-	sb_printf(b, "pause_us %" PRIu64 "\n", (ns + 500) / 1000);
-}
-
-/* ---- the client side: parsing what sock_snapshot wrote ------------------------------------ */
-
-int ublk_parse_snaps(const char *p, struct cow_snap_info **out, uint32_t *nout)
-{
-	struct cow_snap_info *v = NULL;
-	uint32_t n = 0, cap = 0;
-
-	*out = NULL;
-	*nout = 0;
-	for (; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
-		struct cow_snap_info s;
-		int cur, k;
-
-		if (strncmp(p, "snap ", 5))
-			continue;
-		memset(&s, 0, sizeof(s));
-		if (sscanf(p + 5, "%u %u %" SCNu64 " %u %" SCNu64 " %" SCNu64 " %d %n", &s.id,
-			   &s.parent, &s.date_sec, &s.date_nsec, &s.virtual_size, &s.disk_usage,
-			   &cur, &k) != 7) {
-			free(v);
-			return -EPROTO;
-		}
-		s.current_parent = cur;
-		unesc_name(p + 5 + k, s.name, sizeof(s.name));
-		if (n == cap) {
-			struct cow_snap_info *g;
-
-			cap = cap ? cap * 2 : 16;
-			g = realloc(v, cap * sizeof(*v));
-			if (!g) {
-				free(v);
-				return -ENOMEM;
-			}
-			v = g;
-		}
-		v[n++] = s;
-	}
-	*out = v;
-	*nout = n;
-	return 0;
-}
-
-static const char *payload_val(const char *p, const char *key)
-{
-	size_t kl = strlen(key);
-
-	for (; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-		if (!strncmp(p, key, kl) && p[kl] == ' ')
-			return p + kl + 1;
+	if (!reply || json_object_object_add(reply, "pause-us",
+					     json_object_new_int64((int64_t)((ns + 500) / 1000))))
+		goto nomem;
+	return reply;
+nomem:
+	free(v);
+	json_object_put(reply);
+	snprintf(why, wlen, "out of memory");
 	return NULL;
-}
-
-static uint64_t payload_u64(const char *p, const char *key)
-{
-	const char *v = payload_val(p, key);
-
-	return v ? strtoull(v, NULL, 10) : 0;
-}
-
-int ublk_parse_info(const char *p, struct cow_info *in, char *backing, size_t blen)
-{
-	const char *v = payload_val(p, "format");
-	char fmt[16] = "";
-
-	memset(in, 0, sizeof(*in));
-	if (!v)
-		return -EPROTO;
-	unesc_name(v, fmt, sizeof(fmt));
-	in->fmt = cow_fmt_parse(fmt);
-	in->virtual_size = payload_u64(p, "virtual_size");
-	in->file_size = payload_u64(p, "file_size");
-	in->disk_usage = payload_u64(p, "disk_usage");
-	in->chunk_size = (uint32_t)payload_u64(p, "chunk_size");
-	in->block_size = (uint32_t)payload_u64(p, "block_size");
-	in->nr_chunks = payload_u64(p, "nr_chunks");
-	in->allocated_chunks = payload_u64(p, "allocated_chunks");
-	in->zero_chunks = payload_u64(p, "zero_chunks");
-	in->journal_size = payload_u64(p, "journal_size");
-	in->journal_used = payload_u64(p, "journal_used");
-	in->nb_snapshots = (uint32_t)payload_u64(p, "snapshots");
-	in->dirty = payload_u64(p, "dirty");
-	in->corrupt = payload_u64(p, "corrupt");
-	in->read_only = payload_u64(p, "read_only");
-	in->backing_fmt = (int)payload_u64(p, "backing_fmt");
-	v = payload_val(p, "backing");
-	if (v && blen) {
-		unesc_name(v, backing, blen);
-		in->backing = backing;
-	}
-	return 0;
-}
-
-int ublk_parse_pause_us(const char *p, uint64_t *us)
-{
-	const char *v = payload_val(p, "pause_us");
-
-	if (!v)
-		return -ENOENT;
-	*us = strtoull(v, NULL, 10);
-	return 0;
 }
 
 int ublk_sock_listen(struct ublk_dev *dev, char *path, size_t len)
@@ -340,6 +138,7 @@ int ublk_sock_listen(struct ublk_dev *dev, char *path, size_t len)
 	return fd;
 }
 
+
 static void sock_reply(int fd, const char *s)
 {
 	size_t len = strlen(s);
@@ -347,6 +146,8 @@ static void sock_reply(int fd, const char *s)
 	while (len) {
 		ssize_t n = write(fd, s, len);
 
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n <= 0)
 			return;
 		s += n;
@@ -354,13 +155,95 @@ static void sock_reply(int fd, const char *s)
 	}
 }
 
+/*
+ * Read one request: up to the newline, the end of the stream, or UBLK_SOCK_REQ_MAX bytes
+ * (then -E2BIG: the rest is not read), within SOCK_READ_TIMEOUT_S in all (a client sending
+ * a byte now and then does not hold the control thread). Returns its length, or -errno.
+ */
+static ssize_t read_request(int fd, char *buf)
+{
+	uint64_t deadline = ublk_now_ns() + SOCK_READ_TIMEOUT_S * 1000000000ull;
+	size_t off = 0;
+
+	while (off <= UBLK_SOCK_REQ_MAX) {
+		ssize_t n;
+
+		if (ublk_now_ns() > deadline)
+			return -ETIMEDOUT;
+		n = read(fd, buf + off, UBLK_SOCK_REQ_MAX + 1 - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		if (memchr(buf + off, '\n', (size_t)n)) {
+			off += (size_t)n;
+			if (memchr(buf, '\n', off) != buf + off - 1)
+				return -EBADMSG;	/* data after the line: not ours */
+			return (ssize_t)off;
+		}
+		off += (size_t)n;
+	}
+	return off > UBLK_SOCK_REQ_MAX ? -E2BIG : (ssize_t)off;
+}
+
+/* The answer to one decoded request: a reply line (malloc'd) */
+static char *sock_answer(struct ublk_dev *dev, const struct ublk_sock_req *rq)
+{
+	struct json_object *reply = NULL, *v;
+	char why[UBLK_ERRLEN] = "out of memory", *text = NULL, *line;
+
+	switch (rq->op) {
+	case UBLK_OP_PING:
+		reply = ublk_sock_reply_ok();
+		if (reply && json_object_object_add(reply, "pong", json_object_new_boolean(1)))
+			goto nomem;
+		break;
+	case UBLK_OP_STATS:
+		text = malloc(64 << 10);
+		reply = ublk_sock_reply_ok();
+		v = ublk_stats_json(dev);
+		if (!text || !reply || !v || ublk_stats_format(dev, text, 64 << 10) < 0 ||
+		    json_object_object_add(reply, "stats", v)) {
+			json_object_put(v);
+			goto nomem;
+		}
+		if (json_object_object_add(reply, "text", json_object_new_string(text)))
+			goto nomem;
+		break;
+	case UBLK_OP_INFO:
+		v = dev->tgt->info ? dev->tgt->info(dev) : NULL;
+		if (!v) {
+			snprintf(why, sizeof(why), "the %s target has no image", dev->tgt->name);
+			break;
+		}
+		reply = ublk_sock_reply_ok();
+		if (!reply || json_object_object_add(reply, "info", v)) {
+			json_object_put(v);
+			goto nomem;
+		}
+		break;
+	default:
+		reply = sock_snapshot(dev, rq, why, sizeof(why));
+	}
+	free(text);
+	line = reply ? ublk_sock_reply_text(reply) : ublk_sock_error_text(why);
+	json_object_put(reply);
+	return line;
+nomem:
+	free(text);
+	json_object_put(reply);
+	return ublk_sock_error_text("out of memory");
+}
+
 void ublk_sock_serve(struct ublk_dev *dev, int lfd)
 {
-	struct timeval tv = { .tv_sec = 3 };
+	struct timeval tv = { .tv_sec = SOCK_READ_TIMEOUT_S };
 	struct ucred cred;
+	struct ublk_sock_req rq;
 	socklen_t clen = sizeof(cred);
-	char req[512], *resp;
-	size_t rlen = 64 << 10;
+	char why[UBLK_ERRLEN], *req = NULL, *line = NULL;
 	ssize_t n;
 	int fd;
 
@@ -369,135 +252,36 @@ void ublk_sock_serve(struct ublk_dev *dev, int lfd)
 		return;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
 	    (cred.uid != 0 && cred.uid != geteuid())) {
-		sock_reply(fd, "error permission denied\n");
-		goto out;
+		line = ublk_sock_error_text("permission denied");
+		goto reply;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	n = read(fd, req, sizeof(req) - 1);
-	if (n <= 0)
+	req = malloc(UBLK_SOCK_REQ_MAX + 1);
+	if (!req)
 		goto out;
-	req[n] = 0;
-	req[strcspn(req, "\r\n")] = 0;
-	if (dev->tgt == &ublk_tgt_cow && dev->tgt_data) {
-		struct cow_info in;
+	n = read_request(fd, req);
+	if (n == -E2BIG) {
+		snprintf(why, sizeof(why), "request too long (more than %d bytes)",
+			 UBLK_SOCK_REQ_MAX);
+		line = ublk_sock_error_text(why);
+	} else if (n == -EBADMSG) {
+		line = ublk_sock_error_text("malformed request: data after the first line");
+	} else if (n <= 0) {
+		goto out;	/* nothing came (or the timeout): no one to answer */
+	} else if (ublk_sock_req_decode(req, (size_t)n, &rq, why, sizeof(why)) < 0) {
+		char msg[UBLK_ERRLEN + 32];
 
-		cow_get_info(dev->tgt_data, &in);
-		rlen += (size_t)in.nb_snapshots * 512;	/* a "snap" line each */
-	}
-	resp = malloc(rlen);
-	if (!resp)
-		goto out;
-	strcpy(resp, "ok\n");
-	if (!strcmp(req, "ping")) {
-		strcat(resp, "pong\n");
-	} else if (!strcmp(req, "stats") || !strcmp(req, "stats-json")) {
-		ublk_stats_format(dev, resp + 3, rlen - 3, !strcmp(req, "stats-json"));
-	} else if (!strcmp(req, "info")) {
-		if (!dev->tgt->info || dev->tgt->info(dev, resp + 3, rlen - 4) < 0)
-			snprintf(resp, rlen, "error the %s target has no image\n", dev->tgt->name);
-		else
-			strcat(resp, "\n");
-	} else if (!strncmp(req, "snapshot-", 9) || !strcmp(req, "image-info")) {
-		struct sbuf b = { resp + 3, rlen - 3, 0 };
-
-		sock_snapshot(dev, req, &b);
-		if (!strncmp(resp + 3, "error ", 6))
-			memmove(resp, resp + 3, strlen(resp + 3) + 1);
+		snprintf(msg, sizeof(msg), "bad request: %s", why);
+		line = ublk_sock_error_text(msg);
 	} else {
-		snprintf(resp, rlen, "error unknown request '%.64s'\n", req);
+		line = sock_answer(dev, &rq);
 	}
-	sock_reply(fd, resp);
-	free(resp);
+reply:
+	if (line)
+		sock_reply(fd, line);
 out:
+	free(line);
+	free(req);
 	close(fd);
-}
-
-/* ublk_sock_call into a caller's buffer (truncated to len), with a 5 s timeout. */
-int ublk_sock_request(const char *path, const char *req, char *resp, size_t len)
-{
-	char *out = NULL;
-	int ret = ublk_sock_call(path, req, 5, &out);
-
-	if (len)
-		snprintf(resp, len, "%s", out ? out : "");
-	free(out);
-	return ret;
-}
-
-int ublk_sock_call(const char *path, const char *req, int timeout_s, char **out)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct timeval tv = { .tv_sec = timeout_s };
-	size_t off = 0, cap = 64 << 10;
-	char line[1024], *resp;
-	ssize_t n;
-	int fd, ret = 0;
-
-	*out = NULL;
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	if (strlen(req) + 2 > sizeof(line) || strlen(req) + 2 > 512)
-		return -E2BIG;
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		ret = -errno;
-		goto out;
-	}
-	snprintf(line, sizeof(line), "%s\n", req);
-	sock_reply(fd, line);
-	resp = malloc(cap);
-	if (!resp) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	for (;;) {
-		if (off + 1 >= cap) {
-			char *g = realloc(resp, cap * 2);
-
-			if (!g) {
-				free(resp);
-				ret = -ENOMEM;
-				goto out;
-			}
-			resp = g;
-			cap *= 2;
-		}
-		n = read(fd, resp + off, cap - off - 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			ret = -errno;	/* EAGAIN: the timeout */
-			free(resp);
-			goto out;
-		}
-		if (n == 0)
-			break;
-		off += (size_t)n;
-	}
-	resp[off] = 0;
-	if (!strncmp(resp, "ok\n", 3)) {
-		memmove(resp, resp + 3, off - 2);
-	} else if (!strncmp(resp, "error ", 6)) {
-		memmove(resp, resp + 6, off - 5);
-		resp[strcspn(resp, "\n")] = 0;
-		ret = -EPROTO;
-	} else {
-		free(resp);
-		ret = off ? -EPROTO : -ECONNRESET;
-		goto out;
-	}
-	*out = resp;
-out:
-	close(fd);
-	return ret;
-}
-
-void ublk_sock_escape(const char *name, char *out, size_t len)
-{
-	esc_name(name, out, len);
 }

@@ -3,21 +3,28 @@
  * Per-device state: $UCOW_RUN_DIR (default /run/ucow)/dev<ID>.json, written by the server
  * once the device is live (and again after a recovery), removed when the device is deleted.
  * `ucow dev list`, `del` and `recover` read it. It is written whole to a temporary name and
- * renamed, so readers never see half a file. One key per line; we parse only what we write.
+ * renamed, so readers never see half a file. JSON through json-c (json.c); a reader takes the
+ * file as hostile: at most UBLK_STATE_MAX bytes, every field checked for its type and range,
+ * unknown keys refused, and the error names the file.
  *
  *   {
- *     "id": 0,
- *     "pid": 1234,
- *     "target": "cow",
- *     "file": "/images/disk.ucow",
- *     "queues": 2,
- *     "depth": 128,
- *     "block_size": 512,
- *     "size": 1073741824,
- *     "direct": false, "read_only": false, "recoverable": true   (one per line)
- *     "features": 72,
- *     "socket": "/run/ucow/dev0.sock"
+ *     "version": 2,
+ *     "id": 0,                          0..1048575, the N of devN.json
+ *     "pid": 1234,                      1..4194304
+ *     "target": "cow",                  cow, raw or null
+ *     "file": "/images/disk.ucow",      absolute, < 4096 bytes; "" for null
+ *     "snapshot": "s1",                 optional: the snapshot served, 1..127 bytes
+ *     "queues": 2,                      1..4096
+ *     "depth": 128,                     1..4096
+ *     "block-size": 512,                512 or 4096
+ *     "size": 1073741824,               bytes, 4096..2^62
+ *     "direct": false, "read-only": false, "recoverable": true,
+ *     "features": 72,                   negotiated flags, 0..2^62
+ *     "socket": "/run/ucow/dev0.sock"   < 108 bytes; "" if there is none
  *   }
+ *
+ * "file" and "snapshot" are byte strings: not valid UTF-8, they come with "file-hex" /
+ * "snapshot-hex" (json.c), which the reader prefers.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -30,7 +37,14 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include <json-c/json.h>
+
 #include "ublk.h"
+
+#define STATE_VERSION 2
+#define MAX_DEV_ID 1048575
+#define MAX_PID 4194304		/* PID_MAX_LIMIT */
+#define MAX_SIZE (1ll << 62)
 
 const char *ublk_run_dir(void)
 {
@@ -51,173 +65,249 @@ void ublk_state_path(int id, const char *suffix, char *out, size_t len)
 	snprintf(out, len, "%s/dev%d%s", ublk_run_dir(), id, suffix);
 }
 
-static void put_str(FILE *f, const char *key, const char *s)
+char *ublk_state_encode(const struct ublk_state *st)
 {
-	fprintf(f, "  \"%s\": \"", key);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
+	struct json_object *o = json_object_new_object();
+	char *text = NULL;
+	int r = 0;
 
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
+	if (!o)
+		return NULL;
+	r |= json_object_object_add(o, "version", json_object_new_int(STATE_VERSION));
+	r |= json_object_object_add(o, "id", json_object_new_int(st->id));
+	r |= json_object_object_add(o, "pid", json_object_new_int((int)st->pid));
+	r |= json_object_object_add(o, "target", json_object_new_string(st->o.target));
+	r |= ublk_json_add_bytes(o, "file", st->o.file);
+	if (st->o.snapshot[0])
+		r |= ublk_json_add_bytes(o, "snapshot", st->o.snapshot);
+	r |= json_object_object_add(o, "queues", json_object_new_int64(st->nr_queues));
+	r |= json_object_object_add(o, "depth", json_object_new_int64(st->depth));
+	r |= json_object_object_add(o, "block-size", json_object_new_int64(st->o.block_size));
+	r |= json_object_object_add(o, "size", json_object_new_int64((int64_t)st->size));
+	r |= json_object_object_add(o, "direct", json_object_new_boolean(st->o.direct));
+	r |= json_object_object_add(o, "read-only", json_object_new_boolean(st->o.read_only));
+	r |= json_object_object_add(o, "recoverable",
+				    json_object_new_boolean(st->o.recoverable));
+	r |= json_object_object_add(o, "features", json_object_new_int64((int64_t)st->flags));
+	r |= ublk_json_add_bytes(o, "socket", st->sock);
+	if (!r) {
+		const char *t = ublk_json_text(o, true);
+
+		text = t ? malloc(strlen(t) + 2) : NULL;
+		if (text)
+			sprintf(text, "%s\n", t);
 	}
-	fprintf(f, "\",\n");
+	json_object_put(o);
+	return text;
 }
 
 int ublk_state_write(const struct ublk_state *st)
 {
-	char path[4200], tmp[4300];
-	FILE *f;
+	char path[4200], tmp[4300], *text;
+	size_t len, off = 0;
 	int fd, ret;
 
 	ret = ublk_run_dir_make();
 	if (ret < 0)
 		return ret;
+	text = ublk_state_encode(st);
+	if (!text)
+		return -ENOMEM;
+	len = strlen(text);
 	ublk_state_path(st->id, ".json", path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp%d", path, (int)getpid());
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	f = fdopen(fd, "w");
-	if (!f) {
+	if (fd < 0) {
 		ret = -errno;
-		close(fd);
-		goto err;
+		free(text);
+		return ret;
 	}
-	fprintf(f, "{\n  \"id\": %d,\n  \"pid\": %d,\n", st->id, (int)st->pid);
-	put_str(f, "target", st->o.target);
-	put_str(f, "file", st->o.file);
-	fprintf(f, "  \"queues\": %u,\n  \"depth\": %u,\n  \"block_size\": %u,\n"
-		"  \"size\": %" PRIu64 ",\n", st->nr_queues, st->depth, st->o.block_size, st->size);
-	fprintf(f, "  \"direct\": %s,\n  \"read_only\": %s,\n  \"recoverable\": %s,\n",
-		st->o.direct ? "true" : "false", st->o.read_only ? "true" : "false",
-		st->o.recoverable ? "true" : "false");
-	fprintf(f, "  \"features\": %" PRIu64 ",\n", st->flags);
-	if (st->o.snapshot[0])
-		put_str(f, "snapshot", st->o.snapshot);
-	put_str(f, "socket", st->sock);
-	fprintf(f, "  \"version\": 1\n}\n");
-	if (fflush(f) != 0 || ferror(f)) {
-		ret = -EIO;
-		fclose(f);
-		goto err;
+	while (off < len) {
+		ssize_t n = write(fd, text + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			ret = n < 0 ? -errno : -EIO;
+			break;
+		}
+		off += (size_t)n;
 	}
-	fclose(f);
-	if (rename(tmp, path) < 0) {
+	free(text);
+	if (close(fd) < 0 && !ret)
 		ret = -errno;
-		goto err;
-	}
-	return 0;
-err:
-	unlink(tmp);
+	if (!ret && rename(tmp, path) < 0)
+		ret = -errno;
+	if (ret)
+		unlink(tmp);
 	return ret;
 }
 
-/* The text after "key": on its line, or NULL. */
-static const char *find_key(const char *buf, const char *key)
+static const char *const state_keys[] = {
+	"version", "id", "pid", "target", "file", "file-hex", "snapshot", "snapshot-hex",
+	"queues", "depth", "block-size", "size", "direct", "read-only", "recoverable",
+	"features", "socket", "socket-hex", NULL,
+};
+
+int ublk_state_decode(const char *buf, size_t len, struct ublk_state *st, char *err,
+		      size_t errlen)
 {
-	char pat[64];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(buf, pat);
-	if (!p)
-		return NULL;
-	p += strlen(pat);
-	while (*p == ' ')
-		p++;
-	return p;
-}
-
-static int get_u64(const char *buf, const char *key, uint64_t *v)
-{
-	const char *p = find_key(buf, key);
-	char *end;
-
-	if (!p)
-		return -ENOENT;
-	*v = strtoull(p, &end, 10);
-	return end == p ? -EINVAL : 0;
-}
-
-static bool get_bool(const char *buf, const char *key)
-{
-	const char *p = find_key(buf, key);
-
-	return p && !strncmp(p, "true", 4);
-}
-
-static int get_str(const char *buf, const char *key, char *out, size_t len)
-{
-	const char *p = find_key(buf, key);
-	size_t n = 0;
-
-	if (!p || *p != '"')
-		return -ENOENT;
-	for (p++; *p && *p != '"' && *p != '\n'; p++) {
-		char c = *p;
-
-		if (c == '\\' && p[1] == 'u') {
-			c = (char)strtol((char[]){ p[4], p[5], 0 }, NULL, 16);
-			p += 5;
-		} else if (c == '\\' && p[1]) {
-			c = *++p;
-		}
-		if (n + 1 >= len)
-			return -ENAMETOOLONG;
-		out[n++] = c;
-	}
-	out[n] = 0;
-	return 0;
-}
-
-int ublk_state_read(int id, struct ublk_state *st)
-{
-	char path[4200], buf[16384];
-	uint64_t v;
-	ssize_t n;
-	int fd, ret;
+	struct json_object *o;
+	const struct ublk_tgt_ops *tgt;
+	int64_t v;
+	int r;
 
 	memset(st, 0, sizeof(*st));
-	ublk_state_path(id, ".json", path, sizeof(path));
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	ret = n < 0 ? -errno : 0;
-	close(fd);
-	if (ret)
-		return ret;
-	buf[n] = 0;
-	if (get_u64(buf, "id", &v) || (int)v != id)
+	o = ublk_json_parse(buf, len, UBLK_STATE_MAX, err, errlen);
+	if (!o)
 		return -EINVAL;
-	st->id = id;
-	st->o.dev_id = id;
-	if (get_u64(buf, "pid", &v))
-		return -EINVAL;
+	r = ublk_json_only_keys(o, state_keys, err, errlen);
+	if (r)
+		goto out;
+	r = ublk_json_get_int(o, "version", 0, INT32_MAX, &v, err, errlen);
+	if (!r && v != STATE_VERSION) {
+		snprintf(err, errlen, "\"version\": %" PRId64 ", this ucow reads %d", v,
+			 STATE_VERSION);
+		r = -EINVAL;
+	}
+	if (r)
+		goto out;
+	if ((r = ublk_json_get_int(o, "id", 0, MAX_DEV_ID, &v, err, errlen)))
+		goto out;
+	st->id = st->o.dev_id = (int)v;
+	if ((r = ublk_json_get_int(o, "pid", 1, MAX_PID, &v, err, errlen)))
+		goto out;
 	st->pid = (pid_t)v;
-	if (get_str(buf, "target", st->o.target, sizeof(st->o.target)) ||
-	    get_str(buf, "file", st->o.file, sizeof(st->o.file)))
-		return -EINVAL;
-	if (!get_u64(buf, "queues", &v))
-		st->nr_queues = st->o.nr_queues = (unsigned)v;
-	if (!get_u64(buf, "depth", &v))
-		st->depth = st->o.depth = (unsigned)v;
-	if (!get_u64(buf, "block_size", &v))
-		st->o.block_size = (unsigned)v;
-	if (!get_u64(buf, "size", &v))
-		st->size = st->o.size = v;
-	if (!get_u64(buf, "features", &v))
-		st->flags = v;
-	st->o.direct = get_bool(buf, "direct");
-	st->o.read_only = get_bool(buf, "read_only");
-	st->o.recoverable = get_bool(buf, "recoverable");
-	get_str(buf, "socket", st->sock, sizeof(st->sock));
-	get_str(buf, "snapshot", st->o.snapshot, sizeof(st->o.snapshot));
-	return 0;
+	if ((r = ublk_json_get_bytes(o, "target", st->o.target, sizeof(st->o.target), err,
+				     errlen)))
+		goto out;
+	tgt = ublk_tgt_find(st->o.target);
+	if (!tgt) {
+		snprintf(err, errlen, "\"target\": unknown target");
+		r = -EINVAL;
+		goto out;
+	}
+	if ((r = ublk_json_get_bytes(o, "file", st->o.file, sizeof(st->o.file), err, errlen)))
+		goto out;
+	if (tgt->needs_file ? st->o.file[0] != '/' : st->o.file[0] != 0) {
+		snprintf(err, errlen, "\"file\": %s", tgt->needs_file ? "not an absolute path" :
+			 "the null target has no file");
+		r = -EINVAL;
+		goto out;
+	}
+	r = ublk_json_get_bytes(o, "snapshot", st->o.snapshot, sizeof(st->o.snapshot), err,
+				errlen);
+	if (r == -ENOENT) {
+		r = 0;
+		if (err && errlen)
+			err[0] = 0;
+	} else if (!r && !st->o.snapshot[0]) {
+		snprintf(err, errlen, "\"snapshot\": empty");
+		r = -EINVAL;
+	}
+	if (r)
+		goto out;
+	if ((r = ublk_json_get_int(o, "queues", 1, UK_MAX_NR_QUEUES, &v, err, errlen)))
+		goto out;
+	st->nr_queues = st->o.nr_queues = (unsigned)v;
+	if ((r = ublk_json_get_int(o, "depth", 1, UK_MAX_QUEUE_DEPTH, &v, err, errlen)))
+		goto out;
+	st->depth = st->o.depth = (unsigned)v;
+	if ((r = ublk_json_get_int(o, "block-size", 512, 4096, &v, err, errlen)))
+		goto out;
+	if (v != 512 && v != 4096) {
+		snprintf(err, errlen, "\"block-size\": not 512 or 4096");
+		r = -EINVAL;
+		goto out;
+	}
+	st->o.block_size = (unsigned)v;
+	if ((r = ublk_json_get_int(o, "size", 4096, MAX_SIZE, &v, err, errlen)))
+		goto out;
+	st->size = (uint64_t)v;
+	if (!tgt->needs_file)
+		st->o.size = st->size;
+	if ((r = ublk_json_get_bool(o, "direct", &st->o.direct, err, errlen)) ||
+	    (r = ublk_json_get_bool(o, "read-only", &st->o.read_only, err, errlen)) ||
+	    (r = ublk_json_get_bool(o, "recoverable", &st->o.recoverable, err, errlen)))
+		goto out;
+	if ((r = ublk_json_get_int(o, "features", 0, MAX_SIZE, &v, err, errlen)))
+		goto out;
+	st->flags = (uint64_t)v;
+	r = ublk_json_get_bytes(o, "socket", st->sock, sizeof(st->sock), err, errlen);
+	if (!r && st->sock[0] && st->sock[0] != '/') {
+		snprintf(err, errlen, "\"socket\": not an absolute path");
+		r = -EINVAL;
+	}
+out:
+	json_object_put(o);
+	return r ? (r == -ENOMEM ? r : -EINVAL) : 0;
+}
+
+int ublk_state_read(int id, struct ublk_state *st, char *err)
+{
+	char path[4200], why[UBLK_ERRLEN] = "", *buf;
+	struct stat sb;
+	ssize_t n;
+	size_t off = 0;
+	int fd, ret = 0;
+
+	memset(st, 0, sizeof(*st));
+	if (err)
+		err[0] = 0;
+	ublk_state_path(id, ".json", path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0) {
+		ret = -errno;
+		if (err)
+			snprintf(err, UBLK_ERRLEN, "%s: %s", path, strerror(-ret));
+		return ret;
+	}
+	if (fstat(fd, &sb) < 0) {
+		ret = -errno;
+		goto out;
+	}
+	if (!S_ISREG(sb.st_mode) || sb.st_size > UBLK_STATE_MAX) {
+		snprintf(why, sizeof(why), !S_ISREG(sb.st_mode) ? "not a regular file" :
+			 "too long (%lld bytes, at most %d)", (long long)sb.st_size,
+			 UBLK_STATE_MAX);
+		ret = -EINVAL;
+		goto out;
+	}
+	buf = malloc(UBLK_STATE_MAX + 1);
+	if (!buf) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	/* the size may change under us: read one byte past the limit at most */
+	while (off <= UBLK_STATE_MAX) {
+		n = read(fd, buf + off, UBLK_STATE_MAX + 1 - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		off += (size_t)n;
+	}
+	if (!ret) {
+		ret = ublk_state_decode(buf, off, st, why, sizeof(why));
+		if (!ret && st->id != id) {
+			snprintf(why, sizeof(why), "\"id\" is %d, not %d", st->id, id);
+			ret = -EINVAL;
+		}
+	}
+	free(buf);
+out:
+	close(fd);
+	if (ret < 0) {
+		if (err)
+			snprintf(err, UBLK_ERRLEN, "%s: %s%s", path, why[0] ? "bad state file: " :
+				 "", why[0] ? why : strerror(-ret));
+		memset(st, 0, sizeof(*st));
+	}
+	return ret;
 }
 
 void ublk_state_remove(int id)
@@ -268,7 +358,7 @@ int ublk_server_of(const char *file, struct ublk_state *out)
 	for (i = 0; i < n; i++) {
 		struct ublk_state st;
 
-		if (ublk_state_read(ids[i], &st) < 0 || strcmp(st.o.file, real))
+		if (ublk_state_read(ids[i], &st, NULL) < 0 || strcmp(st.o.file, real))
 			continue;
 		if (kill(st.pid, 0) < 0 && errno == ESRCH)
 			continue;

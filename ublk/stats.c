@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <json-c/json.h>
+
 #include "ublk.h"
 
 uint64_t ublk_now_ns(void)
@@ -21,7 +23,7 @@ uint64_t ublk_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static unsigned lat_bucket(uint64_t ns)
+unsigned ublk_lat_bucket(uint64_t ns)
 {
 	unsigned msb, idx;
 
@@ -32,7 +34,7 @@ static unsigned lat_bucket(uint64_t ns)
 	return idx < UBLK_LAT_BUCKETS ? idx : UBLK_LAT_BUCKETS - 1;
 }
 
-static uint64_t lat_value(unsigned idx)	/* upper bound of bucket idx */
+uint64_t ublk_lat_value(unsigned idx)
 {
 	unsigned msb, sub;
 
@@ -73,14 +75,17 @@ void ublk_stats_account(struct ublk_queue *q, struct ublk_io *io, int res, uint6
 		add(&s->errors, 1);
 	else if (k == UBLK_ST_READ || k == UBLK_ST_WRITE)
 		add(&s->bytes, bytes);
-	add(&s->lat[lat_bucket(ublk_now_ns() - io->start_ns)], 1);
+	add(&s->lat[ublk_lat_bucket(ublk_now_ns() - io->start_ns)], 1);
 }
 
-static uint64_t percentile(const uint64_t *lat, uint64_t total, double p)
+uint64_t ublk_lat_percentile(const uint64_t *lat, double p)
 {
-	uint64_t want = (uint64_t)(total * p + 0.999999), seen = 0;
+	uint64_t total = 0, want, seen = 0;
 	unsigned i;
 
+	for (i = 0; i < UBLK_LAT_BUCKETS; i++)
+		total += lat[i];
+	want = (uint64_t)(total * p + 0.999999);
 	if (!total)
 		return 0;
 	if (want == 0)
@@ -88,96 +93,147 @@ static uint64_t percentile(const uint64_t *lat, uint64_t total, double p)
 	for (i = 0; i < UBLK_LAT_BUCKETS; i++) {
 		seen += lat[i];
 		if (seen >= want)
-			return lat_value(i);
+			return ublk_lat_value(i);
 	}
-	return lat_value(UBLK_LAT_BUCKETS - 1);
+	return ublk_lat_value(UBLK_LAT_BUCKETS - 1);
 }
 
-int ublk_stats_format(struct ublk_dev *dev, char *buf, size_t len, bool json)
+static const char *const op_names[UBLK_ST_NR] = {
+	"read", "write", "flush", "discard", "write-zeroes",
+};
+static const char *const pause_names[UBLK_PAUSE_NR] = { "create", "delete" };
+static const double pct[] = { 0.50, 0.90, 0.99, 0.999 };
+
+/* Operation k summed over the queues, and its percentiles */
+static void sum_op(struct ublk_dev *dev, unsigned k, struct ublk_op_stats *sum, uint64_t p[4])
 {
-	static const char *const names[UBLK_ST_NR] = {
-		"read", "write", "flush", "discard", "write_zeroes",
-	};
-	static const double pct[] = { 0.50, 0.90, 0.99, 0.999 };
-	size_t off = 0;
-	unsigned k, qi, i, j;
+	unsigned qi, i;
 
-	if (json)
-		off += snprintf(buf + off, len - off, "{\"id\": %u, \"ops\": {", dev->info.dev_id);
-	else
-		off += snprintf(buf + off, len - off,
-				"%-13s %12s %14s %8s %9s %9s %9s %9s\n", "op", "ios", "bytes",
-				"errors", "p50_us", "p90_us", "p99_us", "p99.9_us");
-	for (k = 0; k < UBLK_ST_NR && off < len; k++) {
-		struct ublk_op_stats sum;
-		uint64_t p[4];
+	memset(sum, 0, sizeof(*sum));
+	for (qi = 0; qi < dev->info.nr_hw_queues; qi++) {
+		const struct ublk_op_stats *s = &dev->queues[qi].stats[k];
 
-		memset(&sum, 0, sizeof(sum));
-		for (qi = 0; qi < dev->info.nr_hw_queues; qi++) {
-			const struct ublk_op_stats *s = &dev->queues[qi].stats[k];
-
-			sum.ios += __atomic_load_n(&s->ios, __ATOMIC_RELAXED);
-			sum.bytes += __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
-			sum.errors += __atomic_load_n(&s->errors, __ATOMIC_RELAXED);
-			for (i = 0; i < UBLK_LAT_BUCKETS; i++)
-				sum.lat[i] += __atomic_load_n(&s->lat[i], __ATOMIC_RELAXED);
-		}
-		uint64_t total = 0;
+		sum->ios += __atomic_load_n(&s->ios, __ATOMIC_RELAXED);
+		sum->bytes += __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
+		sum->errors += __atomic_load_n(&s->errors, __ATOMIC_RELAXED);
 		for (i = 0; i < UBLK_LAT_BUCKETS; i++)
-			total += sum.lat[i];
-		for (j = 0; j < 4; j++)
-			p[j] = percentile(sum.lat, total, pct[j]);
-		if (json)
-			off += snprintf(buf + off, len - off,
-					"%s\"%s\": {\"ios\": %" PRIu64 ", \"bytes\": %" PRIu64
-					", \"errors\": %" PRIu64 ", \"lat_ns\": {\"p50\": %" PRIu64
-					", \"p90\": %" PRIu64 ", \"p99\": %" PRIu64
-					", \"p99.9\": %" PRIu64 "}}", k ? ", " : "", names[k],
-					sum.ios, sum.bytes, sum.errors, p[0], p[1], p[2], p[3]);
-		else
-			off += snprintf(buf + off, len - off,
-					"%-13s %12" PRIu64 " %14" PRIu64 " %8" PRIu64
-					" %9.1f %9.1f %9.1f %9.1f\n", names[k], sum.ios, sum.bytes,
-					sum.errors, p[0] / 1e3, p[1] / 1e3, p[2] / 1e3, p[3] / 1e3);
+			sum->lat[i] += __atomic_load_n(&s->lat[i], __ATOMIC_RELAXED);
 	}
-	/* requests per queue: shows the queues share the load */
-	if (off >= len)
-		return -ENOSPC;
-	off += snprintf(buf + off, len - off, json ? "}, \"queue_ios\": [" : "per queue:");
-	for (qi = 0; qi < dev->info.nr_hw_queues && off < len; qi++) {
-		uint64_t n = 0;
+	for (i = 0; i < 4; i++)
+		p[i] = ublk_lat_percentile(sum->lat, pct[i]);
+}
 
-		for (k = 0; k < UBLK_ST_NR; k++)
-			n += __atomic_load_n(&dev->queues[qi].stats[k].ios, __ATOMIC_RELAXED);
-		if (json)
-			off += snprintf(buf + off, len - off, "%s%" PRIu64, qi ? ", " : "", n);
+static uint64_t queue_ios(struct ublk_dev *dev, unsigned qi)
+{
+	uint64_t n = 0;
+	unsigned k;
+
+	for (k = 0; k < UBLK_ST_NR; k++)
+		n += __atomic_load_n(&dev->queues[qi].stats[k].ios, __ATOMIC_RELAXED);
+	return n;
+}
+
+#define ADD(o, k, v) (json_object_object_add((o), (k), (v)) != 0)
+#define U64(x) json_object_new_int64((int64_t)(x))
+
+struct json_object *ublk_stats_json(struct ublk_dev *dev)
+{
+	struct json_object *o = json_object_new_object(), *ops = json_object_new_object();
+	struct json_object *qs = json_object_new_array(), *ps = json_object_new_object();
+	struct ublk_op_stats *sum = malloc(sizeof(*sum));
+	bool bad = !o || !ops || !qs || !ps || !sum;
+	unsigned k, qi, npauses = 0;
+	uint64_t p[4];
+
+	for (k = 0; k < UBLK_ST_NR && !bad; k++) {
+		struct json_object *e = json_object_new_object(), *lat = json_object_new_object();
+
+		sum_op(dev, k, sum, p);
+		bad = !e || !lat || ADD(lat, "p50", U64(p[0])) || ADD(lat, "p90", U64(p[1])) ||
+		      ADD(lat, "p99", U64(p[2])) || ADD(lat, "p99.9", U64(p[3]));
+		if (!bad)
+			bad = ADD(e, "ios", U64(sum->ios)) || ADD(e, "bytes", U64(sum->bytes)) ||
+			      ADD(e, "errors", U64(sum->errors)) || ADD(e, "lat-ns", lat);
 		else
-			off += snprintf(buf + off, len - off, " q%u=%" PRIu64, qi, n);
+			json_object_put(lat);
+		if (!bad)
+			bad = ADD(ops, op_names[k], e);
+		else
+			json_object_put(e);
 	}
+	for (qi = 0; qi < dev->info.nr_hw_queues && !bad; qi++)
+		bad = json_object_array_add(qs, U64(queue_ios(dev, qi))) != 0;
+	for (k = 0; k < UBLK_PAUSE_NR && !bad; k++) {
+		const struct ublk_pause_stats *st = &dev->pause_st[k];
+		struct json_object *e;
+
+		if (!st->count)
+			continue;
+		e = json_object_new_object();
+		bad = !e || ADD(e, "count", U64(st->count)) ||
+		      ADD(e, "last-us", U64(st->last_ns / 1000)) ||
+		      ADD(e, "max-us", U64(st->max_ns / 1000)) ||
+		      ADD(e, "total-us", U64(st->total_ns / 1000)) || ADD(ps, pause_names[k], e);
+		npauses++;
+	}
+	free(sum);
+	if (!bad)
+		bad = ADD(o, "id", U64(dev->info.dev_id)) || ADD(o, "ops", ops);
+	else
+		json_object_put(ops);
+	if (!bad)
+		bad = ADD(o, "queue-ios", qs);
+	else
+		json_object_put(qs);
+	if (!bad && npauses)
+		bad = ADD(o, "pauses", ps);
+	else
+		json_object_put(ps);
+	if (bad) {
+		json_object_put(o);
+		return NULL;
+	}
+	return o;
+}
+
+int ublk_stats_format(struct ublk_dev *dev, char *buf, size_t len)
+{
+	struct ublk_op_stats *sum = malloc(sizeof(*sum));
+	size_t off = 0;
+	unsigned k, qi, j;
+	uint64_t p[4];
+
+	if (!sum)
+		return -ENOMEM;
+	off += snprintf(buf + off, len - off, "%-13s %12s %14s %8s %9s %9s %9s %9s\n", "op",
+			"ios", "bytes", "errors", "p50_us", "p90_us", "p99_us", "p99.9_us");
+	for (k = 0; k < UBLK_ST_NR && off < len; k++) {
+		sum_op(dev, k, sum, p);
+		off += snprintf(buf + off, len - off, "%-13s %12" PRIu64 " %14" PRIu64 " %8" PRIu64
+				" %9.1f %9.1f %9.1f %9.1f\n", k == UBLK_ST_WZEROES ?
+				"write_zeroes" : op_names[k], sum->ios, sum->bytes, sum->errors,
+				p[0] / 1e3, p[1] / 1e3, p[2] / 1e3, p[3] / 1e3);
+	}
+	free(sum);
+	/* requests per queue: shows the queues share the load */
 	if (off < len)
-		off += snprintf(buf + off, len - off, json ? "]" : "\n");
+		off += snprintf(buf + off, len - off, "per queue:");
+	for (qi = 0; qi < dev->info.nr_hw_queues && off < len; qi++)
+		off += snprintf(buf + off, len - off, " q%u=%" PRIu64, qi, queue_ios(dev, qi));
+	if (off < len)
+		off += snprintf(buf + off, len - off, "\n");
 	/* online snapshot operations: how long the queues were held, per operation */
 	for (k = 0, j = 0; k < UBLK_PAUSE_NR && off < len; k++) {
-		static const char *const pnames[UBLK_PAUSE_NR] = { "create", "delete" };
 		const struct ublk_pause_stats *ps = &dev->pause_st[k];
 
 		if (!ps->count)
 			continue;
-		if (json)
-			off += snprintf(buf + off, len - off, "%s\"%s\": {\"count\": %" PRIu64
-					", \"last_us\": %" PRIu64 ", \"max_us\": %" PRIu64
-					", \"total_us\": %" PRIu64 "}", j++ ? ", " : ", \"pauses\": {",
-					pnames[k], ps->count, ps->last_ns / 1000, ps->max_ns / 1000,
-					ps->total_ns / 1000);
-		else
-			off += snprintf(buf + off, len - off, "%s %s %" PRIu64 " (last %.1f ms, "
-					"max %.1f ms, mean %.1f ms)", j++ ? "," : "pauses:", pnames[k],
-					ps->count, ps->last_ns / 1e6, ps->max_ns / 1e6,
-					ps->total_ns / 1e6 / (double)ps->count);
+		off += snprintf(buf + off, len - off, "%s %s %" PRIu64 " (last %.1f ms, max %.1f ms, "
+				"mean %.1f ms)", j++ ? "," : "pauses:", pause_names[k], ps->count,
+				ps->last_ns / 1e6, ps->max_ns / 1e6,
+				ps->total_ns / 1e6 / (double)ps->count);
 	}
 	if (j && off < len)
-		off += snprintf(buf + off, len - off, json ? "}" : "\n");
-	if (off < len && json)
-		off += snprintf(buf + off, len - off, "}\n");
+		off += snprintf(buf + off, len - off, "\n");
 	return off < len ? 0 : -ENOSPC;
 }

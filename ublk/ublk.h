@@ -8,7 +8,7 @@
  *                      queues (server.c)
  *   struct ublk_queue  one hardware queue: its thread, its io_uring (ublk commands and the
  *                      target's I/O share it), its tags (queue.c)
- *   struct ublk_tgt_ops  a target (null, raw, cow): one const struct per tgt_*.c file
+ *   struct ublk_tgt_ops  a target (null, raw, cow): const structs in tgt_null.c, tgt_image.c
  *
  * Every function returns 0 or -errno. Functions that can fail for a reason a user must read
  * take a char err[UBLK_ERRLEN] and write one sentence (without "ucow: ") into it.
@@ -22,6 +22,8 @@
 #include <sched.h>
 #include <sys/types.h>
 #include <liburing.h>
+
+struct json_object;
 
 #include "cowcore.h"
 #include "ublk_uapi.h"
@@ -76,7 +78,7 @@ struct ublk_opts {
 
 enum ublk_op_kind { UBLK_ST_READ, UBLK_ST_WRITE, UBLK_ST_FLUSH, UBLK_ST_DISCARD,
 		    UBLK_ST_WZEROES, UBLK_ST_NR };
-#define UBLK_LAT_BUCKETS 280	/* latency in ns: 8 buckets per power of two, to ~30 s */
+#define UBLK_LAT_BUCKETS 280	/* latency in ns: 8 buckets per power of two, to ~2 min */
 
 struct ublk_op_stats {
 	uint64_t ios, bytes, errors;
@@ -130,7 +132,7 @@ struct ublk_queue {
 	struct ublk_op_stats stats[UBLK_ST_NR];	/* written by this thread only (relaxed) */
 };
 
-/* A target: one const struct per tgt_*.c, found by name (ublk_tgt_find). */
+/* A target: a const struct (tgt_null.c, tgt_image.c), found by name (ublk_tgt_find). */
 struct ublk_tgt_ops {
 	const char *name;
 	bool needs_file;
@@ -145,8 +147,8 @@ struct ublk_tgt_ops {
 	void (*handle_cqe)(struct ublk_queue *q, const struct io_uring_cqe *cqe);
 	/* true while the target still has I/O of its own in flight on this queue's ring */
 	bool (*busy)(struct ublk_queue *q);
-	/* online query for the control socket ("info"); may be NULL */
-	int (*info)(struct ublk_dev *dev, char *buf, size_t len);
+	/* online query for the control socket ("info"): a JSON object, NULL if none; may be NULL */
+	struct json_object *(*info)(struct ublk_dev *dev);
 	/* the queue leaves a pause: catch up on what was deferred; may be NULL */
 	void (*resume)(struct ublk_queue *q);
 };
@@ -171,7 +173,7 @@ struct ublk_dev {
 	int stop_fd;		/* eventfd: queues end without STOP_DEV (setup failed) */
 	bool live;		/* START_DEV / END_USER_RECOVERY done */
 	bool write_through;	/* every write FUA (recoverable cow without a side log) */
-	int sidelog_fd;		/* recoverable cow: the image's side log (engine.c), or -1 */
+	int sidelog_fd;		/* recoverable cow: the image's side log (tgt_image.c), or -1 */
 	char sidelog_path[4200];	/* ublk_sidelog_path */
 	bool added;		/* ADD_DEV done: undo with DEL_DEV */
 	bool recovering;
@@ -213,18 +215,37 @@ int ublk_serve(struct ublk_dev *dev, int notify_fd);
 int ublk_serve_recover(struct ublk_dev *dev, unsigned id, int notify_fd);
 void ublk_dev_init(struct ublk_dev *dev);
 
-/* engine.c: what the raw and cow targets share (both run on the cowcore engine) */
-int ublk_engine_open(struct ublk_dev *dev, int fmt);
-/* $UCOW_RUN_DIR/side-<dev>-<ino>.log: the side log of a --recoverable cow image (engine.c) */
+/* tgt_image.c: the cow and raw targets (both on the cowcore engine).
+ * $UCOW_RUN_DIR/side-<dev>-<ino>.log: the side log of a --recoverable cow image */
 int ublk_sidelog_path(const char *file, char *out, size_t len);
-void ublk_engine_close(struct ublk_dev *dev);
-int ublk_engine_queue_init(struct ublk_queue *q);
-void ublk_engine_queue_exit(struct ublk_queue *q);
-void ublk_engine_queue_io(struct ublk_queue *q, struct ublk_io *io, const struct uk_io_desc *iod);
-void ublk_engine_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe);
-bool ublk_engine_busy(struct ublk_queue *q);
-int ublk_engine_info(struct ublk_dev *dev, char *buf, size_t len);
-void ublk_engine_resume(struct ublk_queue *q);
+
+/*
+ * json.c: JSON through json-c. Parsing is for hostile input: at most MAX bytes, strict,
+ * valid UTF-8, no NUL, nesting at most UBLK_JSON_DEPTH, one object and only white space
+ * after it; NULL and a reason in err otherwise. Byte strings (paths, names) are written as
+ * "KEY": S when S is valid UTF-8, else as "KEY-hex": the bytes in hex plus "KEY": S with
+ * U+FFFD for each invalid byte (for display); ublk_json_get_bytes prefers KEY-hex.
+ * The getters check type and range: 0, -ENOENT (missing) or -EINVAL/-ERANGE, err says why
+ * (integers: lo > INT64_MIN and hi < INT64_MAX, which is where json-c saturates).
+ */
+struct json_object;
+#define UBLK_JSON_DEPTH 8
+bool ublk_utf8_valid(const char *s, size_t len);
+struct json_object *ublk_json_parse(const char *buf, size_t len, size_t max, char *err,
+				    size_t errlen);
+const char *ublk_json_text(struct json_object *o, bool pretty);	/* owned by o */
+int ublk_json_add_bytes(struct json_object *o, const char *key, const char *s);
+/* a JSON string of S for display (messages): invalid UTF-8 bytes become U+FFFD */
+struct json_object *ublk_json_new_text(const char *s);
+int ublk_json_get_bytes(struct json_object *o, const char *key, char *out, size_t len,
+			char *err, size_t errlen);
+int ublk_json_get_int(struct json_object *o, const char *key, int64_t lo, int64_t hi,
+		      int64_t *v, char *err, size_t errlen);
+int ublk_json_get_bool(struct json_object *o, const char *key, bool *v, char *err,
+		       size_t errlen);
+/* -EINVAL if O has a key not in KEYS (NULL-terminated) */
+int ublk_json_only_keys(struct json_object *o, const char *const *keys, char *err,
+			size_t errlen);
 
 /* state.c: /run/ucow/dev<ID>.json, written by the server, read by list/del/recover */
 struct ublk_state {
@@ -238,8 +259,14 @@ struct ublk_state {
 };
 const char *ublk_run_dir(void);	/* $UCOW_RUN_DIR or /run/ucow */
 int ublk_run_dir_make(void);
+#define UBLK_STATE_MAX (32 << 10)	/* a state file is refused above this many bytes */
 int ublk_state_write(const struct ublk_state *st);
-int ublk_state_read(int id, struct ublk_state *st);
+/* 0, or -errno with err (UBLK_ERRLEN, may be NULL): "PATH: why" (-ENOENT: no such device) */
+int ublk_state_read(int id, struct ublk_state *st, char *err);
+/* The file's text (malloc'd, NULL: out of memory) and back: 0 or -EINVAL with err (why) */
+char *ublk_state_encode(const struct ublk_state *st);
+int ublk_state_decode(const char *buf, size_t len, struct ublk_state *st, char *err,
+		      size_t errlen);
 void ublk_state_remove(int id);
 int ublk_state_ids(int *ids, int max);	/* returns how many, sorted */
 void ublk_state_path(int id, const char *suffix, char *out, size_t len);
@@ -247,7 +274,7 @@ void ublk_state_path(int id, const char *suffix, char *out, size_t len);
 /*
  * Is FILE served right now? Returns the device id and its control socket path, or -ENOENT.
  * The hook for `ucow info` / `ucow snapshot` on a served image: they send a request with
- * ublk_sock_request() instead of opening the image (which the server holds locked).
+ * ublk_sock_call() instead of opening the image (which the server holds locked).
  */
 int ublk_served_by(const char *file, char *sock, size_t len);
 /*
@@ -256,26 +283,63 @@ int ublk_served_by(const char *file, char *sock, size_t len);
  */
 int ublk_server_of(const char *file, struct ublk_state *st);
 
-/* sock.c: the per-device control socket (online operations) */
+/* sock.c: the per-device control socket, the server side (online operations) */
 int ublk_sock_listen(struct ublk_dev *dev, char *path, size_t len);
 void ublk_sock_serve(struct ublk_dev *dev, int lfd);
-int ublk_sock_request(const char *path, const char *req, char *resp, size_t len);
+
+/* sock_proto.c: its messages, one JSON object per request and per reply (newline-ended) */
+#define UBLK_SOCK_REQ_MAX 4096			/* bytes of a request, newline included */
+#define UBLK_SOCK_REPLY_MAX (64u << 20)		/* bytes of a reply */
+#define UBLK_SNAP_NAME_MAX 128			/* a name: 1..127 bytes, no NUL */
+enum { UBLK_OP_PING, UBLK_OP_STATS, UBLK_OP_INFO, UBLK_OP_IMAGE_INFO, UBLK_OP_SNAP_LIST,
+       UBLK_OP_SNAP_CREATE, UBLK_OP_SNAP_DELETE, UBLK_OP_NR };
+struct ublk_sock_req {
+	int op;			/* UBLK_OP_*; -1 if the request was refused */
+	char name[UBLK_SNAP_NAME_MAX];	/* snapshot-create/-delete */
+};
+const char *ublk_sock_op_name(int op);	/* "snapshot-create" ..., NULL if unknown */
+/* The request line (malloc'd); NAME only for snapshot-create/-delete. NULL: err says why */
+char *ublk_sock_req_encode(int op, const char *name, char *err, size_t errlen);
+/* 0, or -EINVAL with err: malformed, over-long, unknown op, bad or missing name ... */
+int ublk_sock_req_decode(const char *buf, size_t len, struct ublk_sock_req *r, char *err,
+			 size_t errlen);
+struct json_object *ublk_sock_reply_ok(void);	/* {"ok": true}, to add the payload to */
+char *ublk_sock_reply_text(struct json_object *reply);	/* the reply line, malloc'd */
+char *ublk_sock_error_text(const char *msg);		/* {"ok": false, "error": MSG} line */
 /*
- * The same for answers of any size (snapshot lists) and slow requests (a snapshot: up to
- * timeout_s). *resp is malloc'd: the payload after "ok\n", or after "error " on -EPROTO
- * (then the server's message). Other -errno: no answer (*resp NULL).
+ * A reply line: 0 ("ok": true) or -EPROTO ("ok": false; err holds the server's message)
+ * with *reply set (json_object_put it), or -EBADMSG (malformed; err says why).
  */
-int ublk_sock_call(const char *path, const char *req, int timeout_s, char **resp);
-/* Parsing the answers of image-info / snapshot-list (names unescaped). 0 or -errno. */
-int ublk_parse_snaps(const char *payload, struct cow_snap_info **v, uint32_t *n);
-int ublk_parse_info(const char *payload, struct cow_info *in, char *backing, size_t blen);
-int ublk_parse_pause_us(const char *payload, uint64_t *us);
-/* NAME escaped for a request line ("snapshot-create " + this) */
-void ublk_sock_escape(const char *name, char *out, size_t len);
+int ublk_sock_reply_decode(const char *buf, size_t len, struct json_object **reply, char *err,
+			   size_t errlen);
+const char *ublk_sock_reply_error(struct json_object *reply);	/* "error" of a reply */
+void ublk_sock_reply_free(struct json_object *reply);	/* json_object_put */
+struct json_object *ublk_snaps_encode(const struct cow_snap_info *v, uint32_t n);
+struct json_object *ublk_info_encode(const struct cow_info *in);
+/* A reply's "snapshots" (malloc'd; none: 0 and *n 0), "image", "pause-us": 0 or -EBADMSG */
+int ublk_parse_snaps(struct json_object *reply, struct cow_snap_info **v, uint32_t *n);
+int ublk_parse_info(struct json_object *reply, struct cow_info *in, char *backing, size_t blen);
+int ublk_parse_pause_us(struct json_object *reply, uint64_t *us);	/* -ENOENT: none */
+
+/*
+ * sock_client.c: what tools call. Sends OP (and NAME, for snapshot-create/-delete) to the
+ * server at PATH and waits up to timeout_s for the whole reply. 0: *reply is the reply
+ * ("ok": true); -EPROTO: the server refused, *reply holds its "error"
+ * (ublk_sock_reply_error); other -errno: no usable answer (*reply NULL; -EBADMSG: malformed
+ * or too long, -EAGAIN: timeout). json_object_put(*reply) when done.
+ */
+int ublk_sock_call(const char *path, int op, const char *name, int timeout_s,
+		   struct json_object **reply);
 
 /* stats */
 void ublk_stats_account(struct ublk_queue *q, struct ublk_io *io, int res, uint64_t bytes);
-int ublk_stats_format(struct ublk_dev *dev, char *buf, size_t len, bool json);
+int ublk_stats_format(struct ublk_dev *dev, char *buf, size_t len);	/* the table */
+struct json_object *ublk_stats_json(struct ublk_dev *dev);	/* NULL: out of memory */
+/* The latency histogram: the bucket of a latency, the upper bound (ns) of a bucket, and the
+ * bound of the bucket where fraction p of the counts lies (0 when there are none) */
+unsigned ublk_lat_bucket(uint64_t ns);
+uint64_t ublk_lat_value(unsigned idx);
+uint64_t ublk_lat_percentile(const uint64_t *lat, double p);
 uint64_t ublk_now_ns(void);
 
 #endif

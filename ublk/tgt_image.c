@@ -1,6 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * What the raw and cow targets share: both serve through the cowcore engine.
+ * The image targets, cow and raw: both serve through the cowcore engine, and share
+ * everything but the format they state when they open the file.
+ *
+ *   cow  a ucow image and its backing chain. The format is stated, never probed: a file
+ *        that is not a ucow image is refused.
+ *   raw  a plain file or block device, opened by the engine as COW_FMT_RAW. Same I/O path
+ *        as cow (engine request -> backend on the queue's ring) minus copy-on-write, so raw
+ *        vs cow numbers measure exactly the cost of the format.
  *
  * Per device: one struct cow_image (thread-safe, shared by the queues).
  * Per queue: the engine's io_uring backend attached to the queue's own ring, one cow_ctx,
@@ -19,6 +26,8 @@
 #include <poll.h>
 #include <unistd.h>
 #include <sys/stat.h>
+
+#include <json-c/json.h>
 
 #include "ublk.h"
 
@@ -64,7 +73,9 @@ static int sidelog_open(struct ublk_dev *dev)
 	return 0;
 }
 
-int ublk_engine_open(struct ublk_dev *dev, int fmt)
+static void eng_close(struct ublk_dev *dev);
+
+static int eng_open(struct ublk_dev *dev, int fmt)
 {
 	struct cow_image *img = NULL;
 	struct cow_info info;
@@ -105,7 +116,7 @@ int ublk_engine_open(struct ublk_dev *dev, int fmt)
 		snprintf(dev->err, sizeof(dev->err), "%s: too small to serve (%" PRIu64
 			 " bytes)", dev->o.file, info.virtual_size);
 		dev->tgt_data = img;
-		ublk_engine_close(dev);
+		eng_close(dev);
 		return -EINVAL;
 	}
 	dev->tgt_data = img;
@@ -125,7 +136,7 @@ int ublk_engine_open(struct ublk_dev *dev, int fmt)
 	return 0;
 }
 
-void ublk_engine_close(struct ublk_dev *dev)
+static void eng_close(struct ublk_dev *dev)
 {
 	struct cow_image *img = dev->tgt_data;
 	int ret;
@@ -165,7 +176,7 @@ static void eng_arm_eventfd(struct ublk_queue *q, struct eng_queue *e)
 	e->ev_armed = true;
 }
 
-int ublk_engine_queue_init(struct ublk_queue *q)
+static int eng_queue_init(struct ublk_queue *q)
 {
 	struct eng_queue *e = calloc(1, sizeof(*e));
 	int ret;
@@ -191,7 +202,7 @@ err:
 	return ret;
 }
 
-void ublk_engine_queue_exit(struct ublk_queue *q)
+static void eng_queue_exit(struct ublk_queue *q)
 {
 	struct eng_queue *e = q->tgt;
 
@@ -207,7 +218,7 @@ static void eng_done(struct cow_req *req, int res)
 	ublk_complete_io(io->q, io, res);
 }
 
-void ublk_engine_queue_io(struct ublk_queue *q, struct ublk_io *io, const struct uk_io_desc *iod)
+static void eng_queue_io(struct ublk_queue *q, struct ublk_io *io, const struct uk_io_desc *iod)
 {
 	struct eng_queue *e = q->tgt;
 	struct cow_req *req = &io->req;
@@ -254,7 +265,7 @@ void ublk_engine_queue_io(struct ublk_queue *q, struct ublk_io *io, const struct
 	cow_submit(e->ctx, req);
 }
 
-void ublk_engine_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
+static void eng_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe)
 {
 	struct eng_queue *e = q->tgt;
 
@@ -278,7 +289,7 @@ void ublk_engine_handle_cqe(struct ublk_queue *q, const struct io_uring_cqe *cqe
 	}
 }
 
-void ublk_engine_resume(struct ublk_queue *q)
+static void eng_resume(struct ublk_queue *q)
 {
 	struct eng_queue *e = q->tgt;
 
@@ -292,32 +303,80 @@ void ublk_engine_resume(struct ublk_queue *q)
 	eng_arm_eventfd(q, e);
 }
 
-bool ublk_engine_busy(struct ublk_queue *q)
+static bool eng_busy(struct ublk_queue *q)
 {
 	struct eng_queue *e = q->tgt;
 
 	return e && cow_backend_inflight(e->be) > 0;
 }
 
-int ublk_engine_info(struct ublk_dev *dev, char *buf, size_t len)
+#define ADD(o, k, v) (json_object_object_add((o), (k), (v)) != 0)
+#define U64(x) json_object_new_int64((int64_t)(x))
+
+static struct json_object *eng_info(struct ublk_dev *dev)
 {
 	struct cow_image *img = dev->tgt_data;
+	struct json_object *o;
 	struct cow_info in;
 	struct cow_stats st;
 
 	if (!img)
-		return -ENODEV;
+		return NULL;
 	cow_get_info(img, &in);
 	cow_get_stats(img, &st);
-	snprintf(buf, len,
-		 "{\"format\": \"%s\", \"virtual_size\": %" PRIu64 ", \"disk_usage\": %" PRIu64
-		 ", \"allocated_chunks\": %" PRIu64 ", \"snapshots\": %u, \"dirty\": %s"
-		 ", \"corrupt\": %s, \"data_writes\": %" PRIu64 ", \"meta_writes\": %" PRIu64
-		 ", \"journal_commits\": %" PRIu64 ", \"allocations\": %" PRIu64
-		 ", \"cow_copies\": %" PRIu64 ", \"fsyncs\": %" PRIu64 "}",
-		 cow_fmt_name(in.fmt), in.virtual_size, in.disk_usage, in.allocated_chunks,
-		 in.nb_snapshots, in.dirty ? "true" : "false", in.corrupt ? "true" : "false",
-		 st.data_writes, st.meta_writes, st.journal_commits, st.allocations,
-		 st.cow_copies, st.fsyncs);
-	return 0;
+	o = json_object_new_object();
+	if (!o || ADD(o, "format", json_object_new_string(cow_fmt_name(in.fmt))) ||
+	    ADD(o, "virtual-size", U64(in.virtual_size)) ||
+	    ADD(o, "disk-usage", U64(in.disk_usage)) ||
+	    ADD(o, "allocated-chunks", U64(in.allocated_chunks)) ||
+	    ADD(o, "snapshots", U64(in.nb_snapshots)) ||
+	    ADD(o, "dirty", json_object_new_boolean(in.dirty)) ||
+	    ADD(o, "corrupt", json_object_new_boolean(in.corrupt)) ||
+	    ADD(o, "data-writes", U64(st.data_writes)) ||
+	    ADD(o, "meta-writes", U64(st.meta_writes)) ||
+	    ADD(o, "journal-commits", U64(st.journal_commits)) ||
+	    ADD(o, "allocations", U64(st.allocations)) ||
+	    ADD(o, "cow-copies", U64(st.cow_copies)) || ADD(o, "fsyncs", U64(st.fsyncs))) {
+		json_object_put(o);
+		return NULL;
+	}
+	return o;
 }
+
+static int cow_tgt_open(struct ublk_dev *dev)
+{
+	return eng_open(dev, COW_FMT_UCOW);
+}
+
+static int raw_tgt_open(struct ublk_dev *dev)
+{
+	return eng_open(dev, COW_FMT_RAW);
+}
+
+const struct ublk_tgt_ops ublk_tgt_cow = {
+	.name = "cow",
+	.needs_file = true,
+	.open = cow_tgt_open,
+	.close = eng_close,
+	.queue_init = eng_queue_init,
+	.queue_exit = eng_queue_exit,
+	.queue_io = eng_queue_io,
+	.handle_cqe = eng_handle_cqe,
+	.busy = eng_busy,
+	.info = eng_info,
+	.resume = eng_resume,
+};
+
+const struct ublk_tgt_ops ublk_tgt_raw = {
+	.name = "raw",
+	.needs_file = true,
+	.open = raw_tgt_open,
+	.close = eng_close,
+	.queue_init = eng_queue_init,
+	.queue_exit = eng_queue_exit,
+	.queue_io = eng_queue_io,
+	.handle_cqe = eng_handle_cqe,
+	.busy = eng_busy,
+	.info = eng_info,
+	.resume = eng_resume,
+};

@@ -1,0 +1,759 @@
+/*
+ * The ublk control socket: its messages (requests, replies, snapshot lists, image info)
+ * encoded and decoded, hostile requests and replies refused with a reason (malformed,
+ * over-long, wrong types, unknown op or key, embedded NUL, names that are not UTF-8), and
+ * the server itself (ublk_sock_serve) on a real unix socket in the scratch folder, with a
+ * device that has no kernel side: ping, stats, errors, hostile bytes, and online snapshot
+ * create/list of a real image with a name that is not UTF-8. Also the latency buckets.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cmocka.h>
+#include <json-c/json.h>
+
+#include "ublk.h"
+#include "unit.h"
+
+static char why[UBLK_ERRLEN];
+static struct ublk_sock_req rq;
+
+static int req_text(const char *t)
+{
+	why[0] = 0;
+	return ublk_sock_req_decode(t, strlen(t), &rq, why, sizeof(why));
+}
+
+static void bad_req(const char *t, const char *msg)
+{
+	int r = req_text(t);
+
+	if (r != -EINVAL || !strstr(why, msg) || rq.op != -1)
+		fail_msg("%s: got %d op %d '%s', want -EINVAL '%s'", t, r, rq.op, why, msg);
+}
+
+/* ---- requests ---------------------------------------------------------------------------- */
+
+static void test_req_roundtrip(void **state)
+{
+	static const char *const names[] = { "s1", "with space \"quoted\" \\ /", "caf\xc3\xa9",
+					     "\xff\xfe raw", "x\x01y\x7f" };
+	char *t;
+	int op;
+
+	for (op = 0; op < UBLK_OP_NR; op++) {
+		bool named = op == UBLK_OP_SNAP_CREATE || op == UBLK_OP_SNAP_DELETE;
+
+		t = ublk_sock_req_encode(op, named ? "n" : NULL, why, sizeof(why));
+		assert_non_null(t);
+		assert_int_equal(t[strlen(t) - 1], '\n');
+		assert_int_equal(req_text(t), 0);
+		assert_int_equal(rq.op, op);
+		assert_string_equal(rq.name, named ? "n" : "");
+		free(t);
+		/* a name where none belongs, none where one must be: refused before sending */
+		assert_null(ublk_sock_req_encode(op, named ? NULL : "n", why, sizeof(why)));
+	}
+	assert_null(ublk_sock_req_encode(UBLK_OP_NR, NULL, why, sizeof(why)));
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		t = ublk_sock_req_encode(UBLK_OP_SNAP_CREATE, names[i], why, sizeof(why));
+		assert_non_null(t);
+		assert_true(ublk_utf8_valid(t, strlen(t)));
+		assert_int_equal(req_text(t), 0);
+		assert_string_equal(rq.name, names[i]);
+		free(t);
+	}
+	t = ublk_sock_req_encode(UBLK_OP_SNAP_DELETE, "\xff\xfe", why, sizeof(why));
+	assert_string_equal(t, "{ \"op\": \"snapshot-delete\", \"name\": \"\xef\xbf\xbd\xef\xbf\xbd\", "
+			    "\"name-hex\": \"fffe\" }\n");
+	free(t);
+	/* 127 bytes pass, 128 do not, nor an empty name */
+	char n[200];
+	memset(n, 'a', sizeof(n));
+	n[127] = 0;
+	t = ublk_sock_req_encode(UBLK_OP_SNAP_CREATE, n, why, sizeof(why));
+	assert_non_null(t);
+	free(t);
+	n[127] = 'a';
+	n[128] = 0;
+	assert_null(ublk_sock_req_encode(UBLK_OP_SNAP_CREATE, n, why, sizeof(why)));
+	assert_null(ublk_sock_req_encode(UBLK_OP_SNAP_CREATE, "", why, sizeof(why)));
+}
+
+static void test_req_hostile(void **state)
+{
+	char big[UBLK_SOCK_REQ_MAX + 64], n[300];
+
+	bad_req("", "truncated");
+	bad_req("ping\n", "malformed");
+	bad_req("{\"op\": \"ping\"", "truncated");
+	bad_req("{\"op\": \"ping\"} {}", "malformed");
+	bad_req("{\"op\": \"ping\"}\n\n x", "malformed");
+	bad_req("[\"ping\"]", "not a JSON object");
+	bad_req("{\"op\": 1}", "\"op\": not a string");
+	bad_req("{\"op\": [\"ping\"]}", "not a string");
+	bad_req("{\"op\": null}", "not a string");
+	bad_req("{}", "\"op\" missing");
+	bad_req("{\"op\": \"reboot\"}", "unknown op \"reboot\"");
+	bad_req("{\"op\": \"snapshot-create-and-more-and-more-and-more\"}", "too long");
+	bad_req("{\"op\": \"PING\"}", "unknown op");
+	bad_req("{\"op\": \"ping\", \"force\": true}", "unknown key \"force\"");
+	bad_req("{\"op\": \"ping\", \"name\": \"s\"}", "takes no name");
+	bad_req("{\"op\": \"snapshot-create\"}", "\"name\" missing");
+	bad_req("{\"op\": \"snapshot-create\", \"name\": 5}", "\"name\": not a string");
+	bad_req("{\"op\": \"snapshot-create\", \"name\": \"\"}", "empty");
+	bad_req("{\"op\": \"snapshot-create\", \"name\": \"a\\u0000b\"}", "NUL");
+	bad_req("{\"op\": \"snapshot-create\", \"name-hex\": \"6100\"}", "NUL");
+	bad_req("{\"op\": \"snapshot-create\", \"name-hex\": \"61g0\"}", "not hex");
+	bad_req("{\"op\": \"snapshot-create\", \"name-hex\": \"\"}", "empty");
+	bad_req("{\"op\": \"snapshot-create\", \"name\": \"\xff\"}", "UTF-8");
+	bad_req("{\"op\": \"snapshot-create\", \"name\": \"\xc0\xaf\"}", "UTF-8");	/* overlong */
+	bad_req("{\"op\": \"snapshot-create\", \"name\": \"\xe0\x80\xaf\"}", "UTF-8");
+	bad_req("{\"op\": \"snapshot-create\", \"name\": \"\xf0\x80\x80\xaf\"}", "UTF-8");
+	bad_req("{\"op\": \"snapshot-create\", \"name\": \"\xf4\x90\x80\x80\"}", "UTF-8");
+	bad_req("{\"op\": \"snapshot-create\", \"name\": \"\xed\xa0\x80\"}", "UTF-8"); /* surrogate */
+	bad_req("{\"op\": \"ping\", \"x\": [[[[[[[[[[1]]]]]]]]]]}", "nesting");
+	bad_req("{'op': 'ping'}", "malformed");
+	/* a name over 127 bytes, both forms */
+	memset(n, 'a', sizeof(n));
+	snprintf(n, sizeof(n), "{\"op\": \"snapshot-create\", \"name\": \"%0128d\"}", 0);
+	bad_req(n, "too long");
+	snprintf(n, sizeof(n), "{\"op\": \"snapshot-create\", \"name-hex\": \"%0256d\"}", 0);
+	bad_req(n, "too long");
+	/* NUL bytes in the text itself */
+	assert_int_equal(ublk_sock_req_decode("{\"op\": \"ping\"}\0", 15, &rq, why, sizeof(why)),
+			 -EINVAL);
+	assert_non_null(strstr(why, "NUL"));
+	assert_int_equal(ublk_sock_req_decode("{\"op\": \"pi\0ng\"}", 15, &rq, why, sizeof(why)),
+			 -EINVAL);
+	/* over-long, even if valid */
+	memset(big, ' ', sizeof(big));
+	memcpy(big, "{\"op\": \"ping\"}", 14);
+	assert_int_equal(ublk_sock_req_decode(big, UBLK_SOCK_REQ_MAX, &rq, why, sizeof(why)), 0);
+	assert_int_equal(ublk_sock_req_decode(big, UBLK_SOCK_REQ_MAX + 1, &rq, why, sizeof(why)),
+			 -EINVAL);
+	assert_non_null(strstr(why, "too long"));
+}
+
+/* ---- replies ----------------------------------------------------------------------------- */
+
+static int reply_text(const char *t, struct json_object **o)
+{
+	why[0] = 0;
+	return ublk_sock_reply_decode(t, strlen(t), o, why, sizeof(why));
+}
+
+static void test_reply(void **state)
+{
+	struct json_object *o, *r;
+	char *t;
+	size_t n;
+
+	o = ublk_sock_reply_ok();
+	json_object_object_add(o, "pong", json_object_new_boolean(1));
+	t = ublk_sock_reply_text(o);
+	json_object_put(o);
+	assert_string_equal(t, "{ \"ok\": true, \"pong\": true }\n");
+	assert_int_equal(reply_text(t, &r), 0);
+	assert_non_null(r);
+	json_object_put(r);
+	free(t);
+	/* an error: its text, made valid UTF-8, comes back with -EPROTO */
+	t = ublk_sock_error_text("snapshot 'x\xff' exists");
+	assert_true(ublk_utf8_valid(t, strlen(t)));
+	assert_int_equal(reply_text(t, &r), -EPROTO);
+	assert_string_equal(ublk_sock_reply_error(r), "snapshot 'x\xef\xbf\xbd' exists");
+	assert_string_equal(why, "snapshot 'x\xef\xbf\xbd' exists");
+	json_object_put(r);
+	free(t);
+	/* hostile replies */
+	assert_int_equal(reply_text("ok\npong\n", &r), -EBADMSG);
+	assert_null(r);
+	assert_int_equal(reply_text("{\"pong\": true}", &r), -EBADMSG);
+	assert_non_null(strstr(why, "\"ok\" missing"));
+	assert_int_equal(reply_text("{\"ok\": 1}", &r), -EBADMSG);
+	assert_int_equal(reply_text("{\"ok\": \"true\"}", &r), -EBADMSG);
+	assert_int_equal(reply_text("{\"ok\": false}", &r), -EBADMSG);
+	assert_int_equal(reply_text("{\"ok\": false, \"error\": 3}", &r), -EBADMSG);
+	assert_null(r);
+	assert_int_equal(reply_text("{\"ok\": true", &r), -EBADMSG);
+	assert_int_equal(reply_text("{\"ok\": true, \"x\": \"\xfe\"}", &r), -EBADMSG);
+	/* the size limit */
+	n = UBLK_SOCK_REPLY_MAX + 1;
+	t = malloc(n);
+	memset(t, ' ', n);
+	memcpy(t, "{\"ok\": true}", 12);
+	assert_int_equal(ublk_sock_reply_decode(t, n - 1, &r, why, sizeof(why)), 0);
+	json_object_put(r);
+	assert_int_equal(ublk_sock_reply_decode(t, n, &r, why, sizeof(why)), -EBADMSG);
+	assert_non_null(strstr(why, "too long"));
+	free(t);
+}
+
+/* ---- payloads ---------------------------------------------------------------------------- */
+
+static struct json_object *wrap(const char *key, struct json_object *v)
+{
+	struct json_object *o = ublk_sock_reply_ok();
+
+	json_object_object_add(o, key, v);
+	return o;
+}
+
+/* A reply through its text and back, as the client gets it */
+static struct json_object *through_text(struct json_object *o)
+{
+	struct json_object *r;
+	char *t = ublk_sock_reply_text(o);
+
+	json_object_put(o);
+	assert_true(ublk_utf8_valid(t, strlen(t)));
+	assert_int_equal(ublk_sock_reply_decode(t, strlen(t), &r, why, sizeof(why)), 0);
+	free(t);
+	return r;
+}
+
+static void test_snaps(void **state)
+{
+	struct cow_snap_info in[3] = {
+		{ .id = 1, .parent = 0, .name = "s1", .date_sec = 1700000000, .date_nsec = 5,
+		  .virtual_size = 1 << 30, .disk_usage = 65536, .current_parent = true },
+		{ .id = 2, .parent = 1, .name = "caf\xe9\x01", .date_sec = 1,
+		  .date_nsec = 999999999, .virtual_size = 4096, .disk_usage = 0 },
+		{ .id = 4294967295u, .parent = 2, .name = "\"q\"\\", .date_sec = 4611686018427387904ull },
+	};
+	struct cow_snap_info *out;
+	struct json_object *r;
+	uint32_t n;
+
+	r = through_text(wrap("snapshots", ublk_snaps_encode(in, 3)));
+	assert_int_equal(ublk_parse_snaps(r, &out, &n), 0);
+	assert_int_equal(n, 3);
+	assert_memory_equal(out, in, sizeof(in));
+	free(out);
+	json_object_put(r);
+	/* none */
+	r = ublk_sock_reply_ok();
+	assert_int_equal(ublk_parse_snaps(r, &out, &n), 0);
+	assert_int_equal(n, 0);
+	free(out);
+	json_object_put(r);
+	/* hostile entries */
+	static const char *const bad[] = {
+		"{\"ok\": true, \"snapshots\": {}}",
+		"{\"ok\": true, \"snapshots\": [1]}",
+		"{\"ok\": true, \"snapshots\": [{\"id\": 1}]}",
+		"{\"ok\": true, \"snapshots\": [{\"id\": -1, \"parent\": 0, \"name\": \"a\", "
+		"\"date-sec\": 0, \"date-nsec\": 0, \"virtual-size\": 0, \"disk-usage\": 0, "
+		"\"current-parent\": false}]}",
+		"{\"ok\": true, \"snapshots\": [{\"id\": 4294967296, \"parent\": 0, \"name\": \"a\", "
+		"\"date-sec\": 0, \"date-nsec\": 0, \"virtual-size\": 0, \"disk-usage\": 0, "
+		"\"current-parent\": false}]}",
+		"{\"ok\": true, \"snapshots\": [{\"id\": 1, \"parent\": 0, \"name\": \"a\", "
+		"\"date-sec\": 0, \"date-nsec\": 1000000000, \"virtual-size\": 0, \"disk-usage\": 0, "
+		"\"current-parent\": false}]}",
+		"{\"ok\": true, \"snapshots\": [{\"id\": 1, \"parent\": 0, \"name\": \"\", "
+		"\"date-sec\": 0, \"date-nsec\": 0, \"virtual-size\": 0, \"disk-usage\": 0, "
+		"\"current-parent\": false}]}",
+		"{\"ok\": true, \"snapshots\": [{\"id\": 1, \"parent\": 0, \"name-hex\": \"zz\", "
+		"\"date-sec\": 0, \"date-nsec\": 0, \"virtual-size\": 0, \"disk-usage\": 0, "
+		"\"current-parent\": false}]}",
+		"{\"ok\": true, \"snapshots\": [{\"id\": 1, \"parent\": 0, \"name\": \"a\", "
+		"\"date-sec\": 0, \"date-nsec\": 0, \"virtual-size\": 1e3, \"disk-usage\": 0, "
+		"\"current-parent\": false}]}",
+		"{\"ok\": true, \"snapshots\": [{\"id\": 1, \"parent\": 0, \"name\": \"a\", "
+		"\"date-sec\": 0, \"date-nsec\": 0, \"virtual-size\": 0, \"disk-usage\": 0, "
+		"\"current-parent\": 0}]}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(reply_text(bad[i], &r), 0);
+		if (ublk_parse_snaps(r, &out, &n) != -EBADMSG)
+			fail_msg("accepted: %s", bad[i]);
+		json_object_put(r);
+	}
+}
+
+static void test_info(void **state)
+{
+	struct cow_info in = {
+		.fmt = COW_FMT_UCOW, .virtual_size = 10ull << 30, .file_size = 3 << 20,
+		.disk_usage = 2 << 20, .chunk_size = 1 << 20, .block_size = 4096,
+		.nr_chunks = 10240, .allocated_chunks = 2, .zero_chunks = 1,
+		.journal_size = 1 << 20, .journal_used = 512, .nb_snapshots = 3, .dirty = true,
+		.corrupt = false, .read_only = true, .backing = "../base\xff.raw",
+		.backing_fmt = COW_FMT_RAW,
+	}, out;
+	struct json_object *r, *o;
+	char backing[64];
+
+	r = through_text(wrap("image", ublk_info_encode(&in)));
+	assert_int_equal(ublk_parse_info(r, &out, backing, sizeof(backing)), 0);
+	assert_string_equal(out.backing, in.backing);
+	assert_ptr_equal(out.backing, backing);
+	out.backing = in.backing;
+	assert_memory_equal(&out, &in, sizeof(in));
+	/* a backing name longer than the caller's buffer is refused, not cut */
+	assert_int_equal(ublk_parse_info(r, &out, backing, 8), -EBADMSG);
+	json_object_put(r);
+	/* no backing */
+	in.backing = NULL;
+	in.backing_fmt = 0;
+	r = through_text(wrap("image", ublk_info_encode(&in)));
+	assert_int_equal(ublk_parse_info(r, &out, backing, sizeof(backing)), 0);
+	assert_null(out.backing);
+	/* wrong types and unknown formats */
+	json_object_object_get_ex(r, "image", &o);
+	json_object_object_add(o, "format", json_object_new_string("qcow2"));
+	assert_int_equal(ublk_parse_info(r, &out, backing, sizeof(backing)), -EBADMSG);
+	json_object_object_add(o, "format", json_object_new_string("raw"));
+	assert_int_equal(ublk_parse_info(r, &out, backing, sizeof(backing)), 0);
+	json_object_object_add(o, "chunk-size", json_object_new_int64(1ll << 32));
+	assert_int_equal(ublk_parse_info(r, &out, backing, sizeof(backing)), -EBADMSG);
+	json_object_object_add(o, "chunk-size", json_object_new_string("1M"));
+	assert_int_equal(ublk_parse_info(r, &out, backing, sizeof(backing)), -EBADMSG);
+	json_object_put(r);
+	assert_int_equal(reply_text("{\"ok\": true, \"image\": 1}", &r), 0);
+	assert_int_equal(ublk_parse_info(r, &out, backing, sizeof(backing)), -EBADMSG);
+	json_object_put(r);
+	/* pause-us */
+	uint64_t us;
+	assert_int_equal(reply_text("{\"ok\": true, \"pause-us\": 1234}", &r), 0);
+	assert_int_equal(ublk_parse_pause_us(r, &us), 0);
+	assert_int_equal(us, 1234);
+	json_object_put(r);
+	assert_int_equal(reply_text("{\"ok\": true, \"pause-us\": -1}", &r), 0);
+	assert_int_equal(ublk_parse_pause_us(r, &us), -EBADMSG);
+	json_object_put(r);
+}
+
+/* ---- latency buckets --------------------------------------------------------------------- */
+
+static void test_lat_buckets(void **state)
+{
+	uint64_t lat[UBLK_LAT_BUCKETS], ns;
+	unsigned b, prev = 0;
+
+	/* every latency lands in the bucket whose bound is the first one >= it */
+	for (ns = 0; ns < 100000; ns++) {
+		b = ublk_lat_bucket(ns);
+		assert_true(b >= prev);
+		assert_true(ublk_lat_value(b) >= ns);
+		if (b)
+			assert_true(ublk_lat_value(b - 1) < ns);
+		prev = b;
+	}
+	for (b = 0; b < 64; b++) {	/* powers of two, and around them, up to the last */
+		ns = 1ull << b;
+		assert_true(ublk_lat_bucket(ns) < UBLK_LAT_BUCKETS);
+		if (ublk_lat_bucket(ns) < UBLK_LAT_BUCKETS - 1) {
+			assert_true(ublk_lat_value(ublk_lat_bucket(ns)) >= ns);
+			assert_true(ublk_lat_value(ublk_lat_bucket(ns - 1)) >= ns - 1);
+			assert_true(ublk_lat_value(ublk_lat_bucket(ns) - 1) < ns);
+		}
+	}
+	/* precision: a bound is within 1/8 of what it holds */
+	for (ns = 8; ns < (1ull << 34); ns = ns * 3 / 2 + 1)
+		assert_true(ublk_lat_value(ublk_lat_bucket(ns)) - ns <= ns / 8);
+	/* the last bucket holds everything from ~2 min up */
+	assert_int_equal(ublk_lat_bucket(UINT64_MAX), UBLK_LAT_BUCKETS - 1);
+	assert_int_equal(ublk_lat_bucket(130ull * 1000000000), UBLK_LAT_BUCKETS - 1);
+	assert_true(ublk_lat_bucket(120ull * 1000000000) < UBLK_LAT_BUCKETS - 1);
+	/* percentiles */
+	memset(lat, 0, sizeof(lat));
+	assert_int_equal(ublk_lat_percentile(lat, 0.5), 0);
+	lat[ublk_lat_bucket(1000)] = 90;	/* 90 at ~1 us, 9 at ~1 ms, 1 at ~1 s */
+	lat[ublk_lat_bucket(1000000)] = 9;
+	lat[ublk_lat_bucket(1000000000)] = 1;
+	assert_int_equal(ublk_lat_percentile(lat, 0.5), ublk_lat_value(ublk_lat_bucket(1000)));
+	assert_int_equal(ublk_lat_percentile(lat, 0.9), ublk_lat_value(ublk_lat_bucket(1000)));
+	assert_int_equal(ublk_lat_percentile(lat, 0.91),
+			 ublk_lat_value(ublk_lat_bucket(1000000)));
+	assert_int_equal(ublk_lat_percentile(lat, 0.99),
+			 ublk_lat_value(ublk_lat_bucket(1000000)));
+	assert_int_equal(ublk_lat_percentile(lat, 0.999),
+			 ublk_lat_value(ublk_lat_bucket(1000000000)));
+	assert_int_equal(ublk_lat_percentile(lat, 0.0), ublk_lat_value(ublk_lat_bucket(1000)));
+	assert_int_equal(ublk_lat_percentile(lat, 1.0),
+			 ublk_lat_value(ublk_lat_bucket(1000000000)));
+}
+
+/* ---- the server, on a real socket -------------------------------------------------------- */
+
+static struct ublk_dev *dev;
+static int lfd = -1;
+static char sock_path[300];
+
+static struct ublk_dev *fake_dev(const struct ublk_tgt_ops *tgt, unsigned nq)
+{
+	struct ublk_dev *d = malloc(sizeof(*d));
+
+	ublk_dev_init(d);
+	d->tgt = tgt;
+	d->info.dev_id = 5;
+	d->info.nr_hw_queues = (uint16_t)nq;
+	d->queues = calloc(nq ? nq : 1, sizeof(*d->queues));
+	d->pause_ack_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	return d;
+}
+
+static void free_dev(struct ublk_dev *d)
+{
+	close(d->pause_ack_fd);
+	free(d->queues);
+	free(d);
+}
+
+static void listen_dev(void)
+{
+	setenv("UCOW_RUN_DIR", dir, 1);
+	lfd = ublk_sock_listen(dev, sock_path, sizeof(sock_path));
+	assert_true(lfd >= 0);
+	assert_string_equal(sock_path, P("dev5.sock"));
+}
+
+static void unlisten(void)
+{
+	close(lfd);
+	unlink(sock_path);
+	lfd = -1;
+}
+
+/* Send LEN raw bytes (then shut the write side if shut), serve once, return the reply. */
+static char *raw_exchange(const void *buf, size_t len, bool shut)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	static char reply[1 << 16];
+	size_t off = 0;
+	ssize_t n;
+
+	strcpy(sa.sun_path, sock_path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	if (len)
+		assert_int_equal(write(fd, buf, len), (ssize_t)len);
+	if (shut)
+		shutdown(fd, SHUT_WR);
+	ublk_sock_serve(dev, lfd);	/* the request is in the socket's buffer already */
+	while ((n = read(fd, reply + off, sizeof(reply) - 1 - off)) > 0)
+		off += (size_t)n;
+	reply[off] = 0;
+	close(fd);
+	return reply;
+}
+
+static void *serve_once(void *arg)
+{
+	ublk_sock_serve(dev, lfd);
+	return arg;
+}
+
+/* ublk_sock_call, with the server on a thread */
+static int call(int op, const char *name, struct json_object **reply)
+{
+	pthread_t t;
+	int r;
+
+	assert_int_equal(pthread_create(&t, NULL, serve_once, NULL), 0);
+	r = ublk_sock_call(sock_path, op, name, 5, reply);
+	pthread_join(t, NULL);
+	return r;
+}
+
+static void test_server_hostile(void **state)
+{
+	char *big = malloc(3 * UBLK_SOCK_REQ_MAX);
+	const char *rep;
+
+	dev = fake_dev(&ublk_tgt_null, 1);
+	listen_dev();
+	rep = raw_exchange("{\"op\": \"ping\"}\n", 15, false);
+	assert_string_equal(rep, "{ \"ok\": true, \"pong\": true }\n");
+	rep = raw_exchange("{\"op\": \"ping\"}", 14, true);	/* no newline: the end counts */
+	assert_string_equal(rep, "{ \"ok\": true, \"pong\": true }\n");
+	rep = raw_exchange("ping\n", 5, false);
+	assert_non_null(strstr(rep, "\"ok\": false"));
+	assert_non_null(strstr(rep, "bad request: malformed JSON"));
+	rep = raw_exchange("{\"op\": \"halt\"}\n", 15, false);
+	assert_non_null(strstr(rep, "\"error\": \"bad request: unknown op \\\"halt\\\"\""));
+	rep = raw_exchange("{\"op\": \"ping\"}\n{\"op\": \"ping\"}\n", 30, false);
+	assert_non_null(strstr(rep, "data after the first line"));
+	rep = raw_exchange("{\"op\": \"ping\"}\0\n", 16, false);
+	assert_non_null(strstr(rep, "NUL"));
+	rep = "{\"op\": \"snapshot-create\", \"name\": \"\xff\"}\n";
+	rep = raw_exchange(rep, strlen(rep), false);
+	assert_non_null(strstr(rep, "UTF-8"));
+	assert_true(ublk_utf8_valid(rep, strlen(rep)));
+	/* over-long: refused after the limit, the rest never read */
+	memset(big, 'x', 3 * UBLK_SOCK_REQ_MAX);
+	big[3 * UBLK_SOCK_REQ_MAX - 1] = '\n';
+	rep = raw_exchange(big, 3 * UBLK_SOCK_REQ_MAX, false);
+	assert_non_null(strstr(rep, "request too long (more than 4096 bytes)"));
+	/* exactly at the limit is read whole */
+	memset(big, ' ', UBLK_SOCK_REQ_MAX);
+	memcpy(big, "{\"op\": \"ping\"}", 14);
+	big[UBLK_SOCK_REQ_MAX - 1] = '\n';
+	rep = raw_exchange(big, UBLK_SOCK_REQ_MAX, false);
+	assert_non_null(strstr(rep, "\"pong\": true"));
+	/* a client that says nothing gets nothing, and the server goes on */
+	rep = raw_exchange("", 0, true);
+	assert_string_equal(rep, "");
+	rep = raw_exchange("{\"op\": \"ping\"}\n", 15, false);
+	assert_non_null(strstr(rep, "\"pong\": true"));
+	free(big);
+	unlisten();
+	free_dev(dev);
+}
+
+static void *trickle(void *arg)
+{
+	int fd = *(int *)arg;
+
+	for (int i = 0; i < 8; i++) {
+		if (send(fd, " ", 1, MSG_NOSIGNAL) != 1)
+			break;
+		usleep(700000);
+	}
+	return NULL;
+}
+
+/* A client sending a byte now and then is dropped after 3 s in all, unanswered. */
+static void test_server_slow(void **state)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	pthread_t t;
+	uint64_t t0;
+	char buf[64];
+	int fd;
+
+	dev = fake_dev(&ublk_tgt_null, 1);
+	listen_dev();
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	strcpy(sa.sun_path, sock_path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(pthread_create(&t, NULL, trickle, &fd), 0);
+	t0 = ublk_now_ns();
+	ublk_sock_serve(dev, lfd);
+	t0 = ublk_now_ns() - t0;
+	assert_true(t0 >= 2900000000ull && t0 < 4500000000ull);
+	assert_int_equal(read(fd, buf, sizeof(buf)), 0);	/* closed, no answer */
+	pthread_join(t, NULL);
+	close(fd);
+	unlisten();
+	free_dev(dev);
+}
+
+static void test_server_stats(void **state)
+{
+	struct json_object *r, *s, *v;
+	struct ublk_queue *q;
+
+	dev = fake_dev(&ublk_tgt_null, 2);
+	q = dev->queues;
+	q[0].stats[UBLK_ST_READ].ios = 3;
+	q[0].stats[UBLK_ST_READ].bytes = 12288;
+	q[0].stats[UBLK_ST_READ].lat[ublk_lat_bucket(2000)] = 3;
+	q[1].stats[UBLK_ST_READ].ios = 1;
+	q[1].stats[UBLK_ST_READ].bytes = 4096;
+	q[1].stats[UBLK_ST_READ].lat[ublk_lat_bucket(500000)] = 1;
+	q[1].stats[UBLK_ST_WZEROES].ios = 3;
+	q[1].stats[UBLK_ST_WZEROES].errors = 1;
+	dev->pause_st[UBLK_PAUSE_DELETE] = (struct ublk_pause_stats){ 2, 7000, 9000, 16000 };
+	listen_dev();
+	assert_int_equal(call(UBLK_OP_PING, NULL, &r), 0);
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_STATS, NULL, &r), 0);
+	assert_true(json_object_object_get_ex(r, "stats", &s));
+	/* the JSON: kebab-case keys, sums over the queues */
+	const char *t = ublk_json_text(s, false);
+	assert_non_null(strstr(t, "\"id\": 5, \"ops\": { \"read\": { \"ios\": 4, \"bytes\": 16384, "
+			       "\"errors\": 0, \"lat-ns\": { \"p50\": "));
+	assert_non_null(strstr(t, "\"write-zeroes\": { \"ios\": 3, \"bytes\": 0, \"errors\": 1"));
+	assert_non_null(strstr(t, "\"queue-ios\": [ 3, 4 ]"));
+	assert_non_null(strstr(t, "\"pauses\": { \"delete\": { \"count\": 2, \"last-us\": 7, "
+			       "\"max-us\": 9, \"total-us\": 16 } }"));
+	assert_null(strstr(t, "\"create\""));
+	json_object_object_get_ex(s, "ops", &v);
+	json_object_object_get_ex(v, "read", &v);
+	json_object_object_get_ex(v, "lat-ns", &v);
+	json_object_object_get_ex(v, "p50", &s);
+	assert_int_equal(json_object_get_int64(s), ublk_lat_value(ublk_lat_bucket(2000)));
+	json_object_object_get_ex(v, "p99", &s);
+	assert_int_equal(json_object_get_int64(s), ublk_lat_value(ublk_lat_bucket(500000)));
+	/* the table */
+	assert_true(json_object_object_get_ex(r, "text", &v));
+	t = json_object_get_string(v);
+	assert_non_null(strstr(t, "\nread                     4          16384        0       2.0"));
+	assert_non_null(strstr(t, "\nwrite_zeroes             3              0        1"));
+	assert_non_null(strstr(t, "per queue: q0=3 q1=4\n"));
+	assert_non_null(strstr(t, "pauses: delete 2 (last 0.0 ms, max 0.0 ms, mean 0.0 ms)\n"));
+	json_object_put(r);
+	/* the null target has no image */
+	assert_int_equal(call(UBLK_OP_IMAGE_INFO, NULL, &r), -EPROTO);
+	assert_string_equal(ublk_sock_reply_error(r), "the null target has no snapshots");
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_INFO, NULL, &r), -EPROTO);
+	assert_string_equal(ublk_sock_reply_error(r), "the null target has no image");
+	json_object_put(r);
+	/* a name the protocol refuses is never sent */
+	assert_int_equal(ublk_sock_call(sock_path, UBLK_OP_SNAP_CREATE, "", 5, &r), -EINVAL);
+	assert_null(r);
+	unlisten();
+	/* nobody listening */
+	assert_int_equal(ublk_sock_call(sock_path, UBLK_OP_PING, NULL, 5, &r), -ENOENT);
+	free_dev(dev);
+}
+
+/* A fake server: reads the request line, sends fake_reply (fake_len bytes, or up to 96 MiB of
+ * spaces when fake_len is 0), closes. */
+static const char *fake_reply;
+static size_t fake_len, fake_sent;
+
+static void *fake_server(void *arg)
+{
+	int fd = accept(lfd, NULL, NULL), chunk = 1 << 20;
+	char req[UBLK_SOCK_REQ_MAX + 1], *sp;
+	ssize_t n;
+
+	assert_true(fd >= 0);
+	n = read(fd, req, sizeof(req) - 1);
+	assert_true(n > 0 && req[n - 1] == '\n');
+	fake_sent = 0;
+	if (fake_len) {
+		fake_sent = (size_t)send(fd, fake_reply, fake_len, MSG_NOSIGNAL);
+	} else {
+		sp = malloc(chunk);
+		memset(sp, ' ', chunk);
+		while (fake_sent < (96u << 20) && (n = send(fd, sp, chunk, MSG_NOSIGNAL)) > 0)
+			fake_sent += (size_t)n;
+		free(sp);
+	}
+	close(fd);
+	return arg;
+}
+
+static int fake_call(const char *reply, size_t len, struct json_object **r)
+{
+	pthread_t t;
+	int ret;
+
+	fake_reply = reply;
+	fake_len = len;
+	assert_int_equal(pthread_create(&t, NULL, fake_server, NULL), 0);
+	ret = ublk_sock_call(sock_path, UBLK_OP_PING, NULL, 5, r);
+	pthread_join(t, NULL);
+	return ret;
+}
+
+/* The client against servers that answer badly: refused, never read without bound. */
+static void test_client_hostile(void **state)
+{
+	struct json_object *r;
+
+	dev = fake_dev(&ublk_tgt_null, 0);
+	listen_dev();
+	assert_int_equal(fake_call("{\"ok\": true}", 12, &r), 0);	/* no newline, closed */
+	json_object_put(r);
+	assert_int_equal(fake_call("", 0, &r), -EBADMSG);	/* 96 MiB of white space */
+	assert_null(r);
+	assert_true(fake_sent < (80u << 20));	/* the client stopped reading */
+	assert_int_equal(fake_call("ok\npong\n", 8, &r), -EBADMSG);
+	assert_null(r);
+	assert_int_equal(fake_call("{\"ok\": false}\n", 15, &r), -EBADMSG);
+	assert_int_equal(fake_call("{\"ok\": true}\0\n", 14, &r), -EBADMSG);
+	assert_int_equal(fake_call("{\"ok\": true}\n{\"ok\": false}\n", 28, &r), 0);
+	json_object_put(r);	/* the first line is the answer; the rest is not read */
+	assert_int_equal(fake_call("\n", 1, &r), -EBADMSG);
+	fake_reply = NULL;
+	unlisten();
+	free_dev(dev);
+}
+
+/* Online snapshot create and list of a real image, with names that are not UTF-8. */
+static void test_server_snapshots(void **state)
+{
+	struct cow_create_opts o = { .size = 16 << 20 };
+	struct cow_snap_info *v;
+	struct json_object *r;
+	struct cow_info in;
+	char backing[64];
+	uint32_t n;
+	uint64_t us;
+
+	assert_int_equal(cow_create(P("img.ucow"), &o, err, COW_ERRLEN), 0);
+	dev = fake_dev(&ublk_tgt_cow, 0);	/* no queues: the pause is immediate */
+	strcpy(dev->o.file, P("img.ucow"));
+	assert_int_equal(cow_open(dev->o.file, &(struct cow_open_opts){ .fmt = COW_FMT_UCOW },
+			(struct cow_image **)&dev->tgt_data, err, COW_ERRLEN), 0);
+	listen_dev();
+	assert_int_equal(call(UBLK_OP_SNAP_CREATE, "s\xff\x01", &r), 0);
+	assert_int_equal(ublk_parse_pause_us(r, &us), 0);
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_SNAP_CREATE, "plain", &r), 0);
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_SNAP_CREATE, "plain", &r), -EPROTO);	/* duplicate */
+	assert_non_null(strstr(ublk_sock_reply_error(r), "plain"));
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_SNAP_LIST, NULL, &r), 0);
+	assert_int_equal(ublk_parse_snaps(r, &v, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(v[0].name, "s\xff\x01");
+	assert_string_equal(v[1].name, "plain");
+	assert_int_equal(ublk_parse_pause_us(r, &us), 0);
+	assert_int_equal(us, 0);
+	free(v);
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_IMAGE_INFO, NULL, &r), 0);
+	assert_int_equal(ublk_parse_info(r, &in, backing, sizeof(backing)), 0);
+	assert_int_equal(in.nb_snapshots, 2);
+	assert_int_equal(in.virtual_size, 16 << 20);
+	assert_int_equal(in.fmt, COW_FMT_UCOW);
+	assert_int_equal(ublk_parse_snaps(r, &v, &n), 0);
+	assert_int_equal(n, 2);
+	free(v);
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_SNAP_DELETE, "s\xff\x01", &r), 0);
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_INFO, NULL, &r), 0);
+	json_object_put(r);
+	assert_int_equal(dev->pause_st[UBLK_PAUSE_CREATE].count, 3);
+	assert_int_equal(dev->pause_st[UBLK_PAUSE_DELETE].count, 1);
+	/* read-only servers refuse changes */
+	dev->o.read_only = true;
+	assert_int_equal(call(UBLK_OP_SNAP_DELETE, "plain", &r), -EPROTO);
+	assert_string_equal(ublk_sock_reply_error(r),
+			    "served read-only by /dev/ublkb5 (ucow dev del 5 first)");
+	json_object_put(r);
+	unlisten();
+	assert_int_equal(cow_close(dev->tgt_data), 0);
+	free_dev(dev);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_req_roundtrip),
+		cmocka_unit_test(test_req_hostile),
+		cmocka_unit_test(test_reply),
+		cmocka_unit_test(test_snaps),
+		cmocka_unit_test(test_info),
+		cmocka_unit_test(test_lat_buckets),
+		cmocka_unit_test(test_server_hostile),
+		cmocka_unit_test(test_server_slow),
+		cmocka_unit_test(test_server_stats),
+		cmocka_unit_test(test_server_snapshots),
+		cmocka_unit_test(test_client_hostile),
+	};
+
+	(void)pass_queue, (void)pass_submit_wait;	/* unit.h's, for image tests */
+	return UNIT_RUN(tests);
+}
