@@ -375,6 +375,10 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 		r = jnl_write_header(img);
 		if (!r)
 			r = img_sync(img);
+		if (r == -EOVERFLOW) {
+			snprintf(err, COW_ERRLEN, "%s", img->err);	/* the generation */
+			goto fail;
+		}
 		if (r) {
 			snprintf(err, COW_ERRLEN, "%s: marking the image in use: %s", path,
 				 strerror(-r));
