@@ -294,7 +294,8 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 		r = -ENOMEM;
 		goto fail;
 	}
-	oflags = (img->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+	/* O_NONBLOCK: opening a FIFO (a hostile backing name) must not wait for a writer */
+	oflags = (img->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK |
 		 ((flags & COW_OPEN_DIRECT) ? O_DIRECT : 0);
 	img->fd = open(path, oflags);
 	if (img->fd < 0) {
@@ -314,6 +315,16 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 	if (S_ISDIR(st.st_mode)) {
 		r = -EISDIR;
 		snprintf(err, COW_ERRLEN, "%s: is a directory", path);
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		r = -EINVAL;
+		snprintf(err, COW_ERRLEN, "%s: not a regular file or block device", path);
+		goto fail;
+	}
+	if (fcntl(img->fd, F_SETFL, fcntl(img->fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+		r = -errno;
+		snprintf(err, COW_ERRLEN, "%s: %s", path, strerror(-r));
 		goto fail;
 	}
 	r = lock_image(img, err);
