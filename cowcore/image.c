@@ -198,8 +198,14 @@ static int read_header(struct cow_image *img, uint64_t file_size, char *err)
 	}
 	free(buf);
 	if (best < 0) {
-		int i = rs[0] == -ENOTSUP ? 0 : rs[1] == -ENOTSUP ? 1 :
-			!memcmp(why[0], "bad magic", 9) ? 1 : 0;
+		/* the most telling reason: an unsupported feature, then a slot whose checksum is
+		 * right (what is wrong in it), then slot 0 unless it has no magic */
+		int i = rs[0] == -ENOTSUP ? 0 : rs[1] == -ENOTSUP ? 1 : -1;
+		for (int k = 0; k < UCOW_HDR_SLOTS && i < 0; k++)
+			if (strcmp(why[k], "bad magic") && strcmp(why[k], "header checksum mismatch"))
+				i = k;
+		if (i < 0)
+			i = !memcmp(why[0], "bad magic", 9) ? 1 : 0;
 		snprintf(err, COW_ERRLEN, "%s: %s%s", img->path,
 			 rs[i] == -ENOTSUP ? "" : "corrupt image: ", why[i]);
 		return rs[i];

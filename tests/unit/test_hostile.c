@@ -238,6 +238,74 @@ static void test_far_entry(void **state)
 	unlink(P("far.img"));
 }
 
+/* Set a u64 header field in both slots (checksums recomputed): no older slot to fall to. */
+static void patch_hdr64(const char *path, unsigned field, uint64_t v)
+{
+	uint8_t b[UCOW_HDR_SIZE];
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	for (int i = 0; i < UCOW_HDR_SLOTS; i++) {
+		assert_int_equal(pread(fd, b, sizeof(b), i * UCOW_HDR_SIZE), (ssize_t)sizeof(b));
+		put_le64(b + field, v);
+		put_le32(b + 44, 0);
+		put_le32(b + 44, ucow_crc32c(0, b, sizeof(b)));
+		assert_int_equal(pwrite(fd, b, sizeof(b), i * UCOW_HDR_SIZE), (ssize_t)sizeof(b));
+	}
+	close(fd);
+}
+
+static uint64_t pcn_of(const char *path, uint64_t c)
+{
+	struct cow_image *img = open_img(path, COW_OPEN_RDONLY);
+	uint64_t p = img->table[c] & UCOW_E_PCN_MASK;
+	cow_close(img);
+	assert_true(p != 0);
+	return p;
+}
+
+static void copy(const char *from, const char *to)
+{
+	char cmd[1200];
+	snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s' '%s'", from, to);
+	assert_int_equal(system(cmd), 0);
+}
+
+/*
+ * Defect 2: after a snapshot apply the table lives in the data area. A metadata region moved
+ * onto a mapped data chunk (valid checksums, both slots) is refused by open and counted by
+ * check: the journal (it never lies in the data area), and the refcount table.
+ */
+static void test_metadata_over_data(void **state)
+{
+	(void)state;
+	char base[512];
+	snprintf(base, sizeof(base), "%s", P("md.img"));
+	mk(base, 4 << 20, 64 << 10, NULL);
+	struct cow_image *img = open_img(base, 0);
+	wr(img, 1, 0, 256 << 10);
+	assert_int_equal(cow_snapshot_create(img, "s1"), 0);
+	assert_int_equal(cow_snapshot_apply(img, "s1"), 0);
+	wr(img, 2, 1 << 20, 64 << 10);		/* chunk 16 */
+	wr(img, 0, 2 << 20, 64 << 10);		/* chunk 32: zeros, so it reads as refcounts 0 */
+	struct ucow_hdr h = img->hdr;
+	assert_int_equal(cow_close(img), 0);
+	assert_true(h.table_offset >= h.data_offset);
+	uint64_t p16 = pcn_of(base, 16), p32 = pcn_of(base, 32);
+
+	/* the journal on chunk 16, the file long enough to hold it all */
+	copy(base, P("md1.img"));
+	assert_int_equal(truncate(P("md1.img"), 16 << 20), 0);
+	patch_hdr64(P("md1.img"), 104, p16 << 16);
+	expect_refused(P("md1.img"), COW_OPEN_RDONLY, -EUCLEAN, "journal region");
+	expect_refused(P("md1.img"), 0, -EUCLEAN, "journal region");
+
+	/* the refcount table on chunk 32 */
+	copy(base, P("md2.img"));
+	patch_hdr64(P("md2.img"), 152, p32 << 16);
+	expect_refused(P("md2.img"), COW_OPEN_RDONLY, -EUCLEAN, "holds metadata");
+	expect_check_corrupt(P("md2.img"), "holds metadata");
+}
+
 int main(void)
 {
 	(void)pass_queue;	/* unit.h's pass-through backend: not used here */
@@ -246,6 +314,7 @@ int main(void)
 		cmocka_unit_test(test_fifo_backing),
 		cmocka_unit_test(test_sidelog_huge),
 		cmocka_unit_test(test_far_entry),
+		cmocka_unit_test(test_metadata_over_data),
 	};
 	return UNIT_RUN(tests);
 }
