@@ -306,6 +306,100 @@ static void test_metadata_over_data(void **state)
 	expect_check_corrupt(P("md2.img"), "holds metadata");
 }
 
+/*
+ * Defect 5: 65535 snapshots of a 64 GiB disk (64 KiB chunks: 16 MiB frozen copies) in a file
+ * of about 1 TiB that holds 16 MiB of data. Open, list and check cost what the file holds:
+ * no comparison of every pair of snapshots, no reading of every frozen table in full.
+ */
+static void test_many_snapshots(void **state)
+{
+	(void)state;
+	const uint32_t n = UCOW_MAX_SNAPSHOTS, cs = 64 << 10;
+	char path[512];
+	snprintf(path, sizeof(path), "%s", P("many.img"));
+	mk(path, 64ull << 30, cs, NULL);
+	struct ucow_hdr h = hdr_of(path);
+	uint64_t ext = (h.table_size + h.bitmap_size + cs - 1) / cs * cs;
+	h.incompat |= UCOW_INCOMPAT_SNAPSHOTS;
+	h.nb_snapshots = n;
+	h.parent_snapshot = n;
+	h.snap_table_offset = h.data_offset;
+	h.snap_table_size = ((uint64_t)n * UCOW_SNAP_ENTRY + cs - 1) / cs * cs;
+	h.refcount_offset = h.snap_table_offset + h.snap_table_size;
+	h.refcount_size = cs;	/* all zero: the frozen tables map nothing */
+	uint64_t frozen0 = h.refcount_offset + h.refcount_size;
+	uint64_t fsize = frozen0 + n * ext;
+	uint8_t *st = calloc(1, h.snap_table_size);
+	assert_non_null(st);
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t *b = st + (uint64_t)i * UCOW_SNAP_ENTRY;
+		int len = snprintf((char *)b + 64, UCOW_SNAP_NAME_MAX + 1, "snap%u", i + 1);
+		put_le32(b, i + 1);
+		put_le32(b + 4, i);			/* a chain: each the child of the previous */
+		put_le64(b + 8, 1700000000 + i);
+		put_le16(b + 20, len);
+		put_le64(b + 24, h.virtual_size);
+		put_le64(b + 32, frozen0 + i * ext);
+		put_le64(b + 40, ext);
+		put_le32(b + 252, ucow_crc32c(0, b, UCOW_SNAP_ENTRY));
+	}
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, st, h.snap_table_size, h.snap_table_offset),
+			 (ssize_t)h.snap_table_size);
+	free(st);
+	if (ftruncate(fd, (off_t)fsize)) {
+		close(fd);
+		skip();		/* a file system without 1 TiB files */
+	}
+	uint8_t hb[UCOW_HDR_SIZE];
+	h.generation++;
+	ucow_hdr_encode(&h, hb);
+	for (int i = 0; i < UCOW_HDR_SLOTS; i++)
+		assert_int_equal(pwrite(fd, hb, sizeof(hb), i * UCOW_HDR_SIZE), (ssize_t)sizeof(hb));
+	close(fd);
+
+	alarm(60);
+	double t0 = now();
+	struct cow_image *img = open_img(path, COW_OPEN_RDONLY);
+	double t_open = now() - t0;
+	struct cow_snap_info *si;
+	uint32_t ns;
+	assert_int_equal(cow_snapshot_list(img, &si, &ns), 0);
+	assert_int_equal(ns, n);
+	assert_int_equal(si[n - 1].disk_usage, ext);	/* its frozen copy only */
+	free(si);
+	double t_list = now() - t0 - t_open;
+	struct cow_check_result cr;
+	assert_int_equal(cow_check(img, &cr), 0);
+	if (cr.verdict)
+		fail_msg("check: verdict %d: %s", cr.verdict, cr.first_problem);
+	cow_close(img);
+	double t = now() - t0;
+	alarm(0);
+	if (t > 5)
+		fail_msg("%u snapshots: open %.2f s, list %.2f s, all %.2f s", n, t_open, t_list, t);
+
+	/* a duplicate name among them is still found (sorted, neighbours compared) */
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	uint8_t b[UCOW_SNAP_ENTRY];
+	uint64_t at = h.snap_table_offset + 40000ull * UCOW_SNAP_ENTRY;
+	assert_int_equal(pread(fd, b, sizeof(b), at), (ssize_t)sizeof(b));
+	memset(b + 64, 0, UCOW_SNAP_NAME_MAX + 1);
+	put_le16(b + 20, snprintf((char *)b + 64, UCOW_SNAP_NAME_MAX + 1, "snap7"));
+	put_le32(b + 252, 0);
+	put_le32(b + 252, ucow_crc32c(0, b, sizeof(b)));
+	assert_int_equal(pwrite(fd, b, sizeof(b), at), (ssize_t)sizeof(b));
+	close(fd);
+	alarm(60);
+	t0 = now();
+	expect_refused(path, COW_OPEN_RDONLY, -EUCLEAN, "duplicate snapshot id or name 'snap7'");
+	alarm(0);
+	assert_true(now() - t0 < 5);
+	unlink(path);
+}
+
 int main(void)
 {
 	(void)pass_queue;	/* unit.h's pass-through backend: not used here */
@@ -315,6 +409,7 @@ int main(void)
 		cmocka_unit_test(test_sidelog_huge),
 		cmocka_unit_test(test_far_entry),
 		cmocka_unit_test(test_metadata_over_data),
+		cmocka_unit_test(test_many_snapshots),
 	};
 	return UNIT_RUN(tests);
 }
