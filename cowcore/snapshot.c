@@ -278,7 +278,7 @@ int snap_load(struct cow_image *img, uint64_t file_size)
 		if (s->table_offset < h->data_offset || s->table_offset % img->chunk_size ||
 		    s->extent_size < frozen_bytes(img) || s->extent_size % img->chunk_size ||
 		    s->extent_size > 2 * (frozen_bytes(img) + img->chunk_size) ||
-		    s->table_offset + s->extent_size > file_size)
+		    s->extent_size > file_size || s->table_offset > file_size - s->extent_size)
 			SBAD("%s: corrupt image: snapshot '%s' has an invalid table extent",
 			     img->path, s->name);
 	}

@@ -397,6 +397,18 @@ static void test_many_snapshots(void **state)
 	expect_refused(path, COW_OPEN_RDONLY, -EUCLEAN, "duplicate snapshot id or name 'snap7'");
 	alarm(0);
 	assert_true(now() - t0 < 5);
+
+	/* a frozen extent whose offset + size wraps past 2^64 (defect 1) */
+	memset(b + 64, 0, UCOW_SNAP_NAME_MAX + 1);
+	put_le16(b + 20, snprintf((char *)b + 64, UCOW_SNAP_NAME_MAX + 1, "wrap"));
+	put_le64(b + 32, 0 - ext);
+	put_le32(b + 252, 0);
+	put_le32(b + 252, ucow_crc32c(0, b, sizeof(b)));
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, b, sizeof(b), at), (ssize_t)sizeof(b));
+	close(fd);
+	expect_refused(path, COW_OPEN_RDONLY, -EUCLEAN, "'wrap' has an invalid table extent");
 	unlink(path);
 }
 
