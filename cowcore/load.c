@@ -116,7 +116,8 @@ static int check_extents(struct cow_image *img, struct vstate *v)
 {
 	uint64_t end = 0;
 	int r;
-	qsort(v->ext, v->next, sizeof(*v->ext), cmp_prun);
+	if (v->next)
+		qsort(v->ext, v->next, sizeof(*v->ext), cmp_prun);
 	for (size_t i = 0; i < v->next; i++) {
 		if (i && v->ext[i].first < end &&
 		    (r = problem(img, v, "chunk %llu is used by two structures (%llu)",
@@ -177,7 +178,8 @@ static int validate_table(struct cow_image *img, struct vstate *v)
 		v->map[v->nmap++] = (struct pmap){ p, c };
 	}
 	/* each chunk mapped once: sorted, a repeat follows its first mapping */
-	qsort(v->map, v->nmap, sizeof(*v->map), cmp_pmap);
+	if (v->nmap)
+		qsort(v->map, v->nmap, sizeof(*v->map), cmp_pmap);
 	for (size_t i = 0; i < v->nmap; i++) {
 		uint64_t p = v->map[i].p, c = v->map[i].c;
 		if (i && p == v->map[i - 1].p) {
@@ -228,7 +230,7 @@ static int init_free(struct cow_image *img, struct vstate *v)
 	for (uint64_t p = 0; !r && p < img->rc_len; p++)
 		if (img->rc[p])
 			r = add_used(&u, &n, &cap, p, 1);
-	if (!r)
+	if (!r && n)
 		qsort(u, n, sizeof(*u), cmp_prun);
 	for (size_t i = 0; !r && i < n; i++) {
 		if (u[i].first > cur)
