@@ -7,7 +7,9 @@
  * it is durable and every I/O that found it mapped has completed (journal.c, J4); only then
  * does it join the free list. Otherwise a write still in flight could land in the chunk after
  * it was handed to another virtual chunk. Allocation prefers the free list (lowest chunk last
- * freed first), then grows the file.
+ * freed first), then the chunks found free at open (kept as runs: a sparse file whose one
+ * mapped chunk lies terabytes in costs one run, not a list of every chunk before it), then
+ * grows the file.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,6 +23,13 @@ int alloc_chunk(struct cow_image *img, uint64_t *pcn)
 {
 	if (img->nfree) {
 		*pcn = img->free_pcns[--img->nfree];
+		return 0;
+	}
+	if (img->nruns) {	/* the highest chunk free at open first, as a list would */
+		struct free_run *run = &img->free_runs[img->nruns - 1];
+		*pcn = run->pcn + --run->n;
+		if (!run->n)
+			img->nruns--;
 		return 0;
 	}
 	if (img->next_pcn > UCOW_E_PCN_MASK)
@@ -71,26 +80,59 @@ void alloc_committed(struct cow_image *img, uint64_t upto)
 	img->nquar = k;
 }
 
-int alloc_init_free(struct cow_image *img, bool (*used)(void *arg, uint64_t pcn), void *arg)
+int alloc_add_free_run(struct cow_image *img, uint64_t pcn, uint64_t n)
 {
-	for (uint64_t p = img->data_pcn; p < img->next_pcn; p++) {
-		if (used(arg, p))
-			continue;
-		if (ARRAY_ROOM(img->free_pcns, img->free_cap, img->nfree))
-			return -ENOMEM;
-		img->free_pcns[img->nfree++] = p;
+	if (!n)
+		return 0;
+	if (img->nruns) {
+		struct free_run *last = &img->free_runs[img->nruns - 1];
+		if (last->pcn + last->n == pcn) {
+			last->n += n;
+			return 0;
+		}
 	}
+	if (ARRAY_ROOM(img->free_runs, img->runs_cap, img->nruns))
+		return -ENOMEM;
+	img->free_runs[img->nruns++] = (struct free_run){ .pcn = pcn, .n = n };
 	return 0;
+}
+
+/* fn for every chunk of [pcn, pcn + n) that holds data; holes are skipped by SEEK_DATA. */
+static void data_chunks(struct cow_image *img, uint64_t pcn, uint64_t n,
+			void (*fn)(void *arg, uint64_t pcn), void *arg)
+{
+	uint64_t end = pcn + n;
+	while (pcn < end) {
+		off_t d = lseek(img->fd, (off_t)(pcn << img->chunk_shift), SEEK_DATA);
+		if (d < 0)
+			return;		/* ENXIO: no data up to the end of the file */
+		uint64_t p = (uint64_t)d >> img->chunk_shift;
+		if (p >= end)
+			return;
+		if (p < pcn)
+			p = pcn;
+		fn(arg, p);
+		pcn = p + 1;
+	}
+}
+
+void alloc_free_with_data(struct cow_image *img, void (*fn)(void *arg, uint64_t pcn), void *arg)
+{
+	for (size_t i = 0; i < img->nfree; i++)
+		data_chunks(img, img->free_pcns[i], 1, fn, arg);
+	for (size_t i = 0; i < img->nruns; i++)
+		data_chunks(img, img->free_runs[i].pcn, img->free_runs[i].n, fn, arg);
+}
+
+static void punch_chunk(void *arg, uint64_t pcn)
+{
+	struct cow_image *img = arg;
+	img_punch(img, pcn << img->chunk_shift, img->chunk_size);
 }
 
 void alloc_reclaim_unclean(struct cow_image *img, uint64_t file_size)
 {
-	for (size_t i = 0; i < img->nfree; i++) {
-		off_t o = (off_t)(img->free_pcns[i] << img->chunk_shift);
-		off_t d = lseek(img->fd, o, SEEK_DATA);
-		if (d >= 0 && d < o + (off_t)img->chunk_size)
-			img_punch(img, (uint64_t)o, img->chunk_size);
-	}
+	alloc_free_with_data(img, punch_chunk, img);
 	uint64_t end = img->next_pcn << img->chunk_shift;
 	if (end < img->hdr.data_offset)
 		end = img->hdr.data_offset;

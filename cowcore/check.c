@@ -70,6 +70,26 @@ int cow_map(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run, ui
 	return st;
 }
 
+/* A free chunk that holds data: a leak, or after an unclean shutdown writes never flushed
+ * (the next read-write open punches them, alloc_reclaim_unclean). */
+struct leak_scan {
+	struct cow_check_result *res;
+	bool dirty;
+};
+
+static void leak_chunk(void *arg, uint64_t pcn)
+{
+	struct leak_scan *ls = arg;
+	struct cow_check_result *res = ls->res;
+	if (ls->dirty) {
+		res->reclaimable++;
+		return;
+	}
+	if (!res->leaks++ && !res->corruptions)
+		snprintf(res->first_problem, COW_ERRLEN, "chunk %llu holds data but nothing maps it",
+			 (unsigned long long)pcn);
+}
+
 int cow_check(struct cow_image *img, struct cow_check_result *res)
 {
 	struct cow_image tmp;
@@ -92,23 +112,9 @@ int cow_check(struct cow_image *img, struct cow_check_result *res)
 		for (uint64_t c = 0; c < tmp.nr_chunks; c++)
 			if (tmp.table[c] & UCOW_E_PCN_MASK)
 				res->allocated_chunks++;
-		/* leaks: chunks nothing maps that still hold disk space */
-		for (size_t i = 0; i < tmp.nfree; i++) {
-			off_t o = (off_t)(tmp.free_pcns[i] << tmp.chunk_shift);
-			off_t d = lseek(tmp.fd, o, SEEK_DATA);
-			if (d >= 0 && d < o + (off_t)tmp.chunk_size) {
-				/* after an unclean shutdown: writes never flushed; the next
-				 * read-write open punches them (reclaim_unclean) */
-				if (tmp.hdr.flags & UCOW_FLAG_DIRTY) {
-					res->reclaimable++;
-					continue;
-				}
-				if (!res->leaks++ && !res->corruptions)
-					snprintf(res->first_problem, COW_ERRLEN,
-						 "chunk %llu holds data but nothing maps it",
-						 (unsigned long long)tmp.free_pcns[i]);
-			}
-		}
+		/* leaks: chunks nothing maps that still hold disk space (holes skipped) */
+		struct leak_scan ls = { res, tmp.hdr.flags & UCOW_FLAG_DIRTY };
+		alloc_free_with_data(&tmp, leak_chunk, &ls);
 		snap_check(&tmp, res);
 		/* bitmap bits of unmapped chunks must be clear */
 		for (uint64_t c = 0; c < tmp.nr_chunks; c++) {

@@ -74,10 +74,29 @@ static int is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
 
 #define BAD(...) do { snprintf(why, whylen, __VA_ARGS__); return -EUCLEAN; } while (0)
 
-/* A region [off, off+size) must be aligned, inside the file, and before the data area. */
+/*
+ * Overflow-safe extent tests: [off, off + size) is never computed, so an offset near 2^64
+ * cannot wrap around to a small end. Sizes are compared first, then off against the room.
+ */
+static int fits(uint64_t off, uint64_t size, uint64_t end)
+{
+	return size <= end && off <= end - size;
+}
+
+static int overlaps(uint64_t a, uint64_t as, uint64_t b, uint64_t bs)
+{
+	if (!as || !bs)
+		return 0;
+	return a < b ? b - a < as : a - b < bs;
+}
+
+/*
+ * A region [off, off+size) must be aligned, inside the file, and before the data area; only
+ * the table and bitmap may instead form one extent of data chunks (moved by an apply).
+ */
 static int check_region(const char *name, uint64_t off, uint64_t size, uint64_t min_size,
-			uint64_t max_size, const struct ucow_hdr *h, uint64_t file_size,
-			char *why, size_t whylen)
+			uint64_t max_size, int movable, const struct ucow_hdr *h,
+			uint64_t file_size, char *why, size_t whylen)
 {
 	if (off % UCOW_META_ALIGN || size % UCOW_META_ALIGN)
 		BAD("%s region at %llu size %llu is not 4 KiB aligned", name,
@@ -85,25 +104,22 @@ static int check_region(const char *name, uint64_t off, uint64_t size, uint64_t 
 	if (size < min_size || size > max_size)
 		BAD("%s size %llu out of range (%llu..%llu)", name, (unsigned long long)size,
 		    (unsigned long long)min_size, (unsigned long long)max_size);
-	if (off >= h->data_offset && (h->incompat & UCOW_INCOMPAT_SNAPSHOTS)) {
+	if (movable && off >= h->data_offset && (h->incompat & UCOW_INCOMPAT_SNAPSHOTS)) {
 		/* table + bitmap moved into one extent of data chunks by a snapshot apply */
 		if (h->table_offset % h->chunk_size || h->table_offset < h->data_offset ||
-		    h->bitmap_offset != h->table_offset + h->table_size)
+		    h->bitmap_offset < h->table_offset ||
+		    h->bitmap_offset - h->table_offset != h->table_size)
 			BAD("%s extent at %llu is not a valid table extent", name,
 			    (unsigned long long)off);
-	} else if (off < UCOW_HDR_SIZE * UCOW_HDR_SLOTS || off + size > h->data_offset) {
+	} else if (off < UCOW_HDR_SIZE * UCOW_HDR_SLOTS || !fits(off, size, h->data_offset)) {
 		BAD("%s region [%llu, +%llu) overlaps the header or the data area", name,
 		    (unsigned long long)off, (unsigned long long)size);
 	}
-	if (off + size > file_size)
-		BAD("%s region ends at %llu, past the end of the file (%llu bytes)", name,
-		    (unsigned long long)(off + size), (unsigned long long)file_size);
+	if (!fits(off, size, file_size))
+		BAD("%s region [%llu, +%llu) ends past the end of the file (%llu bytes)", name,
+		    (unsigned long long)off, (unsigned long long)size,
+		    (unsigned long long)file_size);
 	return 0;
-}
-
-static int overlaps(uint64_t a, uint64_t as, uint64_t b, uint64_t bs)
-{
-	return as && bs && a < b + bs && b < a + as;
 }
 
 /* The fields of a header slot whose magic, version, size and checksum are right. */
@@ -174,6 +190,12 @@ static int check_geometry(const struct ucow_hdr *h, char *why, size_t whylen)
 	if (h->data_offset % h->chunk_size || h->data_offset < h->chunk_size)
 		BAD("data offset %llu is not a multiple of the chunk size",
 		    (unsigned long long)h->data_offset);
+	if (h->data_offset > UCOW_MAX_DATA_OFFSET)
+		BAD("data offset %llu is past the largest metadata layout (%llu)",
+		    (unsigned long long)h->data_offset, (unsigned long long)UCOW_MAX_DATA_OFFSET);
+	if (h->generation > UCOW_MAX_GENERATION)
+		BAD("header generation %llu is impossibly large",
+		    (unsigned long long)h->generation);
 	return 0;
 }
 
@@ -182,18 +204,19 @@ static int check_regions(const struct ucow_hdr *h, uint64_t file_size, char *why
 {
 	int r;
 	r = check_region("table", h->table_offset, h->table_size,
-			 align_up(h->nr_chunks * 8, UCOW_META_ALIGN), UCOW_MAX_TABLE, h, file_size,
-			 why, whylen);
+			 align_up(h->nr_chunks * 8, UCOW_META_ALIGN), UCOW_MAX_TABLE, 1, h,
+			 file_size, why, whylen);
 	if (r)
 		return r;
 	r = check_region("bitmap", h->bitmap_offset, h->bitmap_size,
 			 align_up(h->nr_chunks * ucow_bm_bytes(h->chunk_size, h->block_size),
 				  UCOW_META_ALIGN),
-			 UCOW_MAX_BITMAP, h, file_size, why, whylen);
+			 UCOW_MAX_BITMAP, 1, h, file_size, why, whylen);
 	if (r)
 		return r;
+	/* the journal never moves: it lies before the data area even with snapshots */
 	r = check_region("journal", h->journal_offset, h->journal_size, UCOW_MIN_JOURNAL,
-			 UCOW_MAX_JOURNAL, h, file_size, why, whylen);
+			 UCOW_MAX_JOURNAL, 0, h, file_size, why, whylen);
 	if (r)
 		return r;
 	if (overlaps(h->table_offset, h->table_size, h->bitmap_offset, h->bitmap_size) ||
@@ -221,16 +244,17 @@ static int check_snapshots(const struct ucow_hdr *h, uint64_t file_size, char *w
 	} else {
 		if (h->nb_snapshots > UCOW_MAX_SNAPSHOTS)
 			BAD("invalid snapshot count %u", h->nb_snapshots);
-		if (h->snap_table_offset < h->data_offset || h->snap_table_offset % h->chunk_size ||
-		    h->snap_table_size < (uint64_t)h->nb_snapshots * UCOW_SNAP_ENTRY ||
-		    h->snap_table_size > 64ull << 20 ||
-		    h->snap_table_offset + h->snap_table_size > file_size)
+		if (h->snap_table_size < (uint64_t)h->nb_snapshots * UCOW_SNAP_ENTRY ||
+		    h->snap_table_size > UCOW_MAX_SNAP_TABLE ||
+		    h->snap_table_offset < h->data_offset || h->snap_table_offset % h->chunk_size ||
+		    !fits(h->snap_table_offset, h->snap_table_size, file_size))
 			BAD("invalid snapshot table extent at %llu size %llu",
 			    (unsigned long long)h->snap_table_offset,
 			    (unsigned long long)h->snap_table_size);
-		if (h->refcount_offset < h->data_offset || h->refcount_offset % h->chunk_size ||
-		    h->refcount_size % 4 || !h->refcount_size || h->refcount_size > 256ull << 20 ||
-		    h->refcount_offset + h->refcount_size > file_size)
+		if (h->refcount_size % 4 || !h->refcount_size ||
+		    h->refcount_size > UCOW_MAX_REFCOUNT ||
+		    h->refcount_offset < h->data_offset || h->refcount_offset % h->chunk_size ||
+		    !fits(h->refcount_offset, h->refcount_size, file_size))
 			BAD("invalid refcount table extent at %llu size %llu",
 			    (unsigned long long)h->refcount_offset,
 			    (unsigned long long)h->refcount_size);

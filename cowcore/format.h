@@ -118,6 +118,14 @@
 #define UCOW_SNAP_ENTRY 256u
 #define UCOW_SNAP_NAME_MAX 127
 #define UCOW_MAX_VSIZE (UCOW_MAX_TABLE / 8 * (uint64_t)UCOW_MAX_CHUNK)
+#define UCOW_MAX_SNAP_TABLE (64ull << 20)
+#define UCOW_MAX_REFCOUNT (256ull << 20)
+/* the fixed regions at their largest, rounded up to the largest chunk: 768 MiB */
+#define UCOW_MAX_DATA_OFFSET 						\
+	((UCOW_HDR_SIZE * UCOW_HDR_SLOTS + UCOW_MAX_TABLE + UCOW_MAX_BITMAP +	\
+	  UCOW_MAX_JOURNAL + UCOW_MAX_CHUNK - 1) / UCOW_MAX_CHUNK * UCOW_MAX_CHUNK)
+/* a header generation above this is refused (a write never wraps the counter to 0) */
+#define UCOW_MAX_GENERATION (1ull << 63)
 
 struct ucow_hdr {
 	uint32_t version;

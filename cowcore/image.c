@@ -198,8 +198,14 @@ static int read_header(struct cow_image *img, uint64_t file_size, char *err)
 	}
 	free(buf);
 	if (best < 0) {
-		int i = rs[0] == -ENOTSUP ? 0 : rs[1] == -ENOTSUP ? 1 :
-			!memcmp(why[0], "bad magic", 9) ? 1 : 0;
+		/* the most telling reason: an unsupported feature, then a slot whose checksum is
+		 * right (what is wrong in it), then slot 0 unless it has no magic */
+		int i = rs[0] == -ENOTSUP ? 0 : rs[1] == -ENOTSUP ? 1 : -1;
+		for (int k = 0; k < UCOW_HDR_SLOTS && i < 0; k++)
+			if (strcmp(why[k], "bad magic") && strcmp(why[k], "header checksum mismatch"))
+				i = k;
+		if (i < 0)
+			i = !memcmp(why[0], "bad magic", 9) ? 1 : 0;
 		snprintf(err, COW_ERRLEN, "%s: %s%s", img->path,
 			 rs[i] == -ENOTSUP ? "" : "corrupt image: ", why[i]);
 		return rs[i];
@@ -294,7 +300,8 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 		r = -ENOMEM;
 		goto fail;
 	}
-	oflags = (img->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+	/* O_NONBLOCK: opening a FIFO (a hostile backing name) must not wait for a writer */
+	oflags = (img->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK |
 		 ((flags & COW_OPEN_DIRECT) ? O_DIRECT : 0);
 	img->fd = open(path, oflags);
 	if (img->fd < 0) {
@@ -314,6 +321,16 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 	if (S_ISDIR(st.st_mode)) {
 		r = -EISDIR;
 		snprintf(err, COW_ERRLEN, "%s: is a directory", path);
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		r = -EINVAL;
+		snprintf(err, COW_ERRLEN, "%s: not a regular file or block device", path);
+		goto fail;
+	}
+	if (fcntl(img->fd, F_SETFL, fcntl(img->fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+		r = -errno;
+		snprintf(err, COW_ERRLEN, "%s: %s", path, strerror(-r));
 		goto fail;
 	}
 	r = lock_image(img, err);
@@ -375,6 +392,10 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 		r = jnl_write_header(img);
 		if (!r)
 			r = img_sync(img);
+		if (r == -EOVERFLOW) {
+			snprintf(err, COW_ERRLEN, "%s", img->err);	/* the generation */
+			goto fail;
+		}
 		if (r) {
 			snprintf(err, COW_ERRLEN, "%s: marking the image in use: %s", path,
 				 strerror(-r));

@@ -107,8 +107,15 @@ bool img_crashed(struct cow_image *img)
  */
 int img_write_header(struct cow_image *img)
 {
-	uint8_t *buf = meta_zalloc(UCOW_HDR_SIZE);
+	uint8_t *buf;
 	int r;
+	if (img->hdr.generation >= UCOW_MAX_GENERATION) {
+		/* never wrap: a slot of generation 0 would lose to the stale one after a crash */
+		img_set_err(img, "%s: header generation %llu cannot grow any more", img->path,
+			    (unsigned long long)img->hdr.generation);
+		return -EOVERFLOW;
+	}
+	buf = meta_zalloc(UCOW_HDR_SIZE);
 	if (!buf)
 		return -ENOMEM;
 	if (img_crashed(img)) {

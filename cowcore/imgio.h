@@ -83,8 +83,10 @@ struct cow_image {
 	/* alloc.c (under lock) */
 	uint64_t next_pcn;		/* first chunk past every used one */
 	uint64_t file_pcns;		/* chunks the file is sized for (imgio.c grows it) */
-	uint64_t *free_pcns;
+	uint64_t *free_pcns;		/* freed while open; taken first */
 	size_t nfree, free_cap;
+	struct free_run *free_runs;	/* free at open: runs of chunks, ascending */
+	size_t nruns, runs_cap;
 	struct quarantined *quar;
 	size_t nquar, quar_cap;
 

@@ -14,20 +14,36 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "load.h"
+
+/*
+ * Nothing here is sized by a chunk number read from the image: mapped chunks are a sorted
+ * list (at most one per table entry), metadata extents a sorted list of runs, and the free
+ * space handed to the allocator is runs between them. A mapped chunk terabytes into a sparse
+ * file costs what any other chunk costs.
+ */
+struct prun {			/* physical chunks [first, first + n) */
+	uint64_t first, n;
+};
+
+struct pmap {			/* physical chunk p, mapped by table entry c */
+	uint64_t p, c;
+};
 
 struct vstate {
 	bool check_mode;
 	struct cow_check_result *cr;
 	uint64_t file_chunks;
-	uint8_t *used;		/* one bit per physical chunk below file_chunks: mapped */
-	uint8_t *meta;		/* likewise: holds metadata (snapshot structures, moved tables) */
+	struct prun *ext;	/* metadata extents in the data area; sorted once collected */
+	size_t next, ext_cap;
+	struct pmap *map;	/* mapped chunks, sorted by chunk; c = NO_ENTRY: dropped */
+	size_t nmap;
 	uint64_t max_used;
 	int err;
 	struct cow_image *img;
 };
-static bool bit_get(const uint8_t *m, uint64_t p) { return m[p / 8] & (1u << (p % 8)); }
-static void bit_set(uint8_t *m, uint64_t p) { m[p / 8] |= 1u << (p % 8); }
+#define NO_ENTRY UINT64_MAX
 
 /* Report a problem: at open it fails the open; in check mode it is counted. */
 static int problem(struct cow_image *img, struct vstate *v, const char *fmt, uint64_t a,
@@ -44,10 +60,88 @@ static int problem(struct cow_image *img, struct vstate *v, const char *fmt, uin
 	return -EUCLEAN;
 }
 
+static int cmp_prun(const void *a, const void *b)
+{
+	const struct prun *x = a, *y = b;
+	return x->first < y->first ? -1 : x->first > y->first;
+}
+
+static int cmp_pmap(const void *a, const void *b)
+{
+	const struct pmap *x = a, *y = b;
+	if (x->p != y->p)
+		return x->p < y->p ? -1 : 1;
+	return x->c < y->c ? -1 : x->c > y->c;
+}
+
+/* Whether chunk p lies in a metadata extent (v->ext sorted). */
+static bool in_extent(const struct vstate *v, uint64_t p)
+{
+	size_t lo = 0, hi = v->next;
+	while (lo < hi) {	/* the first extent starting after p */
+		size_t mid = lo + (hi - lo) / 2;
+		if (v->ext[mid].first <= p)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo && p - v->ext[lo - 1].first < v->ext[lo - 1].n;
+}
+
+/* Collect a metadata extent of the data area (snap_extents); outside the data area or past
+ * the end of the file is corrupt. */
+static void collect_extent(void *arg, uint64_t off, uint64_t size)
+{
+	struct vstate *v = arg;
+	struct cow_image *img = v->img;
+	uint64_t first = off >> img->chunk_shift;
+	uint64_t n = (size >> img->chunk_shift) + !!(size & (img->chunk_size - 1));
+	if (v->err || !n)
+		return;
+	if (first < img->data_pcn || first >= v->file_chunks || n > v->file_chunks - first) {
+		v->err = problem(img, v, "metadata extent at chunk %llu (+%llu) is outside the "
+				 "data area", first, n);
+		return;
+	}
+	if (ARRAY_ROOM(v->ext, v->ext_cap, v->next)) {
+		v->err = -ENOMEM;
+		return;
+	}
+	v->ext[v->next++] = (struct prun){ first, n };
+}
+
+/* Metadata extents: none over another (sorted once, neighbours compared), none over a chunk
+ * a snapshot references. */
+static int check_extents(struct cow_image *img, struct vstate *v)
+{
+	uint64_t end = 0;
+	int r;
+	if (v->next)
+		qsort(v->ext, v->next, sizeof(*v->ext), cmp_prun);
+	for (size_t i = 0; i < v->next; i++) {
+		if (i && v->ext[i].first < end &&
+		    (r = problem(img, v, "chunk %llu is used by two structures (%llu)",
+				 v->ext[i].first, v->ext[i].first)))
+			return r;
+		if (v->ext[i].first + v->ext[i].n > end)
+			end = v->ext[i].first + v->ext[i].n;
+	}
+	if (end && end - 1 > v->max_used)
+		v->max_used = end - 1;
+	for (uint64_t p = 0; p < img->rc_len; p++)
+		if (img->rc[p] && in_extent(v, p) &&
+		    (r = problem(img, v, "chunk %llu is used by two structures (%llu)", p, p)))
+			return r;
+	return 0;
+}
+
 static int validate_table(struct cow_image *img, struct vstate *v)
 {
 	uint64_t max_used = v->max_used;
 	int r;
+	v->map = malloc((img->nr_chunks ? img->nr_chunks : 1) * sizeof(*v->map));
+	if (!v->map)
+		return -ENOMEM;
 	for (uint64_t c = 0; c < img->nr_chunks; c++) {
 		uint64_t e = img->table[c] &= ~UCOW_E_SHARED;	/* derived from refcounts below */
 		uint64_t p = e & UCOW_E_PCN_MASK;
@@ -74,21 +168,28 @@ static int validate_table(struct cow_image *img, struct vstate *v)
 			img->table[c] = 0;
 			continue;
 		}
-		if (bit_get(v->used, p)) {
-			if ((r = problem(img, v, "chunk %llu is mapped twice (again by entry %llu)",
-					 p, c)))
-				return r;
-			img->table[c] = 0;
-			continue;
-		}
-		if (bit_get(v->meta, p)) {
+		if (in_extent(v, p)) {
 			if ((r = problem(img, v, "chunk %llu holds metadata but entry %llu maps it",
 					 p, c)))
 				return r;
 			img->table[c] = 0;
 			continue;
 		}
-		bit_set(v->used, p);
+		v->map[v->nmap++] = (struct pmap){ p, c };
+	}
+	/* each chunk mapped once: sorted, a repeat follows its first mapping */
+	if (v->nmap)
+		qsort(v->map, v->nmap, sizeof(*v->map), cmp_pmap);
+	for (size_t i = 0; i < v->nmap; i++) {
+		uint64_t p = v->map[i].p, c = v->map[i].c;
+		if (i && p == v->map[i - 1].p) {
+			if ((r = problem(img, v, "chunk %llu is mapped twice (again by entry %llu)",
+					 p, c)))
+				return r;
+			img->table[c] = 0;
+			v->map[i].c = NO_ENTRY;
+			continue;
+		}
 		if (rc_shared(img, p))
 			img->table[c] |= UCOW_E_SHARED;
 		if (p > max_used)
@@ -101,35 +202,46 @@ static int validate_table(struct cow_image *img, struct vstate *v)
 	return 0;
 }
 
-/* Mark a metadata extent's chunks; two extents on one chunk, or past the file, is corrupt. */
-static void mark_extent(void *arg, uint64_t off, uint64_t size)
+static int add_used(struct prun **u, size_t *n, size_t *cap, uint64_t first, uint64_t len)
 {
-	struct vstate *v = arg;
-	struct cow_image *img = v->img;
-	uint64_t first = off >> img->chunk_shift;
-	uint64_t n = (size + img->chunk_size - 1) >> img->chunk_shift;
-	for (uint64_t p = first; p < first + n && !v->err; p++) {
-		if (p >= v->file_chunks || p < img->data_pcn) {
-			v->err = problem(img, v, "metadata extent at chunk %llu (+%llu) is outside "
-					 "the data area", first, n);
-			return;
-		}
-		if (bit_get(v->meta, p) || rc_shared(img, p)) {
-			v->err = problem(img, v, "chunk %llu is used by two structures (%llu)", p,
-					 first);
-			return;
-		}
-		bit_set(v->meta, p);
-		if (p > v->max_used)
-			v->max_used = p;
+	if (*n && (*u)[*n - 1].first + (*u)[*n - 1].n == first) {
+		(*u)[*n - 1].n += len;
+		return 0;
 	}
+	if (ARRAY_ROOM(*u, *cap, *n))
+		return -ENOMEM;
+	(*u)[(*n)++] = (struct prun){ first, len };
+	return 0;
 }
 
-/* Used at open: mapped, metadata, or referenced by a snapshot (alloc_init_free). */
-static bool chunk_used(void *arg, uint64_t p)
+/* The allocator's free space: the runs of the data area below next_pcn that no mapping,
+ * metadata extent or snapshot reference uses. */
+static int init_free(struct cow_image *img, struct vstate *v)
 {
-	struct vstate *v = arg;
-	return bit_get(v->used, p) || bit_get(v->meta, p) || rc_shared(v->img, p);
+	struct prun *u = NULL;
+	size_t n = 0, cap = 0;
+	uint64_t cur = img->data_pcn;
+	int r = 0;
+	for (size_t i = 0; !r && i < v->next; i++)
+		r = add_used(&u, &n, &cap, v->ext[i].first, v->ext[i].n);
+	for (size_t i = 0; !r && i < v->nmap; i++)
+		if (v->map[i].c != NO_ENTRY)
+			r = add_used(&u, &n, &cap, v->map[i].p, 1);
+	for (uint64_t p = 0; !r && p < img->rc_len; p++)
+		if (img->rc[p])
+			r = add_used(&u, &n, &cap, p, 1);
+	if (!r && n)
+		qsort(u, n, sizeof(*u), cmp_prun);
+	for (size_t i = 0; !r && i < n; i++) {
+		if (u[i].first > cur)
+			r = alloc_add_free_run(img, cur, u[i].first - cur);
+		if (u[i].first + u[i].n > cur)
+			cur = u[i].first + u[i].n;
+	}
+	if (!r && cur < img->next_pcn)
+		r = alloc_add_free_run(img, cur, img->next_pcn - cur);
+	free(u);
+	return r;
 }
 
 int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_result *cr)
@@ -151,12 +263,6 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 	r = meta_load_table(img);
 	if (r)
 		return r;
-	v.used = calloc(v.file_chunks / 8 + 1, 1);
-	v.meta = calloc(v.file_chunks / 8 + 1, 1);
-	if (!v.used || !v.meta) {
-		r = -ENOMEM;
-		goto out;
-	}
 	for (uint64_t c = img->nr_chunks; c < h->table_size / 8; c++)
 		if (img->table[c] && (r = problem(img, &v, "table padding entry %llu is not zero"
 						  " (0x%llx)", c, img->table[c])))
@@ -185,15 +291,14 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 			snprintf(cr->first_problem, COW_ERRLEN, "%s", img->err);
 		r = 0;
 	}
-	snap_extents(img, mark_extent, &v);
-	if (v.err) {
-		r = v.err;
-		goto out;
-	}
-	r = validate_table(img, &v);
-	if (r)
-		goto out;
-	r = alloc_init_free(img, chunk_used, &v);
+	snap_extents(img, collect_extent, &v);
+	r = v.err;
+	if (!r)
+		r = check_extents(img, &v);
+	if (!r)
+		r = validate_table(img, &v);
+	if (!r)
+		r = init_free(img, &v);
 	if (r)
 		goto out;
 	/* a replayed journal is folded into the table at once, so it starts empty */
@@ -202,8 +307,8 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 	if (!r && (h->flags & UCOW_FLAG_DIRTY) && !img->read_only && !check_mode)
 		alloc_reclaim_unclean(img, (uint64_t)st.st_size);
 out:
-	free(v.used);
-	free(v.meta);
+	free(v.ext);
+	free(v.map);
 	return r;
 }
 
@@ -214,12 +319,15 @@ void img_unload_meta(struct cow_image *img)
 		free(img->recs[i - img->rec_base].bm);
 	free(img->recs);
 	free(img->free_pcns);
+	free(img->free_runs);
 	free(img->quar);
 	free(img->reclaim);
 	free(img->snaps);
 	free(img->rc);
 	img->recs = NULL;
 	img->free_pcns = NULL;
+	img->free_runs = NULL;
+	img->nruns = img->runs_cap = 0;
 	img->quar = NULL;
 	img->reclaim = NULL;
 	img->snaps = NULL;

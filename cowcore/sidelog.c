@@ -33,11 +33,14 @@
  *   L4. A record that cannot be written (the log's file system is full, say) turns the
  *       image write-through: every later write, and the one whose record failed, completes
  *       only after a flush (commit.c req_done).
+ *   L5. The log is bounded (max_records below): the writer stops at the bound (write-through
+ *       as L4) and a fold refuses a larger file, skipping holes while it looks for the run.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "sidelog.h"
@@ -48,6 +51,21 @@
 
 static uint32_t rec_bytes(struct cow_image *img) { return SIDELOG_HDR + img->bm_words * 8; }
 
+/*
+ * L5. A bound on the log, so a fold reads a bounded amount whatever the file holds: between
+ *     two truncations the log holds the runs since the last header write that left nothing
+ *     uncommitted, i.e. at most the records of a few journals plus the pending ones, each
+ *     pending one for a chunk write. The writer never passes SIDELOG_MAX_RECORDS (it turns
+ *     the image write-through instead, as L4), and a fold refuses a log larger than that:
+ *     4 x (nr_chunks + the records a full journal holds) + 4096 records.
+ */
+static uint64_t max_records(struct cow_image *img)
+{
+	uint64_t per_block = (UCOW_JBLOCK - UCOW_JHDR) / (UCOW_JREC_HDR + img->bm_words * 8);
+	uint64_t journal = img->hdr.journal_size / UCOW_JBLOCK * per_block;
+	return 4 * (img->nr_chunks + journal) + 4096;
+}
+
 /* L1, L4. Under img->lock. */
 void sidelog_append(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_t *bm)
 {
@@ -57,6 +75,13 @@ void sidelog_append(struct cow_image *img, uint64_t chunk, uint64_t entry, const
 		return;
 	if (size > sizeof(buf)) {	/* cannot happen: the header limits blocks per chunk */
 		__atomic_store_n(&img->sidelog_failed, true, __ATOMIC_RELAXED);
+		return;
+	}
+	if (img->sidelog_slot >= max_records(img)) {	/* L5 */
+		__atomic_store_n(&img->sidelog_failed, true, __ATOMIC_RELAXED);
+		img_set_err(img, "%s: the side log is full (%llu records): writes are "
+			    "write-through from now on", img->path,
+			    (unsigned long long)img->sidelog_slot);
 		return;
 	}
 	memset(buf, 0, size);
@@ -111,9 +136,27 @@ int sidelog_fold(struct cow_image *img, uint64_t generation, uint64_t *nrec)
 
 	if (size > sizeof(buf))
 		return -EUCLEAN;
+	/* L5: never read more than a log of this image can hold */
+	struct stat st;
+	if (fstat(img->sidelog_fd, &st) < 0)
+		return -errno;
+	if ((uint64_t)st.st_size / size > max_records(img)) {
+		img_set_err(img, "%s: the side log is %llu bytes, more than the %llu records a "
+			    "side log of this image can hold", img->path,
+			    (unsigned long long)st.st_size, (unsigned long long)max_records(img));
+		return -EUCLEAN;
+	}
 
 	uint64_t seq = 0;
-	for (uint64_t i = 0;; i++) {
+	for (uint64_t i = 0; i < max_records(img); i++) {
+		if (!seq) {
+			/* before the run: skip holes (a sparse log reads as no records) */
+			off_t d = lseek(img->sidelog_fd, (off_t)(i * size), SEEK_DATA);
+			if (d < 0 && errno == ENXIO)
+				break;	/* no data after i (other errors: pread decides) */
+			if (d > 0 && (uint64_t)d / size > i)
+				i = (uint64_t)d / size;
+		}
 		ssize_t got = pread(img->sidelog_fd, buf, size, (off_t)(i * size));
 		if (got != (ssize_t)size)
 			break;

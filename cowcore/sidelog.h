@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* cowcore internals, layer 3: the side log of a recoverable server (sidelog.c, L1-L4).
+/* cowcore internals, layer 3: the side log of a recoverable server (sidelog.c, L1-L5).
  * Below: meta.h. */
 #ifndef COWCORE_SIDELOG_H
 #define COWCORE_SIDELOG_H

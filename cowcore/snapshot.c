@@ -190,6 +190,55 @@ static uint64_t frozen_bytes(struct cow_image *img)
 
 #define SBAD(...) do { img_set_err(img, __VA_ARGS__); r = -EUCLEAN; goto out; } while (0)
 
+static int cmp_snap_id(const void *a, const void *b)
+{
+	const struct snap *x = *(const struct snap *const *)a, *y = *(const struct snap *const *)b;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int cmp_snap_name(const void *a, const void *b)
+{
+	return strcmp((*(const struct snap *const *)a)->name, (*(const struct snap *const *)b)->name);
+}
+
+static bool id_present(struct snap *const *by_id, uint32_t n, uint32_t id)
+{
+	struct snap key = { .id = id }, *k = &key;
+	return bsearch(&k, by_id, n, sizeof(*by_id), cmp_snap_id) != NULL;
+}
+
+/* Unique ids and names, every parent present: O(n log n), not a comparison of every pair. */
+static int check_ids_names(struct cow_image *img)
+{
+	uint32_t n = img->nb_snaps;
+	struct snap **v = malloc(n * sizeof(*v));
+	int r = 0;
+	if (!v)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n; i++)
+		v[i] = &img->snaps[i];
+	qsort(v, n, sizeof(*v), cmp_snap_name);
+	for (uint32_t i = 1; i < n; i++)
+		if (!strcmp(v[i]->name, v[i - 1]->name))
+			SBAD("%s: corrupt image: duplicate snapshot id or name '%s'", img->path,
+			     v[i]->name);
+	qsort(v, n, sizeof(*v), cmp_snap_id);
+	for (uint32_t i = 1; i < n; i++)
+		if (v[i]->id == v[i - 1]->id)
+			SBAD("%s: corrupt image: duplicate snapshot id or name '%s'", img->path,
+			     v[i]->name);
+	for (uint32_t i = 0; i < n; i++)
+		if (img->snaps[i].parent && !id_present(v, n, img->snaps[i].parent))
+			SBAD("%s: corrupt image: snapshot '%s' names a missing parent", img->path,
+			     img->snaps[i].name);
+	if (img->hdr.parent_snapshot && !id_present(v, n, img->hdr.parent_snapshot))
+		SBAD("%s: corrupt image: the current state's parent snapshot is missing",
+		     img->path);
+out:
+	free(v);
+	return r;
+}
+
 int snap_load(struct cow_image *img, uint64_t file_size)
 {
 	struct ucow_hdr *h = &img->hdr;
@@ -229,30 +278,14 @@ int snap_load(struct cow_image *img, uint64_t file_size)
 		if (s->table_offset < h->data_offset || s->table_offset % img->chunk_size ||
 		    s->extent_size < frozen_bytes(img) || s->extent_size % img->chunk_size ||
 		    s->extent_size > 2 * (frozen_bytes(img) + img->chunk_size) ||
-		    s->table_offset + s->extent_size > file_size)
+		    s->extent_size > file_size || s->table_offset > file_size - s->extent_size)
 			SBAD("%s: corrupt image: snapshot '%s' has an invalid table extent",
 			     img->path, s->name);
-		for (uint32_t j = 0; j < i; j++)
-			if (img->snaps[j].id == s->id || !strcmp(img->snaps[j].name, s->name))
-				SBAD("%s: corrupt image: duplicate snapshot id or name '%s'",
-				     img->path, s->name);
 	}
-	for (uint32_t i = 0; i < img->nb_snaps; i++) {
-		bool found = !img->snaps[i].parent;
-		for (uint32_t j = 0; j < img->nb_snaps && !found; j++)
-			found = img->snaps[j].id == img->snaps[i].parent;
-		if (!found)
-			SBAD("%s: corrupt image: snapshot '%s' names a missing parent", img->path,
-			     img->snaps[i].name);
-	}
-	if (h->parent_snapshot) {
-		bool found = false;
-		for (uint32_t j = 0; j < img->nb_snaps && !found; j++)
-			found = img->snaps[j].id == h->parent_snapshot;
-		if (!found)
-			SBAD("%s: corrupt image: the current state's parent snapshot is missing",
-			     img->path);
-	}
+	/* ids and names unique, parents present: sorted once, neighbours compared */
+	r = check_ids_names(img);
+	if (r)
+		goto out;
 	/* through an aligned buffer: the file may be open with O_DIRECT */
 	free(buf);
 	buf = meta_zalloc(h->refcount_size);
@@ -327,6 +360,63 @@ static int frozen_read(struct cow_image *img, const struct snap *s, uint64_t **t
 	return 0;
 }
 
+/*
+ * The non-zero entries of s's frozen table, read only where the file holds data (a hole
+ * reads as zero entries): list and check of many snapshots of a large virtual size cost what
+ * their tables hold, not their virtual size. Each entry is validated as frozen_read does.
+ */
+#define SCAN_BYTES (64u << 10)
+static int frozen_scan(struct cow_image *img, const struct snap *s,
+		       void (*fn)(void *arg, uint64_t c, uint64_t p), void *arg)
+{
+	uint64_t start = s->table_offset, end = start + img->hdr.table_size, off = start;
+	uint64_t *buf = meta_zalloc(SCAN_BYTES);
+	int r = 0;
+	if (!buf)
+		return -ENOMEM;
+	while (!r && off < end) {
+		off_t d = lseek(img->fd, (off_t)off, SEEK_DATA);
+		if (d < 0) {
+			if (errno != ENXIO)	/* ENXIO: no data up to the end of the file */
+				r = -errno;
+			break;
+		}
+		if ((uint64_t)d >= end)
+			break;
+		off_t hole = lseek(img->fd, d, SEEK_HOLE);
+		uint64_t seg = (uint64_t)d & ~(uint64_t)(UCOW_META_ALIGN - 1);
+		uint64_t seg_end = hole < 0 || (uint64_t)hole > end ? end :
+			((uint64_t)hole + UCOW_META_ALIGN - 1) & ~(uint64_t)(UCOW_META_ALIGN - 1);
+		if (seg < off)
+			seg = off;
+		if (seg_end > end)
+			seg_end = end;
+		for (uint64_t o = seg; !r && o < seg_end; o += SCAN_BYTES) {
+			uint64_t n = seg_end - o < SCAN_BYTES ? seg_end - o : SCAN_BYTES;
+			r = io_pread_all(img->fd, buf, n, o);
+			for (uint64_t i = 0; !r && i < n / 8; i++) {
+				uint64_t c = (o - start) / 8 + i, e = le64toh(buf[i]);
+				uint64_t p = e & UCOW_E_PCN_MASK;
+				if (!e)
+					continue;
+				if ((e & (UCOW_E_RESERVED | UCOW_E_BUSY | UCOW_E_SHARED)) ||
+				    (p && (e & UCOW_E_ZERO)) || c >= img->nr_chunks ||
+				    (p && !rc_shared(img, p)))
+					r = img_mark_corrupt(img, "%s: corrupt image: snapshot '%s' "
+							     "entry %llu is invalid (0x%llx)",
+							     img->path, s->name,
+							     (unsigned long long)c,
+							     (unsigned long long)e);
+				else if (p)
+					fn(arg, c, p);
+			}
+		}
+		off = seg_end > off ? seg_end : off + UCOW_META_ALIGN;
+	}
+	free(buf);
+	return r;
+}
+
 static struct snap *snap_find(struct cow_image *img, const char *key)
 {
 	for (uint32_t i = 0; i < img->nb_snaps; i++)
@@ -375,6 +465,11 @@ static int write_rc(struct cow_image *img, uint32_t **rcp, uint64_t *rc_len, uin
 	uint64_t n = chunks_for(img, len * 4);
 	len = img->next_pcn + n;		/* the table's own chunks */
 	n = chunks_for(img, len * 4);
+	if (n << img->chunk_shift > UCOW_MAX_REFCOUNT) {
+		img_set_err(img, "%s: too many physical chunks (%llu) for a refcount table",
+			    img->path, (unsigned long long)len);
+		return -EFBIG;
+	}
 	uint32_t *rc = *rcp;
 	if (len > *rc_len) {
 		uint32_t *g = realloc(rc, len * sizeof(*g));
@@ -596,23 +691,30 @@ out:
 	return r;
 }
 
-/* One bit per physical chunk below next_pcn: mapped by the current table. */
-static uint8_t *current_map(struct cow_image *img)
+/* The physical chunks the current table maps, sorted: O(table), whatever their numbers. */
+struct curmap {
+	uint64_t *p;
+	size_t n;
+};
+
+static bool current_map(struct cow_image *img, struct curmap *m)
 {
-	uint8_t *m = calloc(img->next_pcn / 8 + 1, 1);
-	if (!m)
-		return NULL;
+	m->n = 0;
+	m->p = malloc((img->nr_chunks ? img->nr_chunks : 1) * sizeof(*m->p));
+	if (!m->p)
+		return false;
 	for (uint64_t c = 0; c < img->nr_chunks; c++) {
 		uint64_t p = img->table[c] & UCOW_E_PCN_MASK;
-		if (p && p < img->next_pcn)
-			m[p / 8] |= 1u << (p % 8);
+		if (p)
+			m->p[m->n++] = p;
 	}
-	return m;
+	qsort(m->p, m->n, sizeof(*m->p), cmp_u64);
+	return true;
 }
 
-static bool in_map(const uint8_t *m, struct cow_image *img, uint64_t p)
+static bool in_map(const struct curmap *m, uint64_t p)
 {
-	return p < img->next_pcn && (m[p / 8] & (1u << (p % 8)));
+	return m->p && bsearch(&p, m->p, m->n, sizeof(*m->p), cmp_u64);
 }
 
 /*
@@ -687,7 +789,8 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 	if (r)
 		goto out;
 	/* S4: old tables, the frozen copy, and chunks nobody references any more */
-	uint8_t *cur = current_map(img);
+	struct curmap cur;
+	bool have_cur = current_map(img, &cur);
 	struct freeset fs = { 0 };
 	free_extent(img, oh.snap_table_offset, oh.snap_table_size);
 	free_extent(img, oh.refcount_offset, oh.refcount_size);
@@ -697,11 +800,11 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 		if (!p || rc[p])
 			continue;
 		rc[p] = UINT32_MAX;	/* freed once even if mapped twice below */
-		if (cur && !in_map(cur, img, p))
+		if (have_cur && !in_map(&cur, p))
 			free_chunk(&fs, p);	/* without the map: leaked until the next open */
 	}
 	free_chunks(img, &fs);
-	free(cur);
+	free(cur.p);
 	for (uint64_t p = 0; p < rc_len; p++)
 		if (rc[p] == UINT32_MAX)
 			rc[p] = 0;
@@ -822,6 +925,20 @@ out:
 
 /* ---- list and views ---------------------------------------------------------------------- */
 
+struct usage_scan {
+	struct cow_image *img;
+	const struct curmap *cur;
+	uint64_t bytes;
+};
+
+static void usage_add(void *arg, uint64_t c, uint64_t p)
+{
+	struct usage_scan *us = arg;
+	(void)c;
+	if (us->img->rc[p] == 1 && !in_map(us->cur, p))
+		us->bytes += us->img->chunk_size;
+}
+
 int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_t *n)
 {
 	struct cow_snap_info *v;
@@ -834,12 +951,12 @@ int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_
 	if (!v)
 		return -ENOMEM;
 	pthread_mutex_lock(&img->lock);
-	uint8_t *cur = current_map(img);
-	if (!cur)
+	struct curmap cur;
+	if (!current_map(img, &cur))
 		r = -ENOMEM;
 	for (uint32_t i = 0; i < img->nb_snaps && !r; i++) {
 		const struct snap *s = &img->snaps[i];
-		uint64_t *t, *b;
+		struct usage_scan us = { img, &cur, 0 };
 		v[i].id = s->id;
 		v[i].parent = s->parent;
 		v[i].date_sec = s->date_sec;
@@ -847,21 +964,14 @@ int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_
 		v[i].virtual_size = s->vsize;
 		v[i].current_parent = s->id == img->hdr.parent_snapshot;
 		snprintf(v[i].name, sizeof(v[i].name), "%s", s->name);
-		r = frozen_read(img, s, &t, &b);
+		/* disk usage: what deleting it would free (chunks only it references) */
+		r = frozen_scan(img, s, usage_add, &us);
 		if (r)
 			break;
-		/* disk usage: what deleting it would free (chunks only it references) */
-		for (uint64_t c = 0; c < img->nr_chunks; c++) {
-			uint64_t p = t[c] & UCOW_E_PCN_MASK;
-			if (p && img->rc[p] == 1 && !in_map(cur, img, p))
-				v[i].disk_usage += img->chunk_size;
-		}
-		v[i].disk_usage += frozen_bytes(img);	/* its frozen table + bitmap */
-		free(t);
-		free(b);
+		v[i].disk_usage = us.bytes + frozen_bytes(img);	/* + its frozen table, bitmap */
 	}
 	pthread_mutex_unlock(&img->lock);
-	free(cur);
+	free(cur.p);
 	if (r) {
 		free(v);
 		return r;
@@ -894,6 +1004,19 @@ int snap_view(struct cow_image *img, const char *key, char *err)
 	return 0;
 }
 
+struct count_scan {
+	struct cow_image *img;
+	uint32_t *count;
+};
+
+static void count_ref(void *arg, uint64_t c, uint64_t p)
+{
+	struct count_scan *cs = arg;
+	(void)c;
+	if (p < cs->img->rc_len)
+		cs->count[p]++;
+}
+
 /* check: the stored refcounts must equal the references the frozen tables make. */
 void snap_check(struct cow_image *img, struct cow_check_result *cr)
 {
@@ -903,21 +1026,10 @@ void snap_check(struct cow_image *img, struct cow_check_result *cr)
 	count = calloc(img->rc_len, sizeof(*count));
 	if (!count)
 		return;
-	for (uint32_t i = 0; i < img->nb_snaps; i++) {
-		uint64_t *t, *b;
-		if (frozen_read(img, &img->snaps[i], &t, &b)) {
-			if (!cr->corruptions++)
-				snprintf(cr->first_problem, COW_ERRLEN, "%s", img->err);
-			continue;
-		}
-		for (uint64_t c = 0; c < img->nr_chunks; c++) {
-			uint64_t p = t[c] & UCOW_E_PCN_MASK;
-			if (p && p < img->rc_len)
-				count[p]++;
-		}
-		free(t);
-		free(b);
-	}
+	struct count_scan cs = { img, count };
+	for (uint32_t i = 0; i < img->nb_snaps; i++)
+		if (frozen_scan(img, &img->snaps[i], count_ref, &cs) && !cr->corruptions++)
+			snprintf(cr->first_problem, COW_ERRLEN, "%s", img->err);
 	for (uint64_t p = 0; p < img->rc_len; p++)
 		if (count[p] != img->rc[p] && !cr->corruptions++)
 			snprintf(cr->first_problem, COW_ERRLEN,

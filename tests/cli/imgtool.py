@@ -4,6 +4,7 @@
   imgtool.py hdr FILE                 the current header slot's fields, as JSON
   imgtool.py entry FILE CHUNK [VALUE] print / set lookup table entry CHUNK (u64)
   imgtool.py flags FILE VALUE         set the current slot's flags (checksum recomputed)
+  imgtool.py set FILE FIELD VALUE     set a field of the current slot (checksum recomputed)
   imgtool.py flip FILE OFFSET         invert the byte at OFFSET
 """
 import json
@@ -15,7 +16,10 @@ MAGIC = b'UCOW\r\n\x1a\n'
 FIELDS = [('virtual_size', 48, 'Q'), ('chunk_size', 56, 'I'), ('block_size', 60, 'I'),
           ('nr_chunks', 64, 'Q'), ('table_offset', 72, 'Q'), ('table_size', 80, 'Q'),
           ('bitmap_offset', 88, 'Q'), ('journal_offset', 104, 'Q'), ('data_offset', 168, 'Q'),
-          ('flags', 40, 'I'), ('generation', 184, 'Q')]
+          ('flags', 40, 'I'), ('generation', 184, 'Q'), ('bitmap_size', 96, 'Q'),
+          ('journal_size', 112, 'Q'), ('snap_table_offset', 128, 'Q'),
+          ('snap_table_size', 136, 'Q'), ('nb_snapshots', 144, 'I'),
+          ('refcount_offset', 152, 'Q'), ('refcount_size', 160, 'Q')]
 
 
 def crc32c(data):
@@ -73,8 +77,12 @@ def main():
             else:
                 f.seek(off)
                 print(struct.unpack('<Q', f.read(8))[0])
-        elif cmd == 'flags':
-            struct.pack_into('<I', h, 40, int(sys.argv[3], 0))
+        elif cmd in ('flags', 'set'):
+            if cmd == 'flags':
+                struct.pack_into('<I', h, 40, int(sys.argv[3], 0))
+            else:
+                _, o, t = next(fl for fl in FIELDS if fl[0] == sys.argv[3])
+                struct.pack_into('<' + t, h, o, int(sys.argv[4], 0))
             h[44:48] = bytes(4)
             struct.pack_into('<I', h, 44, crc32c(h))
             f.seek(idx * SLOT)

@@ -99,4 +99,24 @@ expect_ok $UCOW create -q -b b.img -F ucow ov.img
 $T entry b.img 0 $((1 << 40))
 expect_ok $UCOW check ov.img
 expect_err 1 "b.img: corrupt image" $UCOW io -c 'read 0 1' ov.img
+# hostile images (issue 11, defect 2): after snapshot -a the table lives in the data area; a
+# header whose journal lies on a mapped data chunk (checksum valid) is refused by every open
+# and reported by check, not called clean (the next flush would overwrite that chunk)
+expect_ok $UCOW create -q -o chunk_size=64k,block_size=4k j.img 4M
+expect_ok $UCOW io -c 'write -P 1 0 256k' j.img
+expect_ok $UCOW snapshot -c s1 j.img
+expect_ok $UCOW snapshot -a s1 j.img
+expect_ok $UCOW io -c 'write -P 2 1M 64k' j.img
+expect_ok $UCOW check j.img
+[ "$(hdr j.img table_offset)" -ge "$(hdr j.img data_offset)" ] || fail "apply did not move the table"
+e16=$($T entry j.img 16)
+[ "$e16" -gt 0 ] || fail "chunk 16 is not mapped after a write"
+cp j.img j1.img
+truncate -s 16M j1.img	# room for the whole journal after the chunk
+$T set j1.img journal_offset $(((e16 & 0xffffffffffff) * 65536))
+other=$((1 - $(hdr j1.img slot)))	# the older slot must not open the image instead
+$T flip j1.img $((other * 4096 + 100))
+expect_check 2 j1.img 'ERROR: .*journal region'
+expect_err 1 "j1.img: corrupt image: journal region" $UCOW io -c 'read 0 1' j1.img
+expect_err 1 "j1.img: corrupt image: journal region" $UCOW info j1.img
 ok "check"
