@@ -59,6 +59,10 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err, siz
 				 * problems are tolerated (the image is marked corrupt) so that
 				 * cow_check can count them instead of the open failing */
 #define COW_OPEN_SIDELOG 0x10	/* use cow_open_opts.sidelog_fd */
+#define COW_OPEN_CONFINE 0x20	/* every backing file must be named relative to its image and
+				 * lie (links resolved) inside the opened image's folder; else
+				 * -EPERM. For images from others: a name like /etc/shadow or a
+				 * device must not become a guest-visible base. */
 
 struct cow_open_opts {
 	int fmt;		/* COW_FMT_*; COW_FMT_NONE probes for the ucow magic, and raw is

@@ -21,6 +21,7 @@ struct chain_link {
 	dev_t dev;
 	ino_t ino;
 	const struct chain_link *up;
+	const char *root;	/* COW_OPEN_CONFINE: the real path of the top image's folder */
 };
 
 static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
@@ -214,6 +215,35 @@ static int read_header(struct cow_image *img, uint64_t file_size, char *err)
 	return 0;
 }
 
+/*
+ * COW_OPEN_CONFINE: a backing file must be named relative to its image and lie, symbolic
+ * links resolved, inside root (the folder of the image the caller opened). Otherwise an
+ * image from elsewhere could name /etc/shadow, or a device, as its base and hand its
+ * content to whoever reads the disk. -EPERM names the file.
+ */
+static int confined(struct cow_image *img, const char *full, const char *root, char *err)
+{
+	size_t n = strlen(root);
+	char *rp;
+	bool inside;
+	if (img->hdr.backing[0] == '/') {
+		snprintf(err, COW_ERRLEN, "%s: backing file name '%s' is absolute, outside the "
+			 "image's folder", img->path, img->hdr.backing);
+		return -EPERM;
+	}
+	rp = realpath(full, NULL);
+	if (!rp)
+		return 0;	/* not there: the open says so */
+	inside = !strncmp(rp, root, n) && (rp[n] == '/' || (n == 1 && root[0] == '/'));
+	free(rp);
+	if (!inside) {
+		snprintf(err, COW_ERRLEN, "%s: backing file '%s' lies outside the image's folder",
+			 img->path, img->hdr.backing);
+		return -EPERM;
+	}
+	return 0;
+}
+
 static int open_backing(struct cow_image *img, int depth, const struct chain_link *up,
 			char *err)
 {
@@ -229,6 +259,8 @@ static int open_backing(struct cow_image *img, int depth, const struct chain_lin
 		snprintf(err, COW_ERRLEN, "%s: backing file name too long", img->path);
 		return r;
 	}
+	if (up->root && (r = confined(img, full, up->root, err)))
+		return r;
 	/* the same file twice in the chain is a loop: refuse before opening it again */
 	if (!stat(full, &st))
 		for (const struct chain_link *l = up; l; l = l->up)
@@ -238,7 +270,8 @@ static int open_backing(struct cow_image *img, int depth, const struct chain_lin
 				return -ELOOP;
 			}
 	r = cow_open_depth(full, img->hdr.backing_fmt, COW_OPEN_RDONLY |
-			   (img->open_flags & COW_OPEN_DIRECT), &img->backing, err, depth + 1, up, -1);
+			   (img->open_flags & (COW_OPEN_DIRECT | COW_OPEN_CONFINE)), &img->backing,
+			   err, depth + 1, up, -1);
 	if (r == -ENOENT)
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' not found", img->path, full);
 	return r;
@@ -282,6 +315,7 @@ static void img_free(struct cow_image *img)
 static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
 		   char *err, int depth, const struct chain_link *up, int sidelog_fd)
 {
+	char *root = NULL;
 	struct cow_image *img = calloc(1, sizeof(*img));
 	struct stat st;
 	int r, oflags;
@@ -336,7 +370,8 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 	r = lock_image(img, err);
 	if (r)
 		goto fail;
-	struct chain_link self = { .dev = st.st_dev, .ino = st.st_ino, .up = up };
+	struct chain_link self = { .dev = st.st_dev, .ino = st.st_ino, .up = up,
+				   .root = up ? up->root : NULL };
 
 	if (fmt == COW_FMT_RAW) {
 		img->fmt = COW_FMT_RAW;
@@ -378,7 +413,23 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 		goto fail;
 	}
 	if (img->hdr.backing_len && !(flags & COW_OPEN_NOCHAIN)) {
+		if (!up && (flags & COW_OPEN_CONFINE)) {
+			/* the top image's folder, symbolic links resolved, bounds the chain */
+			char *slash = strrchr(path, '/'), *dir;
+			dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) :
+				      strdup(".");
+			root = dir ? realpath(dir, NULL) : NULL;
+			free(dir);
+			if (!root) {
+				r = errno ? -errno : -ENOMEM;
+				snprintf(err, COW_ERRLEN, "%s: %s", path, strerror(-r));
+				goto fail;
+			}
+			self.root = root;
+		}
 		r = open_backing(img, depth, &self, err);
+		free(root);
+		root = NULL;
 		if (r)
 			goto fail;
 		r = check_loop(img, err);
@@ -405,6 +456,7 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 	*out = img;
 	return 0;
 fail:
+	free(root);
 	img_free(img);
 	return r;
 }
@@ -480,7 +532,7 @@ int cow_open(const char *path, const struct cow_open_opts *o, struct cow_image *
 		o = &defaults;
 	if (!all_zero(o->reserved, sizeof(o->reserved) / sizeof(o->reserved[0])) ||
 	    (o->flags & ~(COW_OPEN_RDONLY | COW_OPEN_DIRECT | COW_OPEN_NOCHAIN | COW_OPEN_CHECK |
-			  COW_OPEN_SIDELOG))) {
+			  COW_OPEN_SIDELOG | COW_OPEN_CONFINE))) {
 		snprintf(msg, sizeof(msg), "%s: unknown open options", path);
 		r = -EINVAL;
 	} else if (o->snapshot) {

@@ -34,7 +34,8 @@
 static const char dev_help[] =
 	"usage: ucow dev add [-t cow|raw|null] [-n ID] [-q QUEUES] [-d DEPTH] [-s SIZE]\n"
 	"                    [--direct] [--read-only] [--recoverable] [--foreground]\n"
-	"                    [--block-size 512|4096] [--snapshot NAME] [FILE]\n"
+	"                    [--block-size 512|4096] [--snapshot NAME] [--allow-backing-outside]\n"
+	"                    [FILE]\n"
 	"       ucow dev del ID|/dev/ublkbN|--all [--force]\n"
 	"       ucow dev list [--output=human|json]\n"
 	"       ucow dev recover ID [--foreground]\n"
@@ -57,6 +58,10 @@ static const char dev_help[] =
 	"  --block-size N     logical block size: 512 (default) or 4096\n"
 	"  --snapshot NAME    serve snapshot NAME of a cow image, read-only (the current\n"
 	"                     state is left as it is; not while the image is served read-write)\n"
+	"  --allow-backing-outside\n"
+	"                     follow backing files named by an absolute path or lying outside\n"
+	"                     FILE's folder (refused by default: an image from elsewhere could\n"
+	"                     name any file of this machine as the base of a guest's disk)\n"
 	"  --force            del: stop the device even when it is mounted\n";
 
 /* ---- helpers ----------------------------------------------------------------------------- */
@@ -263,9 +268,11 @@ static int spawn_server(struct ublk_dev *dev, bool recover, unsigned id)
 /* ---- add --------------------------------------------------------------------------------- */
 
 enum { OPT_DIRECT = 256, OPT_RO, OPT_RECOVERABLE, OPT_FG, OPT_BS, OPT_OUTPUT, OPT_FORCE,
-       OPT_ALL, OPT_SNAPSHOT };
+       OPT_ALL, OPT_SNAPSHOT, OPT_OUTSIDE };
 
-static int dev_add(int argc, char **argv)
+/* dev add's options into dev->o: 0, or the exit status (1 after a usage error, 0 after
+ * --help) with *done set. */
+static int dev_add_opts(int argc, char **argv, struct ublk_dev *dev, bool *done)
 {
 	static const struct option opts[] = {
 		{ "target", required_argument, NULL, 't' },
@@ -279,17 +286,81 @@ static int dev_add(int argc, char **argv)
 		{ "foreground", no_argument, NULL, OPT_FG },
 		{ "block-size", required_argument, NULL, OPT_BS },
 		{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
+		{ "allow-backing-outside", no_argument, NULL, OPT_OUTSIDE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const char *why = NULL;
+	unsigned v;
+	int c;
+
+	*done = true;
+	while ((c = getopt_long(argc, argv, "t:n:q:d:s:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			if (!ublk_tgt_find(optarg))
+				return usage_err("dev add", "unknown target '%s' (cow, raw, null)",
+						 optarg);
+			snprintf(dev->o.target, sizeof(dev->o.target), "%s", optarg);
+			break;
+		case 'n':
+			if (parse_uint(optarg, 0, 1048575, &v))
+				return usage_err("dev add", "invalid device ID '%s'", optarg);
+			dev->o.dev_id = (int)v;
+			break;
+		case 'q':
+			if (parse_uint(optarg, 1, UK_MAX_NR_QUEUES, &dev->o.nr_queues))
+				return usage_err("dev add", "invalid queue count '%s' (1..%u)",
+						 optarg, UK_MAX_NR_QUEUES);
+			break;
+		case 'd':
+			if (parse_uint(optarg, 1, UK_MAX_QUEUE_DEPTH, &dev->o.depth))
+				return usage_err("dev add", "invalid queue depth '%s' (1..%u)",
+						 optarg, UK_MAX_QUEUE_DEPTH);
+			break;
+		case 's':
+			if (parse_bytes(optarg, &dev->o.size, &why) || dev->o.size < 4096 ||
+			    dev->o.size % 4096)
+				return usage_err("dev add", "invalid size '%s' (%s)", optarg,
+						 why ? why : "a multiple of 4 KiB");
+			break;
+		case OPT_DIRECT: dev->o.direct = true; break;
+		case OPT_RO: dev->o.read_only = true; break;
+		case OPT_RECOVERABLE: dev->o.recoverable = true; break;
+		case OPT_FG: dev->o.foreground = true; break;
+		case OPT_OUTSIDE: dev->o.backing_outside = true; break;
+		case OPT_SNAPSHOT:
+			if (!*optarg || strlen(optarg) >= sizeof(dev->o.snapshot))
+				return usage_err("dev add", "invalid snapshot name '%s' (1 to 127 "
+						 "bytes)", optarg);
+			snprintf(dev->o.snapshot, sizeof(dev->o.snapshot), "%s", optarg);
+			break;
+		case OPT_BS:
+			if (strcmp(optarg, "512") && strcmp(optarg, "4096"))
+				return usage_err("dev add", "invalid block size '%s' (512 or 4096)",
+						 optarg);
+			dev->o.block_size = (unsigned)atoi(optarg);
+			break;
+		case 'h':
+			fputs(dev_help, stdout);
+			return 0;
+		default:
+			return opt_err("dev add", c, argv);
+		}
+	}
+	*done = false;
+	return 0;
+}
+
+static int dev_add(int argc, char **argv)
+{
 	struct ublk_dev *dev = malloc(sizeof(*dev));
 	struct ublk_state st;
 	int sid;
 	const struct ublk_tgt_ops *tgt;
 	struct ublk_ctrl ctrl;
-	const char *why = NULL;
-	unsigned v;
-	int c, ret = 1;
+	bool done;
+	int ret = 1;
 
 	if (!dev) {
 		ucow_err("out of memory");
@@ -298,74 +369,10 @@ static int dev_add(int argc, char **argv)
 	ublk_dev_init(dev);
 	strcpy(dev->o.target, "cow");
 	dev->o.block_size = 512;
-	while ((c = getopt_long(argc, argv, "t:n:q:d:s:h", opts, NULL)) != -1) {
-		switch (c) {
-		case 't':
-			if (!ublk_tgt_find(optarg)) {
-				ret = usage_err("dev add", "unknown target '%s' (cow, raw, null)",
-						optarg);
-				goto out;
-			}
-			snprintf(dev->o.target, sizeof(dev->o.target), "%s", optarg);
-			break;
-		case 'n':
-			if (parse_uint(optarg, 0, 1048575, &v)) {
-				ret = usage_err("dev add", "invalid device ID '%s'", optarg);
-				goto out;
-			}
-			dev->o.dev_id = (int)v;
-			break;
-		case 'q':
-			if (parse_uint(optarg, 1, UK_MAX_NR_QUEUES, &dev->o.nr_queues)) {
-				ret = usage_err("dev add", "invalid queue count '%s' (1..%u)",
-						optarg, UK_MAX_NR_QUEUES);
-				goto out;
-			}
-			break;
-		case 'd':
-			if (parse_uint(optarg, 1, UK_MAX_QUEUE_DEPTH, &dev->o.depth)) {
-				ret = usage_err("dev add", "invalid queue depth '%s' (1..%u)",
-						optarg, UK_MAX_QUEUE_DEPTH);
-				goto out;
-			}
-			break;
-		case 's':
-			if (parse_bytes(optarg, &dev->o.size, &why) || dev->o.size < 4096 ||
-			    dev->o.size % 4096) {
-				ret = usage_err("dev add", "invalid size '%s' (%s)", optarg,
-						why ? why : "a multiple of 4 KiB");
-				goto out;
-			}
-			break;
-		case OPT_DIRECT: dev->o.direct = true; break;
-		case OPT_RO: dev->o.read_only = true; break;
-		case OPT_RECOVERABLE: dev->o.recoverable = true; break;
-		case OPT_FG: dev->o.foreground = true; break;
-		case OPT_SNAPSHOT:
-			if (!*optarg || strlen(optarg) >= sizeof(dev->o.snapshot)) {
-				ret = usage_err("dev add", "invalid snapshot name '%s' (1 to 127 bytes)",
-						optarg);
-				goto out;
-			}
-			snprintf(dev->o.snapshot, sizeof(dev->o.snapshot), "%s", optarg);
-			break;
-		case OPT_BS:
-			if (strcmp(optarg, "512") && strcmp(optarg, "4096")) {
-				ret = usage_err("dev add", "invalid block size '%s' (512 or 4096)",
-						optarg);
-				goto out;
-			}
-			dev->o.block_size = (unsigned)atoi(optarg);
-			break;
-		case 'h':
-			fputs(dev_help, stdout);
-			ret = 0;
-			goto out;
-		default:
-			ret = opt_err("dev add", c, argv);
-			goto out;
-		}
-	}
+	ret = dev_add_opts(argc, argv, dev, &done);
+	if (done)
+		goto out;
+	ret = 1;
 	tgt = ublk_tgt_find(dev->o.target);
 	if (dev->o.snapshot[0]) {
 		if (tgt != &ublk_tgt_cow) {
@@ -459,10 +466,15 @@ static int del_one(struct ublk_ctrl *c, int id, bool force)
 	int sr = ublk_state_read(id, &st, err);
 	bool have_state = sr == 0;
 	bool have_dev = ublk_ctrl_get_info(c, (unsigned)id, &info) == 0;
-	pid_t pid = have_state ? st.pid : have_dev ? info.ublksrv_pid : 0;
+	/* the server is the process the driver knows: a state file's pid may name another
+	 * process by now (a reused pid), and is never signalled on its own word */
+	pid_t pid = have_dev ? info.ublksrv_pid : 0;
 
 	if (sr < 0 && sr != -ENOENT)
 		ucow_err("warning: %s (removed)", err);
+	if (have_state && have_dev && st.pid != pid)
+		ucow_err("warning: device %d: the state file names pid %d, the driver pid %d "
+			 "(the driver's is used)", id, (int)st.pid, (int)pid);
 
 	if (!have_state && !have_dev) {
 		ucow_err("no device %d", id);

@@ -21,7 +21,8 @@
 #include "util.h"
 
 static const char convert_help[] =
-	"usage: ucow convert [-p] [-q] [-f FMT] [-l SNAPSHOT] [-O raw|ucow] [-o OPTIONS] SRC DST\n"
+	"usage: ucow convert [-p] [-q] [-f FMT] [-l SNAPSHOT] [-O raw|ucow] [-o OPTIONS]\n"
+	"                    [--allow-backing-outside] SRC DST\n"
 	"\n"
 	"Copy SRC's content to a new file DST (replacing an existing DST). A ucow SRC is\n"
 	"read through its whole backing chain: DST holds the flattened content and has no\n"
@@ -33,6 +34,10 @@ static const char convert_help[] =
 	"  -O FMT        DST's format: raw (default) or ucow\n"
 	"  -o OPTIONS    ucow DST only: chunk_size=N,block_size=N,journal_size=N\n"
 	"  -p            show progress on stderr\n"
+	"  --allow-backing-outside\n"
+	"                follow backing files named by an absolute path or lying outside\n"
+	"                SRC's folder (refused by default: an image from elsewhere could\n"
+	"                name any file of this machine as its base)\n"
 	"  -q            quiet (the default; accepted for qemu-img compatibility)\n"
 	"  -h, --help    this help\n";
 
@@ -49,6 +54,7 @@ struct conv {
 	uint64_t size;
 	uint8_t *buf;
 	bool progress;
+	unsigned confine;		/* COW_OPEN_CONFINE unless --allow-backing-outside */
 	int last_pct;
 };
 
@@ -361,16 +367,16 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 		rc = resolve_snap(c, key, sizeof(key));
 		if (rc < 0)
 			return rc;
-		rc = cow_open(c->src, &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY,
-				.snapshot = key },
+		rc = cow_open(c->src, &(struct cow_open_opts){
+				.flags = COW_OPEN_RDONLY | c->confine, .snapshot = key },
 				&c->si, err, COW_ERRLEN);
 	} else {
 		rc = cow_open(c->src, &(struct cow_open_opts){ .fmt = sfmt,
-				.flags = COW_OPEN_RDONLY },
+				.flags = COW_OPEN_RDONLY | c->confine },
 				&c->si, err, COW_ERRLEN);
 	}
 	if (rc < 0) {
-		report(c->src, NULL, rc, err);
+		report_backing(c->src, rc, err);
 		return rc;
 	}
 	cow_get_info(c->si, &in);
@@ -440,12 +446,14 @@ close_src:
 
 int cmd_convert(int argc, char **argv)
 {
+	enum { OPT_OUTSIDE = 256 };
 	static const struct option lopts[] = {
+		{ "allow-backing-outside", no_argument, NULL, OPT_OUTSIDE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cow_create_opts co = { 0 };
-	struct conv c = { .last_pct = -1 };
+	struct conv c = { .last_pct = -1, .confine = COW_OPEN_CONFINE };
 	int ch, rc, sfmt = COW_FMT_NONE, ofmt = COW_FMT_RAW;
 	char *opts = NULL;
 
@@ -467,6 +475,7 @@ int cmd_convert(int argc, char **argv)
 			break;
 		case 'p': c.progress = true; break;
 		case 'q': break;
+		case OPT_OUTSIDE: c.confine = 0; break;
 		case 'h': fputs(convert_help, stdout); return 0;
 		default: return opt_err("convert", ch, argv);
 		}

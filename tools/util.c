@@ -313,3 +313,11 @@ void json_str(FILE *f, const char *s)
 	}
 	fputc('"', f);
 }
+
+void report_backing(const char *file, int rc, const char *err)
+{
+	if (rc == -EPERM && err && err[0])	/* COW_OPEN_CONFINE refused a backing file */
+		ucow_err("%s; add --allow-backing-outside if it is trusted", err);
+	else
+		report(file, NULL, rc, err);
+}

@@ -33,6 +33,8 @@ const char *err_text_for(int rc, const char *engine_err, const char *path);
 
 /* "ucow: FILE: <err_text_for(rc, err, used)>" — used is the name the engine was given. */
 void report(const char *file, const char *used, int rc, const char *err);
+/* report() of an open with COW_OPEN_CONFINE: a refused backing file says how to allow it. */
+void report_backing(const char *file, int rc, const char *err);
 
 /*
  * A byte count: digits with an optional k, M, G, T suffix (cow_parse_size). Rejects signs

@@ -358,9 +358,11 @@ static int dev_prepare(struct ublk_dev *dev)
 			 dev->o.target);
 		return -EINVAL;
 	}
-	if (ublk_run_dir_make() < 0)
-		fprintf(stderr, "ucow: warning: cannot create %s: %s\n", ublk_run_dir(),
-			strerror(errno));
+	int rd = ublk_run_dir_make();
+	if (rd < 0)	/* no state file and no socket then: the device still serves */
+		fprintf(stderr, "ucow: warning: %s: %s\n", ublk_run_dir(),
+			rd == -EPERM ? "not a folder of ours that only we can write" :
+			strerror(-rd));
 	dev->wake_fd = eventfd(0, EFD_CLOEXEC);
 	dev->ready_fd = eventfd(0, EFD_CLOEXEC);
 	dev->stop_fd = eventfd(0, EFD_CLOEXEC);

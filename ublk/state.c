@@ -19,6 +19,7 @@
  *     "block-size": 512,                512 or 4096
  *     "size": 1073741824,               bytes, 4096..2^62
  *     "direct": false, "read-only": false, "recoverable": true,
+ *     "allow-backing-outside": false,   backing files outside FILE's folder followed
  *     "features": 72,                   negotiated flags, 0..2^62
  *     "socket": "/run/ucow/dev0.sock"   < 108 bytes; "" if there is none
  *   }
@@ -53,10 +54,22 @@ const char *ublk_run_dir(void)
 	return p && *p ? p : "/run/ucow";
 }
 
+/*
+ * The run folder holds the state files and sockets that root's commands trust: it must be
+ * a real folder (not a symbolic link), ours, writable by nobody else. Then nobody else can
+ * plant a link where a state file or socket is created.
+ */
 int ublk_run_dir_make(void)
 {
+	struct stat st;
 	if (mkdir(ublk_run_dir(), 0700) < 0 && errno != EEXIST)
 		return -errno;
+	if (lstat(ublk_run_dir(), &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	if (st.st_uid != geteuid() || (st.st_mode & 022))
+		return -EPERM;
 	return 0;
 }
 
@@ -88,6 +101,8 @@ char *ublk_state_encode(const struct ublk_state *st)
 	r |= json_object_object_add(o, "read-only", json_object_new_boolean(st->o.read_only));
 	r |= json_object_object_add(o, "recoverable",
 				    json_object_new_boolean(st->o.recoverable));
+	r |= json_object_object_add(o, "allow-backing-outside",
+				    json_object_new_boolean(st->o.backing_outside));
 	r |= json_object_object_add(o, "features", json_object_new_int64((int64_t)st->flags));
 	r |= ublk_json_add_bytes(o, "socket", st->sock);
 	if (!r) {
@@ -116,7 +131,8 @@ int ublk_state_write(const struct ublk_state *st)
 	len = strlen(text);
 	ublk_state_path(st->id, ".json", path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp%d", path, (int)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	unlink(tmp);	/* a leftover of a dead process with our pid */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		ret = -errno;
 		free(text);
@@ -146,7 +162,7 @@ int ublk_state_write(const struct ublk_state *st)
 static const char *const state_keys[] = {
 	"version", "id", "pid", "target", "file", "file-hex", "snapshot", "snapshot-hex",
 	"queues", "depth", "block-size", "size", "direct", "read-only", "recoverable",
-	"features", "socket", "socket-hex", NULL,
+	"allow-backing-outside", "features", "socket", "socket-hex", NULL,
 };
 
 int ublk_state_decode(const char *buf, size_t len, struct ublk_state *st, char *err,
@@ -228,7 +244,9 @@ int ublk_state_decode(const char *buf, size_t len, struct ublk_state *st, char *
 		st->o.size = st->size;
 	if ((r = ublk_json_get_bool(o, "direct", &st->o.direct, err, errlen)) ||
 	    (r = ublk_json_get_bool(o, "read-only", &st->o.read_only, err, errlen)) ||
-	    (r = ublk_json_get_bool(o, "recoverable", &st->o.recoverable, err, errlen)))
+	    (r = ublk_json_get_bool(o, "recoverable", &st->o.recoverable, err, errlen)) ||
+	    (r = ublk_json_get_bool(o, "allow-backing-outside", &st->o.backing_outside, err,
+				    errlen)))
 		goto out;
 	if ((r = ublk_json_get_int(o, "features", 0, MAX_SIZE, &v, err, errlen)))
 		goto out;

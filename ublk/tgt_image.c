@@ -87,6 +87,8 @@ static int eng_open(struct ublk_dev *dev, int fmt)
 		flags |= COW_OPEN_RDONLY;
 	if (dev->o.direct)
 		flags |= COW_OPEN_DIRECT;
+	if (!dev->o.backing_outside)
+		flags |= COW_OPEN_CONFINE;	/* backing files inside the image's folder */
 	if (dev->o.snapshot[0])	/* a snapshot's content, read-only; the current state untouched */
 		ret = cow_open(dev->o.file, &(struct cow_open_opts){ .flags = flags | COW_OPEN_RDONLY,
 				.snapshot = dev->o.snapshot },
@@ -104,7 +106,10 @@ static int eng_open(struct ublk_dev *dev, int fmt)
 			close(dev->sidelog_fd);
 			dev->sidelog_fd = -1;
 		}
-		if (err[0])
+		if (err[0] && ret == -EPERM && (flags & COW_OPEN_CONFINE))
+			snprintf(dev->err, sizeof(dev->err), "%s; add --allow-backing-outside if "
+				 "it is trusted", err);
+		else if (err[0])
 			snprintf(dev->err, sizeof(dev->err), "%s", err);
 		else
 			snprintf(dev->err, sizeof(dev->err), "%s: %s", dev->o.file,

@@ -74,6 +74,7 @@ struct ublk_opts {
 	uint64_t size;		/* null target: device size */
 	char snapshot[128];	/* cow: serve this snapshot (read-only) instead of the current state */
 	bool direct, read_only, recoverable, foreground;
+	bool backing_outside;	/* --allow-backing-outside: no COW_OPEN_CONFINE */
 };
 
 enum ublk_op_kind { UBLK_ST_READ, UBLK_ST_WRITE, UBLK_ST_FLUSH, UBLK_ST_DISCARD,
