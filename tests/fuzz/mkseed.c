@@ -5,6 +5,8 @@
  *                        (its all-zero tail cut off)
  *   mkseed journal OUT   that image's journal region: the seed of fuzz_journal
  *   mkseed sidelog OUT   the side log a dying process left: the seed of fuzz_sidelog
+ *   mkseed fix IN OUT    IN with its checksums repaired as the image targets do
+ *                        (fz_fix_image): a fuzzer's image input that ucow check can read
  * The images are the ones fuzz_journal and fuzz_sidelog build at start-up (same calls,
  * same bytes), so the seeds fit them.
  */
@@ -19,8 +21,8 @@ int main(int argc, char **argv)
 	uint8_t *b;
 	size_t len;
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: mkseed dirty|journal|sidelog OUT\n");
+	if (argc != 3 && argc != 4) {
+		fprintf(stderr, "usage: mkseed dirty|journal|sidelog OUT | fix IN OUT\n");
 		return 2;
 	}
 	if (!strcmp(argv[1], "dirty") || !strcmp(argv[1], "journal")) {
@@ -56,6 +58,10 @@ int main(int argc, char **argv)
 			return 1;
 		b = fz_read_file(fz_path("side.log"), &len);
 		fz_write_file(argv[2], b, len);
+	} else if (!strcmp(argv[1], "fix") && argc == 4) {
+		b = fz_read_file(argv[2], &len);
+		fz_fix_image(b, len);
+		fz_write_file(argv[3], b, len);
 	} else {
 		fprintf(stderr, "mkseed: unknown kind '%s'\n", argv[1]);
 		return 2;
