@@ -31,6 +31,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	}
 	base = fz_read_file(p, &base_len);
+	base_len = fz_trim_zero_tail(base, base_len);	/* 1.1 MiB -> 640 KiB: faster */
 	joff = fz_journal_offset(base, base_len, &jsize);
 	if (!joff || joff + jsize > base_len) {
 		fprintf(stderr, "fuzz_journal: the base image has no journal\n");

@@ -203,6 +203,23 @@ int fz_backing_escapes(const uint8_t *img, size_t len)
 	return 0;
 }
 
+size_t fz_trim_zero_tail(const uint8_t *buf, size_t len)
+{
+	size_t end = len - len % FZ_JBLOCK;
+
+	if (end != len)
+		return len;	/* not whole blocks: leave it */
+	while (end > 2 * FZ_HDR_SIZE) {
+		size_t i = end - FZ_JBLOCK;
+		while (i < end && !buf[i])
+			i++;
+		if (i < end)
+			break;
+		end -= FZ_JBLOCK;
+	}
+	return end;
+}
+
 uint64_t fz_journal_offset(const uint8_t *img, size_t len, uint64_t *size)
 {
 	int best = -1;

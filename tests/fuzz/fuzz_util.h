@@ -80,6 +80,9 @@ void fz_setup_backing(void);
 int fz_open(const char *path, unsigned flags, const uint8_t *img, size_t len,
 	    struct cow_image **out);
 
+/* The length of buf without its all-zero 4 KiB tail blocks (keeps at least 8 KiB). */
+size_t fz_trim_zero_tail(const uint8_t *buf, size_t len);
+
 /* Journal region offset of the image in buf (slot with the higher generation), 0 if none. */
 uint64_t fz_journal_offset(const uint8_t *img, size_t len, uint64_t *size);
 

@@ -34,15 +34,8 @@ int main(int argc, char **argv)
 		if (!strcmp(argv[1], "dirty")) {
 			/* without the file's all-zero tail (grown ahead of allocation): a
 			 * seed of a few hundred KiB instead of more than a MiB */
-			size_t end = len;
-			while (end > FZ_JBLOCK * 2) {
-				size_t i = end - FZ_JBLOCK;
-				while (i < end && !b[i])
-					i++;
-				if (i < end)
-					break;
-				end -= FZ_JBLOCK;
-			}
+			size_t end = fz_trim_zero_tail(b, len);
+
 			fz_write_file(argv[2], b, end);
 		} else {
 			jo = fz_journal_offset(b, len, &js);
