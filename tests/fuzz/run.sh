@@ -2,12 +2,15 @@
 # Run every fuzz target of BUILD/fuzz (make fuzz / make fuzz-long):
 #   1. replay each file of tests/fuzz/regressions/<target>/ (one that crashes is a FAIL),
 #   2. fuzz SECONDS seconds from the seeds (tests/fuzz/make-seeds.sh, into BUILD/fuzz/seeds)
-#      and the corpus kept from earlier runs (BUILD/fuzz/corpus/<target>).
+#      and the corpus kept from earlier runs (BUILD/fuzz/corpus/<target>), in libFuzzer's
+#      fork mode with crashes, timeouts and OOMs ignored: a finding ends its job, not the
+#      run, so one known bug does not hide the others.
 # One line per target: "PASS fuzz/<target>" or "FAIL fuzz/<target>", with the executions;
-# a finding leaves its input in BUILD/fuzz/artifacts/<target>/ and its log in
-# BUILD/fuzz/<target>.log. Exits non-zero if any target failed.
+# each new finding leaves its input in BUILD/fuzz/artifacts/<target>/, is replayed once and
+# its sanitizer summary printed; the whole log is BUILD/fuzz/<target>.log. Exits non-zero
+# if any target failed.
 #
-#   tests/fuzz/run.sh [BUILD [SECONDS]]
+#   tests/fuzz/run.sh [BUILD [SECONDS]]     FUZZ_TARGETS="open read": only those
 build=${1:-build}
 secs=${2:-20}
 fz=$build/fuzz
@@ -40,6 +43,9 @@ fi
 for bin in "$fz"/fuzz_*; do
 	[ -x "$bin" ] || continue
 	t=${bin##*/fuzz_}
+	if [ -n "${FUZZ_TARGETS:-}" ]; then
+		case " $FUZZ_TARGETS " in *" $t "*) ;; *) continue ;; esac
+	fi
 	log=$fz/$t.log
 	bad=""
 	: >"$log"; rm -f "$log.why"
@@ -51,25 +57,44 @@ for bin in "$fz"/fuzz_*; do
 		if ! timeout 120 "$bin" $LIMITS "$f" >"$log.reg" 2>&1; then
 			bad="$bad regression $f crashes;"
 			cat "$log.reg" >>"$log"
+			echo "    $f:" >>"$log.why"
 			summary "$log.reg" >>"$log.why"
 		fi
 	done
 	rm -f "$log.reg"
-	# 2. fuzzing
+	# 2. fuzzing, in fork mode: a crash ends its job, not the run, so a known bug (a
+	#    regression still open) does not hide the others for the rest of the time
 	mkdir -p "$fz/corpus/$t" "$fz/artifacts/$t" "$fz/seeds/$t"
-	timeout $((secs * 2 + 120)) "$bin" $LIMITS -max_total_time="$secs" -print_final_stats=1 \
+	before=$(ls "$fz/artifacts/$t")
+	timeout $((secs * 2 + 120)) "$bin" $LIMITS -max_total_time="$secs" -fork=1 \
+		-ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 \
 		-artifact_prefix="$fz/artifacts/$t/" "$fz/corpus/$t" "$fz/seeds/$t" >>"$log" 2>&1
 	frc=$?
-	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-	speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
-	cov=$(grep -E '^#[0-9]+' "$log" | tail -n 1 | sed -n 's/.*cov: \([0-9]*\).*/\1/p')
+	last=$(grep -E '^#[0-9]+: cov:' "$log" | tail -n 1)
+	execs=$(echo "$last" | sed -n 's/^#\([0-9]*\):.*/\1/p')
+	speed=$(echo "$last" | sed -n 's/.* exec\/s \([0-9]*\).*/\1/p')
+	cov=$(echo "$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
+	oomtc=$(echo "$last" | sed -n 's/.*oom\/timeout\/crash: \([0-9\/]*\).*/\1/p')
 	ncorp=$(ls "$fz/corpus/$t" | wc -l)
+	new=""
+	for a in $(ls "$fz/artifacts/$t"); do
+		echo "$before" | grep -qx "$a" || new="$new $a"
+	done
 	if [ $frc -ne 0 ]; then
-		art=$(grep -o -E "Test unit written to [^ ]+" "$log" | tail -n 1 | sed 's/.* //')
-		bad="$bad fuzzing found a problem (exit $frc${art:+, input $art});"
-		summary "$log" >>"$log.why"
+		bad="$bad libFuzzer exited with $frc;"
 	fi
-	stats="${execs:-0} executions, ${speed:-0}/s, cov ${cov:-?}, corpus $ncorp, $nreg regression inputs"
+	if [ -n "$new" ]; then
+		bad="$bad $(echo $new | wc -w) new findings in $fz/artifacts/$t/;"
+		# what each one is: replayed once, the first 5
+		for a in $(echo $new | tr ' ' '\n' | head -n 5); do
+			echo "    $fz/artifacts/$t/$a:" >>"$log.why"
+			timeout 120 "$bin" $LIMITS "$fz/artifacts/$t/$a" >"$log.one" 2>&1
+			summary "$log.one" >>"$log.why"
+			cat "$log.one" >>"$log"
+		done
+		rm -f "$log.one"
+	fi
+	stats="${execs:-0} executions, ${speed:-0}/s, cov ${cov:-?}, corpus $ncorp, oom/timeout/crash ${oomtc:-?}, $nreg regression inputs"
 	if [ -z "$bad" ]; then
 		echo "PASS fuzz/$t ($stats)"
 	else
