@@ -119,7 +119,7 @@ bench: deps all
 # build is untouched). `make fuzz` replays tests/fuzz/regressions, makes seeds with ucow and
 # runs each target FUZZ_TIME seconds; `make fuzz-long` runs each 10 minutes.
 FUZZ_CC      ?= clang
-FUZZ_TIME    ?= 20
+FUZZ_TIME    ?= 18
 FUZZ_DIR     := $(BUILD)/fuzz
 FUZZ_CFLAGS  := -std=gnu11 $(filter-out -Wno-format-truncation,$(WARN)) -O1 -g -fno-omit-frame-pointer -fno-strict-aliasing \
 		-fsanitize=address,undefined -fno-sanitize-recover=all -pthread -MMD -MP

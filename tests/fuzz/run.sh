@@ -85,13 +85,22 @@ for bin in "$fz"/fuzz_*; do
 	fi
 	if [ -n "$new" ]; then
 		bad="$bad $(echo $new | wc -w) new findings in $fz/artifacts/$t/;"
-		# what each one is: replayed once, the first 5
-		for a in $(echo $new | tr ' ' '\n' | head -n 5); do
-			echo "    $fz/artifacts/$t/$a:" >>"$log.why"
+		# what each one is: replayed once (the first 10), printed once per distinct
+		# sanitizer summary
+		: >"$log.seen"
+		for a in $(echo $new | tr ' ' '\n' | head -n 10); do
 			timeout 120 "$bin" $LIMITS "$fz/artifacts/$t/$a" >"$log.one" 2>&1
-			summary "$log.one" >>"$log.why"
 			cat "$log.one" >>"$log"
+			key=$(grep -m1 -E '^SUMMARY:|ERROR: libFuzzer' "$log.one" | sed 's/0x[0-9a-f]*//g')
+			if grep -qxF "$key" "$log.seen"; then
+				echo "    $fz/artifacts/$t/$a: the same" >>"$log.why"
+				continue
+			fi
+			echo "$key" >>"$log.seen"
+			echo "    $fz/artifacts/$t/$a:" >>"$log.why"
+			summary "$log.one" >>"$log.why"
 		done
+		rm -f "$log.seen"
 		rm -f "$log.one"
 	fi
 	stats="${execs:-0} executions, ${speed:-0}/s, cov ${cov:-?}, corpus $ncorp, oom/timeout/crash ${oomtc:-?}, $nreg regression inputs"
