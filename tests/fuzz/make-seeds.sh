@@ -68,6 +68,11 @@ cp plain.ucow leak.ucow			# entry 0 forgotten: its chunk leaks
 poke leak.ucow 8192 '\000\000\000\000\000\000\000\000'
 cp plain.ucow zeromapped.ucow		# entry 0 both mapped and ZERO
 poke zeromapped.ucow 8199 '\100'
+head -c 8192 plain.ucow >hdronly.ucow	# the header slots alone: every region past the end
+cp plain.ucow slota.ucow		# slot A without its magic: slot B alone counts
+poke slota.ucow 0 '\000\000\000\000\000\000\000\000'
+cp plain.ucow slotb.ucow		# and the other way round
+poke slotb.ucow 4096 '\000\000\000\000\000\000\000\000'
 cp snap.ucow refcount.ucow		# the first refcount of the data area bumped
 # (refcount_offset: header field 152 of the slot with the higher generation, field 184)
 rc=$(python3 -c 'import struct,sys
@@ -78,7 +83,7 @@ poke refcount.ucow $((rc + 4 * 8)) '\007'	# physical chunk 8: data area of a 512
 
 # -- per target ------------------------------------------------------------------------
 imgs="empty plain b512 ov-raw ov-ucow snap snapdel dirty"
-damaged="dup pasteof leak zeromapped refcount"
+damaged="dup pasteof leak zeromapped refcount hdronly slota slotb"
 for i in $imgs $damaged; do cp $i.ucow "$out/open/"; done
 for i in $imgs $damaged; do cp $i.ucow "$out/check/"; done
 for i in snap snapdel dirty refcount plain; do cp $i.ucow "$out/snapshot/"; done
