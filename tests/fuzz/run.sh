@@ -11,6 +11,8 @@
 # if any target failed.
 #
 #   tests/fuzz/run.sh [BUILD [SECONDS]]     FUZZ_TARGETS="open read": only those
+# (BUILD relative to the top of the tree, where this runs)
+cd "$(dirname "$0")/../.." || exit 1
 build=${1:-build}
 secs=${2:-20}
 fz=$build/fuzz
