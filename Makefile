@@ -29,7 +29,7 @@ TOOLS_OBJ   := $(TOOLS_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps check demo bench clean unit-check cli-check asan-check tsan-check vm-check vm-shell \
-	mutation-check
+	mutation-check fuzz fuzz-build fuzz-long
 all: $(BUILD)/ucow $(UNIT_BIN) $(BUILD)/libcowcore.so.1 $(BUILD)/tests/so_read
 
 $(BUILD)/%.o: %.c
@@ -126,8 +126,55 @@ demo: deps all
 bench: deps all
 	@tests/bench/run.sh
 
+# libFuzzer targets (tests/fuzz, Documentation/reliability.md "Fuzzing"): cowcore compiled
+# again with clang, ASan, UBSan and the fuzzer's coverage, in $(BUILD)/fuzz/obj (the gcc
+# build is untouched). `make fuzz` replays tests/fuzz/regressions, makes seeds with ucow and
+# runs each target FUZZ_TIME seconds; `make fuzz-long` runs each 10 minutes.
+FUZZ_CC      ?= clang
+FUZZ_TIME    ?= 18
+FUZZ_DIR     := $(BUILD)/fuzz
+# (clang 14 does not know -Wno-format-truncation, and -Werror turns that into an error)
+FUZZ_CFLAGS  := -std=gnu11 $(filter-out -Wno-format-truncation,$(WARN)) -O1 -g \
+		-fno-omit-frame-pointer -fno-strict-aliasing -pthread -MMD -MP \
+		-fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_NAMES   := $(filter-out util,$(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_BIN     := $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
+FUZZ_COWOBJ  := $(COWCORE_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_OBJ     := $(FUZZ_COWOBJ) $(FUZZ_NAMES:%=$(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o) \
+		$(FUZZ_DIR)/obj/tests/fuzz/fuzz_util.o
+
+$(FUZZ_DIR)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@[ "$(V)" != 0 ] || echo "  FUZZCC  $@"
+	$(Q)$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_DIR)/libcowcore.a: $(FUZZ_COWOBJ)
+	$(Q)rm -f $@; ar rcs $@ $^
+
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_DIR)/obj/tests/fuzz/fuzz_util.o \
+		$(FUZZ_DIR)/libcowcore.a
+	@[ "$(V)" != 0 ] || echo "  LD      $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ -luring -laio -lpthread
+
+# The seeds ucow cannot make (dirty images, side logs): built with gcc on libcowcore.a.
+$(FUZZ_DIR)/mkseed: tests/fuzz/mkseed.c tests/fuzz/fuzz_util.c tests/fuzz/fuzz_util.h \
+		$(BUILD)/libcowcore.a
+	@mkdir -p $(dir $@)
+	@[ "$(V)" != 0 ] || echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ tests/fuzz/mkseed.c tests/fuzz/fuzz_util.c \
+		$(BUILD)/libcowcore.a $(LDLIBS)
+
+.SECONDARY: $(FUZZ_OBJ)
+fuzz-build: $(FUZZ_BIN) $(FUZZ_DIR)/mkseed $(BUILD)/ucow
+
+fuzz: fuzz-build
+	@tests/fuzz/run.sh $(BUILD) $(FUZZ_TIME)
+
+fuzz-long: fuzz-build
+	@tests/fuzz/run.sh $(BUILD) 600
+
 clean:
 	rm -rf $(BUILD)
 
 -include tests/vm/vm.mk
--include $(COWCORE_OBJ:.o=.d) $(COWCORE_PIC:.o=.d) $(UBLK_OBJ:.o=.d) $(TOOLS_OBJ:.o=.d) $(UNIT_BIN:=.d)
+-include $(COWCORE_OBJ:.o=.d) $(COWCORE_PIC:.o=.d) $(FUZZ_OBJ:.o=.d) $(UBLK_OBJ:.o=.d) $(TOOLS_OBJ:.o=.d) $(UNIT_BIN:=.d)

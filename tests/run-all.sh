@@ -21,6 +21,7 @@ stage() {
 stage build make -j2 all
 stage layers python3 tests/check-layers.py --selftest
 stage unit tests/run-unit.sh build
+stage fuzz make --no-print-directory fuzz
 stage so tests/so/run.sh build
 stage cli tests/cli/run.sh build
 stage asan make --no-print-directory asan-check
