@@ -312,13 +312,73 @@ static void img_free(struct cow_image *img)
 	free(img);
 }
 
+/* Open img->path (img->open_flags), refusing anything but a regular file or a block
+ * device; st gets its status. 0 or -errno with err set. */
+static int open_file(struct cow_image *img, struct stat *st, char *err)
+{
+	const char *path = img->path;
+	unsigned flags = img->open_flags;
+	int r, oflags;
+
+	/* O_NONBLOCK: opening a FIFO (a hostile backing name) must not wait for a writer */
+	oflags = (img->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK |
+		 ((flags & COW_OPEN_DIRECT) ? O_DIRECT : 0);
+	img->fd = open(path, oflags);
+	if (img->fd < 0) {
+		r = -errno;
+		if (r == -EACCES || r == -EROFS)
+			snprintf(err, COW_ERRLEN, "%s: %s (open it read-only?)", path,
+				 strerror(-r));
+		else
+			snprintf(err, COW_ERRLEN, "%s: %s", path, strerror(-r));
+		return r;
+	}
+	if (fstat(img->fd, st) < 0) {
+		r = -errno;
+		snprintf(err, COW_ERRLEN, "%s: %s", path, strerror(-r));
+		return r;
+	}
+	if (S_ISDIR(st->st_mode)) {
+		r = -EISDIR;
+		snprintf(err, COW_ERRLEN, "%s: is a directory", path);
+		return r;
+	}
+	if (!S_ISREG(st->st_mode) && !S_ISBLK(st->st_mode)) {
+		r = -EINVAL;
+		snprintf(err, COW_ERRLEN, "%s: not a regular file or block device", path);
+		return r;
+	}
+	if (fcntl(img->fd, F_SETFL, fcntl(img->fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+		r = -errno;
+		snprintf(err, COW_ERRLEN, "%s: %s", path, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+/* COW_OPEN_CONFINE: the top image's folder, symbolic links resolved, bounds the chain. */
+static int folder_of(const char *path, char **root, char *err)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) :
+			    strdup(".");
+	int r;
+	*root = dir ? realpath(dir, NULL) : NULL;
+	free(dir);
+	if (*root)
+		return 0;
+	r = errno ? -errno : -ENOMEM;
+	snprintf(err, COW_ERRLEN, "%s: %s", path, strerror(-r));
+	return r;
+}
+
 static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
 		   char *err, int depth, const struct chain_link *up, int sidelog_fd)
 {
 	char *root = NULL;
 	struct cow_image *img = calloc(1, sizeof(*img));
 	struct stat st;
-	int r, oflags;
+	int r;
 
 	if (!img)
 		return -ENOMEM;
@@ -334,39 +394,9 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 		r = -ENOMEM;
 		goto fail;
 	}
-	/* O_NONBLOCK: opening a FIFO (a hostile backing name) must not wait for a writer */
-	oflags = (img->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK |
-		 ((flags & COW_OPEN_DIRECT) ? O_DIRECT : 0);
-	img->fd = open(path, oflags);
-	if (img->fd < 0) {
-		r = -errno;
-		if (r == -EACCES || r == -EROFS)
-			snprintf(err, COW_ERRLEN, "%s: %s (open it read-only?)", path,
-				 strerror(-r));
-		else
-			snprintf(err, COW_ERRLEN, "%s: %s", path, strerror(-r));
+	r = open_file(img, &st, err);
+	if (r)
 		goto fail;
-	}
-	if (fstat(img->fd, &st) < 0) {
-		r = -errno;
-		snprintf(err, COW_ERRLEN, "%s: %s", path, strerror(-r));
-		goto fail;
-	}
-	if (S_ISDIR(st.st_mode)) {
-		r = -EISDIR;
-		snprintf(err, COW_ERRLEN, "%s: is a directory", path);
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-		r = -EINVAL;
-		snprintf(err, COW_ERRLEN, "%s: not a regular file or block device", path);
-		goto fail;
-	}
-	if (fcntl(img->fd, F_SETFL, fcntl(img->fd, F_GETFL) & ~O_NONBLOCK) < 0) {
-		r = -errno;
-		snprintf(err, COW_ERRLEN, "%s: %s", path, strerror(-r));
-		goto fail;
-	}
 	r = lock_image(img, err);
 	if (r)
 		goto fail;
@@ -414,17 +444,8 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 	}
 	if (img->hdr.backing_len && !(flags & COW_OPEN_NOCHAIN)) {
 		if (!up && (flags & COW_OPEN_CONFINE)) {
-			/* the top image's folder, symbolic links resolved, bounds the chain */
-			char *slash = strrchr(path, '/'), *dir;
-			dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) :
-				      strdup(".");
-			root = dir ? realpath(dir, NULL) : NULL;
-			free(dir);
-			if (!root) {
-				r = errno ? -errno : -ENOMEM;
-				snprintf(err, COW_ERRLEN, "%s: %s", path, strerror(-r));
+			if ((r = folder_of(path, &root, err)))
 				goto fail;
-			}
 			self.root = root;
 		}
 		r = open_backing(img, depth, &self, err);

@@ -12,7 +12,8 @@
  *   3 alloc.h alloc.c         physical chunks: allocate, release, quarantine
  *     sidelog.h sidelog.c     the side log of a recoverable server
  *     journal.h journal.c     records, encoding, commit batches, checkpoint, replay
- *     snapshot.h snapshot.c   snapshots and refcounts
+ *     snaptab.h snaptab.c     snapshot structures on disk: load, validate, read, check
+ *     snapshot.h snapshot.c   snapshot create, delete, apply, list, view, reclaim
  *     load.h load.c           the open sequence: load, replay, fold, validate
  *   4 ctx.h ctx.c             one thread's handle: I/O and buffer pools, hand-over
  *   5 commit.h commit.c       request completion, group commit, FLUSH and FUA

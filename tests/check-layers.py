@@ -28,8 +28,9 @@ LAYERS = {
     "alloc.h": 30, "alloc.c": 30,
     "sidelog.h": 31, "sidelog.c": 31,
     "journal.h": 32, "journal.c": 32,
-    "snapshot.h": 33, "snapshot.c": 33,
-    "load.h": 34, "load.c": 34,
+    "snaptab.h": 33, "snaptab.c": 33,
+    "snapshot.h": 34, "snapshot.c": 34,
+    "load.h": 35, "load.c": 35,
     # 4: per-thread context
     "ctx.h": 40, "ctx.c": 40,
     # 5: completion + group commit, then the request engine
