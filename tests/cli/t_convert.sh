@@ -49,9 +49,16 @@ expect_ok $UCOW info flat.img
 grep -q '^backing file' out && fail "a converted image has a backing file"
 expect_ok $UCOW convert flat.img flat2.raw
 cmp flat.raw flat2.raw || fail "flattened ucow differs"
-# qemu-img reads the same bytes from the flattened file and from the raw base
-qemu-img convert -f raw -O raw flat.raw q.raw || fail "qemu-img convert"
-cmp q.raw flat.raw || fail "qemu-img convert of the raw output differs"
+# an independent oracle: the same chain built and flattened by qemu-img (qcow2 overlays,
+# the same writes through qemu-io) gives the same bytes
+qemu-img create -q -f qcow2 -b base.raw -F raw qmid.qcow2 || fail "qemu-img create qmid"
+qemu-io -f qcow2 -c 'write -P 0xbb 1M 2M' -c 'discard 5M 1M' qmid.qcow2 >/dev/null ||
+	fail "qemu-io on qmid"
+qemu-img create -q -f qcow2 -b qmid.qcow2 -F qcow2 qtop.qcow2 10M || fail "qemu-img create qtop"
+qemu-io -f qcow2 -c 'write -P 0xcc 2M 100' -c 'write -z 7M 4096' qtop.qcow2 >/dev/null ||
+	fail "qemu-io on qtop"
+qemu-img convert -f qcow2 -O raw qtop.qcow2 q.raw || fail "qemu-img convert"
+cmp q.raw flat.raw || fail "ucow's flattened chain differs from qemu-img's of the same chain"
 
 # a raw source; odd sizes
 head -c 1048909 /dev/urandom >odd.raw
@@ -72,19 +79,22 @@ cmp odd.raw dst.raw || fail "replaced DST differs"
 expect_ok $UCOW check top.img
 expect_ok $UCOW info top.img
 grep -qx 'dirty: false' out || fail "source left dirty"
-# SIGTERM half-way: the file being built goes away with the process
-expect_ok $UCOW create -q -f raw big.raw 256M
-expect_ok $UCOW io -f raw -c 'write -P 1 0 256M' big.raw
+# SIGTERM half-way: the file being built goes away with the process. The signal must land
+# while convert runs: wait until its temporary file exists and is growing (a source large
+# enough to take seconds), and insist it ended by the signal.
+expect_ok $UCOW create -q -f raw big.raw 512M
+expect_ok $UCOW io -f raw -c 'write -P 1 0 512M' big.raw
 $UCOW convert -O ucow -f raw big.raw big.img &
 pid=$!
-sleep 0.2
+n=0
+while [ -z "$(ls -a | grep '^\.big\.img\.ucow-')" ] && [ $n -lt 100 ]; do
+	sleep 0.05
+	n=$((n + 1))
+done
+[ -n "$(ls -a | grep '^\.big\.img\.ucow-')" ] || fail "convert built no temporary file"
 kill -TERM $pid
 wait $pid
 st=$?
-if [ $st -eq 143 ]; then
-	no_file big.img
-else
-	[ $st -eq 0 ] || fail "convert ended with $st"
-	echo "convert finished before SIGTERM; nothing to see"
-fi
+[ $st -eq 143 ] || fail "convert ended with $st before SIGTERM reached it (expected 143)"
+no_file big.img
 ok "convert"
