@@ -48,8 +48,12 @@ must ucow dev del "$oid"
 [ ! -e "$other" ] || fail "$other still there"
 
 must ucow dev del "$dev"
-sleep 0.2
-[ ! -e "$dev" ] || fail "$dev still exists after del"
+n=0
+while [ -e "$dev" ] && [ $n -lt 50 ]; do	# the node goes with the disk, a moment later
+	sleep 0.1
+	n=$((n + 1))
+done
+[ ! -e "$dev" ] || fail "$dev still exists 5 s after del"
 [ ! -e /dev/ublkc$id ] || fail "/dev/ublkc$id still exists after del"
 [ ! -e /run/ucow/dev$id.json ] || fail "state file left behind"
 [ ! -e /run/ucow/dev$id.sock ] || fail "socket left behind"

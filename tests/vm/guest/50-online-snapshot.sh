@@ -33,8 +33,9 @@ kill -0 $fiopid 2>/dev/null || { cat fio.out; fail "fio ended before the snapsho
 
 out=$(ucow snapshot -c s1 ov.ucow 2>&1) || fail "online snapshot -c s1: $out"
 [ -z "$out" ] || fail "snapshot -c printed '$out' (offline prints nothing)"
-kill -0 $fiopid 2>/dev/null && echo "fio still running after the snapshot: load was on" ||
-	echo "note: fio ended before the snapshot returned"
+kill -0 $fiopid 2>/dev/null ||
+	{ cat fio.out; fail "fio ended before the snapshot returned: the snapshot was not taken under load"; }
+echo "fio still running after the snapshot: load was on"
 ucow dev stats "$id" | grep pauses
 
 # B over A, while fio goes on; more snapshots, one deleted online
