@@ -108,8 +108,10 @@ static void test_tree(void **state)
 	mk(P("tree.img"), SZ, NULL);
 	h_open(&h, P("tree.img"), 0);
 	for (int i = 1; i <= 4; i++) {
-		wr(&h, 0x10 * i, (uint64_t)i * 300000, 200000);	/* overlapping, unaligned */
-		memset(cur + i * 300000, 0x10 * i, 200000);
+		/* unaligned, and each over the last one's chunks: the first writes after a
+		 * create copy SHARED chunks in the same open */
+		wr(&h, 0x10 * i, (uint64_t)i * 150000, 200000);
+		memset(cur + i * 150000, 0x10 * i, 200000);
 		memcpy(m[i], cur, SZ);
 		assert_int_equal(cow_snapshot_create(h.img, names[i]), 0);
 	}
