@@ -147,24 +147,28 @@ static void disk_sync(struct sim *s)
 	s->nev = 0;
 }
 
-static void tap_write(void *arg, const void *buf, size_t len, uint64_t off)
+static int tap_write(void *arg, const void *buf, size_t len, uint64_t off)
 {
 	ev_add(arg, EV_WRITE, off, len, buf);
+	return 0;
 }
 
-static void tap_punch(void *arg, uint64_t off, uint64_t len)
+static int tap_punch(void *arg, uint64_t off, uint64_t len)
 {
 	ev_add(arg, EV_PUNCH, off, len, NULL);
+	return 0;
 }
 
-static void tap_truncate(void *arg, uint64_t size)
+static int tap_truncate(void *arg, uint64_t size)
 {
 	ev_add(arg, EV_TRUNC, size, 0, NULL);
+	return 0;
 }
 
-static void tap_sync(void *arg)
+static int tap_sync(void *arg)
 {
 	disk_sync(arg);
+	return 0;
 }
 
 /* The recording backend: the data and journal I/O of the image file. */
@@ -460,13 +464,11 @@ static void test_crash_overlay(void **state)
 /* ---- the side log across a checkpoint ------------------------------------------------------ */
 
 static int syncs_left;
-static void die_write(void *arg, const void *buf, size_t len, uint64_t off) { }
-static void die_punch(void *arg, uint64_t off, uint64_t len) { }
-static void die_truncate(void *arg, uint64_t size) { }
-static void die_sync(void *arg)
+static int die_sync(void *arg)
 {
 	if (--syncs_left == 0)
 		_exit(0);	/* the process dies here */
+	return 0;
 }
 
 /*
@@ -485,7 +487,7 @@ static void test_sidelog_checkpoint(void **state)
 	assert_int_equal(cow_create(P("slc.img"), &o, err, COW_ERRLEN), 0);
 	pid_t pid = fork();
 	if (!pid) {
-		struct img_tap tap = { die_write, die_punch, die_truncate, die_sync, NULL };
+		struct img_tap tap = { .sync = die_sync };
 		struct cow_image *img;
 		struct cow_backend *be;
 		struct cow_ctx *ctx;
