@@ -90,7 +90,9 @@ int eio_short(struct eio *e, int res)
 		memset((char *)e->io.buf + res, 0, e->expect - res);
 		return res;
 	}
-	return e->io.op == COW_IO_WRITE ? -EIO : res;
+	/* a short write is what a full disk gives (the rest of it would fail with ENOSPC):
+	 * report it as that, not as an I/O error (issue 11 #8) */
+	return e->io.op == COW_IO_WRITE ? -ENOSPC : res;
 }
 
 /* A chunk_size buffer, 4 KiB aligned (O_DIRECT); reused, so large writes do not mmap and
