@@ -122,8 +122,12 @@ int img_write_header(struct cow_image *img)
 	free(buf);
 	STAT_ADD(img, meta_writes, 1);
 	STAT_ADD(img, meta_bytes_written, UCOW_HDR_SIZE);
-	if (r)
+	if (r) {
+		/* the slot may be torn: the header in force stays the one in the other slot,
+		 * and the next try goes to this slot again, never over that one */
+		img->hdr.generation--;
 		img_set_err(img, "%s: writing the header: %s", img->path, strerror(-r));
+	}
 	return r;
 }
 
