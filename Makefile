@@ -27,7 +27,7 @@ UBLK_OBJ    := $(UBLK_SRC:%.c=$(BUILD)/%.o)
 TOOLS_OBJ   := $(TOOLS_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps check demo bench clean unit-check cli-check asan-check tsan-check vm-check vm-shell
+.PHONY: all deps check demo bench clean unit-check cli-check asan-check tsan-check vm-check vm-shell crash-long
 all: $(BUILD)/ucow $(UNIT_BIN) $(BUILD)/libcowcore.so.1 $(BUILD)/tests/so_read
 
 $(BUILD)/%.o: %.c
@@ -97,7 +97,7 @@ cli-check: all
 asan-check:
 	@$(MAKE) --no-print-directory BUILD=build/asan CFLAGS="-O1 -g" \
 		SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
-	@tests/run-unit.sh build/asan asan-unit; a=$$?; \
+	@UCOW_CRASH_STATES=$${UCOW_CRASH_STATES:-1500} tests/run-unit.sh build/asan asan-unit; a=$$?; \
 	 CLI_TIMEOUT=450 tests/cli/run.sh build/asan >build/asan/cli.out 2>&1; c=$$?; \
 	 sed 's#^\(PASS\|FAIL\) cli/#\1 asan-cli/#' build/asan/cli.out; [ $$a -eq 0 ] && [ $$c -eq 0 ]
 
@@ -106,6 +106,11 @@ tsan-check:
 	@$(MAKE) --no-print-directory BUILD=build/tsan CFLAGS="-O1 -g" SANITIZE="-fsanitize=thread" \
 		$(TSAN_SRC:tests/unit/%.c=build/tsan/tests/%)
 	@TSAN_OPTIONS=halt_on_error=1 tests/run-unit.sh build/tsan tsan
+
+# The power-loss simulator's long sweep: a million crash images (hours), a fresh seed (printed;
+# UCOW_CRASH_SEED=N replays a run). UCOW_CRASH_STATES=N sets another count.
+crash-long: $(BUILD)/tests/test_crash
+	UCOW_CRASH_STATES=$${UCOW_CRASH_STATES:-1000000} $(BUILD)/tests/test_crash
 
 demo: deps all
 	@scripts/demo.sh
