@@ -340,6 +340,8 @@ static inline void cs_free(struct crashsim *cs)
 	free(cs->img_buf);
 	cs->ev = NULL;
 	cs->dur = cs->img_buf = NULL;
+	cs->nev = cs->ev_cap = 0;
+	cs->dur_size = cs->dur_cap = cs->img_size = cs->img_cap = 0;
 }
 
 /* The seed of a run: UCOW_CRASH_SEED, or a new one each run (printed, to replay it). */
