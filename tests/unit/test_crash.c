@@ -47,7 +47,7 @@
 #define VSIZE (4u << 20)
 #define NSECT (VSIZE / 512)
 #define SUBSETS 2		/* random subsets per crash point, besides "none" and "all" */
-#define MAX_SNAPS 8
+#define MAX_SNAPS 64		/* created in a run; at most 2 live at once */
 
 /* A write the guest made since its last completed flush: [s, s + n) sectors hold tag. */
 struct gw {
@@ -455,7 +455,8 @@ static void run_sync(const char *workload, const char *path, const char *base, u
 				guest_done(s, id);
 			}
 			cs->in_check = false;
-		} else if ((x < 98 || live_snaps(s) < 1) && s->nsnaps < MAX_SNAPS) {
+		} else if ((x < 98 || live_snaps(s) < 1) && live_snaps(s) < 2 &&
+			   s->nsnaps < MAX_SNAPS) {
 			snap_create(s, img, nsnap++);
 		} else {
 			snap_delete(s, img);
