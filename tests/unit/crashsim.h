@@ -266,6 +266,9 @@ static int cs_queue(struct cow_backend *be, struct cow_io *io)
 		cs_done_sim = cs;
 	}
 	r = b->inner->ops->queue(b->inner, io);
+	if (r < 0 && io->fd == cs->fd) {	/* not queued: the caller completes it */
+		io->done = cs->fl[--cs->nfl].done;
+	}
 	cs_be_sync(b);
 	return r;
 }
