@@ -210,7 +210,8 @@ static void cs_sync(struct crashsim *cs, uint64_t cover)
 		cs_apply(cs, &cs->ev[i], false, &cs->dur, &cs->dur_size, &cs->dur_cap);
 		free(cs->ev[i].data);
 	}
-	memmove(cs->ev, cs->ev + n, (cs->nev - n) * sizeof(*cs->ev));
+	if (n && cs->nev > n)
+		memmove(cs->ev, cs->ev + n, (cs->nev - n) * sizeof(*cs->ev));
 	cs->nev -= n;
 	cs->ev_base += n;
 }

@@ -6,7 +6,8 @@
  * once the fault is gone. Covered: reads of the backing image (a failed one fails the guest
  * read, never returns garbage), copy-on-write fills (backing and SHARED chunk), data writes
  * (new chunk, overwrite, bit-setting), punches, flush fsyncs, journal commit writes and
- * fsyncs, checkpoints (table/bitmap pages, header, syncs), snapshot create and delete.
+ * fsyncs, checkpoints (table/bitmap pages, header, syncs), snapshot create and delete; on the
+ * sync, io_uring and libaio backends.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -366,6 +367,7 @@ static void data_writes(const char *bename)
 
 static void test_data_write_sync(void **state) { data_writes("sync"); }
 static void test_data_write_uring(void **state) { data_writes("uring"); }
+static void test_data_write_aio(void **state) { data_writes("aio"); }
 
 /* A short write then ENOSPC (a disk filling up): both writes say ENOSPC, not EIO. */
 static void test_short_then_enospc(void **state)
@@ -698,6 +700,7 @@ static void storm(const char *bename, uint64_t seed)
 
 static void test_storm_sync(void **state) { storm("sync", 0x1234567887654321ull); }
 static void test_storm_uring(void **state) { storm("uring", 0xfeedfacecafebeefull); }
+static void test_storm_aio(void **state) { storm("aio", 0x0123456789abcdefull); }
 
 int main(void)
 {
@@ -706,6 +709,7 @@ int main(void)
 		cmocka_unit_test(test_cow_fill),
 		cmocka_unit_test(test_data_write_sync),
 		cmocka_unit_test(test_data_write_uring),
+		cmocka_unit_test(test_data_write_aio),
 		cmocka_unit_test(test_short_then_enospc),
 		cmocka_unit_test(test_punch),
 		cmocka_unit_test(test_flush),
@@ -715,6 +719,7 @@ int main(void)
 		cmocka_unit_test(test_snapshot_delete),
 		cmocka_unit_test(test_storm_sync),
 		cmocka_unit_test(test_storm_uring),
+		cmocka_unit_test(test_storm_aio),
 	};
 	return UNIT_RUN(tests);
 }
