@@ -4,9 +4,9 @@
  * A fault rule picks I/Os by operation, file (an fd: the image's or its backing image's),
  * offset range and count (let `skip` matching I/Os through, then fail the next `count`, 0 =
  * every later one) and says how they fail: -EIO, -ENOSPC or any -errno, or FAULT_SHORT (a
- * write that does only half of its bytes, for real, and reports that count, as a full disk
- * does; a short read is what the end of a file gives, which the engine reads as zeros by
- * design, so FAULT_SHORT fails other I/O with -EIO). Rules apply to two paths:
+ * read or write that does only its first half, whole sectors, for real, and reports that
+ * count: a write as on a full disk, a read as io_uring may cut one short; an I/O of one
+ * sector goes through; other operations fail with -EIO). Rules apply to two paths:
  *  - the backend's I/O (data, journal commits, fsyncs of flushes, punches): a fault backend
  *    wraps a real one; a failed I/O never reaches it and completes from the next
  *    submit_wait with the error;
@@ -44,6 +44,12 @@ struct fault_be {
 	int nf;
 	struct cow_io *failed;		/* failed at queue time, completed by submit_wait */
 	unsigned nfailed;
+	struct {			/* I/Os cut short: their own completion and length */
+		struct cow_io *io;
+		void (*done)(struct cow_io *io, int res);
+		uint32_t len;
+	} cut[64];
+	unsigned ncut;
 	unsigned hits;			/* every injected fault (backend and tap) */
 	int last_op;			/* the operation of the last one */
 };
@@ -91,6 +97,22 @@ static void fault_sync_be(struct fault_be *fb)
 	fb->be.inflight = fb->inner->inflight + fb->nfailed;
 }
 
+static struct fault_be *fault_cut_be;	/* the fault backend of the I/Os cut short */
+
+/* A short I/O completes: its length as the engine queued it, the count the inner did. */
+static void fault_cut_done(struct cow_io *io, int res)
+{
+	struct fault_be *fb = fault_cut_be;
+	unsigned i;
+	for (i = 0; i < fb->ncut && fb->cut[i].io != io; i++)
+		;
+	assert_true(i < fb->ncut);
+	io->done = fb->cut[i].done;
+	io->len = fb->cut[i].len;
+	fb->cut[i] = fb->cut[--fb->ncut];
+	io->done(io, res);
+}
+
 static int fault_queue(struct cow_backend *be, struct cow_io *io)
 {
 	struct fault_be *fb = (struct fault_be *)be;
@@ -98,9 +120,17 @@ static int fault_queue(struct cow_backend *be, struct cow_io *io)
 	int r;
 	if (e == FAULT_TORN)
 		e = -EIO;	/* backend I/O: plain EIO */
-	if (e == FAULT_SHORT && io->op == COW_IO_WRITE && io->len >= 1024) {
+	if (e == FAULT_SHORT && (io->op == COW_IO_WRITE || io->op == COW_IO_READ)) {
 		/* the inner backend does the first half (whole sectors), for real, and says so */
-		io->len = io->len / 2 & ~511u;
+		if (io->len >= 1024) {
+			assert_true(fb->ncut < 64);
+			fault_cut_be = fb;
+			fb->cut[fb->ncut].io = io;
+			fb->cut[fb->ncut].done = io->done;
+			fb->cut[fb->ncut++].len = io->len;
+			io->done = fault_cut_done;
+			io->len = io->len / 2 & ~511u;
+		}
 	} else if (e) {
 		if (e == FAULT_SHORT)
 			e = io->op == COW_IO_WRITE ? -ENOSPC : -EIO;
@@ -115,6 +145,11 @@ static int fault_queue(struct cow_backend *be, struct cow_io *io)
 		return 0;
 	}
 	r = fb->inner->ops->queue(fb->inner, io);
+	if (r < 0 && io->done == fault_cut_done) {	/* not queued after all */
+		fb->ncut--;
+		io->done = fb->cut[fb->ncut].done;
+		io->len = fb->cut[fb->ncut].len;
+	}
 	fault_sync_be(fb);
 	return r;
 }

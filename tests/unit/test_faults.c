@@ -4,7 +4,7 @@
  * caused it, with its errno (a short write is ENOSPC, as from a full disk); nothing flushed
  * before is lost (crash + reopen + read back + check clean); and the engine keeps serving
  * once the fault is gone. Covered: reads of the backing image (a failed one fails the guest
- * read, never returns garbage), copy-on-write fills (backing and SHARED chunk), data writes
+ * read, never returns garbage), reads cut short (read on, never zeros), copy-on-write fills (backing and SHARED chunk), data writes
  * (new chunk, overwrite, bit-setting), punches, flush fsyncs, journal commit writes and
  * fsyncs, checkpoints (table/bitmap pages, header, syncs), snapshot create and delete; on the
  * sync, io_uring and libaio backends.
@@ -297,6 +297,33 @@ static void test_backing_read(void **state)
 	verify_cur(&h, "backing read");
 	recover_and_verify(&h, "backing read");
 }
+
+/* Reads cut short (whole sectors, not at the end of the file), of this image and of the
+ * backing image, every one of them: the engine reads on, never zeros in place of data. */
+static void short_reads(const char *bename)
+{
+	static struct model m;
+	static uint8_t buf[4 * CHUNK];
+	struct fh h;
+	fh_create(&h, &m, P("sr.img"), "sr.raw", bename);
+	for (uint32_t c = 0; c < 8; c++)	/* chunks here, in part, and from the base */
+		assert_int_equal(do_write(&h, COW_WRITE, c * 128 + 16 * (c % 4), 32 + 8 * c), 0);
+	assert_int_equal(do_flush(&h), 0);
+	struct fault *fi = fault_add(&h.fb, COW_IO_READ, h.img->fd, 0, 0, 0, 0, FAULT_SHORT);
+	struct fault *fb = fault_add(&h.fb, COW_IO_READ, h.img->backing->fd, 0, 0, 0, 0,
+				     FAULT_SHORT);
+	verify_cur(&h, "short reads");
+	/* a partial write into a fresh chunk fills from a base read cut short */
+	assert_int_equal(do_write(&h, COW_WRITE, 20 * 128 + 3, 2), 0);
+	assert_int_equal(cow_rw(h.ctx, COW_READ, buf, sizeof(buf), 0, 0), 0);
+	verify_cur(&h, "short reads");
+	if (!fi->hits || !fb->hits)
+		fail_msg("short reads: %u of the image, %u of the base", fi->hits, fb->hits);
+	recover_and_verify(&h, "short reads");
+}
+
+static void test_short_read_sync(void **state) { short_reads("sync"); }
+static void test_short_read_uring(void **state) { short_reads("uring"); }
 
 /* ---- copy-on-write fills ----------------------------------------------------------------- */
 
@@ -706,6 +733,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_backing_read),
+		cmocka_unit_test(test_short_read_sync),
+		cmocka_unit_test(test_short_read_uring),
 		cmocka_unit_test(test_cow_fill),
 		cmocka_unit_test(test_data_write_sync),
 		cmocka_unit_test(test_data_write_uring),
