@@ -669,7 +669,7 @@ static void storm(const char *bename, uint64_t seed)
 {
 	static struct model m;
 	struct fh h;
-	uint64_t x = seed;
+	uint64_t x = getenv("UCOW_FAULT_SEED") ? strtoull(getenv("UCOW_FAULT_SEED"), NULL, 0) : seed;
 	unsigned fails = 0;
 	fh_create(&h, &m, P("st.img"), "st.raw", bename);
 	for (int i = 0; i < 600; i++) {
@@ -720,7 +720,9 @@ static void storm(const char *bename, uint64_t seed)
 		if (h.img->read_only)
 			fail_msg("storm %d: the image turned read-only: %s", i, cow_errmsg(h.img));
 	}
-	print_message("storm (%s): %u requests failed\n", bename, fails);
+	print_message("storm (%s, seed %llu; UCOW_FAULT_SEED=N for another): %u requests failed\n",
+		      bename, (unsigned long long)(getenv("UCOW_FAULT_SEED") ?
+		      strtoull(getenv("UCOW_FAULT_SEED"), NULL, 0) : seed), fails);
 	assert_true(fails > 20);
 	recover_and_verify(&h, "storm");
 }
