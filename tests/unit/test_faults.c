@@ -58,10 +58,12 @@ static int64_t tag_of(const uint8_t *b, uint32_t lba)
 	return tag;
 }
 
-/* The guest's view: cur = the last acknowledged value; alt = a failed write's (may or may not
+/* The guest's view: cur = the last acknowledged value; alt = failed writes' (may or may not
  * have landed); flushed = at the last successful flush, plus the writes since (crash). */
 struct model {
-	uint32_t cur[NSECT], alt[NSECT], flushed[NSECT];
+	uint32_t cur[NSECT], flushed[NSECT];
+	uint32_t alt_lo[NSECT], alt_hi[NSECT];	/* tags of failed writes since the last good one */
+	bool alt_zero[NSECT];			/* a failed write-zeroes or discard since */
 	uint32_t since_lo[NSECT], since_hi[NSECT];	/* tags written since the last flush */
 	bool since_any[NSECT];
 	uint32_t tag;
@@ -153,9 +155,14 @@ static int do_write(struct fh *h, int op, uint32_t lba, uint32_t n)
 	for (uint32_t i = lba; i < lba + n; i++) {
 		if (!r) {
 			m->cur[i] = tag;
-			m->alt[i] = UINT32_MAX;
+			m->alt_lo[i] = m->alt_hi[i] = 0;
+			m->alt_zero[i] = false;
+		} else if (!tag) {	/* it may have landed, in part; each of them */
+			m->alt_zero[i] = true;
 		} else {
-			m->alt[i] = tag;	/* it may have landed, in part */
+			if (!m->alt_lo[i])
+				m->alt_lo[i] = tag;
+			m->alt_hi[i] = tag;
 		}
 		since_add(m, i, tag);
 	}
@@ -168,13 +175,20 @@ static int do_flush(struct fh *h)
 	int r = cow_rw(h->ctx, COW_FLUSH, NULL, 0, 0, 0);
 	if (!r)
 		for (uint32_t i = 0; i < NSECT; i++) {
-			if (m->alt[i] != UINT32_MAX && m->alt[i] != m->cur[i])
+			if (m->alt_hi[i] || m->alt_zero[i])
 				continue;	/* unknown until overwritten */
 			m->flushed[i] = m->cur[i];
 			m->since_lo[i] = m->since_hi[i] = 0;
 			m->since_any[i] = false;
 		}
 	return r;
+}
+
+/* The acknowledged value, or one of the failed writes since (each may have landed). */
+static bool may_read(const struct model *m, uint32_t lba, uint32_t t)
+{
+	return t == m->cur[lba] || (t == 0 && m->alt_zero[lba]) ||
+	       (m->alt_hi[lba] && t >= m->alt_lo[lba] && t <= m->alt_hi[lba]);
 }
 
 /* Every sector reads its acknowledged value (or a failed write's). */
@@ -189,9 +203,9 @@ static void verify_cur(struct fh *h, const char *when)
 		for (uint32_t i = 0; i < sizeof(buf) / 512; i++) {
 			uint32_t lba = off / 512 + i;
 			int64_t t = tag_of(buf + i * 512, lba);
-			if (t < 0 || ((uint32_t)t != m->cur[lba] && (uint32_t)t != m->alt[lba]))
-				fail_msg("%s: sector %u reads %lld, want %u (or %u)", when, lba,
-					 (long long)t, m->cur[lba], m->alt[lba]);
+			if (t < 0 || !may_read(m, lba, (uint32_t)t))
+				fail_msg("%s: sector %u reads %lld, want %u (or %u..%u)", when, lba,
+					 (long long)t, m->cur[lba], m->alt_lo[lba], m->alt_hi[lba]);
 		}
 	}
 }
@@ -214,7 +228,8 @@ static void verify_crashed(struct fh *h, const char *when)
 				fail_msg("%s: after a crash sector %u reads %lld, flushed %u", when,
 					 lba, (long long)t, m->flushed[lba]);
 			m->cur[lba] = (uint32_t)t;	/* what it is now */
-			m->alt[lba] = UINT32_MAX;
+			m->alt_lo[lba] = m->alt_hi[lba] = 0;
+			m->alt_zero[lba] = false;
 			m->flushed[lba] = (uint32_t)t;
 			m->since_lo[lba] = m->since_hi[lba] = 0;
 			m->since_any[lba] = false;
@@ -697,8 +712,7 @@ static void storm(const char *bename, uint64_t seed)
 			r = cow_rw(h.ctx, COW_READ, buf, n * 512ull, lba * 512ull, 0);
 			for (uint32_t k = 0; !r && k < n; k++) {
 				int64_t t = tag_of(buf + k * 512, lba + k);
-				if (t < 0 || ((uint32_t)t != m.cur[lba + k] &&
-					      (uint32_t)t != m.alt[lba + k]))
+				if (t < 0 || !may_read(&m, lba + k, (uint32_t)t))
 					fail_msg("storm %d: sector %u reads %lld, want %u", i, lba + k,
 						 (long long)t, m.cur[lba + k]);
 			}
