@@ -10,7 +10,8 @@
  * minimum-size journal so commits run in rounds with checkpoints between, snapshot create
  * and delete); and both again on io_uring with two contexts on one image, up to 8 requests
  * in flight at once (writes, discards, write-zeroes and flushes side by side, flushes of one
- * context completing the other's through the hand-over).
+ * context completing the other's through the hand-over; snapshot create and delete between
+ * rounds).
  *
  * Each crash image: opened read-only while dirty (replay in memory), every sector must read
  * its value at the last completed flush or one written since (never another sector's or
@@ -463,9 +464,9 @@ static void run_sync(const char *workload, const char *path, const char *base, u
 		}
 		cs_crash_point(cs);		/* between requests too */
 	}
-	print_message("%s: %d requests, %u crash points, %u crash images (%u torn writes, %u "
-		      "writes in flight applied)\n", workload, nreq, cs->points, cs->images,
-		      cs->torn, cs->inflight_applied);
+	print_message("%s: %d requests, %d snapshots, %u crash points, %u crash images (%u torn "
+		      "writes, %u writes in flight applied)\n", workload, nreq, s->nsnaps,
+		      cs->points, cs->images, cs->torn, cs->inflight_applied);
 	img->tap = NULL;
 	cow_ctx_free(ctx);
 	assert_int_equal(cow_close(img), 0);
@@ -596,12 +597,18 @@ static void run_async(const char *workload, const char *path, const char *base, 
 				if (cow_backend_inflight(&rb[i].be))
 					assert_int_equal(cow_backend_submit_wait(&rb[i].be, 0), 0);
 		}
+		/* between rounds (the image quiet), a snapshot operation now and then */
+		uint64_t x = cs_rnd(cs) % 100;
+		if (x < 3 && live_snaps(s) < 2 && s->nsnaps < MAX_SNAPS)
+			snap_create(s, img, s->nsnaps);
+		else if (x < 5)
+			snap_delete(s, img);
 		cs_crash_point(cs);
 	}
-	print_message("%s: %u rounds, %u requests (up to %u I/Os in flight), %u crash points, "
-		      "%u crash images (%u torn writes, %u writes in flight applied)\n", workload,
-		      rounds, reqs, maxflight, cs->points, cs->images, cs->torn,
-		      cs->inflight_applied);
+	print_message("%s: %u rounds, %u requests (up to %u I/Os in flight), %d snapshots, %u "
+		      "crash points, %u crash images (%u torn writes, %u writes in flight "
+		      "applied)\n", workload, rounds, reqs, maxflight, s->nsnaps, cs->points,
+		      cs->images, cs->torn, cs->inflight_applied);
 	assert_true(maxflight > 2);
 	assert_true(cs->inflight_applied > 0);
 	img->tap = NULL;
