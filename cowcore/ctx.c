@@ -65,6 +65,28 @@ void eio_put(struct eio *e)
 static void eio_io_done(struct cow_io *io, int res)
 {
 	struct eio *e = (struct eio *)io;
+	if (io->op == COW_IO_READ && res > 0 && (uint32_t)res < io->len && !(res & 511)) {
+		/* A short read that ends on a sector boundary need not be the end of the file
+		 * (io_uring may return one): read the rest; only a read that returns 0 (or ends
+		 * mid-sector) is the end, whose tail eio_short zero-fills. Zeros in place of data
+		 * would be garbage handed to the guest. */
+		e->got += (uint32_t)res;
+		io->buf = (char *)io->buf + res;
+		io->off += (uint32_t)res;
+		io->len -= (uint32_t)res;
+		int r = e->ctx->be->ops->queue(e->ctx->be, io);
+		if (!r)
+			return;
+		res = r;
+	}
+	if (e->got) {		/* the whole I/O again, as the caller queued it */
+		io->buf = (char *)io->buf - e->got;
+		io->off -= e->got;
+		io->len += e->got;
+		if (res >= 0)
+			res += (int)e->got;
+		e->got = 0;
+	}
 	e->fn(e, res);
 }
 
@@ -77,6 +99,7 @@ void eio_queue(struct cow_ctx *ctx, struct eio *e, int op, int fd, void *buf, ui
 	e->fn = fn;
 	e->arg = arg;
 	e->expect = len;
+	e->got = 0;
 	r = ctx->be->ops->queue(ctx->be, &e->io);
 	if (r < 0)
 		fn(e, r);
@@ -90,7 +113,9 @@ int eio_short(struct eio *e, int res)
 		memset((char *)e->io.buf + res, 0, e->expect - res);
 		return res;
 	}
-	return e->io.op == COW_IO_WRITE ? -EIO : res;
+	/* a short write is what a full disk gives (the rest of it would fail with ENOSPC):
+	 * report it as that, not as an I/O error (issue 11 #8) */
+	return e->io.op == COW_IO_WRITE ? -ENOSPC : res;
 }
 
 /* A chunk_size buffer, 4 KiB aligned (O_DIRECT); reused, so large writes do not mmap and

@@ -56,9 +56,10 @@ struct eio {
 	void (*fn)(struct eio *e, int res);
 	void *arg;			/* fn's argument: a request, a chunk op, a commit */
 	uint64_t expect;		/* bytes expected: a short read zero-fills, a short write
-					 * fails (eio_short) */
+					 * fails with -ENOSPC (eio_short) */
 	uint64_t u[3];			/* per-use scratch (chunk, chunk number, block range) */
 	uint64_t hold;			/* virtual chunk + 1 whose inflight count it holds, or 0 */
+	uint32_t got;			/* a read cut short: bytes done so far (ctx.c) */
 	struct cow_req sub;		/* a read of the backing image made for this I/O */
 	struct eio *fnext;		/* ctx's free list */
 };
@@ -72,7 +73,8 @@ void eio_put(struct eio *e);
 void eio_queue(struct cow_ctx *ctx, struct eio *e, int op, int fd, void *buf, uint32_t len,
 	       uint64_t off, void (*fn)(struct eio *, int), void *arg);
 /* res of a finished I/O with e->expect applied: a short read's tail is zeroed (past the end
- * of the file), a short write is -EIO. */
+ * of the file: a read cut short elsewhere was continued first), a short write is -ENOSPC
+ * (what a full disk gives). */
 int eio_short(struct eio *e, int res);
 
 void *ctx_buf_get(struct cow_ctx *ctx);		/* chunk_size bytes, 4 KiB aligned */

@@ -129,15 +129,22 @@ int img_write_header(struct cow_image *img)
 	free(buf);
 	STAT_ADD(img, meta_writes, 1);
 	STAT_ADD(img, meta_bytes_written, UCOW_HDR_SIZE);
-	if (r)
+	if (r) {
+		/* the slot may be torn: the header in force stays the one in the other slot,
+		 * and the next try goes to this slot again, never over that one */
+		img->hdr.generation--;
 		img_set_err(img, "%s: writing the header: %s", img->path, strerror(-r));
+	}
 	return r;
 }
 
 int img_pwrite(struct cow_image *img, const void *buf, size_t len, uint64_t off)
 {
-	if (img->tap)
-		img->tap->write(img->tap->arg, buf, len, off);
+	if (img->tap && img->tap->write) {
+		int r = img->tap->write(img->tap->arg, buf, len, off);
+		if (r < 0)
+			return r;	/* an injected fault (tests) */
+	}
 	return io_pwrite_all(img->fd, buf, len, off);
 }
 
@@ -152,23 +159,32 @@ int img_meta_write(struct cow_image *img, const void *buf, size_t len, uint64_t 
 
 int img_sync(struct cow_image *img)
 {
-	if (img->tap)
-		img->tap->sync(img->tap->arg);
+	if (img->tap && img->tap->sync) {
+		int r = img->tap->sync(img->tap->arg);
+		if (r < 0)
+			return r;	/* an injected fault (tests) */
+	}
 	return fdatasync(img->fd) < 0 ? -errno : 0;
 }
 
 int img_punch(struct cow_image *img, uint64_t off, uint64_t len)
 {
-	if (img->tap)
-		img->tap->punch(img->tap->arg, off, len);
+	if (img->tap && img->tap->punch) {
+		int r = img->tap->punch(img->tap->arg, off, len);
+		if (r < 0)
+			return r;	/* an injected fault (tests) */
+	}
 	return fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
 			 (off_t)len) < 0 ? -errno : 0;
 }
 
 int img_truncate(struct cow_image *img, uint64_t size)
 {
-	if (img->tap)
-		img->tap->truncate(img->tap->arg, size);
+	if (img->tap && img->tap->truncate) {
+		int r = img->tap->truncate(img->tap->arg, size);
+		if (r < 0)
+			return r;	/* an injected fault (tests) */
+	}
 	return ftruncate(img->fd, (off_t)size) < 0 ? -errno : 0;
 }
 

@@ -35,13 +35,15 @@
 #include "cowcore.h"
 #include "format.h"
 
-/* Tests (test_crash.c): told of every write, punch, size change and sync the engine makes to
- * an image file outside the backend, in order, before it is made. */
+/* Tests (test_crash.c, test_faults.c): told of every write, punch, size change and sync the
+ * engine makes to an image file outside the backend, in order, before it is made. A callback
+ * returns 0 to let the call go ahead, or -errno to fail it with that error without making it
+ * (an injected fault); a NULL callback lets the call through. No tap: no change at all. */
 struct img_tap {
-	void (*write)(void *arg, const void *buf, size_t len, uint64_t off);
-	void (*punch)(void *arg, uint64_t off, uint64_t len);
-	void (*truncate)(void *arg, uint64_t size);
-	void (*sync)(void *arg);
+	int (*write)(void *arg, const void *buf, size_t len, uint64_t off);
+	int (*punch)(void *arg, uint64_t off, uint64_t len);
+	int (*truncate)(void *arg, uint64_t size);
+	int (*sync)(void *arg);
 	void *arg;
 };
 

@@ -274,11 +274,24 @@ int jnl_checkpoint(struct cow_image *img)
 	if (!r)
 		r = img_sync(img);
 	if (!r) {
+		uint64_t old_seq = img->hdr.journal_seq;
 		img->hdr.journal_seq = img->jseq + img->jblk + 1;
 		r = jnl_write_header(img);
+		if (!r && (r = img_sync(img)))
+			img->hdr.generation--;	/* written, maybe not durable (see below) */
+		if (r) {
+			/*
+			 * J5/J6: the new header may or may not be on disk. In memory the old one
+			 * stays in force (img_write_header: the next header goes to the same
+			 * slot again, never over the last durable one), and no batch may go to
+			 * the journal before a checkpoint succeeds: its blocks would carry the
+			 * old journal_seq, which a new header that did land never replays (the
+			 * flushes they acknowledge would be lost at the next crash).
+			 */
+			img->hdr.journal_seq = old_seq;
+			img->jblk = img->hdr.journal_size / UCOW_JBLOCK;
+		}
 	}
-	if (!r)
-		r = img_sync(img);
 	free(us.u);
 	STAT_ADD(img, fsyncs, 3);
 	if (r) {
@@ -376,6 +389,12 @@ void jnl_batch_done(struct cow_image *img, struct jnl_batch *b, int res)
 	b->buf = NULL;
 	if (res) {
 		img_set_err(img, "%s: journal write failed: %s", img->path, strerror(-res));
+		/* J2/J6: the batch's blocks stay used (never rewritten), but replay stops at the
+		 * first of them that did not land: a later batch written after them would never
+		 * replay, and the flushes it acknowledged would be lost at the next crash. So
+		 * the journal counts as full: the next batch checkpoints first, and the new
+		 * journal_seq leaves the failed blocks behind. */
+		img->jblk = img->hdr.journal_size / UCOW_JBLOCK;
 		return;
 	}
 	img->rec_committed = b->upto;

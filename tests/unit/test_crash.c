@@ -1,18 +1,28 @@
 /*
- * Power loss, with the writes since the last sync persisted in any subset.
+ * Power loss, with the writes since the last sync persisted in any subset, torn at 512-byte
+ * sectors, and with I/O in flight (tests/unit/crashsim.h records every write, punch, size
+ * change and sync that reaches the image file: metadata through img->tap, data, journal and
+ * fsyncs through a recording backend, at completion; an fsync covers what had completed
+ * when it was issued).
  *
- * Every write, punch, size change and sync that reaches the image file is recorded: the
- * engine's own metadata I/O through img->tap, its data and journal I/O through a recording
- * backend (the "sync" backend underneath: one I/O at a time, in queue order). The records
- * drive a model of the disk: the content the last sync made durable, plus the events since.
- * Just before every sync and after every request, crash images are built from the durable
- * content plus a random subset of the events since (in their order: a sector ends up old,
- * or as one of the writes to it), and opened read-write (journal replay, validation,
- * clean-up). Each must open, `check` must find no corruption, and every sector must read a
- * value it may hold: its value at the last completed flush or one written to it since, never
- * another sector's data, never garbage. Workloads: a standalone image and an overlay over a
- * raw base, random writes of 512 B to 64 KiB, discards, write-zeroes, flushes, a journal of
- * the minimum size (so checkpoints run often), snapshot create and delete.
+ * Workloads: a standalone image and an overlay over a raw base on the sync backend (random
+ * writes of 512 B to 64 KiB, discards, write-zeroes, flushes, bursts that overflow the
+ * minimum-size journal so commits run in rounds with checkpoints between, snapshot create
+ * and delete); and both again on io_uring with two contexts on one image, up to 8 requests
+ * in flight at once (writes, discards, write-zeroes and flushes side by side, flushes of one
+ * context completing the other's through the hand-over; snapshot create and delete between
+ * rounds).
+ *
+ * Each crash image: opened read-only while dirty (replay in memory), every sector must read
+ * its value at the last completed flush or one written since (never another sector's or
+ * chunk's data, never garbage); each snapshot the model says must exist does, and reads
+ * exactly its content; then opened read-write (replay, checkpoint, clean-up) it must read
+ * the same; a write and a flush into it, a clean close, and `check` finds no corruption and
+ * the write.
+ *
+ * A different seed every run (printed; UCOW_CRASH_SEED=N replays one). UCOW_CRASH_STATES sets
+ * how many crash images a run builds (default 10000; `make crash-long` sweeps 1000000; the
+ * ASan run of make check asks for fewer).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,169 +43,46 @@
 
 #define UNIT_TMP "/dev/shm"	/* thousands of fdatasyncs: on tmpfs they cost nothing */
 #include "unit.h"
+#include "crashsim.h"
 
 #define VSIZE (4u << 20)
 #define NSECT (VSIZE / 512)
 #define SUBSETS 2		/* random subsets per crash point, besides "none" and "all" */
-
-enum { EV_WRITE, EV_PUNCH, EV_TRUNC };
-
-struct ev {
-	int kind;
-	uint64_t off, len;
-	uint8_t *data;
-};
+#define MAX_SNAPS 64		/* created in a run; at most 2 live at once */
 
 /* A write the guest made since its last completed flush: [s, s + n) sectors hold tag. */
 struct gw {
 	uint32_t s, n, tag;
+	uint64_t id;
+	bool done;			/* completed (a flush submitted after covers it) */
+};
+
+enum { SN_CREATING, SN_LIVE, SN_DELETING, SN_GONE };
+struct snapm {
+	char name[16];
+	int state;
+	uint32_t *v;			/* the content: a tag per sector */
 };
 
 struct sim {
-	/* the disk */
-	int fd;				/* the image file (its I/O is what is recorded) */
-	uint8_t *dur;			/* durable content */
-	uint64_t dur_size, dur_cap;
-	struct ev *ev;
-	size_t nev, ev_cap;
+	struct crashsim cs;
 	/* the guest's view */
 	uint32_t flushed[NSECT];	/* tag at the last completed flush (0: zeros) */
+	uint32_t cur[NSECT];		/* tag of the last completed write (sync workloads) */
 	struct gw *gw;
 	size_t ngw, gw_cap;
-	/* the run */
-	uint64_t rng;
-	unsigned checks, crash_opens;
-	bool in_check;
-	const char *crash;		/* where crash images are built */
-	struct cow_backend *inner;
+	uint64_t next_id;
+	struct snapm snaps[MAX_SNAPS];
+	int nsnaps;
+	uint32_t probe_tag;
+	uint32_t got[NSECT];		/* scratch: what a crash image reads */
+	const char *workload;
 };
 
-static uint64_t rnd(struct sim *s)
+static struct sim *sim_of(struct crashsim *cs)
 {
-	s->rng ^= s->rng << 13;
-	s->rng ^= s->rng >> 7;
-	s->rng ^= s->rng << 17;
-	return s->rng;
+	return (struct sim *)(void *)((char *)cs - offsetof(struct sim, cs));
 }
-
-static void *xrealloc(void *p, size_t n)
-{
-	void *q = realloc(p, n);
-	assert_non_null(q);
-	return q;
-}
-
-/* ---- the disk model ------------------------------------------------------------------------ */
-
-static void buf_size(uint8_t **b, uint64_t *size, uint64_t *cap, uint64_t want)
-{
-	if (want > *cap) {
-		uint64_t c = *cap ? *cap : 1 << 20;
-		while (c < want)
-			c *= 2;
-		*b = xrealloc(*b, c);
-		*cap = c;
-	}
-	if (want > *size)
-		memset(*b + *size, 0, want - *size);
-	*size = want;
-}
-
-static void ev_apply(const struct ev *e, uint8_t **b, uint64_t *size, uint64_t *cap)
-{
-	switch (e->kind) {
-	case EV_WRITE:
-		if (e->off + e->len > *size)
-			buf_size(b, size, cap, e->off + e->len);
-		memcpy(*b + e->off, e->data, e->len);
-		break;
-	case EV_PUNCH:
-		if (e->off < *size)
-			memset(*b + e->off, 0, (e->off + e->len < *size ? e->off + e->len : *size) - e->off);
-		break;
-	case EV_TRUNC:
-		buf_size(b, size, cap, e->off);
-		break;
-	}
-}
-
-static void ev_add(struct sim *s, int kind, uint64_t off, uint64_t len, const void *data)
-{
-	if (s->nev == s->ev_cap) {
-		s->ev_cap = s->ev_cap ? s->ev_cap * 2 : 64;
-		s->ev = xrealloc(s->ev, s->ev_cap * sizeof(*s->ev));
-	}
-	struct ev *e = &s->ev[s->nev++];
-	*e = (struct ev){ .kind = kind, .off = off, .len = len };
-	if (data) {
-		e->data = malloc(len);
-		assert_non_null(e->data);
-		memcpy(e->data, data, len);
-	}
-}
-
-static void crash_check(struct sim *s);
-
-/* A sync: first crash in the window it closes, then everything in it is durable. */
-static void disk_sync(struct sim *s)
-{
-	crash_check(s);
-	for (size_t i = 0; i < s->nev; i++) {
-		ev_apply(&s->ev[i], &s->dur, &s->dur_size, &s->dur_cap);
-		free(s->ev[i].data);
-	}
-	s->nev = 0;
-}
-
-static void tap_write(void *arg, const void *buf, size_t len, uint64_t off)
-{
-	ev_add(arg, EV_WRITE, off, len, buf);
-}
-
-static void tap_punch(void *arg, uint64_t off, uint64_t len)
-{
-	ev_add(arg, EV_PUNCH, off, len, NULL);
-}
-
-static void tap_truncate(void *arg, uint64_t size)
-{
-	ev_add(arg, EV_TRUNC, size, 0, NULL);
-}
-
-static void tap_sync(void *arg)
-{
-	disk_sync(arg);
-}
-
-/* The recording backend: the data and journal I/O of the image file. */
-struct rec_be {
-	struct cow_backend be;
-	struct sim *s;
-};
-
-static int rec_queue(struct cow_backend *be, struct cow_io *io)
-{
-	struct sim *s = ((struct rec_be *)be)->s;
-	if (io->fd == s->fd) {
-		if (io->op == COW_IO_WRITE)
-			ev_add(s, EV_WRITE, io->off, io->len, io->buf);
-		else if (io->op == COW_IO_PUNCH || io->op == COW_IO_ZERO_RANGE)
-			ev_add(s, EV_PUNCH, io->off, io->len, NULL);
-		else if (io->op == COW_IO_FSYNC)
-			disk_sync(s);
-	}
-	return pass_queue(be, s->inner, io);
-}
-
-static int rec_submit_wait(struct cow_backend *be, unsigned min)
-{
-	return pass_submit_wait(be, ((struct rec_be *)be)->s->inner, min);
-}
-
-static void rec_destroy(struct cow_backend *be) { (void)be; }
-
-static const struct cow_backend_ops rec_ops = { "recording", rec_queue, rec_submit_wait,
-						rec_destroy };
 
 /* ---- the guest's data ---------------------------------------------------------------------- */
 
@@ -214,8 +101,8 @@ static int64_t tag_of(const uint8_t *b, uint32_t lba)
 {
 	uint32_t tag = get_le32(b);
 	bool zero = true;
-	for (unsigned k = 0; k < 512; k++)
-		if (b[k]) {
+	for (unsigned k = 0; k < 512; k += 8)
+		if (*(const uint64_t *)(const void *)(b + k)) {
 			zero = false;
 			break;
 		}
@@ -237,128 +124,208 @@ static bool allowed(struct sim *s, uint32_t lba, uint32_t tag)
 	return false;
 }
 
-/* ---- crash images ---------------------------------------------------------------------------- */
-
-static void write_image(const char *path, const uint8_t *b, uint64_t size)
+static uint64_t guest_write(struct sim *s, uint32_t lba, uint32_t n, uint32_t tag)
 {
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(ftruncate(fd, (off_t)size), 0);
-	for (uint64_t o = 0; o < size; o += 4096) {
-		uint64_t n = size - o < 4096 ? size - o : 4096;
-		bool zero = true;
-		for (uint64_t k = 0; k < n && zero; k++)
-			zero = !b[o + k];
-		if (!zero)
-			assert_int_equal(pwrite(fd, b + o, n, (off_t)o), (ssize_t)n);
+	if (s->ngw == s->gw_cap) {
+		s->gw_cap = s->gw_cap ? s->gw_cap * 2 : 64;
+		s->gw = cs_realloc(s->gw, s->gw_cap * sizeof(*s->gw));
 	}
-	close(fd);
+	s->gw[s->ngw++] = (struct gw){ .s = lba, .n = n, .tag = tag, .id = ++s->next_id };
+	return s->next_id;
 }
 
-/* Open one crash image and hold it to the guest's view. */
-static void verify_crash(struct sim *s, const char *what)
+static void guest_done(struct sim *s, uint64_t id)
 {
-	struct cow_image *img;
+	for (size_t i = 0; i < s->ngw; i++)
+		if (s->gw[i].id == id) {
+			s->gw[i].done = true;
+			for (uint32_t k = 0; k < s->gw[i].n; k++)
+				s->cur[s->gw[i].s + k] = s->gw[i].tag;
+		}
+}
+
+/* A flush: covers the writes done when it was submitted (ids in cover). */
+static uint64_t *flush_cover(struct sim *s, size_t *n)
+{
+	uint64_t *c = malloc((s->ngw + 1) * sizeof(*c));
+	assert_non_null(c);
+	*n = 0;
+	for (size_t i = 0; i < s->ngw; i++)
+		if (s->gw[i].done)
+			c[(*n)++] = s->gw[i].id;
+	return c;
+}
+
+static void guest_flushed(struct sim *s, const uint64_t *cover, size_t n)
+{
+	size_t k = 0, j = 0;
+	for (size_t i = 0; i < s->ngw; i++) {
+		bool covered = false;
+		while (j < n && cover[j] < s->gw[i].id)
+			j++;
+		covered = j < n && cover[j] == s->gw[i].id;
+		if (covered)
+			for (uint32_t q = 0; q < s->gw[i].n; q++)
+				s->flushed[s->gw[i].s + q] = s->gw[i].tag;
+		else
+			s->gw[k++] = s->gw[i];
+	}
+	s->ngw = k;
+}
+
+/* ---- crash images ---------------------------------------------------------------------------- */
+
+static void read_all(struct sim *s, struct cow_image *img, uint32_t *tags, const char *what,
+		     const char *view)
+{
+	static uint8_t buf[VSIZE];
 	struct cow_backend *be;
 	struct cow_ctx *ctx;
-	struct cow_check_result cr;
-	static uint8_t buf[64 << 10];
-
-	s->in_check = true;
-	int r = cow_open(s->crash, NULL, &img, err, COW_ERRLEN);
-	if (r)
-		fail_msg("crash image (%s, check %u) does not open: %d %s", what, s->checks, r, err);
 	assert_int_equal(cow_backend_new("sync", 8, &be), 0);
 	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
-	for (uint32_t off = 0; off < VSIZE; off += sizeof(buf)) {
-		assert_int_equal(cow_rw(ctx, COW_READ, buf, sizeof(buf), off, 0), 0);
-		for (uint32_t i = 0; i < sizeof(buf) / 512; i++) {
-			uint32_t lba = off / 512 + i;
-			int64_t t = tag_of(buf + i * 512, lba);
-			if (t < 0 || !allowed(s, lba, (uint32_t)t))
-				fail_msg("crash image (%s, check %u): sector %u reads %s%lld, flushed "
-					 "%u", what, s->checks, lba, t < 0 ? "garbage " : "tag ",
-					 (long long)t, s->flushed[lba]);
-		}
+	int r = cow_rw(ctx, COW_READ, buf, VSIZE, 0, 0);
+	if (r)
+		fail_msg("%s crash image (%s, point %u, %s): reading it: %d", s->workload, what,
+			 s->cs.points, view, r);
+	for (uint32_t lba = 0; lba < NSECT; lba++) {
+		int64_t t = tag_of(buf + lba * 512, lba);
+		if (t < 0)
+			fail_msg("%s crash image (%s, point %u, %s): sector %u reads garbage",
+				 s->workload, what, s->cs.points, view, lba);
+		tags[lba] = (uint32_t)t;
 	}
 	cow_ctx_free(ctx);
 	cow_backend_free(be);
+}
+
+static void check_snapshots(struct sim *s, struct cow_image *img, const char *what)
+{
+	static uint32_t tags[NSECT];
+	struct cow_snap_info *si;
+	uint32_t ns;
+	assert_int_equal(cow_snapshot_list(img, &si, &ns), 0);
+	for (int i = 0; i < s->nsnaps; i++) {
+		struct snapm *m = &s->snaps[i];
+		bool there = false;
+		for (uint32_t k = 0; k < ns; k++)
+			there |= !strcmp(si[k].name, m->name);
+		if ((m->state == SN_LIVE && !there) || (m->state == SN_GONE && there))
+			fail_msg("%s crash image (%s, point %u): snapshot %s %s", s->workload, what,
+				 s->cs.points, m->name, there ? "is back" : "is lost");
+		if (!there)
+			continue;
+		struct cow_image *v;
+		if (cow_open(s->cs.crash, &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY,
+			     .snapshot = m->name }, &v, err, COW_ERRLEN))
+			fail_msg("%s crash image (%s, point %u): snapshot %s: %s", s->workload, what,
+				 s->cs.points, m->name, err);
+		read_all(s, v, tags, what, m->name);
+		for (uint32_t lba = 0; lba < NSECT; lba++)
+			if (tags[lba] != m->v[lba])
+				fail_msg("%s crash image (%s, point %u): snapshot %s sector %u reads "
+					 "%u, want %u", s->workload, what, s->cs.points, m->name, lba,
+					 tags[lba], m->v[lba]);
+		cow_close(v);
+	}
+	for (uint32_t k = 0; k < ns; k++) {
+		bool known = false;
+		for (int i = 0; i < s->nsnaps; i++)
+			known |= !strcmp(si[k].name, s->snaps[i].name);
+		if (!known)
+			fail_msg("%s crash image: unknown snapshot %s", s->workload, si[k].name);
+	}
+	free(si);
+}
+
+/* Open one crash image and hold it to the guest's view. */
+static void verify_crash(struct crashsim *cs, const char *what)
+{
+	struct sim *s = sim_of(cs);
+	static uint32_t rw[NSECT];
+	static uint8_t probe[4096];
+	struct cow_image *img;
+	struct cow_check_result cr;
+
+	/* dirty, read-only: the journal replays in memory */
+	int r = cow_open(cs->crash, &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY }, &img, err,
+			 COW_ERRLEN);
+	if (r)
+		fail_msg("%s crash image (%s, point %u) does not open read-only: %d %s",
+			 s->workload, what, cs->points, r, err);
+	read_all(s, img, s->got, what, "read-only");
+	for (uint32_t lba = 0; lba < NSECT; lba++)
+		if (!allowed(s, lba, s->got[lba]))
+			fail_msg("%s crash image (%s, point %u): sector %u reads tag %u, flushed %u",
+				 s->workload, what, cs->points, lba, s->got[lba], s->flushed[lba]);
+	check_snapshots(s, img, what);
+	cow_close(img);
+
+	/* read-write: replay, checkpoint, clean-up; the same content */
+	r = cow_open(cs->crash, NULL, &img, err, COW_ERRLEN);
+	if (r)
+		fail_msg("%s crash image (%s, point %u) does not open: %d %s", s->workload, what,
+			 cs->points, r, err);
+	read_all(s, img, rw, what, "read-write");
+	for (uint32_t lba = 0; lba < NSECT; lba++)
+		if (rw[lba] != s->got[lba])
+			fail_msg("%s crash image (%s, point %u): sector %u reads %u read-write, %u "
+				 "read-only", s->workload, what, cs->points, lba, rw[lba],
+				 s->got[lba]);
+	/* it takes writes */
+	uint32_t plba = (uint32_t)(cs_rnd(cs) % (NSECT / 8)) * 8;
+	struct cow_backend *be;
+	struct cow_ctx *ctx;
+	assert_int_equal(cow_backend_new("sync", 8, &be), 0);
+	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
+	fill(probe, plba, 8, ++s->probe_tag);
+	assert_int_equal(cow_rw(ctx, COW_WRITE, probe, sizeof(probe), plba * 512ull, 0), 0);
+	assert_int_equal(cow_rw(ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
 	assert_int_equal(cow_close(img), 0);
-	assert_int_equal(cow_open(s->crash, &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+	assert_int_equal(cow_open(cs->crash, &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
 			&img, err, COW_ERRLEN), 0);
 	assert_int_equal(cow_check(img, &cr), 0);
 	if (cr.verdict == 2)
-		fail_msg("crash image (%s, check %u): corrupt: %s", what, s->checks,
-			 cr.first_problem);
+		fail_msg("%s crash image (%s, point %u): corrupt: %s", s->workload, what,
+			 cs->points, cr.first_problem);
+	assert_int_equal(cow_backend_new("sync", 8, &be), 0);
+	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
+	assert_int_equal(cow_rw(ctx, COW_READ, probe, sizeof(probe), plba * 512ull, 0), 0);
+	for (uint32_t k = 0; k < 8; k++)
+		if (tag_of(probe + k * 512, plba + k) != s->probe_tag)
+			fail_msg("%s crash image (%s, point %u): the write after recovery is lost",
+				 s->workload, what, cs->points);
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
 	cow_close(img);
-	s->crash_opens++;
-	s->in_check = false;
-}
-
-static void crash_check(struct sim *s)
-{
-	uint8_t *b = NULL;
-	uint64_t size = 0, cap = 0;
-	if (s->in_check)
-		return;
-	s->checks++;
-	for (int k = 0; k < SUBSETS + 2; k++) {
-		if (k == 1 && !s->nev)
-			break;	/* nothing pending: one image says it all */
-		buf_size(&b, &size, &cap, s->dur_size);
-		memcpy(b, s->dur, s->dur_size);
-		for (size_t i = 0; i < s->nev; i++)
-			if (k == 1 || (k >= 2 && (rnd(s) & 1)))
-				ev_apply(&s->ev[i], &b, &size, &cap);
-		write_image(s->crash, b, size);
-		verify_crash(s, k == 0 ? "none since the sync" : k == 1 ? "all" : "a subset");
-	}
-	free(b);
 }
 
 /* ---- the run ------------------------------------------------------------------------------- */
 
-static void guest_write(struct sim *s, uint32_t lba, uint32_t n, uint32_t tag)
+static unsigned crash_states(void)
 {
-	if (s->ngw == s->gw_cap) {
-		s->gw_cap = s->gw_cap ? s->gw_cap * 2 : 64;
-		s->gw = xrealloc(s->gw, s->gw_cap * sizeof(*s->gw));
-	}
-	s->gw[s->ngw++] = (struct gw){ .s = lba, .n = n, .tag = tag };
+	const char *e = getenv("UCOW_CRASH_STATES");
+	return e ? (unsigned)strtoul(e, NULL, 0) : 10000;
 }
 
-static void guest_flushed(struct sim *s)
-{
-	for (size_t i = 0; i < s->ngw; i++)
-		for (uint32_t k = 0; k < s->gw[i].n; k++)
-			s->flushed[s->gw[i].s + k] = s->gw[i].tag;
-	s->ngw = 0;
-}
-
-static void run(const char *path, const char *base, uint64_t seed, int nreq)
+static struct sim *sim_new(const char *workload, const char *crash, const char *base,
+			   uint64_t seed)
 {
 	struct sim *s = calloc(1, sizeof(*s));
-	struct rec_be rb = { .be.ops = &rec_ops, .s = s };
-	struct img_tap tap = { tap_write, tap_punch, tap_truncate, tap_sync, s };
-	struct cow_create_opts o = { .size = VSIZE, .chunk_size = 64 << 10, .block_size = 4096,
-				     .journal_size = UCOW_MIN_JOURNAL, .backing = base,
-				     .backing_fmt = base ? COW_FMT_RAW : 0 };
-	static uint8_t data[64 << 10];
-	struct cow_image *img;
-	struct cow_ctx *ctx;
-	uint32_t tag = 1000;
-	int nsnap = 0, first = 0;
-
 	assert_non_null(s);
-	s->rng = seed;
-	s->crash = strdup(P(base ? "crash-overlay.img" : "crash-standalone.img"));
-	assert_non_null(s->crash);
+	s->workload = workload;
+	s->cs.rng = seed;
+	s->cs.subsets = SUBSETS;
+	s->cs.verify = verify_crash;
+	s->probe_tag = 1u << 30;
+	snprintf(s->cs.crash, sizeof(s->cs.crash), "%s", crash);
 	if (base) {	/* the base: sector i holds tag i + 1 */
 		uint8_t *b = malloc(VSIZE);
 		assert_non_null(b);
 		for (uint32_t i = 0; i < NSECT; i++) {
 			fill(b + i * 512, i, 1, i + 1);
-			s->flushed[i] = i + 1;
+			s->flushed[i] = s->cur[i] = i + 1;
 		}
 		int fd = open(P(base), O_RDWR | O_CREAT | O_TRUNC, 0644);
 		assert_true(fd >= 0);
@@ -366,25 +333,87 @@ static void run(const char *path, const char *base, uint64_t seed, int nreq)
 		close(fd);
 		free(b);
 	}
+	return s;
+}
+
+static void sim_free(struct sim *s)
+{
+	cs_free(&s->cs);
+	for (int i = 0; i < s->nsnaps; i++)
+		free(s->snaps[i].v);
+	free(s->gw);
+	free(s);
+}
+
+static void mk_image(const char *path, const char *base)
+{
+	struct cow_create_opts o = { .size = VSIZE, .chunk_size = 64 << 10, .block_size = 4096,
+				     .journal_size = UCOW_MIN_JOURNAL, .backing = base,
+				     .backing_fmt = base ? COW_FMT_RAW : 0 };
 	unlink(path);
 	if (cow_create(path, &o, err, COW_ERRLEN))
 		fail_msg("create: %s", err);
-	assert_int_equal(cow_open(path, NULL, &img, err, COW_ERRLEN), 0);
-	assert_int_equal(cow_backend_new("sync", 8, &s->inner), 0);
-	assert_int_equal(cow_ctx_new(img, &rb.be, &ctx), 0);
-	/* the durable start: the file as the open left it (synced) */
-	s->fd = img->fd;
-	struct stat st;
-	assert_int_equal(fstat(s->fd, &st), 0);
-	buf_size(&s->dur, &s->dur_size, &s->dur_cap, (uint64_t)st.st_size);
-	assert_int_equal(pread(s->fd, s->dur, s->dur_size, 0), (ssize_t)s->dur_size);
-	img->tap = &tap;
+}
 
-	for (int i = 0; i < nreq; i++) {
-		uint64_t x = rnd(s) % 100;
-		uint32_t lba = (uint32_t)(rnd(s) % NSECT);
-		uint32_t n = 1 + (uint32_t)(rnd(s) % 128);
-		if (rnd(s) % 4 == 0) {	/* whole chunks sometimes: unmaps, no partial blocks */
+static void snap_create(struct sim *s, struct cow_image *img, int n)
+{
+	struct snapm *m = &s->snaps[s->nsnaps++];
+	snprintf(m->name, sizeof(m->name), "s%d", n);
+	m->v = malloc(sizeof(s->cur));
+	assert_non_null(m->v);
+	memcpy(m->v, s->cur, sizeof(s->cur));
+	m->state = SN_CREATING;
+	assert_int_equal(cow_snapshot_create(img, m->name), 0);
+	m->state = SN_LIVE;
+}
+
+static void snap_delete(struct sim *s, struct cow_image *img)
+{
+	for (int i = 0; i < s->nsnaps; i++)
+		if (s->snaps[i].state == SN_LIVE) {
+			s->snaps[i].state = SN_DELETING;
+			assert_int_equal(cow_snapshot_delete(img, s->snaps[i].name), 0);
+			s->snaps[i].state = SN_GONE;
+			assert_true(cow_reclaim(img, 0) >= 0);
+			return;
+		}
+}
+
+static int live_snaps(struct sim *s)
+{
+	int n = 0;
+	for (int i = 0; i < s->nsnaps; i++)
+		n += s->snaps[i].state == SN_LIVE;
+	return n;
+}
+
+/* One request at a time on the sync backend, crash points at every sync and between. */
+static void run_sync(const char *workload, const char *path, const char *base, uint64_t seed,
+		     unsigned budget)
+{
+	struct sim *s = sim_new(workload, P(base ? "crash-overlay.img" : "crash-standalone.img"),
+				base, seed);
+	struct crashsim *cs = &s->cs;
+	struct cs_be rb;
+	struct cow_backend *inner;
+	static uint8_t data[64 << 10];
+	struct cow_image *img;
+	struct cow_ctx *ctx;
+	uint32_t tag = 1000;
+	int nreq = 0, nsnap = 0;
+
+	mk_image(path, base);
+	assert_int_equal(cow_open(path, NULL, &img, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_backend_new("sync", 8, &inner), 0);
+	cs_be_init(&rb, cs, inner);
+	assert_int_equal(cow_ctx_new(img, &rb.be, &ctx), 0);
+	cs_attach(cs, img);
+
+	for (; cs->images < budget || nreq < 20; nreq++) {
+		uint64_t x = cs_rnd(cs) % 100;
+		uint32_t lba = (uint32_t)(cs_rnd(cs) % NSECT);
+		uint32_t n = 1 + (uint32_t)(cs_rnd(cs) % 128);
+		if (cs_rnd(cs) % 4 == 0) {	/* whole chunks sometimes: unmaps, no partial blocks */
 			lba &= ~127u;
 			n = 128;
 		}
@@ -392,81 +421,239 @@ static void run(const char *path, const char *base, uint64_t seed, int nreq)
 			n = NSECT - lba;
 		if (x < 62) {
 			fill(data, lba, n, ++tag);
+			uint64_t id = guest_write(s, lba, n, tag);
 			assert_int_equal(cow_rw(ctx, COW_WRITE, data, n * 512ull, lba * 512ull, 0), 0);
-			guest_write(s, lba, n, tag);
+			guest_done(s, id);
 		} else if (x < 72) {
 			int op = x < 67 ? COW_DISCARD : COW_WRITE_ZEROES;
+			uint64_t id = guest_write(s, lba, n, 0);
 			assert_int_equal(cow_rw(ctx, op, NULL, n * 512ull, lba * 512ull, 0), 0);
-			guest_write(s, lba, n, 0);
+			guest_done(s, id);
 		} else if (x < 94) {
+			size_t nc;
+			uint64_t *cover = flush_cover(s, &nc);
 			assert_int_equal(cow_rw(ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
-			guest_flushed(s);
+			guest_flushed(s, cover, nc);
+			free(cover);
 		} else if (x < 96) {
 			/* a burst of 4 KiB writes, more records than the journal holds: the flush
 			 * after it commits in rounds, with checkpoints between them */
-			s->in_check = true;	/* crash points: at the syncs of the flush */
+			cs->in_check = true;	/* crash points: at the syncs of the flush */
 			for (int k = 0; k < 400; k++) {
-				uint32_t l = (uint32_t)(rnd(s) % (NSECT / 8)) * 8;
+				uint32_t l = (uint32_t)(cs_rnd(cs) % (NSECT / 8)) * 8;
+				uint64_t id;
 				if (k % 10 == 0) {	/* unmap chunks, so writes map new ones */
 					l &= ~127u;
+					id = guest_write(s, l, 128, 0);
 					assert_int_equal(cow_rw(ctx, COW_DISCARD, NULL, 65536,
 								l * 512ull, 0), 0);
-					guest_write(s, l, 128, 0);
+					guest_done(s, id);
 					continue;
 				}
 				fill(data, l, 8, ++tag);
+				id = guest_write(s, l, 8, tag);
 				assert_int_equal(cow_rw(ctx, COW_WRITE, data, 4096, l * 512ull, 0), 0);
-				guest_write(s, l, 8, tag);
+				guest_done(s, id);
 			}
-			s->in_check = false;
-		} else if (x < 98 || nsnap - first < 1) {
-			char name[32];
-			snprintf(name, sizeof(name), "s%d", nsnap++);
-			assert_int_equal(cow_snapshot_create(img, name), 0);
+			cs->in_check = false;
+		} else if ((x < 98 || live_snaps(s) < 1) && live_snaps(s) < 2 &&
+			   s->nsnaps < MAX_SNAPS) {
+			snap_create(s, img, nsnap++);
 		} else {
-			char name[32];
-			snprintf(name, sizeof(name), "s%d", first++);
-			assert_int_equal(cow_snapshot_delete(img, name), 0);
-			assert_true(cow_reclaim(img, 0) >= 0);
+			snap_delete(s, img);
 		}
-		crash_check(s);		/* between requests too */
+		cs_crash_point(cs);		/* between requests too */
 	}
-	print_message("%s: %d requests, %u crash points, %u crash images opened and checked\n",
-		      base ? "overlay" : "standalone", nreq, s->checks, s->crash_opens);
-	assert_true(s->crash_opens > (unsigned)nreq);
+	print_message("%s: %d requests, %d snapshots, %u crash points, %u crash images (%u torn "
+		      "writes, %u writes in flight applied)\n", workload, nreq, s->nsnaps,
+		      cs->points, cs->images, cs->torn, cs->inflight_applied);
 	img->tap = NULL;
 	cow_ctx_free(ctx);
 	assert_int_equal(cow_close(img), 0);
-	cow_backend_free(s->inner);
-	for (size_t i = 0; i < s->nev; i++)
-		free(s->ev[i].data);
-	free(s->ev);
-	free(s->gw);
-	free(s->dur);
-	free((void *)s->crash);
-	free(s);
+	cow_backend_free(inner);
+	sim_free(s);
 }
+
+/* ---- io_uring, two contexts, several requests in flight ------------------------------------ */
+
+struct areq {
+	struct cow_req req;
+	struct sim *s;
+	uint64_t id;			/* writes: the guest write */
+	uint64_t *cover;		/* flushes: the writes it covers */
+	size_t ncover;
+	bool done;
+};
+
+static void areq_cb(struct cow_req *req, int res)
+{
+	struct areq *a = req->priv;
+	if (res)
+		fail_msg("%s: request op %d at %llu failed: %d", a->s->workload, req->op,
+			 (unsigned long long)req->off, res);
+	if (req->op == COW_FLUSH) {
+		guest_flushed(a->s, a->cover, a->ncover);
+		free(a->cover);
+		a->cover = NULL;
+	} else {
+		guest_done(a->s, a->id);
+	}
+	a->done = true;
+}
+
+#define NCTX 2
+#define MAXQ 8
+
+static void run_async(const char *workload, const char *path, const char *base, uint64_t seed,
+		      unsigned budget)
+{
+	struct sim *s = sim_new(workload, P(base ? "crash-aoverlay.img" : "crash-astandalone.img"),
+				base, seed);
+	struct crashsim *cs = &s->cs;
+	struct cs_be rb[NCTX];
+	struct cow_backend *inner[NCTX];
+	struct cow_ctx *ctx[NCTX];
+	static uint8_t data[MAXQ][64 << 10];
+	struct areq q[MAXQ];
+	struct cow_image *img;
+	uint32_t tag = 1000;
+	unsigned rounds = 0, reqs = 0, maxflight = 0;
+
+	mk_image(path, base);
+	assert_int_equal(cow_open(path, NULL, &img, err, COW_ERRLEN), 0);
+	for (int i = 0; i < NCTX; i++) {
+		assert_int_equal(cow_backend_new("uring", 32, &inner[i]), 0);
+		cs_be_init(&rb[i], cs, inner[i]);
+		assert_int_equal(cow_ctx_new(img, &rb[i].be, &ctx[i]), 0);
+	}
+	cs_attach(cs, img);
+
+	for (; cs->images < budget || rounds < 20; rounds++) {
+		unsigned n = 2 + (unsigned)(cs_rnd(cs) % (MAXQ - 1));
+		uint32_t ls[MAXQ], ln[MAXQ];
+		unsigned nw = 0;
+		/* a round: n requests on both contexts at once, writes never on one sector */
+		for (unsigned i = 0; i < n; i++) {
+			struct areq *a = &q[i];
+			uint64_t x = cs_rnd(cs) % 100;
+			*a = (struct areq){ .s = s };
+			a->req = (struct cow_req){ .cb = areq_cb, .priv = a };
+			if (x < 25) {
+				a->req.op = COW_FLUSH;
+				a->cover = flush_cover(s, &a->ncover);
+				continue;
+			}
+			uint32_t lba = 0, len = 0;
+			for (int tries = 0; tries < 20 && !len; tries++) {
+				lba = (uint32_t)(cs_rnd(cs) % NSECT);
+				len = 1 + (uint32_t)(cs_rnd(cs) % 128);
+				if (cs_rnd(cs) % 4 == 0) {
+					lba &= ~127u;
+					len = 128;
+				}
+				if (lba + len > NSECT)
+					len = NSECT - lba;
+				for (unsigned k = 0; k < nw; k++)
+					if (lba < ls[k] + ln[k] && ls[k] < lba + len)
+						len = 0;
+			}
+			if (!len) {
+				a->req.op = COW_FLUSH;
+				a->cover = flush_cover(s, &a->ncover);
+				continue;
+			}
+			ls[nw] = lba;
+			ln[nw++] = len;
+			a->req.off = lba * 512ull;
+			a->req.len = len * 512ull;
+			if (x < 85) {
+				a->req.op = COW_WRITE;
+				a->req.buf = data[i];
+				fill(data[i], lba, len, ++tag);
+				a->id = guest_write(s, lba, len, tag);
+			} else {
+				a->req.op = x < 92 ? COW_DISCARD : COW_WRITE_ZEROES;
+				a->id = guest_write(s, lba, len, 0);
+			}
+		}
+		for (unsigned i = 0; i < n; i++) {
+			cow_submit(ctx[i % NCTX], &q[i].req);
+			reqs++;
+		}
+		/* drive both rings until the round is done */
+		for (;;) {
+			unsigned left = 0, flight = 0;
+			for (unsigned i = 0; i < n; i++)
+				left += !q[i].done;
+			if (!left)
+				break;
+			for (int i = 0; i < NCTX; i++) {
+				cow_ctx_poll(ctx[i]);
+				flight += cow_backend_inflight(&rb[i].be);
+			}
+			if (flight > maxflight)
+				maxflight = flight;
+			for (int i = 0; i < NCTX; i++)
+				if (cow_backend_inflight(&rb[i].be))
+					assert_int_equal(cow_backend_submit_wait(&rb[i].be, 0), 0);
+		}
+		/* between rounds (the image quiet), a snapshot operation now and then */
+		uint64_t x = cs_rnd(cs) % 100;
+		if (x < 3 && live_snaps(s) < 2 && s->nsnaps < MAX_SNAPS)
+			snap_create(s, img, s->nsnaps);
+		else if (x < 5)
+			snap_delete(s, img);
+		cs_crash_point(cs);
+	}
+	print_message("%s: %u rounds, %u requests (up to %u I/Os in flight), %d snapshots, %u "
+		      "crash points, %u crash images (%u torn writes, %u writes in flight "
+		      "applied)\n", workload, rounds, reqs, maxflight, s->nsnaps, cs->points,
+		      cs->images, cs->torn, cs->inflight_applied);
+	assert_true(maxflight > 2);
+	assert_true(cs->inflight_applied > 0);
+	img->tap = NULL;
+	for (int i = 0; i < NCTX; i++)
+		cow_ctx_free(ctx[i]);
+	assert_int_equal(cow_close(img), 0);
+	for (int i = 0; i < NCTX; i++)
+		cow_backend_free(inner[i]);
+	sim_free(s);
+}
+
+/* UCOW_CRASH_STATES crash images in all: 3/10 each sync workload, 2/10 each async one. */
+static uint64_t run_seed;
 
 static void test_crash_standalone(void **state)
 {
-	run(P("cs.img"), NULL, 0x9e3779b97f4a7c15ull, 150);
+	run_sync("standalone", P("cs.img"), NULL, run_seed, crash_states() * 3 / 10);
 }
 
 static void test_crash_overlay(void **state)
 {
-	run(P("co.img"), "cbase.raw", 0xc2b2ae3d27d4eb4full, 150);
+	run_sync("overlay", P("co.img"), "cbase.raw", run_seed ^ 0x9e3779b97f4a7c15ull,
+		 crash_states() * 3 / 10);
+}
+
+static void test_crash_async_standalone(void **state)
+{
+	run_async("async standalone", P("cas.img"), NULL, run_seed ^ 0xc2b2ae3d27d4eb4full,
+		  crash_states() * 2 / 10);
+}
+
+static void test_crash_async_overlay(void **state)
+{
+	run_async("async overlay", P("cao.img"), "cabase.raw", run_seed ^ 0x165667b19e3779f9ull,
+		  crash_states() * 2 / 10);
 }
 
 /* ---- the side log across a checkpoint ------------------------------------------------------ */
 
 static int syncs_left;
-static void die_write(void *arg, const void *buf, size_t len, uint64_t off) { }
-static void die_punch(void *arg, uint64_t off, uint64_t len) { }
-static void die_truncate(void *arg, uint64_t size) { }
-static void die_sync(void *arg)
+static int die_sync(void *arg)
 {
 	if (--syncs_left == 0)
 		_exit(0);	/* the process dies here */
+	return 0;
 }
 
 /*
@@ -485,7 +672,7 @@ static void test_sidelog_checkpoint(void **state)
 	assert_int_equal(cow_create(P("slc.img"), &o, err, COW_ERRLEN), 0);
 	pid_t pid = fork();
 	if (!pid) {
-		struct img_tap tap = { die_write, die_punch, die_truncate, die_sync, NULL };
+		struct img_tap tap = { .sync = die_sync };
 		struct cow_image *img;
 		struct cow_backend *be;
 		struct cow_ctx *ctx;
@@ -540,7 +727,11 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_crash_standalone),
 		cmocka_unit_test(test_crash_overlay),
+		cmocka_unit_test(test_crash_async_standalone),
+		cmocka_unit_test(test_crash_async_overlay),
 		cmocka_unit_test(test_sidelog_checkpoint),
 	};
+	run_seed = cs_seed("test_crash");
+	print_message("test_crash: %u crash states (UCOW_CRASH_STATES)\n", crash_states());
 	return UNIT_RUN(tests);
 }

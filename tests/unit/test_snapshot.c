@@ -1,8 +1,8 @@
 /*
  * Snapshots: the tree example, random create/apply/delete against per-snapshot models (with
  * and without a backing image), no refcount I/O on the write path (a counting backend),
- * space returned after deletes, and a crash at every metadata write of create, apply and
- * delete (the image opens as before or as after, and checks without corruption).
+ * space returned after deletes, and power loss during create, apply and delete (crashsim.h:
+ * the image opens as before or as after, and checks without corruption).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +22,7 @@
 #include "internal.h"
 
 #include "unit.h"
+#include "crashsim.h"
 
 static void h_open(struct h *h, const char *path, unsigned flags)
 {
@@ -377,8 +378,22 @@ static void test_delete_reclaims(void **state)
 	free(m);
 }
 
-/* Crash at every metadata write of each snapshot operation. */
+/*
+ * Power loss during each snapshot operation (crashsim.h): every write, punch, size change and
+ * sync of the operation is recorded; at each of its syncs, and after it returned, crash
+ * images are built from the durable state plus subsets of the events since, torn at 512-byte
+ * sectors. Each opens as before the operation or as after it (after, once it returned),
+ * never in between; no corruption; snapshot "a" (unless deleted) and a created "new" read
+ * exactly their content.
+ */
 enum sop { OP_CREATE, OP_APPLY, OP_DELETE };
+
+static struct {
+	enum sop op;
+	bool returned;			/* the operation returned: only "after" is allowed */
+	unsigned befores, afters;
+	uint8_t before[SZ], after_a[SZ], snap_a[SZ], cur[SZ];
+} co;
 
 static int do_op(struct cow_image *img, enum sop op)
 {
@@ -389,57 +404,88 @@ static int do_op(struct cow_image *img, enum sop op)
 	}
 }
 
+static void crash_op_verify(struct crashsim *cs, const char *what)
+{
+	struct cow_image *img;
+	struct cow_snap_info *si;
+	uint32_t ns;
+	struct h v;
+	if (cow_open(cs->crash, NULL, &img, err, COW_ERRLEN))
+		fail_msg("crash point %u (%s): open: %s", cs->points, what, err);
+	assert_int_equal(cow_snapshot_list(img, &si, &ns), 0);
+	bool has_a = false, has_new = false;
+	for (uint32_t i = 0; i < ns; i++) {
+		has_a |= !strcmp(si[i].name, "a");
+		has_new |= !strcmp(si[i].name, "new");
+	}
+	free(si);
+	assert_int_equal(cow_close(img), 0);
+	check_ok(cs->crash, true);
+	h_open(&v, cs->crash, COW_OPEN_RDONLY);
+	assert_int_equal(cow_rw(v.ctx, COW_READ, co.cur, SZ, 0, 0), 0);
+	h_close(&v);
+	bool is_before = !memcmp(co.cur, co.before, SZ), is_after = !memcmp(co.cur, co.after_a, SZ);
+	if (!is_before && !is_after)
+		fail_msg("crash point %u (%s): the current state is neither before nor after",
+			 cs->points, what);
+	/* the snapshot list says which side of the switch (S3) the image is on */
+	bool after = co.op == OP_CREATE ? has_new : co.op == OP_DELETE ? !has_a : is_after;
+	if (co.op != OP_DELETE && !has_a)
+		fail_msg("crash point %u (%s): snapshot a is gone", cs->points, what);
+	if (co.op != OP_APPLY && !is_before)
+		fail_msg("crash point %u (%s): the current state changed", cs->points, what);
+	if (co.returned && !after)
+		fail_msg("crash point %u (%s): the operation returned, the image is as before",
+			 cs->points, what);
+	co.befores += !after;
+	co.afters += after;
+	if (has_a)
+		verify(cs->crash, "a", co.snap_a, SZ);
+	if (has_new)
+		verify(cs->crash, "new", co.before, SZ);
+}
+
 static void crash_op(enum sop op)
 {
-	static uint8_t before[SZ], after_a[SZ], snap_a[SZ];
-	for (int n = 1; n < 200; n++) {
-		struct h h;
-		mk(P("cr.img"), SZ, NULL);
-		h_open(&h, P("cr.img"), 0);
-		wr(&h, 0xa, 0, SZ / 2);
-		assert_int_equal(cow_snapshot_create(h.img, "a"), 0);
-		wr(&h, 0xb, SZ / 4, SZ / 2);
-		assert_int_equal(cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
-		memset(snap_a, 0, SZ);
-		memset(snap_a, 0xa, SZ / 2);
-		memcpy(before, snap_a, SZ);
-		memset(before + SZ / 4, 0xb, SZ / 2);
-		memcpy(after_a, op == OP_APPLY ? snap_a : before, SZ);
-		h.img->crash_after = n;
-		int r = do_op(h.img, op);
-		h.img->crash_after = 0;
-		cow_ctx_free(h.ctx);
-		cow_backend_free(h.be);
-		if (!r) {	/* got through: no more crash points to try */
-			assert_int_equal(cow_close(h.img), 0);
-			assert_true(n > 2);
-			return;
-		}
-		img_abandon(h.img);
-		/* after the crash: as before or as after, never in between; no corruption */
-		struct cow_image *img;
-		struct cow_snap_info *si;
-		uint32_t ns;
-		if (cow_open(P("cr.img"), NULL, &img, err, COW_ERRLEN))
-			fail_msg("crash point %d: open: %s", n, err);
-		assert_int_equal(cow_snapshot_list(img, &si, &ns), 0);
-		bool done = op == OP_CREATE ? ns == 2 : op == OP_DELETE ? ns == 0 : false;
-		free(si);
-		assert_int_equal(cow_close(img), 0);
-		check_ok(P("cr.img"), true);
-		uint8_t *cur = malloc(SZ);
-		struct h v;
-		h_open(&v, P("cr.img"), COW_OPEN_RDONLY);
-		assert_int_equal(cow_rw(v.ctx, COW_READ, cur, SZ, 0, 0), 0);
-		h_close(&v);
-		bool is_before = !memcmp(cur, before, SZ), is_after = !memcmp(cur, after_a, SZ);
-		if (!is_before && !is_after)
-			fail_msg("crash point %d: the current state is neither before nor after", n);
-		if (op != OP_DELETE || !done)
-			verify(P("cr.img"), "a", snap_a, SZ);
-		free(cur);
-	}
-	fail_msg("the operation never completed");
+	static struct crashsim cs;
+	struct cs_be rb;
+	struct h h;
+	mk(P("cr.img"), SZ, NULL);
+	h_open(&h, P("cr.img"), 0);
+	wr(&h, 0xa, 0, SZ / 2);
+	assert_int_equal(cow_snapshot_create(h.img, "a"), 0);
+	wr(&h, 0xb, SZ / 4, SZ / 2);
+	assert_int_equal(cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
+	memset(co.snap_a, 0, SZ);
+	memset(co.snap_a, 0xa, SZ / 2);
+	memcpy(co.before, co.snap_a, SZ);
+	memset(co.before + SZ / 4, 0xb, SZ / 2);
+	memcpy(co.after_a, op == OP_APPLY ? co.snap_a : co.before, SZ);
+	co.op = op;
+	co.returned = false;
+	co.befores = co.afters = 0;
+
+	cs_free(&cs);
+	memset(&cs, 0, sizeof(cs));
+	cs.rng = cs_seed(op == OP_CREATE ? "crash create" : op == OP_APPLY ? "crash apply" :
+			 "crash delete");
+	cs.subsets = 12;
+	cs.verify = crash_op_verify;
+	snprintf(cs.crash, sizeof(cs.crash), "%s", P("cr-crash.img"));
+	cs_be_init(&rb, &cs, h.be);
+	cow_ctx_free(h.ctx);
+	assert_int_equal(cow_ctx_new(h.img, &rb.be, &h.ctx), 0);
+	cs_attach(&cs, h.img);
+	assert_int_equal(do_op(h.img, op), 0);
+	co.returned = true;
+	cs_crash_point(&cs);
+	print_message("%u crash points, %u crash images (%u torn writes): %u before, %u after\n",
+		      cs.points, cs.images, cs.torn, co.befores, co.afters);
+	assert_true(cs.points > 2);
+	assert_true(co.befores > 0 && co.afters > 0);
+	h.img->tap = NULL;
+	h_close(&h);
+	cs_free(&cs);
 }
 
 static void test_crash_create(void **state) { crash_op(OP_CREATE); }

@@ -30,14 +30,14 @@ struct h {
 };
 
 /* A backend over inner: its inflight count follows inner's. */
-static int pass_queue(struct cow_backend *be, struct cow_backend *inner, struct cow_io *io)
+static inline int pass_queue(struct cow_backend *be, struct cow_backend *inner, struct cow_io *io)
 {
 	int r = inner->ops->queue(inner, io);
 	be->inflight = inner->inflight;
 	return r;
 }
 
-static int pass_submit_wait(struct cow_backend *be, struct cow_backend *inner, unsigned min)
+static inline int pass_submit_wait(struct cow_backend *be, struct cow_backend *inner, unsigned min)
 {
 	int r = inner->ops->submit_wait(inner, min);
 	be->inflight = inner->inflight;
