@@ -372,6 +372,31 @@ static void test_cow_fill(void **state)
 	recover_and_verify(&h, "cow fill");
 }
 
+/* A chunk a failed operation gave back holds what it wrote before failing; a new chunk that
+ * stands for a ZERO entry must still read as zeros wherever the write did not cover it (the
+ * engine punches it first). */
+static void test_zero_reuse(void **state)
+{
+	static struct model m;
+	struct fh h;
+	fh_create(&h, &m, P("zr.img"), "zr.raw", "sync");
+	/* chunk 5, whole, in a snapshot: SHARED */
+	assert_int_equal(do_write(&h, COW_WRITE, 5 * 128, 128), 0);
+	assert_int_equal(do_flush(&h), 0);
+	assert_int_equal(cow_snapshot_create(h.img, "s"), 0);
+	/* a block into it: the new chunk takes the data, then the copy of the rest fails; the
+	 * op gives the chunk back with that block written */
+	struct fault *f = fault_add(&h.fb, COW_IO_WRITE, h.img->fd, 0, 0, 1, 1, -EIO);
+	assert_int_equal(do_write(&h, COW_WRITE, 5 * 128, 8), -EIO);
+	assert_int_equal(f->hits, 1);
+	fault_clear(&h.fb);
+	/* chunk 9 discarded whole over the base: ZERO; a block into it takes the chunk back */
+	assert_int_equal(do_write(&h, COW_DISCARD, 9 * 128, 128), 0);
+	assert_int_equal(do_write(&h, COW_WRITE, 9 * 128 + 64, 8), 0);
+	verify_cur(&h, "a reused chunk under a ZERO entry");
+	recover_and_verify(&h, "zero reuse");
+}
+
 /* ---- data writes --------------------------------------------------------------------------- */
 
 static void data_writes(const char *bename)
@@ -752,6 +777,7 @@ int main(void)
 		cmocka_unit_test(test_short_read_sync),
 		cmocka_unit_test(test_short_read_uring),
 		cmocka_unit_test(test_cow_fill),
+		cmocka_unit_test(test_zero_reuse),
 		cmocka_unit_test(test_data_write_sync),
 		cmocka_unit_test(test_data_write_uring),
 		cmocka_unit_test(test_data_write_aio),
