@@ -3,7 +3,7 @@
 # when everything is already installed. Debian 12, as root.
 set -eu
 PKGS="gcc make pkg-config liburing-dev libaio-dev zlib1g-dev libcmocka-dev fio qemu-utils
-qemu-system-x86 busybox-static libjson-c-dev cpio e2fsprogs util-linux xz-utils kmod python3 gnuplot-nox procps time"
+qemu-system-x86 busybox-static libjson-c-dev cpio e2fsprogs util-linux xz-utils kmod python3 gnuplot-nox procps time dmsetup"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
