@@ -13,9 +13,15 @@
  *   Entries are in the order the writes completed; a FLUSH entry comes after the writes
  *   that completed before the flush.
  *
+ * The disk is modelled with a volatile write cache: a write (or discard) reaches TARGET
+ * only at the next FLUSH entry (a FLUSH entry's own data and a FUA write go at once). So
+ * at any point TARGET holds what a power cut would have left if the cache lost everything
+ * not flushed: the pessimistic crash state.
+ *
  *   replay-log [options] LOG TARGET
  *     --list            print the entries (no replay)
- *     --exec SCRIPT     at each replay point, run `/bin/sh SCRIPT` (environment: REPLAY_ENTRY,
+ *     --exec SCRIPT     at each replay point (every FLUSH or FUA entry and every mark),
+ *                       run `/bin/sh SCRIPT` (environment: REPLAY_ENTRY,
  *                       the entry number; REPLAY_POINT, the count of points so far;
  *                       REPLAY_MARK, the last mark seen, empty if none); a non-zero exit
  *                       stops the replay with status 1
@@ -25,10 +31,13 @@
  *     --clean DIR       before each check, remove the files in DIR (where the check puts
  *                       what it extracts: nothing stale is ever taken for this point's)
  *     --from-mark M     run CMD only at points after mark M (the entries before are replayed)
- *     --marks           replay points are the marks, not the FLUSH/FUA entries
- *     --skip-flush N    test of the test: lose (never write) the writes logged between the
- *                       (N-1)th and the Nth FLUSH entry counted from --from-mark's mark, as
- *                       a device whose cache ignored that flush and then lost its content
+ *                       At a mark, TARGET is as at the last FLUSH before it: what a crash
+ *                       right after the mark leaves (e.g. a file whose fsync returned
+ *                       before the mark must be there)
+ *     --marks           replay points are the marks only
+ *     --skip-flush N    test of the test: the Nth FLUSH entry counted from --from-mark's
+ *                       mark loses the cached writes instead of writing them (a device
+ *                       that ignored that flush and then lost its cache)
  *
  * Before the first point the target is expected to hold what the logged device held when
  * the log began (zeros, for a log started on a zeroed device). Exit 0 when every check
@@ -159,6 +168,51 @@ static void copy_target(int tgt, const char *file)
 		die("close copy");
 }
 
+/* The volatile cache: writes not flushed yet, in completion order (NULL data: zeros). */
+struct cached {
+	off_t off;
+	size_t len;
+	char *data;
+};
+static struct cached *cache;
+static size_t ncache, capcache;
+
+static void cache_add(off_t off, size_t len, const char *data)
+{
+	if (ncache == capcache) {
+		capcache = capcache ? 2 * capcache : 256;
+		cache = realloc(cache, capcache * sizeof *cache);
+		if (!cache)
+			die("malloc");
+	}
+	cache[ncache].off = off;
+	cache[ncache].len = len;
+	cache[ncache].data = NULL;
+	if (data) {
+		if (!(cache[ncache].data = malloc(len)))
+			die("malloc");
+		memcpy(cache[ncache].data, data, len);
+	}
+	ncache++;
+}
+
+/* Write the cached writes to the target in order (or drop them), and empty the cache. */
+static void cache_flush(int tgt, int drop)
+{
+	static char zero[1 << 16];
+	for (size_t i = 0; i < ncache; i++) {
+		if (!drop && cache[i].data)
+			write_at(tgt, cache[i].data, cache[i].len, cache[i].off);
+		else if (!drop)	/* a discarded range reads back as zeros here (loop on tmpfs does) */
+			for (size_t done = 0; done < cache[i].len; done += sizeof zero) {
+				size_t n = cache[i].len - done < sizeof zero ? cache[i].len - done : sizeof zero;
+				write_at(tgt, zero, n, cache[i].off + (off_t)done);
+			}
+		free(cache[i].data);
+	}
+	ncache = 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *cmd = NULL, *from_mark = NULL, *copy_to = NULL, *clean = NULL;
@@ -215,7 +269,15 @@ int main(int argc, char **argv)
 	char *buf = malloc(bufsz);
 	if (!ent || !buf)
 		die("malloc");
-	long dropped = 0, cflushes = 0;	/* FLUSH entries since from_mark */
+	long cflushes = 0;	/* FLUSH entries since from_mark */
+#define flush_now(entry)                                                                    \
+	do {                                                                                \
+		int drop_ = checking && ++cflushes == skip_flush;                           \
+		if (drop_)                                                                  \
+			fprintf(stderr, "replay-log: flush entry %" PRIu64 " loses %zu cached writes\n", \
+				(uint64_t)(entry), ncache);                                 \
+		cache_flush(tgt, drop_);                                                    \
+	} while (0)
 	off_t pos = bs;
 	char mark[512] = "";
 	int checking = from_mark == NULL;
@@ -244,17 +306,8 @@ int main(int argc, char **argv)
 			discards++;
 			if (list)
 				printf("%" PRIu64 " discard %" PRIu64 "+%" PRIu64 "\n", e, sector, count);
-			else {
-				/* a discarded range reads back as zeros here (loop on tmpfs does) */
-				memset(buf, 0, bufsz);
-				uint64_t left = count * bs, off = sector * bs;
-				while (left) {
-					size_t n = left < bufsz ? (size_t)left : bufsz;
-					write_at(tgt, buf, n, (off_t)off);
-					off += n;
-					left -= n;
-				}
-			}
+			else
+				cache_add((off_t)(sector * bs), (size_t)(count * bs), NULL);
 		} else if (count) {
 			size_t len = (size_t)(count * bs);
 			if (len > bufsz) {
@@ -269,23 +322,29 @@ int main(int argc, char **argv)
 				printf("%" PRIu64 " write %" PRIu64 "+%" PRIu64 "%s%s%s\n", e, sector, count,
 				       flags & LW_FLUSH ? " flush" : "", flags & LW_FUA ? " fua" : "",
 				       flags & LW_META ? " meta" : "");
-			else if (skip_flush && checking && cflushes + 1 == skip_flush && !(flags & LW_FLUSH))
-				dropped++;
-else
-				write_at(tgt, buf, len, (off_t)(sector * bs));
+			else if (flags & (LW_FLUSH | LW_FUA)) {
+				/* PREFLUSH: what completed before goes first; then this write, at once
+				 * with FUA, else it waits in the cache like any other */
+				if (flags & LW_FLUSH)
+					flush_now(e);
+				if (flags & LW_FUA)
+					write_at(tgt, buf, len, (off_t)(sector * bs));
+				else
+					cache_add((off_t)(sector * bs), len, buf);
+			} else
+				cache_add((off_t)(sector * bs), len, buf);
 			pos += (off_t)len;
 		} else if (list)
 			printf("%" PRIu64 " flush%s\n", e, flags & LW_FUA ? " fua" : "");
 
 		if (flags & LW_FLUSH) {
 			flushes++;
-			if (checking && ++cflushes == skip_flush)
-				fprintf(stderr, "replay-log: dropped %ld writes before flush entry %" PRIu64 "\n",
-					dropped, e);
+			if (!list && !count)
+				flush_now(e);
 		}
 		if (list)
 			continue;
-		int point = at_marks ? !!(flags & LW_MARK) : !!(flags & (LW_FLUSH | LW_FUA));
+		int point = at_marks ? !!(flags & LW_MARK) : !!(flags & (LW_FLUSH | LW_FUA | LW_MARK));
 		if (!point)
 			continue;
 		points++;
@@ -330,6 +389,8 @@ else
 			}
 		}
 	}
+	if (!list)
+		cache_flush(tgt, 0);	/* the end of the log: the device was closed cleanly */
 	if (!list)
 		printf("replayed %" PRIu64 " entries (%ld writes, %ld discards, %ld flushes, %ld marks); "
 		       "%ld points, checked %ld\n", nr, writes, discards, flushes, nmarks, points, checked);
