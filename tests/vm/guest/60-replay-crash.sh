@@ -3,10 +3,11 @@
 # ucow image sits on dm-log-writes, which records every write, FLUSH and FUA that reaches
 # the disk, in completion order. A cow device on that image carries an ext4 in which files
 # of known content are written and fsynced one by one, with a log mark after each fsync
-# returned. Then tests/vm/replay-log.c replays the log onto a zeroed file and, at every
-# FLUSH or FUA entry after the guest file system was made (each moment the disk could have
-# lost power with a consistent cache), checks the whole stack as it would be after that
-# crash: the host ext4 (journal replayed) fscks clean, the image in it passes `ucow check`
+# returned. Then tests/vm/replay-log.c replays the log onto a zeroed file, as a disk whose
+# volatile cache loses every write not flushed, and at every FLUSH or FUA entry and every
+# mark after the guest file system was made (each moment the disk could have lost power),
+# checks the whole stack as it would be after that crash: the host ext4 (journal
+# replayed) fscks clean (every third point), the image in it passes `ucow check`
 # (a dirty image is fine: open replays its journal), its content (convert -O raw) is an
 # ext4 that fscks clean once its own journal is replayed, and every file whose fsync
 # returned before the last mark reads back exactly.
