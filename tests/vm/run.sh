@@ -138,6 +138,8 @@ if [ -x "$BUILD/ucow" ]; then
 	add_bin "$BUILD/ucow"
 	ucow_note="$BUILD/ucow"
 fi
+# The test bed's own helpers (tests/vm/*.c, built by make into $BUILD/vm-bin).
+for b in "$BUILD"/vm-bin/*; do [ -x "$b" ] && add_bin "$b"; done
 for b in "${bins[@]}"; do add_bin "$b"; done
 {
 	echo "VM_TESTS='${tests[*]}'"

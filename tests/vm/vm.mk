@@ -10,12 +10,19 @@ VM_ARGS ?=
 
 .PHONY: vm-kernel vm-clean
 
+# Host-built helpers the guest tests run (run.sh puts them in the guest's PATH).
+VM_BINS := $(BUILD)/vm-bin/replay-log
+all: $(VM_BINS)
+$(BUILD)/vm-bin/%: tests/vm/%.c
+	@mkdir -p $(BUILD)/vm-bin
+	$(Q)$(CC) $(CPPFLAGS) -std=gnu11 $(WARN) $(CFLAGS) -o $@ $<
+
 vm-check: all
 	@BUILD=$(BUILD) tests/vm/run.sh $(VM_ARGS)
 
 # A shell is for debugging: a broken build elsewhere (a unit test...) must not prevent it.
 vm-shell:
-	@$(MAKE) --no-print-directory $(BUILD)/ucow || \
+	@$(MAKE) --no-print-directory $(BUILD)/ucow $(VM_BINS) || \
 		echo "vm-shell: building ucow failed; the guest gets the last one built, if any" >&2
 	@BUILD=$(BUILD) tests/vm/run.sh --shell $(VM_ARGS)
 

@@ -37,11 +37,13 @@ need_ucow() {
 }
 
 # load_module NAME [PARAM=VALUE...]: insmod a kernel module shipped in the guest (ublk_drv and loop are
-# loaded at boot; null_blk, nbd, brd and virtio_blk are available).
+# loaded at boot; null_blk, nbd, brd, virtio_blk, dm-mod, dm-log-writes and dm-flakey are
+# available; load dm-mod before the other two).
 load_module() {
 	_m=$1
 	shift
-	grep -q "^$_m " /proc/modules && return 0
+	# /proc/modules spells dm-mod as dm_mod
+	grep -q "^$(echo "$_m" | tr - _) " /proc/modules && return 0
 	must insmod "/lib/modules/$(uname -r)/$_m.ko" "$@"
 }
 
