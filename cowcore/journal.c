@@ -92,6 +92,11 @@ int jnl_write_header(struct cow_image *img)
 	r = img_write_header(img);
 	if (!r)
 		sidelog_header_written(img, n != 0);
+	else if (img->sidelog_fd >= 0)
+		/* L4: the disk may hold either generation now, and the records after this go to
+		 * one run only: a fold could miss them. Write-through from here on (each write
+		 * completes after a flush), as when the log itself fails. */
+		__atomic_store_n(&img->sidelog_failed, true, __ATOMIC_RELAXED);
 	return r;
 }
 

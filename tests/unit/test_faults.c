@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 
@@ -395,6 +396,67 @@ static void test_zero_reuse(void **state)
 	assert_int_equal(do_write(&h, COW_WRITE, 9 * 128 + 64, 8), 0);
 	verify_cur(&h, "a reused chunk under a ZERO entry");
 	recover_and_verify(&h, "zero reuse");
+}
+
+/* A recoverable server's side log when a header write fails: the disk may hold either
+ * header generation, and the records after it go to one run of the log only. The image
+ * turns write-through (L4), so a process death right after loses no acknowledged write. */
+static void test_sidelog_header_fail(void **state)
+{
+	struct cow_create_opts o = { .size = 4 << 20, .chunk_size = 64 << 10, .block_size = 4096 };
+	char data[4096], got[4096];
+	int status;
+	memset(data, 0x6b, sizeof(data));
+	unlink(P("hf.img"));
+	if (cow_create(P("hf.img"), &o, err, COW_ERRLEN))
+		fail_msg("create: %s", err);
+	pid_t pid = fork();
+	if (!pid) {
+		struct cow_backend *inner;
+		struct cow_image *img;
+		struct cow_ctx *ctx;
+		static struct fault_be fb;
+		static struct fault_tap t;
+		int sfd = open(P("hf.log"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+		if (sfd < 0 || cow_open(P("hf.img"), &(struct cow_open_opts){
+				.flags = COW_OPEN_SIDELOG, .sidelog_fd = sfd }, &img, err, COW_ERRLEN))
+			_exit(2);
+		if (cow_backend_new("sync", 8, &inner))
+			_exit(2);
+		fault_be_init(&fb, inner);
+		if (cow_ctx_new(img, &fb.be, &ctx))
+			_exit(2);
+		fault_tap_attach(&t, &fb, img);
+		/* the header slots: the snapshot's first checkpoint cannot switch its header */
+		fault_add(&fb, COW_IO_WRITE, img->fd, 0, UCOW_HDR_SIZE * UCOW_HDR_SLOTS, 0, 1, -EIO);
+		if (cow_snapshot_create(img, "s") != -EIO || !fb.hits)
+			_exit(3);
+		fault_clear(&fb);
+		if (cow_rw(ctx, COW_WRITE, data, sizeof(data), 256 << 10, 0))
+			_exit(4);
+		_exit(0);	/* dies: no flush, no close */
+	}
+	waitpid(pid, &status, 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	/* the next server opens the image with the same side log */
+	struct cow_backend *be;
+	struct cow_image *img;
+	struct cow_ctx *ctx;
+	int sfd = open(P("hf.log"), O_RDWR);
+	assert_true(sfd >= 0);
+	if (cow_open(P("hf.img"), &(struct cow_open_opts){ .flags = COW_OPEN_SIDELOG,
+		     .sidelog_fd = sfd }, &img, err, COW_ERRLEN))
+		fail_msg("reopen: %s", err);
+	assert_int_equal(cow_backend_new("sync", 8, &be), 0);
+	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
+	assert_int_equal(cow_rw(ctx, COW_READ, got, sizeof(got), 256 << 10, 0), 0);
+	if (memcmp(got, data, sizeof(data)))
+		fail_msg("a write acknowledged after a failed header write was lost with the process");
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
+	assert_int_equal(cow_close(img), 0);
+	close(sfd);
 }
 
 /* ---- data writes --------------------------------------------------------------------------- */
@@ -778,6 +840,7 @@ int main(void)
 		cmocka_unit_test(test_short_read_uring),
 		cmocka_unit_test(test_cow_fill),
 		cmocka_unit_test(test_zero_reuse),
+		cmocka_unit_test(test_sidelog_header_fail),
 		cmocka_unit_test(test_data_write_sync),
 		cmocka_unit_test(test_data_write_uring),
 		cmocka_unit_test(test_data_write_aio),
