@@ -32,7 +32,9 @@
  *       (data synced first, J5) before anything else happens to the image.
  *   L4. A record that cannot be written (the log's file system is full, say) turns the
  *       image write-through: every later write, and the one whose record failed, completes
- *       only after a flush (commit.c req_done).
+ *       only after a flush (commit.c req_done). So does a header write that fails
+ *       (journal.c jnl_write_header): the disk may then hold either generation, and later
+ *       records would go to one run only.
  *   L5. The log is bounded (max_records below): the writer stops at the bound (write-through
  *       as L4) and a fold refuses a larger file, skipping holes while it looks for the run.
  */
