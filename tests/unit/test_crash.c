@@ -44,6 +44,7 @@
 #define UNIT_TMP "/dev/shm"	/* thousands of fdatasyncs: on tmpfs they cost nothing */
 #include "unit.h"
 #include "crashsim.h"
+#include "tags.h"
 
 #define VSIZE (4u << 20)
 #define NSECT (VSIZE / 512)
@@ -85,34 +86,6 @@ static struct sim *sim_of(struct crashsim *cs)
 }
 
 /* ---- the guest's data ---------------------------------------------------------------------- */
-
-/* Sector lba written with tag: (tag, lba) pairs, so misplaced data is told apart. */
-static void fill(uint8_t *b, uint32_t lba, uint32_t n, uint32_t tag)
-{
-	for (uint32_t i = 0; i < n; i++)
-		for (unsigned k = 0; k < 512; k += 8) {
-			put_le32(b + i * 512 + k, tag);
-			put_le32(b + i * 512 + k + 4, lba + i);
-		}
-}
-
-/* The tag a sector holds, or -1 if it is neither zeros nor a whole (tag, lba) sector. */
-static int64_t tag_of(const uint8_t *b, uint32_t lba)
-{
-	uint32_t tag = get_le32(b);
-	bool zero = true;
-	for (unsigned k = 0; k < 512; k += 8)
-		if (*(const uint64_t *)(const void *)(b + k)) {
-			zero = false;
-			break;
-		}
-	if (zero)
-		return 0;
-	for (unsigned k = 0; k < 512; k += 8)
-		if (get_le32(b + k) != tag || get_le32(b + k + 4) != lba)
-			return -1;
-	return tag;
-}
 
 static bool allowed(struct sim *s, uint32_t lba, uint32_t tag)
 {

@@ -28,36 +28,11 @@
 #define UNIT_TMP "/dev/shm"
 #include "unit.h"
 #include "faults.h"
+#include "tags.h"
 
 #define VSIZE (4u << 20)
 #define NSECT (VSIZE / 512)
 #define CHUNK (64u << 10)
-
-/* ---- sector tags: (tag, lba) pairs, so misplaced or stale data is told apart ------------- */
-
-static void fill(uint8_t *b, uint32_t lba, uint32_t n, uint32_t tag)
-{
-	for (uint32_t i = 0; i < n; i++)
-		for (unsigned k = 0; k < 512; k += 8) {
-			put_le32(b + i * 512 + k, tag);
-			put_le32(b + i * 512 + k + 4, lba + i);
-		}
-}
-
-/* 0 for zeros, the tag, or -1 for anything else */
-static int64_t tag_of(const uint8_t *b, uint32_t lba)
-{
-	uint32_t tag = get_le32(b);
-	bool zero = true;
-	for (unsigned k = 0; k < 512 && zero; k++)
-		zero = !b[k];
-	if (zero)
-		return 0;
-	for (unsigned k = 0; k < 512; k += 8)
-		if (get_le32(b + k) != tag || get_le32(b + k + 4) != lba)
-			return -1;
-	return tag;
-}
 
 /* The guest's view: cur = the last acknowledged value; alt = failed writes' (may or may not
  * have landed); flushed = at the last successful flush, plus the writes since (crash). */
