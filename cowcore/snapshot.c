@@ -660,43 +660,51 @@ static void usage_add(void *arg, uint64_t c, uint64_t p)
 
 int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_t *n)
 {
-	struct cow_snap_info *v;
+	struct cow_snap_info *v = NULL;
+	struct snap *snaps = NULL;
+	struct curmap cur = { 0 };
+	uint32_t ns, parent;
 	int r = 0;
 	*n = 0;
 	*out = NULL;
-	if (!img->nb_snaps)
-		return 0;
-	v = calloc(img->nb_snaps, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
+	/*
+	 * Under the lock only what I/O changes: the current table's mapped chunks and a copy of
+	 * the snapshot entries. The frozen tables are read after it (they never change while
+	 * their snapshot exists, and create, delete and apply run with no request in flight),
+	 * so a list of many snapshots does not hold up the writers while it reads the file.
+	 */
 	pthread_mutex_lock(&img->lock);
-	struct curmap cur;
-	if (!current_map(img, &cur))
+	ns = img->nb_snaps;
+	parent = img->hdr.parent_snapshot;
+	if (ns && (!(snaps = malloc(ns * sizeof(*snaps))) || !current_map(img, &cur)))
 		r = -ENOMEM;
-	for (uint32_t i = 0; i < img->nb_snaps && !r; i++) {
-		const struct snap *s = &img->snaps[i];
+	else if (ns)
+		memcpy(snaps, img->snaps, ns * sizeof(*snaps));
+	pthread_mutex_unlock(&img->lock);
+	if (!r && ns && !(v = calloc(ns, sizeof(*v))))
+		r = -ENOMEM;
+	for (uint32_t i = 0; i < ns && !r; i++) {
+		const struct snap *s = &snaps[i];
 		struct usage_scan us = { img, &cur, 0 };
 		v[i].id = s->id;
 		v[i].parent = s->parent;
 		v[i].date_sec = s->date_sec;
 		v[i].date_nsec = s->date_nsec;
 		v[i].virtual_size = s->vsize;
-		v[i].current_parent = s->id == img->hdr.parent_snapshot;
+		v[i].current_parent = s->id == parent;
 		snprintf(v[i].name, sizeof(v[i].name), "%s", s->name);
 		/* disk usage: what deleting it would free (chunks only it references) */
 		r = frozen_scan(img, s, usage_add, &us);
-		if (r)
-			break;
 		v[i].disk_usage = us.bytes + frozen_bytes(img);	/* + its frozen table, bitmap */
 	}
-	pthread_mutex_unlock(&img->lock);
 	free(cur.p);
+	free(snaps);
 	if (r) {
 		free(v);
 		return r;
 	}
 	*out = v;
-	*n = img->nb_snaps;
+	*n = ns;
 	return 0;
 }
 
