@@ -380,11 +380,19 @@ static void test_delete_reclaims(void **state)
 
 /*
  * Power loss during each snapshot operation (crashsim.h): every write, punch, size change and
- * sync of the operation is recorded; at each of its syncs, and after it returned, crash
- * images are built from the durable state plus subsets of the events since, torn at 512-byte
- * sectors. Each opens as before the operation or as after it (after, once it returned),
- * never in between; no corruption; snapshot "a" (unless deleted) and a created "new" read
- * exactly their content.
+ * sync of the operation is recorded; at each of its syncs, after it returned, and after a
+ * flush that follows it, crash images are built from the durable state plus subsets of the
+ * events since, torn at 512-byte sectors. Each opens as before the operation or as after it
+ * (after, once it returned), never in between; no corruption; snapshot "a" (unless deleted)
+ * and a created "new" read exactly their content.
+ *
+ * The "pending" runs leave a write unflushed when the operation starts: it copies on write a
+ * chunk that "a" holds, so its journal record is not committed yet. The operation's
+ * checkpoint (S1) must make it durable before anything else changes: a delete that freed
+ * a's chunk on the strength of the new mapping in memory would leave the image on disk
+ * pointing at a hole, and an apply that kept the record queued would later commit a mapping
+ * of the old table on top of the snapshot's. The current state may show the write or not;
+ * "new" must hold it (it was taken from the state in memory).
  */
 enum sop { OP_CREATE, OP_APPLY, OP_DELETE };
 
@@ -392,7 +400,9 @@ static struct {
 	enum sop op;
 	bool returned;			/* the operation returned: only "after" is allowed */
 	unsigned befores, afters;
+	bool pending;			/* a write was left unflushed before the operation */
 	uint8_t before[SZ], after_a[SZ], snap_a[SZ], cur[SZ];
+	uint8_t before_w[SZ], after_w[SZ];	/* pending: before and after with that write */
 } co;
 
 static int do_op(struct cow_image *img, enum sop op)
@@ -400,7 +410,10 @@ static int do_op(struct cow_image *img, enum sop op)
 	switch (op) {
 	case OP_CREATE: return cow_snapshot_create(img, "new");
 	case OP_APPLY: return cow_snapshot_apply(img, "a");
-	default: return cow_snapshot_delete(img, "a");
+	default: {	/* and hand the freed chunks back to the file system, as the server does */
+		int r = cow_snapshot_delete(img, "a");
+		return r ? r : cow_reclaim(img, 0);
+	}
 	}
 }
 
@@ -424,7 +437,10 @@ static void crash_op_verify(struct crashsim *cs, const char *what)
 	h_open(&v, cs->crash, COW_OPEN_RDONLY);
 	assert_int_equal(cow_rw(v.ctx, COW_READ, co.cur, SZ, 0, 0), 0);
 	h_close(&v);
-	bool is_before = !memcmp(co.cur, co.before, SZ), is_after = !memcmp(co.cur, co.after_a, SZ);
+	bool is_before = !memcmp(co.cur, co.before, SZ) ||
+			 (co.pending && !memcmp(co.cur, co.before_w, SZ));
+	bool is_after = !memcmp(co.cur, co.after_a, SZ) ||
+			(co.pending && !memcmp(co.cur, co.after_w, SZ));
 	if (!is_before && !is_after)
 		fail_msg("crash point %u (%s): the current state is neither before nor after",
 			 cs->points, what);
@@ -442,10 +458,10 @@ static void crash_op_verify(struct crashsim *cs, const char *what)
 	if (has_a)
 		verify(cs->crash, "a", co.snap_a, SZ);
 	if (has_new)
-		verify(cs->crash, "new", co.before, SZ);
+		verify(cs->crash, "new", co.pending ? co.before_w : co.before, SZ);
 }
 
-static void crash_op(enum sop op)
+static void crash_op(enum sop op, bool pending)
 {
 	static struct crashsim cs;
 	struct cs_be rb;
@@ -461,6 +477,12 @@ static void crash_op(enum sop op)
 	memcpy(co.before, co.snap_a, SZ);
 	memset(co.before + SZ / 4, 0xb, SZ / 2);
 	memcpy(co.after_a, op == OP_APPLY ? co.snap_a : co.before, SZ);
+	memcpy(co.before_w, co.before, SZ);
+	memset(co.before_w + 4096, 0xc, 8192);	/* in chunk 0, which "a" holds */
+	memcpy(co.after_w, op == OP_APPLY ? co.snap_a : co.before_w, SZ);
+	if (pending)
+		wr(&h, 0xc, 4096, 8192);
+	co.pending = pending;
 	co.op = op;
 	co.returned = false;
 	co.befores = co.afters = 0;
@@ -479,6 +501,8 @@ static void crash_op(enum sop op)
 	assert_int_equal(do_op(h.img, op), 0);
 	co.returned = true;
 	cs_crash_point(&cs);
+	assert_int_equal(cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
+	cs_crash_point(&cs);
 	print_message("%u crash points, %u crash images (%u torn writes): %u before, %u after\n",
 		      cs.points, cs.images, cs.torn, co.befores, co.afters);
 	assert_true(cs.points > 2);
@@ -488,9 +512,12 @@ static void crash_op(enum sop op)
 	cs_free(&cs);
 }
 
-static void test_crash_create(void **state) { crash_op(OP_CREATE); }
-static void test_crash_apply(void **state) { crash_op(OP_APPLY); }
-static void test_crash_delete(void **state) { crash_op(OP_DELETE); }
+static void test_crash_create(void **state) { crash_op(OP_CREATE, false); }
+static void test_crash_apply(void **state) { crash_op(OP_APPLY, false); }
+static void test_crash_delete(void **state) { crash_op(OP_DELETE, false); }
+static void test_crash_create_pending(void **state) { crash_op(OP_CREATE, true); }
+static void test_crash_apply_pending(void **state) { crash_op(OP_APPLY, true); }
+static void test_crash_delete_pending(void **state) { crash_op(OP_DELETE, true); }
 
 /* cow_snapshot_list needs no pause: it runs while another thread writes, allocates and
  * discards (the TSan build checks the sharing). */
@@ -561,6 +588,9 @@ int main(void)
 		cmocka_unit_test(test_crash_create),
 		cmocka_unit_test(test_crash_apply),
 		cmocka_unit_test(test_crash_delete),
+		cmocka_unit_test(test_crash_create_pending),
+		cmocka_unit_test(test_crash_apply_pending),
+		cmocka_unit_test(test_crash_delete_pending),
 	};
 	return UNIT_RUN(tests);
 }
