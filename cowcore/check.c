@@ -39,10 +39,12 @@ int cow_map(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run, ui
 	uint32_t in = off & (img->chunk_size - 1);
 	uint64_t e = ent_load(img, c), p = e & UCOW_E_PCN_MASK;
 	uint64_t chunk_left = img->chunk_size - in;
+	/* a backing file named but not opened (COW_OPEN_NOCHAIN) holds the data all the same */
+	bool backed = img->backing || img->hdr.backing_len;
 	int st;
 	if (chunk_left > len)
 		chunk_left = len;
-	if (e & UCOW_E_ZERO || (!p && !img->backing)) {
+	if (e & UCOW_E_ZERO || (!p && !backed)) {
 		st = COW_MAP_ZERO;
 		*run = chunk_left;
 	} else if (!p) {
@@ -55,7 +57,7 @@ int cow_map(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run, ui
 		uint64_t end = (uint64_t)(b + bm_run(bm, b, ((in + chunk_left - 1) >>
 							 img->block_shift) + 1)) << img->block_shift;
 		*run = (end < in + chunk_left ? end : in + chunk_left) - in;
-		st = bit ? COW_MAP_DATA : (img->backing ? COW_MAP_BACKING : COW_MAP_ZERO);
+		st = bit ? COW_MAP_DATA : (backed ? COW_MAP_BACKING : COW_MAP_ZERO);
 		if (phys)
 			*phys = (p << img->chunk_shift) + in;
 	}
