@@ -9,6 +9,8 @@ int cmd_info(int argc, char **argv);
 int cmd_io(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_commit(int argc, char **argv);	/* tools/img_commit.c */
+int cmd_rebase(int argc, char **argv);	/* tools/img_rebase.c */
 int cmd_snapshot(int argc, char **argv);	/* tools/img_snapshot.c */
 int cmd_bench(int argc, char **argv);	/* tools/img_bench.c */
 int cmd_dev(int argc, char **argv);	/* tools/dev.c */

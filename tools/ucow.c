@@ -16,6 +16,8 @@ static const struct {
 	{ "io", cmd_io, "read, write, zero, discard, flush an image (like qemu-io)" },
 	{ "convert", cmd_convert, "copy an image (whole chain, flattened) to a new raw or ucow file" },
 	{ "check", cmd_check, "check an image's consistency" },
+	{ "commit", cmd_commit, "write an overlay's data into its backing file, then empty it" },
+	{ "rebase", cmd_rebase, "give an overlay another backing file (or none), content kept" },
 	{ "snapshot", cmd_snapshot, "create, list, apply, delete internal snapshots" },
 	{ "bench", cmd_bench, "measure I/O through the engine (like qemu-img bench)" },
 	{ "dev", cmd_dev, "serve images as block devices through ublk (see 'ucow dev --help')" },
