@@ -147,6 +147,20 @@ struct cow_check_result {
 };
 int cow_check(struct cow_image *img, struct cow_check_result *res);
 
+/*
+ * check -r: repair the image at path (not open anywhere else; the chain is not opened).
+ * COW_REPAIR_LEAKS punches leaked chunks (an image that does not open because it is
+ * corrupt is left alone: -EUCLEAN). COW_REPAIR_ALL also rewrites the refcounts from the
+ * snapshot tables, drops table entries that fail validation (past the end of the file, over
+ * metadata, mapped twice, reserved bits), clears bitmaps of unmapped chunks and the corrupt
+ * mark. A damaged snapshot table or header is not repaired (-EUCLEAN, nothing changed).
+ * done (may be NULL) receives one line saying what was changed. Check again afterwards.
+ */
+#define COW_REPAIR_LEAKS 0x1
+#define COW_REPAIR_ALL   0x3
+int cow_repair(const char *path, int fmt, unsigned what, char *done, size_t donelen, char *err,
+	       size_t errlen);
+
 /* ---- the backing chain (no request may be in flight on img during these) ---------------- */
 
 /*

@@ -410,6 +410,8 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 	img->sidelog_fd = (flags & COW_OPEN_RDONLY) ? -1 : sidelog_fd;
 	if (flags & COW_OPEN_CHECK)
 		flags |= COW_OPEN_RDONLY | COW_OPEN_NOCHAIN;
+	if (flags & IMG_OPEN_REPAIR)
+		flags = (flags | COW_OPEN_NOCHAIN | COW_OPEN_CHECK) & ~COW_OPEN_RDONLY;
 	img->open_flags = flags;
 	img->read_only = flags & COW_OPEN_RDONLY;
 	img->path = strdup(path);
@@ -453,7 +455,10 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 	if (flags & COW_OPEN_CHECK) {
 		struct cow_check_result scratch = { 0 };
 		r = img_load_meta(img, true, &scratch);
-		if (!r && scratch.corruptions) {
+		img->load_problems = scratch.corruptions;
+		if (!r && (flags & IMG_OPEN_REPAIR)) {
+			img->corrupt = false;	/* what the load dropped is written back */
+		} else if (!r && scratch.corruptions) {
 			img->corrupt = true;
 			snprintf(img->err, sizeof(img->err), "%s: corrupt image: %s", path,
 				 scratch.first_problem);
@@ -480,7 +485,7 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 		if (r)
 			goto fail;
 	}
-	if (!img->read_only) {
+	if (!img->read_only && !(flags & IMG_OPEN_REPAIR)) {
 		/* from here on the journal may hold records the table does not */
 		img->hdr.autoclear = 0;
 		img->hdr.flags |= UCOW_FLAG_DIRTY;
@@ -686,6 +691,11 @@ int cow_set_backing(struct cow_image *img, const char *name, int fmt)
 	}
 	pthread_mutex_unlock(&img->lock);
 	return r;
+}
+
+int img_open_repair(const char *path, int fmt, struct cow_image **out, char *err)
+{
+	return cow_open_depth(path, fmt, IMG_OPEN_REPAIR, out, err, 0, NULL, -1);
 }
 
 struct cow_image *cow_backing_image(struct cow_image *img) { return img->backing; }
