@@ -81,6 +81,11 @@ expect_ok $UCOW rebase -u -b new.raw -F raw top.img
 [ "$(backing top.img)" = new.raw ] || fail "-u: backing file '$(backing top.img)'"
 expect_ok $UCOW io -c 'read -P 0xcc 2M 100' -c 'read -P 0 7M 4096' -c 'read -P 0 0 1' \
 	-c 'read -P 0xff 255 1' top.img
+# -u -b "": no backing file, nothing copied: what the old one showed reads as zeros
+cp --sparse=always top.img top.img.u
+expect_ok $UCOW rebase -u -b "" top.img.u
+[ -z "$(backing top.img.u)" ] || fail "-u -b '': backing file '$(backing top.img.u)'"
+expect_ok $UCOW io -c 'read -P 0xcc 2M 100' -c 'read -P 0 0 1M' top.img.u
 # the old backing file gone (moved): -u mends the name, safe mode cannot read it
 mv base.raw moved.raw
 expect_err 1 "mid.img: backing file 'base.raw' not found" $UCOW rebase -b moved.raw -F raw mid.img
