@@ -100,12 +100,16 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
 
 	*o = (struct bench_opts){ .count = 75000, .size = 4096, .depth = 64,
 				  .fmt = COW_FMT_NONE, .pattern = 0xa5, .bename = "uring" };
-	while ((c = getopt_long(argc, argv, "+c:d:f:s:S:o:wt:i:nqh", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:c:d:f:s:S:o:wt:i:nqh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': case 'd': case 's': case 'S': case 'o': case O_FLUSH:
+			if (parse_bytes(optarg, &v, &why) && c == O_FLUSH)
+				return usage_err(argv[0], "invalid number '%s' for --flush-interval: "
+						 "%s", optarg, why);
 			if (parse_bytes(optarg, &v, &why))
-				return usage_err(argv[0], "invalid number '%s' for -%c: %s", optarg,
-						 c < 256 ? c : 'F', why);
+				return usage_err(argv[0], "invalid number '%s' for -%c: %s", optarg, c,
+						 why);
 			if (c == 'c')
 				o->count = v;
 			else if (c == 'd') {
@@ -228,7 +232,7 @@ int cmd_bench(int argc, char **argv)
 			.flags = (o.write ? 0 : COW_OPEN_RDONLY) | (o.direct ? COW_OPEN_DIRECT : 0) },
 			&img, err, COW_ERRLEN);
 	if (r) {
-		report(file, file, r, err);
+		report_f(file, file, r, err);
 		return 1;
 	}
 	cow_get_info(img, &info);

@@ -170,7 +170,7 @@ int cmd_check(int argc, char **argv)
 			memcpy(err, err2, sizeof(err));
 	}
 	if (rc < 0) {
-		report(file, NULL, rc, err);
+		report_f(file, NULL, rc, err);
 		return 1;
 	}
 	cow_get_info(img, &in);

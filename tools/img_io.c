@@ -388,7 +388,7 @@ int cmd_io(int argc, char **argv)
 			.flags = oflags | (r.read_only ? COW_OPEN_RDONLY : 0) },
 			&r.img, err, COW_ERRLEN);
 	if (rc < 0) {
-		report(r.file, NULL, rc, err);
+		report_f(r.file, NULL, rc, err);
 		free(r.buf);
 		free(cmds);
 		return 1;

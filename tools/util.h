@@ -33,7 +33,10 @@ const char *err_text_for(int rc, const char *engine_err, const char *path);
 
 /* "ucow: FILE: <err_text_for(rc, err, used)>" — used is the name the engine was given. */
 void report(const char *file, const char *used, int rc, const char *err);
-/* report() of an open with COW_OPEN_CONFINE: a refused backing file says how to allow it. */
+/* report() of a failed open by a command that has -f FMT: a file that is not a ucow image
+ * (-EMEDIUMTYPE) gets "; use -f raw for a raw image". Commands without -f use report(). */
+void report_f(const char *file, const char *used, int rc, const char *err);
+/* report_f() of an open with COW_OPEN_CONFINE: a refused backing file says how to allow it. */
 void report_backing(const char *file, int rc, const char *err);
 
 /*

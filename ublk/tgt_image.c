@@ -109,6 +109,8 @@ static int eng_open(struct ublk_dev *dev, int fmt)
 		if (err[0] && ret == -EPERM && (flags & COW_OPEN_CONFINE))
 			snprintf(dev->err, sizeof(dev->err), "%s; add --allow-backing-outside if "
 				 "it is trusted", err);
+		else if (err[0] && ret == -EMEDIUMTYPE && !dev->o.snapshot[0])
+			snprintf(dev->err, sizeof(dev->err), "%s; use -t raw for a raw file", err);
 		else if (err[0])
 			snprintf(dev->err, sizeof(dev->err), "%s", err);
 		else
