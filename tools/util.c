@@ -153,6 +153,38 @@ int parse_bytes(const char *s, uint64_t *out, const char **why)
 	return rc;
 }
 
+int parse_offset(const char *s, uint64_t *out, const char **why)
+{
+	uint64_t v = 0;
+	int rc;
+
+	if (s && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		*why = "not a hex number (0x and 1 to 16 hex digits, no suffix)";
+		if (!s[2])
+			return -EINVAL;
+		for (const char *p = s + 2; *p; p++) {
+			if (!isxdigit((unsigned char)*p))
+				return -EINVAL;
+			if (v >> 60) {
+				*why = "too large";
+				return -ERANGE;
+			}
+			v = v << 4 | (uint64_t)(isdigit((unsigned char)*p) ? *p - '0' :
+						(tolower((unsigned char)*p) - 'a' + 10));
+		}
+		*out = v;
+		return 0;
+	}
+	rc = parse_bytes(s, out, why);
+	if (rc == -ERANGE)
+		*why = "too large";
+	else if (rc && s && s[0] == '-')
+		*why = "must not be negative";
+	else if (rc && s && s[0])
+		*why = "not a number (digits with an optional k, M, G or T suffix, or 0x hex)";
+	return rc;
+}
+
 int parse_pattern(const char *s, int *out)
 {
 	char *end;

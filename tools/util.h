@@ -45,6 +45,13 @@ void report_backing(const char *file, int rc, const char *err);
  */
 int parse_bytes(const char *s, uint64_t *out, const char **why);
 
+/*
+ * An offset or length as qemu-io takes it: what parse_bytes() takes, or 0x (or 0X) and 1 to
+ * 16 hex digits (no suffix). 0 or -EINVAL / -ERANGE, *why a short reason without the word
+ * "size" ("must not be negative", "too large", ...). *out is untouched on failure.
+ */
+int parse_offset(const char *s, uint64_t *out, const char **why);
+
 /* A byte value 0..255: decimal, 0x hex or 0 octal (qemu-io -P); no sign, no blanks. 0/-EINVAL */
 int parse_pattern(const char *s, int *out);
 
