@@ -175,6 +175,63 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
 	return 0;
 }
 
+/* Where the content of [off, off+len) comes from, down the chain: 1 stored data, 0 nothing
+ * stored (reads as zeros), for *run bytes; or -errno. */
+static int data_run(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run)
+{
+	for (;;) {
+		struct cow_info bi;
+		int st = cow_map(img, off, len, run, NULL);
+
+		if (st < 0)
+			return st;
+		if (!*run || *run > len)
+			return -EIO;	/* never: keeps the caller's loop finite */
+		if (st != COW_MAP_BACKING)
+			return st == COW_MAP_DATA;
+		img = cow_backing_image(img);
+		if (!img)
+			return 1;	/* cannot look further: count it as data */
+		cow_get_info(img, &bi);
+		if (off >= bi.virtual_size)
+			return 0;	/* past the backing image's end */
+		len = *run < bi.virtual_size - off ? *run : bi.virtual_size - off;
+	}
+}
+
+/*
+ * Does some request of a read run read stored data? The requests are at base + k * step,
+ * k = 0 .. n-1, size bytes each (bench_run's order: base is -o, or 0 when -o does not
+ * fit; n is COUNT or as many as fit before the run wraps to base again). The engine
+ * answers a read of a range nothing holds (not the image, not a backing file) from memory,
+ * so a run of only such reads would report IOPS no storage gives. 1 yes, 0 no, -errno.
+ */
+static int reads_stored_data(struct cow_image *img, const struct bench_opts *o, uint64_t vsize)
+{
+	uint64_t base = o->offset <= vsize - o->size ? o->offset : 0;
+	uint64_t fit = (vsize - o->size - base) / o->step + 1;
+	uint64_t n = o->count < fit ? o->count : fit;
+	uint64_t off, end, run, k;
+	int st;
+
+	if (!n)
+		return 1;	/* nothing is sent: nothing to refuse */
+	end = base + (n - 1) * o->step + o->size;	/* <= vsize */
+	for (off = base; off < end; off += run) {
+		st = data_run(img, off, end - off, &run);
+		if (st <= 0) {
+			if (st < 0)
+				return st;
+			continue;
+		}
+		/* the first request that ends after off: does it start before off + run? */
+		k = off < base + o->size ? 0 : (off - base - o->size) / o->step + 1;
+		if (k < n && base + k * o->step < off + run)
+			return 1;
+	}
+	return 0;
+}
+
 /* Keep depth requests in flight until count are done; 0 or -errno (b->err). */
 static int bench_run(const struct bench_opts *o, struct bench *b, struct cow_backend *be,
 		     char *bufs, size_t bsz, uint64_t vsize)
@@ -238,6 +295,16 @@ int cmd_bench(int argc, char **argv)
 	cow_get_info(img, &info);
 	if (o.size > info.virtual_size) {
 		ucow_err("%s: request size is larger than the image", file);
+		goto out;
+	}
+	if (!o.write && (r = reads_stored_data(img, &o, info.virtual_size)) <= 0) {
+		if (r < 0)
+			report(file, file, r, cow_errmsg(img));
+		else
+			ucow_err("%s: nothing to measure: the read benchmark reads no stored data "
+				 "(nothing is allocated where its requests go, in the image or a "
+				 "backing file, and such reads are answered from memory); write there "
+				 "first, e.g. with ucow bench -w", file);
 		goto out;
 	}
 	r = cow_backend_new(o.bename, o.depth, &be);
