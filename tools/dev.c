@@ -102,7 +102,9 @@ static const char recover_help[] =
 static const char features_help[] =
 	"usage: ucow dev features\n"
 	"\n"
-	"What the running kernel's ublk driver offers (GET_FEATURES, or a probe before 6.5).\n";
+	"What the running kernel's ublk driver offers (GET_FEATURES, or a probe before 6.5).\n"
+	"\n"
+	"  -h, --help         this help\n";
 
 static const char stats_help[] =
 	"usage: ucow dev stats [--output=human|json] ID|/dev/ublkbN\n"

@@ -36,7 +36,12 @@ static const char bench_help[] =
 	"  -t CACHE          none (O_DIRECT) or writeback (default)\n"
 	"  -i BACKEND        uring (default), aio or sync\n"
 	"  -n                same as -i aio (qemu-img's native AIO)\n"
-	"  -q                print only the result lines\n";
+	"  -q                print only the result lines\n"
+	"  -h, --help        this help\n"
+	"\n"
+	"A read run none of whose requests reaches stored data (nothing is allocated where they\n"
+	"go, in the image or a backing file) is refused: the engine answers such reads from\n"
+	"memory, and the IOPS would measure no storage. Write the range first (-w).\n";
 
 struct bench {
 	struct cow_ctx *ctx;
