@@ -341,6 +341,15 @@ for sub in info check io bench convert; do
 	grep -q "not a ucow image (no ucow magic); use -f raw for a raw image" err ||
 		fail "$sub on a raw file: $(cat err)"
 done
+# an overlay whose backing file lost its ucow magic: the image is at fault, -f cannot help
+expect_ok $UCOW create -q lost.ucow 1M
+expect_ok $UCOW create -q -b lost.ucow -F ucow onlost.ucow
+cp p.raw lost.ucow
+sub=io; $UCOW io --help >help.txt
+bad $UCOW io -c 'read 0 1' onlost.ucow
+grep -q "onlost.ucow: backing file '.*lost.ucow' is not a ucow image (no ucow magic), though the image names its format ucow" err ||
+	fail "backing file not ucow: $(cat err)"
+grep -q "use -f" err && fail "a backing file's format is not -f's: $(cat err)"
 sub=snapshot; $UCOW snapshot --help >help.txt
 bad $UCOW snapshot -l p.raw
 grep -qx "ucow: p.raw: not a ucow image (no ucow magic)" err || fail "snapshot on raw: $(cat err)"
