@@ -95,7 +95,9 @@ struct cow_image;
  * an exclusive OFD lock on the file: a second writer gets -EBUSY. Backing images are opened
  * read-only, names resolved relative to the overlay's folder (cow_backing_path), chain depth
  * limited to COW_MAX_CHAIN, loops refused. On failure err (errlen bytes; may be NULL)
- * receives one line naming the file and the reason; -EUCLEAN means the image is corrupt.
+ * receives one line naming the file and the reason; -EUCLEAN means the image is corrupt;
+ * -EMEDIUMTYPE means path itself has no ucow magic (fmt COW_FMT_NONE or COW_FMT_UCOW): the
+ * text names no option, so that the caller can say how its user asks for raw.
  */
 #define COW_MAX_CHAIN 64
 int cow_open(const char *path, const struct cow_open_opts *o, struct cow_image **out,

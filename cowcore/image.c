@@ -187,10 +187,10 @@ static int read_header(struct cow_image *img, uint64_t file_size, char *err)
 	for (int i = 0; i < UCOW_HDR_SLOTS; i++) {
 		if (memcmp(buf + i * UCOW_HDR_SIZE, UCOW_MAGIC, 8) && i == 0 &&
 		    memcmp(buf + UCOW_HDR_SIZE, UCOW_MAGIC, 8)) {
-			snprintf(err, COW_ERRLEN, "%s: not a ucow image (no ucow magic; use -f raw "
-				 "for a raw image)", img->path);
+			/* no option named: each caller has its own way to say "raw" */
+			snprintf(err, COW_ERRLEN, "%s: not a ucow image (no ucow magic)", img->path);
 			free(buf);
-			return -EINVAL;
+			return -EMEDIUMTYPE;
 		}
 		rs[i] = ucow_hdr_decode(buf + i * UCOW_HDR_SIZE, file_size, &h[i], why[i],
 					COW_ERRLEN);
@@ -290,6 +290,11 @@ static int open_chain(struct cow_image *img, const char *name, int fmt, int dept
 			   err, depth + 1, up, -1);
 	if (r == -ENOENT)
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' not found", img->path, full);
+	if (r == -EMEDIUMTYPE) {	/* the image's own word, not the caller's: no -f hint */
+		snprintf(err, COW_ERRLEN, "%s: backing file '%s' is not a ucow image (no ucow "
+			 "magic), though the image names its format ucow", img->path, full);
+		r = -EINVAL;
+	}
 	return r;
 }
 

@@ -159,7 +159,7 @@ static int check_once(const char *file, int fmt, struct cow_check_result *res,
 			memcpy(err, err2, sizeof(err));
 	}
 	if (rc < 0) {
-		report(file, NULL, rc, err);
+		report_f(file, NULL, rc, err);
 		return FAILED;
 	}
 	cow_get_info(img, in);

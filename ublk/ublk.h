@@ -177,7 +177,7 @@ struct ublk_dev {
 	int sidelog_fd;		/* recoverable cow: the image's side log (tgt_image.c), or -1 */
 	char sidelog_path[4200];	/* ublk_sidelog_path */
 	bool added;		/* ADD_DEV done: undo with DEL_DEV */
-	bool recovering;
+	bool recovering;	/* ublk_serve_recover: target errors must not name add options */
 	/* online operations (control thread; queues read pause_req once per loop turn) */
 	int pause_req;		/* atomic: 1 while the control thread wants the queues paused */
 	int pause_ack_fd;	/* eventfd: one count per queue that reached UBLK_Q_PAUSED */
