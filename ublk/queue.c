@@ -28,6 +28,8 @@
  *     count on dev->pause_ack_fd; from now on the thread does not touch the engine
  *   PAUSING/PAUSED --pause_req cleared, ctl_fd written--> RUNNING: the held requests go to
  *     the target in the order they came
+ *   PAUSED for pause N, pause_req already N + 1 (the next pause came before this thread ran
+ *     a turn) --> RUNNING as above, then PAUSING for N + 1 (each pause is acknowledged)
  *
  * The data path pays one relaxed load of pause_req per loop turn, no lock.
  */
@@ -162,15 +164,26 @@ static void queue_ctl_event(struct ublk_queue *q, const struct io_uring_cqe *cqe
 		queue_arm_ctl(q);
 }
 
-/* Once per loop turn while a pause is wanted or not yet undone. */
-static void queue_pause_step(struct ublk_queue *q, bool want)
+static void queue_resume(struct ublk_queue *q);
+
+/*
+ * Once per loop turn while a pause is wanted (want: its number) or not yet undone. A pause
+ * may end and the next one begin before this thread runs a turn in between (the online jobs
+ * pause every few ms): it sees a new number while still paused for the old one, so it
+ * resumes first, then pauses (and reports) again.
+ */
+static void queue_pause_step(struct ublk_queue *q, unsigned want)
 {
 	struct ublk_dev *dev = q->dev;
 	uint64_t one = 1;
 
+	if (want && q->pause_state != UBLK_Q_RUNNING && q->pause_gen != want)
+		queue_resume(q);
 	if (want) {
-		if (q->pause_state == UBLK_Q_RUNNING)
+		if (q->pause_state == UBLK_Q_RUNNING) {
 			q->pause_state = UBLK_Q_PAUSING;
+			q->pause_gen = want;
+		}
 		if (q->pause_state == UBLK_Q_PAUSING && q->in_target == q->nheld &&
 		    (!dev->tgt->busy || !dev->tgt->busy(q))) {
 			q->pause_state = UBLK_Q_PAUSED;
@@ -180,7 +193,14 @@ static void queue_pause_step(struct ublk_queue *q, bool want)
 		}
 		return;
 	}
-	/* resume: what came in meanwhile goes to the target, oldest first */
+	queue_resume(q);
+}
+
+/* Out of a pause: what came in meanwhile goes to the target, oldest first. */
+static void queue_resume(struct ublk_queue *q)
+{
+	struct ublk_dev *dev = q->dev;
+
 	if (q->pause_state == UBLK_Q_PAUSED && dev->tgt->resume)
 		dev->tgt->resume(q);
 	q->pause_state = UBLK_Q_RUNNING;
@@ -267,7 +287,7 @@ static void queue_loop(struct ublk_queue *q)
 {
 	struct io_uring_cqe *cqe;
 	unsigned head, n;
-	bool want;
+	unsigned want;
 	int ret;
 
 	while (!queue_done(q)) {
@@ -293,7 +313,7 @@ static void queue_loop(struct ublk_queue *q)
 		}
 		io_uring_cq_advance(&q->ring, n);
 		/* the only thing the data path pays for online operations */
-		want = __atomic_load_n(&q->dev->pause_req, __ATOMIC_ACQUIRE);
+		want = __atomic_load_n(&q->dev->pause_req, __ATOMIC_ACQUIRE);	/* a number */
 		if (__builtin_expect(want || q->pause_state != UBLK_Q_RUNNING, 0))
 			queue_pause_step(q, want);
 	}
@@ -423,7 +443,9 @@ int ublk_dev_pause(struct ublk_dev *dev, int kind, int timeout_ms, char *err)
 	dev->pause_kind = kind;
 	dev->pause_t0 = ublk_now_ns();
 	deadline = dev->pause_t0 + (uint64_t)timeout_ms * 1000000;
-	__atomic_store_n(&dev->pause_req, 1, __ATOMIC_RELEASE);
+	if (!++dev->pause_seq)
+		dev->pause_seq = 1;	/* 0 means "no pause" */
+	__atomic_store_n(&dev->pause_req, dev->pause_seq, __ATOMIC_RELEASE);
 	dev_kick_queues(dev);
 	while (acked < nr) {
 		uint64_t now = ublk_now_ns();

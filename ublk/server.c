@@ -263,6 +263,8 @@ static int serve_loop(struct ublk_dev *dev, int sfd, int lfd)
 		if (lfd >= 0 && pfd[2].revents)
 			ublk_sock_serve(dev, lfd);
 		timeout = img && cow_reclaim(img, RECLAIM_SLICE) > 0 ? 0 : -1;
+		if (ublk_job_step(dev) && timeout < 0)
+			timeout = UBLK_JOB_GAP_MS;	/* the next step, after the guest's turn */
 	}
 }
 
@@ -374,6 +376,9 @@ static int dev_prepare(struct ublk_dev *dev)
 
 static void dev_release(struct ublk_dev *dev)
 {
+	ublk_job_free_io(dev->job);	/* its engine context, before the image goes */
+	free(dev->job);
+	dev->job = NULL;
 	if (dev->tgt_data)
 		dev->tgt->close(dev);
 	if (dev->wake_fd >= 0)

@@ -255,6 +255,19 @@ static char *sock_answer(struct ublk_dev *dev, const struct ublk_sock_req *rq)
 		if (json_object_object_add(reply, "text", json_object_new_string(text)))
 			goto nomem;
 		break;
+	case UBLK_OP_FLATTEN:
+		if (ublk_job_start(dev, UBLK_JOB_FLATTEN, why, sizeof(why)) < 0)
+			break;
+		/* the answer is the job's state */
+		__attribute__((fallthrough));
+	case UBLK_OP_JOB:
+		v = ublk_job_encode(dev->job);
+		reply = v ? ublk_sock_reply_ok() : NULL;
+		if (!reply || json_object_object_add(reply, "job", v)) {
+			json_object_put(v);
+			goto nomem;
+		}
+		break;
 	case UBLK_OP_INFO:
 		v = dev->tgt->info ? dev->tgt->info(dev) : NULL;
 		if (!v) {

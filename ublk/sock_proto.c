@@ -24,6 +24,11 @@
  *                                 holds the device open and drops its page cache after
  *                                 (tools/img_snapshot.c); the server refuses a snapshot whose
  *                                 size is not the device's
+ *   flatten                       starts the flatten job (job.c): the backing chain's data
+ *                                 copied in, then no backing file; "job": its state
+ *   job                           "job": {kind, state (running, done, failed, or none),
+ *                                 done-bytes, total-bytes, copied-bytes, steps,
+ *                                 max-pause-us, total-pause-us, error}
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -44,6 +49,8 @@ static const char *const op_names[UBLK_OP_NR] = {
 	[UBLK_OP_SNAP_CREATE] = "snapshot-create",
 	[UBLK_OP_SNAP_DELETE] = "snapshot-delete",
 	[UBLK_OP_SNAP_APPLY] = "snapshot-apply",
+	[UBLK_OP_FLATTEN] = "flatten",
+	[UBLK_OP_JOB] = "job",
 };
 
 const char *ublk_sock_op_name(int op)

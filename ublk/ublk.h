@@ -90,7 +90,8 @@ struct ublk_dev;
 struct ublk_queue;
 
 /* What a pause of the queues was for (dev stats shows each) */
-enum ublk_pause_kind { UBLK_PAUSE_CREATE, UBLK_PAUSE_DELETE, UBLK_PAUSE_APPLY, UBLK_PAUSE_NR };
+enum ublk_pause_kind { UBLK_PAUSE_CREATE, UBLK_PAUSE_DELETE, UBLK_PAUSE_APPLY, UBLK_PAUSE_JOB,
+		       UBLK_PAUSE_NR };
 
 /* One tag: its buffer and its request. */
 struct ublk_io {
@@ -125,6 +126,7 @@ struct ublk_queue {
 	bool stopping;		/* stop_fd fired: end once the target is idle */
 	int ctl_fd;		/* eventfd: the control thread changed dev->pause_req */
 	unsigned pause_state;	/* UBLK_Q_*: this thread only */
+	unsigned pause_gen;	/* the dev->pause_req this thread is pausing or paused for */
 	struct ublk_io *held_head, *held_tail;	/* requests received while pausing/paused */
 	unsigned nheld;
 	int ret;		/* thread result */
@@ -179,15 +181,40 @@ struct ublk_dev {
 	bool added;		/* ADD_DEV done: undo with DEL_DEV */
 	bool recovering;	/* ublk_serve_recover: target errors must not name add options */
 	/* online operations (control thread; queues read pause_req once per loop turn) */
-	int pause_req;		/* atomic: 1 while the control thread wants the queues paused */
+	unsigned pause_req;	/* atomic: while the control thread wants the queues paused, the
+				 * pause's number (never 0), else 0 */
+	unsigned pause_seq;	/* the last pause's number */
 	int pause_ack_fd;	/* eventfd: one count per queue that reached UBLK_Q_PAUSED */
 	uint64_t pause_t0;	/* when the current pause was requested (ns) */
 	int pause_kind;		/* enum ublk_pause_kind of the current pause */
 	struct ublk_pause_stats {
 		uint64_t count, last_ns, max_ns, total_ns;
 	} pause_st[UBLK_PAUSE_NR];
+	struct ublk_job *job;	/* job.c: the online job (control thread), NULL before one */
 	char err[UBLK_ERRLEN];
 };
+
+/* job.c: online whole-image jobs, run in steps by the control thread (one pause each) */
+enum { UBLK_JOB_FLATTEN };
+enum { UBLK_JOB_RUNNING, UBLK_JOB_DONE, UBLK_JOB_FAILED };
+#define UBLK_JOB_GAP_MS 5		/* between two steps: the guest's I/O runs */
+struct ublk_job {
+	int kind, state;
+	uint64_t off, total;		/* walked so far, of the virtual size */
+	uint64_t copied;		/* bytes copied */
+	uint64_t steps, max_pause_ns, total_pause_ns, t0, t1;
+	struct cow_backend *be;		/* the job's own engine context, while it runs */
+	struct cow_ctx *ctx;
+	void *buf;
+	char err[UBLK_ERRLEN];
+};
+/* Start a job (no other running); 0, or -errno with why set. */
+int ublk_job_start(struct ublk_dev *dev, int kind, char *why, size_t wlen);
+/* One step (one pause) of the running job: 1 if more steps are to come, else 0. */
+int ublk_job_step(struct ublk_dev *dev);
+void ublk_job_free_io(struct ublk_job *j);
+/* The job's state for the socket: {"kind", "state", ..., "error"}, or {"state": "none"} */
+struct json_object *ublk_job_encode(const struct ublk_job *j);
 
 /* queue.c */
 int ublk_queue_start(struct ublk_dev *dev, struct ublk_queue *q, unsigned q_id);
@@ -293,7 +320,8 @@ void ublk_sock_serve(struct ublk_dev *dev, int lfd);
 #define UBLK_SOCK_REPLY_MAX (64u << 20)		/* bytes of a reply */
 #define UBLK_SNAP_NAME_MAX 128			/* a name: 1..127 bytes, no NUL */
 enum { UBLK_OP_PING, UBLK_OP_STATS, UBLK_OP_INFO, UBLK_OP_IMAGE_INFO, UBLK_OP_SNAP_LIST,
-       UBLK_OP_SNAP_CREATE, UBLK_OP_SNAP_DELETE, UBLK_OP_SNAP_APPLY, UBLK_OP_NR };
+       UBLK_OP_SNAP_CREATE, UBLK_OP_SNAP_DELETE, UBLK_OP_SNAP_APPLY, UBLK_OP_FLATTEN,
+       UBLK_OP_JOB, UBLK_OP_NR };
 struct ublk_sock_req {
 	int op;			/* UBLK_OP_*; -1 if the request was refused */
 	char name[UBLK_SNAP_NAME_MAX];	/* snapshot-create/-delete/-apply */
