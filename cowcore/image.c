@@ -147,6 +147,8 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err, siz
 static int lock_image(struct cow_image *img, char *err)
 {
 	struct flock fl = { .l_type = img->read_only ? F_RDLCK : F_WRLCK, .l_whence = SEEK_SET };
+	if (img->open_flags & COW_OPEN_SHARE)
+		return 0;	/* force share: no lock, read-only (cow_open checked) */
 	for (int i = 0; i < 40; i++) {
 		if (fcntl(img->fd, F_OFD_SETLK, &fl) == 0)
 			return 0;
@@ -269,8 +271,8 @@ static int open_backing(struct cow_image *img, int depth, const struct chain_lin
 					 img->path, full);
 				return -ELOOP;
 			}
-	r = cow_open_depth(full, img->hdr.backing_fmt, COW_OPEN_RDONLY |
-			   (img->open_flags & (COW_OPEN_DIRECT | COW_OPEN_CONFINE)), &img->backing,
+	r = cow_open_depth(full, img->hdr.backing_fmt, COW_OPEN_RDONLY | (img->open_flags &
+			   (COW_OPEN_DIRECT | COW_OPEN_CONFINE | COW_OPEN_SHARE)), &img->backing,
 			   err, depth + 1, up, -1);
 	if (r == -ENOENT)
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' not found", img->path, full);
@@ -553,8 +555,14 @@ int cow_open(const char *path, const struct cow_open_opts *o, struct cow_image *
 		o = &defaults;
 	if (!all_zero(o->reserved, sizeof(o->reserved) / sizeof(o->reserved[0])) ||
 	    (o->flags & ~(COW_OPEN_RDONLY | COW_OPEN_DIRECT | COW_OPEN_NOCHAIN | COW_OPEN_CHECK |
-			  COW_OPEN_SIDELOG | COW_OPEN_CONFINE))) {
+			  COW_OPEN_SIDELOG | COW_OPEN_CONFINE | COW_OPEN_SHARE))) {
 		snprintf(msg, sizeof(msg), "%s: unknown open options", path);
+		r = -EINVAL;
+	} else if ((o->flags & COW_OPEN_SHARE) &&
+		   !(o->flags & (COW_OPEN_RDONLY | COW_OPEN_CHECK))) {
+		/* without a lock, a second writer would corrupt the image */
+		snprintf(msg, sizeof(msg), "%s: an image opened without a lock (force share) "
+			 "can only be opened read-only", path);
 		r = -EINVAL;
 	} else if (o->snapshot) {
 		r = open_snapshot(path, o, out, msg);
@@ -568,6 +576,47 @@ int cow_open(const char *path, const struct cow_open_opts *o, struct cow_image *
 }
 
 struct cow_image *cow_backing_image(struct cow_image *img) { return img->backing; }
+
+int cow_writer_active(struct cow_image *img)
+{
+	for (; img; img = img->backing) {
+		/* a read lock conflicts only with another's write lock; our own OFD's (a shared
+		 * lock, or none under COW_OPEN_SHARE) never counts */
+		struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET };
+		if (fcntl(img->fd, F_OFD_GETLK, &fl) < 0)
+			return -errno;
+		if (fl.l_type != F_UNLCK)
+			return 1;
+	}
+	return 0;
+}
+
+int cow_create_layout(const struct cow_create_opts *o, struct cow_layout *out, char *err,
+		      size_t errlen)
+{
+	char msg[COW_ERRLEN] = "";
+	struct ucow_hdr h;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	if (!all_zero(o->reserved, sizeof(o->reserved) / sizeof(o->reserved[0]))) {
+		give_err(err, errlen, "unknown create options");
+		return -EINVAL;
+	}
+	r = ucow_hdr_init(&h, o->size, o->chunk_size, o->block_size, o->journal_size, msg,
+			  sizeof(msg));
+	if (r) {
+		give_err(err, errlen, msg);
+		return r;
+	}
+	out->data_offset = h.data_offset;
+	out->nr_chunks = h.nr_chunks;
+	out->chunk_size = h.chunk_size;
+	out->block_size = h.block_size;
+	/* at most 16 Mi chunks of at most 64 MiB: no overflow */
+	out->full_size = h.data_offset + h.nr_chunks * h.chunk_size;
+	return 0;
+}
 
 void cow_get_info(struct cow_image *img, struct cow_info *info)
 {
