@@ -17,11 +17,12 @@
 #include <unistd.h>
 
 #include "cowcore.h"
+#include "chain.h"
 #include "cmds.h"
 #include "util.h"
 
 static const char convert_help[] =
-	"usage: ucow convert [-p] [-q] [-f FMT] [-l SNAPSHOT] [-O raw|ucow] [-o OPTIONS]\n"
+	"usage: ucow convert [-p] [-q] [-U] [-f FMT] [-l SNAPSHOT] [-O raw|ucow] [-o OPTIONS]\n"
 	"                    [--allow-backing-outside] SRC DST\n"
 	"\n"
 	"Copy SRC's content to a new file DST (replacing an existing DST). A ucow SRC is\n"
@@ -39,6 +40,8 @@ static const char convert_help[] =
 	"                SRC's folder (refused by default: an image from elsewhere could\n"
 	"                name any file of this machine as its base)\n"
 	"  -q            quiet (the default; accepted for qemu-img compatibility)\n"
+	"  -U            force share: open SRC without a lock, even while another process\n"
+	"                writes it (then a warning says the copy may be inconsistent)\n"
 	"  -h, --help    this help\n";
 
 #define CONV_BUF (2u << 20)	/* bytes per request */
@@ -53,35 +56,11 @@ struct conv {
 	struct cow_ctx *sc, *dc;
 	uint64_t size;
 	uint8_t *buf;
-	bool progress;
+	bool progress, warned;
+	unsigned share;			/* -U: COW_OPEN_SHARE */
 	unsigned confine;		/* COW_OPEN_CONFINE unless --allow-backing-outside */
 	int last_pct;
 };
-
-static int parse_conv_opts(const char *dst, char *opts, struct cow_create_opts *co)
-{
-	char *p = opts, *key, *val;
-	const char *why;
-	uint64_t v;
-
-	while (opt_next(&p, &key, &val)) {
-		uint32_t *to = !strcmp(key, "chunk_size") || !strcmp(key, "cluster_size") ?
-			       &co->chunk_size : !strcmp(key, "block_size") ? &co->block_size :
-			       !strcmp(key, "journal_size") ? &co->journal_size : NULL;
-
-		if (!to) {
-			ucow_err("%s: unknown option '%s' for format ucow (chunk_size, block_size, "
-				 "journal_size)", dst, key);
-			return -EINVAL;
-		}
-		if (!val || parse_bytes(val, &v, &why) < 0 || v > UINT32_MAX) {
-			ucow_err("%s: invalid %s '%s'", dst, key, val ? val : "");
-			return -EINVAL;
-		}
-		*to = (uint32_t)v;
-	}
-	return 0;
-}
 
 /*
  * -l ARG, as qemu-img takes it: "snapshot.name=NAME", "snapshot.id=ID" (both may be given,
@@ -154,7 +133,7 @@ static int resolve_snap(struct conv *c, char *key, size_t keylen)
 		return 0;
 	}
 	rc = cow_open(c->src, &(struct cow_open_opts){ .fmt = COW_FMT_UCOW,
-			.flags = COW_OPEN_RDONLY | COW_OPEN_NOCHAIN },
+			.flags = COW_OPEN_RDONLY | COW_OPEN_NOCHAIN | c->share },
 			&img, err, COW_ERRLEN);
 	if (rc < 0) {
 		report(c->src, NULL, rc, err);
@@ -189,26 +168,17 @@ static int resolve_snap(struct conv *c, char *key, size_t keylen)
 	return 0;
 }
 
-/* Where [off, off+len) of img's content comes from: DATA or ZERO, for *run bytes. */
-static int map_chain(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run)
+/* Where [off, off+len) of SRC's content comes from: DATA (read it) or ZERO, for *run bytes. */
+static int map_chain(struct conv *c, uint64_t off, uint64_t len, uint64_t *run,
+		     struct cow_image **failed)
 {
-	for (;;) {
-		struct cow_image *b;
-		struct cow_info bi;
-		uint64_t phys;
-		int st = cow_map(img, off, len, run, &phys);
+	struct chain_ext e;
+	int r = chain_extent(c->si, off, len, &e, failed);
 
-		if (st < 0 || st != COW_MAP_BACKING)
-			return st;
-		b = cow_backing_image(img);
-		if (!b)
-			return COW_MAP_DATA;	/* cannot look further: just read it */
-		cow_get_info(b, &bi);
-		if (off >= bi.virtual_size)
-			return COW_MAP_ZERO;	/* past the backing image's end */
-		len = *run < bi.virtual_size - off ? *run : bi.virtual_size - off;
-		img = b;
-	}
+	if (r < 0)
+		return r;
+	*run = e.length;
+	return e.zero ? COW_MAP_ZERO : COW_MAP_DATA;	/* nothing known: read it */
 }
 
 static bool all_zero(const uint8_t *p, size_t n)
@@ -264,6 +234,7 @@ static int write_nonzero(struct conv *c, uint64_t off, uint64_t n)
 
 static int copy_all(struct conv *c)
 {
+	struct cow_image *failed = c->si;
 	uint64_t off = 0, run;
 	int st, rc;
 
@@ -271,10 +242,10 @@ static int copy_all(struct conv *c)
 	while (off < c->size) {
 		uint64_t len = c->size - off < CONV_BUF ? c->size - off : CONV_BUF;
 
-		st = map_chain(c->si, off, len, &run);
+		st = map_chain(c, off, len, &run, &failed);
 		if (st < 0) {
 			ucow_err("%s: mapping offset %" PRIu64 ": %s", c->src, off,
-				 err_text_for(st, cow_errmsg(c->si), c->src));
+				 err_text_for(st, cow_errmsg(failed), c->src));
 			return st;
 		}
 		if (run == 0 || run > len)
@@ -368,17 +339,19 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 		if (rc < 0)
 			return rc;
 		rc = cow_open(c->src, &(struct cow_open_opts){
-				.flags = COW_OPEN_RDONLY | c->confine, .snapshot = key },
+				.flags = COW_OPEN_RDONLY | c->confine | c->share, .snapshot = key },
 				&c->si, err, COW_ERRLEN);
 	} else {
 		rc = cow_open(c->src, &(struct cow_open_opts){ .fmt = sfmt,
-				.flags = COW_OPEN_RDONLY | c->confine },
+				.flags = COW_OPEN_RDONLY | c->confine | c->share },
 				&c->si, err, COW_ERRLEN);
 	}
 	if (rc < 0) {
 		report_backing(c->src, rc, err);
 		return rc;
 	}
+	if (c->share)
+		share_warn(c->si, c->src, &c->warned);
 	cow_get_info(c->si, &in);
 	c->size = in.virtual_size;
 	if (dst_in_chain(c)) {
@@ -440,6 +413,8 @@ remove_tmp:
 		unlink(c->tmp);
 	tmp_guard(NULL);
 close_src:
+	if (c->share)
+		share_warn(c->si, c->src, &c->warned);
 	cow_close(c->si);
 	return rc;
 }
@@ -449,6 +424,7 @@ int cmd_convert(int argc, char **argv)
 	enum { OPT_OUTSIDE = 256 };
 	static const struct option lopts[] = {
 		{ "allow-backing-outside", no_argument, NULL, OPT_OUTSIDE },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -458,7 +434,7 @@ int cmd_convert(int argc, char **argv)
 	char *opts = NULL;
 
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":f:l:O:o:pqh", lopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":f:l:O:o:pqUh", lopts, NULL)) != -1) {
 		switch (ch) {
 		case 'f':
 			if (opt_format("convert", optarg, &sfmt))
@@ -475,6 +451,7 @@ int cmd_convert(int argc, char **argv)
 			break;
 		case 'p': c.progress = true; break;
 		case 'q': break;
+		case 'U': c.share = COW_OPEN_SHARE; break;
 		case OPT_OUTSIDE: c.confine = 0; break;
 		case 'h': fputs(convert_help, stdout); return 0;
 		default: return opt_err("convert", ch, argv);
@@ -494,7 +471,7 @@ int cmd_convert(int argc, char **argv)
 			return 1;
 		}
 		copy = strdup(opts);
-		rc = copy ? parse_conv_opts(c.dst, copy, &co) : -ENOMEM;
+		rc = copy ? parse_ucow_opts(c.dst, copy, &co) : -ENOMEM;
 		free(copy);
 		if (rc < 0)
 			return 1;

@@ -52,6 +52,14 @@ int parse_pattern(const char *s, int *out);
 int opt_next(char **p, char **key, char **val);
 
 /*
+ * The ucow -o options of convert and measure (chunk_size or cluster_size, block_size,
+ * journal_size) from the writable list opts into co. 0, or -EINVAL after one line naming
+ * who (the file or command) and the option.
+ */
+struct cow_create_opts;
+int parse_ucow_opts(const char *who, char *opts, struct cow_create_opts *co);
+
+/*
  * A name in path's folder for building a file before it replaces path with rename(2):
  * "<dir>/.<base>.ucow-XXXXXX", guaranteed not to exist when this returns. 0 or -errno.
  */
