@@ -9,6 +9,9 @@ int cmd_info(int argc, char **argv);
 int cmd_io(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_map(int argc, char **argv);		/* tools/img_map.c */
+int cmd_compare(int argc, char **argv);	/* tools/img_compare.c */
+int cmd_measure(int argc, char **argv);	/* tools/img_measure.c */
 int cmd_snapshot(int argc, char **argv);	/* tools/img_snapshot.c */
 int cmd_bench(int argc, char **argv);	/* tools/img_bench.c */
 int cmd_dev(int argc, char **argv);	/* tools/dev.c */
