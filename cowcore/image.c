@@ -264,7 +264,8 @@ static int open_backing(struct cow_image *img, int depth, const struct chain_lin
 	if (up->root && (r = confined(img, full, up->root, err)))
 		return r;
 	/* the same file twice in the chain is a loop: refuse before opening it again */
-	if (!stat(full, &st))
+	bool exists = !stat(full, &st);
+	if (exists)
 		for (const struct chain_link *l = up; l; l = l->up)
 			if (l->dev == st.st_dev && l->ino == st.st_ino) {
 				snprintf(err, COW_ERRLEN, "%s: backing chain loops back to %s",
@@ -274,7 +275,8 @@ static int open_backing(struct cow_image *img, int depth, const struct chain_lin
 	r = cow_open_depth(full, img->hdr.backing_fmt, COW_OPEN_RDONLY | (img->open_flags &
 			   (COW_OPEN_DIRECT | COW_OPEN_CONFINE | COW_OPEN_SHARE)), &img->backing,
 			   err, depth + 1, up, -1);
-	if (r == -ENOENT)
+	/* a file further down missing: its own image's message names it, keep that one */
+	if (r == -ENOENT && !exists)
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' not found", img->path, full);
 	return r;
 }
