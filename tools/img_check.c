@@ -10,12 +10,13 @@
 #include <string.h>
 
 #include "cowcore.h"
+#include "chain.h"
 #include "cmds.h"
 #include "json_out.h"
 #include "util.h"
 
 static const char check_help[] =
-	"usage: ucow check [-f FMT] [--output=human|json] FILE\n"
+	"usage: ucow check [-f FMT] [-U] [--output=human|json] FILE\n"
 	"\n"
 	"Check FILE's metadata for consistency. The image is opened read-only; an image\n"
 	"that cannot be opened normally because it is corrupt is opened without its backing\n"
@@ -23,6 +24,8 @@ static const char check_help[] =
 	"\n"
 	"  -f FMT          FILE's format: ucow (default; recognized by its magic) or raw\n"
 	"  --output=FMT    human (default) or json\n"
+	"  -U              force share: open FILE without a lock, even while another process\n"
+	"                  writes it (then a warning says the result may be inconsistent)\n"
 	"  -h, --help      this help\n"
 	"\n"
 	"Exit status: 0 no problems, 1 the check could not be done (an error), 2 corruption\n"
@@ -123,6 +126,7 @@ int cmd_check(int argc, char **argv)
 	static const struct option lopts[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ "output", required_argument, NULL, OPT_OUTPUT },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cow_check_result res;
@@ -130,11 +134,12 @@ int cmd_check(int argc, char **argv)
 	struct cow_image *img;
 	struct cow_info in;
 	int c, rc, fmt = COW_FMT_NONE;
-	bool json = false;
+	bool json = false, warned = false;
+	unsigned share = 0;
 	const char *file;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":f:h", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":f:hU", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			if (opt_format("check", optarg, &fmt))
@@ -144,6 +149,7 @@ int cmd_check(int argc, char **argv)
 			if (opt_output("check", optarg, &json))
 				return 1;
 			break;
+		case 'U': share = COW_OPEN_SHARE; break;
 		case 'h': fputs(check_help, stdout); return 0;
 		default: return opt_err("check", c, argv);
 		}
@@ -154,14 +160,14 @@ int cmd_check(int argc, char **argv)
 		return usage_err("check", "too many arguments ('%s')", argv[optind + 1]);
 	file = argv[optind];
 
-	rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt, .flags = COW_OPEN_RDONLY },
-			&img, err, COW_ERRLEN);
+	rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
+			.flags = COW_OPEN_RDONLY | share }, &img, err, COW_ERRLEN);
 	if (rc == -EUCLEAN) {
 		/* a corrupt image must still be checkable: leave its chain alone */
 		char err2[COW_ERRLEN] = "";
 
-		rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt, .flags = COW_OPEN_CHECK },
-				&img, err2, COW_ERRLEN);
+		rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
+				.flags = COW_OPEN_CHECK | share }, &img, err2, COW_ERRLEN);
 		if (rc == -EUCLEAN) {
 			/* not even its own metadata loads: corruption found, counting stops */
 			return report_unopenable(file, err2[0] ? err2 : err, json);
@@ -173,9 +179,13 @@ int cmd_check(int argc, char **argv)
 		report(file, NULL, rc, err);
 		return 1;
 	}
+	if (share)
+		share_warn(img, file, &warned);
 	cow_get_info(img, &in);
 	memset(&res, 0, sizeof(res));
 	rc = cow_check(img, &res);
+	if (share)
+		share_warn(img, file, &warned);
 	if (rc < 0) {
 		ucow_err("%s: check failed: %s", file, err_text_for(rc, cow_errmsg(img), file));
 		cow_close(img);
