@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* A range of an image's content, looked for down its backing chain (chain.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cowcore.h"
 #include "chain.h"
@@ -50,11 +52,31 @@ int chain_extent(struct cow_image *top, uint64_t off, uint64_t len, struct chain
 	}
 }
 
-void share_warn(struct cow_image *img, const char *file, bool *warned)
+static void warn(const char *file, bool *warned)
 {
-	if (*warned || cow_writer_active(img) <= 0)
-		return;
 	*warned = true;
 	ucow_err("%s: warning: another process has the image open for writing (-U: opened "
 		 "without a lock); what is shown may be inconsistent", file);
+}
+
+void share_warn(struct cow_image *img, const char *file, bool *warned)
+{
+	if (!*warned && cow_writer_active(img) > 0)
+		warn(file, warned);
+}
+
+void share_warn_file(const char *file, bool *warned)
+{
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET };
+	int fd;
+
+	if (*warned)
+		return;
+	fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return;
+	/* as cow_writer_active: a read lock conflicts only with another's write lock */
+	if (fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK)
+		warn(file, warned);
+	close(fd);
 }

@@ -38,5 +38,7 @@ int chain_extent(struct cow_image *top, uint64_t off, uint64_t len, struct chain
  * when done; *warned keeps it to one line.
  */
 void share_warn(struct cow_image *img, const char *file, bool *warned);
+/* The same for a file that could not be opened as an image (check -U of a corrupt one). */
+void share_warn_file(const char *file, bool *warned);
 
 #endif

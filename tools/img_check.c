@@ -169,7 +169,10 @@ int cmd_check(int argc, char **argv)
 		rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
 				.flags = COW_OPEN_CHECK | share }, &img, err2, COW_ERRLEN);
 		if (rc == -EUCLEAN) {
-			/* not even its own metadata loads: corruption found, counting stops */
+			/* not even its own metadata loads: corruption found, counting stops (with
+			 * -U and a writer at work, perhaps only a state caught half changed) */
+			if (share)
+				share_warn_file(file, &warned);
 			return report_unopenable(file, err2[0] ? err2 : err, json);
 		}
 		if (err2[0])
