@@ -39,7 +39,7 @@ struct mapper {
 	const char *file;
 	struct cow_image *top;
 	bool json, have;		/* have: cur holds a run not printed yet */
-	unsigned printed;
+	uint64_t printed;		/* json: runs printed */
 	struct chain_ext cur;
 };
 
