@@ -19,20 +19,22 @@
 static const char compare_help[] =
 	"usage: ucow compare [-q] [-s] [-U] [-p] [-f FMT] [-F FMT] A B\n"
 	"\n"
-	"Compare the content of images A and B, each read through its backing chain. When\n"
-	"their sizes differ, the part past the smaller one's end must read as zeros (unless\n"
-	"-s). Prints \"Images are identical.\" or where the first difference is.\n"
+	"Compare the content of images A and B, each read through its backing chain.\n"
+	"When their sizes differ, the part past the smaller one's end must read as zeros\n"
+	"(unless -s). Prints \"Images are identical.\" or where the first difference is.\n"
 	"\n"
 	"  -f FMT        A's format: ucow (default; recognized by its magic) or raw\n"
 	"  -F FMT        B's format: ucow (default; recognized by its magic) or raw\n"
 	"  -s            strict: images of different sizes differ\n"
 	"  -q            quiet: print nothing but errors (the exit status says it)\n"
 	"  -p            show progress on stderr\n"
-	"  -U            force share: open A and B without a lock, even while another process\n"
-	"                writes one (then a warning says the result may be inconsistent)\n"
+	"  -U, --force-share\n"
+	"                open A and B without a lock, even while another process writes\n"
+	"                one (then a warning says the result may be inconsistent)\n"
 	"  -h, --help    this help\n"
 	"\n"
-	"Exit status: 0 same content, 1 the content (or with -s the size) differs, 2 an error.\n";
+	"Exit status: 0 same content, 1 the content (or with -s the size) differs,\n"
+	"2 an error.\n";
 
 #define CMP_BUF (2u << 20)	/* bytes per request and image */
 

@@ -22,8 +22,8 @@
 #include "util.h"
 
 static const char convert_help[] =
-	"usage: ucow convert [-p] [-q] [-U] [-f FMT] [-l SNAPSHOT] [-O raw|ucow] [-o OPTIONS]\n"
-	"                    [--allow-backing-outside] SRC DST\n"
+	"usage: ucow convert [-p] [-q] [-U] [-f FMT] [-l SNAPSHOT] [-O raw|ucow]\n"
+	"                    [-o OPTIONS] [--allow-backing-outside] SRC DST\n"
 	"\n"
 	"Copy SRC's content to a new file DST (replacing an existing DST). A ucow SRC is\n"
 	"read through its whole backing chain: DST holds the flattened content and has no\n"
@@ -40,8 +40,9 @@ static const char convert_help[] =
 	"                SRC's folder (refused by default: an image from elsewhere could\n"
 	"                name any file of this machine as its base)\n"
 	"  -q            quiet (the default; accepted for qemu-img compatibility)\n"
-	"  -U            force share: open SRC without a lock, even while another process\n"
-	"                writes it (then a warning says the copy may be inconsistent)\n"
+	"  -U, --force-share\n"
+	"                open SRC without a lock, even while another process writes it\n"
+	"                (then a warning says the copy may be inconsistent)\n"
 	"  -h, --help    this help\n";
 
 #define CONV_BUF (2u << 20)	/* bytes per request */

@@ -110,6 +110,6 @@ trap - EXIT
 expect_ok $UCOW --help
 for c in info check map compare convert measure; do
 	expect_ok $UCOW $c --help
-	grep -q -- '-U ' out || fail "$c --help does not list -U"
+	grep -q -- '-U, --force-share' out || fail "$c --help does not list -U"
 done
 ok "force share"
