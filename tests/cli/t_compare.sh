@@ -103,6 +103,14 @@ run timeout 60 $UCOW compare -F raw huge.img huge.raw
 [ $st -eq 1 ] && grep -qx 'Content mismatch at offset 1073741824000!' out ||
 	fail "1 TiB, one byte: $st $(cat out err)"
 
+# --- empty files: the same as each other, and as any file of zeros
+: >e1.raw
+: >e2.raw
+expect_ok $UCOW compare -f raw -F raw e1.raw e2.raw
+expect_ok $UCOW compare -s -f raw -F raw e1.raw e2.raw
+cmpboth z.raw e1.raw 0 -f raw -F raw
+grep -qx 'Warning: Image size mismatch!' ucow.out || fail "empty vs 1M of zeros: $(cat ucow.out)"
+
 # --- -q, -p
 run $UCOW compare -q -F raw top.img d.raw
 [ $st -eq 1 ] && [ ! -s out ] && [ ! -s err ] || fail "-q: $st, $(cat out err)"

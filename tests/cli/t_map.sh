@@ -163,6 +163,15 @@ grep -q '"start": 131072, "length": 65536, "depth": 0, "present": true, "zero": 
 	fail "the flushed write of a dirty image is not mapped: $(cat out)"
 cmp d.img d.before || fail "map changed a dirty image"
 
+# --- an empty raw file maps to nothing; a corrupt table is refused
+: >empty.raw
+expect_ok $UCOW map -f raw --output=json empty.raw
+[ "$(cat out)" = "[]" ] || fail "an empty file: $(cat out)"
+cp ord.img bad.img
+$PY "$CLI_DIR/imgtool.py" entry bad.img 0 $((0xff << 48 | 0x41))
+expect_err 1 "bad.img: corrupt image: table entry 0 has reserved bits" $UCOW map bad.img
+[ ! -s out ] || fail "a map of a corrupt image printed $(cat out)"
+
 # --- errors: one line, exit 1
 expect_err 1 "missing.img: No such file or directory" $UCOW map missing.img
 expect_err 1 "r.raw: not a ucow image" $UCOW map r.raw

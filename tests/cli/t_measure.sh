@@ -80,6 +80,13 @@ expect_ok $UCOW create -q -o chunk_size=64k none.img 100M
 measure -o chunk_size=64k none.img
 [ "$req" -eq "$(size none.img)" ] || fail "an empty source: required $req"
 
+# an empty raw file cannot become a ucow image (convert refuses it the same way)
+: >empty.raw
+expect_err 1 "empty.raw: image size must be greater than zero" $UCOW measure -f raw empty.raw
+expect_err 1 "empty.img: .*greater than zero" $UCOW convert -f raw -O ucow empty.raw empty.img
+measure -f raw -O raw empty.raw
+[ "$req" -eq 0 ] && [ "$full" -eq 0 ] || fail "-O raw of an empty file: $req $full"
+
 # --- -O raw: the virtual size, as qemu-img measure says
 measure -O raw top.img
 [ "$req" -eq 12582912 ] && [ "$full" -eq 12582912 ] || fail "-O raw: $req $full"
