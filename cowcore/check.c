@@ -1,16 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Layer 6: cow_map (where the data of a range comes from) and cow_check (the whole
- * validation of load.c again, on a private copy, counting problems instead of failing).
+ * Layer 6: cow_map (where the data of a range comes from), cow_check (the whole validation
+ * of load.c again, on a private copy, counting problems instead of failing) and cow_repair
+ * (check -r: what the check found, written back repaired).
  */
 #include <errno.h>
 #include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#include "load.h"
+#include "image.h"
 
 /*
  * One piece of [off, off+len) of a ucow image, inside one chunk: its status, the length with
@@ -184,4 +186,212 @@ int cow_check(struct cow_image *img, struct cow_check_result *res)
 	pthread_mutex_destroy(&tmp.lock);
 	res->verdict = res->corruptions ? 2 : res->leaks ? 3 : 0;
 	return r == -ENOMEM ? r : 0;
+}
+
+/* ---- check -r -------------------------------------------------------------------------- */
+
+struct did {
+	char *buf;
+	size_t len, used;
+};
+
+static void said(struct did *d, const char *fmt, unsigned long long n, const char *what)
+{
+	if (!n || !d->len || d->used >= d->len - 1)
+		return;
+	int k = snprintf(d->buf + d->used, d->len - d->used, fmt, d->used ? "; " : "", n, what);
+	if (k > 0)
+		d->used += (size_t)k < d->len - d->used ? (size_t)k : d->len - d->used - 1;
+}
+
+/*
+ * Phase 1 of -r all: the refcounts again from the frozen tables (the snapshot entries must
+ * be intact). The counts are written over the refcount extent in place: the image is
+ * damaged already, a torn write leaves it no worse, and running the repair again finishes
+ * it. Then the image is dropped without writing more: its free space was built on the old
+ * counts, so phase 2 opens it afresh.
+ */
+static int repair_refcounts(const char *path, int fmt, struct did *did, char *err)
+{
+	struct cow_image *img;
+	uint32_t *count = NULL;
+	uint8_t *buf = NULL;
+	uint64_t len, wrong = 0, beyond = 0;
+	int r = img_open_repair(path, fmt, &img, err);
+	if (r)
+		return r;
+	if (!img->snaps_valid) {
+		snprintf(err, COW_ERRLEN, "%s: not repaired: the snapshot table is damaged (%s); "
+			 "nothing was changed", path, img->err);
+		r = -EUCLEAN;
+		goto out;
+	}
+	if (!img->nb_snaps)
+		goto out;
+	len = img->file_pcns + 1;
+	count = calloc(len, sizeof(*count));
+	if (!count) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = snap_count_refs(img, count, len);
+	if (r) {
+		snprintf(err, COW_ERRLEN, "%s: not repaired: %s; delete that snapshot's data by "
+			 "hand or restore the image", path, img->err);
+		goto out;
+	}
+	/* against the table on disk (a load that failed on a count stopped reading there) */
+	uint64_t slots = img->hdr.refcount_size / 4;
+	buf = meta_zalloc(img->hdr.refcount_size);
+	if (!buf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = io_pread_all(img->fd, buf, img->hdr.refcount_size, img->hdr.refcount_offset);
+	if (r) {
+		snprintf(err, COW_ERRLEN, "%s: reading the refcounts: %s", path, strerror(-r));
+		goto out;
+	}
+	for (uint64_t p = 0; p < len || p < slots; p++) {
+		uint32_t want = p < len ? count[p] : 0, have = p < slots ? get_le32(buf + p * 4) : 0;
+		if (want == have)
+			continue;
+		wrong++;
+		if (p >= slots)
+			beyond++;
+		else
+			put_le32(buf + p * 4, want);
+	}
+	if (!wrong)
+		goto out;
+	if (beyond) {
+		snprintf(err, COW_ERRLEN, "%s: not repaired: snapshots reference %llu chunks "
+			 "beyond the refcount table; nothing was changed", path,
+			 (unsigned long long)beyond);
+		r = -EUCLEAN;
+		goto out;
+	}
+	r = img_meta_write(img, buf, img->hdr.refcount_size, img->hdr.refcount_offset);
+	if (!r)
+		r = img_sync(img);
+	if (r) {
+		snprintf(err, COW_ERRLEN, "%s: writing the refcounts: %s", path, strerror(-r));
+		goto out;
+	}
+	said(did, "%srefcounts of %llu %s rewritten from the snapshot tables", wrong,
+	     wrong == 1 ? "chunk" : "chunks");
+out:
+	free(buf);
+	free(count);
+	img_abandon(img);
+	return r;
+}
+
+static void count_chunk(void *arg, uint64_t pcn)
+{
+	(void)pcn;
+	(*(uint64_t *)arg)++;
+}
+
+int cow_repair(const char *path, int fmt, unsigned what, char *done, size_t donelen, char *err,
+	       size_t errlen)
+{
+	char msg[COW_ERRLEN] = "";
+	struct did did = { done, donelen, 0 };
+	struct cow_image *img = NULL;
+	uint64_t leaks = 0, bms = 0, pads = 0;
+	struct stat st;
+	bool write = false;
+	int r;
+
+	if (done && donelen)
+		done[0] = 0;
+	if (!(what & COW_REPAIR_LEAKS) || (what & ~COW_REPAIR_ALL)) {
+		snprintf(msg, sizeof(msg), "%s: unknown repair mode", path);
+		r = -EINVAL;
+		goto out;
+	}
+	if (fmt == COW_FMT_RAW) {
+		snprintf(msg, sizeof(msg), "%s: raw images have no metadata to repair", path);
+		r = -ENOTSUP;
+		goto out;
+	}
+	if (what == COW_REPAIR_ALL && (r = repair_refcounts(path, fmt, &did, msg)))
+		goto out;
+	r = img_open_repair(path, fmt, &img, msg);
+	if (r)
+		goto out;
+	if (what == COW_REPAIR_LEAKS && (img->load_problems ||
+					 (img->hdr.flags & UCOW_FLAG_CORRUPT))) {
+		/* only leaks: a corrupt image is left alone */
+		snprintf(msg, sizeof(msg), "%s: not repaired: the image is corrupt, and '-r leaks' "
+			 "repairs leaks only (use '-r all')", path);
+		r = -EUCLEAN;
+		goto out;
+	}
+	if (what == COW_REPAIR_ALL) {
+		/* the table as validated (dropped entries zero), its padding zero, the bitmaps
+		 * of unmapped chunks clear */
+		for (uint64_t c = img->nr_chunks; c < img->hdr.table_size / 8; c++)
+			if (img->table[c]) {
+				img->table[c] = 0;
+				pads++;
+			}
+		for (uint64_t c = 0; c < img->nr_chunks; c++) {
+			uint64_t *bm = (img->table[c] & UCOW_E_PCN_MASK) ? NULL :
+				       meta_bm(img, c, false);
+			bool set = false;
+			for (uint32_t w = 0; bm && w < img->bm_words; w++)
+				set |= bm[w] != 0;
+			if (set) {
+				memset(bm, 0, img->bm_words * 8);
+				bms++;
+			}
+		}
+		said(&did, "%s%llu table %s past the virtual size cleared", pads,
+		     pads == 1 ? "entry" : "entries");
+		said(&did, "%sbitmaps of %llu unmapped %s cleared", bms,
+		     bms == 1 ? "chunk" : "chunks");
+		said(&did, "%s%llu table %s that failed validation dropped", img->load_problems,
+		     img->load_problems == 1 ? "entry" : "entries or structures");
+		if (img->hdr.flags & UCOW_FLAG_CORRUPT) {
+			img->hdr.flags &= ~UCOW_FLAG_CORRUPT;
+			said(&did, "%sthe corrupt mark cleared%.0llu%s", 1, "");
+		}
+		/* (did.used: refcounts rewritten, or the corrupt mark cleared) */
+		write = pads || bms || img->load_problems || (img->hdr.flags & UCOW_FLAG_DIRTY) ||
+			did.used;
+	}
+	alloc_free_with_data(img, count_chunk, &leaks);
+	if (fstat(img->fd, &st)) {
+		r = -errno;
+		snprintf(msg, sizeof(msg), "%s: %s", path, strerror(-r));
+		goto out;
+	}
+	if (!write && !leaks && (uint64_t)st.st_size <= (img->next_pcn << img->chunk_shift))
+		goto out;	/* nothing to repair: nothing written */
+	if (what == COW_REPAIR_ALL) {
+		/* every page written back by one checkpoint (a replayed journal with them) */
+		memset(img->table_dirty, 1, img->hdr.table_size / UCOW_META_ALIGN);
+		memset(img->bm_dirty, 1, img->nr_groups);
+		r = jnl_checkpoint(img);
+		if (r) {
+			snprintf(msg, sizeof(msg), "%s", img->err);
+			goto out;
+		}
+	}
+	/* leaks: free chunks that hold data, and the file's tail past the last used chunk */
+	alloc_reclaim_unclean(img, (uint64_t)st.st_size);
+	said(&did, "%s%llu leaked %s punched out", leaks, leaks == 1 ? "chunk" : "chunks");
+	r = cow_close(img);	/* checkpoint, header clean (and not corrupt) */
+	img = NULL;
+	if (r)
+		snprintf(msg, sizeof(msg), "%s: closing the repaired image: %s", path,
+			 strerror(-r));
+out:
+	if (img)
+		img_abandon(img);
+	if (r && err && errlen)
+		snprintf(err, errlen, "%s", msg);
+	return r;
 }

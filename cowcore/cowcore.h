@@ -100,7 +100,9 @@ struct cow_image;
  * an exclusive OFD lock on the file: a second writer gets -EBUSY. Backing images are opened
  * read-only, names resolved relative to the overlay's folder (cow_backing_path), chain depth
  * limited to COW_MAX_CHAIN, loops refused. On failure err (errlen bytes; may be NULL)
- * receives one line naming the file and the reason; -EUCLEAN means the image is corrupt.
+ * receives one line naming the file and the reason; -EUCLEAN means the image is corrupt;
+ * -EMEDIUMTYPE means path itself has no ucow magic (fmt COW_FMT_NONE or COW_FMT_UCOW): the
+ * text names no option, so that the caller can say how its user asks for raw.
  */
 #define COW_MAX_CHAIN 64
 int cow_open(const char *path, const struct cow_open_opts *o, struct cow_image **out,
@@ -195,6 +197,20 @@ struct cow_check_result {
 	char first_problem[COW_ERRLEN];
 };
 int cow_check(struct cow_image *img, struct cow_check_result *res);
+
+/*
+ * check -r: repair the image at path (not open anywhere else; the chain is not opened).
+ * COW_REPAIR_LEAKS punches leaked chunks (an image that does not open because it is
+ * corrupt is left alone: -EUCLEAN). COW_REPAIR_ALL also rewrites the refcounts from the
+ * snapshot tables, drops table entries that fail validation (past the end of the file, over
+ * metadata, mapped twice, reserved bits), clears bitmaps of unmapped chunks and the corrupt
+ * mark. A damaged snapshot table or header is not repaired (-EUCLEAN, nothing changed).
+ * done (may be NULL) receives one line saying what was changed. Check again afterwards.
+ */
+#define COW_REPAIR_LEAKS 0x1
+#define COW_REPAIR_ALL   0x3
+int cow_repair(const char *path, int fmt, unsigned what, char *done, size_t donelen, char *err,
+	       size_t errlen);
 
 /* ---- snapshots (no request may be in flight on img during these) ------------------------ */
 

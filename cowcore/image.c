@@ -189,10 +189,10 @@ static int read_header(struct cow_image *img, uint64_t file_size, char *err)
 	for (int i = 0; i < UCOW_HDR_SLOTS; i++) {
 		if (memcmp(buf + i * UCOW_HDR_SIZE, UCOW_MAGIC, 8) && i == 0 &&
 		    memcmp(buf + UCOW_HDR_SIZE, UCOW_MAGIC, 8)) {
-			snprintf(err, COW_ERRLEN, "%s: not a ucow image (no ucow magic; use -f raw "
-				 "for a raw image)", img->path);
+			/* no option named: each caller has its own way to say "raw" */
+			snprintf(err, COW_ERRLEN, "%s: not a ucow image (no ucow magic)", img->path);
 			free(buf);
-			return -EINVAL;
+			return -EMEDIUMTYPE;
 		}
 		rs[i] = ucow_hdr_decode(buf + i * UCOW_HDR_SIZE, file_size, &h[i], why[i],
 					COW_ERRLEN);
@@ -278,6 +278,11 @@ static int open_backing(struct cow_image *img, int depth, const struct chain_lin
 	/* a file further down missing: its own image's message names it, keep that one */
 	if (r == -ENOENT && !exists)
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' not found", img->path, full);
+	if (r == -EMEDIUMTYPE) {	/* the image's own word, not the caller's: no -f hint */
+		snprintf(err, COW_ERRLEN, "%s: backing file '%s' is not a ucow image (no ucow "
+			 "magic), though the image names its format ucow", img->path, full);
+		r = -EINVAL;
+	}
 	return r;
 }
 
@@ -391,6 +396,8 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 	img->sidelog_fd = (flags & COW_OPEN_RDONLY) ? -1 : sidelog_fd;
 	if (flags & COW_OPEN_CHECK)
 		flags |= COW_OPEN_RDONLY | COW_OPEN_NOCHAIN;
+	if (flags & IMG_OPEN_REPAIR)
+		flags = (flags | COW_OPEN_NOCHAIN | COW_OPEN_CHECK) & ~COW_OPEN_RDONLY;
 	img->open_flags = flags;
 	img->read_only = flags & COW_OPEN_RDONLY;
 	img->path = strdup(path);
@@ -434,7 +441,10 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 	if (flags & COW_OPEN_CHECK) {
 		struct cow_check_result scratch = { 0 };
 		r = img_load_meta(img, true, &scratch);
-		if (!r && scratch.corruptions) {
+		img->load_problems = scratch.corruptions;
+		if (!r && (flags & IMG_OPEN_REPAIR)) {
+			img->corrupt = false;	/* what the load dropped is written back */
+		} else if (!r && scratch.corruptions) {
 			img->corrupt = true;
 			snprintf(img->err, sizeof(img->err), "%s: corrupt image: %s", path,
 				 scratch.first_problem);
@@ -461,7 +471,7 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 		if (r)
 			goto fail;
 	}
-	if (!img->read_only) {
+	if (!img->read_only && !(flags & IMG_OPEN_REPAIR)) {
 		/* from here on the journal may hold records the table does not */
 		img->hdr.autoclear = 0;
 		img->hdr.flags |= UCOW_FLAG_DIRTY;
@@ -575,6 +585,11 @@ int cow_open(const char *path, const struct cow_open_opts *o, struct cow_image *
 	if (r)
 		give_err(err, errlen, msg);
 	return r;
+}
+
+int img_open_repair(const char *path, int fmt, struct cow_image **out, char *err)
+{
+	return cow_open_depth(path, fmt, IMG_OPEN_REPAIR, out, err, 0, NULL, -1);
 }
 
 struct cow_image *cow_backing_image(struct cow_image *img) { return img->backing; }

@@ -112,6 +112,9 @@ struct cow_image {
 	uint32_t nb_snaps;
 	uint32_t *rc;			/* snapshot references per physical chunk */
 	uint64_t rc_len;
+	bool snaps_valid;		/* snaptab.c: the snapshot entries loaded and validated
+					 * (check -r rebuilds refcounts only then) */
+	uint64_t load_problems;		/* image.c: problems a check-mode open counted */
 	struct reclaim_run *reclaim;	/* freed, to punch before reuse */
 	size_t nreclaim, reclaim_cap;
 

@@ -301,8 +301,9 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 		r = init_free(img, &v);
 	if (r)
 		goto out;
-	/* a replayed journal is folded into the table at once, so it starts empty */
-	if (nrec && !img->read_only)
+	/* a replayed journal is folded into the table at once, so it starts empty (check -r
+	 * opens read-write in check mode: it writes only once it knows what to repair) */
+	if (nrec && !img->read_only && !check_mode)
 		r = jnl_checkpoint(img);
 	if (!r && (h->flags & UCOW_FLAG_DIRTY) && !img->read_only && !check_mode)
 		alloc_reclaim_unclean(img, (uint64_t)st.st_size);

@@ -108,8 +108,11 @@ int snap_load(struct cow_image *img, uint64_t file_size)
 	uint8_t *buf = NULL;
 	int r = 0;
 
-	if (!(h->incompat & UCOW_INCOMPAT_SNAPSHOTS) || !h->nb_snapshots)
+	img->snaps_valid = false;
+	if (!(h->incompat & UCOW_INCOMPAT_SNAPSHOTS) || !h->nb_snapshots) {
+		img->snaps_valid = true;
 		return 0;
+	}
 	buf = meta_zalloc(h->snap_table_size);
 	img->snaps = calloc(h->nb_snapshots, sizeof(*img->snaps));
 	img->rc_len = h->refcount_size / 4;
@@ -149,6 +152,7 @@ int snap_load(struct cow_image *img, uint64_t file_size)
 	r = check_ids_names(img);
 	if (r)
 		goto out;
+	img->snaps_valid = true;
 	/* through an aligned buffer: the file may be open with O_DIRECT */
 	free(buf);
 	buf = meta_zalloc(h->refcount_size);
@@ -227,7 +231,7 @@ int frozen_read(struct cow_image *img, const struct snap *s, uint64_t **table,
  * reads as zero entries): list and check of many snapshots of a large virtual size cost what
  * their tables hold, not their virtual size. Each entry is validated as frozen_read does.
  */
-int frozen_scan(struct cow_image *img, const struct snap *s,
+static int scan_frozen(struct cow_image *img, const struct snap *s, bool check_rc,
 		       void (*fn)(void *arg, uint64_t c, uint64_t p), void *arg)
 {
 	uint64_t start = s->table_offset, end = start + img->hdr.table_size, off = start;
@@ -262,7 +266,9 @@ int frozen_scan(struct cow_image *img, const struct snap *s,
 					continue;
 				if ((e & (UCOW_E_RESERVED | UCOW_E_BUSY | UCOW_E_SHARED)) ||
 				    (p && (e & UCOW_E_ZERO)) || c >= img->nr_chunks ||
-				    (p && !rc_shared(img, p)))
+				    (p && check_rc && !rc_shared(img, p)) ||
+				    (p && !check_rc && (p < img->data_pcn ||
+							p >= img->file_pcns)))
 					r = img_mark_corrupt(img, "%s: corrupt image: snapshot '%s' "
 							     "entry %llu is invalid (0x%llx)",
 							     img->path, s->name,
@@ -276,6 +282,12 @@ int frozen_scan(struct cow_image *img, const struct snap *s,
 	}
 	free(buf);
 	return r;
+}
+
+int frozen_scan(struct cow_image *img, const struct snap *s,
+		void (*fn)(void *arg, uint64_t c, uint64_t p), void *arg)
+{
+	return scan_frozen(img, s, true, fn, arg);
 }
 
 struct snap *snap_find(struct cow_image *img, const char *key)
@@ -295,14 +307,29 @@ struct snap *snap_find(struct cow_image *img, const char *key)
 struct count_scan {
 	struct cow_image *img;
 	uint32_t *count;
+	uint64_t len;
 };
 
 static void count_ref(void *arg, uint64_t c, uint64_t p)
 {
 	struct count_scan *cs = arg;
 	(void)c;
-	if (p < cs->img->rc_len)
+	if (p < cs->len)
 		cs->count[p]++;
+}
+
+/*
+ * check -r: the references the frozen tables make, counted without trusting the stored
+ * refcounts (count has len entries; references at len or beyond are not counted). A
+ * frozen table with an invalid entry fails (-EUCLEAN, img->err names it).
+ */
+int snap_count_refs(struct cow_image *img, uint32_t *count, uint64_t len)
+{
+	struct count_scan cs = { img, count, len };
+	int r = 0;
+	for (uint32_t i = 0; i < img->nb_snaps && !r; i++)
+		r = scan_frozen(img, &img->snaps[i], false, count_ref, &cs);
+	return r;
 }
 
 /* check: the stored refcounts must equal the references the frozen tables make. */
@@ -314,7 +341,7 @@ void snap_check(struct cow_image *img, struct cow_check_result *cr)
 	count = calloc(img->rc_len, sizeof(*count));
 	if (!count)
 		return;
-	struct count_scan cs = { img, count };
+	struct count_scan cs = { img, count, img->rc_len };
 	for (uint32_t i = 0; i < img->nb_snaps; i++)
 		if (frozen_scan(img, &img->snaps[i], count_ref, &cs) && !cr->corruptions++)
 			snprintf(cr->first_problem, COW_ERRLEN, "%s", img->err);

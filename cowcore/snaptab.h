@@ -23,6 +23,7 @@ int snap_load(struct cow_image *img, uint64_t file_size);
 void snap_extents(struct cow_image *img, void (*fn)(void *, uint64_t, uint64_t), void *arg);
 /* cow_check's part for snapshots: frozen tables and refcounts against each other. */
 void snap_check(struct cow_image *img, struct cow_check_result *cr);
+int snap_count_refs(struct cow_image *img, uint32_t *count, uint64_t len);
 
 /* An entry of the snapshot table, encoded (with its checksum). */
 void snap_encode(const struct snap *s, uint8_t *b);

@@ -11,13 +11,13 @@ step "What this kernel's ublk driver offers"
 run ucow dev features
 
 step "A 256 MiB golden base image with data, and a copy-on-write overlay on it"
-run ucow create -f ucow base.img 256M
-run ucow io -c 'write -P 0x42 0 1M' -c 'write -P 0x43 200M 1M' base.img
-run ucow create -f ucow -b base.img -F ucow disk.img
-run ucow info disk.img
+run ucow create -f ucow base.ucow 256M
+run ucow io -c 'write -P 0x42 0 1M' -c 'write -P 0x43 200M 1M' base.ucow
+run ucow create -f ucow -b base.ucow -F ucow disk.ucow
+run ucow info disk.ucow
 
 step "Serve the overlay as a block device (2 queues)"
-dev=$(ucow dev add -t cow -q 2 disk.img)
+dev=$(ucow dev add -t cow -q 2 disk.ucow)
 echo "$dev"
 run ucow dev list
 step "The device shows the base's data"
@@ -38,18 +38,18 @@ run umount "$mnt"
 run ucow dev del "$dev"
 
 step "Take a snapshot, then change the file"
-run ucow snapshot -c before-change disk.img
-dev=$(ucow dev add -t cow disk.img)
+run ucow snapshot -c before-change disk.ucow
+dev=$(ucow dev add -t cow disk.ucow)
 run mount "$dev" "$mnt"
 echo "version 2 (to be reverted)" > "$mnt/notes.txt"
 run cat "$mnt/notes.txt"
 run umount "$mnt"
 run ucow dev del "$dev"
-run ucow snapshot -l disk.img
+run ucow snapshot -l disk.ucow
 
 step "Revert to the snapshot"
-run ucow snapshot -a before-change disk.img
-dev=$(ucow dev add -t cow disk.img)
+run ucow snapshot -a before-change disk.ucow
+dev=$(ucow dev add -t cow disk.ucow)
 run mount "$dev" "$mnt"
 run cat "$mnt/notes.txt"
 run umount "$mnt"
@@ -57,7 +57,7 @@ run e2fsck -fn "$dev"
 
 step "Kill the server under load, recover it: nothing lost (fio verifies every block)"
 run ucow dev del "$dev"
-dev=$(ucow dev add -t cow --recoverable disk.img)
+dev=$(ucow dev add -t cow --recoverable disk.ucow)
 id=${dev#/dev/ublkb}
 fio --name=load --filename="$dev" --direct=1 --ioengine=io_uring --rw=randwrite \
 	--bsrange=4k-128k --iodepth=32 --size=48M --offset=150M --verify=crc32c \
@@ -72,7 +72,7 @@ if wait $fpid; then echo "fio: every block verified across the crash"; else cat 
 run ucow dev del "$dev"
 
 step "The images: consistent, and the base untouched"
-run ucow check disk.img
-run ucow io -c 'read -P 0x42 0 1M' -c 'read -P 0 1M 1M' base.img
+run ucow check disk.ucow
+run ucow io -c 'read -P 0x42 0 1M' -c 'read -P 0 1M 1M' base.ucow
 echo
 echo "demo complete"

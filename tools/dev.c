@@ -31,26 +31,24 @@
 #include "ublk.h"
 #include "util.h"
 
-static const char dev_help[] =
-	"usage: ucow dev add [-t cow|raw|null] [-n ID] [-q QUEUES] [-d DEPTH] [-s SIZE]\n"
-	"                    [--direct] [--read-only] [--recoverable] [--foreground]\n"
+/* Each subcommand's --help; `ucow dev --help` prints the overview and every usage line. */
+static const char add_help[] =
+	"usage: ucow dev add [-t cow|raw|loop|null] [-f FILE] [-n ID] [-q QUEUES] [-d DEPTH]\n"
+	"                    [-s SIZE] [--direct] [--read-only] [--recoverable] [--foreground]\n"
 	"                    [--block-size 512|4096] [--snapshot NAME] [--allow-backing-outside]\n"
 	"                    [FILE]\n"
-	"       ucow dev del ID|/dev/ublkbN|--all [--force]\n"
-	"       ucow dev list [--output=human|json]\n"
-	"       ucow dev recover ID [--foreground]\n"
-	"       ucow dev features\n"
-	"       ucow dev stats ID|/dev/ublkbN [--output=human|json]\n"
 	"\n"
-	"Serve FILE as /dev/ublkbN through the kernel's ublk driver. 'add' prints the device\n"
-	"path once the device is ready. Targets: cow (a ucow image and its backing chain, the\n"
-	"default), raw (a plain file or block device), null (no storage; needs -s SIZE).\n"
+	"Serve FILE as /dev/ublkbN; print the device path once the device is ready. FILE is\n"
+	"the last argument, or -f FILE as with ublk's own tool (ublk add -t loop -f FILE).\n"
 	"\n"
-	"  -t TARGET          cow (default), raw or null\n"
+	"  -t TARGET          cow (default: a ucow image and its backing chain), raw (a plain\n"
+	"                     file or block device; 'loop' is the same, ublk's name for it) or\n"
+	"                     null (no storage; needs -s SIZE)\n"
+	"  -f FILE            the file to serve (instead of the last argument)\n"
 	"  -n ID              device number (default: the kernel picks)\n"
 	"  -q QUEUES          hardware queues, one thread each (default: CPUs, up to 4)\n"
 	"  -d DEPTH           requests in flight per queue, 1..4096 (default 128)\n"
-	"  -s SIZE            size of a null device (k, M, G, T suffixes)\n"
+	"  -s SIZE            size of a null device, a multiple of 4 KiB (k, M, G, T suffixes)\n"
 	"  --direct           open the image files with O_DIRECT\n"
 	"  --read-only        a read-only device (the image is opened read-only)\n"
 	"  --recoverable      if the server dies, I/O waits for 'ucow dev recover ID'\n"
@@ -62,7 +60,80 @@ static const char dev_help[] =
 	"                     follow backing files named by an absolute path or lying outside\n"
 	"                     FILE's folder (refused by default: an image from elsewhere could\n"
 	"                     name any file of this machine as the base of a guest's disk)\n"
-	"  --force            del: stop the device even when it is mounted\n";
+	"  -h, --help         this help\n";
+
+static const char del_help[] =
+	"usage: ucow dev del [--force] ID|/dev/ublkbN\n"
+	"       ucow dev del [--force] -n ID\n"
+	"       ucow dev del [--force] -a|--all\n"
+	"\n"
+	"Stop a device: its server drains the requests in flight, flushes and closes the image\n"
+	"clean, and the device is deleted. A device whose server died is deleted and its image\n"
+	"closed clean.\n"
+	"\n"
+	"  -n ID              the device (as ublk del -n ID); or give ID or /dev/ublkbN\n"
+	"  -a, --all          every device 'ucow dev add' made\n"
+	"  --force            stop the device even when it is mounted\n"
+	"  -h, --help         this help\n";
+
+static const char list_help[] =
+	"usage: ucow dev list [-n ID] [-v] [--output=human|json]\n"
+	"\n"
+	"List the ublk devices: ID, state, target, queues, depth, server pid, file, the\n"
+	"features negotiated with the driver (devices other programs made have target '-').\n"
+	"\n"
+	"  -n ID              only this device (an error when there is no such device)\n"
+	"  -v, --verbose      also size, block size, largest request, options, state file and\n"
+	"                     socket of each device (the human form; JSON always has them)\n"
+	"  --output=FMT       human (default) or json\n"
+	"  -h, --help         this help\n";
+
+static const char recover_help[] =
+	"usage: ucow dev recover [--foreground] ID|/dev/ublkbN\n"
+	"       ucow dev recover [--foreground] -n ID\n"
+	"\n"
+	"Start a new server for a device added with --recoverable whose server died: the\n"
+	"requests waiting in the driver go on with it.\n"
+	"\n"
+	"  -n ID              the device (as ublk recover -n ID); or give ID or /dev/ublkbN\n"
+	"  --foreground       do not become a daemon\n"
+	"  -h, --help         this help\n";
+
+static const char features_help[] =
+	"usage: ucow dev features\n"
+	"\n"
+	"What the running kernel's ublk driver offers (GET_FEATURES, or a probe before 6.5).\n"
+	"\n"
+	"  -h, --help         this help\n";
+
+static const char stats_help[] =
+	"usage: ucow dev stats [--output=human|json] ID|/dev/ublkbN\n"
+	"       ucow dev stats [--output=human|json] -n ID\n"
+	"\n"
+	"I/O counts, bytes, errors and latency per operation, requests per queue and the\n"
+	"pauses of online snapshot operations, asked from the device's server.\n"
+	"\n"
+	"  -n ID              the device; or give ID or /dev/ublkbN\n"
+	"  --output=FMT       human (default) or json\n"
+	"  -h, --help         this help\n";
+
+static const char dev_help[] =
+	"usage: ucow dev add [-t cow|raw|loop|null] [-f FILE] [OPTIONS] [FILE]\n"
+	"       ucow dev del ID|/dev/ublkbN|-n ID|-a|--all [--force]\n"
+	"       ucow dev list [-n ID] [-v] [--output=human|json]\n"
+	"       ucow dev recover ID|-n ID [--foreground]\n"
+	"       ucow dev features\n"
+	"       ucow dev stats ID|-n ID [--output=human|json]\n"
+	"       ucow dev SUBCOMMAND --help     that subcommand's usage and options\n"
+	"\n"
+	"Serve images as block devices /dev/ublkbN through the kernel's ublk driver.\n"
+	"\n"
+	"  add       start a server for FILE; print the device path once it is ready\n"
+	"  del       stop a device (its server flushes and closes the image clean)\n"
+	"  list      the devices, their state, target, file and features\n"
+	"  recover   start a new server for a --recoverable device whose server died\n"
+	"  features  what the running kernel's ublk driver offers\n"
+	"  stats     per-operation I/O counts and latency of a device\n";
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
@@ -140,6 +211,35 @@ static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
 	if (*end || v < lo || v > hi)
 		return -ERANGE;
 	*out = (unsigned)v;
+	return 0;
+}
+
+/* -n ID of del, list, recover, stats (ublk's tool spells the device so); given twice is an
+ * error. 0, or the exit status 1 after a usage error. */
+static int opt_dev_id(const char *cmd, const char *arg, int *id)
+{
+	if (*id >= 0)
+		return usage_err(cmd, "-n given twice");
+	if (parse_id(arg, id)) {
+		*id = -1;
+		return usage_err(cmd, "invalid device '%s'", arg);
+	}
+	return 0;
+}
+
+/* The one device del, recover and stats act on: *id from -n (>= 0), or the one argument
+ * left (ID or /dev/ublkbN). 0, or the exit status 1 after a usage error. */
+static int one_device(const char *cmd, int argc, char **argv, int *id)
+{
+	if (*id >= 0)
+		return optind == argc ? 0 : usage_err(cmd, "the device is given twice (-n %d and "
+						      "'%s')", *id, argv[optind]);
+	if (optind == argc)
+		return usage_err(cmd, "no device given (ID, /dev/ublkbN or -n ID)");
+	if (optind + 1 != argc)
+		return usage_err(cmd, "too many arguments ('%s')", argv[optind + 1]);
+	if (parse_id(argv[optind], id))
+		return usage_err(cmd, "invalid device '%s'", argv[optind]);
 	return 0;
 }
 
@@ -270,12 +370,14 @@ static int spawn_server(struct ublk_dev *dev, bool recover, unsigned id)
 enum { OPT_DIRECT = 256, OPT_RO, OPT_RECOVERABLE, OPT_FG, OPT_BS, OPT_OUTPUT, OPT_FORCE,
        OPT_ALL, OPT_SNAPSHOT, OPT_OUTSIDE };
 
-/* dev add's options into dev->o: 0, or the exit status (1 after a usage error, 0 after
- * --help) with *done set. */
-static int dev_add_opts(int argc, char **argv, struct ublk_dev *dev, bool *done)
+/* dev add's options into dev->o (-f FILE into *file): 0, or the exit status (1 after a usage
+ * error, 0 after --help) with *done set. */
+static int dev_add_opts(int argc, char **argv, struct ublk_dev *dev, const char **file,
+			bool *done)
 {
 	static const struct option opts[] = {
 		{ "target", required_argument, NULL, 't' },
+		{ "file", required_argument, NULL, 'f' },
 		{ "number", required_argument, NULL, 'n' },
 		{ "queues", required_argument, NULL, 'q' },
 		{ "depth", required_argument, NULL, 'd' },
@@ -295,13 +397,24 @@ static int dev_add_opts(int argc, char **argv, struct ublk_dev *dev, bool *done)
 	int c;
 
 	*done = true;
-	while ((c = getopt_long(argc, argv, "t:n:q:d:s:h", opts, NULL)) != -1) {
+	*file = NULL;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":t:f:n:q:d:s:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
-			if (!ublk_tgt_find(optarg))
-				return usage_err("dev add", "unknown target '%s' (cow, raw, null)",
-						 optarg);
-			snprintf(dev->o.target, sizeof(dev->o.target), "%s", optarg);
+			/* ublk's own tool calls a file served as it is "loop" */
+			if (!ublk_tgt_find(strcmp(optarg, "loop") ? optarg : "raw"))
+				return usage_err("dev add", "unknown target '%s' (cow, raw, loop, "
+						 "null)", optarg);
+			snprintf(dev->o.target, sizeof(dev->o.target), "%s",
+				 strcmp(optarg, "loop") ? optarg : "raw");
+			break;
+		case 'f':
+			if (*file)
+				return usage_err("dev add", "-f given twice");
+			if (!*optarg)
+				return usage_err("dev add", "-f needs a FILE");
+			*file = optarg;
 			break;
 		case 'n':
 			if (parse_uint(optarg, 0, 1048575, &v))
@@ -319,10 +432,11 @@ static int dev_add_opts(int argc, char **argv, struct ublk_dev *dev, bool *done)
 						 optarg, UK_MAX_QUEUE_DEPTH);
 			break;
 		case 's':
-			if (parse_bytes(optarg, &dev->o.size, &why) || dev->o.size < 4096 ||
-			    dev->o.size % 4096)
-				return usage_err("dev add", "invalid size '%s' (%s)", optarg,
-						 why ? why : "a multiple of 4 KiB");
+			if (parse_bytes(optarg, &dev->o.size, &why))
+				return usage_err("dev add", "invalid size '%s' (%s)", optarg, why);
+			if (dev->o.size < 4096 || dev->o.size % 4096)
+				return usage_err("dev add", "invalid size '%s': must be a multiple of "
+						 "4 KiB", optarg);
 			break;
 		case OPT_DIRECT: dev->o.direct = true; break;
 		case OPT_RO: dev->o.read_only = true; break;
@@ -342,7 +456,7 @@ static int dev_add_opts(int argc, char **argv, struct ublk_dev *dev, bool *done)
 			dev->o.block_size = (unsigned)atoi(optarg);
 			break;
 		case 'h':
-			fputs(dev_help, stdout);
+			fputs(add_help, stdout);
 			return 0;
 		default:
 			return opt_err("dev add", c, argv);
@@ -359,6 +473,7 @@ static int dev_add(int argc, char **argv)
 	int sid;
 	const struct ublk_tgt_ops *tgt;
 	struct ublk_ctrl ctrl;
+	const char *file;
 	bool done;
 	int ret = 1;
 
@@ -369,7 +484,7 @@ static int dev_add(int argc, char **argv)
 	ublk_dev_init(dev);
 	strcpy(dev->o.target, "cow");
 	dev->o.block_size = 512;
-	ret = dev_add_opts(argc, argv, dev, &done);
+	ret = dev_add_opts(argc, argv, dev, &file, &done);
 	if (done)
 		goto out;
 	ret = 1;
@@ -385,14 +500,19 @@ static int dev_add(int argc, char **argv)
 		}
 		dev->o.read_only = true;	/* a snapshot is served read-only, always */
 	}
+	if (file && optind != argc) {
+		ret = usage_err("dev add", "FILE given twice (-f %s and '%s')", file, argv[optind]);
+		goto out;
+	}
+	if (!file && optind < argc)
+		file = argv[optind++];
 	if (tgt->needs_file) {
-		if (optind + 1 != argc) {
-			ret = usage_err("dev add", optind == argc ? "no FILE given" :
-					"too many arguments");
+		if (!file || optind != argc) {
+			ret = usage_err("dev add", !file ? "no FILE given" : "too many arguments");
 			goto out;
 		}
-		if (!realpath(argv[optind], dev->o.file)) {
-			ucow_err("%s: %s", argv[optind], strerror(errno));
+		if (!realpath(file, dev->o.file)) {
+			ucow_err("%s: %s", file, strerror(errno));
 			goto out;
 		}
 		if (dev->o.size) {
@@ -409,13 +529,13 @@ static int dev_add(int argc, char **argv)
 			if (dev->o.snapshot[0])
 				ucow_err("%s: in use by /dev/ublkb%d; a snapshot is served only while "
 					 "the image is not served read-write (ucow dev del %d first)",
-					 argv[optind], sid, sid);
+					 file, sid, sid);
 			else
 				ucow_err("%s: in use by /dev/ublkb%d (ucow dev del %d first)",
-					 argv[optind], sid, sid);
+					 file, sid, sid);
 			goto out;
 		}
-	} else if (optind != argc) {
+	} else if (file) {
 		ret = usage_err("dev add", "the %s target takes no FILE", tgt->name);
 		goto out;
 	} else if (!dev->o.size) {
@@ -510,6 +630,7 @@ static int dev_del(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "all", no_argument, NULL, OPT_ALL },
+		{ "number", required_argument, NULL, 'n' },
 		{ "force", no_argument, NULL, OPT_FORCE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -517,22 +638,28 @@ static int dev_del(int argc, char **argv)
 	char err[UBLK_ERRLEN];
 	struct ublk_ctrl c;
 	bool all = false, force = false;
-	int ids[256], n, i, c_, ret = 0, id;
+	int ids[256], n, i, c_, ret = 0, id = -1;
 
-	while ((c_ = getopt_long(argc, argv, "ah", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c_ = getopt_long(argc, argv, ":an:h", opts, NULL)) != -1) {
 		switch (c_) {
 		case 'a':
 		case OPT_ALL: all = true; break;
+		case 'n':
+			if (opt_dev_id("dev del", optarg, &id))
+				return 1;
+			break;
 		case OPT_FORCE: force = true; break;
-		case 'h': fputs(dev_help, stdout); return 0;
+		case 'h': fputs(del_help, stdout); return 0;
 		default: return opt_err("dev del", c_, argv);
 		}
 	}
-	if (all ? optind != argc : optind + 1 != argc)
-		return usage_err("dev del", all ? "--all takes no device" :
-				 "give one device: ID, /dev/ublkbN or --all");
-	if (!all && parse_id(argv[optind], &id))
-		return usage_err("dev del", "invalid device '%s'", argv[optind]);
+	if (all && (optind != argc || id >= 0))
+		return usage_err("dev del", "--all takes no device");
+	if (!all && id < 0 && optind == argc)
+		return usage_err("dev del", "no device given (ID, /dev/ublkbN, -n ID or --all)");
+	if (!all && one_device("dev del", argc, argv, &id))
+		return 1;
 	if (ublk_ctrl_open(&c, err) < 0) {
 		ucow_err("%s", err);
 		return 1;
@@ -590,31 +717,106 @@ static int add_kernel_ids(int *ids, int n, int max)
 	return n;
 }
 
+/* One device as a JSON object added to arr: 0 or -ENOMEM. */
+static int list_json_one(struct json_object *arr, int id, const char *state,
+			 const struct ublk_state *st, const struct uk_dev_info *info,
+			 const char *feat)
+{
+	struct json_object *d = json_object_new_object();
+	char path[32];
+
+	snprintf(path, sizeof(path), "/dev/ublkb%d", id);
+	if (!d)
+		return -ENOMEM;
+	if (json_object_array_add(arr, d)) {
+		json_object_put(d);
+		return -ENOMEM;
+	}
+	if (json_object_object_add(d, "id", json_object_new_int(id)) ||
+	    json_object_object_add(d, "state", ublk_json_new_text(state)) ||
+	    json_object_object_add(d, "target", ublk_json_new_text(st->o.target)) ||
+	    ublk_json_add_bytes(d, "file", st->o.file) ||
+	    (st->o.snapshot[0] && ublk_json_add_bytes(d, "snapshot", st->o.snapshot)) ||
+	    json_object_object_add(d, "device", json_object_new_string(path)) ||
+	    json_object_object_add(d, "queues", json_object_new_int64(info->nr_hw_queues)) ||
+	    json_object_object_add(d, "depth", json_object_new_int64(info->queue_depth)) ||
+	    json_object_object_add(d, "pid", json_object_new_int((int)st->pid)) ||
+	    json_object_object_add(d, "size", json_object_new_int64((int64_t)st->size)) ||
+	    json_object_object_add(d, "block-size", json_object_new_int64(st->o.block_size)) ||
+	    json_object_object_add(d, "direct", json_object_new_boolean(st->o.direct)) ||
+	    json_object_object_add(d, "read-only", json_object_new_boolean(st->o.read_only)) ||
+	    json_object_object_add(d, "recoverable",
+				   json_object_new_boolean(st->o.recoverable)) ||
+	    json_object_object_add(d, "features", ublk_json_new_text(feat)))
+		return -ENOMEM;	/* d belongs to arr */
+	return 0;
+}
+
+/* -v: what the driver's parameters and the state file add to a device's two lines. */
+static void list_verbose(struct ublk_ctrl *c, int id, bool ours, const struct ublk_state *st,
+			 const struct uk_dev_info *info)
+{
+	struct uk_params p;
+	char hs[32], path[4200], sock[4200];
+	uint64_t size = st->size;
+	unsigned bs = st->o.block_size;
+	bool ro = st->o.read_only;
+
+	if (ublk_ctrl_get_params(c, (unsigned)id, &p) == 0 && p.basic.logical_bs_shift >= 9 &&
+	    p.basic.logical_bs_shift <= 16 && p.basic.dev_sectors <= (UINT64_MAX >> 9)) {
+		size = p.basic.dev_sectors << 9;
+		bs = 1u << p.basic.logical_bs_shift;
+		ro = p.basic.attrs & UK_ATTR_READ_ONLY;
+	}
+	human_size(size, hs, sizeof(hs));
+	printf("     size: %" PRIu64 " bytes (%s), logical block: %u bytes, largest request: "
+	       "%u bytes\n", size, hs, bs, info->max_io_buf_bytes);
+	if (!ours) {
+		printf("     options: %s; made by another program (no state file)\n",
+		       ro ? "read-only" : "read-write");
+		return;
+	}
+	printf("     options: %s%s%s%s\n", ro ? "read-only" : "read-write",
+	       st->o.recoverable ? ", recoverable" : "", st->o.direct ? ", direct" : "",
+	       st->o.backing_outside ? ", allow-backing-outside" : "");
+	ublk_state_path(id, ".json", path, sizeof(path));
+	snprintf(sock, sizeof(sock), "%s", st->sock[0] ? st->sock : "-");
+	printf("     state file: %s, socket: %s\n", path, sock);
+}
+
 static int dev_list(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "output", required_argument, NULL, OPT_OUTPUT },
+		{ "number", required_argument, NULL, 'n' },
+		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	char err[UBLK_ERRLEN], serr[UBLK_ERRLEN], feat[512], state[32];
 	struct ublk_ctrl c;
 	struct json_object *arr = NULL;
-	bool json = false;
-	int ids[256], n, i, c_;
+	bool json = false, verbose = false, found = false;
+	int ids[256], n, i, c_, only = -1, ret = 1;
 
-	while ((c_ = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c_ = getopt_long(argc, argv, ":n:vh", opts, NULL)) != -1) {
 		switch (c_) {
 		case OPT_OUTPUT:
 			if (opt_output("dev list", optarg, &json))
 				return 1;
 			break;
-		case 'h': fputs(dev_help, stdout); return 0;
+		case 'n':
+			if (opt_dev_id("dev list", optarg, &only))
+				return 1;
+			break;
+		case 'v': verbose = true; break;
+		case 'h': fputs(list_help, stdout); return 0;
 		default: return opt_err("dev list", c_, argv);
 		}
 	}
 	if (optind != argc)
-		return usage_err("dev list", "too many arguments");
+		return usage_err("dev list", "too many arguments ('%s')", argv[optind]);
 	if (ublk_ctrl_open(&c, err) < 0) {
 		ucow_err("%s", err);
 		return 1;
@@ -624,18 +826,18 @@ static int dev_list(int argc, char **argv)
 	n = add_kernel_ids(ids, n, 256);
 	if (json && !(arr = json_object_new_array())) {
 		ucow_err("out of memory");
-		ublk_ctrl_close(&c);
-		return 1;
+		goto out;
 	}
-	if (!json)
-		printf("%-4s %-20s %-6s %-6s %-5s %-8s %s\n", "ID", "STATE", "TARGET", "QUEUES",
-		       "DEPTH", "PID", "FILE / FEATURES");
 	for (i = 0; i < n; i++) {
 		struct ublk_state st;
 		struct uk_dev_info info;
-		int sr = ublk_state_read(ids[i], &st, serr);
-		bool ours = sr == 0;
+		int sr;
+		bool ours;
 
+		if (only >= 0 && ids[i] != only)
+			continue;
+		sr = ublk_state_read(ids[i], &st, serr);
+		ours = sr == 0;
 		if (sr < 0 && sr != -ENOENT)
 			ucow_err("warning: %s", serr);
 		if (ublk_ctrl_get_info(&c, (unsigned)ids[i], &info) < 0) {
@@ -652,51 +854,37 @@ static int dev_list(int argc, char **argv)
 			 pid_alive(st.pid) ? "" : ",no-server");
 		features_str(info.flags, feat, sizeof(feat));
 		if (json) {
-			struct json_object *d = json_object_new_object();
-			char path[32];
-
-			snprintf(path, sizeof(path), "/dev/ublkb%d", ids[i]);
-			if (!d || json_object_array_add(arr, d) ||
-			    json_object_object_add(d, "id", json_object_new_int(ids[i])) ||
-			    json_object_object_add(d, "state", ublk_json_new_text(state)) ||
-			    json_object_object_add(d, "target", ublk_json_new_text(st.o.target)) ||
-			    ublk_json_add_bytes(d, "file", st.o.file) ||
-			    (st.o.snapshot[0] && ublk_json_add_bytes(d, "snapshot", st.o.snapshot)) ||
-			    json_object_object_add(d, "device", json_object_new_string(path)) ||
-			    json_object_object_add(d, "queues",
-						   json_object_new_int64(info.nr_hw_queues)) ||
-			    json_object_object_add(d, "depth",
-						   json_object_new_int64(info.queue_depth)) ||
-			    json_object_object_add(d, "pid", json_object_new_int((int)st.pid)) ||
-			    json_object_object_add(d, "size",
-						   json_object_new_int64((int64_t)st.size)) ||
-			    json_object_object_add(d, "block-size",
-						   json_object_new_int64(st.o.block_size)) ||
-			    json_object_object_add(d, "direct",
-						   json_object_new_boolean(st.o.direct)) ||
-			    json_object_object_add(d, "read-only",
-						   json_object_new_boolean(st.o.read_only)) ||
-			    json_object_object_add(d, "recoverable",
-						   json_object_new_boolean(st.o.recoverable)) ||
-			    json_object_object_add(d, "features", ublk_json_new_text(feat))) {
+			if (list_json_one(arr, ids[i], state, &st, &info, feat) < 0) {
 				ucow_err("out of memory");
-				json_object_put(arr);
-				ublk_ctrl_close(&c);
-				return 1;
+				goto out;
 			}
 		} else {
+			if (!found)
+				printf("%-4s %-20s %-6s %-6s %-5s %-8s %s\n", "ID", "STATE", "TARGET",
+				       "QUEUES", "DEPTH", "PID", "FILE / FEATURES");
 			printf("%-4d %-20s %-6s %-6u %-5u %-8d %s%s%s\n%52s%s\n", ids[i], state,
 			       st.o.target, info.nr_hw_queues, info.queue_depth, (int)st.pid,
 			       st.o.file[0] ? st.o.file : "-", st.o.snapshot[0] ? " @" : "",
 			       st.o.snapshot, "", feat);
+			if (verbose)
+				list_verbose(&c, ids[i], ours, &st, &info);
 		}
+		found = true;
 	}
-	if (json) {
+	if (only >= 0 && !found) {
+		ucow_err("no device %d", only);
+		goto out;
+	}
+	if (!json && !found)
+		printf("%-4s %-20s %-6s %-6s %-5s %-8s %s\n", "ID", "STATE", "TARGET", "QUEUES",
+		       "DEPTH", "PID", "FILE / FEATURES");
+	if (json)
 		printf("%s\n", ublk_json_text(arr, true));
-		json_object_put(arr);
-	}
+	ret = 0;
+out:
+	json_object_put(arr);
 	ublk_ctrl_close(&c);
-	return 0;
+	return ret;
 }
 
 /* ---- recover, features, stats ------------------------------------------------------------ */
@@ -705,24 +893,30 @@ static int dev_recover(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "foreground", no_argument, NULL, OPT_FG },
+		{ "number", required_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ublk_state st;
 	struct ublk_dev *dev;
 	char err[UBLK_ERRLEN];
-	int c, id, ret;
+	int c, id = -1, ret;
 	bool fg = false;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":n:h", opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_FG: fg = true; break;
-		case 'h': fputs(dev_help, stdout); return 0;
+		case 'n':
+			if (opt_dev_id("dev recover", optarg, &id))
+				return 1;
+			break;
+		case 'h': fputs(recover_help, stdout); return 0;
 		default: return opt_err("dev recover", c, argv);
 		}
 	}
-	if (optind + 1 != argc || parse_id(argv[optind], &id))
-		return usage_err("dev recover", "give one device: ID or /dev/ublkbN");
+	if (one_device("dev recover", argc, argv, &id))
+		return 1;
 	ret = ublk_state_read(id, &st, err);
 	if (ret == -ENOENT) {
 		ucow_err("no state for device %d in %s (was it added with 'ucow dev add'?)", id,
@@ -770,10 +964,12 @@ static int dev_features(int argc, char **argv)
 
 	if (argc > 1) {
 		if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-			fputs(dev_help, stdout);
+			fputs(features_help, stdout);
 			return 0;
 		}
-		return usage_err("dev features", "too many arguments");
+		if (argv[1][0] == '-' && argv[1][1])
+			return usage_err("dev features", "unknown option '%s'", argv[1]);
+		return usage_err("dev features", "too many arguments ('%s')", argv[1]);
 	}
 	if (ublk_ctrl_open(&c, err) < 0) {
 		ucow_err("%s", err);
@@ -802,6 +998,7 @@ static int dev_stats(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "output", required_argument, NULL, OPT_OUTPUT },
+		{ "number", required_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -809,20 +1006,25 @@ static int dev_stats(int argc, char **argv)
 	struct json_object *reply = NULL, *v;
 	bool json = false;
 	char err[UBLK_ERRLEN];
-	int c, id, ret;
+	int c, id = -1, ret;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":n:h", opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_OUTPUT:
 			if (opt_output("dev stats", optarg, &json))
 				return 1;
 			break;
-		case 'h': fputs(dev_help, stdout); return 0;
+		case 'n':
+			if (opt_dev_id("dev stats", optarg, &id))
+				return 1;
+			break;
+		case 'h': fputs(stats_help, stdout); return 0;
 		default: return opt_err("dev stats", c, argv);
 		}
 	}
-	if (optind + 1 != argc || parse_id(argv[optind], &id))
-		return usage_err("dev stats", "give one device: ID or /dev/ublkbN");
+	if (one_device("dev stats", argc, argv, &id))
+		return 1;
 	ret = ublk_state_read(id, &st, err);
 	if (ret < 0 && ret != -ENOENT) {
 		ucow_err("%s", err);
@@ -863,10 +1065,11 @@ int cmd_dev(int argc, char **argv)
 	size_t i;
 
 	if (argc < 2) {
-		ucow_err("dev: no subcommand (add, del, list, recover, features, stats)");
+		ucow_err("dev: no subcommand: add, del, list, recover, features or stats (try "
+			 "'ucow dev --help')");
 		return 1;
 	}
-	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
 		fputs(dev_help, stdout);
 		return 0;
 	}
@@ -875,7 +1078,10 @@ int cmd_dev(int argc, char **argv)
 			optind = 1;
 			return sub[i].fn(argc - 1, argv + 1);
 		}
-	ucow_err("dev: unknown subcommand '%s' (add, del, list, recover, features, stats)",
-		 argv[1]);
+	if (argv[1][0] == '-')
+		ucow_err("dev: unknown option '%s' (try 'ucow dev --help')", argv[1]);
+	else
+		ucow_err("dev: unknown subcommand '%s': add, del, list, recover, features or "
+			 "stats (try 'ucow dev --help')", argv[1]);
 	return 1;
 }

@@ -36,7 +36,12 @@ static const char bench_help[] =
 	"  -t CACHE          none (O_DIRECT) or writeback (default)\n"
 	"  -i BACKEND        uring (default), aio or sync\n"
 	"  -n                same as -i aio (qemu-img's native AIO)\n"
-	"  -q                print only the result lines\n";
+	"  -q                print only the result lines\n"
+	"  -h, --help        this help\n"
+	"\n"
+	"A read run none of whose requests reaches stored data (nothing is allocated where they\n"
+	"go, in the image or a backing file) is refused: the engine answers such reads from\n"
+	"memory, and the IOPS would measure no storage. Write the range first (-w).\n";
 
 struct bench {
 	struct cow_ctx *ctx;
@@ -100,12 +105,16 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
 
 	*o = (struct bench_opts){ .count = 75000, .size = 4096, .depth = 64,
 				  .fmt = COW_FMT_NONE, .pattern = 0xa5, .bename = "uring" };
-	while ((c = getopt_long(argc, argv, "+c:d:f:s:S:o:wt:i:nqh", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:c:d:f:s:S:o:wt:i:nqh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': case 'd': case 's': case 'S': case 'o': case O_FLUSH:
+			if (parse_bytes(optarg, &v, &why) && c == O_FLUSH)
+				return usage_err(argv[0], "invalid number '%s' for --flush-interval: "
+						 "%s", optarg, why);
 			if (parse_bytes(optarg, &v, &why))
-				return usage_err(argv[0], "invalid number '%s' for -%c: %s", optarg,
-						 c < 256 ? c : 'F', why);
+				return usage_err(argv[0], "invalid number '%s' for -%c: %s", optarg, c,
+						 why);
 			if (c == 'c')
 				o->count = v;
 			else if (c == 'd') {
@@ -171,6 +180,63 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
 	return 0;
 }
 
+/* Where the content of [off, off+len) comes from, down the chain: 1 stored data, 0 nothing
+ * stored (reads as zeros), for *run bytes; or -errno. */
+static int data_run(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run)
+{
+	for (;;) {
+		struct cow_info bi;
+		int st = cow_map(img, off, len, run, NULL);
+
+		if (st < 0)
+			return st;
+		if (!*run || *run > len)
+			return -EIO;	/* never: keeps the caller's loop finite */
+		if (st != COW_MAP_BACKING)
+			return st == COW_MAP_DATA;
+		img = cow_backing_image(img);
+		if (!img)
+			return 1;	/* cannot look further: count it as data */
+		cow_get_info(img, &bi);
+		if (off >= bi.virtual_size)
+			return 0;	/* past the backing image's end */
+		len = *run < bi.virtual_size - off ? *run : bi.virtual_size - off;
+	}
+}
+
+/*
+ * Does some request of a read run read stored data? The requests are at base + k * step,
+ * k = 0 .. n-1, size bytes each (bench_run's order: base is -o, or 0 when -o does not
+ * fit; n is COUNT or as many as fit before the run wraps to base again). The engine
+ * answers a read of a range nothing holds (not the image, not a backing file) from memory,
+ * so a run of only such reads would report IOPS no storage gives. 1 yes, 0 no, -errno.
+ */
+static int reads_stored_data(struct cow_image *img, const struct bench_opts *o, uint64_t vsize)
+{
+	uint64_t base = o->offset <= vsize - o->size ? o->offset : 0;
+	uint64_t fit = (vsize - o->size - base) / o->step + 1;
+	uint64_t n = o->count < fit ? o->count : fit;
+	uint64_t off, end, run, k;
+	int st;
+
+	if (!n)
+		return 1;	/* nothing is sent: nothing to refuse */
+	end = base + (n - 1) * o->step + o->size;	/* <= vsize */
+	for (off = base; off < end; off += run) {
+		st = data_run(img, off, end - off, &run);
+		if (st <= 0) {
+			if (st < 0)
+				return st;
+			continue;
+		}
+		/* the first request that ends after off: does it start before off + run? */
+		k = off < base + o->size ? 0 : (off - base - o->size) / o->step + 1;
+		if (k < n && base + k * o->step < off + run)
+			return 1;
+	}
+	return 0;
+}
+
 /* Keep depth requests in flight until count are done; 0 or -errno (b->err). */
 static int bench_run(const struct bench_opts *o, struct bench *b, struct cow_backend *be,
 		     char *bufs, size_t bsz, uint64_t vsize)
@@ -228,12 +294,22 @@ int cmd_bench(int argc, char **argv)
 			.flags = (o.write ? 0 : COW_OPEN_RDONLY) | (o.direct ? COW_OPEN_DIRECT : 0) },
 			&img, err, COW_ERRLEN);
 	if (r) {
-		report(file, file, r, err);
+		report_f(file, file, r, err);
 		return 1;
 	}
 	cow_get_info(img, &info);
 	if (o.size > info.virtual_size) {
 		ucow_err("%s: request size is larger than the image", file);
+		goto out;
+	}
+	if (!o.write && (r = reads_stored_data(img, &o, info.virtual_size)) <= 0) {
+		if (r < 0)
+			report(file, file, r, cow_errmsg(img));
+		else
+			ucow_err("%s: nothing to measure: the read benchmark reads no stored data "
+				 "(nothing is allocated where its requests go, in the image or a "
+				 "backing file, and such reads are answered from memory); write there "
+				 "first, e.g. with ucow bench -w", file);
 		goto out;
 	}
 	r = cow_backend_new(o.bename, o.depth, &be);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ucow check: consistency check of an image (read-only). Exit status like qemu-img check:
- * 0 clean, 1 the check could not be done, 2 corruption found, 3 only leaks found.
+ * ucow check: consistency check of an image (read-only), and with -r its repair. Exit status
+ * like qemu-img check: 0 clean, 1 the check could not be done, 2 corruption found (left
+ * after a repair), 3 only leaks found (left), 63 the format has no checks (raw).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -16,21 +17,30 @@
 #include "util.h"
 
 static const char check_help[] =
-	"usage: ucow check [-f FMT] [-U] [--output=human|json] FILE\n"
+	"usage: ucow check [-f FMT] [-r leaks|all] [-U] [--output=human|json] FILE\n"
 	"\n"
 	"Check FILE's metadata for consistency. The image is opened read-only; an image\n"
 	"that cannot be opened normally because it is corrupt is opened without its backing\n"
 	"chain so it can still be checked.\n"
 	"\n"
 	"  -f FMT          FILE's format: ucow (default; recognized by its magic) or raw\n"
+	"  -r leaks        repair: punch out leaked chunks (a corrupt image is left alone)\n"
+	"  -r all          repair leaks and what else can be repaired: refcounts rewritten\n"
+	"                  from the snapshot tables, table entries that fail validation\n"
+	"                  dropped (those ranges then read from the backing or as zeros),\n"
+	"                  bitmaps of unmapped chunks cleared, the corrupt mark cleared\n"
 	"  --output=FMT    human (default) or json\n"
 	"  -U, --force-share\n"
 	"                  open FILE without a lock, even while another process writes it\n"
-	"                  (then a warning says the result may be inconsistent)\n"
+	"                  (then a warning says the result may be inconsistent; not with -r)\n"
 	"  -h, --help      this help\n"
 	"\n"
+	"With -r the image must not be in use; it is checked, repaired if needed, and checked\n"
+	"again; the status is the second check's.\n"
+	"\n"
 	"Exit status: 0 no problems, 1 the check could not be done (an error), 2 corruption\n"
-	"found, 3 only leaked chunks found (wasted space, no harm to data).\n";
+	"found, 3 only leaked chunks found (wasted space, no harm to data), 63 the format has\n"
+	"no metadata to check (raw).\n";
 
 static void print_human(const char *file, const struct cow_check_result *res,
 			const struct cow_info *in)
@@ -75,7 +85,8 @@ static json_object *json_head(const char *file, int fmt, bool *ok)
 
 /* The JSON report (schema in Documentation/cli.md). The exit status. */
 static int print_json(const char *file, const struct cow_check_result *res,
-		      const struct cow_info *in)
+		      const struct cow_info *in, const char *repaired, uint64_t leaks_fixed,
+		      uint64_t corruptions_fixed)
 {
 	bool ok = true;
 	json_object *o = json_head(file, in->fmt, &ok);
@@ -89,6 +100,11 @@ static int print_json(const char *file, const struct cow_check_result *res,
 		jadd_u64(o, "fragmented-clusters", res->fragmented, &ok);
 		jadd_u64(o, "reclaimable-chunks", res->reclaimable, &ok);
 		jadd_bool(o, "marked-corrupt", in->corrupt, &ok);
+	}
+	if (repaired) {
+		jadd_u64(o, "leaks-fixed", leaks_fixed, &ok);
+		jadd_u64(o, "corruptions-fixed", corruptions_fixed, &ok);
+		jadd_str(o, "repaired", repaired, &ok);
 	}
 	jadd_i64(o, "verdict", res->verdict, &ok);
 	jadd_bool(o, "complete", true, &ok);
@@ -121,30 +137,100 @@ static int report_unopenable(const char *file, const char *why, bool json)
 	return 2;
 }
 
+/* How one check went. */
+enum { CHECKED, UNOPENABLE, NO_CHECKS, FAILED };
+
+/*
+ * Open FILE read-only (without its chain if it is corrupt) and check it. share: -U
+ * (COW_OPEN_SHARE), with *warned for share_warn.
+ */
+static int check_once(const char *file, int fmt, struct cow_check_result *res,
+		      struct cow_info *in, char *why, unsigned share, bool *warned)
+{
+	char err[COW_ERRLEN] = "";
+	struct cow_image *img;
+	int rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
+			  .flags = COW_OPEN_RDONLY | share }, &img, err, COW_ERRLEN);
+	if (rc == -EUCLEAN) {
+		/* a corrupt image must still be checkable: leave its chain alone */
+		char err2[COW_ERRLEN] = "";
+
+		rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
+				.flags = COW_OPEN_CHECK | share }, &img, err2, COW_ERRLEN);
+		if (rc == -EUCLEAN) {
+			/* not even its own metadata loads: corruption found, counting stops (with
+			 * -U and a writer at work, perhaps only a state caught half changed) */
+			if (share)
+				share_warn_file(file, warned);
+			snprintf(why, COW_ERRLEN, "%s", err2[0] ? err2 : err);
+			return UNOPENABLE;
+		}
+		if (err2[0])
+			memcpy(err, err2, sizeof(err));
+	}
+	if (rc < 0) {
+		report_f(file, NULL, rc, err);
+		return FAILED;
+	}
+	if (share)
+		share_warn(img, file, warned);
+	cow_get_info(img, in);
+	if (in->fmt != COW_FMT_UCOW) {
+		cow_close(img);
+		ucow_err("%s: a %s image has no metadata to check", file, cow_fmt_name(in->fmt));
+		return NO_CHECKS;
+	}
+	memset(res, 0, sizeof(*res));
+	rc = cow_check(img, res);
+	if (share)
+		share_warn(img, file, warned);
+	if (rc < 0) {
+		ucow_err("%s: check failed: %s", file, err_text_for(rc, cow_errmsg(img), file));
+		cow_close(img);
+		return FAILED;
+	}
+	cow_close(img);
+	return CHECKED;
+}
+
+static uint64_t fixed(uint64_t before, uint64_t after)
+{
+	return before > after ? before - after : 0;
+}
+
 int cmd_check(int argc, char **argv)
 {
 	enum { OPT_OUTPUT = 256 };
 	static const struct option lopts[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ "output", required_argument, NULL, OPT_OUTPUT },
+		{ "repair", required_argument, NULL, 'r' },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct cow_check_result res;
-	char err[COW_ERRLEN] = "";
-	struct cow_image *img;
-	struct cow_info in;
-	int c, rc, fmt = COW_FMT_NONE;
+	struct cow_check_result res, res2;
+	char why[COW_ERRLEN] = "", done[COW_ERRLEN] = "", err[COW_ERRLEN] = "";
+	struct cow_info in, in2;
+	int c, st, fmt = COW_FMT_NONE;
+	unsigned repair = 0, share = 0;
 	bool json = false, warned = false;
-	unsigned share = 0;
 	const char *file;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":f:hU", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":f:r:hU", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			if (opt_format("check", optarg, &fmt))
 				return 1;
+			break;
+		case 'r':
+			if (!strcmp(optarg, "leaks"))
+				repair = COW_REPAIR_LEAKS;
+			else if (!strcmp(optarg, "all"))
+				repair = COW_REPAIR_ALL;
+			else
+				return usage_err("check", "-r takes 'leaks' or 'all', not '%s'",
+						 optarg);
 			break;
 		case OPT_OUTPUT:
 			if (opt_output("check", optarg, &json))
@@ -160,47 +246,56 @@ int cmd_check(int argc, char **argv)
 	if (argc - optind > 1)
 		return usage_err("check", "too many arguments ('%s')", argv[optind + 1]);
 	file = argv[optind];
+	if (repair && share)
+		return usage_err("check", "-r repairs the image: it cannot go with -U, which "
+				 "opens it while another process may write it");
 
-	rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
-			.flags = COW_OPEN_RDONLY | share }, &img, err, COW_ERRLEN);
-	if (rc == -EUCLEAN) {
-		/* a corrupt image must still be checkable: leave its chain alone */
-		char err2[COW_ERRLEN] = "";
-
-		rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
-				.flags = COW_OPEN_CHECK | share }, &img, err2, COW_ERRLEN);
-		if (rc == -EUCLEAN) {
-			/* not even its own metadata loads: corruption found, counting stops (with
-			 * -U and a writer at work, perhaps only a state caught half changed) */
-			if (share)
-				share_warn_file(file, &warned);
-			return report_unopenable(file, err2[0] ? err2 : err, json);
-		}
-		if (err2[0])
-			memcpy(err, err2, sizeof(err));
-	}
-	if (rc < 0) {
-		report(file, NULL, rc, err);
+	st = check_once(file, fmt, &res, &in, why, share, &warned);
+	if (st == NO_CHECKS)
+		return 63;
+	if (st == FAILED)
 		return 1;
-	}
-	if (share)
-		share_warn(img, file, &warned);
-	cow_get_info(img, &in);
-	memset(&res, 0, sizeof(res));
-	rc = cow_check(img, &res);
-	if (share)
-		share_warn(img, file, &warned);
-	if (rc < 0) {
-		ucow_err("%s: check failed: %s", file, err_text_for(rc, cow_errmsg(img), file));
-		cow_close(img);
-		return 1;
-	}
-	if (json && print_json(file, &res, &in)) {
-		cow_close(img);
-		return 1;
-	}
-	if (!json)
+	/* a clean image needs nothing, unless -r all is to lift a corrupt mark it carries */
+	if (!repair || (st == CHECKED && res.verdict == 0 &&
+			!(repair == COW_REPAIR_ALL && in.corrupt))) {
+		if (st == UNOPENABLE)
+			return report_unopenable(file, why, json);
+		if (json)
+			return print_json(file, &res, &in, NULL, 0, 0) ? 1 : res.verdict;
 		print_human(file, &res, &in);
-	cow_close(img);
-	return res.verdict == 0 || res.verdict == 2 || res.verdict == 3 ? res.verdict : 1;
+		return res.verdict;
+	}
+	/* -r: repair what the check found, then check again */
+	int rc = cow_repair(file, fmt == COW_FMT_NONE ? COW_FMT_UCOW : fmt, repair, done,
+			    sizeof(done), err, sizeof(err));
+	if (rc) {
+		report(file, NULL, rc, err);
+		if (st == UNOPENABLE)
+			return report_unopenable(file, why, json);
+		if (json)
+			return print_json(file, &res, &in, NULL, 0, 0) ? 1 : res.verdict;
+		print_human(file, &res, &in);
+		return res.verdict;
+	}
+	st = check_once(file, fmt, &res2, &in2, why, 0, &warned);
+	if (st == FAILED || st == NO_CHECKS)
+		return 1;
+	uint64_t before_c = st == UNOPENABLE ? 1 : 0;
+	if (!json) {
+		uint64_t lf = fixed(res.leaks, res2.leaks);
+		uint64_t cf = fixed(res.corruptions + before_c, res2.corruptions);
+		printf("The following inconsistencies were found and repaired:\n\n"
+		       "    %" PRIu64 " leaked chunks\n    %" PRIu64 " corruptions\n\n",
+		       lf, cf);
+		if (done[0])
+			printf("Repaired: %s.\n\n", done);
+		printf("Double checking the fixed image now...\n");
+	}
+	if (st == UNOPENABLE)
+		return report_unopenable(file, why, json);
+	if (json)
+		return print_json(file, &res2, &in2, done, fixed(res.leaks, res2.leaks),
+				  fixed(res.corruptions, res2.corruptions)) ? 1 : res2.verdict;
+	print_human(file, &res2, &in2);
+	return res2.verdict;
 }

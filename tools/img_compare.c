@@ -174,7 +174,9 @@ static int compare_all(struct cmp *c)
 	return 0;
 }
 
-static int open_side(struct side *s, int fmt, unsigned share, struct cow_backend *be)
+/* Open one image; opt is its format option ("-f" for A, "-F" for B), for the hint. */
+static int open_side(struct side *s, int fmt, const char *opt, unsigned share,
+		     struct cow_backend *be)
 {
 	char err[COW_ERRLEN] = "";
 	struct cow_info in;
@@ -183,7 +185,7 @@ static int open_side(struct side *s, int fmt, unsigned share, struct cow_backend
 	r = cow_open(s->file, &(struct cow_open_opts){ .fmt = fmt,
 			.flags = COW_OPEN_RDONLY | share }, &s->img, err, COW_ERRLEN);
 	if (r < 0) {
-		report(s->file, NULL, r, err);
+		report_fopt(s->file, NULL, r, err, opt);
 		return r;
 	}
 	if (share)
@@ -260,7 +262,8 @@ int cmd_compare(int argc, char **argv)
 		r = -ENOMEM;
 		goto out;
 	}
-	if ((r = open_side(&c.a, afmt, share, be)) < 0 || (r = open_side(&c.b, bfmt, share, be)) < 0)
+	if ((r = open_side(&c.a, afmt, "-f", share, be)) < 0 ||
+	    (r = open_side(&c.b, bfmt, "-F", share, be)) < 0)
 		goto out;
 	c.total = c.a.size > c.b.size ? c.a.size : c.b.size;
 	if (c.a.size != c.b.size) {

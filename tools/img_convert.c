@@ -347,10 +347,12 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 				.flags = COW_OPEN_RDONLY | c->confine | c->share },
 				&c->si, err, COW_ERRLEN);
 	}
-	if (rc < 0) {
+	if (rc < 0 && c->snap && rc == -EMEDIUMTYPE)
+		report(c->src, NULL, rc, err);	/* -f raw would not help: raw has no snapshots */
+	else if (rc < 0)
 		report_backing(c->src, rc, err);
+	if (rc < 0)
 		return rc;
-	}
 	if (c->share)
 		share_warn(c->si, c->src, &c->warned);
 	cow_get_info(c->si, &in);

@@ -122,8 +122,9 @@ static int probe_backing(struct create_args *a)
 				.flags = COW_OPEN_RDONLY },
 				&img, err, COW_ERRLEN);
 	if (rc < 0) {
-		ucow_err("%s: cannot open backing file '%s': %s", a->file, a->backing,
-			 err_text_for(rc, err, path));
+		ucow_err("%s: cannot open backing file '%s': %s%s", a->file, a->backing,
+			 err_text_for(rc, err, path), rc == -EMEDIUMTYPE ?
+			 "; use -F raw for a raw backing file" : "");
 		return rc;
 	}
 	cow_get_info(img, &info);

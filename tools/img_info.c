@@ -287,7 +287,7 @@ int cmd_info(int argc, char **argv)
 			.flags = COW_OPEN_RDONLY | (chain ? 0 : COW_OPEN_NOCHAIN) | share },
 			&img, err, COW_ERRLEN);
 	if (rc < 0) {
-		report(file, NULL, rc, err);
+		report_f(file, NULL, rc, err);
 		return 1;
 	}
 	if (share)

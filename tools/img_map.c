@@ -206,7 +206,7 @@ int cmd_map(int argc, char **argv)
 	rc = cow_open(m.file, &(struct cow_open_opts){ .fmt = fmt,
 			.flags = COW_OPEN_RDONLY | share }, &m.top, err, COW_ERRLEN);
 	if (rc < 0) {
-		report(m.file, NULL, rc, err);
+		report_f(m.file, NULL, rc, err);
 		return 1;
 	}
 	if (share)

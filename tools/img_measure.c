@@ -168,7 +168,7 @@ int cmd_measure(int argc, char **argv)
 		rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
 				.flags = COW_OPEN_RDONLY | share }, &img, err, COW_ERRLEN);
 		if (rc < 0) {
-			report(file, NULL, rc, err);
+			report_f(file, NULL, rc, err);
 			return 1;
 		}
 		if (share)

@@ -1,12 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /* ucow snapshot: create, list, apply, delete internal snapshots (like qemu-img snapshot). */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include "cowcore.h"
 #include "cmds.h"
@@ -24,7 +31,8 @@ static const char snapshot_help[] =
 	"  -l              list the snapshots (the default): id, name, parent, date, disk usage\n"
 	"  -c NAME         create a snapshot of the current state\n"
 	"  -a NAME         apply: the current state becomes that snapshot's content (every\n"
-	"                  snapshot is kept; later snapshots branch from it)\n"
+	"                  snapshot is kept; later snapshots branch from it). On a served\n"
+	"                  image only while nobody holds the device (not mounted, not open)\n"
 	"  -d NAME         delete; its space is returned when nothing else references it\n"
 	"  --output=FMT    human (default) or json, for -l\n"
 	"  -h, --help      this help\n"
@@ -105,6 +113,135 @@ void snapshot_print_list(const struct cow_snap_info *v, uint32_t n, bool json,
 }
 
 /*
+ * Who holds /dev/ublkbID (whose rdev is dev): a device stacked on it (dm, md), a mount, or a
+ * process with it open (not this one). 1 with who set, or 0: nobody that we can see.
+ */
+static int device_holder(int id, dev_t dev, char *who, size_t len)
+{
+	char path[64], line[4096], link[64];
+	struct dirent *d;
+	DIR *dir;
+	FILE *f;
+	int found = 0;
+
+	snprintf(path, sizeof(path), "/sys/block/ublkb%d/holders", id);
+	if ((dir = opendir(path))) {
+		while (!found && (d = readdir(dir)))
+			if (d->d_name[0] != '.') {
+				snprintf(who, len, "used by /dev/%s", d->d_name);
+				found = 1;
+			}
+		closedir(dir);
+	}
+	if (!found && (f = fopen("/proc/self/mountinfo", "r"))) {
+		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT ... */
+		while (!found && fgets(line, sizeof(line), f)) {
+			unsigned ma, mi;
+			char mnt[2048];
+			if (sscanf(line, "%*d %*d %u:%u %*s %2047s", &ma, &mi, mnt) == 3 &&
+			    ma == major(dev) && mi == minor(dev)) {
+				snprintf(who, len, "mounted on %s", mnt);
+				found = 1;
+			}
+		}
+		fclose(f);
+	}
+	if (!found && (dir = opendir("/proc"))) {
+		while (!found && (d = readdir(dir))) {
+			char *end;
+			long pid = strtol(d->d_name, &end, 10);
+			if (*end || pid <= 0 || pid == getpid())
+				continue;
+			snprintf(path, sizeof(path), "/proc/%ld/fd", pid);
+			DIR *fds = opendir(path);
+			struct dirent *e;
+			struct stat st;
+			while (fds && !found && (e = readdir(fds))) {
+				if (e->d_name[0] == '.')
+					continue;
+				snprintf(link, sizeof(link), "/proc/%ld/fd/%.20s", pid, e->d_name);
+				if (stat(link, &st) || !S_ISBLK(st.st_mode) || st.st_rdev != dev)
+					continue;
+				char comm[64] = "?";
+				snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+				FILE *c = fopen(path, "r");
+				if (c) {
+					if (fgets(comm, sizeof(comm), c))
+						comm[strcspn(comm, "\n")] = 0;
+					fclose(c);
+				}
+				snprintf(who, len, "open by %s (pid %ld)", comm, pid);
+				found = 1;
+			}
+			if (fds)
+				closedir(fds);
+		}
+		closedir(dir);
+	}
+	return found;
+}
+
+/*
+ * Apply on a served image: the device's content changes at once, so nobody may hold it (a
+ * file system or program on it would see its data change under it). The device is opened
+ * O_EXCL for the whole operation (no mount can start meanwhile), its page cache written and
+ * dropped before and dropped again after (the kernel must not serve what it read before).
+ * Returns the exit status.
+ */
+static int apply_online(const char *file, int id, const char *sock, const char *name)
+{
+	struct json_object *resp = NULL;
+	char dev[32], who[2200];
+	struct stat st;
+	int fd, r;
+
+	snprintf(dev, sizeof(dev), "/dev/ublkb%d", id);
+	fd = open(dev, O_RDONLY | O_EXCL | O_CLOEXEC);
+	if (fd < 0) {
+		r = errno;
+		if (r == EBUSY && stat(dev, &st) == 0 && device_holder(id, st.st_rdev, who,
+								       sizeof(who)))
+			ucow_err("%s: %s is %s; snapshot -a needs a device nobody holds", file, dev,
+				 who);
+		else
+			ucow_err("%s: %s: %s%s", file, dev, strerror(r), r == EBUSY ?
+				 " (held exclusively); snapshot -a needs a device nobody holds" : "");
+		return 1;
+	}
+	if (fstat(fd, &st) == 0 && device_holder(id, st.st_rdev, who, sizeof(who))) {
+		ucow_err("%s: %s is %s; snapshot -a needs a device nobody holds", file, dev, who);
+		close(fd);
+		return 1;
+	}
+	if (fsync(fd) < 0 || ioctl(fd, BLKFLSBUF, 0) < 0) {
+		ucow_err("%s: %s: dropping its page cache: %s", file, dev, strerror(errno));
+		close(fd);
+		return 1;
+	}
+	r = ublk_sock_call(sock, UBLK_OP_SNAP_APPLY, name, 300, &resp);
+	if (r == -EPROTO && resp) {
+		ucow_err("%s: %s", file, ublk_sock_reply_error(resp));
+		ublk_sock_reply_free(resp);
+		close(fd);
+		return 1;
+	}
+	ublk_sock_reply_free(resp);
+	if (r < 0) {
+		ucow_err("%s: no answer from the server of %s: %s", file, dev, strerror(-r));
+		close(fd);
+		return 1;
+	}
+	r = ioctl(fd, BLKFLSBUF, 0) < 0 ? errno : 0;
+	close(fd);
+	if (r) {
+		ucow_err("%s: applied, but %s kept its page cache (%s): read it with O_DIRECT or "
+			 "echo 1 >/proc/sys/vm/drop_caches", file, dev, strerror(r));
+		return 1;
+	}
+	return 0;
+}
+
+/*
  * FILE served by a ucow dev server: do it through the server's socket (it holds the image).
  * Returns the exit status, or -1 when FILE is not served (or its server does not answer):
  * then the caller opens the image itself.
@@ -119,11 +256,6 @@ static int snapshot_online(const char *file, char action, const char *name, bool
 	if (id < 0)
 		return -1;
 	ro = st.o.read_only || st.o.snapshot[0];
-	if (action == 'a') {
-		/* the image would change under the device's user */
-		ucow_err("%s: in use by /dev/ublkb%d (ucow dev del %d first)", file, id, id);
-		return 1;
-	}
 	if (ro) {
 		if (action == 'l')
 			return -1;	/* read-only servers share the image with readers */
@@ -131,8 +263,15 @@ static int snapshot_online(const char *file, char action, const char *name, bool
 			 id);
 		return 1;
 	}
-	if (!st.sock[0])
-		return -1;
+	if (!st.sock[0]) {
+		if (action != 'a')
+			return -1;
+		ucow_err("%s: in use by /dev/ublkb%d, which has no control socket (ucow dev del %d "
+			 "first)", file, id, id);
+		return 1;
+	}
+	if (action == 'a')
+		return apply_online(file, id, st.sock, name);
 	r = ublk_sock_call(st.sock, action == 'c' ? UBLK_OP_SNAP_CREATE : action == 'd' ?
 			   UBLK_OP_SNAP_DELETE : UBLK_OP_SNAP_LIST, name, 300, &resp);
 	if (r == -EPROTO && resp) {

@@ -66,12 +66,20 @@ int opt_format(const char *cmd, const char *arg, int *fmt)
 int opt_err(const char *cmd, int c, char **argv)
 {
 	const char *arg = optind > 0 ? argv[optind - 1] : "?";
+	int n = (int)strcspn(arg, "=");
 
-	if (c == ':')
-		return usage_err(cmd, "option '%s' needs an argument", arg);
-	if (optopt)
-		return usage_err(cmd, "unknown option '-%c'", optopt);
-	return usage_err(cmd, "unknown option '%s'", arg);
+	if (!strncmp(arg, "--", 2) && arg[2]) {	/* a long option: name it as typed */
+		if (c == ':')
+			return usage_err(cmd, "option '%.*s' needs an argument", n, arg);
+		if (arg[n] && optopt)	/* known, but it takes no value */
+			return usage_err(cmd, "option '%.*s' takes no argument", n, arg);
+		return usage_err(cmd, "unknown option '%.*s'", n, arg);
+	}
+	if (optopt > 0 && optopt < 128 && isgraph(optopt))
+		return usage_err(cmd, c == ':' ? "option '-%c' needs an argument" :
+				 "unknown option '-%c'", optopt);
+	return usage_err(cmd, c == ':' ? "option '%s' needs an argument" : "unknown option '%s'",
+			 arg);
 }
 
 const char *err_text(int rc, const char *engine_err)
@@ -95,7 +103,8 @@ const char *err_text_for(int rc, const char *engine_err, const char *path)
 	return t;
 }
 
-void report(const char *file, const char *used, int rc, const char *err)
+static void report_hint(const char *file, const char *used, int rc, const char *err,
+			const char *hint)
 {
 	const char *t = err_text_for(rc, err, used ? used : file);
 	struct ublk_state st;
@@ -109,7 +118,25 @@ void report(const char *file, const char *used, int rc, const char *err)
 
 	if (used && t == err_text(rc, err))
 		t = err_text_for(rc, err, file);
-	ucow_err("%s: %s", file, t);
+	ucow_err("%s: %s%s", file, t, hint);
+}
+
+void report(const char *file, const char *used, int rc, const char *err)
+{
+	report_hint(file, used, rc, err, "");
+}
+
+void report_f(const char *file, const char *used, int rc, const char *err)
+{
+	report_fopt(file, used, rc, err, "-f");
+}
+
+void report_fopt(const char *file, const char *used, int rc, const char *err, const char *opt)
+{
+	char hint[64];
+
+	snprintf(hint, sizeof(hint), "; use %s raw for a raw image", opt);
+	report_hint(file, used, rc, err, rc == -EMEDIUMTYPE ? hint : "");
 }
 
 int parse_bytes(const char *s, uint64_t *out, const char **why)
@@ -130,6 +157,38 @@ int parse_bytes(const char *s, uint64_t *out, const char **why)
 	rc = cow_parse_size(s, out);
 	if (rc == -ERANGE)
 		*why = "size too large";
+	return rc;
+}
+
+int parse_offset(const char *s, uint64_t *out, const char **why)
+{
+	uint64_t v = 0;
+	int rc;
+
+	if (s && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		*why = "not a hex number (0x and 1 to 16 hex digits, no suffix)";
+		if (!s[2])
+			return -EINVAL;
+		for (const char *p = s + 2; *p; p++) {
+			if (!isxdigit((unsigned char)*p))
+				return -EINVAL;
+			if (v >> 60) {
+				*why = "too large";
+				return -ERANGE;
+			}
+			v = v << 4 | (uint64_t)(isdigit((unsigned char)*p) ? *p - '0' :
+						(tolower((unsigned char)*p) - 'a' + 10));
+		}
+		*out = v;
+		return 0;
+	}
+	rc = parse_bytes(s, out, why);
+	if (rc == -ERANGE)
+		*why = "too large";
+	else if (rc && s && s[0] == '-')
+		*why = "must not be negative";
+	else if (rc && s && s[0])
+		*why = "not a number (digits with an optional k, M, G or T suffix, or 0x hex)";
 	return rc;
 }
 
@@ -344,5 +403,5 @@ void report_backing(const char *file, int rc, const char *err)
 	if (rc == -EPERM && err && err[0])	/* COW_OPEN_CONFINE refused a backing file */
 		ucow_err("%s; add --allow-backing-outside if it is trusted", err);
 	else
-		report(file, NULL, rc, err);
+		report_f(file, NULL, rc, err);
 }

@@ -33,7 +33,12 @@ const char *err_text_for(int rc, const char *engine_err, const char *path);
 
 /* "ucow: FILE: <err_text_for(rc, err, used)>" — used is the name the engine was given. */
 void report(const char *file, const char *used, int rc, const char *err);
-/* report() of an open with COW_OPEN_CONFINE: a refused backing file says how to allow it. */
+/* report() of a failed open by a command that has -f FMT: a file that is not a ucow image
+ * (-EMEDIUMTYPE) gets "; use -f raw for a raw image". Commands without -f use report(). */
+void report_f(const char *file, const char *used, int rc, const char *err);
+/* report_f() for an image whose format option is opt (compare's second image: "-F"). */
+void report_fopt(const char *file, const char *used, int rc, const char *err, const char *opt);
+/* report_f() of an open with COW_OPEN_CONFINE: a refused backing file says how to allow it. */
 void report_backing(const char *file, int rc, const char *err);
 
 /*
@@ -41,6 +46,13 @@ void report_backing(const char *file, int rc, const char *err);
  * and empty strings. 0 or -EINVAL / -ERANGE; *why gets a short reason.
  */
 int parse_bytes(const char *s, uint64_t *out, const char **why);
+
+/*
+ * An offset or length as qemu-io takes it: what parse_bytes() takes, or 0x (or 0X) and 1 to
+ * 16 hex digits (no suffix). 0 or -EINVAL / -ERANGE, *why a short reason without the word
+ * "size" ("must not be negative", "too large", ...). *out is untouched on failure.
+ */
+int parse_offset(const char *s, uint64_t *out, const char **why);
 
 /* A byte value 0..255: decimal, 0x hex or 0 octal (qemu-io -P); no sign, no blanks. 0/-EINVAL */
 int parse_pattern(const char *s, int *out);

@@ -479,6 +479,7 @@ int ublk_serve_recover(struct ublk_dev *dev, unsigned id, int notify_fd)
 			 id);
 		goto out;
 	}
+	dev->recovering = true;			/* the target's errors name no add option */
 	ret = dev->tgt->open(dev);		/* replays the image's journal if needed */
 	if (ret < 0)
 		goto out;

@@ -9,7 +9,7 @@
  * op gets {"ok": false, "error": ...}; a client that has not sent its request within 3 s
  * is dropped.
  *
- * Snapshot create and delete pause the queues (ublk_dev_pause) around the engine call:
+ * Snapshot create, delete and apply pause the queues (ublk_dev_pause) around the engine call:
  * cowcore wants no request in flight while they switch tables; "pause-us" is the pause in
  * microseconds. A list runs with the queues going (it reads under the image lock, which
  * every table update holds): "pause-us" is 0. Errors carry the engine's text (without the
@@ -49,6 +49,46 @@ static const char *eng_err(struct ublk_dev *dev, int r)
 	return m;
 }
 
+/*
+ * Apply: the device's size is fixed while it is served, so the snapshot must have it. 0, or
+ * -1 with why set (no such snapshot, another size).
+ */
+static int apply_size_ok(struct ublk_dev *dev, struct cow_image *img, const char *key,
+			 char *why, size_t wlen)
+{
+	struct cow_snap_info *v;
+	struct cow_info in;
+	uint32_t n;
+	int r = cow_snapshot_list(img, &v, &n);
+	if (r < 0) {
+		snprintf(why, wlen, "%s", eng_err(dev, r));
+		return -1;
+	}
+	cow_get_info(img, &in);
+	/* the snapshot a name selects, else one an id in digits does (snap_find's rule) */
+	const struct cow_snap_info *s = NULL;
+	for (uint32_t i = 0; i < n && !s; i++)
+		if (!strcmp(v[i].name, key))
+			s = &v[i];
+	for (uint32_t i = 0; i < n && !s; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "%u", v[i].id);
+		if (!strcmp(id, key))
+			s = &v[i];
+	}
+	r = -1;
+	if (!s)
+		snprintf(why, wlen, "no snapshot '%s'", key);
+	else if (s->virtual_size != in.virtual_size)
+		snprintf(why, wlen, "snapshot '%s' is %" PRIu64 " bytes, the device %" PRIu64
+			 " (ucow dev del %u, then apply it offline)", key, s->virtual_size,
+			 in.virtual_size, dev->info.dev_id);
+	else
+		r = 0;
+	free(v);
+	return r;
+}
+
 /* The reply line to a snapshot or image request, or an error line (*why set). */
 static struct json_object *sock_snapshot(struct ublk_dev *dev, const struct ublk_sock_req *rq,
 					 char *why, size_t wlen)
@@ -60,7 +100,7 @@ static struct json_object *sock_snapshot(struct ublk_dev *dev, const struct ublk
 	uint32_t n = 0;
 	uint64_t ns = 0;
 	bool list = rq->op == UBLK_OP_SNAP_LIST || rq->op == UBLK_OP_IMAGE_INFO;
-	bool create = rq->op == UBLK_OP_SNAP_CREATE;
+	bool create = rq->op == UBLK_OP_SNAP_CREATE, apply = rq->op == UBLK_OP_SNAP_APPLY;
 	struct cow_info in;
 	int r = 0;
 
@@ -78,13 +118,16 @@ static struct json_object *sock_snapshot(struct ublk_dev *dev, const struct ublk
 		if (rq->op == UBLK_OP_SNAP_LIST || in.nb_snapshots)
 			r = cow_snapshot_list(img, &v, &n);
 	} else {
-		r = ublk_dev_pause(dev, create ? UBLK_PAUSE_CREATE : UBLK_PAUSE_DELETE,
-				   SOCK_PAUSE_TIMEOUT_MS, err);
+		if (apply && (r = apply_size_ok(dev, img, rq->name, why, wlen)))
+			return NULL;
+		r = ublk_dev_pause(dev, create ? UBLK_PAUSE_CREATE : apply ? UBLK_PAUSE_APPLY :
+				   UBLK_PAUSE_DELETE, SOCK_PAUSE_TIMEOUT_MS, err);
 		if (r < 0) {
 			snprintf(why, wlen, "cannot pause the device: %s", err);
 			return NULL;
 		}
-		r = create ? cow_snapshot_create(img, rq->name) : cow_snapshot_delete(img, rq->name);
+		r = create ? cow_snapshot_create(img, rq->name) : apply ?
+		    cow_snapshot_apply(img, rq->name) : cow_snapshot_delete(img, rq->name);
 		ns = ublk_dev_resume(dev);
 	}
 	if (r < 0) {

@@ -20,6 +20,10 @@
  *   snapshot-list                 "snapshots": [{id, parent, date-sec, date-nsec,
  *                                 virtual-size, disk-usage, current-parent, name}], "pause-us"
  *   snapshot-create, -delete      take "name"; "pause-us": the pause of the queues
+ *   snapshot-apply                takes "name"; "pause-us". The client has proved that nobody
+ *                                 holds the device open and drops its page cache after
+ *                                 (tools/img_snapshot.c); the server refuses a snapshot whose
+ *                                 size is not the device's
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -39,6 +43,7 @@ static const char *const op_names[UBLK_OP_NR] = {
 	[UBLK_OP_SNAP_LIST] = "snapshot-list",
 	[UBLK_OP_SNAP_CREATE] = "snapshot-create",
 	[UBLK_OP_SNAP_DELETE] = "snapshot-delete",
+	[UBLK_OP_SNAP_APPLY] = "snapshot-apply",
 };
 
 const char *ublk_sock_op_name(int op)
@@ -48,7 +53,7 @@ const char *ublk_sock_op_name(int op)
 
 static bool op_takes_name(int op)
 {
-	return op == UBLK_OP_SNAP_CREATE || op == UBLK_OP_SNAP_DELETE;
+	return op == UBLK_OP_SNAP_CREATE || op == UBLK_OP_SNAP_DELETE || op == UBLK_OP_SNAP_APPLY;
 }
 
 /* O as one line of text, newline-terminated, malloc'd (NULL: out of memory) */

@@ -106,9 +106,14 @@ static int eng_open(struct ublk_dev *dev, int fmt)
 			close(dev->sidelog_fd);
 			dev->sidelog_fd = -1;
 		}
-		if (err[0] && ret == -EPERM && (flags & COW_OPEN_CONFINE))
+		if (err[0] && ret == -EPERM && (flags & COW_OPEN_CONFINE) && dev->recovering)
+			snprintf(dev->err, sizeof(dev->err), "%s (the device was added without "
+				 "--allow-backing-outside)", err);
+		else if (err[0] && ret == -EPERM && (flags & COW_OPEN_CONFINE))
 			snprintf(dev->err, sizeof(dev->err), "%s; add --allow-backing-outside if "
 				 "it is trusted", err);
+		else if (err[0] && ret == -EMEDIUMTYPE && !dev->o.snapshot[0] && !dev->recovering)
+			snprintf(dev->err, sizeof(dev->err), "%s; use -t raw for a raw file", err);
 		else if (err[0])
 			snprintf(dev->err, sizeof(dev->err), "%s", err);
 		else

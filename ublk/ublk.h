@@ -90,7 +90,7 @@ struct ublk_dev;
 struct ublk_queue;
 
 /* What a pause of the queues was for (dev stats shows each) */
-enum ublk_pause_kind { UBLK_PAUSE_CREATE, UBLK_PAUSE_DELETE, UBLK_PAUSE_NR };
+enum ublk_pause_kind { UBLK_PAUSE_CREATE, UBLK_PAUSE_DELETE, UBLK_PAUSE_APPLY, UBLK_PAUSE_NR };
 
 /* One tag: its buffer and its request. */
 struct ublk_io {
@@ -177,7 +177,7 @@ struct ublk_dev {
 	int sidelog_fd;		/* recoverable cow: the image's side log (tgt_image.c), or -1 */
 	char sidelog_path[4200];	/* ublk_sidelog_path */
 	bool added;		/* ADD_DEV done: undo with DEL_DEV */
-	bool recovering;
+	bool recovering;	/* ublk_serve_recover: target errors must not name add options */
 	/* online operations (control thread; queues read pause_req once per loop turn) */
 	int pause_req;		/* atomic: 1 while the control thread wants the queues paused */
 	int pause_ack_fd;	/* eventfd: one count per queue that reached UBLK_Q_PAUSED */
@@ -293,13 +293,14 @@ void ublk_sock_serve(struct ublk_dev *dev, int lfd);
 #define UBLK_SOCK_REPLY_MAX (64u << 20)		/* bytes of a reply */
 #define UBLK_SNAP_NAME_MAX 128			/* a name: 1..127 bytes, no NUL */
 enum { UBLK_OP_PING, UBLK_OP_STATS, UBLK_OP_INFO, UBLK_OP_IMAGE_INFO, UBLK_OP_SNAP_LIST,
-       UBLK_OP_SNAP_CREATE, UBLK_OP_SNAP_DELETE, UBLK_OP_NR };
+       UBLK_OP_SNAP_CREATE, UBLK_OP_SNAP_DELETE, UBLK_OP_SNAP_APPLY, UBLK_OP_NR };
 struct ublk_sock_req {
 	int op;			/* UBLK_OP_*; -1 if the request was refused */
-	char name[UBLK_SNAP_NAME_MAX];	/* snapshot-create/-delete */
+	char name[UBLK_SNAP_NAME_MAX];	/* snapshot-create/-delete/-apply */
 };
 const char *ublk_sock_op_name(int op);	/* "snapshot-create" ..., NULL if unknown */
-/* The request line (malloc'd); NAME only for snapshot-create/-delete. NULL: err says why */
+/* The request line (malloc'd); NAME only for snapshot-create/-delete/-apply. NULL: err says
+ * why */
 char *ublk_sock_req_encode(int op, const char *name, char *err, size_t errlen);
 /* 0, or -EINVAL with err: malformed, over-long, unknown op, bad or missing name ... */
 int ublk_sock_req_decode(const char *buf, size_t len, struct ublk_sock_req *r, char *err,

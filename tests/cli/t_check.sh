@@ -13,7 +13,7 @@ grep -qx '4/64 = 6.25% allocated, 0.00% fragmented chunks' out || fail "allocati
 expect_ok $UCOW check --output=json c.img
 json_ok out
 $PY -c "import json; d = json.load(open('out')); assert d['corruptions'] == 0 and d['leaks'] == 0 and d['allocated-clusters'] == 4, d" || fail "json"
-expect_ok $UCOW check -f raw c.img	# raw files have no metadata to check
+expect_err 63 "c.img: a raw image has no metadata to check" $UCOW check -f raw c.img
 expect_err 1 "check: unknown output format" $UCOW check --output=yaml c.img
 
 tab=$(hdr c.img table_offset)

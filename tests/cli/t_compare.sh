@@ -123,7 +123,10 @@ grep -q '(100.00/100%)' err || fail "-p printed no final progress: $(cat err)"
 # --- errors: one line, exit 2
 expect_err 2 "missing.img: No such file or directory" $UCOW compare missing.img top.img
 expect_err 2 "missing.img: No such file or directory" $UCOW compare top.img missing.img
-expect_err 2 "flat.raw: not a ucow image" $UCOW compare top.img flat.raw
+expect_err 2 "flat.raw: not a ucow image \(no ucow magic\); use -F raw for a raw image" \
+	$UCOW compare top.img flat.raw
+expect_err 2 "flat.raw: not a ucow image \(no ucow magic\); use -f raw for a raw image" \
+	$UCOW compare flat.raw top.img
 expect_err 2 "compare: expected two images" $UCOW compare top.img
 expect_err 2 "compare: too many arguments" $UCOW compare top.img top.img top.img
 expect_err 2 "compare: unknown format 'qcow2'" $UCOW compare -F qcow2 top.img flat.raw

@@ -97,11 +97,15 @@ for n in 100 4096 8192 20000; do
 done
 
 # --- io: commands
-expect_err 1 "io: no command given" $UCOW io good.img
+# no -c: the commands come from stdin (here none)
+expect_ok $UCOW io good.img </dev/null
+[ ! -s out ] || fail "io with no commands printed '$(cat out)'"
 expect_err 1 "io: no FILE given" $UCOW io -c 'read 0 1'
 expect_err 1 "unknown command 'frob'" $UCOW io -c 'frob 0 1' good.img
-expect_err 1 "bad offset '12x'" $UCOW io -c 'read 12x 1' good.img
-expect_err 1 "bad length '-5'.*negative" $UCOW io -c 'read 0 -5' good.img
+expect_err 1 "invalid offset '12x'" $UCOW io -c 'read 12x 1' good.img
+expect_err 1 "invalid length '-5'.*negative" $UCOW io -c 'read 0 -5' good.img
+expect_err 1 "io: 'read -1 512': invalid offset '-1': must not be negative" \
+	$UCOW io -c 'read -1 512' good.img
 expect_err 1 "expected OFF LEN" $UCOW io -c 'write 0' good.img
 expect_err 1 "expected OFF LEN" $UCOW io -c 'write 0 1 2' good.img
 expect_err 1 "-P needs a byte value" $UCOW io -c 'write -P 256 0 1' good.img

@@ -512,8 +512,19 @@ static void test_locking(void **state)
 	cow_close(b);
 	/* raw is never probed */
 	mkraw(P("r.raw"), 1 << 20, 0);
-	assert_int_equal(cow_open(P("r.raw"), NULL, &a, err, COW_ERRLEN), -EINVAL);
-	assert_non_null(strstr(err, "-f raw"));
+	assert_int_equal(cow_open(P("r.raw"), NULL, &a, err, COW_ERRLEN), -EMEDIUMTYPE);
+	assert_non_null(strstr(err, "not a ucow image"));
+	assert_null(strstr(err, "-f"));	/* options are the tools' to name */
+	assert_int_equal(cow_open(P("r.raw"), &(struct cow_open_opts){ .fmt = COW_FMT_UCOW },
+			&a, err, COW_ERRLEN), -EMEDIUMTYPE);
+	/* a backing file the image says is ucow but is not: the image's fault, not the
+	 * caller's (no -EMEDIUMTYPE, which would make a tool suggest -f raw) */
+	mk(P("rb.img"), 1 << 20, 0, 0, "l.img", COW_FMT_UCOW);
+	rename(P("r.raw"), P("l.img"));
+	assert_int_equal(cow_open(P("rb.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&a, err, COW_ERRLEN), -EINVAL);
+	if (!strstr(err, "backing file") || !strstr(err, "not a ucow image") || strstr(err, "-f"))
+		fail_msg("error '%s'", err);
 }
 
 static void test_backing_chain(void **state)

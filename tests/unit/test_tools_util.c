@@ -81,6 +81,59 @@ static void test_parse_bytes(void **state)
 	bytes_bad("99999999999999999999999999999999999999999999999999k", -ERANGE, "too large");
 }
 
+/* ---- parse_offset ------------------------------------------------------------------------ */
+
+static void offset_bad(const char *s, int rc, const char *why)
+{
+	uint64_t v = 12345;
+	const char *w = NULL;
+
+	assert_int_equal(parse_offset(s, &v, &w), rc);
+	assert_non_null(w);
+	if (!strstr(w, why))
+		fail_msg("'%s': reason '%s', expected '%s'", s ? s : "(null)", w, why);
+	assert_int_equal(v, 12345);
+}
+
+static uint64_t offset_ok(const char *s)
+{
+	uint64_t v = 12345;
+	const char *w;
+
+	assert_int_equal(parse_offset(s, &v, &w), 0);
+	return v;
+}
+
+static void test_parse_offset(void **state)
+{
+	assert_int_equal(offset_ok("0"), 0);
+	assert_int_equal(offset_ok("4k"), 4096);
+	assert_int_equal(offset_ok("0x0"), 0);
+	assert_int_equal(offset_ok("0x1000"), 4096);
+	assert_int_equal(offset_ok("0X1f"), 31);
+	assert_int_equal(offset_ok("0xABCdef"), 0xabcdef);
+	assert_int_equal(offset_ok("0xffffffffffffffff"), UINT64_MAX);
+	assert_int_equal(offset_ok("0x00000000000000000001"), 1);	/* leading zeros */
+	assert_int_equal(offset_ok("010"), 10);		/* decimal, not octal */
+
+	offset_bad(NULL, -EINVAL, "empty");
+	offset_bad("", -EINVAL, "empty");
+	offset_bad("-1", -EINVAL, "must not be negative");
+	offset_bad("-0x10", -EINVAL, "must not be negative");
+	offset_bad("0x", -EINVAL, "hex");
+	offset_bad("0x1k", -EINVAL, "no suffix");	/* qemu warns it is deprecated */
+	offset_bad("0x-1", -EINVAL, "hex");
+	offset_bad("0x 1", -EINVAL, "hex");
+	offset_bad("0xg", -EINVAL, "hex");
+	offset_bad("0x10000000000000000", -ERANGE, "too large");	/* 2^64 */
+	offset_bad("0x1ffffffffffffffff", -ERANGE, "too large");
+	offset_bad("12x", -EINVAL, "not a number");
+	offset_bad("x12", -EINVAL, "not a number");
+	offset_bad("1.5k", -EINVAL, "not a number");
+	offset_bad("18446744073709551616", -ERANGE, "too large");
+	offset_bad("16777216T", -ERANGE, "too large");
+}
+
 /* ---- parse_pattern ----------------------------------------------------------------------- */
 
 static int pattern(const char *s)
@@ -496,7 +549,8 @@ static void test_json_write(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_bytes), cmocka_unit_test(test_parse_pattern),
+		cmocka_unit_test(test_parse_bytes), cmocka_unit_test(test_parse_offset),
+		cmocka_unit_test(test_parse_pattern),
 		cmocka_unit_test(test_opt_next),    cmocka_unit_test(test_human_size),
 		cmocka_unit_test(test_resolve_near), cmocka_unit_test(test_utf8),
 		cmocka_unit_test(test_utf8_nul),    cmocka_unit_test(test_json_build),

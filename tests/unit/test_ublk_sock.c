@@ -52,7 +52,8 @@ static void test_req_roundtrip(void **state)
 	int op;
 
 	for (op = 0; op < UBLK_OP_NR; op++) {
-		bool named = op == UBLK_OP_SNAP_CREATE || op == UBLK_OP_SNAP_DELETE;
+		bool named = op == UBLK_OP_SNAP_CREATE || op == UBLK_OP_SNAP_DELETE ||
+			     op == UBLK_OP_SNAP_APPLY;
 
 		t = ublk_sock_req_encode(op, named ? "n" : NULL, why, sizeof(why));
 		assert_non_null(t);
@@ -725,11 +726,43 @@ static void test_server_snapshots(void **state)
 	json_object_put(r);
 	assert_int_equal(call(UBLK_OP_INFO, NULL, &r), 0);
 	json_object_put(r);
-	assert_int_equal(dev->pause_st[UBLK_PAUSE_CREATE].count, 3);
-	assert_int_equal(dev->pause_st[UBLK_PAUSE_DELETE].count, 1);
+	/* apply: an unknown name is refused before any pause; "plain" (taken before "x" was
+	 * written) applies, by name and by its id */
+	assert_int_equal(call(UBLK_OP_SNAP_APPLY, "nope", &r), -EPROTO);
+	assert_string_equal(ublk_sock_reply_error(r), "no snapshot 'nope'");
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_SNAP_CREATE, "x", &r), 0);
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_SNAP_APPLY, "plain", &r), 0);
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_SNAP_LIST, NULL, &r), 0);
+	assert_int_equal(ublk_parse_snaps(r, &v, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(v[0].name, "plain");
+	assert_true(v[0].current_parent);
+	char id[16];
+	snprintf(id, sizeof(id), "%u", v[1].id);
+	free(v);
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_SNAP_APPLY, id, &r), 0);
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_SNAP_LIST, NULL, &r), 0);
+	assert_int_equal(ublk_parse_snaps(r, &v, &n), 0);
+	assert_true(!v[0].current_parent && v[1].current_parent);
+	free(v);
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_SNAP_DELETE, "x", &r), 0);
+	json_object_put(r);
+	assert_int_equal(dev->pause_st[UBLK_PAUSE_CREATE].count, 4);
+	assert_int_equal(dev->pause_st[UBLK_PAUSE_DELETE].count, 2);
+	assert_int_equal(dev->pause_st[UBLK_PAUSE_APPLY].count, 2);
 	/* read-only servers refuse changes */
 	dev->o.read_only = true;
 	assert_int_equal(call(UBLK_OP_SNAP_DELETE, "plain", &r), -EPROTO);
+	assert_string_equal(ublk_sock_reply_error(r),
+			    "served read-only by /dev/ublkb5 (ucow dev del 5 first)");
+	json_object_put(r);
+	assert_int_equal(call(UBLK_OP_SNAP_APPLY, "plain", &r), -EPROTO);
 	assert_string_equal(ublk_sock_reply_error(r),
 			    "served read-only by /dev/ublkb5 (ucow dev del 5 first)");
 	json_object_put(r);
