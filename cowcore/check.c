@@ -26,6 +26,8 @@ static int map_piece(struct cow_image *img, uint64_t off, uint64_t len, uint64_t
 	uint32_t in = off & (img->chunk_size - 1);
 	uint64_t e = ent_load(img, c), p = e & UCOW_E_PCN_MASK;
 	uint64_t chunk_left = img->chunk_size - in;
+	/* a backing file named but not opened (COW_OPEN_NOCHAIN) holds the data all the same */
+	bool backed = img->backing || img->hdr.backing_len;
 
 	if (chunk_left > len)
 		chunk_left = len;
@@ -36,7 +38,7 @@ static int map_piece(struct cow_image *img, uint64_t off, uint64_t len, uint64_t
 	}
 	if (!p) {
 		*alloc = false;
-		return img->backing ? COW_MAP_BACKING : COW_MAP_ZERO;
+		return backed ? COW_MAP_BACKING : COW_MAP_ZERO;
 	}
 	const uint64_t *bm = meta_bm(img, c, false);
 	uint32_t b = in >> img->block_shift;
@@ -47,7 +49,7 @@ static int map_piece(struct cow_image *img, uint64_t off, uint64_t len, uint64_t
 	*alloc = bit;
 	if (phys)
 		*phys = (p << img->chunk_shift) + in;
-	return bit ? COW_MAP_DATA : (img->backing ? COW_MAP_BACKING : COW_MAP_ZERO);
+	return bit ? COW_MAP_DATA : (backed ? COW_MAP_BACKING : COW_MAP_ZERO);
 }
 
 /*

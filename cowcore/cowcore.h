@@ -54,7 +54,11 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err, siz
 
 #define COW_OPEN_RDONLY  0x1	/* read-only; shared OFD lock, many readers */
 #define COW_OPEN_DIRECT  0x2	/* O_DIRECT on image files */
-#define COW_OPEN_NOCHAIN 0x4	/* do not open the backing chain (info, check on a broken chain) */
+#define COW_OPEN_NOCHAIN 0x4	/* do not open the backing chain (info, check on a broken chain;
+				 * commit, rebase -u). Read-write, an image that names a backing
+				 * file takes no writes, write-zeroes or discards (-EROFS: they
+				 * would need the chain); cow_map says COW_MAP_BACKING all the
+				 * same where the data is the backing file's */
 #define COW_OPEN_CHECK   0x8	/* for cow_check on a damaged image: read-only, no chain; metadata
 				 * problems are tolerated (the image is marked corrupt) so that
 				 * cow_check can count them instead of the open failing */
@@ -211,6 +215,41 @@ int cow_check(struct cow_image *img, struct cow_check_result *res);
 #define COW_REPAIR_ALL   0x3
 int cow_repair(const char *path, int fmt, unsigned what, char *done, size_t donelen, char *err,
 	       size_t errlen);
+
+/* ---- the backing chain (no request may be in flight on img during these) ---------------- */
+
+/*
+ * Open name (format fmt: COW_FMT_RAW or COW_FMT_UCOW) with its chain as img's backing file
+ * would be opened were the name in img's header: taken from img's folder (cow_backing_path),
+ * read-only, with img's COW_OPEN_DIRECT and COW_OPEN_CONFINE (bounded by img's folder); a
+ * chain that reaches img is refused (-ELOOP). img: a ucow image cow_open returned. The
+ * caller closes *out. For a safe rebase, which reads the old chain and the new one side by
+ * side. On failure err (errlen bytes; may be NULL) receives one line naming img.
+ */
+int cow_open_backing(struct cow_image *img, const char *name, int fmt, struct cow_image **out,
+		     char *err, size_t errlen);
+
+/*
+ * Make img (a read-write ucow image) name another backing file: name (stored as given, at
+ * most 1023 bytes; a relative name is taken from img's folder) in format fmt, or no backing
+ * file for name NULL or "" (fmt ignored). Nothing is copied: the caller makes the content
+ * right first (ucow rebase). The new chain must open as cow_open_backing opens it, except
+ * when img was opened with COW_OPEN_NOCHAIN: then only the name is checked (COW_OPEN_CONFINE,
+ * not img itself) and the file need not exist yet (qemu-img rebase -u). Crash-safe: every
+ * write made before is made durable first (a checkpoint), then the header switches in one
+ * write to its other slot, so a crash leaves the old name or the new one. img reads through
+ * the chain it was opened with until it is closed; reopen it to read through the new one.
+ */
+int cow_set_backing(struct cow_image *img, const char *name, int fmt);
+
+/*
+ * Empty img's current state (a read-write ucow image): every chunk becomes unallocated, so
+ * img reads its backing file (zeros without one) everywhere; chunks no snapshot holds are
+ * freed. The last step of a commit, once the backing file holds img's content durably.
+ * Crash-safe: writes made before are made durable first, and a crash leaves every chunk as
+ * it was or empty (each chunk's unmapping is one journal record).
+ */
+int cow_make_empty(struct cow_image *img);
 
 /* ---- snapshots (no request may be in flight on img during these) ------------------------ */
 

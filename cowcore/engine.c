@@ -793,7 +793,9 @@ void cow_submit(struct cow_ctx *ctx, struct cow_req *req)
 		req_put(req, -EINVAL);	/* O_DIRECT: whole sectors in aligned buffers only */
 		return;
 	}
-	if (req->op != COW_READ && img->read_only) {
+	if (req->op != COW_READ && (img->read_only ||
+	    ((img->open_flags & COW_OPEN_NOCHAIN) && img->hdr.backing_len))) {
+		/* without its chain, an image cannot carry backing data into what it writes */
 		req_put(req, -EROFS);
 		return;
 	}

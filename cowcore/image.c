@@ -223,14 +223,15 @@ static int read_header(struct cow_image *img, uint64_t file_size, char *err)
  * image from elsewhere could name /etc/shadow, or a device, as its base and hand its
  * content to whoever reads the disk. -EPERM names the file.
  */
-static int confined(struct cow_image *img, const char *full, const char *root, char *err)
+static int confined(struct cow_image *img, const char *name, const char *full,
+		    const char *root, char *err)
 {
 	size_t n = strlen(root);
 	char *rp;
 	bool inside;
-	if (img->hdr.backing[0] == '/') {
+	if (name[0] == '/') {
 		snprintf(err, COW_ERRLEN, "%s: backing file name '%s' is absolute, outside the "
-			 "image's folder", img->path, img->hdr.backing);
+			 "image's folder", img->path, name);
 		return -EPERM;
 	}
 	rp = realpath(full, NULL);
@@ -240,14 +241,42 @@ static int confined(struct cow_image *img, const char *full, const char *root, c
 	free(rp);
 	if (!inside) {
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' lies outside the image's folder",
-			 img->path, img->hdr.backing);
+			 img->path, name);
 		return -EPERM;
 	}
 	return 0;
 }
 
-static int open_backing(struct cow_image *img, int depth, const struct chain_link *up,
-			char *err)
+/*
+ * Whether name may be img's backing file: full gets the file it names (from img's folder);
+ * confined to up->root when that is set; not a file of the chain above (up), which would
+ * be a loop (refused before the file is opened again).
+ */
+static int vet_backing(struct cow_image *img, const char *name, const struct chain_link *up,
+		       char *full, char *err)
+{
+	struct stat st;
+	int r;
+	if ((r = cow_backing_path(img->path, name, full, COW_PATH_MAX))) {
+		snprintf(err, COW_ERRLEN, "%s: backing file name too long", img->path);
+		return r;
+	}
+	if (up->root && (r = confined(img, name, full, up->root, err)))
+		return r;
+	/* the same file twice in the chain is a loop: refuse before opening it again */
+	if (!stat(full, &st))
+		for (const struct chain_link *l = up; l; l = l->up)
+			if (l->dev == st.st_dev && l->ino == st.st_ino) {
+				snprintf(err, COW_ERRLEN, "%s: backing chain loops back to %s",
+					 img->path, full);
+				return -ELOOP;
+			}
+	return 0;
+}
+
+/* Open name (format fmt) and its chain, read-only, as img's backing file (img at depth). */
+static int open_chain(struct cow_image *img, const char *name, int fmt, int depth,
+		      const struct chain_link *up, struct cow_image **out, char *err)
 {
 	char full[COW_PATH_MAX];
 	struct stat st;
@@ -257,23 +286,11 @@ static int open_backing(struct cow_image *img, int depth, const struct chain_lin
 			 img->path, COW_MAX_CHAIN);
 		return -ELOOP;
 	}
-	if ((r = cow_backing_path(img->path, img->hdr.backing, full, sizeof(full)))) {
-		snprintf(err, COW_ERRLEN, "%s: backing file name too long", img->path);
+	if ((r = vet_backing(img, name, up, full, err)))
 		return r;
-	}
-	if (up->root && (r = confined(img, full, up->root, err)))
-		return r;
-	/* the same file twice in the chain is a loop: refuse before opening it again */
 	bool exists = !stat(full, &st);
-	if (exists)
-		for (const struct chain_link *l = up; l; l = l->up)
-			if (l->dev == st.st_dev && l->ino == st.st_ino) {
-				snprintf(err, COW_ERRLEN, "%s: backing chain loops back to %s",
-					 img->path, full);
-				return -ELOOP;
-			}
-	r = cow_open_depth(full, img->hdr.backing_fmt, COW_OPEN_RDONLY | (img->open_flags &
-			   (COW_OPEN_DIRECT | COW_OPEN_CONFINE | COW_OPEN_SHARE)), &img->backing,
+	r = cow_open_depth(full, fmt, COW_OPEN_RDONLY | (img->open_flags &
+			   (COW_OPEN_DIRECT | COW_OPEN_CONFINE | COW_OPEN_SHARE)), out,
 			   err, depth + 1, up, -1);
 	/* a file further down missing: its own image's message names it, keep that one */
 	if (r == -ENOENT && !exists)
@@ -284,6 +301,13 @@ static int open_backing(struct cow_image *img, int depth, const struct chain_lin
 		r = -EINVAL;
 	}
 	return r;
+}
+
+static int open_backing(struct cow_image *img, int depth, const struct chain_link *up,
+			char *err)
+{
+	return open_chain(img, img->hdr.backing, img->hdr.backing_fmt, depth, up, &img->backing,
+			  err);
 }
 
 /* Walk the chain: the same file twice is a loop. */
@@ -584,6 +608,104 @@ int cow_open(const char *path, const struct cow_open_opts *o, struct cow_image *
 	}
 	if (r)
 		give_err(err, errlen, msg);
+	return r;
+}
+
+/*
+ * A new backing file for img (an image cow_open returned, so at the top of its chain): the
+ * name checked, or with open the file and its chain opened into *out, as cow_open would
+ * open them were the name in img's header — bounded by img's folder under COW_OPEN_CONFINE,
+ * and never reaching img itself.
+ */
+static int new_backing(struct cow_image *img, const char *name, int fmt, bool open,
+		       struct cow_image **out, char *err)
+{
+	char full[COW_PATH_MAX], *root = NULL;
+	struct stat st;
+	int r;
+	if (img->fmt != COW_FMT_UCOW) {
+		snprintf(err, COW_ERRLEN, "%s: a raw image has no backing file", img->path);
+		return -ENOTSUP;
+	}
+	if (fmt != COW_FMT_RAW && fmt != COW_FMT_UCOW) {
+		snprintf(err, COW_ERRLEN, "%s: the backing format must be given (raw or ucow)",
+			 img->path);
+		return -EINVAL;
+	}
+	if (!name[0] || strlen(name) > UCOW_BACKING_NAME_MAX) {
+		snprintf(err, COW_ERRLEN, "%s: a backing file name must be 1 to %d bytes",
+			 img->path, UCOW_BACKING_NAME_MAX);
+		return name[0] ? -ENAMETOOLONG : -EINVAL;
+	}
+	if (fstat(img->fd, &st) < 0) {
+		r = -errno;
+		snprintf(err, COW_ERRLEN, "%s: %s", img->path, strerror(-r));
+		return r;
+	}
+	if ((img->open_flags & COW_OPEN_CONFINE) && (r = folder_of(img->path, &root, err)))
+		return r;
+	struct chain_link self = { .dev = st.st_dev, .ino = st.st_ino, .root = root };
+	r = open ? open_chain(img, name, fmt, 0, &self, out, err)
+		 : vet_backing(img, name, &self, full, err);
+	free(root);
+	return r;
+}
+
+int cow_open_backing(struct cow_image *img, const char *name, int fmt, struct cow_image **out,
+		     char *err, size_t errlen)
+{
+	char msg[COW_ERRLEN] = "";
+	int r = new_backing(img, name, fmt, true, out, msg);
+	if (r)
+		give_err(err, errlen, msg);
+	return r;
+}
+
+/*
+ * DESIGN NOTES — a new backing file name, crash-safe in two steps:
+ *   B1. a checkpoint (as snapshot S1): every write made before (what a safe rebase copied
+ *       in, above all) is durable and in the table before the name changes;
+ *   B2. the new name in one header write to the other slot (jnl_switch_header): a crash
+ *       leaves the old header or the new one, never a torn name.
+ */
+int cow_set_backing(struct cow_image *img, const char *name, int fmt)
+{
+	char err[COW_ERRLEN] = "";
+	struct cow_image *b = NULL;
+	struct ucow_hdr nh;
+	int r;
+	if (name && !name[0])
+		name = NULL;
+	if (img->read_only) {
+		img_set_err(img, "%s: image is open read-only%s", img->path,
+			    img->corrupt ? " (it is marked corrupt)" : "");
+		return -EROFS;
+	}
+	if (name || img->fmt != COW_FMT_UCOW) {
+		/* the new chain must open, unless img was opened without its chain */
+		r = new_backing(img, name ? name : "", fmt,
+				!(img->open_flags & COW_OPEN_NOCHAIN), &b, err);
+		if (r) {
+			img_set_err(img, "%s", err);
+			return r;
+		}
+		cow_close(b);
+	}
+	pthread_mutex_lock(&img->lock);
+	r = jnl_checkpoint_all(img);					/* B1 */
+	if (!r) {
+		nh = img->hdr;
+		nh.backing_fmt = name ? (uint32_t)fmt : 0;
+		nh.backing_len = name ? (uint16_t)strlen(name) : 0;
+		memset(nh.backing, 0, sizeof(nh.backing));
+		if (name)
+			memcpy(nh.backing, name, nh.backing_len);
+		r = jnl_switch_header(img, &nh);			/* B2 */
+		if (r)
+			img_set_err(img, "%s: writing the new backing file name: %s", img->path,
+				    strerror(-r));
+	}
+	pthread_mutex_unlock(&img->lock);
 	return r;
 }
 

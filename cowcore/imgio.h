@@ -14,11 +14,12 @@
  *     journal.h journal.c     records, encoding, commit batches, checkpoint, replay
  *     snaptab.h snaptab.c     snapshot structures on disk: load, validate, read, check
  *     snapshot.h snapshot.c   snapshot create, delete, apply, list, view, reclaim
+ *     empty.c                 cow_make_empty: every chunk unallocated again
  *     load.h load.c           the open sequence: load, replay, fold, validate
  *   4 ctx.h ctx.c             one thread's handle: I/O and buffer pools, hand-over
  *   5 commit.h commit.c       request completion, group commit, FLUSH and FUA
  *     engine.c                the request engine: reads, writes, chunk operations
- *   6 image.c check.c         public open/close/create/info, check and map
+ *   6 image.c check.c         public open/close/create/info, a new backing file, check, map
  *
  * struct cow_image is defined here, at the bottom, because every layer works on it; each
  * group of fields names the layer that owns it, and only that layer changes it.

@@ -81,6 +81,29 @@ static void drop_records(struct cow_image *img, uint64_t upto)
 	img->rec_base = upto;
 }
 
+/*
+ * A new header in one step (snapshot S3, a new backing file): fdatasync, so that nothing the
+ * new header points to or stands on is less durable than it; nh (generation taken from the
+ * header in force) into the other slot; fdatasync. On failure img->hdr stays the old one,
+ * which is on disk, or the torn slot is (the next write goes to the same slot again).
+ */
+int jnl_switch_header(struct cow_image *img, struct ucow_hdr *nh)
+{
+	struct ucow_hdr old = img->hdr;
+	int r = img_sync(img);
+	if (r)
+		return r;
+	nh->generation = img->hdr.generation;
+	img->hdr = *nh;
+	r = jnl_write_header(img);
+	if (!r)
+		r = img_sync(img);
+	if (r)
+		img->hdr = old;		/* the old header is still the one on disk (or torn) */
+	STAT_ADD(img, fsyncs, 2);
+	return r;
+}
+
 /* A header write (generation + 1) that a side log hears of (sidelog.c L2): the new run
  * starts with every record not committed yet. */
 int jnl_write_header(struct cow_image *img)
@@ -341,9 +364,9 @@ static uint64_t records_fit(struct cow_image *img)
 	return img->jblk >= cap ? 0 : (cap - img->jblk) * ((UCOW_JBLOCK - UCOW_JHDR) / rec_size(img));
 }
 
-/* Everything in memory durable and in the table: commit what fits, checkpoint when the
- * journal is full, until no record is left; then one checkpoint more (close, snapshot S1). */
-int jnl_checkpoint_all(struct cow_image *img)
+/* Every record in memory durable: commit what fits, checkpoint when the journal is full,
+ * until no record is left. */
+int jnl_commit_all(struct cow_image *img)
 {
 	int r = 0;
 	while (!r && img->rec_committed < img->rec_added) {
@@ -356,6 +379,14 @@ int jnl_checkpoint_all(struct cow_image *img)
 			upto = img->rec_committed + fit;
 		r = commit_sync(img, upto);
 	}
+	return r;
+}
+
+/* Everything in memory durable and in the table: every record committed, then one
+ * checkpoint more (close, snapshot S1). */
+int jnl_checkpoint_all(struct cow_image *img)
+{
+	int r = jnl_commit_all(img);
 	return r ? r : jnl_checkpoint(img);
 }
 

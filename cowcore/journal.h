@@ -23,9 +23,12 @@ int jnl_batch_prepare(struct cow_image *img, uint64_t upto, struct jnl_batch *b)
 void jnl_batch_done(struct cow_image *img, struct jnl_batch *b, int res);
 
 int jnl_checkpoint(struct cow_image *img);		/* J5 */
+int jnl_commit_all(struct cow_image *img);		/* every record durable */
 int jnl_checkpoint_all(struct cow_image *img);		/* everything into the table */
 int jnl_replay(struct cow_image *img, uint64_t *nrec);	/* J6, at open */
 /* img_write_header with the side log told (sidelog.c L2). */
 int jnl_write_header(struct cow_image *img);
+/* Sync, nh as the new header (the other slot), sync; img->hdr unchanged on failure. */
+int jnl_switch_header(struct cow_image *img, struct ucow_hdr *nh);
 
 #endif

@@ -68,12 +68,7 @@ static void free_extent(struct cow_image *img, uint64_t off, uint64_t size)
 
 /* Chunks to free after a switch: collected, then punched in runs (one call per run of
  * adjacent chunks, not one per chunk: an apply on a 4 GiB image frees thousands). */
-struct freeset {
-	uint64_t *v;
-	size_t n, cap;
-};
-
-static void free_chunk(struct freeset *fs, uint64_t p)
+void freeset_add(struct freeset *fs, uint64_t p)
 {
 	if (ARRAY_ROOM(fs->v, fs->cap, fs->n))
 		return;		/* not freed now: free again at the next open */
@@ -95,7 +90,7 @@ static bool reclaim_add(struct cow_image *img, uint64_t pcn, uint64_t n)
 	return true;
 }
 
-static void free_chunks(struct cow_image *img, struct freeset *fs)
+void freeset_reclaim(struct cow_image *img, struct freeset *fs)
 {
 	if (!fs->n)
 		return;
@@ -245,25 +240,12 @@ out:
 /* S3: sync, switch the header, sync. */
 static int switch_header(struct cow_image *img, struct ucow_hdr *nh)
 {
-	int r = 0;
-	r = img_sync(img);
-	if (r)
-		return r;
-	struct ucow_hdr old = img->hdr;
-	nh->generation = img->hdr.generation;
 	/* snapshot structures, or a current table that an apply moved into the data area */
 	if (nh->nb_snapshots || nh->table_offset >= nh->data_offset)
 		nh->incompat |= UCOW_INCOMPAT_SNAPSHOTS;
 	else
 		nh->incompat &= ~UCOW_INCOMPAT_SNAPSHOTS;
-	img->hdr = *nh;
-	r = jnl_write_header(img);
-	if (!r)
-		r = img_sync(img);
-	if (r)
-		img->hdr = old;		/* the old header is still the one on disk (or torn) */
-	STAT_ADD(img, fsyncs, 2);
-	return r;
+	return jnl_switch_header(img, nh);
 }
 
 static int check_writable(struct cow_image *img)
@@ -520,9 +502,9 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 			continue;
 		rc[p] = UINT32_MAX;	/* freed once even if mapped twice below */
 		if (have_cur && !in_map(&cur, p))
-			free_chunk(&fs, p);	/* without the map: leaked until the next open */
+			freeset_add(&fs, p);	/* without the map: leaked until the next open */
 	}
-	free_chunks(img, &fs);
+	freeset_reclaim(img, &fs);
 	free(cur.p);
 	for (uint64_t p = 0; p < rc_len; p++)
 		if (rc[p] == UINT32_MAX)
@@ -627,9 +609,9 @@ int cow_snapshot_apply(struct cow_image *img, const char *key)
 	for (uint64_t c = 0; old && c < img->nr_chunks; c++) {
 		uint64_t p = old[c] & UCOW_E_PCN_MASK;
 		if (p && !rc_shared(img, p))
-			free_chunk(&fs, p);
+			freeset_add(&fs, p);
 	}
-	free_chunks(img, &fs);
+	freeset_reclaim(img, &fs);
 	memset(img->table_dirty, 0, img->hdr.table_size / UCOW_META_ALIGN);
 	memset(img->bm_dirty, 0, img->nr_groups);
 	img->vsize = s->vsize;

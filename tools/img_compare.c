@@ -50,23 +50,9 @@ struct side {
 struct cmp {
 	struct side a, b;
 	uint64_t total;
-	bool quiet, progress;
-	int last_pct;
+	bool quiet;
+	struct progress pr;	/* -p */
 };
-
-static void show_progress(struct cmp *c, uint64_t done)
-{
-	int pct;
-
-	if (!c->progress)
-		return;
-	pct = c->total ? (int)(done * 10000 / c->total) : 10000;
-	if (pct / 100 == c->last_pct / 100 && c->last_pct >= 0 && pct != 10000)
-		return;
-	c->last_pct = pct;
-	fprintf(stderr, "    (%d.%02d/100%%)%s", pct / 100, pct % 100, pct == 10000 ? "\n" : "\r");
-	fflush(stderr);
-}
 
 /* The run of s's content at off, at most len bytes: 0 or -errno (reported). */
 static int extent(struct side *s, uint64_t off, uint64_t len, struct chain_ext *e)
@@ -132,7 +118,7 @@ static int compare_all(struct cmp *c)
 	uint64_t off = 0, n, at;
 	int r;
 
-	show_progress(c, 0);
+	progress_show(&c->pr, 0, c->total);
 	while (off < common) {
 		n = common - off < CMP_BUF ? common - off : CMP_BUF;
 		if ((r = extent(&c->a, off, n, &ea)) < 0 ||
@@ -150,7 +136,7 @@ static int compare_all(struct cmp *c)
 			}
 		}
 		off += n;
-		show_progress(c, off);
+		progress_show(&c->pr, off, c->total);
 	}
 	/* past the smaller image's end, the larger one must read as zeros */
 	while (off < longer->size) {
@@ -169,7 +155,7 @@ static int compare_all(struct cmp *c)
 			}
 		}
 		off += n;
-		show_progress(c, off);
+		progress_show(&c->pr, off, c->total);
 	}
 	return 0;
 }
@@ -216,7 +202,7 @@ int cmd_compare(int argc, char **argv)
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct cmp c = { .last_pct = -1 };
+	struct cmp c = { .pr = { .last = -1 } };
 	struct cow_backend *be = NULL;
 	int ch, r, afmt = COW_FMT_NONE, bfmt = COW_FMT_NONE;
 	unsigned share = 0;
@@ -235,7 +221,7 @@ int cmd_compare(int argc, char **argv)
 			break;
 		case 'q': c.quiet = true; break;
 		case 's': strict = true; break;
-		case 'p': c.progress = true; break;
+		case 'p': c.pr.on = true; break;
 		case 'U': share = COW_OPEN_SHARE; break;
 		case 'h': fputs(compare_help, stdout); return 0;
 		default: opt_err("compare", ch, argv); return 2;
@@ -277,7 +263,7 @@ int cmd_compare(int argc, char **argv)
 			printf("Warning: Image size mismatch!\n");
 	}
 	r = compare_all(&c);
-	if (r != 0 && c.last_pct >= 0 && c.last_pct != 10000)
+	if (r != 0 && c.pr.last >= 0 && c.pr.last != 10000)
 		fputc('\n', stderr);	/* end the progress line */
 	if (r == 0 && !c.quiet)
 		printf("Images are identical.\n");

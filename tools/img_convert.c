@@ -56,11 +56,13 @@ struct conv {
 	struct cow_image *si, *di;
 	struct cow_ctx *sc, *dc;
 	uint64_t size;
+	struct cow_image *chain[COW_MAX_CHAIN + 1];	/* si and its backing images */
+	size_t nchain;
 	uint8_t *buf;
-	bool progress, warned;
+	struct progress pr;
+	bool warned;			/* share_warn said it */
 	unsigned share;			/* -U: COW_OPEN_SHARE */
 	unsigned confine;		/* COW_OPEN_CONFINE unless --allow-backing-outside */
-	int last_pct;
 };
 
 /*
@@ -169,36 +171,9 @@ static int resolve_snap(struct conv *c, char *key, size_t keylen)
 	return 0;
 }
 
-/* Where [off, off+len) of SRC's content comes from: DATA (read it) or ZERO, for *run bytes. */
-static int map_chain(struct conv *c, uint64_t off, uint64_t len, uint64_t *run,
-		     struct cow_image **failed)
-{
-	struct chain_ext e;
-	int r = chain_extent(c->si, off, len, &e, failed);
-
-	if (r < 0)
-		return r;
-	*run = e.length;
-	return e.zero ? COW_MAP_ZERO : COW_MAP_DATA;	/* nothing known: read it */
-}
-
 static bool all_zero(const uint8_t *p, size_t n)
 {
 	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
-}
-
-static void show_progress(struct conv *c, uint64_t done)
-{
-	int pct;
-
-	if (!c->progress)
-		return;
-	pct = c->size ? (int)(done * 10000 / c->size) : 10000;
-	if (pct / 100 == c->last_pct / 100 && c->last_pct >= 0 && pct != 10000)
-		return;
-	c->last_pct = pct;
-	fprintf(stderr, "    (%d.%02d/100%%)%s", pct / 100, pct % 100, pct == 10000 ? "\n" : "\r");
-	fflush(stderr);
 }
 
 /* Write the parts of buf (content of [off, off+n)) that are not all zero. */
@@ -235,22 +210,21 @@ static int write_nonzero(struct conv *c, uint64_t off, uint64_t n)
 
 static int copy_all(struct conv *c)
 {
-	struct cow_image *failed = c->si;
 	uint64_t off = 0, run;
 	int st, rc;
 
-	show_progress(c, 0);
+	progress_show(&c->pr, 0, c->size);
 	while (off < c->size) {
 		uint64_t len = c->size - off < CONV_BUF ? c->size - off : CONV_BUF;
+		size_t i;
 
-		st = map_chain(c, off, len, &run, &failed);
+		/* a run the last image leaves to a backing image not open: read it through */
+		st = chain_map(c->chain, c->nchain, off, len, &run, &i);
 		if (st < 0) {
 			ucow_err("%s: mapping offset %" PRIu64 ": %s", c->src, off,
-				 err_text_for(st, cow_errmsg(failed), c->src));
+				 err_text_for(st, cow_errmsg(c->chain[i]), c->src));
 			return st;
 		}
-		if (run == 0 || run > len)
-			run = len;	/* never loop forever on an odd answer */
 		if (st != COW_MAP_ZERO) {
 			rc = cow_rw(c->sc, COW_READ, c->buf, run, off, 0);
 			if (rc < 0) {
@@ -263,7 +237,7 @@ static int copy_all(struct conv *c)
 				return rc;
 		}
 		off += run;
-		show_progress(c, off);
+		progress_show(&c->pr, off, c->size);
 	}
 	rc = cow_rw(c->dc, COW_FLUSH, NULL, 0, 0, 0);
 	if (rc < 0)
@@ -357,6 +331,8 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 		share_warn(c->si, c->src, &c->warned);
 	cow_get_info(c->si, &in);
 	c->size = in.virtual_size;
+	for (struct cow_image *i = c->si; i; i = cow_backing_image(i))
+		c->chain[c->nchain++] = i;	/* at most COW_MAX_CHAIN + 1: open limits it */
 	if (dst_in_chain(c)) {
 		ucow_err("%s: is the source image or one of its backing files", c->dst);
 		rc = -EINVAL;
@@ -432,7 +408,7 @@ int cmd_convert(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cow_create_opts co = { 0 };
-	struct conv c = { .last_pct = -1, .confine = COW_OPEN_CONFINE };
+	struct conv c = { .pr.last = -1, .confine = COW_OPEN_CONFINE };
 	int ch, rc, sfmt = COW_FMT_NONE, ofmt = COW_FMT_RAW;
 	char *opts = NULL;
 
@@ -452,7 +428,7 @@ int cmd_convert(int argc, char **argv)
 			if (parse_snap_arg(&c, optarg))
 				return 1;
 			break;
-		case 'p': c.progress = true; break;
+		case 'p': c.pr.on = true; break;
 		case 'q': break;
 		case 'U': c.share = COW_OPEN_SHARE; break;
 		case OPT_OUTSIDE: c.confine = 0; break;

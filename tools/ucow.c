@@ -19,6 +19,8 @@ static const struct {
 	{ "map", cmd_map, "show where each run of an image's content comes from" },
 	{ "compare", cmd_compare, "compare two images' content" },
 	{ "measure", cmd_measure, "the file size a ucow (or raw) image of some content needs" },
+	{ "commit", cmd_commit, "write an overlay's data into its backing file, then empty it" },
+	{ "rebase", cmd_rebase, "give an overlay another backing file (or none), content kept" },
 	{ "snapshot", cmd_snapshot, "create, list, apply, delete internal snapshots" },
 	{ "bench", cmd_bench, "measure I/O through the engine (like qemu-img bench)" },
 	{ "dev", cmd_dev, "serve images as block devices through ublk (see 'ucow dev --help')" },

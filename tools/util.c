@@ -371,6 +371,40 @@ int check_replaceable(const char *path, const char **why)
 	return 0;
 }
 
+void progress_show(struct progress *p, uint64_t done, uint64_t total)
+{
+	int pct;
+
+	if (!p->on)
+		return;
+	pct = total ? (int)(done * 10000 / total) : 10000;
+	if (pct / 100 == p->last / 100 && p->last >= 0 && pct != 10000)
+		return;
+	p->last = pct;
+	fprintf(stderr, "    (%d.%02d/100%%)%s", pct / 100, pct % 100, pct == 10000 ? "\n" : "\r");
+	fflush(stderr);
+}
+
+int chain_map(struct cow_image *const *v, size_t n, uint64_t off, uint64_t len, uint64_t *run,
+	      size_t *idx)
+{
+	for (size_t i = 0;; i++) {
+		struct cow_info bi;
+		uint64_t phys;
+		int st = cow_map(v[i], off, len, run, &phys);
+
+		*idx = i;
+		if (st >= 0 && (*run == 0 || *run > len))
+			*run = len;	/* never loop forever on an odd answer */
+		if (st < 0 || st != COW_MAP_BACKING || i + 1 == n)
+			return st;
+		cow_get_info(v[i + 1], &bi);
+		if (off >= bi.virtual_size)
+			return COW_MAP_ZERO;	/* past the backing image's end */
+		len = *run < bi.virtual_size - off ? *run : bi.virtual_size - off;
+	}
+}
+
 void human_size(uint64_t v, char *buf, size_t len)
 {
 	static const char *const sfx[] = { "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei" };

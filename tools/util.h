@@ -95,6 +95,25 @@ int replace_file(const char *tmp, const char *path);
 /* Refuse to replace path when it is a folder or in use (an OFD/POSIX lock is held on it). */
 int check_replaceable(const char *path, const char **why);
 
+/* -p: qemu-img's progress line on stderr, "    (12.34/100%)", redrawn at each whole percent
+ * and ended with a newline at 100%. */
+struct progress {
+	bool on;
+	int last;		/* hundredths of a percent last shown; -1: none yet */
+};
+void progress_show(struct progress *p, uint64_t done, uint64_t total);
+
+/*
+ * Where [off, off+len) of the content of a chain of images comes from: v[0] on top, v[i + 1]
+ * the backing file of v[i] (each opened with or without its own chain). Returns COW_MAP_DATA
+ * with *idx the image that holds the data, COW_MAP_ZERO (zeros, or past an image's end),
+ * COW_MAP_BACKING when v[n - 1] leaves the run to its backing file, or -errno (*idx the image
+ * whose map failed); *run gets the run's length (1 .. len).
+ */
+struct cow_image;
+int chain_map(struct cow_image *const *v, size_t n, uint64_t off, uint64_t len, uint64_t *run,
+	      size_t *idx);
+
 /* qemu-img style human size: "1 GiB", "1.5 MiB", "0.977 GiB". */
 void human_size(uint64_t v, char *buf, size_t len);
 

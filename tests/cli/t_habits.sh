@@ -305,8 +305,8 @@ bad() {
 	return 0
 }
 truncate -s 1M p.raw
-for sub in create info io convert check map compare measure snapshot bench "dev add" \
-	"dev del" "dev list" "dev recover" "dev stats" "dev features"; do
+for sub in create info io convert check map compare measure commit rebase snapshot bench \
+	"dev add" "dev del" "dev list" "dev recover" "dev stats" "dev features"; do
 	$UCOW $sub --help >help.txt || fail "$sub --help"
 	for fed in -Z --bogus --bogus=1 --help=1; do
 		bad $UCOW $sub $fed x.ucow
@@ -319,6 +319,8 @@ for sub in create info io convert check map compare measure snapshot bench "dev 
 	measure) args="-f -O -o --size --output" ;;
 	io) args="-c -f -i" ;;
 	convert) args="-f -l -O -o" ;;
+	commit) args="-b -f" ;;
+	rebase) args="-b -F -f" ;;
 	snapshot) args="-c -a -d --output" ;;
 	bench) args="-c -d -f -s -S -o -t -i --pattern --flush-interval" ;;
 	"dev add") args="-t -f -n -q -d -s --block-size --snapshot" ;;
