@@ -14,7 +14,51 @@
 
 #include "image.h"
 
-int cow_map(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run, uint64_t *phys)
+/*
+ * One piece of [off, off+len) of a ucow image, inside one chunk: its status, the length with
+ * that status (and, for an allocated chunk, one bitmap bit), whether this image decides it
+ * (*alloc), and for an allocated chunk where it lies in the file (*phys).
+ */
+static int map_piece(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run,
+		     uint64_t *phys, bool *alloc)
+{
+	uint64_t c = off >> img->chunk_shift;
+	uint32_t in = off & (img->chunk_size - 1);
+	uint64_t e = ent_load(img, c), p = e & UCOW_E_PCN_MASK;
+	uint64_t chunk_left = img->chunk_size - in;
+	/* a backing file named but not opened (COW_OPEN_NOCHAIN) holds the data all the same */
+	bool backed = img->backing || img->hdr.backing_len;
+
+	if (chunk_left > len)
+		chunk_left = len;
+	*run = chunk_left;
+	if (e & UCOW_E_ZERO) {
+		*alloc = true;		/* zeros whatever the backing image holds */
+		return COW_MAP_ZERO;
+	}
+	if (!p) {
+		*alloc = false;
+		return backed ? COW_MAP_BACKING : COW_MAP_ZERO;
+	}
+	const uint64_t *bm = meta_bm(img, c, false);
+	uint32_t b = in >> img->block_shift;
+	bool bit = bm_test(bm, b);
+	uint64_t end = (uint64_t)(b + bm_run(bm, b, ((in + chunk_left - 1) >>
+						 img->block_shift) + 1)) << img->block_shift;
+	*run = (end < in + chunk_left ? end : in + chunk_left) - in;
+	*alloc = bit;
+	if (phys)
+		*phys = (p << img->chunk_shift) + in;
+	return bit ? COW_MAP_DATA : (backed ? COW_MAP_BACKING : COW_MAP_ZERO);
+}
+
+/*
+ * The run from off: a raw file's data or hole, or ucow pieces joined while their status
+ * stays the same (and, with by_alloc, their allocated flag too). DATA is never joined across
+ * chunks: the next chunk's data lies elsewhere in the file.
+ */
+static int map_run(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run,
+		   uint64_t *phys, bool *alloc, bool by_alloc)
 {
 	if (off >= img->vsize || !len)
 		return -EINVAL;
@@ -23,6 +67,7 @@ int cow_map(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run, ui
 	if (img->fmt == COW_FMT_RAW) {
 		/* holes in a raw file read as zeros */
 		off_t d = lseek(img->fd, (off_t)off, SEEK_DATA);
+		*alloc = true;
 		if (phys)
 			*phys = off;
 		if (d < 0 && errno == ENXIO) {
@@ -37,41 +82,40 @@ int cow_map(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run, ui
 		*run = ((uint64_t)d - off) < len ? (uint64_t)d - off : len;
 		return COW_MAP_ZERO;
 	}
-	uint64_t c = off >> img->chunk_shift;
-	uint32_t in = off & (img->chunk_size - 1);
-	uint64_t e = ent_load(img, c), p = e & UCOW_E_PCN_MASK;
-	uint64_t chunk_left = img->chunk_size - in;
-	/* a backing file named but not opened (COW_OPEN_NOCHAIN) holds the data all the same */
-	bool backed = img->backing || img->hdr.backing_len;
-	int st;
-	if (chunk_left > len)
-		chunk_left = len;
-	if (e & UCOW_E_ZERO || (!p && !backed)) {
-		st = COW_MAP_ZERO;
-		*run = chunk_left;
-	} else if (!p) {
-		st = COW_MAP_BACKING;
-		*run = chunk_left;
-	} else {
-		const uint64_t *bm = meta_bm(img, c, false);
-		uint32_t b = in >> img->block_shift;
-		bool bit = bm_test(bm, b);
-		uint64_t end = (uint64_t)(b + bm_run(bm, b, ((in + chunk_left - 1) >>
-							 img->block_shift) + 1)) << img->block_shift;
-		*run = (end < in + chunk_left ? end : in + chunk_left) - in;
-		st = bit ? COW_MAP_DATA : (backed ? COW_MAP_BACKING : COW_MAP_ZERO);
-		if (phys)
-			*phys = (p << img->chunk_shift) + in;
-	}
+	int st = map_piece(img, off, len, run, phys, alloc);
 	/* the current run continues into following chunks with the same status */
 	while (st != COW_MAP_DATA && *run < len) {
-		uint64_t run2, off2 = off + *run;
-		int st2 = cow_map(img, off2, len - *run, &run2, NULL);
-		if (st2 != st)
+		uint64_t run2;
+		bool alloc2;
+		int st2 = map_piece(img, off + *run, len - *run, &run2, NULL, &alloc2);
+		if (st2 != st || (by_alloc && alloc2 != *alloc))
 			break;
 		*run += run2;
 	}
 	return st;
+}
+
+int cow_map(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run, uint64_t *phys)
+{
+	bool alloc;
+	return map_run(img, off, len, run, phys, &alloc, false);
+}
+
+int cow_map_extent(struct cow_image *img, uint64_t off, uint64_t len, struct cow_extent *x)
+{
+	uint64_t phys = 0;
+	bool alloc = false;
+	int st;
+
+	memset(x, 0, sizeof(*x));
+	st = map_run(img, off, len, &x->length, &phys, &alloc, true);
+	if (st < 0)
+		return st;
+	x->status = st;
+	x->allocated = alloc;
+	x->offset_valid = img->fmt == COW_FMT_RAW || st == COW_MAP_DATA;
+	x->offset = x->offset_valid ? phys : 0;
+	return 0;
 }
 
 /* A free chunk that holds data: a leak, or after an unclean shutdown writes never flushed

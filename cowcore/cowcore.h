@@ -67,6 +67,15 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err, siz
 				 * lie (links resolved) inside the opened image's folder; else
 				 * -EPERM. For images from others: a name like /etc/shadow or a
 				 * device must not become a guest-visible base. */
+#define COW_OPEN_SHARE   0x40	/* force share (qemu-img -U): take no lock, so an image another
+				 * process holds read-write (a ucow dev server) opens, and that
+				 * process is not kept from anything. Only with COW_OPEN_RDONLY or
+				 * COW_OPEN_CHECK (else -EINVAL); the backing chain is opened the
+				 * same way. What it reads is the image as the file held it at
+				 * open (a dirty image's journal replayed in memory, as every
+				 * read-only open does), possibly half way through a change of
+				 * the writer's: for looking at, not for a consistent copy. See
+				 * cow_writer_active. Nothing is ever written. */
 
 struct cow_open_opts {
 	int fmt;		/* COW_FMT_*; COW_FMT_NONE probes for the ucow magic, and raw is
@@ -129,6 +138,32 @@ void cow_get_info(struct cow_image *img, struct cow_info *info);
 struct cow_image *cow_backing_image(struct cow_image *img);	/* NULL at the chain's end */
 
 /*
+ * Whether another process holds img, or an image of its backing chain, for writing (the
+ * exclusive lock of a read-write open) right now: 1 yes, 0 no, or -errno. Meant for
+ * COW_OPEN_SHARE opens, which take no lock and so keep no writer away: a caller warns that
+ * what it read may be inconsistent.
+ */
+int cow_writer_active(struct cow_image *img);
+
+/*
+ * The layout cow_create gives an image made with o (o->size must be given; backing and
+ * backing_fmt are ignored): 0, or -EINVAL / -ERANGE with err (errlen bytes; may be NULL)
+ * saying which option is wrong, as cow_create would.
+ */
+struct cow_layout {
+	uint64_t data_offset;	/* headers, table, bitmaps and journal, up to the first data
+				 * chunk: the file size of an image with nothing allocated */
+	uint64_t nr_chunks;	/* chunks the virtual size spans */
+	uint32_t chunk_size, block_size;
+	uint64_t full_size;	/* data_offset + nr_chunks x chunk_size: the file size once every
+				 * chunk is allocated, as a copy that writes each chunk once
+				 * (ucow convert) makes it */
+	uint32_t reserved[8];	/* set to zero by the engine (room for more) */
+};
+int cow_create_layout(const struct cow_create_opts *o, struct cow_layout *out, char *err,
+		      size_t errlen);
+
+/*
  * Where the data of [off, off+len) comes from, for the run starting at off: returns the
  * status and sets *run to the length of the run (<= len) that has that status.
  */
@@ -138,6 +173,24 @@ enum cow_map_status {
 	COW_MAP_BACKING = 3,	/* comes from the backing image */
 };
 int cow_map(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run, uint64_t *phys);
+/*
+ * cow_map in more detail (ucow map shows it per layer of a chain): the run from off (at most
+ * len bytes, clipped at the virtual size; off must be below it, len non-zero, else -EINVAL)
+ * with one status, one "allocated" and, for COW_MAP_DATA, one chunk of this image's file.
+ * Unlike cow_map, a run never spans a ZERO chunk and a chunk that is merely unallocated.
+ */
+struct cow_extent {
+	uint64_t length;	/* bytes from off */
+	uint64_t offset;	/* offset_valid: where the run's bytes start in this image's file */
+	int status;		/* COW_MAP_DATA, COW_MAP_ZERO or COW_MAP_BACKING */
+	bool allocated;		/* this image decides what the run reads: its data, a ZERO chunk,
+				 * any byte of a raw image. false: the backing image does
+				 * (COW_MAP_BACKING), or nothing does and it reads as zeros */
+	bool offset_valid;	/* the run's bytes lie at offset of this file, readable as they
+				 * are: ucow COW_MAP_DATA, and every byte of a raw image */
+	uint32_t reserved[4];	/* set to zero by the engine */
+};
+int cow_map_extent(struct cow_image *img, uint64_t off, uint64_t len, struct cow_extent *x);
 
 /* Consistency check (read-only). Exit-code style result in *verdict. */
 struct cow_check_result {

@@ -147,6 +147,8 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err, siz
 static int lock_image(struct cow_image *img, char *err)
 {
 	struct flock fl = { .l_type = img->read_only ? F_RDLCK : F_WRLCK, .l_whence = SEEK_SET };
+	if (img->open_flags & COW_OPEN_SHARE)
+		return 0;	/* force share: no lock, read-only (cow_open checked) */
 	for (int i = 0; i < 40; i++) {
 		if (fcntl(img->fd, F_OFD_SETLK, &fl) == 0)
 			return 0;
@@ -277,6 +279,7 @@ static int open_chain(struct cow_image *img, const char *name, int fmt, int dept
 		      const struct chain_link *up, struct cow_image **out, char *err)
 {
 	char full[COW_PATH_MAX];
+	struct stat st;
 	int r;
 	if (depth >= COW_MAX_CHAIN) {
 		snprintf(err, COW_ERRLEN, "%s: backing chain longer than %d images (a loop?)",
@@ -285,10 +288,12 @@ static int open_chain(struct cow_image *img, const char *name, int fmt, int dept
 	}
 	if ((r = vet_backing(img, name, up, full, err)))
 		return r;
-	r = cow_open_depth(full, fmt, COW_OPEN_RDONLY |
-			   (img->open_flags & (COW_OPEN_DIRECT | COW_OPEN_CONFINE)), out,
+	bool exists = !stat(full, &st);
+	r = cow_open_depth(full, fmt, COW_OPEN_RDONLY | (img->open_flags &
+			   (COW_OPEN_DIRECT | COW_OPEN_CONFINE | COW_OPEN_SHARE)), out,
 			   err, depth + 1, up, -1);
-	if (r == -ENOENT)
+	/* a file further down missing: its own image's message names it, keep that one */
+	if (r == -ENOENT && !exists)
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' not found", img->path, full);
 	if (r == -EMEDIUMTYPE) {	/* the image's own word, not the caller's: no -f hint */
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' is not a ucow image (no ucow "
@@ -586,8 +591,14 @@ int cow_open(const char *path, const struct cow_open_opts *o, struct cow_image *
 		o = &defaults;
 	if (!all_zero(o->reserved, sizeof(o->reserved) / sizeof(o->reserved[0])) ||
 	    (o->flags & ~(COW_OPEN_RDONLY | COW_OPEN_DIRECT | COW_OPEN_NOCHAIN | COW_OPEN_CHECK |
-			  COW_OPEN_SIDELOG | COW_OPEN_CONFINE))) {
+			  COW_OPEN_SIDELOG | COW_OPEN_CONFINE | COW_OPEN_SHARE))) {
 		snprintf(msg, sizeof(msg), "%s: unknown open options", path);
+		r = -EINVAL;
+	} else if ((o->flags & COW_OPEN_SHARE) &&
+		   !(o->flags & (COW_OPEN_RDONLY | COW_OPEN_CHECK))) {
+		/* without a lock, a second writer would corrupt the image */
+		snprintf(msg, sizeof(msg), "%s: an image opened without a lock (force share) "
+			 "can only be opened read-only", path);
 		r = -EINVAL;
 	} else if (o->snapshot) {
 		r = open_snapshot(path, o, out, msg);
@@ -704,6 +715,47 @@ int img_open_repair(const char *path, int fmt, struct cow_image **out, char *err
 }
 
 struct cow_image *cow_backing_image(struct cow_image *img) { return img->backing; }
+
+int cow_writer_active(struct cow_image *img)
+{
+	for (; img; img = img->backing) {
+		/* a read lock conflicts only with another's write lock; our own OFD's (a shared
+		 * lock, or none under COW_OPEN_SHARE) never counts */
+		struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET };
+		if (fcntl(img->fd, F_OFD_GETLK, &fl) < 0)
+			return -errno;
+		if (fl.l_type != F_UNLCK)
+			return 1;
+	}
+	return 0;
+}
+
+int cow_create_layout(const struct cow_create_opts *o, struct cow_layout *out, char *err,
+		      size_t errlen)
+{
+	char msg[COW_ERRLEN] = "";
+	struct ucow_hdr h;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	if (!all_zero(o->reserved, sizeof(o->reserved) / sizeof(o->reserved[0]))) {
+		give_err(err, errlen, "unknown create options");
+		return -EINVAL;
+	}
+	r = ucow_hdr_init(&h, o->size, o->chunk_size, o->block_size, o->journal_size, msg,
+			  sizeof(msg));
+	if (r) {
+		give_err(err, errlen, msg);
+		return r;
+	}
+	out->data_offset = h.data_offset;
+	out->nr_chunks = h.nr_chunks;
+	out->chunk_size = h.chunk_size;
+	out->block_size = h.block_size;
+	/* at most 16 Mi chunks of at most 64 MiB: no overflow */
+	out->full_size = h.data_offset + h.nr_chunks * h.chunk_size;
+	return 0;
+}
 
 void cow_get_info(struct cow_image *img, struct cow_info *info)
 {

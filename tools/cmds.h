@@ -9,6 +9,9 @@ int cmd_info(int argc, char **argv);
 int cmd_io(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_map(int argc, char **argv);		/* tools/img_map.c */
+int cmd_compare(int argc, char **argv);	/* tools/img_compare.c */
+int cmd_measure(int argc, char **argv);	/* tools/img_measure.c */
 int cmd_commit(int argc, char **argv);	/* tools/img_commit.c */
 int cmd_rebase(int argc, char **argv);	/* tools/img_rebase.c */
 int cmd_snapshot(int argc, char **argv);	/* tools/img_snapshot.c */

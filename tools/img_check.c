@@ -11,12 +11,13 @@
 #include <string.h>
 
 #include "cowcore.h"
+#include "chain.h"
 #include "cmds.h"
 #include "json_out.h"
 #include "util.h"
 
 static const char check_help[] =
-	"usage: ucow check [-f FMT] [-r leaks|all] [--output=human|json] FILE\n"
+	"usage: ucow check [-f FMT] [-r leaks|all] [-U] [--output=human|json] FILE\n"
 	"\n"
 	"Check FILE's metadata for consistency. The image is opened read-only; an image\n"
 	"that cannot be opened normally because it is corrupt is opened without its backing\n"
@@ -29,6 +30,9 @@ static const char check_help[] =
 	"                  dropped (those ranges then read from the backing or as zeros),\n"
 	"                  bitmaps of unmapped chunks cleared, the corrupt mark cleared\n"
 	"  --output=FMT    human (default) or json\n"
+	"  -U, --force-share\n"
+	"                  open FILE without a lock, even while another process writes it\n"
+	"                  (then a warning says the result may be inconsistent; not with -r)\n"
 	"  -h, --help      this help\n"
 	"\n"
 	"With -r the image must not be in use; it is checked, repaired if needed, and checked\n"
@@ -136,22 +140,28 @@ static int report_unopenable(const char *file, const char *why, bool json)
 /* How one check went. */
 enum { CHECKED, UNOPENABLE, NO_CHECKS, FAILED };
 
-/* Open FILE read-only (without its chain if it is corrupt) and check it. */
+/*
+ * Open FILE read-only (without its chain if it is corrupt) and check it. share: -U
+ * (COW_OPEN_SHARE), with *warned for share_warn.
+ */
 static int check_once(const char *file, int fmt, struct cow_check_result *res,
-		      struct cow_info *in, char *why)
+		      struct cow_info *in, char *why, unsigned share, bool *warned)
 {
 	char err[COW_ERRLEN] = "";
 	struct cow_image *img;
-	int rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt, .flags = COW_OPEN_RDONLY },
-			  &img, err, COW_ERRLEN);
+	int rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
+			  .flags = COW_OPEN_RDONLY | share }, &img, err, COW_ERRLEN);
 	if (rc == -EUCLEAN) {
 		/* a corrupt image must still be checkable: leave its chain alone */
 		char err2[COW_ERRLEN] = "";
 
-		rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt, .flags = COW_OPEN_CHECK },
-				&img, err2, COW_ERRLEN);
+		rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
+				.flags = COW_OPEN_CHECK | share }, &img, err2, COW_ERRLEN);
 		if (rc == -EUCLEAN) {
-			/* not even its own metadata loads: corruption found, counting stops */
+			/* not even its own metadata loads: corruption found, counting stops (with
+			 * -U and a writer at work, perhaps only a state caught half changed) */
+			if (share)
+				share_warn_file(file, warned);
 			snprintf(why, COW_ERRLEN, "%s", err2[0] ? err2 : err);
 			return UNOPENABLE;
 		}
@@ -162,6 +172,8 @@ static int check_once(const char *file, int fmt, struct cow_check_result *res,
 		report_f(file, NULL, rc, err);
 		return FAILED;
 	}
+	if (share)
+		share_warn(img, file, warned);
 	cow_get_info(img, in);
 	if (in->fmt != COW_FMT_UCOW) {
 		cow_close(img);
@@ -170,6 +182,8 @@ static int check_once(const char *file, int fmt, struct cow_check_result *res,
 	}
 	memset(res, 0, sizeof(*res));
 	rc = cow_check(img, res);
+	if (share)
+		share_warn(img, file, warned);
 	if (rc < 0) {
 		ucow_err("%s: check failed: %s", file, err_text_for(rc, cow_errmsg(img), file));
 		cow_close(img);
@@ -191,18 +205,19 @@ int cmd_check(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ "output", required_argument, NULL, OPT_OUTPUT },
 		{ "repair", required_argument, NULL, 'r' },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cow_check_result res, res2;
 	char why[COW_ERRLEN] = "", done[COW_ERRLEN] = "", err[COW_ERRLEN] = "";
 	struct cow_info in, in2;
 	int c, st, fmt = COW_FMT_NONE;
-	unsigned repair = 0;
-	bool json = false;
+	unsigned repair = 0, share = 0;
+	bool json = false, warned = false;
 	const char *file;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":f:r:h", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":f:r:hU", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			if (opt_format("check", optarg, &fmt))
@@ -221,6 +236,7 @@ int cmd_check(int argc, char **argv)
 			if (opt_output("check", optarg, &json))
 				return 1;
 			break;
+		case 'U': share = COW_OPEN_SHARE; break;
 		case 'h': fputs(check_help, stdout); return 0;
 		default: return opt_err("check", c, argv);
 		}
@@ -230,8 +246,11 @@ int cmd_check(int argc, char **argv)
 	if (argc - optind > 1)
 		return usage_err("check", "too many arguments ('%s')", argv[optind + 1]);
 	file = argv[optind];
+	if (repair && share)
+		return usage_err("check", "-r repairs the image: it cannot go with -U, which "
+				 "opens it while another process may write it");
 
-	st = check_once(file, fmt, &res, &in, why);
+	st = check_once(file, fmt, &res, &in, why, share, &warned);
 	if (st == NO_CHECKS)
 		return 63;
 	if (st == FAILED)
@@ -258,7 +277,7 @@ int cmd_check(int argc, char **argv)
 		print_human(file, &res, &in);
 		return res.verdict;
 	}
-	st = check_once(file, fmt, &res2, &in2, why);
+	st = check_once(file, fmt, &res2, &in2, why, 0, &warned);
 	if (st == FAILED || st == NO_CHECKS)
 		return 1;
 	uint64_t before_c = st == UNOPENABLE ? 1 : 0;

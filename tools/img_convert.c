@@ -17,12 +17,13 @@
 #include <unistd.h>
 
 #include "cowcore.h"
+#include "chain.h"
 #include "cmds.h"
 #include "util.h"
 
 static const char convert_help[] =
-	"usage: ucow convert [-p] [-q] [-f FMT] [-l SNAPSHOT] [-O raw|ucow] [-o OPTIONS]\n"
-	"                    [--allow-backing-outside] SRC DST\n"
+	"usage: ucow convert [-p] [-q] [-U] [-f FMT] [-l SNAPSHOT] [-O raw|ucow]\n"
+	"                    [-o OPTIONS] [--allow-backing-outside] SRC DST\n"
 	"\n"
 	"Copy SRC's content to a new file DST (replacing an existing DST). A ucow SRC is\n"
 	"read through its whole backing chain: DST holds the flattened content and has no\n"
@@ -39,6 +40,9 @@ static const char convert_help[] =
 	"                SRC's folder (refused by default: an image from elsewhere could\n"
 	"                name any file of this machine as its base)\n"
 	"  -q            quiet (the default; accepted for qemu-img compatibility)\n"
+	"  -U, --force-share\n"
+	"                open SRC without a lock, even while another process writes it\n"
+	"                (then a warning says the copy may be inconsistent)\n"
 	"  -h, --help    this help\n";
 
 #define CONV_BUF (2u << 20)	/* bytes per request */
@@ -56,33 +60,10 @@ struct conv {
 	size_t nchain;
 	uint8_t *buf;
 	struct progress pr;
+	bool warned;			/* share_warn said it */
+	unsigned share;			/* -U: COW_OPEN_SHARE */
 	unsigned confine;		/* COW_OPEN_CONFINE unless --allow-backing-outside */
 };
-
-static int parse_conv_opts(const char *dst, char *opts, struct cow_create_opts *co)
-{
-	char *p = opts, *key, *val;
-	const char *why;
-	uint64_t v;
-
-	while (opt_next(&p, &key, &val)) {
-		uint32_t *to = !strcmp(key, "chunk_size") || !strcmp(key, "cluster_size") ?
-			       &co->chunk_size : !strcmp(key, "block_size") ? &co->block_size :
-			       !strcmp(key, "journal_size") ? &co->journal_size : NULL;
-
-		if (!to) {
-			ucow_err("%s: unknown option '%s' for format ucow (chunk_size, block_size, "
-				 "journal_size)", dst, key);
-			return -EINVAL;
-		}
-		if (!val || parse_bytes(val, &v, &why) < 0 || v > UINT32_MAX) {
-			ucow_err("%s: invalid %s '%s'", dst, key, val ? val : "");
-			return -EINVAL;
-		}
-		*to = (uint32_t)v;
-	}
-	return 0;
-}
 
 /*
  * -l ARG, as qemu-img takes it: "snapshot.name=NAME", "snapshot.id=ID" (both may be given,
@@ -155,7 +136,7 @@ static int resolve_snap(struct conv *c, char *key, size_t keylen)
 		return 0;
 	}
 	rc = cow_open(c->src, &(struct cow_open_opts){ .fmt = COW_FMT_UCOW,
-			.flags = COW_OPEN_RDONLY | COW_OPEN_NOCHAIN },
+			.flags = COW_OPEN_RDONLY | COW_OPEN_NOCHAIN | c->share },
 			&img, err, COW_ERRLEN);
 	if (rc < 0) {
 		report(c->src, NULL, rc, err);
@@ -333,11 +314,11 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 		if (rc < 0)
 			return rc;
 		rc = cow_open(c->src, &(struct cow_open_opts){
-				.flags = COW_OPEN_RDONLY | c->confine, .snapshot = key },
+				.flags = COW_OPEN_RDONLY | c->confine | c->share, .snapshot = key },
 				&c->si, err, COW_ERRLEN);
 	} else {
 		rc = cow_open(c->src, &(struct cow_open_opts){ .fmt = sfmt,
-				.flags = COW_OPEN_RDONLY | c->confine },
+				.flags = COW_OPEN_RDONLY | c->confine | c->share },
 				&c->si, err, COW_ERRLEN);
 	}
 	if (rc < 0 && c->snap && rc == -EMEDIUMTYPE)
@@ -346,6 +327,8 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 		report_backing(c->src, rc, err);
 	if (rc < 0)
 		return rc;
+	if (c->share)
+		share_warn(c->si, c->src, &c->warned);
 	cow_get_info(c->si, &in);
 	c->size = in.virtual_size;
 	for (struct cow_image *i = c->si; i; i = cow_backing_image(i))
@@ -409,6 +392,8 @@ remove_tmp:
 		unlink(c->tmp);
 	tmp_guard(NULL);
 close_src:
+	if (c->share)
+		share_warn(c->si, c->src, &c->warned);
 	cow_close(c->si);
 	return rc;
 }
@@ -418,6 +403,7 @@ int cmd_convert(int argc, char **argv)
 	enum { OPT_OUTSIDE = 256 };
 	static const struct option lopts[] = {
 		{ "allow-backing-outside", no_argument, NULL, OPT_OUTSIDE },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -427,7 +413,7 @@ int cmd_convert(int argc, char **argv)
 	char *opts = NULL;
 
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":f:l:O:o:pqh", lopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":f:l:O:o:pqUh", lopts, NULL)) != -1) {
 		switch (ch) {
 		case 'f':
 			if (opt_format("convert", optarg, &sfmt))
@@ -444,6 +430,7 @@ int cmd_convert(int argc, char **argv)
 			break;
 		case 'p': c.pr.on = true; break;
 		case 'q': break;
+		case 'U': c.share = COW_OPEN_SHARE; break;
 		case OPT_OUTSIDE: c.confine = 0; break;
 		case 'h': fputs(convert_help, stdout); return 0;
 		default: return opt_err("convert", ch, argv);
@@ -463,7 +450,7 @@ int cmd_convert(int argc, char **argv)
 			return 1;
 		}
 		copy = strdup(opts);
-		rc = copy ? parse_conv_opts(c.dst, copy, &co) : -ENOMEM;
+		rc = copy ? parse_ucow_opts(c.dst, copy, &co) : -ENOMEM;
 		free(copy);
 		if (rc < 0)
 			return 1;

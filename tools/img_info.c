@@ -8,13 +8,14 @@
 #include <string.h>
 
 #include "cowcore.h"
+#include "chain.h"
 #include "cmds.h"
 #include "json_out.h"
 #include "ublk.h"
 #include "util.h"
 
 static const char info_help[] =
-	"usage: ucow info [-f FMT] [--output=human|json] [--backing-chain] FILE\n"
+	"usage: ucow info [-f FMT] [-U] [--output=human|json] [--backing-chain] FILE\n"
 	"\n"
 	"Show FILE's format, virtual size, disk usage, chunk and block size, backing file\n"
 	"and its format, allocation, snapshots and the dirty and corrupt flags.\n"
@@ -22,6 +23,8 @@ static const char info_help[] =
 	"  -f FMT             FILE's format: ucow (default; recognized by its magic) or raw\n"
 	"  --output=FMT       human (default) or json\n"
 	"  --backing-chain    also every image down the backing chain (json: an array)\n"
+	"  -U, --force-share  open FILE without a lock, even while another process writes\n"
+	"                     it (then a warning says the output may be inconsistent)\n"
 	"  -h, --help         this help\n"
 	"\n"
 	"An image with snapshots also gets their list (as `ucow snapshot -l` shows it).\n"
@@ -243,17 +246,19 @@ int cmd_info(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ "output", required_argument, NULL, OPT_OUTPUT },
 		{ "backing-chain", no_argument, NULL, OPT_CHAIN },
+		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	char err[COW_ERRLEN] = "";
 	struct cow_image *img, *i;
-	bool json = false, chain = false, ok = true;
+	bool json = false, chain = false, ok = true, warned = false;
 	int c, rc, fmt = COW_FMT_NONE;
+	unsigned share = 0;
 	json_object *doc = NULL;
 	const char *file;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":f:h", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":f:hU", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			if (opt_format("info", optarg, &fmt))
@@ -264,6 +269,7 @@ int cmd_info(int argc, char **argv)
 				return 1;
 			break;
 		case OPT_CHAIN: chain = true; break;
+		case 'U': share = COW_OPEN_SHARE; break;
 		case 'h': fputs(info_help, stdout); return 0;
 		default: return opt_err("info", c, argv);
 		}
@@ -278,12 +284,14 @@ int cmd_info(int argc, char **argv)
 	if (rc >= 0)
 		return rc;
 	rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
-			.flags = COW_OPEN_RDONLY | (chain ? 0 : COW_OPEN_NOCHAIN) },
+			.flags = COW_OPEN_RDONLY | (chain ? 0 : COW_OPEN_NOCHAIN) | share },
 			&img, err, COW_ERRLEN);
 	if (rc < 0) {
 		report_f(file, NULL, rc, err);
 		return 1;
 	}
+	if (share)
+		share_warn(img, file, &warned);
 	if (json && chain)
 		doc = jarr(&ok);
 	for (i = img; i; i = chain ? cow_backing_image(i) : NULL) {
@@ -307,6 +315,8 @@ int cmd_info(int argc, char **argv)
 			return 1;
 		}
 	}
+	if (share)
+		share_warn(img, file, &warned);
 	cow_close(img);
 	return json ? json_emit(doc, ok, file) : 0;
 }

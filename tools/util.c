@@ -128,8 +128,15 @@ void report(const char *file, const char *used, int rc, const char *err)
 
 void report_f(const char *file, const char *used, int rc, const char *err)
 {
-	report_hint(file, used, rc, err, rc == -EMEDIUMTYPE ? "; use -f raw for a raw image" :
-		    "");
+	report_fopt(file, used, rc, err, "-f");
+}
+
+void report_fopt(const char *file, const char *used, int rc, const char *err, const char *opt)
+{
+	char hint[64];
+
+	snprintf(hint, sizeof(hint), "; use %s raw for a raw image", opt);
+	report_hint(file, used, rc, err, rc == -EMEDIUMTYPE ? hint : "");
 }
 
 int parse_bytes(const char *s, uint64_t *out, const char **why)
@@ -222,6 +229,31 @@ int opt_next(char **p, char **key, char **val)
 	*key = s;
 	*val = eq;
 	return 1;
+}
+
+int parse_ucow_opts(const char *who, char *opts, struct cow_create_opts *co)
+{
+	char *p = opts, *key, *val;
+	const char *why;
+	uint64_t v;
+
+	while (opt_next(&p, &key, &val)) {
+		uint32_t *to = !strcmp(key, "chunk_size") || !strcmp(key, "cluster_size") ?
+			       &co->chunk_size : !strcmp(key, "block_size") ? &co->block_size :
+			       !strcmp(key, "journal_size") ? &co->journal_size : NULL;
+
+		if (!to) {
+			ucow_err("%s: unknown option '%s' for format ucow (chunk_size, block_size, "
+				 "journal_size)", who, key);
+			return -EINVAL;
+		}
+		if (!val || parse_bytes(val, &v, &why) < 0 || v > UINT32_MAX) {
+			ucow_err("%s: invalid %s '%s'", who, key, val ? val : "");
+			return -EINVAL;
+		}
+		*to = (uint32_t)v;
+	}
+	return 0;
 }
 
 static void split_path(const char *path, char *dir, size_t dirlen, const char **base)

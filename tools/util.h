@@ -36,6 +36,8 @@ void report(const char *file, const char *used, int rc, const char *err);
 /* report() of a failed open by a command that has -f FMT: a file that is not a ucow image
  * (-EMEDIUMTYPE) gets "; use -f raw for a raw image". Commands without -f use report(). */
 void report_f(const char *file, const char *used, int rc, const char *err);
+/* report_f() for an image whose format option is opt (compare's second image: "-F"). */
+void report_fopt(const char *file, const char *used, int rc, const char *err, const char *opt);
 /* report_f() of an open with COW_OPEN_CONFINE: a refused backing file says how to allow it. */
 void report_backing(const char *file, int rc, const char *err);
 
@@ -60,6 +62,14 @@ int parse_pattern(const char *s, int *out);
  * copy of the list. Returns 1 with *key and *val set (val NULL when there is no '='), 0 at the end.
  */
 int opt_next(char **p, char **key, char **val);
+
+/*
+ * The ucow -o options of convert and measure (chunk_size or cluster_size, block_size,
+ * journal_size) from the writable list opts into co. 0, or -EINVAL after one line naming
+ * who (the file or command) and the option.
+ */
+struct cow_create_opts;
+int parse_ucow_opts(const char *who, char *opts, struct cow_create_opts *co);
 
 /*
  * A name in path's folder for building a file before it replaces path with rename(2):

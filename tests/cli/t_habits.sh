@@ -286,12 +286,14 @@ for sub in add del list recover features stats; do
 	grep -q "ucow dev $sub" out || fail "dev --help does not show $sub"
 done
 
-# --- the one-line rule. bad CMD...: exit 1, nothing on stdout, exactly one stderr line
-# "ucow: ...", and every option the line names (but the bad one fed, $fed) is in the
-# subcommand's --help (help.txt).
+# --- the one-line rule. bad CMD...: exit 1 (compare: 2), nothing on stdout, exactly one
+# stderr line "ucow: ...", and every option the line names (but the bad one fed, $fed) is in
+# the subcommand's --help (help.txt).
 bad() {
 	run "$@"
-	[ $st -eq 1 ] || fail "'$*' exited $st, expected 1"
+	bad_st=1
+	[ "$sub" = compare ] && bad_st=2
+	[ $st -eq $bad_st ] || fail "'$*' exited $st, expected $bad_st"
 	[ ! -s out ] || fail "'$*' printed on stdout: $(head -n 1 out)"
 	[ "$(wc -l <err)" -eq 1 ] || fail "'$*' wrote $(wc -l <err) lines to stderr: $(cat err)"
 	grep -q '^ucow: ' err || fail "'$*': $(cat err)"
@@ -303,8 +305,8 @@ bad() {
 	return 0
 }
 truncate -s 1M p.raw
-for sub in create info io convert check commit rebase snapshot bench "dev add" "dev del" \
-	"dev list" "dev recover" "dev stats" "dev features"; do
+for sub in create info io convert check map compare measure commit rebase snapshot bench \
+	"dev add" "dev del" "dev list" "dev recover" "dev stats" "dev features"; do
 	$UCOW $sub --help >help.txt || fail "$sub --help"
 	for fed in -Z --bogus --bogus=1 --help=1; do
 		bad $UCOW $sub $fed x.ucow
@@ -312,6 +314,9 @@ for sub in create info io convert check commit rebase snapshot bench "dev add" "
 	case $sub in
 	create) args="-f -b -F -o" ;;
 	info | check) args="-f --output" ;;
+	map) args="-f --output --start-offset --max-length" ;;
+	compare) args="-f -F" ;;
+	measure) args="-f -O -o --size --output" ;;
 	io) args="-c -f -i" ;;
 	convert) args="-f -l -O -o" ;;
 	commit) args="-b -f" ;;
@@ -336,10 +341,10 @@ bad $UCOW create -b p.raw -F ucow x.ucow
 grep -q "use -F raw" err || fail "create: no -F hint: $(cat err)"
 bad $UCOW create -F raw x.ucow 1M
 bad $UCOW create -q -o chunk_size=3k x.ucow 1M	# -q: no "Formatting" line (qemu-img prints it first too)
-for sub in info check io bench convert; do
+for sub in info check io bench convert map compare measure; do
 	$UCOW $sub --help >help.txt
 	case $sub in io) bad $UCOW io -c 'read 0 1' p.raw ;; convert) bad $UCOW convert p.raw y.raw ;;
-	*) bad $UCOW $sub p.raw ;; esac
+	compare) bad $UCOW compare -F raw p.raw p.raw ;; *) bad $UCOW $sub p.raw ;; esac
 	grep -q "not a ucow image (no ucow magic); use -f raw for a raw image" err ||
 		fail "$sub on a raw file: $(cat err)"
 done
@@ -361,6 +366,18 @@ sub=convert; $UCOW convert --help >help.txt
 bad $UCOW convert -l s1 p.raw y.raw
 bad $UCOW convert -O vdi h.ucow y.raw
 bad $UCOW convert -o chunk_size=64k h.ucow y.raw
+sub=map; $UCOW map --help >help.txt
+bad $UCOW map --start-offset=1x h.ucow
+bad $UCOW map --output=xml h.ucow
+sub=compare; $UCOW compare --help >help.txt
+bad $UCOW compare h.ucow
+bad $UCOW compare -F qcow2 h.ucow p.raw
+sub=measure; $UCOW measure --help >help.txt
+bad $UCOW measure --size 1M h.ucow
+bad $UCOW measure -O raw -o chunk_size=64k --size 1M
+bad $UCOW measure -U --size 1M
+sub=check; $UCOW check --help >help.txt
+bad $UCOW check -r leaks -U h.ucow
 sub=io; $UCOW io --help >help.txt
 bad $UCOW io -i spdk -c 'read 0 1' h.ucow
 bad $UCOW io -r -c 'write 0 1' h.ucow

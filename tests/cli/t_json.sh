@@ -167,7 +167,7 @@ head -n 3 out | tr '\n' '|' | grep -qx '\[|    {|        "filename": "d/e/top.im
 	fail "chain layout: $(head -n 3 out)"
 # a chain that cannot be opened: one error line and no JSON at all
 mv d/base.raw d/base.moved
-expect_err 1 "top.img: backing file .*not found" \
+expect_err 1 "top.img: d/e/../mid.img: backing file 'd/e/../base.raw' not found" \
 	$UCOW info --output=json --backing-chain d/e/top.img
 [ ! -s out ] || fail "partial JSON printed before the error: $(head -c 200 out)"
 mv d/base.moved d/base.raw

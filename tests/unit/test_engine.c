@@ -602,6 +602,278 @@ static void test_map(void **state)
 	h_close(&h);
 }
 
+/*
+ * cow_map_extent: what decides each run (allocated), where its data lies (offset), and runs
+ * split where cow_map joins a ZERO chunk and a merely unallocated one.
+ */
+static void test_map_extent(void **state)
+{
+	const uint64_t cs = 64 << 10;
+	struct cow_extent x;
+	uint64_t run, phys;
+	struct h h;
+	char buf[8192];
+	memset(buf, 7, sizeof(buf));
+	/* a standalone image with a ZERO entry (only a backing image makes them; set by hand
+	 * below, as an image made elsewhere may hold one) */
+	mk(P("me.img"), 8 * cs, cs, 4096, NULL, 0);
+	h_open(&h, P("me.img"), COW_FMT_NONE, 0, "sync");
+	assert_int_equal(cow_rw(h.ctx, COW_WRITE, buf, 8192, cs + 4096, 0), 0);
+	assert_int_equal(cow_rw(h.ctx, COW_WRITE, buf, 8192, 2 * cs, 0), 0);
+	h_close(&h);
+	{
+		struct cow_image *img;
+		assert_int_equal(cow_open(P("me.img"), &(struct cow_open_opts){
+				.flags = COW_OPEN_RDONLY }, &img, err, COW_ERRLEN), 0);
+		cow_close(img);
+		int fd = open(P("me.img"), O_RDWR);
+		uint8_t hb[4096], e[8];
+		struct ucow_hdr hd;
+		char why[COW_ERRLEN];
+		assert_true(fd >= 0);
+		assert_int_equal(pread(fd, hb, 4096, 0), 4096);
+		if (ucow_hdr_decode(hb, 1ull << 40, &hd, why, sizeof(why))) {
+			assert_int_equal(pread(fd, hb, 4096, 4096), 4096);
+			assert_int_equal(ucow_hdr_decode(hb, 1ull << 40, &hd, why, sizeof(why)), 0);
+		}
+		put_le64(e, UCOW_E_ZERO);	/* chunk 4 reads as zeros */
+		assert_int_equal(pwrite(fd, e, 8, hd.table_offset + 4 * 8), 8);
+		close(fd);
+	}
+	h_open(&h, P("me.img"), COW_FMT_NONE, COW_OPEN_RDONLY, "sync");
+	/* unallocated, no backing: zeros nothing decides */
+	assert_int_equal(cow_map_extent(h.img, 0, 8 * cs, &x), 0);
+	assert_int_equal(x.status, COW_MAP_ZERO);
+	assert_false(x.allocated);
+	assert_false(x.offset_valid);
+	assert_int_equal(x.length, cs + 4096);	/* chunk 0 and chunk 1's clear first block */
+	/* data: its place in the file, one chunk at most */
+	assert_int_equal(cow_map_extent(h.img, cs + 4096, 8 * cs, &x), 0);
+	assert_int_equal(x.status, COW_MAP_DATA);
+	assert_true(x.allocated && x.offset_valid);
+	assert_int_equal(x.length, 8192);
+	assert_int_equal(cow_map(h.img, cs + 4096, 8 * cs, &run, &phys), COW_MAP_DATA);
+	assert_int_equal(x.offset, phys);
+	assert_int_equal(x.offset % cs, 4096);
+	/* the engine reads those bytes from there */
+	{
+		int fd = open(P("me.img"), O_RDONLY);
+		char got[8192];
+		assert_int_equal(pread(fd, got, 8192, (off_t)x.offset), 8192);
+		assert_memory_equal(got, buf, 8192);
+		close(fd);
+	}
+	assert_int_equal(cow_map_extent(h.img, 2 * cs + 100, cs, &x), 0);
+	assert_int_equal(x.status, COW_MAP_DATA);
+	assert_int_equal(x.length, 8192 - 100);
+	assert_int_equal(x.offset % cs, 100);
+	/* chunk 2's clear blocks and chunk 3 (unallocated) join; the ZERO chunk 4 does not */
+	assert_int_equal(cow_map_extent(h.img, 2 * cs + 8192, 8 * cs, &x), 0);
+	assert_int_equal(x.status, COW_MAP_ZERO);
+	assert_false(x.allocated);
+	assert_int_equal(x.length, 2 * cs - 8192);
+	assert_int_equal(cow_map_extent(h.img, 4 * cs, 8 * cs, &x), 0);
+	assert_int_equal(x.status, COW_MAP_ZERO);
+	assert_true(x.allocated);
+	assert_false(x.offset_valid);
+	assert_int_equal(x.length, cs);
+	assert_int_equal(cow_map_extent(h.img, 5 * cs, 8 * cs, &x), 0);
+	assert_false(x.allocated);
+	assert_int_equal(x.length, 3 * cs);	/* clipped at the end */
+	/* cow_map keeps joining by status alone */
+	assert_int_equal(cow_map(h.img, 2 * cs + 8192, 8 * cs, &run, &phys), COW_MAP_ZERO);
+	assert_int_equal(run, 6 * cs - 8192);
+	assert_int_equal(cow_map_extent(h.img, 8 * cs, 1, &x), -EINVAL);
+	assert_int_equal(cow_map_extent(h.img, 0, 0, &x), -EINVAL);
+	h_close(&h);
+
+	/* an overlay: backing runs decide nothing; a raw image decides every byte, in place */
+	mkraw(P("mx.raw"), 4 * cs, 0x10);
+	mk(P("mx.img"), 0, cs, 4096, "mx.raw", COW_FMT_RAW);
+	h_open(&h, P("mx.img"), COW_FMT_NONE, 0, "sync");
+	assert_int_equal(cow_rw(h.ctx, COW_WRITE, buf, 4096, cs, 0), 0);
+	assert_int_equal(cow_rw(h.ctx, COW_WRITE_ZEROES, NULL, cs, 2 * cs, 0), 0);
+	assert_int_equal(cow_map_extent(h.img, 0, 4 * cs, &x), 0);
+	assert_int_equal(x.status, COW_MAP_BACKING);
+	assert_false(x.allocated);
+	assert_int_equal(x.length, cs);
+	assert_int_equal(cow_map_extent(h.img, cs + 4096, 4 * cs, &x), 0);
+	assert_int_equal(x.status, COW_MAP_BACKING);	/* an allocated chunk's clear blocks */
+	assert_false(x.allocated);
+	assert_int_equal(x.length, cs - 4096);
+	assert_int_equal(cow_map_extent(h.img, 2 * cs, 4 * cs, &x), 0);
+	assert_int_equal(x.status, COW_MAP_ZERO);	/* hides the backing image: decided here */
+	assert_true(x.allocated);
+	struct cow_image *b = cow_backing_image(h.img);
+	assert_int_equal(cow_map_extent(b, 5000, 4 * cs, &x), 0);
+	assert_int_equal(x.status, COW_MAP_DATA);
+	assert_true(x.allocated && x.offset_valid);
+	assert_int_equal(x.offset, 5000);
+	assert_int_equal(x.length, 4 * cs - 5000);
+	h_close(&h);
+	/* a raw hole: zeros, decided by the raw file, in place */
+	int fd = open(P("mh.raw"), O_RDWR | O_CREAT | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 4 << 20), 0);
+	assert_int_equal(pwrite(fd, buf, 4096, 2 << 20), 4096);
+	close(fd);
+	h_open(&h, P("mh.raw"), COW_FMT_RAW, COW_OPEN_RDONLY, "sync");
+	assert_int_equal(cow_map_extent(h.img, 4096, 4 << 20, &x), 0);
+	assert_int_equal(x.status, COW_MAP_ZERO);
+	assert_true(x.allocated && x.offset_valid);
+	assert_int_equal(x.offset, 4096);
+	assert_int_equal(x.length, (2 << 20) - 4096);
+	h_close(&h);
+}
+
+/*
+ * COW_OPEN_SHARE: a read-only open that takes no lock. It opens an image a writer holds
+ * (its flushed writes replayed from the journal in memory), keeps no writer away, writes
+ * nothing, and cow_writer_active tells whether a writer holds the image or its chain.
+ */
+static void test_force_share(void **state)
+{
+	struct cow_image *w, *r, *r2;
+	struct h h;
+	char buf[65536], got[65536];
+	struct stat st0, st1;
+	memset(buf, 0x3c, sizeof(buf));
+	mkraw(P("fs.raw"), 1 << 20, 0);
+	mk(P("fs.img"), 0, 64 << 10, 4096, "fs.raw", COW_FMT_RAW);
+	h_open(&h, P("fs.img"), COW_FMT_NONE, 0, "sync");
+	assert_int_equal(cow_rw(h.ctx, COW_WRITE, buf, sizeof(buf), 128 << 10, 0), 0);
+	assert_int_equal(cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
+	/* without SHARE the writer keeps readers out */
+	assert_int_equal(cow_open(P("fs.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&r, err, COW_ERRLEN), -EBUSY);
+	/* SHARE only read-only */
+	assert_int_equal(cow_open(P("fs.img"), &(struct cow_open_opts){ .flags = COW_OPEN_SHARE },
+			&r, err, COW_ERRLEN), -EINVAL);
+	assert_non_null(strstr(err, "read-only"));
+	assert_int_equal(cow_open(P("fs.img"), &(struct cow_open_opts){
+			.flags = COW_OPEN_RDONLY | COW_OPEN_SHARE }, &r, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_writer_active(r), 1);
+	struct cow_info in;
+	cow_get_info(r, &in);
+	assert_true(in.dirty && in.read_only);
+	/* the writer's flushed data, from its journal (the table on disk does not have it) */
+	struct cow_backend *be;
+	struct cow_ctx *ctx;
+	assert_int_equal(cow_backend_new("sync", 4, &be), 0);
+	assert_int_equal(cow_ctx_new(r, be, &ctx), 0);
+	assert_int_equal(cow_rw(ctx, COW_READ, got, sizeof(got), 128 << 10, 0), 0);
+	assert_memory_equal(got, buf, sizeof(got));
+	assert_int_equal(cow_rw(ctx, COW_WRITE, got, 512, 0, 0), -EROFS);
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
+	/* COW_OPEN_CHECK takes SHARE too (ucow check -U) */
+	assert_int_equal(cow_open(P("fs.img"), &(struct cow_open_opts){
+			.flags = COW_OPEN_CHECK | COW_OPEN_SHARE }, &r2, err, COW_ERRLEN), 0);
+	cow_close(r2);
+	h_close(&h);
+	assert_int_equal(cow_writer_active(r), 0);
+	/* a SHARE reader keeps no writer away; it sees it come */
+	assert_int_equal(cow_open(P("fs.img"), NULL, &w, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_writer_active(r), 1);
+	assert_int_equal(cow_close(w), 0);
+	assert_int_equal(cow_writer_active(r), 0);
+	cow_close(r);
+	/* a writer of a backing image: the chain opens with SHARE, and counts */
+	mk(P("fs2.img"), 0, 64 << 10, 4096, "fs.img", COW_FMT_UCOW);
+	assert_int_equal(cow_open(P("fs.img"), NULL, &w, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_open(P("fs2.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&r, err, COW_ERRLEN), -EBUSY);
+	assert_int_equal(cow_open(P("fs2.img"), &(struct cow_open_opts){
+			.flags = COW_OPEN_RDONLY | COW_OPEN_SHARE }, &r, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_writer_active(r), 1);
+	assert_int_equal(cow_close(w), 0);
+	assert_int_equal(cow_writer_active(r), 0);
+	cow_close(r);
+	/* a plain read-only open holds a shared lock: its own lock is no writer */
+	assert_int_equal(cow_open(P("fs2.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			&r, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_writer_active(r), 0);
+	cow_close(r);
+	/* a dirty image (a writer that died after a flush) is left exactly as it was */
+	pid_t pid = fork();
+	if (!pid) {
+		if (cow_open(P("fs.img"), NULL, &h.img, err, COW_ERRLEN) ||
+		    cow_backend_new("sync", 4, &h.be) || cow_ctx_new(h.img, h.be, &h.ctx) ||
+		    cow_rw(h.ctx, COW_WRITE, buf, 4096, 512 << 10, 0) ||
+		    cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0))
+			_exit(2);
+		_exit(0);	/* no close */
+	}
+	int status;
+	waitpid(pid, &status, 0);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	int fd = open(P("fs.img"), O_RDONLY);
+	assert_int_equal(fstat(fd, &st0), 0);
+	char *before = malloc(st0.st_size), *after = malloc(st0.st_size);
+	assert_non_null(before);
+	assert_non_null(after);
+	assert_int_equal(pread(fd, before, st0.st_size, 0), st0.st_size);
+	h_open(&h, P("fs.img"), COW_FMT_NONE, COW_OPEN_RDONLY | COW_OPEN_SHARE, "sync");
+	assert_int_equal(cow_rw(h.ctx, COW_READ, got, 4096, 512 << 10, 0), 0);
+	assert_memory_equal(got, buf, 4096);
+	h_close(&h);
+	assert_int_equal(fstat(fd, &st1), 0);
+	assert_int_equal(st1.st_size, st0.st_size);
+	assert_int_equal(pread(fd, after, st1.st_size, 0), st1.st_size);
+	assert_memory_equal(before, after, st0.st_size);
+	close(fd);
+	free(before);
+	free(after);
+}
+
+/* cow_create_layout: what cow_create makes, and the file of an image with every chunk written. */
+static void test_create_layout(void **state)
+{
+	struct cow_create_opts o = { .size = 5 * (64 << 10) + 1000, .chunk_size = 64 << 10,
+				     .block_size = 512, .journal_size = 64 << 10 };
+	struct cow_layout l;
+	struct stat st;
+	struct h h;
+	char *buf = malloc(64 << 10);
+	assert_non_null(buf);
+	memset(buf, 0x11, 64 << 10);
+	assert_int_equal(cow_create_layout(&o, &l, err, COW_ERRLEN), 0);
+	assert_int_equal(l.chunk_size, 64 << 10);
+	assert_int_equal(l.block_size, 512);
+	assert_int_equal(l.nr_chunks, 6);
+	assert_int_equal(l.full_size, l.data_offset + 6 * (64 << 10));
+	unlink(P("cl.img"));
+	assert_int_equal(cow_create(P("cl.img"), &o, err, COW_ERRLEN), 0);
+	assert_int_equal(stat(P("cl.img"), &st), 0);
+	assert_int_equal(st.st_size, l.data_offset);	/* an empty image */
+	h_open(&h, P("cl.img"), COW_FMT_NONE, 0, "sync");
+	for (uint64_t off = 0; off < o.size; off += 64 << 10) {
+		uint64_t n = o.size - off < (64 << 10) ? o.size - off : 64 << 10;
+		assert_int_equal(cow_rw(h.ctx, COW_WRITE, buf, n, off, 0), 0);
+	}
+	h_close(&h);
+	assert_int_equal(stat(P("cl.img"), &st), 0);
+	assert_int_equal(st.st_size, l.full_size);	/* every chunk written once */
+	/* the defaults, and the errors cow_create gives */
+	assert_int_equal(cow_create_layout(&(struct cow_create_opts){ .size = 1 << 30 }, &l, err,
+			COW_ERRLEN), 0);
+	assert_int_equal(l.chunk_size, COW_DEFAULT_CHUNK);
+	assert_int_equal(l.block_size, COW_DEFAULT_BLOCK);
+	assert_int_equal(l.nr_chunks, 1024);
+	assert_int_equal(l.data_offset % COW_DEFAULT_CHUNK, 0);
+	assert_int_equal(cow_create_layout(&(struct cow_create_opts){ .size = 0 }, &l, err,
+			COW_ERRLEN), -EINVAL);
+	assert_non_null(strstr(err, "greater than zero"));
+	assert_int_equal(cow_create_layout(&(struct cow_create_opts){ .size = 1 << 20,
+			.chunk_size = 3000 }, &l, err, COW_ERRLEN), -EINVAL);
+	assert_non_null(strstr(err, "chunk_size"));
+	assert_int_equal(cow_create_layout(&(struct cow_create_opts){ .size = 1ull << 60 }, &l,
+			err, COW_ERRLEN), -ERANGE);
+	assert_int_equal(cow_create_layout(&(struct cow_create_opts){ .size = 1 << 20,
+			.reserved = { 1 } }, &l, err, COW_ERRLEN), -EINVAL);
+	free(buf);
+}
+
 /* A backend that holds back the next write into [lo, hi): an I/O still in flight. */
 struct hold_be {
 	struct cow_backend be;
@@ -867,6 +1139,9 @@ int main(void)
 		cmocka_unit_test(test_locking),
 		cmocka_unit_test(test_backing_chain),
 		cmocka_unit_test(test_map),
+		cmocka_unit_test(test_map_extent),
+		cmocka_unit_test(test_force_share),
+		cmocka_unit_test(test_create_layout),
 		cmocka_unit_test(test_discard_inflight),
 		cmocka_unit_test(test_sidelog),
 	};

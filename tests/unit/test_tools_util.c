@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "cowcore.h"
 #include "json_out.h"
 #include "util.h"
 
@@ -240,6 +241,38 @@ static const char *hs(uint64_t v)
 
 	human_size(v, buf, sizeof(buf));
 	return buf;
+}
+
+/* The ucow -o options of convert and measure: known keys only, whole numbers that fit. */
+static int ucow_opts(const char *list, struct cow_create_opts *co)
+{
+	char buf[256];
+
+	memset(co, 0, sizeof(*co));
+	snprintf(buf, sizeof(buf), "%s", list);
+	return parse_ucow_opts("t", buf, co);
+}
+
+static void test_parse_ucow_opts(void **state)
+{
+	struct cow_create_opts co;
+
+	assert_int_equal(ucow_opts("", &co), 0);
+	assert_int_equal(co.chunk_size | co.block_size | co.journal_size, 0);
+	assert_int_equal(ucow_opts("chunk_size=64k,block_size=512,journal_size=1M", &co), 0);
+	assert_int_equal(co.chunk_size, 65536);
+	assert_int_equal(co.block_size, 512);
+	assert_int_equal(co.journal_size, 1 << 20);
+	assert_int_equal(ucow_opts("cluster_size=2M,,chunk_size=128k", &co), 0);
+	assert_int_equal(co.chunk_size, 128 << 10);	/* the last one counts */
+	assert_int_equal(ucow_opts("size=1M", &co), -EINVAL);
+	assert_int_equal(ucow_opts("chunk_size", &co), -EINVAL);	/* no value */
+	assert_int_equal(ucow_opts("chunk_size=", &co), -EINVAL);
+	assert_int_equal(ucow_opts("chunk_size=-1", &co), -EINVAL);
+	assert_int_equal(ucow_opts("chunk_size=4G", &co), -EINVAL);	/* past 32 bits */
+	assert_int_equal(ucow_opts("chunk_size=4294967295", &co), 0);	/* the engine judges it */
+	assert_int_equal(co.chunk_size, UINT32_MAX);
+	assert_int_equal(ucow_opts("block_size=1x", &co), -EINVAL);
 }
 
 static void test_human_size(void **state)
@@ -521,7 +554,7 @@ int main(void)
 		cmocka_unit_test(test_opt_next),    cmocka_unit_test(test_human_size),
 		cmocka_unit_test(test_resolve_near), cmocka_unit_test(test_utf8),
 		cmocka_unit_test(test_utf8_nul),    cmocka_unit_test(test_json_build),
-		cmocka_unit_test(test_json_write),
+		cmocka_unit_test(test_json_write), cmocka_unit_test(test_parse_ucow_opts),
 	};
 	if (getenv("UNIT_FILTER"))	/* e.g. UNIT_FILTER=test_utf8: run one test */
 		cmocka_set_test_filter(getenv("UNIT_FILTER"));
