@@ -30,7 +30,8 @@ LAYERS = {
     "journal.h": 32, "journal.c": 32,
     "snaptab.h": 33, "snaptab.c": 33,
     "snapshot.h": 34, "snapshot.c": 34,
-    "load.h": 35, "load.c": 35,
+    "resize.h": 35, "resize.c": 35,
+    "load.h": 36, "load.c": 36,
     # 4: per-thread context
     "ctx.h": 40, "ctx.c": 40,
     # 5: completion + group commit, then the request engine

@@ -10,6 +10,7 @@ int cmd_io(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);	/* tools/img_snapshot.c */
+int cmd_resize(int argc, char **argv);	/* tools/img_resize.c */
 int cmd_bench(int argc, char **argv);	/* tools/img_bench.c */
 int cmd_dev(int argc, char **argv);	/* tools/dev.c */
 

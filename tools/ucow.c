@@ -17,6 +17,7 @@ static const struct {
 	{ "convert", cmd_convert, "copy an image (whole chain, flattened) to a new raw or ucow file" },
 	{ "check", cmd_check, "check an image's consistency" },
 	{ "snapshot", cmd_snapshot, "create, list, apply, delete internal snapshots" },
+	{ "resize", cmd_resize, "change an image's virtual size (grow, or shrink)" },
 	{ "bench", cmd_bench, "measure I/O through the engine (like qemu-img bench)" },
 	{ "dev", cmd_dev, "serve images as block devices through ublk (see 'ucow dev --help')" },
 };
