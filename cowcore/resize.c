@@ -241,7 +241,7 @@ static int edge_rebuild(struct cow_image *img, const uint8_t *edge, uint32_t edg
 	}
 	free(buf);
 	if (r) {
-		alloc_release(img, q);
+		snap_free_extent(img, base, img->chunk_size);	/* punched, free again */
 		img_set_err(img, "%s: resize: writing the last chunk: %s", img->path, strerror(-r));
 		return r;
 	}
@@ -279,8 +279,10 @@ static int resize_raw(struct cow_image *img, uint64_t size, unsigned flags)
 	return 0;
 }
 
-/* The frozen copies again in the new sizes (R2), into snaps (a copy of img->snaps). */
-static int rewrite_frozen(struct cow_image *img, const struct geom *g, struct snap *snaps)
+/* The frozen copies again in the new sizes (R2), into snaps (a copy of img->snaps); *done
+ * of them were written (their extents are the caller's to give back on a later failure). */
+static int rewrite_frozen(struct cow_image *img, const struct geom *g, struct snap *snaps,
+			  uint32_t *done)
 {
 	uint64_t nent = (img->hdr.table_size < g->ts ? img->hdr.table_size : g->ts) / 8;
 	uint64_t ngroups = (img->hdr.bitmap_size < g->bs ? img->hdr.bitmap_size : g->bs) /
@@ -299,6 +301,7 @@ static int rewrite_frozen(struct cow_image *img, const struct geom *g, struct sn
 		}
 		r = snap_write_tables(img, t, nent, groups, ngroups, g->ts, g->bs,
 				      &snaps[i].table_offset, &snaps[i].extent_size);
+		*done += !r;
 		free(t);
 		free(b);
 	}
@@ -359,7 +362,8 @@ int img_resize(struct cow_image *img, uint64_t size, unsigned flags, const uint8
 	struct snap *snaps = NULL;
 	struct ucow_hdr nh, oh;
 	struct geom g;
-	uint64_t edge_bm[UCOW_BM_WORDS_MAX], edge_p = 0, off = 0, esize, at = 0;
+	uint64_t edge_bm[UCOW_BM_WORDS_MAX], edge_p = 0, off = 0, esize = 0, at = 0;
+	uint32_t nsnaps_done = 0;
 	bool grow = size > img->vsize, found, dirty = false, in_place, moved_snaps = false;
 	int r;
 
@@ -374,6 +378,11 @@ int img_resize(struct cow_image *img, uint64_t size, unsigned flags, const uint8
 	}
 	if (!size) {
 		img_set_err(img, "%s: the size must be greater than zero", img->path);
+		return -EINVAL;
+	}
+	if (img->hdr.backing_len && !img->backing) {
+		/* the grown area must hide the backing image's data: its size is needed */
+		img_set_err(img, "%s: resizing needs the backing chain open", img->path);
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&img->lock);
@@ -423,6 +432,8 @@ int img_resize(struct cow_image *img, uint64_t size, unsigned flags, const uint8
 	if (!r && !in_place) {
 		r = snap_write_tables(img, m.table, m.nr_chunks, m.bm_groups, m.nr_groups, g.ts,
 				      g.bs, &off, &esize);
+		if (r)
+			off = 0;	/* given back already */
 		nh.table_offset = off;
 		nh.table_size = g.ts;
 		nh.bitmap_offset = off + g.ts;
@@ -435,20 +446,27 @@ int img_resize(struct cow_image *img, uint64_t size, unsigned flags, const uint8
 		r = snaps ? 0 : -ENOMEM;
 		if (!r) {
 			memcpy(snaps, img->snaps, img->nb_snaps * sizeof(*snaps));
-			r = rewrite_frozen(img, &g, snaps);
+			r = rewrite_frozen(img, &g, snaps, &nsnaps_done);
 		}
 		if (!r)
 			r = snap_write_snap_table(img, snaps, img->nb_snaps, &nh.snap_table_offset,
 						  &nh.snap_table_size);
 	}
-	oh = img->hdr;
-	if (!r)
-		r = snap_switch_header(img, &nh);				/* R3 */
 	if (r) {
+		/* nothing references what R2 wrote: give it back (a failed switch below may
+		 * have left a header that does, so that case keeps it until the next open) */
 		if (edge_p)
-			alloc_release(img, edge_p);
+			snap_free_extent(img, edge_p << img->chunk_shift, img->chunk_size);
+		if (off)
+			snap_free_extent(img, off, esize);
+		for (uint32_t i = 0; i < nsnaps_done; i++)
+			snap_free_extent(img, snaps[i].table_offset, snaps[i].extent_size);
 		goto out;
 	}
+	oh = img->hdr;
+	r = snap_switch_header(img, &nh);					/* R3 */
+	if (r)
+		goto out;
 	/* R4: the new arrays in, the old extents and the chunks only dropped entries held out */
 	meta_set_swap(img, &m, size);		/* m: the old arrays */
 	if (!in_place) {

@@ -162,9 +162,9 @@ int snap_write_snap_table(struct cow_image *img, const struct snap *snaps, uint3
 	for (uint32_t i = 0; i < n; i++)
 		snap_encode(&snaps[i], buf + (uint64_t)i * UCOW_SNAP_ENTRY);
 	r = snap_alloc_extent(img, *size >> img->chunk_shift, off);
-	if (!r)
-		r = img_meta_write(img, buf, (bytes + UCOW_META_ALIGN - 1) &
-				   ~(uint64_t)(UCOW_META_ALIGN - 1), *off);
+	if (!r && (r = img_meta_write(img, buf, (bytes + UCOW_META_ALIGN - 1) &
+				      ~(uint64_t)(UCOW_META_ALIGN - 1), *off)))
+		snap_free_extent(img, *off, *size);	/* nothing references it yet */
 	free(buf);
 	return r;
 }
@@ -228,6 +228,8 @@ int snap_write_tables(struct cow_image *img, const uint64_t *table, uint64_t nen
 			buf[i] = htole64(groups[g][i]);
 		r = img_meta_write(img, buf, UCOW_META_ALIGN, *off + ts + g * UCOW_META_ALIGN);
 	}
+	if (r)
+		snap_free_extent(img, *off, *size);	/* nothing references it yet */
 out:
 	free(buf);
 	return r;

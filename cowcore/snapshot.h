@@ -19,7 +19,8 @@ int snap_view(struct cow_image *img, const char *key, char *err);
  * snapshot operations here, a resize in resize.c). All under img->lock, no request in
  * flight.
  */
-/* S2: n contiguous fresh chunks at the end of the file; *off their first byte. */
+/* S2: n contiguous fresh chunks at the end of the file; *off their first byte. The writers
+ * below give their extent back themselves when a write into it fails. */
 int snap_alloc_extent(struct cow_image *img, uint64_t n, uint64_t *off);
 /* S2: a lookup table (its first nent entries from table, SHARED and BUSY dropped, the rest
  * zero; ts bytes) followed by bitmap pages (groups[g] for g < ngroups; NULL: a hole, which
