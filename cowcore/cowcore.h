@@ -181,9 +181,11 @@ int cow_reclaim(struct cow_image *img, uint64_t max_bytes);
  * (punched by cow_reclaim or at close); chunks a snapshot references stay the snapshot's,
  * which keeps its own size (applying it gives the image that size again).
  * Crash-safe: a power loss at any point leaves the image as it was or as it is after.
- * Takes the image's lock (the server calls it with its queues paused). A raw image must be a
- * regular file. -EINVAL (size 0, unknown flags), -EFBIG (too large), -ENOTEMPTY, -EROFS,
- * or an I/O error; cow_errmsg says why.
+ * Takes the image's lock; like snapshot create/delete/apply it wants no request in flight (a
+ * server serving img must pause its queues around it). A raw image must be a regular file.
+ * A ucow image with a backing file needs its chain open (not COW_OPEN_NOCHAIN).
+ * -EINVAL (size 0, unknown flags, no chain), -EFBIG (too large), -ENOTEMPTY, -EROFS,
+ * -ENOTSUP (a raw block device), or an I/O error; cow_errmsg says why.
  */
 int cow_resize(struct cow_image *img, uint64_t new_size, unsigned flags);
 
