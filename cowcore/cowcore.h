@@ -276,6 +276,27 @@ int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_
  * space is not returned). Safe while I/O runs on other threads; cow_close reclaims the rest.
  */
 int cow_reclaim(struct cow_image *img, uint64_t max_bytes);
+/* ---- resize (no request may be in flight on img, as for the snapshot operations) -------- */
+
+#define COW_RESIZE_SHRINK 0x1	/* a shrink may drop data past the new end */
+/*
+ * Make img's virtual size new_size bytes (any size from 1 byte; ucow images up to the limit
+ * of their chunk and block sizes, format.md). The image must be open read-write.
+ * Growing: the new area reads as zeros, even where the backing image has data. Shrinking
+ * drops what lies past the new end; a ucow image refuses with -ENOTEMPTY when that is data
+ * of this image, a raw image always, unless flags has COW_RESIZE_SHRINK (the backing
+ * image's data is not this image's). Chunks only the current state mapped there are freed
+ * (punched by cow_reclaim or at close); chunks a snapshot references stay the snapshot's,
+ * which keeps its own size (applying it gives the image that size again).
+ * Crash-safe: a power loss at any point leaves the image as it was or as it is after.
+ * Takes the image's lock; like snapshot create/delete/apply it wants no request in flight (a
+ * server serving img must pause its queues around it). A raw image must be a regular file.
+ * A ucow image with a backing file needs its chain open (not COW_OPEN_NOCHAIN).
+ * -EINVAL (size 0, unknown flags, no chain), -EFBIG (too large), -ENOTEMPTY, -EROFS,
+ * -ENOTSUP (a raw block device), or an I/O error; cow_errmsg says why.
+ */
+int cow_resize(struct cow_image *img, uint64_t new_size, unsigned flags);
+
 /* ---- I/O backends ------------------------------------------------------------------------ */
 
 /* One I/O the engine asks a backend to do. */

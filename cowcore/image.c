@@ -714,6 +714,52 @@ int img_open_repair(const char *path, int fmt, struct cow_image **out, char *err
 	return cow_open_depth(path, fmt, IMG_OPEN_REPAIR, out, err, 0, NULL, -1);
 }
 
+/*
+ * Growing a ucow image whose size ends inside a block: what that block shows up to the end
+ * (it may come from the backing chain: read through the engine, on a ctx of our own), for
+ * img_resize to keep when it makes the rest of the block read as zeros (resize.c).
+ */
+static int read_edge(struct cow_image *img, uint8_t **edge, uint32_t *len)
+{
+	struct cow_backend *be = NULL;
+	struct cow_ctx *ctx = NULL;
+	uint32_t n = img->vsize & (img->block_size - 1);
+	uint8_t *buf = meta_zalloc(img->block_size);
+	int r = buf ? cow_backend_new("sync", 4, &be) : -ENOMEM;
+	if (!r)
+		r = cow_ctx_new(img, be, &ctx);
+	if (!r)
+		r = cow_rw(ctx, COW_READ, buf, n, img->vsize - n, 0);
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
+	if (r) {
+		if (r == -EINVAL && (img->open_flags & COW_OPEN_DIRECT))
+			img_set_err(img, "%s: with O_DIRECT, the size (%llu) must be a multiple of "
+				    "512 to grow", img->path, (unsigned long long)img->vsize);
+		else
+			img_set_err(img, "%s: reading the last block: %s", img->path, strerror(-r));
+		free(buf);
+		return r;
+	}
+	*edge = buf;
+	*len = n;
+	return 0;
+}
+
+int cow_resize(struct cow_image *img, uint64_t new_size, unsigned flags)
+{
+	uint8_t *edge = NULL;
+	uint32_t len = 0;
+	int r = 0;
+	if (img->fmt == COW_FMT_UCOW && !img->read_only && new_size > img->vsize &&
+	    (img->vsize & (img->block_size - 1)))
+		r = read_edge(img, &edge, &len);
+	if (!r)
+		r = img_resize(img, new_size, flags, edge, len);
+	free(edge);
+	return r;
+}
+
 struct cow_image *cow_backing_image(struct cow_image *img) { return img->backing; }
 
 int cow_writer_active(struct cow_image *img)

@@ -15,6 +15,7 @@
  *     snaptab.h snaptab.c     snapshot structures on disk: load, validate, read, check
  *     snapshot.h snapshot.c   snapshot create, delete, apply, list, view, reclaim
  *     empty.c                 cow_make_empty: every chunk unallocated again
+ *     resize.h resize.c       a new virtual size (R1-R4)
  *     load.h load.c           the open sequence: load, replay, fold, validate
  *   4 ctx.h ctx.c             one thread's handle: I/O and buffer pools, hand-over
  *   5 commit.h commit.c       request completion, group commit, FLUSH and FUA

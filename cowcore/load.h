@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* cowcore internals, layer 3 (top): the open sequence of a ucow image (load.c).
- * Below: snapshot.h, journal.h, sidelog.h, alloc.h, meta.h. */
+ * Below: resize.h, snapshot.h, journal.h, sidelog.h, alloc.h, meta.h. */
 #ifndef COWCORE_LOAD_H
 #define COWCORE_LOAD_H
 
-#include "snapshot.h"
+#include "resize.h"
 
 /*
  * Load everything img->hdr describes, replaying the journal of a dirty image (and folding a

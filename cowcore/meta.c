@@ -158,6 +158,66 @@ int meta_load_table(struct cow_image *img)
 	return 0;
 }
 
+int meta_set_alloc(struct cow_image *img, uint64_t nr_chunks, uint64_t table_size,
+		   bool with_table, struct meta_set *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->nr_chunks = nr_chunks;
+	m->table_size = table_size;
+	m->nr_groups = (nr_chunks + img->chunks_per_group - 1) / img->chunks_per_group;
+	if (with_table) {
+		if (posix_memalign((void **)&m->table, table_size >= (2u << 20) ? 2u << 20 :
+				   UCOW_META_ALIGN, table_size)) {
+			m->table = NULL;
+			return -ENOMEM;
+		}
+		memset(m->table, 0, table_size);
+	}
+	m->table_dirty = calloc(table_size / UCOW_META_ALIGN, 1);
+	m->bm_groups = calloc(m->nr_groups ? m->nr_groups : 1, sizeof(*m->bm_groups));
+	m->bm_dirty = calloc(m->nr_groups ? m->nr_groups : 1, 1);
+	if (!img->read_only)
+		m->inflight = calloc(nr_chunks ? nr_chunks : 1, sizeof(*m->inflight));
+	if (!m->table_dirty || !m->bm_groups || !m->bm_dirty ||
+	    (!img->read_only && !m->inflight)) {
+		meta_set_free(m);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void meta_set_free(struct meta_set *m)
+{
+	if (m->bm_groups)
+		for (uint64_t g = 0; g < m->nr_groups; g++)
+			free(m->bm_groups[g]);
+	free(m->bm_groups);
+	free(m->table);
+	free(m->table_dirty);
+	free(m->bm_dirty);
+	free(m->inflight);
+	memset(m, 0, sizeof(*m));
+}
+
+void meta_set_swap(struct cow_image *img, struct meta_set *m, uint64_t vsize)
+{
+	struct meta_set old = {
+		.nr_chunks = img->nr_chunks, .nr_groups = img->nr_groups,
+		.table_size = 0, .table = img->table, .bm_groups = img->bm_groups,
+		.table_dirty = img->table_dirty, .bm_dirty = img->bm_dirty,
+		.inflight = img->inflight,
+	};
+	img->nr_chunks = m->nr_chunks;
+	img->nr_groups = m->nr_groups;
+	img->table = m->table;
+	img->bm_groups = m->bm_groups;
+	img->table_dirty = m->table_dirty;
+	img->bm_dirty = m->bm_dirty;
+	img->inflight = m->inflight;
+	img->vsize = vsize;
+	*m = old;
+}
+
 void meta_free(struct cow_image *img)
 {
 	if (img->bm_groups)

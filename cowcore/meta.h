@@ -78,4 +78,27 @@ int meta_apply(struct cow_image *img, uint64_t c, uint64_t e, const uint8_t *bm_
 /* Free what meta_load_table allocated. */
 void meta_free(struct cow_image *img);
 
+/*
+ * The in-memory arrays of one geometry, built aside while the image keeps its own, then
+ * swapped in at once (a resize, a snapshot apply or view changes the number of chunks, and
+ * the arrays must not be half changed when an earlier step fails).
+ */
+struct meta_set {
+	uint64_t nr_chunks, nr_groups, table_size;
+	uint64_t *table;		/* table_size bytes, zeroed (entries past nr_chunks: 0) */
+	uint64_t **bm_groups;		/* nr_groups pointers, NULL: no page (all zero) */
+	uint8_t *table_dirty, *bm_dirty;
+	uint32_t *inflight;		/* writable images only */
+};
+/* Zeroed arrays for nr_chunks chunks and a table of table_size bytes (>= nr_chunks x 8,
+ * a multiple of 4 KiB); with_table false leaves m->table NULL (the caller puts its own,
+ * table_size bytes, 4 KiB aligned). 0 or -ENOMEM (m then holds nothing). */
+int meta_set_alloc(struct cow_image *img, uint64_t nr_chunks, uint64_t table_size,
+		   bool with_table, struct meta_set *m);
+/* Free m's arrays and bitmap pages. */
+void meta_set_free(struct meta_set *m);
+/* Make m the image's arrays and vsize its virtual size (no request in flight, under lock or
+ * single-threaded); m receives the arrays the image had, for the caller to free. */
+void meta_set_swap(struct cow_image *img, struct meta_set *m, uint64_t vsize);
+
 #endif

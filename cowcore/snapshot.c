@@ -40,7 +40,7 @@ static uint64_t chunks_for(struct cow_image *img, uint64_t bytes)
 }
 
 /* Allocate n contiguous chunks at the end of the file. Under lock. */
-static int alloc_extent(struct cow_image *img, uint64_t n, uint64_t *off)
+int snap_alloc_extent(struct cow_image *img, uint64_t n, uint64_t *off)
 {
 	uint64_t p = img->next_pcn;
 	int r = img_grow_file(img, p + n - 1);
@@ -52,7 +52,7 @@ static int alloc_extent(struct cow_image *img, uint64_t n, uint64_t *off)
 }
 
 /* Punch an extent and give its chunks to the free list. Under lock, after the switch. */
-static void free_extent(struct cow_image *img, uint64_t off, uint64_t size)
+void snap_free_extent(struct cow_image *img, uint64_t off, uint64_t size)
 {
 	if (!size)
 		return;
@@ -100,7 +100,7 @@ void freeset_reclaim(struct cow_image *img, struct freeset *fs)
 		while (j < fs->n && fs->v[j] == fs->v[j - 1] + 1)
 			j++;
 		if (!reclaim_add(img, fs->v[i], j - i))
-			free_extent(img, fs->v[i] << img->chunk_shift, (j - i) << img->chunk_shift);
+			snap_free_extent(img, fs->v[i] << img->chunk_shift, (j - i) << img->chunk_shift);
 		i = j;
 	}
 	free(fs->v);
@@ -147,8 +147,8 @@ int cow_reclaim(struct cow_image *img, uint64_t max_bytes)
 
 /* ---- writing the new structures --------------------------------------------------------- */
 
-static int write_snap_table(struct cow_image *img, const struct snap *snaps, uint32_t n,
-			    uint64_t *off, uint64_t *size)
+int snap_write_snap_table(struct cow_image *img, const struct snap *snaps, uint32_t n,
+			  uint64_t *off, uint64_t *size)
 {
 	uint64_t bytes = (uint64_t)n * UCOW_SNAP_ENTRY;
 	uint8_t *buf;
@@ -163,10 +163,10 @@ static int write_snap_table(struct cow_image *img, const struct snap *snaps, uin
 		return -ENOMEM;
 	for (uint32_t i = 0; i < n; i++)
 		snap_encode(&snaps[i], buf + (uint64_t)i * UCOW_SNAP_ENTRY);
-	r = alloc_extent(img, *size >> img->chunk_shift, off);
-	if (!r)
-		r = img_meta_write(img, buf, (bytes + UCOW_META_ALIGN - 1) &
-				   ~(uint64_t)(UCOW_META_ALIGN - 1), *off);
+	r = snap_alloc_extent(img, *size >> img->chunk_shift, off);
+	if (!r && (r = img_meta_write(img, buf, (bytes + UCOW_META_ALIGN - 1) &
+				      ~(uint64_t)(UCOW_META_ALIGN - 1), *off)))
+		snap_free_extent(img, *off, *size);	/* nothing references it yet */
 	free(buf);
 	return r;
 }
@@ -200,45 +200,53 @@ static int write_rc(struct cow_image *img, uint32_t **rcp, uint64_t *rc_len, uin
 		return -ENOMEM;
 	for (uint64_t p = 0; p < *rc_len && p * 4 < *size; p++)
 		put_le32(buf + p * 4, rc[p]);
-	r = alloc_extent(img, n, off);
+	r = snap_alloc_extent(img, n, off);
 	if (!r)
 		r = img_meta_write(img, buf, *size, *off);
 	free(buf);
 	return r;
 }
 
-/* Write a table + bitmap copy into a new extent; entries lose SHARED / BUSY. */
-static int write_frozen(struct cow_image *img, const uint64_t *table, uint64_t *const *groups,
-			uint64_t *off, uint64_t *size)
+int snap_write_tables(struct cow_image *img, const uint64_t *table, uint64_t nent,
+		      uint64_t *const *groups, uint64_t ngroups, uint64_t ts, uint64_t bs,
+		      uint64_t *off, uint64_t *size)
 {
-	uint64_t *buf = meta_zalloc(img->hdr.table_size);
+	uint64_t *buf = meta_zalloc(ts);
 	int r;
 	if (!buf)
 		return -ENOMEM;
-	*size = chunks_for(img, frozen_bytes(img)) << img->chunk_shift;
-	r = alloc_extent(img, *size >> img->chunk_shift, off);
+	*size = chunks_for(img, ts + bs) << img->chunk_shift;
+	r = snap_alloc_extent(img, *size >> img->chunk_shift, off);
 	if (r)
 		goto out;
-	for (uint64_t c = 0; c < img->hdr.table_size / 8; c++)
-		buf[c] = htole64(c < img->nr_chunks ?
-				 __atomic_load_n(&table[c], __ATOMIC_RELAXED) &
+	for (uint64_t c = 0; c < ts / 8; c++)
+		buf[c] = htole64(c < nent ? __atomic_load_n(&table[c], __ATOMIC_RELAXED) &
 				 ~(UCOW_E_BUSY | UCOW_E_SHARED) : 0);
-	r = img_meta_write(img, buf, img->hdr.table_size, *off);
-	for (uint64_t g = 0; !r && g < img->nr_groups; g++) {
+	r = img_meta_write(img, buf, ts, *off);
+	for (uint64_t g = 0; !r && g < ngroups && g < bs / UCOW_META_ALIGN; g++) {
 		if (!groups[g])
 			continue;	/* a hole reads as zeros */
 		for (unsigned i = 0; i < UCOW_META_ALIGN / 8; i++)
 			buf[i] = htole64(groups[g][i]);
-		r = img_meta_write(img, buf, UCOW_META_ALIGN,
-			       *off + img->hdr.table_size + g * UCOW_META_ALIGN);
+		r = img_meta_write(img, buf, UCOW_META_ALIGN, *off + ts + g * UCOW_META_ALIGN);
 	}
+	if (r)
+		snap_free_extent(img, *off, *size);	/* nothing references it yet */
 out:
 	free(buf);
 	return r;
 }
 
+/* A copy of the current table + bitmaps (create) in the header's geometry. */
+static int write_frozen(struct cow_image *img, const uint64_t *table, uint64_t *const *groups,
+			uint64_t *off, uint64_t *size)
+{
+	return snap_write_tables(img, table, img->nr_chunks, groups, img->nr_groups,
+				 img->hdr.table_size, img->hdr.bitmap_size, off, size);
+}
+
 /* S3: sync, switch the header, sync. */
-static int switch_header(struct cow_image *img, struct ucow_hdr *nh)
+int snap_switch_header(struct cow_image *img, struct ucow_hdr *nh)
 {
 	/* snapshot structures, or a current table that an apply moved into the data area */
 	if (nh->nb_snapshots || nh->table_offset >= nh->data_offset)
@@ -263,7 +271,7 @@ static int check_writable(struct cow_image *img)
 }
 
 /* Recompute the in-memory SHARED marks from the refcounts. */
-static void mark_shared(struct cow_image *img)
+void snap_mark_shared(struct cow_image *img)
 {
 	for (uint64_t c = 0; c < img->nr_chunks; c++) {
 		uint64_t e = img->table[c], p = e & UCOW_E_PCN_MASK;
@@ -291,7 +299,7 @@ static void install_snaps(struct cow_image *img, struct snap **snaps, uint32_t n
 		*rc = NULL;
 	}
 	img->nb_snaps = n;
-	mark_shared(img);
+	snap_mark_shared(img);
 }
 
 /* ---- create ------------------------------------------------------------------------------ */
@@ -374,16 +382,16 @@ int cow_snapshot_create(struct cow_image *img, const char *name)
 	nh.nb_snapshots = img->nb_snaps + 1;
 	nh.parent_snapshot = s->id;
 	nh.incompat |= UCOW_INCOMPAT_SNAPSHOTS;
-	r = write_snap_table(img, snaps, nh.nb_snapshots, &nh.snap_table_offset, &nh.snap_table_size);
+	r = snap_write_snap_table(img, snaps, nh.nb_snapshots, &nh.snap_table_offset, &nh.snap_table_size);
 	if (!r)
 		r = write_rc(img, &rc, &rc_len, &nh.refcount_offset, &nh.refcount_size);
 	struct ucow_hdr oh = img->hdr;
 	if (!r)
-		r = switch_header(img, &nh);				/* S3 */
+		r = snap_switch_header(img, &nh);				/* S3 */
 	if (r)
 		goto out;
-	free_extent(img, oh.snap_table_offset, oh.snap_table_size);	/* S4 */
-	free_extent(img, oh.refcount_offset, oh.refcount_size);
+	snap_free_extent(img, oh.snap_table_offset, oh.snap_table_size);	/* S4 */
+	snap_free_extent(img, oh.refcount_offset, oh.refcount_size);
 	install_snaps(img, &snaps, img->nb_snaps + 1, &rc, rc_len);
 out:
 	pthread_mutex_unlock(&img->lock);
@@ -458,7 +466,9 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 		goto out;
 	}
 	memcpy(rc, img->rc, rc_len * sizeof(*rc));
-	for (uint64_t c = 0; c < img->nr_chunks; c++) {
+	/* the snapshot's own chunks: it may be larger than the current state */
+	uint64_t snr = snap_nr(img, s);
+	for (uint64_t c = 0; c < snr; c++) {
 		uint64_t p = t[c] & UCOW_E_PCN_MASK;
 		if (p)
 			rc[p]--;	/* frozen_read checked rc[p] > 0 */
@@ -476,7 +486,7 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 	if (nh.parent_snapshot == s->id)
 		nh.parent_snapshot = s->parent;
 	if (n) {
-		r = write_snap_table(img, snaps, n, &nh.snap_table_offset, &nh.snap_table_size);
+		r = snap_write_snap_table(img, snaps, n, &nh.snap_table_offset, &nh.snap_table_size);
 		if (!r)
 			r = write_rc(img, &rc, &rc_len, &nh.refcount_offset, &nh.refcount_size);
 	} else {
@@ -486,17 +496,17 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 	}
 	oh = img->hdr;
 	if (!r)
-		r = switch_header(img, &nh);				/* S3 */
+		r = snap_switch_header(img, &nh);				/* S3 */
 	if (r)
 		goto out;
 	/* S4: old tables, the frozen copy, and chunks nobody references any more */
 	struct curmap cur;
 	bool have_cur = current_map(img, &cur);
 	struct freeset fs = { 0 };
-	free_extent(img, oh.snap_table_offset, oh.snap_table_size);
-	free_extent(img, oh.refcount_offset, oh.refcount_size);
-	free_extent(img, s->table_offset, s->extent_size);
-	for (uint64_t c = 0; c < img->nr_chunks; c++) {
+	snap_free_extent(img, oh.snap_table_offset, oh.snap_table_size);
+	snap_free_extent(img, oh.refcount_offset, oh.refcount_size);
+	snap_free_extent(img, s->table_offset, s->extent_size);
+	for (uint64_t c = 0; c < snr; c++) {
 		uint64_t p = t[c] & UCOW_E_PCN_MASK;
 		if (!p || rc[p])
 			continue;
@@ -521,42 +531,46 @@ out:
 
 /* ---- apply ------------------------------------------------------------------------------- */
 
-/* Replace the in-memory table and bitmaps with a frozen copy (entries SHARED by definition). */
-static int install_table(struct cow_image *img, uint64_t *t, uint64_t *b)
+/*
+ * In-memory arrays holding a frozen copy (t: table_size bytes, b: bitmap_size bytes, as
+ * frozen_read gives them) as the current state of a disk of snapshot s's size; t is taken
+ * over on success. Built aside, so that nothing can fail once the header is switched.
+ */
+static int frozen_set(struct cow_image *img, const struct snap *s, uint64_t *t,
+		      const uint64_t *b, struct meta_set *m)
 {
-	uint64_t **groups = calloc(img->nr_groups, sizeof(*groups));
-	if (!groups)
-		return -ENOMEM;
-	for (uint64_t g = 0; g < img->nr_groups; g++) {
-		uint64_t *src = b + g * (UCOW_META_ALIGN / 8);
+	int r = meta_set_alloc(img, snap_nr(img, s), img->hdr.table_size, false, m);
+	if (r)
+		return r;
+	for (uint64_t g = 0; g < m->nr_groups; g++) {
+		const uint64_t *src = b + g * (UCOW_META_ALIGN / 8);
 		bool any = false;
 		for (unsigned i = 0; i < UCOW_META_ALIGN / 8 && !any; i++)
 			any = src[i] != 0;
 		if (!any)
 			continue;
-		groups[g] = meta_zalloc(UCOW_META_ALIGN);
-		if (!groups[g]) {
-			for (uint64_t k = 0; k < g; k++)
-				free(groups[k]);
-			free(groups);
+		m->bm_groups[g] = meta_zalloc(UCOW_META_ALIGN);
+		if (!m->bm_groups[g]) {
+			meta_set_free(m);
 			return -ENOMEM;
 		}
-		memcpy(groups[g], src, UCOW_META_ALIGN);
+		memcpy(m->bm_groups[g], src, UCOW_META_ALIGN);
 	}
-	for (uint64_t g = 0; g < img->nr_groups; g++)
-		free(img->bm_groups[g]);
-	free(img->bm_groups);
-	img->bm_groups = groups;
-	free(img->table);
-	img->table = t;
+	m->table = t;
 	return 0;
 }
 
+/*
+ * Apply: the snapshot's frozen copy becomes the current table, in a new extent, and the
+ * image takes the snapshot's virtual size (a snapshot taken before a resize keeps the size
+ * it had; its frozen copy has the header's geometry, so the table extent stays as large).
+ */
 int cow_snapshot_apply(struct cow_image *img, const char *key)
 {
 	struct snap *s;
-	uint64_t *t = NULL, *b = NULL, *old = NULL;
+	uint64_t *t = NULL, *b = NULL;
 	struct ucow_hdr nh, oh;
+	struct meta_set m = { 0 };
 	uint64_t off, size;
 	int r = check_writable(img);
 	if (r)
@@ -566,61 +580,55 @@ int cow_snapshot_apply(struct cow_image *img, const char *key)
 	if (r)
 		goto out;
 	/* S2: the snapshot's table becomes the current table, in a new extent */
-	uint64_t **groups = calloc(img->nr_groups, sizeof(*groups));
+	uint64_t ngroups = img->hdr.bitmap_size / UCOW_META_ALIGN;
+	uint64_t **groups = calloc(ngroups ? ngroups : 1, sizeof(*groups));
 	if (!groups) {
 		r = -ENOMEM;
 		goto out;
 	}
-	for (uint64_t g = 0; g < img->nr_groups; g++)
+	for (uint64_t g = 0; g < ngroups; g++)
 		groups[g] = b + g * (UCOW_META_ALIGN / 8);
-	r = write_frozen(img, t, groups, &off, &size);
+	r = snap_write_tables(img, t, img->hdr.table_size / 8, groups, ngroups,
+			      img->hdr.table_size, img->hdr.bitmap_size, &off, &size);
 	free(groups);
+	if (!r)
+		r = frozen_set(img, s, t, b, &m);
 	if (r)
 		goto out;
+	t = NULL;		/* m's now */
 	nh = img->hdr;
+	nh.virtual_size = s->vsize;
+	nh.nr_chunks = m.nr_chunks;
 	nh.table_offset = off;
 	nh.bitmap_offset = off + img->hdr.table_size;
 	nh.parent_snapshot = s->id;
 	nh.journal_seq = img->jseq + img->jblk + 1;	/* the journal describes the old table */
 	oh = img->hdr;
-	r = switch_header(img, &nh);				/* S3 */
+	r = snap_switch_header(img, &nh);				/* S3 */
 	if (r)
 		goto out;
 	img->jseq = nh.journal_seq;
 	img->jblk = 0;
-	/* S4: chunks of the old current state that no snapshot references */
-	old = malloc(img->nr_chunks * sizeof(*old));
-	if (old)
-		memcpy(old, img->table, img->nr_chunks * sizeof(*old));
-	r = install_table(img, t, b);
-	if (r) {
-		/* the disk holds the new state; memory cannot follow: stop using the image */
-		img_mark_corrupt(img, "%s: out of memory while applying a snapshot; reopen the "
-				 "image", img->path);
-		goto out;
-	}
-	t = NULL;
+	/* S4: the new arrays in; chunks of the old state that no snapshot references */
+	meta_set_swap(img, &m, s->vsize);
 	if (oh.table_offset != img->hdr.table_offset)
-		free_extent(img, oh.table_offset, oh.table_offset >= oh.data_offset ?
+		snap_free_extent(img, oh.table_offset, oh.table_offset >= oh.data_offset ?
 			    oh.table_size + oh.bitmap_size : oh.table_size);
 	if (oh.bitmap_offset < oh.data_offset)
-		free_extent(img, oh.bitmap_offset, oh.bitmap_size);
+		snap_free_extent(img, oh.bitmap_offset, oh.bitmap_size);
 	struct freeset fs = { 0 };
-	for (uint64_t c = 0; old && c < img->nr_chunks; c++) {
-		uint64_t p = old[c] & UCOW_E_PCN_MASK;
+	for (uint64_t c = 0; c < m.nr_chunks; c++) {	/* m: the old arrays now */
+		uint64_t p = m.table[c] & UCOW_E_PCN_MASK;
 		if (p && !rc_shared(img, p))
 			freeset_add(&fs, p);
 	}
 	freeset_reclaim(img, &fs);
-	memset(img->table_dirty, 0, img->hdr.table_size / UCOW_META_ALIGN);
-	memset(img->bm_dirty, 0, img->nr_groups);
-	img->vsize = s->vsize;
-	mark_shared(img);
+	snap_mark_shared(img);
 out:
 	pthread_mutex_unlock(&img->lock);
+	meta_set_free(&m);
 	free(t);
 	free(b);
-	free(old);
 	return r;
 }
 
@@ -694,21 +702,23 @@ int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_
 int snap_view(struct cow_image *img, const char *key, char *err)
 {
 	struct snap *s = snap_find(img, key);
-	uint64_t *t, *b;
+	uint64_t *t = NULL, *b = NULL;
 	int r;
 	if (!s) {
 		snprintf(err, COW_ERRLEN, "%s: no snapshot '%s'", img->path, key);
 		return -ENOENT;
 	}
+	struct meta_set m;
 	r = frozen_read(img, s, &t, &b);
-	if (!r)
-		r = install_table(img, t, b);
+	if (!r && (r = frozen_set(img, s, t, b, &m)))
+		free(t);
+	free(b);
 	if (r) {
-		snprintf(err, COW_ERRLEN, "%s", img->err);
+		snprintf(err, COW_ERRLEN, "%s", img->err[0] ? img->err : strerror(-r));
 		return r;
 	}
-	free(b);
-	img->vsize = s->vsize;
-	mark_shared(img);
+	meta_set_swap(img, &m, s->vsize);	/* the snapshot's size, with its chunks */
+	meta_set_free(&m);
+	snap_mark_shared(img);
 	return 0;
 }

@@ -27,4 +27,30 @@ void freeset_reclaim(struct cow_image *img, struct freeset *fs);
 /* Make a read-only image show snapshot key's content instead of the current state. */
 int snap_view(struct cow_image *img, const char *key, char *err);
 
+/*
+ * The steps S2-S4 that every operation which replaces metadata structures follows (the
+ * snapshot operations here, a resize in resize.c). All under img->lock, no request in
+ * flight.
+ */
+/* S2: n contiguous fresh chunks at the end of the file; *off their first byte. The writers
+ * below give their extent back themselves when a write into it fails. */
+int snap_alloc_extent(struct cow_image *img, uint64_t n, uint64_t *off);
+/* S2: a lookup table (its first nent entries from table, SHARED and BUSY dropped, the rest
+ * zero; ts bytes) followed by bitmap pages (groups[g] for g < ngroups; NULL: a hole, which
+ * reads as zeros; bs bytes) into one fresh extent; *size its bytes (whole chunks). */
+int snap_write_tables(struct cow_image *img, const uint64_t *table, uint64_t nent,
+		      uint64_t *const *groups, uint64_t ngroups, uint64_t ts, uint64_t bs,
+		      uint64_t *off, uint64_t *size);
+/* S2: a snapshot table of n entries into a fresh extent (n == 0: none, 0 and 0). */
+int snap_write_snap_table(struct cow_image *img, const struct snap *snaps, uint32_t n,
+			  uint64_t *off, uint64_t *size);
+/* S3: sync, one header write (the other slot) making *nh the image's header, sync. The
+ * SNAPSHOTS feature bit follows what nh describes. On failure the old header stays. */
+int snap_switch_header(struct cow_image *img, struct ucow_hdr *nh);
+/* S4: punch an extent the old header referenced; its chunks (in the data area) are free. */
+void snap_free_extent(struct cow_image *img, uint64_t off, uint64_t size);
+
+/* The in-memory SHARED marks, recomputed from the refcounts. */
+void snap_mark_shared(struct cow_image *img);
+
 #endif

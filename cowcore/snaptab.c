@@ -53,6 +53,11 @@ uint64_t frozen_bytes(struct cow_image *img)
 	return img->hdr.table_size + img->hdr.bitmap_size;
 }
 
+uint64_t snap_nr(struct cow_image *img, const struct snap *s)
+{
+	return (s->vsize >> img->chunk_shift) + !!(s->vsize & (img->chunk_size - 1));
+}
+
 static int cmp_snap_id(const void *a, const void *b)
 {
 	const struct snap *x = *(const struct snap *const *)a, *y = *(const struct snap *const *)b;
@@ -137,8 +142,11 @@ int snap_load(struct cow_image *img, uint64_t file_size)
 		if (!s->id || !s->name_len || s->name_len > UCOW_SNAP_NAME_MAX ||
 		    memchr(s->name, 0, s->name_len) || s->name[s->name_len])
 			SBAD("%s: corrupt image: snapshot table entry %u is invalid", img->path, i);
+		/* a snapshot may be larger than the current state (taken before a shrink), but
+		 * its frozen table has the header's geometry, so its chunks must fit in it */
 		if (!s->vsize || s->vsize > UCOW_MAX_VSIZE ||
-		    (s->vsize + img->chunk_size - 1) / img->chunk_size > img->nr_chunks)
+		    snap_nr(img, s) > h->table_size / 8 ||
+		    snap_nr(img, s) > h->bitmap_size / (img->bm_words * 8))
 			SBAD("%s: corrupt image: snapshot '%s' has an invalid size", img->path,
 			     s->name);
 		if (s->table_offset < h->data_offset || s->table_offset % img->chunk_size ||
@@ -208,7 +216,7 @@ int frozen_read(struct cow_image *img, const struct snap *s, uint64_t **table,
 	for (uint64_t c = 0; !r && c < img->hdr.table_size / 8; c++) {
 		uint64_t e = t[c] = le64toh(t[c]), p = e & UCOW_E_PCN_MASK;
 		if ((e & (UCOW_E_RESERVED | UCOW_E_BUSY | UCOW_E_SHARED)) || (p && (e & UCOW_E_ZERO)) ||
-		    (c >= img->nr_chunks && e) || (p && !rc_shared(img, p))) {
+		    (c >= snap_nr(img, s) && e) || (p && !rc_shared(img, p))) {
 			r = img_mark_corrupt(img, "%s: corrupt image: snapshot '%s' entry %llu is "
 					     "invalid (0x%llx)", img->path, s->name,
 					     (unsigned long long)c, (unsigned long long)e);
@@ -265,7 +273,7 @@ static int scan_frozen(struct cow_image *img, const struct snap *s, bool check_r
 				if (!e)
 					continue;
 				if ((e & (UCOW_E_RESERVED | UCOW_E_BUSY | UCOW_E_SHARED)) ||
-				    (p && (e & UCOW_E_ZERO)) || c >= img->nr_chunks ||
+				    (p && (e & UCOW_E_ZERO)) || c >= snap_nr(img, s) ||
 				    (p && check_rc && !rc_shared(img, p)) ||
 				    (p && !check_rc && (p < img->data_pcn ||
 							p >= img->file_pcns)))

@@ -27,9 +27,14 @@ int snap_count_refs(struct cow_image *img, uint32_t *count, uint64_t len);
 
 /* An entry of the snapshot table, encoded (with its checksum). */
 void snap_encode(const struct snap *s, uint8_t *b);
-/* Bytes of one frozen copy: table then bitmap. */
+/* Bytes of one frozen copy: table then bitmap. Every frozen copy has the header's
+ * table_size and bitmap_size, whatever its snapshot's virtual size (a resize that changes
+ * them writes every frozen copy again). */
 uint64_t frozen_bytes(struct cow_image *img);
-/* Read and validate a snapshot's frozen table and bitmap pages (allocated; caller frees). */
+/* The chunks of s's virtual size: its frozen table's entries past them are zero. */
+uint64_t snap_nr(struct cow_image *img, const struct snap *s);
+/* Read and validate a snapshot's frozen table and bitmap pages (allocated; caller frees):
+ * table_size / 8 entries and bitmap_size bytes, of the header's geometry. */
 int frozen_read(struct cow_image *img, const struct snap *s, uint64_t **table,
 		uint64_t **bitmap);
 /* fn(arg, virtual chunk, physical chunk) for every mapped entry of s's frozen table. */

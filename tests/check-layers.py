@@ -31,6 +31,7 @@ LAYERS = {
     "snaptab.h": 33, "snaptab.c": 33,
     "snapshot.h": 34, "snapshot.c": 34,
     "empty.c": 35,
+    "resize.h": 36, "resize.c": 36,
     "load.h": 36, "load.c": 36,
     # 4: per-thread context
     "ctx.h": 40, "ctx.c": 40,

@@ -15,6 +15,7 @@ int cmd_measure(int argc, char **argv);	/* tools/img_measure.c */
 int cmd_commit(int argc, char **argv);	/* tools/img_commit.c */
 int cmd_rebase(int argc, char **argv);	/* tools/img_rebase.c */
 int cmd_snapshot(int argc, char **argv);	/* tools/img_snapshot.c */
+int cmd_resize(int argc, char **argv);	/* tools/img_resize.c */
 int cmd_bench(int argc, char **argv);	/* tools/img_bench.c */
 int cmd_dev(int argc, char **argv);	/* tools/dev.c */
 

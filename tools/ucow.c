@@ -22,6 +22,7 @@ static const struct {
 	{ "commit", cmd_commit, "write an overlay's data into its backing file, then empty it" },
 	{ "rebase", cmd_rebase, "give an overlay another backing file (or none), content kept" },
 	{ "snapshot", cmd_snapshot, "create, list, apply, delete internal snapshots" },
+	{ "resize", cmd_resize, "change an image's virtual size (grow, or shrink)" },
 	{ "bench", cmd_bench, "measure I/O through the engine (like qemu-img bench)" },
 	{ "dev", cmd_dev, "serve images as block devices through ublk (see 'ucow dev --help')" },
 };

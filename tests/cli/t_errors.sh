@@ -6,7 +6,7 @@
 expect_err 1 'no command' $UCOW
 expect_err 1 "unknown command 'frobnicate'" $UCOW frobnicate
 expect_err 1 "unknown option '--bogus'" $UCOW --bogus
-for c in create info io convert check commit rebase; do
+for c in create info io convert check commit rebase resize; do
 	expect_ok $UCOW $c --help
 	grep -q "^usage: ucow $c" out || fail "ucow $c --help prints no usage"
 	expect_ok $UCOW $c -h

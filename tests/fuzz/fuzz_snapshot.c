@@ -3,7 +3,8 @@
  * Fuzz target 6: the snapshot table, refcount table and frozen tables of an image with the
  * snapshot feature. Read-only: open, list, view each of the first snapshots (cow_open with
  * .snapshot, by name and by id) and read it, cow_check. Read-write: open, apply the first
- * snapshot, delete the last, create one, reclaim, close. The input is the image file;
+ * snapshot, delete the last, create one, reclaim, grow past the table's room and shrink
+ * (cow_resize), close. The input is the image file;
  * checksums are repaired (fz_fix_image).
  */
 #include <stdio.h>
@@ -76,6 +77,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}
 			free(v);
 			cow_snapshot_create(img, "fz");
+			cow_reclaim(img, 0);
+			/* a grow past the table's room (a new extent, the frozen copies again),
+			 * over the old end's chunk, then a shrink below it */
+			struct cow_info in;
+			cow_get_info(img, &in);
+			cow_resize(img, in.virtual_size + 600 * (uint64_t)in.chunk_size + 1000, 0);
+			cow_resize(img, in.virtual_size / 2 + 1, COW_RESIZE_SHRINK);
 			cow_reclaim(img, 0);
 		}
 		cow_close(img);
