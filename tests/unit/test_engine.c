@@ -514,7 +514,10 @@ static void test_locking(void **state)
 	mkraw(P("r.raw"), 1 << 20, 0);
 	assert_int_equal(cow_open(P("r.raw"), NULL, &a, err, COW_ERRLEN), -EMEDIUMTYPE);
 	assert_non_null(strstr(err, "not a ucow image"));
-	assert_null(strstr(err, "-f"));	/* options are the tools' to name */
+	/* options are the tools' to name (after the path: the scratch folder's random name may
+	 * hold "-f" itself) */
+	assert_true(!strncmp(err, P("r.raw"), strlen(P("r.raw"))));
+	assert_null(strstr(err + strlen(P("r.raw")), "-f"));
 	assert_int_equal(cow_open(P("r.raw"), &(struct cow_open_opts){ .fmt = COW_FMT_UCOW },
 			&a, err, COW_ERRLEN), -EMEDIUMTYPE);
 	/* a backing file the image says is ucow but is not: the image's fault, not the
@@ -523,7 +526,7 @@ static void test_locking(void **state)
 	rename(P("r.raw"), P("l.img"));
 	assert_int_equal(cow_open(P("rb.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
 			&a, err, COW_ERRLEN), -EINVAL);
-	if (!strstr(err, "backing file") || !strstr(err, "not a ucow image") || strstr(err, "-f"))
+	if (!strstr(err, "backing file") || !strstr(err, "not a ucow image") || strstr(err, "-f raw"))
 		fail_msg("error '%s'", err);
 }
 
