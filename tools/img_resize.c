@@ -6,9 +6,11 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/utsname.h>
 
 #include "cowcore.h"
 #include "cmds.h"
+#include "ublk.h"
 #include "util.h"
 
 static const char resize_help[] =
@@ -43,6 +45,39 @@ static int parse_size_arg(const char *arg, int *sign, uint64_t *v)
 	if (parse_bytes(s, v, &why) < 0)
 		return usage_err("resize", "invalid size '%s': %s", arg, why);
 	return 0;
+}
+
+/*
+ * FILE served by a ucow dev server: a served device keeps its size unless the kernel can
+ * change it (UBLK_F_UPDATE_SIZE, Linux 6.16). Returns the exit status, or -1 when FILE is
+ * not served. Changing the size online is not built yet: the test bed's kernel (6.12) has
+ * no UPDATE_SIZE to prove it on, so it is refused there too, saying so.
+ */
+static int resize_online(const char *file)
+{
+	struct ublk_state st;
+	struct ublk_ctrl c;
+	struct utsname u;
+	char err[UBLK_ERRLEN];
+	uint64_t f = 0;
+	bool probed;
+	int id = ublk_server_of(file, &st);
+
+	if (id < 0)
+		return -1;
+	if (uname(&u) < 0)
+		snprintf(u.release, sizeof(u.release), "unknown");
+	bool has = ublk_ctrl_open(&c, err) == 0 && ublk_ctrl_probe_features(&c, &f, &probed) == 0 &&
+		   (f & UK_F_UPDATE_SIZE);
+	ublk_ctrl_close(&c);
+	if (!has)
+		ucow_err("%s: in use by /dev/ublkb%d, whose size cannot change while served: that "
+			 "needs Linux 6.16 or later (UBLK_F_UPDATE_SIZE), this kernel is %s (ucow dev "
+			 "del %d, resize, dev add)", file, id, u.release, id);
+	else
+		ucow_err("%s: in use by /dev/ublkb%d: resizing a served device is not supported yet "
+			 "(ucow dev del %d, resize, dev add)", file, id, id);
+	return 1;
 }
 
 int cmd_resize(int argc, char **argv)
@@ -98,6 +133,9 @@ int cmd_resize(int argc, char **argv)
 	if (parse_size_arg(size_arg, &sign, &v))
 		return 1;
 
+	r = resize_online(file);
+	if (r >= 0)
+		return r;
 	r = cow_open(file, &(struct cow_open_opts){ .fmt = fmt }, &img, err, COW_ERRLEN);
 	if (r) {
 		report(file, file, r, err);
