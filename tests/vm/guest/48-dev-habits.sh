@@ -52,11 +52,12 @@ new=$(ucow dev recover -n "$id3") || fail "recover -n $id3 exited $?"
 [ "$new" = "$d3" ] || fail "recover -n printed '$new'"
 must qemu-io -f raw -c "read -P 0x55 1M 1M" -c "read -P 0x33 0 1M" "$d3"
 
-# a raw file as cow: one line, naming dev add's -t
-ucow dev add -t cow -f plain.raw >out.txt 2>err.txt && fail "a raw file was served as cow"
+# a raw file as cow: one line, naming dev add's -t (another file: plain.raw is served)
+must truncate -s 16M other.raw
+ucow dev add -t cow -f other.raw >out.txt 2>err.txt && fail "a raw file was served as cow"
 cat err.txt
 [ ! -s out.txt ] && [ "$(wc -l <err.txt)" = 1 ] &&
-	grep -q "plain.raw: not a ucow image (no ucow magic); use -t raw for a raw file" err.txt ||
+	grep -q "other.raw: not a ucow image (no ucow magic); use -t raw for a raw file" err.txt ||
 	fail "raw as cow: '$(cat err.txt)'"
 
 # del -a: every device
