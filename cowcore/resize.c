@@ -486,16 +486,10 @@ int img_resize(struct cow_image *img, uint64_t size, unsigned flags, const uint8
 		snaps = NULL;
 	}
 	struct freeset fs = { 0 };
-	for (uint64_t c = g.nr; c < m.nr_chunks; c++) {		/* shrink: the dropped entries */
-		uint64_t p = m.table[c] & UCOW_E_PCN_MASK;
-		if (p && !rc_shared(img, p))
-			freeset_add(&fs, p);
-	}
-	if (edge_p) {						/* grow: the rebuilt chunk's old one */
-		uint64_t p = m.table[oh.virtual_size >> img->chunk_shift] & UCOW_E_PCN_MASK;
-		if (p && !rc_shared(img, p))
-			freeset_add(&fs, p);
-	}
+	if (m.nr_chunks > g.nr)					/* shrink: the dropped entries */
+		freeset_add_unshared(&fs, img, m.table + g.nr, m.nr_chunks - g.nr);
+	if (edge_p)						/* grow: the rebuilt chunk's old one */
+		freeset_add_unshared(&fs, img, m.table + (oh.virtual_size >> img->chunk_shift), 1);
 	freeset_reclaim(img, &fs);
 	snap_mark_shared(img);
 out:

@@ -75,6 +75,16 @@ void freeset_add(struct freeset *fs, uint64_t p)
 	fs->v[fs->n++] = p;
 }
 
+void freeset_add_unshared(struct freeset *fs, struct cow_image *img, const uint64_t *table,
+			  uint64_t n)
+{
+	for (uint64_t c = 0; c < n; c++) {
+		uint64_t p = table[c] & UCOW_E_PCN_MASK;
+		if (p && !rc_shared(img, p))
+			freeset_add(fs, p);
+	}
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -617,11 +627,7 @@ int cow_snapshot_apply(struct cow_image *img, const char *key)
 	if (oh.bitmap_offset < oh.data_offset)
 		snap_free_extent(img, oh.bitmap_offset, oh.bitmap_size);
 	struct freeset fs = { 0 };
-	for (uint64_t c = 0; c < m.nr_chunks; c++) {	/* m: the old arrays now */
-		uint64_t p = m.table[c] & UCOW_E_PCN_MASK;
-		if (p && !rc_shared(img, p))
-			freeset_add(&fs, p);
-	}
+	freeset_add_unshared(&fs, img, m.table, m.nr_chunks);	/* m: the old arrays now */
 	freeset_reclaim(img, &fs);
 	snap_mark_shared(img);
 out:

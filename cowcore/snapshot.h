@@ -22,6 +22,9 @@ struct freeset {
 	size_t n, cap;
 };
 void freeset_add(struct freeset *fs, uint64_t p);
+/* freeset_add of every chunk table[0 .. n) maps that no snapshot references (rc_shared) */
+void freeset_add_unshared(struct freeset *fs, struct cow_image *img, const uint64_t *table,
+			  uint64_t n);
 void freeset_reclaim(struct cow_image *img, struct freeset *fs);
 
 /* Make a read-only image show snapshot key's content instead of the current state. */

@@ -255,21 +255,18 @@ int cmd_check(int argc, char **argv)
 		return 63;
 	if (st == FAILED)
 		return 1;
-	/* a clean image needs nothing, unless -r all is to lift a corrupt mark it carries */
-	if (!repair || (st == CHECKED && res.verdict == 0 &&
+	/* a clean image needs nothing, unless -r all is to lift a corrupt mark it carries; a
+	 * refused repair leaves the first check's report */
+	int rc = 0;
+	if (repair && !(st == CHECKED && res.verdict == 0 &&
 			!(repair == COW_REPAIR_ALL && in.corrupt))) {
-		if (st == UNOPENABLE)
-			return report_unopenable(file, why, json);
-		if (json)
-			return print_json(file, &res, &in, NULL, 0, 0) ? 1 : res.verdict;
-		print_human(file, &res, &in);
-		return res.verdict;
+		rc = cow_repair(file, fmt == COW_FMT_NONE ? COW_FMT_UCOW : fmt, repair, done,
+				sizeof(done), err, sizeof(err));
+		if (rc)
+			report(file, NULL, rc, err);
 	}
-	/* -r: repair what the check found, then check again */
-	int rc = cow_repair(file, fmt == COW_FMT_NONE ? COW_FMT_UCOW : fmt, repair, done,
-			    sizeof(done), err, sizeof(err));
-	if (rc) {
-		report(file, NULL, rc, err);
+	if (!repair || rc || (st == CHECKED && res.verdict == 0 && !done[0] &&
+			      !(repair == COW_REPAIR_ALL && in.corrupt))) {
 		if (st == UNOPENABLE)
 			return report_unopenable(file, why, json);
 		if (json)
