@@ -251,6 +251,15 @@ int cow_set_backing(struct cow_image *img, const char *name, int fmt);
  */
 int cow_make_empty(struct cow_image *img);
 
+/*
+ * Reopen img's backing file (the first of its chain) read-write (writable != 0: an online
+ * commit writes into it through a context on cow_backing_image(img)) or read-only again.
+ * Every context on img follows: its backing reads go to the reopened image. No request may
+ * be in flight on img. Read-write takes the file's write lock: -EBUSY while another process
+ * holds it. On failure nothing changed and err (errlen bytes; may be NULL) says why.
+ */
+int cow_backing_reopen(struct cow_image *img, int writable, char *err, size_t errlen);
+
 /* ---- snapshots (no request may be in flight on img during these) ------------------------ */
 
 struct cow_snap_info {

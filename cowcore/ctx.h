@@ -39,6 +39,7 @@ struct cow_ctx {
 	struct cow_image *img;
 	struct cow_backend *be;
 	struct cow_ctx *backing;	/* same thread, backing image */
+	struct cow_ctx *next_ctx;	/* img->ctxs, the image's contexts */
 	struct eio *free_eios;
 	void *free_bufs;		/* chunk-sized aligned buffers (linked through their
 					 * first word) */

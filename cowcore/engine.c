@@ -35,7 +35,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "commit.h"
+#include "engine.h"
 
 static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c);
 
@@ -831,6 +831,10 @@ int cow_ctx_new(struct cow_image *img, struct cow_backend *be, struct cow_ctx **
 		cow_ctx_free(ctx);
 		return r;
 	}
+	pthread_mutex_lock(&img->lock);
+	ctx->next_ctx = img->ctxs;
+	img->ctxs = ctx;
+	pthread_mutex_unlock(&img->lock);
 	*out = ctx;
 	return 0;
 }
@@ -839,6 +843,13 @@ void cow_ctx_free(struct cow_ctx *ctx)
 {
 	if (!ctx)
 		return;
+	pthread_mutex_lock(&ctx->img->lock);
+	for (struct cow_ctx **pp = &ctx->img->ctxs; *pp; pp = &(*pp)->next_ctx)
+		if (*pp == ctx) {
+			*pp = ctx->next_ctx;
+			break;
+		}
+	pthread_mutex_unlock(&ctx->img->lock);
 	cow_ctx_free(ctx->backing);
 	while (ctx->free_ops) {
 		struct chunk_op *op = ctx->free_ops;
@@ -847,6 +858,41 @@ void cow_ctx_free(struct cow_ctx *ctx)
 	}
 	ctx_fini(ctx);
 	free(ctx);
+}
+
+/*
+ * cow_backing_reopen: every context on img moves to the reopened backing image nb (a new
+ * backing context each, on the context's own backend), or none does. No request in flight.
+ */
+int eng_rebind_backing(struct cow_image *img, struct cow_image *nb)
+{
+	size_t n = 0, i = 0;
+	int r = 0;
+	pthread_mutex_lock(&img->lock);
+	for (struct cow_ctx *c = img->ctxs; c; c = c->next_ctx)
+		n++;
+	struct cow_ctx **fresh = calloc(n ? n : 1, sizeof(*fresh));
+	if (!fresh)
+		r = -ENOMEM;
+	for (struct cow_ctx *c = img->ctxs; !r && c; c = c->next_ctx, i++)
+		r = cow_ctx_new(nb, c->be, &fresh[i]);
+	if (r) {
+		while (fresh && i--)
+			cow_ctx_free(fresh[i]);
+	} else {
+		i = 0;
+		for (struct cow_ctx *c = img->ctxs; c; c = c->next_ctx, i++) {
+			struct cow_ctx *old = c->backing;
+			c->backing = fresh[i];
+			fresh[i] = old;	/* freed below, outside img's lock */
+		}
+		img->backing = nb;
+	}
+	pthread_mutex_unlock(&img->lock);
+	for (i = 0; !r && i < n; i++)
+		cow_ctx_free(fresh[i]);
+	free(fresh);
+	return r;
 }
 
 /* Work other threads handed to this ctx: parts to run, requests to complete. */

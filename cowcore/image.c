@@ -760,6 +760,58 @@ int cow_resize(struct cow_image *img, uint64_t new_size, unsigned flags)
 	return r;
 }
 
+/*
+ * DESIGN NOTES — the backing file reopened in place (an online commit writes into it):
+ *   read-write: our read lock on the old open is dropped, the file opened again read-write
+ *     (the write lock: -EBUSY while anyone else holds it); on failure the read lock is
+ *     taken back and nothing changed;
+ *   read-only again: the write lock is downgraded in place (no one can slip in), the file
+ *     opened read-only beside it, then the read-write one closed (its checkpoint, clean
+ *     header; the new open replayed its journal, so both see the same table);
+ *   then every context on img is given a context on the new image (eng_rebind_backing) and
+ *   the old image is closed. No request may be in flight on img.
+ */
+int cow_backing_reopen(struct cow_image *img, int writable, char *err, size_t errlen)
+{
+	char msg[COW_ERRLEN] = "";
+	struct cow_image *old = img->backing, *nb = NULL;
+	struct flock fl = { .l_whence = SEEK_SET };
+	int r;
+
+	if (!old) {
+		snprintf(msg, sizeof(msg), "%s: the image has no backing file", img->path);
+		r = -EINVAL;
+		goto out;
+	}
+	if (!old->read_only == !!writable)
+		return 0;
+	fl.l_type = writable ? F_UNLCK : F_RDLCK;
+	if (fcntl(old->fd, F_OFD_SETLK, &fl) < 0) {
+		r = -errno;
+		snprintf(msg, sizeof(msg), "%s: %s", old->path, strerror(-r));
+		goto out;
+	}
+	r = cow_open_depth(old->path, old->fmt, (writable ? 0 : COW_OPEN_RDONLY) |
+			   (img->open_flags & COW_OPEN_DIRECT), &nb, msg, 1, NULL, -1);
+	if (!r && (r = eng_rebind_backing(img, nb)))
+		snprintf(msg, sizeof(msg), "%s: %s", old->path, strerror(-r));
+	if (r) {
+		if (nb)
+			cow_close(nb);
+		fl.l_type = writable ? F_RDLCK : F_WRLCK;	/* as it was */
+		if (fcntl(old->fd, F_OFD_SETLK, &fl) < 0 && !msg[0])
+			snprintf(msg, sizeof(msg), "%s: %s", old->path, strerror(errno));
+		goto out;
+	}
+	if (cow_close(old) < 0 && !writable)
+		fprintf(stderr, "ucow: %s: closing the read-write open failed; the file stays "
+			"dirty until its next open\n", nb->path);
+out:
+	if (r)
+		give_err(err, errlen, msg);
+	return r;
+}
+
 struct cow_image *cow_backing_image(struct cow_image *img) { return img->backing; }
 
 int cow_writer_active(struct cow_image *img)

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* cowcore internals, layer 6: the image lifecycle (image.c). Below: load.h. */
+/* cowcore internals, layer 6: the image lifecycle (image.c). Below: engine.h. */
 #ifndef COWCORE_IMAGE_H
 #define COWCORE_IMAGE_H
 
-#include "load.h"
+#include "engine.h"
 
 /*
  * check -r: open read-write without the chain, loading as cow_check does (problems counted

@@ -65,6 +65,8 @@ struct cow_image {
 	bool read_only;
 	bool corrupt;
 	struct cow_image *backing;
+	struct cow_ctx *ctxs;		/* engine.c: the contexts on this image (under lock),
+					 * for cow_backing_reopen */
 	uint64_t vsize;
 	uint64_t raw_size;		/* raw: size of the file */
 	struct ucow_hdr hdr;		/* the header in force (imgio.c writes it) */

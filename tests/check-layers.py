@@ -37,7 +37,7 @@ LAYERS = {
     "ctx.h": 40, "ctx.c": 40,
     # 5: completion + group commit, then the request engine
     "commit.h": 50, "commit.c": 50,
-    "engine.c": 51,
+    "engine.h": 51, "engine.c": 51,
     # 6: public lifecycle, check and map
     "image.h": 60, "image.c": 60,
     "check.c": 61,

@@ -160,10 +160,121 @@ static void test_job_between_drains(void **state)
 	free(buf);
 }
 
+/*
+ * An online commit by hand, as ublk/job.c runs it: the overlay's backing file reopened
+ * read-write under two live contexts (refused while another open holds it), the overlay's
+ * data written into it through a context on the reopened image, the overlay emptied, the
+ * backing file reopened read-only: both contexts read the same content all along, now from
+ * the base, and the base file holds it after close.
+ */
+static void test_backing_reopen(void **state)
+{
+	static uint8_t base[SZ], got[SZ], want[SZ];
+	struct cow_create_opts bo = { .size = SZ, .chunk_size = 64 << 10, .block_size = 4096 };
+	struct cow_create_opts o = bo;
+	struct cow_backend *abe, *bbe, *cbe;
+	struct cow_ctx *a, *b, *c;
+	struct cow_image *img, *other;
+	void *buf = aligned_alloc(4096, 64 << 10);
+
+	assert_non_null(buf);
+	o.backing = P("rb.img");
+	o.backing_fmt = COW_FMT_UCOW;
+	unlink(P("rb.img"));
+	unlink(P("ro.img"));
+	assert_int_equal(cow_create(P("rb.img"), &bo, err, COW_ERRLEN), 0);
+	for (uint32_t i = 0; i < SZ; i++)
+		base[i] = (uint8_t)(i * 2654435761u >> 11);
+	assert_int_equal(cow_open(P("rb.img"), NULL, &img, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_backend_new("sync", 4, &abe), 0);
+	assert_int_equal(cow_ctx_new(img, abe, &a), 0);
+	assert_int_equal(cow_rw(a, COW_WRITE, base, SZ, 0, 0), 0);
+	cow_ctx_free(a);
+	cow_backend_free(abe);
+	assert_int_equal(cow_close(img), 0);
+	assert_int_equal(cow_create(P("ro.img"), &o, err, COW_ERRLEN), 0);
+
+	assert_int_equal(cow_open(P("ro.img"), NULL, &img, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_backend_new("uring", 32, &abe), 0);
+	assert_int_equal(cow_ctx_new(img, abe, &a), 0);
+	assert_int_equal(cow_backend_new("sync", 4, &bbe), 0);
+	assert_int_equal(cow_ctx_new(img, bbe, &b), 0);
+	/* the overlay's own data: 3 chunks and a partial block run, and a zeroed range */
+	memcpy(want, base, SZ);
+	memset(want + (1 << 20), 0x5a, 192 << 10);
+	memset(want + (3 << 20) + 4096, 0xa5, 8192);
+	memset(want + (5 << 20), 0, 128 << 10);
+	assert_int_equal(cow_rw(a, COW_WRITE, want + (1 << 20), 192 << 10, 1 << 20, 0), 0);
+	assert_int_equal(cow_rw(b, COW_WRITE, want + (3 << 20) + 4096, 8192, (3 << 20) + 4096,
+				0), 0);
+	assert_int_equal(cow_rw(a, COW_WRITE_ZEROES, NULL, 128 << 10, 5 << 20, 0), 0);
+
+	/* another open of the base (read-only, as another overlay's server has it) blocks
+	 * the read-write reopen, which then changes nothing */
+	assert_int_equal(cow_open(P("rb.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+				  &other, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_backing_reopen(img, 1, err, COW_ERRLEN), -EBUSY);
+	assert_non_null(strstr(err, "in use"));
+	cow_close(other);
+	assert_int_equal(cow_rw(a, COW_READ, got, SZ, 0, 0), 0);
+	assert_memory_equal(got, want, SZ);
+
+	assert_int_equal(cow_backing_reopen(img, 1, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_backend_new("sync", 4, &cbe), 0);
+	assert_int_equal(cow_ctx_new(cow_backing_image(img), cbe, &c), 0);
+	/* copy what the overlay holds itself into the base */
+	for (uint64_t off = 0; off < SZ;) {
+		uint64_t run;
+		int st = cow_map(img, off, SZ - off, &run, NULL);
+		assert_true(st > 0);
+		if (run > (64 << 10))
+			run = 64 << 10;
+		if (st == COW_MAP_DATA) {
+			assert_int_equal(cow_rw(b, COW_READ, buf, run, off, 0), 0);
+			assert_int_equal(cow_rw(c, COW_WRITE, buf, run, off, 0), 0);
+		} else if (st == COW_MAP_ZERO) {
+			assert_int_equal(cow_rw(c, COW_WRITE_ZEROES, NULL, run, off, 0), 0);
+		}
+		off += run;
+	}
+	assert_int_equal(cow_rw(c, COW_FLUSH, NULL, 0, 0, 0), 0);
+	assert_int_equal(cow_rw(a, COW_READ, got, SZ, 0, 0), 0);
+	assert_memory_equal(got, want, SZ);
+	assert_int_equal(cow_make_empty(img), 0);
+	assert_int_equal(cow_rw(b, COW_READ, got, SZ, 0, 0), 0);	/* from the base now */
+	assert_memory_equal(got, want, SZ);
+	cow_ctx_free(c);
+	cow_backend_free(cbe);
+	assert_int_equal(cow_backing_reopen(img, 0, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_rw(a, COW_READ, got, SZ, 0, 0), 0);
+	assert_memory_equal(got, want, SZ);
+	/* read-only again: another reader may open the base now */
+	assert_int_equal(cow_open(P("rb.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+				  &other, err, COW_ERRLEN), 0);
+	cow_close(other);
+	cow_ctx_free(a);
+	cow_ctx_free(b);
+	cow_backend_free(abe);
+	cow_backend_free(bbe);
+	assert_int_equal(cow_close(img), 0);
+	/* the base alone holds it all */
+	assert_int_equal(cow_open(P("rb.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+				  &img, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_backend_new("sync", 4, &abe), 0);
+	assert_int_equal(cow_ctx_new(img, abe, &a), 0);
+	assert_int_equal(cow_rw(a, COW_READ, got, SZ, 0, 0), 0);
+	assert_memory_equal(got, want, SZ);
+	cow_ctx_free(a);
+	cow_backend_free(abe);
+	cow_close(img);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_job_between_drains),
+		cmocka_unit_test(test_backing_reopen),
 	};
 	(void)pass_queue, (void)pass_submit_wait;
 	return UNIT_RUN(tests);
