@@ -785,6 +785,18 @@ int cow_backing_reopen(struct cow_image *img, int writable, char *err, size_t er
 	}
 	if (!old->read_only == !!writable)
 		return 0;
+	if (writable) {
+		/* anyone else's lock refuses at once (the caller pauses a device meanwhile: no
+		 * lock retries here) */
+		fl.l_type = F_WRLCK;
+		if (fcntl(old->fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) {
+			snprintf(msg, sizeof(msg), "%s: image is in use by another process (it holds "
+				 "a read or write lock)", old->path);
+			r = -EBUSY;
+			goto out;
+		}
+		fl = (struct flock){ .l_whence = SEEK_SET };
+	}
 	fl.l_type = writable ? F_UNLCK : F_RDLCK;
 	if (fcntl(old->fd, F_OFD_SETLK, &fl) < 0) {
 		r = -errno;

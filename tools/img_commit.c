@@ -39,6 +39,7 @@
 
 #include "cowcore.h"
 #include "cmds.h"
+#include "ublk.h"
 #include "util.h"
 
 static const char commit_help[] =
@@ -374,6 +375,20 @@ int cmd_commit(int argc, char **argv)
 	if (argc - optind > 1)
 		return usage_err("commit", "too many arguments ('%s')", argv[optind + 1]);
 	c.file = argv[optind];
+	struct ublk_state st;
+	int id = ublk_server_of(c.file, &st);
+	if (id >= 0) {
+		/* served: the server's commit job (ublk/job.c), the device serving on */
+		if (c.base_arg || c.drop || !st.sock[0] || st.o.read_only || st.o.snapshot[0]) {
+			ucow_err("%s: in use by /dev/ublkb%d (ucow dev del %d first; online, only "
+				 "'commit [-p] FILE' into its backing file runs)", c.file, id, id);
+			return 1;
+		}
+		rc = online_job(c.file, id, st.sock, UBLK_OP_COMMIT, &c.pr);
+		if (!rc && !c.quiet)
+			printf("Image committed.\n");
+		return rc;
+	}
 	if (posix_memalign((void **)&c.buf, 4096, COMMIT_BUF)) {
 		ucow_err("%s: out of memory", c.file);
 		return 1;

@@ -23,9 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#include <json-c/json.h>
 
 #include "cowcore.h"
 #include "cmds.h"
@@ -262,21 +259,6 @@ out:
 	return rc;
 }
 
-/* The job object of a "flatten" or "job" reply, or NULL. */
-static struct json_object *job_of(struct json_object *reply)
-{
-	struct json_object *j;
-	return json_object_object_get_ex(reply, "job", &j) && json_object_is_type(j,
-	       json_type_object) ? j : NULL;
-}
-
-static int64_t job_int(struct json_object *j, const char *key)
-{
-	int64_t v = 0;
-	char err[64];
-	return ublk_json_get_int(j, key, 0, INT64_MAX - 1, &v, err, sizeof(err)) ? -1 : v;
-}
-
 /*
  * -b "" on a served overlay: the server's flatten job (ublk/job.c) copies the backing data
  * in, one short pause of the device at a time, then drops the backing file; this waits for
@@ -285,10 +267,8 @@ static int64_t job_int(struct json_object *j, const char *key)
  */
 static int rebase_online(struct rebase *r)
 {
-	struct json_object *resp = NULL, *j;
 	struct ublk_state st;
-	const char *state;
-	int id = ublk_server_of(r->file, &st), rc, op = UBLK_OP_FLATTEN;
+	int id = ublk_server_of(r->file, &st);
 
 	if (id < 0)
 		return -1;
@@ -297,39 +277,7 @@ static int rebase_online(struct rebase *r)
 			 "'rebase -b \"\"' (flatten) runs)", r->file, id, id);
 		return 1;
 	}
-	for (;;) {
-		rc = ublk_sock_call(st.sock, op, NULL, 30, &resp);
-		if (rc == -EPROTO && resp) {
-			ucow_err("%s: %s", r->file, ublk_sock_reply_error(resp));
-			ublk_sock_reply_free(resp);
-			return 1;
-		}
-		if (rc < 0 || !(j = job_of(resp))) {
-			ucow_err("%s: no answer from the server of /dev/ublkb%d: %s", r->file, id,
-				 rc < 0 ? strerror(-rc) : "no job state");
-			ublk_sock_reply_free(resp);
-			return 1;
-		}
-		state = json_object_get_string(json_object_object_get(j, "state"));
-		int64_t done = job_int(j, "done-bytes"), total = job_int(j, "total-bytes");
-		if (done >= 0 && total > 0)
-			progress_show(&r->pr, (uint64_t)done, (uint64_t)total);
-		if (!state || strcmp(state, "running"))
-			break;
-		ublk_sock_reply_free(resp);
-		resp = NULL;
-		op = UBLK_OP_JOB;
-		nanosleep(&(struct timespec){ .tv_nsec = 100 * 1000 * 1000 }, NULL);
-	}
-	rc = 0;
-	if (!state || strcmp(state, "done")) {
-		struct json_object *e = json_object_object_get(j, "error");
-		ucow_err("%s: flatten on /dev/ublkb%d %s: %s", r->file, id,
-			 state ? state : "ended", e ? json_object_get_string(e) : "no reason given");
-		rc = 1;
-	}
-	ublk_sock_reply_free(resp);
-	return rc;
+	return online_job(r->file, id, st.sock, UBLK_OP_FLATTEN, &r->pr);
 }
 
 int cmd_rebase(int argc, char **argv)

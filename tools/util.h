@@ -103,6 +103,10 @@ struct progress {
 };
 void progress_show(struct progress *p, uint64_t done, uint64_t total);
 
+/* online.c: start job op (UBLK_OP_FLATTEN, UBLK_OP_COMMIT) on the server of FILE (device
+ * id, socket sock), wait for it with progress; the exit status (errors: one line). */
+int online_job(const char *file, int id, const char *sock, int op, struct progress *pr);
+
 /*
  * Where [off, off+len) of the content of a chain of images comes from: v[0] on top, v[i + 1]
  * the backing file of v[i] (each opened with or without its own chain). Returns COW_MAP_DATA

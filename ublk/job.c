@@ -7,6 +7,15 @@
  *             still reads from its backing chain and the chain does not read as zeros, then
  *             drops the backing file from the header (cow_set_backing): the overlay stands
  *             alone, the device never stopped.
+ *   commit    (ucow commit on a served overlay) reopens the backing file read-write
+ *             (cow_backing_reopen: refused while anyone else holds it), writes the overlay's
+ *             own data into it (its zeroed ranges as zeros), then copies again what the
+ *             guest wrote meanwhile: the queue threads mark the chunks they write
+ *             (ublk_job_mark) and the job passes over the marks until a pass finds none
+ *             (after 8 passes the last one copies what is left in one step). The last step
+ *             flushes the backing file, empties the overlay (cow_make_empty) and reopens
+ *             the backing file read-only: the device serves the same content, now from
+ *             the backing file through the emptied overlay.
  *
  * Each step is one pause of the queues (ublk_dev_pause): with no request in flight the job
  * reads and writes through its own engine context, and no guest write can slip between its
@@ -18,7 +27,11 @@
  *
  * A server that dies mid-job leaves an overlay holding part of its backing's data (the same
  * content as before: copies of what it read through) and still naming its backing file:
- * the job can simply be run again.
+ * the job can simply be run again. A commit that dies mid-job leaves the overlay whole
+ * (it is emptied only after the backing file holds its data durably) and the backing file
+ * holding copies of ranges the overlay covers: the overlay shows what it showed; run the
+ * commit again (the backing file is no longer what other overlays on it expect, as with
+ * every commit).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -34,7 +47,9 @@
 #define UBLK_JOB_WALK_BYTES (1ull << 30)	/* walked per pause (unallocated or zero ranges) */
 #define UBLK_JOB_PAUSE_TIMEOUT_MS 10000
 
-static const char *const kind_names[] = { [UBLK_JOB_FLATTEN] = "flatten" };
+static const char *const kind_names[] = { [UBLK_JOB_FLATTEN] = "flatten",
+					  [UBLK_JOB_COMMIT] = "commit" };
+#define UBLK_JOB_PASSES 8	/* commit: passes over the marks before the last one */
 static const char *const state_names[] = { "running", "done", "failed" };
 
 /* Where [off, off + len) of img reads from: its own data, zeros, or (COW_MAP_BACKING) data
@@ -57,6 +72,57 @@ static int chain_status(struct cow_image *img, uint64_t off, uint64_t len, uint6
 		return bst;
 	*run = brun;
 	return bst == COW_MAP_ZERO ? COW_MAP_ZERO : COW_MAP_BACKING;
+}
+
+/*
+ * The commit's start, under a pause: the backing file reopened read-write (the write lock:
+ * refused while another process holds it), a context on it, the marks, tracking on. Any
+ * write submitted from now on is marked; one submitted before completes before the first
+ * step's pause, so the first pass copies it.
+ */
+static int commit_start(struct ublk_dev *dev, struct ublk_job *j, struct cow_image *img,
+			const struct cow_info *in, char *why, size_t wlen)
+{
+	char err[UBLK_ERRLEN];
+	int r;
+
+	j->chunk_shift = (unsigned)__builtin_ctz(in->chunk_size);
+	j->nchunks = (in->virtual_size + in->chunk_size - 1) >> j->chunk_shift;
+	j->dirty = calloc((j->nchunks + 63) / 64, sizeof(*j->dirty));
+	if (!j->dirty)
+		return -ENOMEM;
+	r = ublk_dev_pause(dev, UBLK_PAUSE_JOB, UBLK_JOB_PAUSE_TIMEOUT_MS, err);
+	if (r < 0) {
+		snprintf(why, wlen, "cannot pause the device: %s", err);
+		return r;
+	}
+	r = cow_backing_reopen(img, 1, err, sizeof(err));
+	if (r) {
+		snprintf(why, wlen, "%s", err);
+	} else {
+		r = cow_backend_new("sync", 4, &j->bbe);
+		if (!r)
+			r = cow_ctx_new(cow_backing_image(img), j->bbe, &j->bctx);
+		if (r) {
+			ublk_job_free_io(j);	/* the context, before the image goes back */
+			cow_backing_reopen(img, 0, NULL, 0);
+		} else {
+			__atomic_store_n(&dev->job_track, 1, __ATOMIC_RELEASE);
+		}
+	}
+	uint64_t ns = ublk_dev_resume(dev);
+	j->steps++;
+	j->max_pause_ns = j->total_pause_ns = ns;
+	return r;
+}
+
+void ublk_job_mark(struct ublk_dev *dev, uint64_t off, uint64_t len)
+{
+	struct ublk_job *j = dev->job;
+	uint64_t c = off >> j->chunk_shift, end = len ? (off + len - 1) >> j->chunk_shift : c;
+
+	for (; c <= end && c < j->nchunks; c++)
+		__atomic_fetch_or(&j->dirty[c / 64], 1ull << (c % 64), __ATOMIC_RELAXED);
 }
 
 int ublk_job_start(struct ublk_dev *dev, int kind, char *why, size_t wlen)
@@ -89,6 +155,16 @@ int ublk_job_start(struct ublk_dev *dev, int kind, char *why, size_t wlen)
 		snprintf(why, wlen, "the image has internal snapshots (their content would change)");
 		return -ENOTSUP;
 	}
+	if (kind == UBLK_JOB_COMMIT) {
+		struct cow_info bi;
+		cow_get_info(cow_backing_image(img), &bi);
+		if (bi.virtual_size < in.virtual_size) {
+			snprintf(why, wlen, "the backing file is smaller than the image (%" PRIu64
+				 " < %" PRIu64 " bytes): commit it offline", bi.virtual_size,
+				 in.virtual_size);
+			return -EINVAL;
+		}
+	}
 	if (!j) {
 		j = calloc(1, sizeof(*j));
 		if (!j) {
@@ -98,17 +174,25 @@ int ublk_job_start(struct ublk_dev *dev, int kind, char *why, size_t wlen)
 		dev->job = j;
 	}
 	ublk_job_free_io(j);
+	free(j->dirty);		/* a failed commit's marks (tracking is off) */
 	memset(j, 0, sizeof(*j));
 	j->kind = kind;
+	j->state = UBLK_JOB_FAILED;	/* until it has started: no step runs */
 	j->total = in.virtual_size;
 	r = cow_backend_new("sync", 4, &j->be);
 	if (!r)
 		r = cow_ctx_new(img, j->be, &j->ctx);
 	j->buf = r ? NULL : aligned_alloc(4096, UBLK_JOB_STEP_BYTES);
-	if (r || !j->buf) {
+	if (!r && !j->buf)
+		r = -ENOMEM;
+	if (!r && kind == UBLK_JOB_COMMIT)
+		r = commit_start(dev, j, img, &in, why, wlen);
+	if (r) {
 		ublk_job_free_io(j);
-		snprintf(why, wlen, "cannot start the job: %s", strerror(r ? -r : ENOMEM));
-		return r ? r : -ENOMEM;
+		if (!why[0])
+			snprintf(why, wlen, "cannot start the job: %s", strerror(-r));
+		snprintf(j->err, sizeof(j->err), "%s", why);
+		return r;
 	}
 	j->state = UBLK_JOB_RUNNING;
 	j->t0 = ublk_now_ns();
@@ -119,6 +203,12 @@ void ublk_job_free_io(struct ublk_job *j)
 {
 	if (!j)
 		return;
+	if (j->bctx)
+		cow_ctx_free(j->bctx);
+	if (j->bbe)
+		cow_backend_free(j->bbe);
+	j->bctx = NULL;
+	j->bbe = NULL;
 	if (j->ctx)
 		cow_ctx_free(j->ctx);
 	if (j->be)
@@ -174,6 +264,118 @@ static int flatten_step(struct ublk_job *j, struct cow_image *img, bool *end)
 	return r;
 }
 
+/* Commit: the overlay's own runs of [off, off + len) into the backing file (zeroed ranges
+ * as zeros); *copied grows by the bytes read and written. */
+static int commit_range(struct ublk_job *j, struct cow_image *img, uint64_t off, uint64_t len,
+			uint64_t *copied)
+{
+	while (len) {
+		uint64_t run;
+		int r = 0, st = cow_map(img, off, len, &run, NULL);
+		if (st < 0)
+			return st;
+		if (st == COW_MAP_DATA) {
+			if (run > UBLK_JOB_STEP_BYTES)
+				run = UBLK_JOB_STEP_BYTES;
+			r = cow_rw(j->ctx, COW_READ, j->buf, run, off, 0);
+			if (!r)
+				r = cow_rw(j->bctx, COW_WRITE, j->buf, run, off, 0);
+			*copied += run;
+		} else if (st == COW_MAP_ZERO) {
+			r = cow_rw(j->bctx, COW_WRITE_ZEROES, NULL, run, off, 0);
+		}
+		if (r)
+			return r;
+		off += run;
+		len -= run;
+	}
+	return 0;
+}
+
+/* The chunks marked since their copy, from j->dpos on, copied again (the marks cleared
+ * first: a write after this pause marks anew); all of them when last, else a step's worth.
+ * *clean: a whole pass found no mark. */
+static int commit_marked(struct ublk_job *j, struct cow_image *img, bool last, bool *clean)
+{
+	uint64_t copied = 0;
+	*clean = false;
+	for (;;) {
+		for (; j->dpos < j->nchunks && (last || copied < UBLK_JOB_STEP_BYTES); j->dpos++) {
+			uint64_t *w = &j->dirty[j->dpos / 64], bit = 1ull << (j->dpos % 64);
+			if (!(__atomic_load_n(w, __ATOMIC_RELAXED) & bit))
+				continue;
+			__atomic_fetch_and(w, ~bit, __ATOMIC_RELAXED);
+			j->dirty_seen = true;
+			uint64_t off = j->dpos << j->chunk_shift, len = 1ull << j->chunk_shift;
+			if (len > j->total - off)
+				len = j->total - off;
+			int r = commit_range(j, img, off, len, &copied);
+			if (r)
+				return r;
+		}
+		j->copied += copied;
+		if (j->dpos < j->nchunks)
+			return 0;			/* a step's worth: on at the next step */
+		/* the end of a pass */
+		j->dpos = 0;
+		j->pass++;
+		if (!j->dirty_seen) {
+			*clean = true;
+			return 0;
+		}
+		j->dirty_seen = false;
+		if (!last)
+			return 0;
+		copied = 0;	/* last: until a pass finds nothing (no guest I/O: one more) */
+	}
+}
+
+/* One step of the commit, under a pause. */
+static int commit_step(struct ublk_dev *dev, struct ublk_job *j, struct cow_image *img,
+		       bool *end)
+{
+	uint64_t copied = 0, walked = 0;
+	bool clean = false;
+	int r = 0;
+
+	if (j->off < j->total) {		/* the first pass: everything the overlay holds */
+		while (j->off < j->total && copied < UBLK_JOB_STEP_BYTES &&
+		       walked < UBLK_JOB_WALK_BYTES) {
+			uint64_t len = j->total - j->off;
+			if (len > UBLK_JOB_STEP_BYTES - copied)
+				len = UBLK_JOB_STEP_BYTES - copied;
+			if ((r = commit_range(j, img, j->off, len, &copied)))
+				return r;
+			j->off += len;
+			walked += len;
+		}
+		j->copied += copied;
+		return 0;
+	}
+	r = commit_marked(j, img, j->pass >= UBLK_JOB_PASSES, &clean);
+	if (r || !clean)
+		return r;
+	/* nothing written since its copy: durable in the backing file, then the overlay
+	 * emptied, the backing file read-only again */
+	__atomic_store_n(&dev->job_track, 0, __ATOMIC_RELEASE);
+	free(j->dirty);		/* paused: no queue thread is marking */
+	j->dirty = NULL;
+	r = cow_rw(j->bctx, COW_FLUSH, NULL, 0, 0, 0);
+	if (r)
+		return r;
+	cow_ctx_free(j->bctx);
+	cow_backend_free(j->bbe);
+	j->bctx = NULL;
+	j->bbe = NULL;
+	r = cow_make_empty(img);
+	int r2 = cow_backing_reopen(img, 0, NULL, 0);
+	if (!r)
+		r = r2;
+	if (!r)
+		*end = true;
+	return r;
+}
+
 int ublk_job_step(struct ublk_dev *dev)
 {
 	struct ublk_job *j = dev->job;
@@ -191,13 +393,24 @@ int ublk_job_step(struct ublk_dev *dev)
 		ublk_job_free_io(j);
 		return 0;
 	}
-	r = flatten_step(j, img, &end);
+	r = j->kind == UBLK_JOB_COMMIT ? commit_step(dev, j, img, &end) :
+	    flatten_step(j, img, &end);
 	uint64_t ns = ublk_dev_resume(dev);
 	j->steps++;
 	if (ns > j->max_pause_ns)
 		j->max_pause_ns = ns;
 	j->total_pause_ns += ns;
 	if (r < 0) {
+		if (j->kind == UBLK_JOB_COMMIT) {
+			/* the overlay is whole; the backing file read-only again if it can be */
+			__atomic_store_n(&dev->job_track, 0, __ATOMIC_RELEASE);
+			job_fail(j, "copying into the backing file", r, img);
+			if (ublk_dev_pause(dev, UBLK_PAUSE_JOB, UBLK_JOB_PAUSE_TIMEOUT_MS, err) == 0) {
+				cow_backing_reopen(img, 0, NULL, 0);
+				ublk_dev_resume(dev);
+			}
+			return 0;
+		}
 		job_fail(j, "copying from the backing file", r, img);
 		return 0;
 	}

@@ -377,6 +377,8 @@ static int dev_prepare(struct ublk_dev *dev)
 static void dev_release(struct ublk_dev *dev)
 {
 	ublk_job_free_io(dev->job);	/* its engine context, before the image goes */
+	if (dev->job)
+		free(dev->job->dirty);	/* the queues have stopped */
 	free(dev->job);
 	dev->job = NULL;
 	if (dev->tgt_data)

@@ -256,7 +256,9 @@ static char *sock_answer(struct ublk_dev *dev, const struct ublk_sock_req *rq)
 			goto nomem;
 		break;
 	case UBLK_OP_FLATTEN:
-		if (ublk_job_start(dev, UBLK_JOB_FLATTEN, why, sizeof(why)) < 0)
+	case UBLK_OP_COMMIT:
+		if (ublk_job_start(dev, rq->op == UBLK_OP_COMMIT ? UBLK_JOB_COMMIT :
+				   UBLK_JOB_FLATTEN, why, sizeof(why)) < 0)
 			break;
 		/* the answer is the job's state */
 		__attribute__((fallthrough));

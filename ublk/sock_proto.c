@@ -26,6 +26,8 @@
  *                                 size is not the device's
  *   flatten                       starts the flatten job (job.c): the backing chain's data
  *                                 copied in, then no backing file; "job": its state
+ *   commit                        starts the commit job (job.c): the overlay's data written
+ *                                 into its backing file, then the overlay emptied; "job"
  *   job                           "job": {kind, state (running, done, failed, or none),
  *                                 done-bytes, total-bytes, copied-bytes, steps,
  *                                 max-pause-us, total-pause-us, error}
@@ -51,6 +53,7 @@ static const char *const op_names[UBLK_OP_NR] = {
 	[UBLK_OP_SNAP_APPLY] = "snapshot-apply",
 	[UBLK_OP_FLATTEN] = "flatten",
 	[UBLK_OP_JOB] = "job",
+	[UBLK_OP_COMMIT] = "commit",
 };
 
 const char *ublk_sock_op_name(int op)

@@ -272,6 +272,10 @@ static void eng_queue_io(struct ublk_queue *q, struct ublk_io *io, const struct 
 		ublk_complete_io(q, io, -EINVAL);	/* the driver never sends these */
 		return;
 	}
+	/* an online commit copies again what changes behind it (job.c) */
+	if (req->op != COW_READ && req->op != COW_FLUSH &&
+	    __builtin_expect(__atomic_load_n(&q->dev->job_track, __ATOMIC_ACQUIRE), 0))
+		ublk_job_mark(q->dev, req->off, req->len);
 	cow_submit(e->ctx, req);
 }
 

@@ -191,11 +191,12 @@ struct ublk_dev {
 		uint64_t count, last_ns, max_ns, total_ns;
 	} pause_st[UBLK_PAUSE_NR];
 	struct ublk_job *job;	/* job.c: the online job (control thread), NULL before one */
+	int job_track;		/* atomic: queue threads mark what they write (ublk_job_mark) */
 	char err[UBLK_ERRLEN];
 };
 
 /* job.c: online whole-image jobs, run in steps by the control thread (one pause each) */
-enum { UBLK_JOB_FLATTEN };
+enum { UBLK_JOB_FLATTEN, UBLK_JOB_COMMIT };
 enum { UBLK_JOB_RUNNING, UBLK_JOB_DONE, UBLK_JOB_FAILED };
 #define UBLK_JOB_GAP_MS 5		/* between two steps: the guest's I/O runs */
 struct ublk_job {
@@ -206,6 +207,13 @@ struct ublk_job {
 	struct cow_backend *be;		/* the job's own engine context, while it runs */
 	struct cow_ctx *ctx;
 	void *buf;
+	/* commit: a context on the backing file (reopened read-write), the chunks written
+	 * since they were copied (bits set by the queue threads), the passes over them */
+	struct cow_backend *bbe;
+	struct cow_ctx *bctx;
+	uint64_t *dirty, nchunks, dpos;
+	unsigned chunk_shift, pass;
+	bool dirty_seen;
 	char err[UBLK_ERRLEN];
 };
 /* Start a job (no other running); 0, or -errno with why set. */
@@ -213,6 +221,8 @@ int ublk_job_start(struct ublk_dev *dev, int kind, char *why, size_t wlen);
 /* One step (one pause) of the running job: 1 if more steps are to come, else 0. */
 int ublk_job_step(struct ublk_dev *dev);
 void ublk_job_free_io(struct ublk_job *j);
+/* A queue thread: [off, off + len) is being written while a commit job tracks writes. */
+void ublk_job_mark(struct ublk_dev *dev, uint64_t off, uint64_t len);
 /* The job's state for the socket: {"kind", "state", ..., "error"}, or {"state": "none"} */
 struct json_object *ublk_job_encode(const struct ublk_job *j);
 
@@ -321,7 +331,7 @@ void ublk_sock_serve(struct ublk_dev *dev, int lfd);
 #define UBLK_SNAP_NAME_MAX 128			/* a name: 1..127 bytes, no NUL */
 enum { UBLK_OP_PING, UBLK_OP_STATS, UBLK_OP_INFO, UBLK_OP_IMAGE_INFO, UBLK_OP_SNAP_LIST,
        UBLK_OP_SNAP_CREATE, UBLK_OP_SNAP_DELETE, UBLK_OP_SNAP_APPLY, UBLK_OP_FLATTEN,
-       UBLK_OP_JOB, UBLK_OP_NR };
+       UBLK_OP_JOB, UBLK_OP_COMMIT, UBLK_OP_NR };
 struct ublk_sock_req {
 	int op;			/* UBLK_OP_*; -1 if the request was refused */
 	char name[UBLK_SNAP_NAME_MAX];	/* snapshot-create/-delete/-apply */

@@ -771,6 +771,113 @@ static void test_server_snapshots(void **state)
 	free_dev(dev);
 }
 
+/* Online jobs through the socket, the control thread's steps run by hand (a fake device
+ * without queues: each pause is immediate): flatten, then commit of an overlay over a raw
+ * base; the content never changes, the base holds it after the commit, the overlay none. */
+static void run_job(int op, const char *want_kind)
+{
+	struct json_object *r;
+	int steps = 0;
+	assert_int_equal(call(op, NULL, &r), 0);
+	json_object_put(r);
+	while (ublk_job_step(dev))
+		assert_true(++steps < 10000);
+	assert_int_equal(call(UBLK_OP_JOB, NULL, &r), 0);
+	struct json_object *j = json_object_object_get(r, "job");
+	assert_non_null(j);
+	const char *state = json_object_get_string(json_object_object_get(j, "state"));
+	if (strcmp(state, "done"))
+		fail_msg("%s job: %s (%s)", want_kind, state,
+			 json_object_get_string(json_object_object_get(j, "error")));
+	assert_string_equal(json_object_get_string(json_object_object_get(j, "kind")), want_kind);
+	json_object_put(r);
+}
+
+static void test_server_jobs(void **state)
+{
+	const uint64_t sz = 8 << 20;
+	uint8_t *want = malloc(sz), *got = malloc(sz);
+	struct cow_backend *be;
+	struct cow_ctx *ctx;
+	struct cow_info in;
+	struct json_object *r;
+	int fd;
+
+	assert_non_null(want);
+	assert_non_null(got);
+	for (uint64_t i = 0; i < sz; i++)
+		want[i] = (uint8_t)(i * 2654435761u >> 15);
+	for (int k = 0; k < 2; k++) {
+		const char *b = k ? "jb2.raw" : "jb.raw";
+		fd = open(P(b), O_RDWR | O_CREAT | O_TRUNC, 0644);
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, want, sz, 0), (ssize_t)sz);
+		close(fd);
+	}
+	struct cow_create_opts o = { .size = sz, .chunk_size = 64 << 10, .backing = "jb.raw",
+				     .backing_fmt = COW_FMT_RAW };
+	unlink(P("jo.ucow"));
+	assert_int_equal(cow_create(P("jo.ucow"), &o, err, COW_ERRLEN), 0);
+	dev = fake_dev(&ublk_tgt_cow, 0);
+	strcpy(dev->o.file, P("jo.ucow"));
+	assert_int_equal(cow_open(dev->o.file, &(struct cow_open_opts){ .fmt = COW_FMT_UCOW },
+			(struct cow_image **)&dev->tgt_data, err, COW_ERRLEN), 0);
+	listen_dev();
+	assert_int_equal(cow_backend_new("sync", 4, &be), 0);
+	assert_int_equal(cow_ctx_new(dev->tgt_data, be, &ctx), 0);
+	/* the overlay's own data and zeros */
+	memset(want + (1 << 20), 0x5a, 100 << 10);
+	memset(want + (3 << 20), 0, 256 << 10);
+	assert_int_equal(cow_rw(ctx, COW_WRITE, want + (1 << 20), 100 << 10, 1 << 20, 0), 0);
+	assert_int_equal(cow_rw(ctx, COW_WRITE_ZEROES, NULL, 256 << 10, 3 << 20, 0), 0);
+
+	/* refused while another open holds the base: at once, and no step runs after it */
+	struct cow_image *other;
+	assert_int_equal(cow_open(P("jb.raw"), &(struct cow_open_opts){ .fmt = COW_FMT_RAW,
+				  .flags = COW_OPEN_RDONLY }, &other, err, COW_ERRLEN), 0);
+	assert_int_equal(call(UBLK_OP_COMMIT, NULL, &r), -EPROTO);
+	assert_non_null(strstr(ublk_sock_reply_error(r), "in use by another process"));
+	json_object_put(r);
+	assert_true(dev->pause_st[UBLK_PAUSE_JOB].max_ns < 1000000000ull);
+	assert_int_equal(ublk_job_step(dev), 0);
+	cow_close(other);
+
+	/* commit: into jb.raw, the overlay emptied; the same content */
+	run_job(UBLK_OP_COMMIT, "commit");
+	assert_int_equal(cow_rw(ctx, COW_READ, got, sz, 0, 0), 0);
+	assert_memory_equal(got, want, sz);
+	uint64_t run;
+	assert_int_equal(cow_map(dev->tgt_data, 0, sz, &run, NULL), COW_MAP_BACKING);
+	assert_int_equal(run, sz);			/* nothing of its own */
+	fd = open(P("jb.raw"), O_RDONLY);
+	assert_int_equal(pread(fd, got, sz, 0), (ssize_t)sz);
+	close(fd);
+	assert_memory_equal(got, want, sz);		/* the base holds it */
+
+	/* flatten: the overlay holds everything, no backing file */
+	run_job(UBLK_OP_FLATTEN, "flatten");
+	cow_get_info(dev->tgt_data, &in);
+	assert_null(in.backing);
+	assert_int_equal(cow_rw(ctx, COW_READ, got, sz, 0, 0), 0);
+	assert_memory_equal(got, want, sz);
+	/* nothing left to commit or flatten */
+	assert_int_equal(call(UBLK_OP_COMMIT, NULL, &r), -EPROTO);
+	assert_string_equal(ublk_sock_reply_error(r), "the image has no backing file");
+	json_object_put(r);
+	assert_int_equal(dev->pause_st[UBLK_PAUSE_JOB].count > 2, 1);
+
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
+	unlisten();
+	ublk_job_free_io(dev->job);
+	free(dev->job->dirty);
+	free(dev->job);
+	assert_int_equal(cow_close(dev->tgt_data), 0);
+	free_dev(dev);
+	free(want);
+	free(got);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -785,6 +892,7 @@ int main(void)
 		cmocka_unit_test(test_server_stats),
 		cmocka_unit_test(test_server_snapshots),
 		cmocka_unit_test(test_client_hostile),
+		cmocka_unit_test(test_server_jobs),
 	};
 
 	(void)pass_queue, (void)pass_submit_wait;	/* unit.h's, for image tests */
