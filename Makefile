@@ -28,6 +28,11 @@ UBLK_OBJ    := $(UBLK_SRC:%.c=$(BUILD)/%.o)
 TOOLS_OBJ   := $(TOOLS_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
+# The version: one source, tools/util.h. The build's `git describe` is baked into ucow
+# (build/version.h, rewritten only when it changes); outside a git tree it says so.
+VERSION     := $(shell sed -n 's/^\#define UCOW_VERSION_STR "\(.*\)"/\1/p' tools/util.h)
+GIT_DESCRIBE = $(shell git describe --always --dirty --tags 2>/dev/null || echo "not built from git")
+
 .PHONY: all deps check demo bench clean unit-check cli-check asan-check tsan-check vm-check vm-shell \
 	mutation-check fuzz fuzz-build fuzz-long crash-long
 all: $(BUILD)/ucow $(UNIT_BIN) $(BUILD)/libcowcore.so.1 $(BUILD)/tests/so_read
@@ -36,6 +41,14 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@[ "$(V)" != 0 ] || echo "  CC      $@"
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+
+.PHONY: FORCE
+$(BUILD)/version.h: FORCE
+	@mkdir -p $(BUILD)
+	@echo '#define UCOW_GIT_DESCRIBE "$(subst ",,$(GIT_DESCRIBE))"' >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+$(BUILD)/tools/ucow.o: $(BUILD)/version.h
+$(BUILD)/tools/ucow.o: CPPFLAGS += -I$(BUILD)
 
 $(BUILD)/libcowcore.a: $(COWCORE_OBJ)
 	$(Q)rm -f $@; ar rcs $@ $^
