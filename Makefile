@@ -103,6 +103,72 @@ $(filter $(BUILD)/tests/test_ublk_%,$(UNIT_BIN)): $(BUILD)/tests/%: tests/unit/%
 deps:
 	@scripts/deps.sh
 
+# ---- install ---------------------------------------------------------------------------------
+# make install / uninstall [PREFIX=/usr/local] [DESTDIR=] [BINDIR=] [LIBDIR=] [INCLUDEDIR=]
+# [MANDIR=] [PKGCONFIGDIR=] [BASHCOMPDIR=] [SYSCONFDIR=] [UNITDIR=] [UDEVDIR=].
+# The file list is Documentation/packaging.md's; tests/install/run.sh checks it.
+PREFIX       ?= /usr/local
+BINDIR       ?= $(PREFIX)/bin
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+DATADIR      ?= $(PREFIX)/share
+MANDIR       ?= $(DATADIR)/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+BASHCOMPDIR  ?= $(DATADIR)/bash-completion/completions
+SYSCONFDIR   ?= /etc
+UNITDIR      ?= $(PREFIX)/lib/systemd/system
+UDEVDIR      ?= $(PREFIX)/lib/udev/rules.d
+INSTALL      ?= install
+
+MAN_SRC  := Documentation/man/ucow.1.scd Documentation/man/ucow-dev.8.scd
+MAN_PAGES := $(BUILD)/man/ucow.1 $(BUILD)/man/ucow-dev.8 $(BUILD)/man/ucow-format.5
+
+.PHONY: man install uninstall deb
+man: $(MAN_PAGES)
+
+$(BUILD)/man/%: Documentation/man/%.scd
+	@mkdir -p $(dir $@)
+	@[ "$(V)" != 0 ] || echo "  SCDOC   $@"
+	$(Q)scdoc <$< >$@.tmp && mv $@.tmp $@
+
+# ucow-format(5) has one source, Documentation/format.md
+$(BUILD)/man/ucow-format.5: Documentation/format.md scripts/md2scd.py
+	@mkdir -p $(dir $@)
+	@[ "$(V)" != 0 ] || echo "  SCDOC   $@"
+	$(Q)scripts/md2scd.py ucow-format 5 "File Formats" <$< >$@.scd
+	$(Q)scdoc <$@.scd >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/libcowcore.pc: cowcore/libcowcore.pc.in tools/util.h FORCE
+	@sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+		-e 's|@VERSION@|$(VERSION)|' $< >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+
+install: $(BUILD)/ucow $(BUILD)/libcowcore.so.1 $(BUILD)/libcowcore.a $(BUILD)/libcowcore.pc $(MAN_PAGES)
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR)
+	$(INSTALL) -m 755 $(BUILD)/ucow $(DESTDIR)$(BINDIR)/ucow
+	$(INSTALL) -m 644 $(BUILD)/libcowcore.so.1 $(DESTDIR)$(LIBDIR)/libcowcore.so.1
+	ln -sf libcowcore.so.1 $(DESTDIR)$(LIBDIR)/libcowcore.so
+	$(INSTALL) -m 644 $(BUILD)/libcowcore.a $(DESTDIR)$(LIBDIR)/libcowcore.a
+	$(INSTALL) -m 644 cowcore/cowcore.h $(DESTDIR)$(INCLUDEDIR)/cowcore.h
+	$(INSTALL) -m 644 $(BUILD)/libcowcore.pc $(DESTDIR)$(PKGCONFIGDIR)/libcowcore.pc
+	$(INSTALL) -m 644 $(BUILD)/man/ucow.1 $(DESTDIR)$(MANDIR)/man1/ucow.1
+	$(INSTALL) -m 644 $(BUILD)/man/ucow-format.5 $(DESTDIR)$(MANDIR)/man5/ucow-format.5
+	$(INSTALL) -m 644 $(BUILD)/man/ucow-dev.8 $(DESTDIR)$(MANDIR)/man8/ucow-dev.8
+	$(INSTALL) -m 644 dist/bash-completion/ucow $(DESTDIR)$(BASHCOMPDIR)/ucow
+
+# Removes exactly what install put there, then the folders it leaves empty (never others').
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/ucow $(DESTDIR)$(LIBDIR)/libcowcore.so.1 \
+		$(DESTDIR)$(LIBDIR)/libcowcore.so $(DESTDIR)$(LIBDIR)/libcowcore.a \
+		$(DESTDIR)$(INCLUDEDIR)/cowcore.h $(DESTDIR)$(PKGCONFIGDIR)/libcowcore.pc \
+		$(DESTDIR)$(MANDIR)/man1/ucow.1 $(DESTDIR)$(MANDIR)/man5/ucow-format.5 \
+		$(DESTDIR)$(MANDIR)/man8/ucow-dev.8 $(DESTDIR)$(BASHCOMPDIR)/ucow
+	rmdir -p --ignore-fail-on-non-empty $(DESTDIR)$(BINDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+		$(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) 2>/dev/null || :
+
 # Every test: unit, command line, sanitizer build, real-kernel test bed. Ends with
 # "N passed, N failed" and exits non-zero on any failure.
 check: deps
