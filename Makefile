@@ -105,7 +105,7 @@ deps:
 
 # ---- install ---------------------------------------------------------------------------------
 # make install / uninstall [PREFIX=/usr/local] [DESTDIR=] [BINDIR=] [LIBDIR=] [INCLUDEDIR=]
-# [MANDIR=] [PKGCONFIGDIR=] [BASHCOMPDIR=] [SYSCONFDIR=] [UNITDIR=] [UDEVDIR=].
+# [MANDIR=] [PKGCONFIGDIR=] [BASHCOMPDIR=] [UNITDIR=] [UDEVDIR=] [DOCDIR=].
 # The file list is Documentation/packaging.md's; tests/install/run.sh checks it.
 PREFIX       ?= /usr/local
 BINDIR       ?= $(PREFIX)/bin
@@ -115,7 +115,7 @@ DATADIR      ?= $(PREFIX)/share
 MANDIR       ?= $(DATADIR)/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 BASHCOMPDIR  ?= $(DATADIR)/bash-completion/completions
-SYSCONFDIR   ?= /etc
+DOCDIR       ?= $(DATADIR)/doc/ucow
 UNITDIR      ?= $(PREFIX)/lib/systemd/system
 UDEVDIR      ?= $(PREFIX)/lib/udev/rules.d
 INSTALL      ?= install
@@ -138,15 +138,22 @@ $(BUILD)/man/ucow-format.5: Documentation/format.md scripts/md2scd.py
 	$(Q)scripts/md2scd.py ucow-format 5 "File Formats" <$< >$@.scd
 	$(Q)scdoc <$@.scd >$@.tmp && mv $@.tmp $@
 
+$(BUILD)/dist/%: dist/%.in FORCE
+	@mkdir -p $(dir $@)
+	@sed 's|@BINDIR@|$(BINDIR)|g' $< >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+
 $(BUILD)/libcowcore.pc: cowcore/libcowcore.pc.in tools/util.h FORCE
 	@sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 		-e 's|@VERSION@|$(VERSION)|' $< >$@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
-install: $(BUILD)/ucow $(BUILD)/libcowcore.so.1 $(BUILD)/libcowcore.a $(BUILD)/libcowcore.pc $(MAN_PAGES)
+install: $(BUILD)/ucow $(BUILD)/libcowcore.so.1 $(BUILD)/libcowcore.a $(BUILD)/libcowcore.pc $(MAN_PAGES) \
+		$(BUILD)/dist/systemd/ucow@.service $(BUILD)/dist/udev/60-ucow.rules
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
 		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
-		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR)
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(UDEVDIR) $(DESTDIR)$(DOCDIR)
 	$(INSTALL) -m 755 $(BUILD)/ucow $(DESTDIR)$(BINDIR)/ucow
 	$(INSTALL) -m 644 $(BUILD)/libcowcore.so.1 $(DESTDIR)$(LIBDIR)/libcowcore.so.1
 	ln -sf libcowcore.so.1 $(DESTDIR)$(LIBDIR)/libcowcore.so
@@ -157,6 +164,9 @@ install: $(BUILD)/ucow $(BUILD)/libcowcore.so.1 $(BUILD)/libcowcore.a $(BUILD)/l
 	$(INSTALL) -m 644 $(BUILD)/man/ucow-format.5 $(DESTDIR)$(MANDIR)/man5/ucow-format.5
 	$(INSTALL) -m 644 $(BUILD)/man/ucow-dev.8 $(DESTDIR)$(MANDIR)/man8/ucow-dev.8
 	$(INSTALL) -m 644 dist/bash-completion/ucow $(DESTDIR)$(BASHCOMPDIR)/ucow
+	$(INSTALL) -m 644 $(BUILD)/dist/systemd/ucow@.service $(DESTDIR)$(UNITDIR)/ucow@.service
+	$(INSTALL) -m 644 $(BUILD)/dist/udev/60-ucow.rules $(DESTDIR)$(UDEVDIR)/60-ucow.rules
+	$(INSTALL) -m 644 dist/ucow-example.conf $(DESTDIR)$(DOCDIR)/ucow-example.conf
 
 # Removes exactly what install put there, then the folders it leaves empty (never others').
 uninstall:
@@ -164,10 +174,13 @@ uninstall:
 		$(DESTDIR)$(LIBDIR)/libcowcore.so $(DESTDIR)$(LIBDIR)/libcowcore.a \
 		$(DESTDIR)$(INCLUDEDIR)/cowcore.h $(DESTDIR)$(PKGCONFIGDIR)/libcowcore.pc \
 		$(DESTDIR)$(MANDIR)/man1/ucow.1 $(DESTDIR)$(MANDIR)/man5/ucow-format.5 \
-		$(DESTDIR)$(MANDIR)/man8/ucow-dev.8 $(DESTDIR)$(BASHCOMPDIR)/ucow
+		$(DESTDIR)$(MANDIR)/man8/ucow-dev.8 $(DESTDIR)$(BASHCOMPDIR)/ucow \
+		$(DESTDIR)$(UNITDIR)/ucow@.service $(DESTDIR)$(UDEVDIR)/60-ucow.rules \
+		$(DESTDIR)$(DOCDIR)/ucow-example.conf
 	rmdir -p --ignore-fail-on-non-empty $(DESTDIR)$(BINDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 		$(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man1 \
-		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) 2>/dev/null || :
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(UDEVDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null || :
 
 # Every test: unit, command line, sanitizer build, real-kernel test bed. Ends with
 # "N passed, N failed" and exits non-zero on any failure.

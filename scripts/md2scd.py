@@ -33,11 +33,13 @@ def table(rows):
     cells = [[c.strip() for c in r.strip().strip('|').split('|')] for r in rows]
     head, body = cells[0], cells[2:]
     lines = []
+    last = len(head) - 1	# the last column (the prose) takes the room left: ":<"
     for k, c in enumerate(head):
-        lines.append(('[[ ' if k == 0 else ':[ ') + '*' + inline(c).replace('*', '') + '*')
+        lines.append(('[[ ' if k == 0 else ':< ' if k == last else ':[ ') + '*' +
+                     inline(c).replace('*', '') + '*')
     for r in body:
         for k, c in enumerate(r):
-            lines.append(('|[ ' if k == 0 else ':[ ') + (inline(c) or '-'))
+            lines.append(('|[ ' if k == 0 else ':< ' if k == last else ':[ ') + (inline(c) or '-'))
     return lines
 
 

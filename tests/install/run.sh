@@ -25,7 +25,7 @@ dest=$tmp/root
 prefix=/opt/ucow-test
 libdir=$prefix/lib64
 mk() { make --no-print-directory BUILD="$build" PREFIX=$prefix LIBDIR=$libdir \
-	SYSCONFDIR=$prefix/etc DESTDIR="$dest" "$@"; }
+	DESTDIR="$dest" "$@"; }
 
 # the documented file list, with this test's PREFIX and LIBDIR
 cat >"$tmp/want" <<EOT
@@ -37,7 +37,7 @@ $prefix/share/bash-completion/completions/ucow
 $prefix/share/man/man1/ucow.1
 $prefix/share/man/man5/ucow-format.5
 $prefix/share/man/man8/ucow-dev.8
-$prefix/etc/ucow/example.conf.sample
+$prefix/share/doc/ucow/ucow-example.conf
 $libdir/libcowcore.a
 $libdir/libcowcore.so
 $libdir/libcowcore.so.1
@@ -135,7 +135,7 @@ fi
 # the unit, as systemd reads it (the paths it names must exist: the installed ucow)
 if command -v systemd-analyze >/dev/null; then
 	unit=$dest$prefix/lib/systemd/system/ucow@.service
-	sed "s|/usr/bin/ucow|$dest$prefix/bin/ucow|g" "$unit" >"$tmp/ucow@.service"
+	sed "s|$prefix/bin/ucow|$dest$prefix/bin/ucow|g" "$unit" >"$tmp/ucow@.service"
 	if (cd "$tmp" && systemd-analyze verify --man=no "$tmp/ucow@.service" >"$tmp/sa.log" 2>&1) &&
 	   [ ! -s "$tmp/sa.log" ] && cp "$tmp/ucow@.service" "$tmp/ucow@vm1.service" &&
 	   (cd "$tmp" && systemd-analyze verify --man=no "$tmp/ucow@vm1.service" >"$tmp/sa.log" 2>&1) &&
