@@ -28,6 +28,11 @@ UBLK_OBJ    := $(UBLK_SRC:%.c=$(BUILD)/%.o)
 TOOLS_OBJ   := $(TOOLS_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
+# The version: one source, tools/util.h. The build's `git describe` is baked into ucow
+# (build/version.h, rewritten only when it changes); outside a git tree it says so.
+VERSION     := $(shell sed -n 's/^\#define UCOW_VERSION_STR "\(.*\)"/\1/p' tools/util.h)
+GIT_DESCRIBE = $(shell git describe --always --dirty --tags 2>/dev/null || echo "not built from git")
+
 .PHONY: all deps check demo bench clean unit-check cli-check asan-check tsan-check vm-check vm-shell \
 	mutation-check fuzz fuzz-build fuzz-long crash-long
 all: $(BUILD)/ucow $(UNIT_BIN) $(BUILD)/libcowcore.so.1 $(BUILD)/tests/so_read
@@ -36,6 +41,14 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@[ "$(V)" != 0 ] || echo "  CC      $@"
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+
+.PHONY: FORCE
+$(BUILD)/version.h: FORCE
+	@mkdir -p $(BUILD)
+	@echo '#define UCOW_GIT_DESCRIBE "$(subst ",,$(GIT_DESCRIBE))"' >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+$(BUILD)/tools/ucow.o: $(BUILD)/version.h
+$(BUILD)/tools/ucow.o: CPPFLAGS += -I$(BUILD)
 
 $(BUILD)/libcowcore.a: $(COWCORE_OBJ)
 	$(Q)rm -f $@; ar rcs $@ $^
@@ -89,6 +102,85 @@ $(filter $(BUILD)/tests/test_ublk_%,$(UNIT_BIN)): $(BUILD)/tests/%: tests/unit/%
 
 deps:
 	@scripts/deps.sh
+
+# ---- install ---------------------------------------------------------------------------------
+# make install / uninstall [PREFIX=/usr/local] [DESTDIR=] [BINDIR=] [LIBDIR=] [INCLUDEDIR=]
+# [MANDIR=] [PKGCONFIGDIR=] [BASHCOMPDIR=] [UNITDIR=] [UDEVDIR=] [DOCDIR=].
+# The file list is Documentation/packaging.md's; tests/install/run.sh checks it.
+PREFIX       ?= /usr/local
+BINDIR       ?= $(PREFIX)/bin
+LIBDIR       ?= $(PREFIX)/lib
+INCLUDEDIR   ?= $(PREFIX)/include
+DATADIR      ?= $(PREFIX)/share
+MANDIR       ?= $(DATADIR)/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+BASHCOMPDIR  ?= $(DATADIR)/bash-completion/completions
+DOCDIR       ?= $(DATADIR)/doc/ucow
+UNITDIR      ?= $(PREFIX)/lib/systemd/system
+UDEVDIR      ?= $(PREFIX)/lib/udev/rules.d
+INSTALL      ?= install
+
+MAN_SRC  := Documentation/man/ucow.1.scd Documentation/man/ucow-dev.8.scd
+MAN_PAGES := $(BUILD)/man/ucow.1 $(BUILD)/man/ucow-dev.8 $(BUILD)/man/ucow-format.5
+
+.PHONY: man install uninstall deb
+man: $(MAN_PAGES)
+
+$(BUILD)/man/%: Documentation/man/%.scd
+	@mkdir -p $(dir $@)
+	@[ "$(V)" != 0 ] || echo "  SCDOC   $@"
+	$(Q)scdoc <$< >$@.tmp && mv $@.tmp $@
+
+# ucow-format(5) has one source, Documentation/format.md
+$(BUILD)/man/ucow-format.5: Documentation/format.md scripts/md2scd.py
+	@mkdir -p $(dir $@)
+	@[ "$(V)" != 0 ] || echo "  SCDOC   $@"
+	$(Q)scripts/md2scd.py ucow-format 5 "File Formats" <$< >$@.scd
+	$(Q)scdoc <$@.scd >$@.tmp && mv $@.tmp $@
+
+$(BUILD)/dist/%: dist/%.in FORCE
+	@mkdir -p $(dir $@)
+	@sed 's|@BINDIR@|$(BINDIR)|g' $< >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+
+$(BUILD)/libcowcore.pc: cowcore/libcowcore.pc.in tools/util.h FORCE
+	@sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+		-e 's|@VERSION@|$(VERSION)|' $< >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+
+install: $(BUILD)/ucow $(BUILD)/libcowcore.so.1 $(BUILD)/libcowcore.a $(BUILD)/libcowcore.pc $(MAN_PAGES) \
+		$(BUILD)/dist/systemd/ucow@.service $(BUILD)/dist/udev/60-ucow.rules
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(UDEVDIR) $(DESTDIR)$(DOCDIR)
+	$(INSTALL) -m 755 $(BUILD)/ucow $(DESTDIR)$(BINDIR)/ucow
+	$(INSTALL) -m 644 $(BUILD)/libcowcore.so.1 $(DESTDIR)$(LIBDIR)/libcowcore.so.1
+	ln -sf libcowcore.so.1 $(DESTDIR)$(LIBDIR)/libcowcore.so
+	$(INSTALL) -m 644 $(BUILD)/libcowcore.a $(DESTDIR)$(LIBDIR)/libcowcore.a
+	$(INSTALL) -m 644 cowcore/cowcore.h $(DESTDIR)$(INCLUDEDIR)/cowcore.h
+	$(INSTALL) -m 644 $(BUILD)/libcowcore.pc $(DESTDIR)$(PKGCONFIGDIR)/libcowcore.pc
+	$(INSTALL) -m 644 $(BUILD)/man/ucow.1 $(DESTDIR)$(MANDIR)/man1/ucow.1
+	$(INSTALL) -m 644 $(BUILD)/man/ucow-format.5 $(DESTDIR)$(MANDIR)/man5/ucow-format.5
+	$(INSTALL) -m 644 $(BUILD)/man/ucow-dev.8 $(DESTDIR)$(MANDIR)/man8/ucow-dev.8
+	$(INSTALL) -m 644 dist/bash-completion/ucow $(DESTDIR)$(BASHCOMPDIR)/ucow
+	$(INSTALL) -m 644 $(BUILD)/dist/systemd/ucow@.service $(DESTDIR)$(UNITDIR)/ucow@.service
+	$(INSTALL) -m 644 $(BUILD)/dist/udev/60-ucow.rules $(DESTDIR)$(UDEVDIR)/60-ucow.rules
+	$(INSTALL) -m 644 dist/ucow-example.conf $(DESTDIR)$(DOCDIR)/ucow-example.conf
+
+# Removes exactly what install put there, then the folders it leaves empty (never others').
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/ucow $(DESTDIR)$(LIBDIR)/libcowcore.so.1 \
+		$(DESTDIR)$(LIBDIR)/libcowcore.so $(DESTDIR)$(LIBDIR)/libcowcore.a \
+		$(DESTDIR)$(INCLUDEDIR)/cowcore.h $(DESTDIR)$(PKGCONFIGDIR)/libcowcore.pc \
+		$(DESTDIR)$(MANDIR)/man1/ucow.1 $(DESTDIR)$(MANDIR)/man5/ucow-format.5 \
+		$(DESTDIR)$(MANDIR)/man8/ucow-dev.8 $(DESTDIR)$(BASHCOMPDIR)/ucow \
+		$(DESTDIR)$(UNITDIR)/ucow@.service $(DESTDIR)$(UDEVDIR)/60-ucow.rules \
+		$(DESTDIR)$(DOCDIR)/ucow-example.conf
+	rmdir -p --ignore-fail-on-non-empty $(DESTDIR)$(BINDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+		$(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(UDEVDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null || :
 
 # Every test: unit, command line, sanitizer build, real-kernel test bed. Ends with
 # "N passed, N failed" and exits non-zero on any failure.

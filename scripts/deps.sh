@@ -3,11 +3,12 @@
 # when everything is already installed. Debian 12, as root.
 # make fuzz: clang (14 on Debian 12) with libclang-rt-14-dev, which holds libFuzzer and the
 # sanitizer runtimes (--no-install-recommends would skip it), and llvm-14 for llvm-symbolizer
-# (stack traces with file and line).
+# (stack traces with file and line). scdoc builds the man pages; bash-completion, man-db and
+# systemd (systemd-analyze) are what tests/install/run.sh checks the installed files with.
 set -eu
 PKGS="gcc make pkg-config liburing-dev libaio-dev zlib1g-dev libcmocka-dev fio qemu-utils
 qemu-system-x86 busybox-static libjson-c-dev cpio e2fsprogs util-linux xz-utils kmod python3 gnuplot-nox procps time
-dmsetup clang libclang-rt-14-dev llvm-14 strace"
+dmsetup clang libclang-rt-14-dev llvm-14 strace scdoc bash-completion man-db systemd"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

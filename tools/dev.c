@@ -117,6 +117,27 @@ static const char stats_help[] =
 	"  --output=FMT       human (default) or json\n"
 	"  -h, --help         this help\n";
 
+static const char serve_help[] =
+	"usage: ucow dev serve [--config-dir DIR] NAME\n"
+	"\n"
+	"Serve the device described by DIR/NAME.conf (default /etc/ucow/NAME.conf) in the\n"
+	"foreground, as ucow@NAME.service does: SIGTERM stops it and deletes the device. A\n"
+	"device of that NAME whose server died (recoverable) is recovered, not added again.\n"
+	"The device is named: udev links /dev/disk/by-ucow/NAME to it. NAME.conf holds\n"
+	"key = value lines: image, target, queues, depth, size, id, block-size, snapshot,\n"
+	"options (direct, read-only, allow-backing-outside, not-recoverable); see man ucow-dev.\n"
+	"\n"
+	"  --config-dir DIR   the folder of NAME.conf (default /etc/ucow)\n"
+	"  -h, --help         this help\n";
+
+static const char udev_name_help[] =
+	"usage: ucow dev udev-name ID|/dev/ublkbN\n"
+	"\n"
+	"Print the NAME of a device served by 'ucow dev serve NAME' (udev's rule makes\n"
+	"/dev/disk/by-ucow/NAME with it); exit 1 when the device has no name.\n"
+	"\n"
+	"  -h, --help         this help\n";
+
 static const char dev_help[] =
 	"usage: ucow dev add [-t cow|raw|loop|null] [-f FILE] [OPTIONS] [FILE]\n"
 	"       ucow dev del ID|/dev/ublkbN|-n ID|-a|--all [--force]\n"
@@ -124,6 +145,8 @@ static const char dev_help[] =
 	"       ucow dev recover ID|-n ID [--foreground]\n"
 	"       ucow dev features\n"
 	"       ucow dev stats ID|-n ID [--output=human|json]\n"
+	"       ucow dev serve [--config-dir DIR] NAME\n"
+	"       ucow dev udev-name ID\n"
 	"       ucow dev SUBCOMMAND --help     that subcommand's usage and options\n"
 	"\n"
 	"Serve images as block devices /dev/ublkbN through the kernel's ublk driver.\n"
@@ -133,7 +156,9 @@ static const char dev_help[] =
 	"  list      the devices, their state, target, file and features\n"
 	"  recover   start a new server for a --recoverable device whose server died\n"
 	"  features  what the running kernel's ublk driver offers\n"
-	"  stats     per-operation I/O counts and latency of a device\n";
+	"  stats     per-operation I/O counts and latency of a device\n"
+	"  serve     serve /etc/ucow/NAME.conf in the foreground (ucow@NAME.service)\n"
+	"  udev-name the NAME of a device served so (udev: /dev/disk/by-ucow/NAME)\n";
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
@@ -466,7 +491,8 @@ static int dev_add_opts(int argc, char **argv, struct ublk_dev *dev, const char 
 	return 0;
 }
 
-static int dev_add(int argc, char **argv)
+/* dev add, or dev serve's add of the device NAME (name non-NULL: a valid name) */
+static int dev_add_named(int argc, char **argv, const char *name)
 {
 	struct ublk_dev *dev = malloc(sizeof(*dev));
 	struct ublk_state st;
@@ -487,6 +513,8 @@ static int dev_add(int argc, char **argv)
 	ret = dev_add_opts(argc, argv, dev, &file, &done);
 	if (done)
 		goto out;
+	if (name)
+		snprintf(dev->o.name, sizeof(dev->o.name), "%s", name);
 	ret = 1;
 	tgt = ublk_tgt_find(dev->o.target);
 	if (dev->o.snapshot[0]) {
@@ -560,6 +588,11 @@ static int dev_add(int argc, char **argv)
 out:
 	free(dev);
 	return ret;
+}
+
+static int dev_add(int argc, char **argv)
+{
+	return dev_add_named(argc, argv, NULL);
 }
 
 /* ---- del --------------------------------------------------------------------------------- */
@@ -1053,6 +1086,289 @@ static int dev_stats(int argc, char **argv)
 	return ret < 0 ? 1 : 0;
 }
 
+/* ---- serve, udev-name -------------------------------------------------------------------- */
+
+#define CONF_MAX	(64 << 10)	/* bytes of NAME.conf */
+#define CONF_ARGS	24
+
+/* NAME.conf as the arguments of dev add: kept in one buffer, argv points into it */
+struct conf_args {
+	char buf[CONF_MAX + 1];
+	char *argv[CONF_ARGS];
+	int argc;
+	bool recoverable;
+};
+
+static int conf_push(struct conf_args *a, char *s)
+{
+	if (a->argc + 1 >= CONF_ARGS)
+		return -E2BIG;
+	a->argv[a->argc++] = s;
+	a->argv[a->argc] = NULL;
+	return 0;
+}
+
+/* One "key = value" of path:line into a: 0, or 1 after a one-line error. */
+static int conf_entry(struct conf_args *a, const char *path, int line, char *key, char *val,
+		      unsigned *seen)
+{
+	static const struct {
+		const char *key, *opt;
+		unsigned lo, hi;	/* a number's range; hi 0: not a number */
+	} keys[] = {
+		{ "image", NULL, 0, 0 }, { "target", "-t", 0, 0 },
+		{ "queues", "-q", 1, UK_MAX_NR_QUEUES }, { "depth", "-d", 1, UK_MAX_QUEUE_DEPTH },
+		{ "id", "-n", 0, 1048575 }, { "size", "-s", 0, 0 },
+		{ "block-size", "--block-size", 0, 0 }, { "snapshot", "--snapshot", 0, 0 },
+		{ "options", NULL, 0, 0 },
+	};
+	unsigned i, v;
+	char *p, *opt;
+
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]) && strcmp(key, keys[i].key); i++)
+		;
+	if (i == sizeof(keys) / sizeof(keys[0])) {
+		ucow_err("%s:%d: unknown key '%s' (image, target, queues, depth, id, size, "
+			 "block-size, snapshot, options)", path, line, key);
+		return 1;
+	}
+	if (*seen & (1u << i)) {
+		ucow_err("%s:%d: '%s' given twice", path, line, key);
+		return 1;
+	}
+	*seen |= 1u << i;
+	if (!*val) {
+		ucow_err("%s:%d: '%s' has no value", path, line, key);
+		return 1;
+	}
+	if (keys[i].hi && parse_uint(val, keys[i].lo, keys[i].hi, &v)) {
+		ucow_err("%s:%d: invalid %s '%s' (%u..%u)", path, line, key, val, keys[i].lo,
+			 keys[i].hi);
+		return 1;
+	}
+	if (!strcmp(key, "image")) {
+		if (val[0] != '/') {
+			ucow_err("%s:%d: image '%s' is not an absolute path", path, line, val);
+			return 1;
+		}
+		return conf_push(a, "-f") || conf_push(a, val) ? 1 : 0;
+	}
+	if (strcmp(key, "options"))
+		return conf_push(a, (char *)keys[i].opt) || conf_push(a, val) ? 1 : 0;
+	for (p = val; (opt = strsep(&p, ","));) {
+		static const char *const flags[] = { "--direct", "--read-only",
+						     "--allow-backing-outside" };
+
+		if (!strcmp(opt, "not-recoverable")) {
+			a->recoverable = false;
+			continue;
+		}
+		for (i = 0; i < 3 && strcmp(opt, flags[i] + 2); i++)
+			;
+		if (i == 3) {
+			ucow_err("%s:%d: unknown option '%s' (direct, read-only, "
+				 "allow-backing-outside, not-recoverable)", path, line, opt);
+			return 1;
+		}
+		if (conf_push(a, (char *)flags[i]))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Read dir/name.conf into a (the arguments of dev add). A line is "key = value" (blanks
+ * around either are dropped), a comment "# ..." or blank. 0, or 1 after a one-line error.
+ */
+static int conf_read(const char *dir, const char *name, struct conf_args *a)
+{
+	char path[4200], *p, *nl, *eq, *key, *val, *end;
+	unsigned seen = 0;
+	ssize_t n;
+	size_t len = 0;
+	int fd, line = 0, i;
+
+	snprintf(path, sizeof(path), "%s/%s.conf", dir, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ucow_err("%s: %s", path, strerror(errno));
+		return 1;
+	}
+	while ((n = read(fd, a->buf + len, CONF_MAX - len)) > 0)
+		len += (size_t)n;
+	close(fd);
+	if (n < 0) {
+		ucow_err("%s: %s", path, strerror(errno));
+		return 1;
+	}
+	if (len >= CONF_MAX) {
+		ucow_err("%s: too large (at most %d bytes)", path, CONF_MAX - 1);
+		return 1;
+	}
+	a->buf[len] = 0;
+	if (strlen(a->buf) != len) {
+		ucow_err("%s: a NUL byte in the file (not a text file)", path);
+		return 1;
+	}
+	a->argc = 0;
+	a->recoverable = true;
+	if (conf_push(a, "dev add"))
+		return 1;
+	for (p = a->buf; p && *p; p = nl) {
+		line++;
+		nl = strchr(p, '\n');
+		if (nl)
+			*nl++ = 0;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (!*p || *p == '#')
+			continue;
+		eq = strchr(p, '=');
+		if (!eq) {
+			ucow_err("%s:%d: not 'key = value'", path, line);
+			return 1;
+		}
+		key = p;
+		for (end = eq; end > key && (end[-1] == ' ' || end[-1] == '\t'); end--)
+			;
+		*end = 0;
+		for (val = eq + 1; *val == ' ' || *val == '\t'; val++)
+			;
+		for (end = val + strlen(val); end > val && strchr(" \t\r", end[-1]); end--)
+			;
+		*end = 0;
+		if (conf_entry(a, path, line, key, val, &seen))
+			return 1;
+	}
+	if (!(seen & 1)) {
+		for (i = 1; i < a->argc; i++)
+			if (!strcmp(a->argv[i], "-t") && !strcmp(a->argv[i + 1], "null"))
+				break;
+		if (i == a->argc) {
+			ucow_err("%s: no 'image = FILE' (needed unless target = null)", path);
+			return 1;
+		}
+	}
+	/* a snapshot is served read-only and cannot be recovered (dev add refuses both) */
+	if (a->recoverable && !(seen & (1u << 7)) && conf_push(a, "--recoverable"))
+		return 1;
+	if (conf_push(a, "--foreground")) {
+		ucow_err("%s: too many keys", path);
+		return 1;
+	}
+	return 0;
+}
+
+/* The device a `ucow dev serve NAME` made: its id, or -1. */
+static int find_named(const char *name, struct ublk_state *st)
+{
+	int ids[256], n = ublk_state_ids(ids, 256), i;
+
+	for (i = 0; i < n; i++)
+		if (ublk_state_read(ids[i], st, NULL) == 0 && !strcmp(st->o.name, name))
+			return ids[i];
+	return -1;
+}
+
+static int dev_serve(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config-dir", required_argument, NULL, 'C' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *dir = "/etc/ucow", *name;
+	struct conf_args *a = NULL;
+	struct ublk_state st;
+	struct ublk_dev *dev;
+	int c, id, ret = 1;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'C': dir = optarg; break;
+		case 'h': fputs(serve_help, stdout); return 0;
+		default: return opt_err("dev serve", c, argv);
+		}
+	}
+	if (optind == argc)
+		return usage_err("dev serve", "no NAME given");
+	if (optind + 1 != argc)
+		return usage_err("dev serve", "too many arguments ('%s')", argv[optind + 1]);
+	name = argv[optind];
+	if (!ublk_name_valid(name))
+		return usage_err("dev serve", "invalid name '%s' (1 to %d bytes of A-Z a-z 0-9 _ . "
+				 "-, not starting with . or -)", name, UBLK_NAME_MAX);
+	a = malloc(sizeof(*a));
+	if (!a) {
+		ucow_err("out of memory");
+		return 1;
+	}
+	if (conf_read(dir, name, a))
+		goto out;
+	id = find_named(name, &st);
+	if (id >= 0 && pid_alive(st.pid)) {
+		ucow_err("%s is served already: /dev/ublkb%d (pid %d)", name, id, (int)st.pid);
+		goto out;
+	}
+	if (id >= 0 && st.o.recoverable) {
+		/* the server died (a crash, a kill): recover the device, do not add another */
+		dev = malloc(sizeof(*dev));
+		if (!dev) {
+			ucow_err("out of memory");
+			goto out;
+		}
+		ublk_dev_init(dev);
+		dev->o = st.o;
+		dev->o.dev_id = id;
+		dev->o.foreground = true;
+		ret = ublk_serve_recover(dev, (unsigned)id, -1);
+		if (ret < 0 && !dev->live)
+			ucow_err("%s: recovering /dev/ublkb%d: %s", name, id,
+				 dev->err[0] ? dev->err : strerror(-ret));
+		ret = ret < 0 ? 1 : 0;
+		free(dev);
+		goto out;
+	}
+	optind = 1;
+	ret = dev_add_named(a->argc, a->argv, name);
+out:
+	free(a);
+	return ret;
+}
+
+static int dev_udev_name(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ublk_state st;
+	char err[UBLK_ERRLEN];
+	int c, id = -1;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(udev_name_help, stdout);
+			return 0;
+		}
+		return opt_err("dev udev-name", c, argv);
+	}
+	if (one_device("dev udev-name", argc, argv, &id))
+		return 1;
+	if (ublk_state_read(id, &st, err) < 0) {
+		ucow_err("device %d: %s", id, err[0] ? err : "no state file");
+		return 1;
+	}
+	if (!st.o.name[0]) {
+		ucow_err("device %d has no name (not served by 'ucow dev serve')", id);
+		return 1;
+	}
+	printf("%s\n", st.o.name);
+	return 0;
+}
+
 int cmd_dev(int argc, char **argv)
 {
 	static const struct {
@@ -1061,11 +1377,13 @@ int cmd_dev(int argc, char **argv)
 	} sub[] = {
 		{ "add", dev_add }, { "del", dev_del }, { "list", dev_list },
 		{ "recover", dev_recover }, { "features", dev_features }, { "stats", dev_stats },
+		{ "serve", dev_serve }, { "udev-name", dev_udev_name },
 	};
 	size_t i;
 
 	if (argc < 2) {
-		ucow_err("dev: no subcommand: add, del, list, recover, features or stats (try "
+		ucow_err("dev: no subcommand: add, del, list, recover, features, stats, serve or "
+			 "udev-name (try "
 			 "'ucow dev --help')");
 		return 1;
 	}
@@ -1081,7 +1399,7 @@ int cmd_dev(int argc, char **argv)
 	if (argv[1][0] == '-')
 		ucow_err("dev: unknown option '%s' (try 'ucow dev --help')", argv[1]);
 	else
-		ucow_err("dev: unknown subcommand '%s': add, del, list, recover, features or "
-			 "stats (try 'ucow dev --help')", argv[1]);
+		ucow_err("dev: unknown subcommand '%s': add, del, list, recover, features, "
+			 "stats, serve or udev-name (try 'ucow dev --help')", argv[1]);
 	return 1;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cmds.h"
+#include "version.h"	/* UCOW_GIT_DESCRIBE, made by the Makefile */
 #include "util.h"
 
 static const struct {
@@ -34,7 +35,8 @@ static void usage(FILE *f)
 		   "       ucow --version\n\nCommands:\n");
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].summary);
-	fprintf(f, "\nSee Documentation/cli.md for the details.\n");
+	fprintf(f, "\nSee man ucow (ucow-dev for devices, ucow-format for the image format) for the "
+		   "details.\n");
 }
 
 int main(int argc, char **argv)
@@ -50,7 +52,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(name, "--version") || !strcmp(name, "-V")) {
-		printf("ucow version %s\n", UCOW_VERSION_STR);
+		printf("ucow version %s (%s)\n", UCOW_VERSION_STR, UCOW_GIT_DESCRIBE);
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)

@@ -212,6 +212,22 @@ static int notify(int fd, const char *msg)
 	return write(fd, msg, len) == (ssize_t)len ? 0 : -EIO;
 }
 
+/* "change" to /sys/block/ublkbN/uevent (no udev, no sysfs: nothing to do). */
+static void uevent_change(unsigned id)
+{
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), "/sys/block/ublkb%u/uevent", id);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (write(fd, "change", 6) < 0) {
+		/* best effort: udev sees the next event, `udevadm trigger` fixes it by hand */
+	}
+	close(fd);
+}
+
 static int dev_write_state(struct ublk_dev *dev, const char *sock)
 {
 	struct ublk_state st;
@@ -316,6 +332,10 @@ static int serve_live(struct ublk_dev *dev, int notify_fd, bool recover)
 			 ublk_run_dir(), dev->info.dev_id, strerror(-ret));
 		goto out_sock;
 	}
+	/* the disk's uevent came before the state file: a named device (ucow dev serve) asks
+	 * udev again, whose rule reads the name with `ucow dev udev-name` (by-ucow/NAME) */
+	if (dev->o.name[0])
+		uevent_change(dev->info.dev_id);
 	snprintf(msg, sizeof(msg), "/dev/ublkb%u", dev->info.dev_id);
 	notify(notify_fd, msg);
 	if (notify_fd >= 0)

@@ -14,6 +14,7 @@
  *     "target": "cow",                  cow, raw or null
  *     "file": "/images/disk.ucow",      absolute, < 4096 bytes; "" for null
  *     "snapshot": "s1",                 optional: the snapshot served, 1..127 bytes
+ *     "name": "vm1",                    optional: ucow dev serve's NAME (ublk_name_valid)
  *     "queues": 2,                      1..4096
  *     "depth": 128,                     1..4096
  *     "block-size": 512,                512 or 4096
@@ -78,6 +79,19 @@ void ublk_state_path(int id, const char *suffix, char *out, size_t len)
 	snprintf(out, len, "%s/dev%d%s", ublk_run_dir(), id, suffix);
 }
 
+bool ublk_name_valid(const char *name)
+{
+	size_t n = strlen(name), i;
+
+	if (n < 1 || n > UBLK_NAME_MAX || name[0] == '.' || name[0] == '-')
+		return false;
+	for (i = 0; i < n; i++)
+		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-",
+			    name[i]))
+			return false;
+	return true;
+}
+
 char *ublk_state_encode(const struct ublk_state *st)
 {
 	struct json_object *o = json_object_new_object();
@@ -93,6 +107,8 @@ char *ublk_state_encode(const struct ublk_state *st)
 	r |= ublk_json_add_bytes(o, "file", st->o.file);
 	if (st->o.snapshot[0])
 		r |= ublk_json_add_bytes(o, "snapshot", st->o.snapshot);
+	if (st->o.name[0])
+		r |= json_object_object_add(o, "name", json_object_new_string(st->o.name));
 	r |= json_object_object_add(o, "queues", json_object_new_int64(st->nr_queues));
 	r |= json_object_object_add(o, "depth", json_object_new_int64(st->depth));
 	r |= json_object_object_add(o, "block-size", json_object_new_int64(st->o.block_size));
@@ -160,7 +176,7 @@ int ublk_state_write(const struct ublk_state *st)
 }
 
 static const char *const state_keys[] = {
-	"version", "id", "pid", "target", "file", "file-hex", "snapshot", "snapshot-hex",
+	"version", "id", "pid", "target", "file", "file-hex", "snapshot", "snapshot-hex", "name",
 	"queues", "depth", "block-size", "size", "direct", "read-only", "recoverable",
 	"allow-backing-outside", "features", "socket", "socket-hex", NULL,
 };
@@ -219,6 +235,18 @@ int ublk_state_decode(const char *buf, size_t len, struct ublk_state *st, char *
 			err[0] = 0;
 	} else if (!r && !st->o.snapshot[0]) {
 		snprintf(err, errlen, "\"snapshot\": empty");
+		r = -EINVAL;
+	}
+	if (r)
+		goto out;
+	r = ublk_json_get_bytes(o, "name", st->o.name, sizeof(st->o.name), err, errlen);
+	if (r == -ENOENT) {
+		r = 0;
+		if (err && errlen)
+			err[0] = 0;
+	} else if (!r && !ublk_name_valid(st->o.name)) {
+		snprintf(err, errlen, "\"name\": not a device name (1 to %d bytes of A-Z a-z 0-9 "
+			 "_ . -)", UBLK_NAME_MAX);
 		r = -EINVAL;
 	}
 	if (r)

@@ -64,6 +64,11 @@ const char *ublk_feature_name(unsigned bit);
 const char *ublk_state_name(unsigned state);
 
 /* ---- options and device -------------------------------------------------------------- */
+/* A device's name (ucow dev serve, /etc/ucow/NAME.conf, /dev/disk/by-ucow/NAME): 1 to 64
+ * bytes of A-Z a-z 0-9 _ . - , not starting with '.' or '-'. */
+#define UBLK_NAME_MAX 64
+bool ublk_name_valid(const char *name);
+
 struct ublk_opts {
 	char target[16];	/* "cow", "raw", "null" */
 	char file[4096];	/* absolute path, "" for null */
@@ -73,6 +78,7 @@ struct ublk_opts {
 	unsigned block_size;	/* logical block size: 512 or 4096 */
 	uint64_t size;		/* null target: device size */
 	char snapshot[128];	/* cow: serve this snapshot (read-only) instead of the current state */
+	char name[UBLK_NAME_MAX + 1];	/* `ucow dev serve NAME`: /dev/disk/by-ucow/NAME; "" none */
 	bool direct, read_only, recoverable, foreground;
 	bool backing_outside;	/* --allow-backing-outside: no COW_OPEN_CONFINE */
 };

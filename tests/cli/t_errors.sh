@@ -14,7 +14,9 @@ for c in create info io convert check commit rebase resize; do
 	expect_err 1 "$c: unknown option '-Z'" $UCOW $c -Z x
 done
 expect_ok $UCOW --version
-grep -q '^ucow version ' out || fail "--version"
+grep -qE '^ucow version [0-9]+\.[0-9]+\.[0-9]+ \(.+\)$' out || fail "--version: no version and build"
+expect_ok $UCOW --help
+grep -q 'man ucow' out || fail "--help does not point at the man page"
 expect_ok $UCOW --help
 grep -q 'create' out || fail "--help lists no commands"
 
