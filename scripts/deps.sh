@@ -5,7 +5,7 @@
 # sanitizer runtimes (--no-install-recommends would skip it), and llvm-14 for llvm-symbolizer
 # (stack traces with file and line).
 set -eu
-PKGS="gcc make pkg-config liburing-dev libaio-dev zlib1g-dev libcmocka-dev fio qemu-utils
+PKGS="gcc make pkg-config liburing-dev libaio-dev zlib1g-dev libzstd-dev libcmocka-dev fio qemu-utils
 qemu-system-x86 busybox-static libjson-c-dev cpio e2fsprogs util-linux xz-utils kmod python3 gnuplot-nox procps time
 dmsetup clang libclang-rt-14-dev llvm-14 strace"
 missing=""

@@ -177,7 +177,12 @@ static int check_once(const char *file, int fmt, struct cow_check_result *res,
 	cow_get_info(img, in);
 	if (in->fmt != COW_FMT_UCOW) {
 		cow_close(img);
-		ucow_err("%s: a %s image has no metadata to check", file, cow_fmt_name(in->fmt));
+		if (in->fmt == COW_FMT_QCOW2)
+			ucow_err("%s: ucow does not check qcow2 images (use 'qemu-img check')",
+				 file);
+		else
+			ucow_err("%s: a %s image has no metadata to check", file,
+				 cow_fmt_name(in->fmt));
 		return NO_CHECKS;
 	}
 	memset(res, 0, sizeof(*res));

@@ -123,7 +123,7 @@ int cmd_measure(int argc, char **argv)
 				return 1;
 			break;
 		case 'O':
-			if (opt_format("measure", optarg, &ofmt))
+			if (opt_format_out("measure", optarg, &ofmt))
 				return 1;
 			break;
 		case 'o': opts = optarg; break;
