@@ -8,7 +8,7 @@ SANITIZE ?=
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation -Wshadow -Wmissing-prototypes
 CPPFLAGS += -D_GNU_SOURCE -Icowcore -Iublk -Itools
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(SANITIZE) -MMD -MP -pthread -fno-strict-aliasing
-LDLIBS   := -luring -laio -lz -ljson-c -lpthread
+LDLIBS   := -luring -laio -lz -lzstd -ljson-c -lpthread
 V ?= 0
 ifeq ($(V),0)
 Q := @
@@ -65,7 +65,7 @@ $(BUILD)/libcowcore.so.1: $(COWCORE_PIC) cowcore/libcowcore.map
 	@[ "$(V)" != 0 ] || echo "  LD      $@"
 	$(Q)$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libcowcore.so.1 \
 		-Wl,--version-script=cowcore/libcowcore.map -Wl,-z,defs -o $@ $(COWCORE_PIC) \
-		-luring -laio -lpthread
+		-luring -laio -lz -lzstd -lpthread
 	$(Q)ln -sf libcowcore.so.1 $(BUILD)/libcowcore.so
 
 # A program that knows only the public header and the shared library (tests/so/run.sh).
@@ -251,7 +251,7 @@ $(FUZZ_DIR)/libcowcore.a: $(FUZZ_COWOBJ)
 $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_DIR)/obj/tests/fuzz/fuzz_util.o \
 		$(FUZZ_DIR)/libcowcore.a
 	@[ "$(V)" != 0 ] || echo "  LD      $@"
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ -luring -laio -lpthread
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ -luring -laio -lz -lzstd -lpthread
 
 # The seeds ucow cannot make (dirty images, side logs): built with gcc on libcowcore.a.
 $(FUZZ_DIR)/mkseed: tests/fuzz/mkseed.c tests/fuzz/fuzz_util.c tests/fuzz/fuzz_util.h \

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "image.h"
+#include "qcow2.h"
 
 /*
  * One piece of [off, off+len) of a ucow image, inside one chunk: its status, the length with
@@ -53,6 +54,45 @@ static int map_piece(struct cow_image *img, uint64_t off, uint64_t len, uint64_t
 }
 
 /*
+ * A qcow2 image's run: data (compressed clusters too; *phys is set for uncompressed data
+ * only, else left at ~0), zeros (allocated: whatever the backing image holds), unallocated
+ * (the backing image's, or zeros). Runs of one kind are joined, data only when contiguous
+ * in the file and uncompressed.
+ */
+static int map_qcow2(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *run,
+		     uint64_t *phys, bool *alloc, bool by_alloc)
+{
+	bool backed = img->backing || img->hdr.backing_len;
+	struct q2_run m;
+	int st = 0, r;
+	uint64_t done = 0;
+	(void)by_alloc;		/* the kind decides allocated: one run never mixes them */
+	while (done < len) {
+		int st2;
+		bool alloc2 = true;
+		r = qcow2_map(img, off + done, len - done, &m);
+		if (r)
+			return r;
+		st2 = m.kind == Q2_ZERO ? COW_MAP_ZERO : m.kind == Q2_UNALLOC ?
+		      (backed ? COW_MAP_BACKING : COW_MAP_ZERO) : COW_MAP_DATA;
+		alloc2 = m.kind != Q2_UNALLOC;
+		if (!done) {
+			st = st2;
+			*alloc = alloc2;
+			if (phys)
+				*phys = m.kind == Q2_DATA ? m.off : ~0ull;
+		} else if (st2 != st || alloc2 != *alloc || st == COW_MAP_DATA) {
+			break;	/* data runs are not joined across tables (they lie elsewhere) */
+		}
+		done += m.len;
+		if (m.kind == Q2_COMPRESSED)
+			break;
+	}
+	*run = done;
+	return st;
+}
+
+/*
  * The run from off: a raw file's data or hole, or ucow pieces joined while their status
  * stays the same (and, with by_alloc, their allocated flag too). DATA is never joined across
  * chunks: the next chunk's data lies elsewhere in the file.
@@ -82,6 +122,8 @@ static int map_run(struct cow_image *img, uint64_t off, uint64_t len, uint64_t *
 		*run = ((uint64_t)d - off) < len ? (uint64_t)d - off : len;
 		return COW_MAP_ZERO;
 	}
+	if (img->fmt == COW_FMT_QCOW2)
+		return map_qcow2(img, off, len, run, phys, alloc, by_alloc);
 	int st = map_piece(img, off, len, run, phys, alloc);
 	/* the current run continues into following chunks with the same status */
 	while (st != COW_MAP_DATA && *run < len) {
@@ -113,7 +155,7 @@ int cow_map_extent(struct cow_image *img, uint64_t off, uint64_t len, struct cow
 		return st;
 	x->status = st;
 	x->allocated = alloc;
-	x->offset_valid = img->fmt == COW_FMT_RAW || st == COW_MAP_DATA;
+	x->offset_valid = img->fmt == COW_FMT_RAW || (st == COW_MAP_DATA && phys != ~0ull);
 	x->offset = x->offset_valid ? phys : 0;
 	return 0;
 }

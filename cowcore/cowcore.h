@@ -28,9 +28,10 @@ enum cow_fmt {
 	COW_FMT_NONE = 0,	/* "probe": a ucow image is recognized by its magic; raw never is */
 	COW_FMT_RAW = 1,
 	COW_FMT_UCOW = 2,
+	COW_FMT_QCOW2 = 3,	/* read-only; probed by its magic like ucow */
 };
 const char *cow_fmt_name(int fmt);
-int cow_fmt_parse(const char *name);	/* "raw" / "ucow" -> fmt, else -EINVAL */
+int cow_fmt_parse(const char *name);	/* "raw" / "ucow" / "qcow2" -> fmt, else -EINVAL */
 
 /* ---- create ---------------------------------------------------------------------------- */
 
@@ -136,6 +137,26 @@ struct cow_info {
 };
 void cow_get_info(struct cow_image *img, struct cow_info *info);
 struct cow_image *cow_backing_image(struct cow_image *img);	/* NULL at the chain's end */
+
+/*
+ * qcow2 images (COW_FMT_QCOW2) are read-only: a read-write open fails with -EROFS, and
+ * cow_info gives chunk_size = the cluster size, nr_chunks = the clusters of the virtual
+ * size, dirty and corrupt from the header's incompatible bits, the backing file (and its
+ * format: COW_FMT_NONE when the image does not name it, then probed by magic, raw when no
+ * magic matches). A corrupt qcow2 image opens only with COW_OPEN_CHECK. The header fields
+ * below: 0, or -EINVAL when img is no qcow2 image.
+ */
+struct cow_qcow2_info {
+	uint32_t version;		/* 2 or 3 */
+	uint32_t cluster_size;
+	uint32_t compression_type;	/* 0 zlib, 1 zstd */
+	uint32_t refcount_bits;
+	uint32_t nb_snapshots;		/* internal snapshots the header counts (not read) */
+	uint64_t incompatible, compatible, autoclear;	/* feature bits */
+	bool dirty, corrupt, lazy_refcounts;
+	uint32_t reserved[8];		/* set to zero */
+};
+int cow_get_qcow2_info(struct cow_image *img, struct cow_qcow2_info *qi);
 
 /*
  * Whether another process holds img, or an image of its backing chain, for writing (the

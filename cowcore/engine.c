@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "qcow2.h"
 
 static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c);
 
@@ -766,6 +767,96 @@ static void submit_raw(struct cow_ctx *ctx, struct cow_req *req)
 	}
 }
 
+/*
+ * qcow2 images (read-only): the request's runs as qcow2_map finds them. Data is one read of
+ * the file per run, unallocated runs go to the backing image, zero runs are zeros, and a
+ * compressed cluster's part is one read of its compressed bytes (whole sectors, so O_DIRECT
+ * takes it) inflated on completion into a chunk buffer of the ctx, from which the part is
+ * copied out.
+ */
+struct q2_cread {
+	struct cow_req *req;
+	char *cbuf;		/* the compressed sectors */
+	uint32_t skip, clen;	/* the stream: from cbuf + skip, clen bytes */
+	char *dst;
+	uint32_t in, len;	/* the part: from the cluster's byte in, len bytes */
+};
+
+static void q2_cread_done(struct eio *e, int res)
+{
+	struct cow_ctx *ctx = e->ctx;
+	struct q2_cread *cr = e->arg;
+	struct cow_req *req = cr->req;
+	res = eio_short(e, res);
+	eio_put(e);
+	if (res >= 0) {
+		char *out = ctx_buf_get(ctx);
+		res = out ? qcow2_inflate(ctx->img, cr->cbuf + cr->skip, cr->clen, out) : -ENOMEM;
+		if (!res)
+			memcpy(cr->dst, out + cr->in, cr->len);
+		ctx_buf_put(ctx, out);
+	}
+	free(cr->cbuf);
+	free(cr);
+	req_put(req, res < 0 ? res : 0);
+}
+
+static int q2_compressed(struct cow_ctx *ctx, struct cow_req *req, const struct q2_run *m,
+			 char *dst)
+{
+	struct cow_image *img = ctx->img;
+	uint64_t start = m->off & ~511ull;
+	uint32_t skip = (uint32_t)(m->off - start), total = skip + m->csize;	/* sectors */
+	struct q2_cread *cr = malloc(sizeof(*cr));
+	struct eio *e = NULL;
+	if (!cr)
+		return -ENOMEM;
+	*cr = (struct q2_cread){ .req = req, .skip = skip, .clen = m->csize, .dst = dst,
+				 .in = m->in, .len = (uint32_t)m->len };
+	cr->cbuf = meta_zalloc(total);
+	if (!cr->cbuf || !(e = eio_get(ctx))) {
+		free(cr->cbuf);
+		free(cr);
+		return -ENOMEM;
+	}
+	STAT_ADD(img, data_reads, 1);
+	req_st(req)->pending++;
+	eio_queue(ctx, e, COW_IO_READ, img->fd, cr->cbuf, total, start, q2_cread_done, cr);
+	return 0;
+}
+
+static void submit_qcow2(struct cow_ctx *ctx, struct cow_req *req)
+{
+	struct cow_image *img = ctx->img;
+	struct req_state *st = req_st(req);
+	uint64_t pos = req->off, end = req->off + req->len;
+	while (pos < end && !st->res) {
+		struct q2_run m;
+		char *buf = (char *)req->buf + (pos - req->off);
+		int r = qcow2_map(img, pos, end - pos, &m);
+		if (!r) {
+			switch (m.kind) {
+			case Q2_DATA:
+				STAT_ADD(img, data_reads, 1);
+				queue_req_io(ctx, req, COW_IO_READ, img->fd, buf, m.len, m.off);
+				break;
+			case Q2_COMPRESSED:
+				r = q2_compressed(ctx, req, &m, buf);
+				break;
+			case Q2_ZERO:
+				memset(buf, 0, m.len);
+				break;
+			default:
+				read_backing(ctx, req, pos, m.len, buf);
+				break;
+			}
+		}
+		if (r && !st->res)
+			st->res = r;
+		pos += m.len;
+	}
+}
+
 void cow_submit(struct cow_ctx *ctx, struct cow_req *req)
 {
 	struct cow_image *img = ctx->img;
@@ -805,6 +896,11 @@ void cow_submit(struct cow_ctx *ctx, struct cow_req *req)
 	}
 	if (img->fmt == COW_FMT_RAW) {
 		submit_raw(ctx, req);
+		req_put(req, 0);
+		return;
+	}
+	if (img->fmt == COW_FMT_QCOW2) {
+		submit_qcow2(ctx, req);
 		req_put(req, 0);
 		return;
 	}

@@ -265,7 +265,7 @@ static int check_snapshots(const struct ucow_hdr *h, uint64_t file_size, char *w
 /* The backing file's format and name (a plain name, NUL-free, zero-padded). */
 static int check_backing(const uint8_t *b, struct ucow_hdr *h, char *why, size_t whylen)
 {
-	if (h->backing_fmt > COW_FMT_UCOW)
+	if (h->backing_fmt > COW_FMT_QCOW2)
 		BAD("invalid backing format %u", h->backing_fmt);
 	if (h->backing_len > UCOW_BACKING_NAME_MAX)
 		BAD("backing file name too long (%u bytes)", h->backing_len);

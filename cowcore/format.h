@@ -32,7 +32,7 @@
  *   144  u32    nb_snapshots      148 u32 parent_snapshot: id the current state descends from
  *   152  u64    refcount_offset   160 u64 refcount_size     (with INCOMPAT_SNAPSHOTS)
  *   168  u64    data_offset
- *   176  u32    backing_fmt: 0 none, 1 raw, 2 ucow
+ *   176  u32    backing_fmt: 0 none, 1 raw, 2 ucow, 3 qcow2
  *   180  u16    backing_name_len (<= 1023)
  *   182  u16    reserved (0)
  *   184  u64    generation (higher = newer slot)

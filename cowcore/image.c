@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "image.h"
+#include "qcow2.h"
 
 /* The images above one being opened (loop detection). */
 struct chain_link {
@@ -55,9 +56,10 @@ static int create_image(const char *path, const struct cow_create_opts *o, char 
 	if (o->backing) {
 		struct cow_image *b;
 		char full[COW_PATH_MAX];
-		if (o->backing_fmt != COW_FMT_RAW && o->backing_fmt != COW_FMT_UCOW) {
-			snprintf(err, COW_ERRLEN, "%s: the backing format must be given (-F raw|ucow)",
-				 path);
+		if (o->backing_fmt != COW_FMT_RAW && o->backing_fmt != COW_FMT_UCOW &&
+		    o->backing_fmt != COW_FMT_QCOW2) {
+			snprintf(err, COW_ERRLEN, "%s: the backing format must be given "
+				 "(-F raw|ucow|qcow2)", path);
 			return -EINVAL;
 		}
 		if (strlen(o->backing) > UCOW_BACKING_NAME_MAX) {
@@ -289,9 +291,13 @@ static int open_chain(struct cow_image *img, const char *name, int fmt, int dept
 	if ((r = vet_backing(img, name, up, full, err)))
 		return r;
 	bool exists = !stat(full, &st);
-	r = cow_open_depth(full, fmt, COW_OPEN_RDONLY | (img->open_flags &
-			   (COW_OPEN_DIRECT | COW_OPEN_CONFINE | COW_OPEN_SHARE)), out,
-			   err, depth + 1, up, -1);
+	unsigned bflags = COW_OPEN_RDONLY | (img->open_flags &
+			  (COW_OPEN_DIRECT | COW_OPEN_CONFINE | COW_OPEN_SHARE));
+	r = cow_open_depth(full, fmt, bflags, out, err, depth + 1, up, -1);
+	/* a qcow2 image that does not name its backing file's format: probed by magic
+	 * (qcow2, ucow), raw when none matches, as qemu does */
+	if (r == -EMEDIUMTYPE && fmt == COW_FMT_NONE)
+		r = cow_open_depth(full, COW_FMT_RAW, bflags, out, err, depth + 1, up, -1);
 	/* a file further down missing: its own image's message names it, keep that one */
 	if (r == -ENOENT && !exists)
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' not found", img->path, full);
@@ -339,6 +345,7 @@ static void img_free(struct cow_image *img)
 		cow_close(img->backing);
 	if (img->fd >= 0)
 		close(img->fd);
+	qcow2_free(img);
 	img_unload_meta(img);
 	free(img->path);
 	pthread_mutex_destroy(&img->lock);
@@ -405,6 +412,50 @@ static int folder_of(const char *path, char **root, char *err)
 	return r;
 }
 
+/* 1 when img's file starts with the qcow2 magic, 0 when not, or -errno with err set. */
+static int peek_qcow2(struct cow_image *img, const struct stat *st, char *err)
+{
+	uint8_t *buf = meta_zalloc(512);
+	int r;
+	(void)st;
+	if (!buf)
+		return -ENOMEM;
+	r = io_pread_all(img->fd, buf, 512, 0);
+	if (r)
+		snprintf(err, COW_ERRLEN, "%s: reading the header: %s", img->path, strerror(-r));
+	else
+		r = qcow2_probe(buf);
+	free(buf);
+	return r;
+}
+
+/* The qcow2 image img->fd holds: read-only, refused when marked corrupt (but to check). */
+static int open_qcow2(struct cow_image *img, const struct stat *st, char *err)
+{
+	uint64_t size = st->st_size;
+	int r;
+	img->fmt = COW_FMT_QCOW2;
+	if (!img->read_only) {
+		snprintf(err, COW_ERRLEN, "%s: qcow2 images are read-only in ucow (open it "
+			 "read-only, or use it as the backing file of a ucow image)", img->path);
+		return -EROFS;
+	}
+	if (S_ISBLK(st->st_mode) && ioctl(img->fd, BLKGETSIZE64, &size) < 0) {
+		r = -errno;
+		snprintf(err, COW_ERRLEN, "%s: %s", img->path, strerror(-r));
+		return r;
+	}
+	r = qcow2_open(img, size, err);
+	if (r)
+		return r;
+	if (img->corrupt && !(img->open_flags & COW_OPEN_CHECK)) {
+		snprintf(err, COW_ERRLEN, "%s: qcow2 image is marked corrupt; it is not read "
+			 "(check it with 'qemu-img check')", img->path);
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
 static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
 		   char *err, int depth, const struct chain_link *up, int sidelog_fd)
 {
@@ -450,6 +501,17 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 		*out = img;
 		return 0;
 	}
+	if (fmt == COW_FMT_NONE || fmt == COW_FMT_QCOW2) {
+		r = peek_qcow2(img, &st, err);
+		if (r < 0)
+			goto fail;
+		if (r || fmt == COW_FMT_QCOW2) {
+			r = open_qcow2(img, &st, err);
+			if (r)
+				goto fail;
+			goto chain;
+		}
+	}
 	img->fmt = COW_FMT_UCOW;
 	r = read_header(img, st.st_size, err);
 	if (r)
@@ -480,6 +542,7 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 		snprintf(err, COW_ERRLEN, "%s", img->err);
 		goto fail;
 	}
+chain:
 	if (img->hdr.backing_len && !(flags & COW_OPEN_NOCHAIN)) {
 		if (!up && (flags & COW_OPEN_CONFINE)) {
 			if ((r = folder_of(path, &root, err)))
@@ -495,7 +558,7 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 		if (r)
 			goto fail;
 	}
-	if (!img->read_only && !(flags & IMG_OPEN_REPAIR)) {
+	if (img->fmt == COW_FMT_UCOW && !img->read_only && !(flags & IMG_OPEN_REPAIR)) {
 		/* from here on the journal may hold records the table does not */
 		img->hdr.autoclear = 0;
 		img->hdr.flags |= UCOW_FLAG_DIRTY;
@@ -624,12 +687,13 @@ static int new_backing(struct cow_image *img, const char *name, int fmt, bool op
 	struct stat st;
 	int r;
 	if (img->fmt != COW_FMT_UCOW) {
-		snprintf(err, COW_ERRLEN, "%s: a raw image has no backing file", img->path);
+		snprintf(err, COW_ERRLEN, "%s: a %s image has no backing file ucow can change",
+			 img->path, cow_fmt_name(img->fmt));
 		return -ENOTSUP;
 	}
-	if (fmt != COW_FMT_RAW && fmt != COW_FMT_UCOW) {
-		snprintf(err, COW_ERRLEN, "%s: the backing format must be given (raw or ucow)",
-			 img->path);
+	if (fmt != COW_FMT_RAW && fmt != COW_FMT_UCOW && fmt != COW_FMT_QCOW2) {
+		snprintf(err, COW_ERRLEN, "%s: the backing format must be given (raw, ucow or "
+			 "qcow2)", img->path);
 		return -EINVAL;
 	}
 	if (!name[0] || strlen(name) > UCOW_BACKING_NAME_MAX) {
@@ -879,6 +943,18 @@ void cow_get_info(struct cow_image *img, struct cow_info *info)
 		info->file_size = st.st_size;
 		info->disk_usage = (uint64_t)st.st_blocks * 512;
 	}
+	if (img->fmt == COW_FMT_QCOW2) {
+		struct cow_qcow2_info qi;
+		qcow2_get_info(img, &qi);
+		info->chunk_size = img->chunk_size;
+		info->nr_chunks = (img->vsize + img->chunk_size - 1) >> img->chunk_shift;
+		info->nb_snapshots = qi.nb_snapshots;
+		info->dirty = qi.dirty;
+		info->corrupt = qi.corrupt;
+		info->backing = img->hdr.backing_len ? img->hdr.backing : NULL;
+		info->backing_fmt = img->hdr.backing_fmt;
+		return;
+	}
 	if (img->fmt != COW_FMT_UCOW)
 		return;
 	info->chunk_size = img->chunk_size;
@@ -909,4 +985,12 @@ void cow_get_stats(struct cow_image *img, struct cow_stats *st)
 	uint64_t *d = (uint64_t *)st, *s = (uint64_t *)&img->stats;
 	for (size_t i = 0; i < sizeof(*st) / 8; i++)
 		d[i] = __atomic_load_n(&s[i], __ATOMIC_RELAXED);
+}
+
+int cow_get_qcow2_info(struct cow_image *img, struct cow_qcow2_info *qi)
+{
+	if (img->fmt != COW_FMT_QCOW2)
+		return -EINVAL;
+	qcow2_get_info(img, qi);
+	return 0;
 }

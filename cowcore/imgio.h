@@ -50,6 +50,7 @@ struct img_tap {
 };
 
 struct jrec;
+struct qcow2;
 struct quarantined;
 struct reclaim_run;
 struct snap;
@@ -69,7 +70,9 @@ struct cow_image {
 					 * for cow_backing_reopen */
 	uint64_t vsize;
 	uint64_t raw_size;		/* raw: size of the file */
-	struct ucow_hdr hdr;		/* the header in force (imgio.c writes it) */
+	struct ucow_hdr hdr;		/* the header in force (imgio.c writes it); qcow2: only
+					 * the backing name and format */
+	struct qcow2 *q2;		/* qcow2.c: a qcow2 image's tables and L2 cache */
 
 	/* meta.c: geometry and the in-memory metadata; entries and bitmap words are read
 	 * lock-free with atomics and changed under lock */

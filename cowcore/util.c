@@ -9,7 +9,8 @@
 
 const char *cow_fmt_name(int fmt)
 {
-	return fmt == COW_FMT_RAW ? "raw" : fmt == COW_FMT_UCOW ? "ucow" : "none";
+	return fmt == COW_FMT_RAW ? "raw" : fmt == COW_FMT_UCOW ? "ucow" :
+	       fmt == COW_FMT_QCOW2 ? "qcow2" : "none";
 }
 
 int cow_fmt_parse(const char *name)
@@ -18,6 +19,8 @@ int cow_fmt_parse(const char *name)
 		return COW_FMT_RAW;
 	if (!strcmp(name, "ucow"))
 		return COW_FMT_UCOW;
+	if (!strcmp(name, "qcow2"))
+		return COW_FMT_QCOW2;
 	return -EINVAL;
 }
 

@@ -6,7 +6,7 @@
 # (stack traces with file and line). scdoc builds the man pages; bash-completion, man-db and
 # systemd (systemd-analyze) are what tests/install/run.sh checks the installed files with.
 set -eu
-PKGS="gcc make pkg-config liburing-dev libaio-dev zlib1g-dev libcmocka-dev fio qemu-utils
+PKGS="gcc make pkg-config liburing-dev libaio-dev zlib1g-dev libzstd-dev libcmocka-dev fio qemu-utils
 qemu-system-x86 busybox-static libjson-c-dev cpio e2fsprogs util-linux xz-utils kmod python3 gnuplot-nox procps time
 dmsetup clang libclang-rt-14-dev llvm-14 strace scdoc bash-completion man-db systemd"
 missing=""

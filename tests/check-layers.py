@@ -24,6 +24,7 @@ LAYERS = {
     "imgio.h": 10, "imgio.c": 10,
     # 2: metadata in memory
     "meta.h": 20, "meta.c": 20,
+    "qcow2.h": 21, "qcow2.c": 21,
     # 3: allocator, side log, journal, snapshots, the open sequence
     "alloc.h": 30, "alloc.c": 30,
     "sidelog.h": 31, "sidelog.c": 31,

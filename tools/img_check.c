@@ -23,7 +23,8 @@ static const char check_help[] =
 	"that cannot be opened normally because it is corrupt is opened without its backing\n"
 	"chain so it can still be checked.\n"
 	"\n"
-	"  -f FMT          FILE's format: ucow (default; recognized by its magic) or raw\n"
+	"  -f FMT          FILE's format: ucow or qcow2 (recognized by\n"
+	"                  their magic) or raw\n"
 	"  -r leaks        repair: punch out leaked chunks (a corrupt image is left alone)\n"
 	"  -r all          repair leaks and what else can be repaired: refcounts rewritten\n"
 	"                  from the snapshot tables, table entries that fail validation\n"
@@ -177,7 +178,12 @@ static int check_once(const char *file, int fmt, struct cow_check_result *res,
 	cow_get_info(img, in);
 	if (in->fmt != COW_FMT_UCOW) {
 		cow_close(img);
-		ucow_err("%s: a %s image has no metadata to check", file, cow_fmt_name(in->fmt));
+		if (in->fmt == COW_FMT_QCOW2)
+			ucow_err("%s: ucow does not check qcow2 images (use 'qemu-img check')",
+				 file);
+		else
+			ucow_err("%s: a %s image has no metadata to check", file,
+				 cow_fmt_name(in->fmt));
 		return NO_CHECKS;
 	}
 	memset(res, 0, sizeof(*res));

@@ -25,11 +25,11 @@ static const char convert_help[] =
 	"usage: ucow convert [-p] [-q] [-U] [-f FMT] [-l SNAPSHOT] [-O raw|ucow]\n"
 	"                    [-o OPTIONS] [--allow-backing-outside] SRC DST\n"
 	"\n"
-	"Copy SRC's content to a new file DST (replacing an existing DST). A ucow SRC is\n"
-	"read through its whole backing chain: DST holds the flattened content and has no\n"
-	"backing file. Zero runs are not written, so DST is sparse.\n"
+	"Copy SRC's content to a new file DST (replacing an existing DST). A ucow or qcow2\n"
+	"SRC is read through its whole backing chain: DST holds the flattened content and\n"
+	"has no backing file. Zero runs are not written, so DST is sparse.\n"
 	"\n"
-	"  -f FMT        SRC's format: ucow (default; recognized by its magic) or raw\n"
+	"  -f FMT        SRC's format: ucow or qcow2 (recognized by their magic) or raw\n"
 	"  -l SNAPSHOT   copy this internal snapshot of SRC instead of its current state:\n"
 	"                NAME (a name or a numeric id), snapshot.name=NAME or snapshot.id=ID\n"
 	"  -O FMT        DST's format: raw (default) or ucow\n"
@@ -420,7 +420,7 @@ int cmd_convert(int argc, char **argv)
 				return 1;
 			break;
 		case 'O':
-			if (opt_format("convert", optarg, &ofmt))
+			if (opt_format_out("convert", optarg, &ofmt))
 				return 1;
 			break;
 		case 'o': opts = optarg; break;

@@ -25,7 +25,7 @@ static const char create_help[] =
 	"                   the backing image's size when -b is given\n"
 	"  -f FMT           ucow (default) or raw (a sparse file of SIZE bytes)\n"
 	"  -b BACKING       backing image; a relative name is taken from FILE's folder\n"
-	"  -F FMT           the backing image's format, raw or ucow (required with -b;\n"
+	"  -F FMT           the backing image's format, raw, ucow or qcow2 (required with -b;\n"
 	"                   formats are never guessed)\n"
 	"  -o OPTIONS       comma-separated, ucow only: chunk_size=N, block_size=N,\n"
 	"                   journal_size=N, backing_file=NAME, backing_fmt=FMT; -o help lists\n"
@@ -97,7 +97,8 @@ static int apply_opts(struct create_args *a)
 		} else if (!strcmp(key, "backing_fmt") && val) {
 			a->backing_fmt = cow_fmt_parse(val);
 			if (a->backing_fmt <= 0) {
-				ucow_err("%s: unknown backing format '%s' (use raw or ucow)", a->file, val);
+				ucow_err("%s: unknown backing format '%s' (use raw, ucow or qcow2)",
+					 a->file, val);
 				rc = -EINVAL;
 			}
 		} else {
@@ -295,7 +296,7 @@ int cmd_create(int argc, char **argv)
 		return usage_err("create", "too many arguments ('%s')", argv[optind + 2]);
 	}
 	a.file = argv[optind];
-	if (fmt && opt_format("create", fmt, &a.fmt)) {
+	if (fmt && opt_format_out("create", fmt, &a.fmt)) {
 		free(opts);
 		return 1;
 	}
@@ -303,7 +304,7 @@ int cmd_create(int argc, char **argv)
 		a.backing_fmt = cow_fmt_parse(bfmt);
 		if (a.backing_fmt <= 0) {
 			free(opts);
-			return usage_err("create", "unknown backing format '%s' (use raw or ucow)",
+			return usage_err("create", "unknown backing format '%s' (use raw, ucow or qcow2)",
 					 bfmt);
 		}
 	}

@@ -20,7 +20,8 @@ static const char info_help[] =
 	"Show FILE's format, virtual size, disk usage, chunk and block size, backing file\n"
 	"and its format, allocation, snapshots and the dirty and corrupt flags.\n"
 	"\n"
-	"  -f FMT             FILE's format: ucow (default; recognized by its magic) or raw\n"
+	"  -f FMT             FILE's format: ucow or qcow2 (recognized by\n"
+	"                     their magic) or raw\n"
 	"  --output=FMT       human (default) or json\n"
 	"  --backing-chain    also every image down the backing chain (json: an array)\n"
 	"  -U, --force-share  open FILE without a lock, even while another process writes\n"
@@ -74,6 +75,64 @@ static void print_human_in(const struct cow_info *ip, const struct cow_snap_info
 	snapshot_print_list(sv, ns, false, "");
 }
 
+/* A qcow2 image's header fields, after the common lines (qemu-img's words). */
+static void print_qcow2(struct cow_image *img, const struct cow_info *in, const char *name)
+{
+	struct cow_qcow2_info qi;
+	char full[4096];
+
+	if (cow_get_qcow2_info(img, &qi) < 0)
+		return;
+	printf("cluster_size: %" PRIu32 "\n", qi.cluster_size);
+	if (in->backing) {
+		printf("backing file: %s", in->backing);
+		if (resolve_near(name, in->backing, full, sizeof(full)) == 0 &&
+		    strcmp(full, in->backing))
+			printf(" (actual path: %s)", full);
+		printf("\n");
+		if (in->backing_fmt)	/* else not named by the image: probed */
+			printf("backing file format: %s\n", cow_fmt_name(in->backing_fmt));
+	}
+	printf("qcow2 version: %" PRIu32 "\n", qi.version);
+	printf("compression type: %s\n", qi.compression_type ? "zstd" : "zlib");
+	printf("refcount bits: %" PRIu32 "\n", qi.refcount_bits);
+	printf("lazy refcounts: %s\n", qi.lazy_refcounts ? "true" : "false");
+	printf("internal snapshots: %" PRIu32 " (not read)\n", qi.nb_snapshots);
+	printf("dirty: %s\n", qi.dirty ? "true" : "false");
+	printf("corrupt: %s\n", qi.corrupt ? "true" : "false");
+}
+
+/* The same as JSON, into o (qemu-img's keys where they exist). */
+static void qcow2_json(struct cow_image *img, const struct cow_info *in, const char *name,
+		       json_object *o, bool *ok)
+{
+	struct cow_qcow2_info qi;
+	json_object *fs, *data;
+	char full[4096];
+
+	if (cow_get_qcow2_info(img, &qi) < 0)
+		return;
+	jadd_u64(o, "cluster-size", qi.cluster_size, ok);
+	if (in->backing) {
+		jadd_str(o, "backing-filename", in->backing, ok);
+		if (resolve_near(name, in->backing, full, sizeof(full)) == 0)
+			jadd_str(o, "full-backing-filename", full, ok);
+		if (in->backing_fmt)
+			jadd_str(o, "backing-filename-format", cow_fmt_name(in->backing_fmt), ok);
+	}
+	data = jobj(ok);
+	jadd_str(data, "compat", qi.version == 2 ? "0.10" : "1.1", ok);
+	jadd_str(data, "compression-type", qi.compression_type ? "zstd" : "zlib", ok);
+	jadd_bool(data, "lazy-refcounts", qi.lazy_refcounts, ok);
+	jadd_u64(data, "refcount-bits", qi.refcount_bits, ok);
+	jadd_bool(data, "corrupt", qi.corrupt, ok);
+	jadd_u64(data, "internal-snapshots", qi.nb_snapshots, ok);
+	fs = jobj(ok);
+	jadd_str(fs, "type", "qcow2", ok);
+	jadd(fs, "data", data, ok);
+	jadd(o, "format-specific", fs, ok);
+}
+
 static int print_human(struct cow_image *img, const char *name)
 {
 	struct cow_snap_info *sv;
@@ -86,6 +145,7 @@ static int print_human(struct cow_image *img, const char *name)
 	if (rc < 0)
 		return rc;
 	print_human_in(&in, sv, ns, name);
+	print_qcow2(img, &in, name);
 	free(sv);
 	return 0;
 }
@@ -153,7 +213,10 @@ static int add_json(struct cow_image *img, const char *name, json_object **doc, 
 	rc = get_snapshots(img, &in, &sv, &ns);
 	if (rc < 0)
 		return rc;
-	json_put(doc, chain, info_json(&in, sv, ns, name, ok), ok);
+	json_object *o = info_json(&in, sv, ns, name, ok);
+	if (o && in.fmt == COW_FMT_QCOW2)
+		qcow2_json(img, &in, name, o, ok);
+	json_put(doc, chain, o, ok);
 	free(sv);
 	return 0;
 }

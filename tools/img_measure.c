@@ -28,7 +28,8 @@ static const char measure_help[] =
 	"written.\n"
 	"\n"
 	"  --size SIZE   measure an empty image of SIZE bytes\n"
-	"  -f FMT        FILE's format: ucow (default; recognized by its magic) or raw\n"
+	"  -f FMT        FILE's format: ucow or qcow2 (recognized by\n"
+	"                their magic) or raw\n"
 	"  -O FMT        the new image's format: ucow (default) or raw\n"
 	"  -o OPTIONS    ucow only: chunk_size=N,block_size=N,journal_size=N (as convert)\n"
 	"  -U, --force-share\n"
@@ -123,7 +124,7 @@ int cmd_measure(int argc, char **argv)
 				return 1;
 			break;
 		case 'O':
-			if (opt_format("measure", optarg, &ofmt))
+			if (opt_format_out("measure", optarg, &ofmt))
 				return 1;
 			break;
 		case 'o': opts = optarg; break;

@@ -41,7 +41,7 @@ static const char rebase_help[] =
 	"\n"
 	"  -b NEW        the new backing file, stored as given: a relative name is taken from\n"
 	"                FILE's folder; \"\" for none\n"
-	"  -F FMT        NEW's format, raw or ucow (required unless NEW is \"\")\n"
+	"  -F FMT        NEW's format, raw, ucow or qcow2 (required unless NEW is \"\")\n"
 	"  -u            unsafe: only change the name; nothing is compared or copied, and\n"
 	"                neither the old backing file nor NEW needs to exist\n"
 	"  -f FMT        FILE's format: ucow (default; recognized by its magic)\n"
@@ -319,7 +319,7 @@ int cmd_rebase(int argc, char **argv)
 		return usage_err("rebase", "the new backing file must be given (-b NEW, or -b \"\" "
 				 "for none)");
 	if (*r.newb && !r.newfmt)
-		return usage_err("rebase", "the new backing file's format must be given (-F raw|ucow)");
+		return usage_err("rebase", "the new backing file's format must be given (-F raw|ucow|qcow2)");
 	r.file = argv[optind];
 	rc = rebase_online(&r);
 	if (rc >= 0)

@@ -58,6 +58,18 @@ int opt_format(const char *cmd, const char *arg, int *fmt)
 	int f = cow_fmt_parse(arg);
 
 	if (f <= 0)
+		return usage_err(cmd, "unknown format '%s' (use ucow, raw or qcow2)", arg);
+	*fmt = f;
+	return 0;
+}
+
+int opt_format_out(const char *cmd, const char *arg, int *fmt)
+{
+	int f = cow_fmt_parse(arg);
+
+	if (f == COW_FMT_QCOW2)
+		return usage_err(cmd, "format 'qcow2' is read-only in ucow (write ucow or raw)");
+	if (f <= 0)
 		return usage_err(cmd, "unknown format '%s' (use ucow or raw)", arg);
 	*fmt = f;
 	return 0;

@@ -23,6 +23,8 @@ int opt_err(const char *cmd, int c, char **argv);
  * 1 after a usage error of cmd. --output=human|json; -f / -O ucow|raw (COW_FMT_*). */
 int opt_output(const char *cmd, const char *arg, bool *json);
 int opt_format(const char *cmd, const char *arg, int *fmt);
+/* An output format (create -f, convert -O, measure -O): ucow or raw; qcow2 is read-only. */
+int opt_format_out(const char *cmd, const char *arg, int *fmt);
 
 /*
  * The engine's text when it gave one, else strerror(-rc). The engine starts its texts with

@@ -104,7 +104,8 @@ expect_ok $UCOW create -q solo.img 1M
 expect_err 1 "solo.img: has no backing file: nothing to commit into" $UCOW commit solo.img
 expect_err 1 "small.raw: not a ucow image" $UCOW commit small.raw
 expect_err 1 "small.raw: has no backing file" $UCOW commit -f raw small.raw
-expect_err 1 "commit: unknown format 'qcow2'" $UCOW commit -f qcow2 top.img
+expect_err 1 "commit: unknown format 'vmdk'" $UCOW commit -f vmdk top.img
+expect_err 1 "top.img: not a qcow2 image" $UCOW commit -f qcow2 top.img
 expect_err 1 "commit: expected FILE" $UCOW commit
 expect_err 1 "commit: too many arguments" $UCOW commit top.img mid.img
 expect_err 1 "missing.img: No such file or directory" $UCOW commit missing.img

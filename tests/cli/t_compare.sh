@@ -129,7 +129,8 @@ expect_err 2 "flat.raw: not a ucow image \(no ucow magic\); use -f raw for a raw
 	$UCOW compare flat.raw top.img
 expect_err 2 "compare: expected two images" $UCOW compare top.img
 expect_err 2 "compare: too many arguments" $UCOW compare top.img top.img top.img
-expect_err 2 "compare: unknown format 'qcow2'" $UCOW compare -F qcow2 top.img flat.raw
+expect_err 2 "compare: unknown format 'vmdk'" $UCOW compare -F vmdk top.img flat.raw
+expect_err 2 "flat.raw: not a qcow2 image" $UCOW compare -F qcow2 top.img flat.raw
 expect_err 2 "compare: unknown option" $UCOW compare -x top.img flat.raw
 mv base.raw base.moved
 expect_err 2 "mid.img: backing file '.*base.raw' not found" $UCOW compare top.img flat.img

@@ -36,7 +36,8 @@ expect_err 1 "x.img: size must be greater than 0" $UCOW create -f raw x.img 0
 expect_err 1 "x.img: (File too large|.*too large)" $UCOW create -f raw x.img 9000000T
 expect_err 1 "too many arguments" $UCOW create x.img 1M 2M
 expect_err 1 "no FILE given" $UCOW create
-expect_err 1 "create: unknown format 'qcow2'" $UCOW create -f qcow2 x.img 1M
+expect_err 1 "create: format 'qcow2' is read-only in ucow" $UCOW create -f qcow2 x.img 1M
+expect_err 1 "create: unknown format 'vmdk'" $UCOW create -f vmdk x.img 1M
 expect_err 1 "option '-f' needs an argument" $UCOW create x.img 1M -f
 no_file x.img
 

@@ -314,7 +314,7 @@ static void test_info(void **state)
 	assert_null(out.backing);
 	/* wrong types and unknown formats */
 	json_object_object_get_ex(r, "image", &o);
-	json_object_object_add(o, "format", json_object_new_string("qcow2"));
+	json_object_object_add(o, "format", json_object_new_string("vmdk"));
 	assert_int_equal(ublk_parse_info(r, &out, backing, sizeof(backing)), -EBADMSG);
 	json_object_object_add(o, "format", json_object_new_string("raw"));
 	assert_int_equal(ublk_parse_info(r, &out, backing, sizeof(backing)), 0);
