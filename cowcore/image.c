@@ -302,8 +302,9 @@ static int open_chain(struct cow_image *img, const char *name, int fmt, int dept
 	if (r == -ENOENT && !exists)
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' not found", img->path, full);
 	if (r == -EMEDIUMTYPE) {	/* the image's own word, not the caller's: no -f hint */
-		snprintf(err, COW_ERRLEN, "%s: backing file '%s' is not a ucow image (no ucow "
-			 "magic), though the image names its format ucow", img->path, full);
+		snprintf(err, COW_ERRLEN, "%s: backing file '%s' is not a %s image (no %s "
+			 "magic), though the image names its format %s", img->path, full,
+			 cow_fmt_name(fmt), cow_fmt_name(fmt), cow_fmt_name(fmt));
 		r = -EINVAL;
 	}
 	return r;

@@ -111,9 +111,11 @@ cp --sparse=always top.img.0 top.img
 
 # refused, the header untouched
 expect_err 1 "rebase: the new backing file must be given" $UCOW rebase top.img
-expect_err 1 "rebase: the new backing file's format must be given \(-F raw\|ucow\)" \
+expect_err 1 "rebase: the new backing file's format must be given \(-F raw\|ucow\|qcow2\)" \
 	$UCOW rebase -b base.raw top.img
-expect_err 1 "rebase: unknown format 'qcow2'" $UCOW rebase -b base.raw -F qcow2 top.img
+expect_err 1 "rebase: unknown format 'vmdk'" $UCOW rebase -b base.raw -F vmdk top.img
+expect_err 1 "top.img: backing file '[^']*base.raw' is not a qcow2 image \(no qcow2 magic\)" \
+	$UCOW rebase -b base.raw -F qcow2 top.img
 expect_err 1 "rebase: expected FILE" $UCOW rebase -b base.raw -F raw
 expect_err 1 "base.raw: not a ucow image" $UCOW rebase -b "" base.raw
 expect_err 1 "base.raw: a raw image has no backing file" $UCOW rebase -f raw -b "" base.raw
