@@ -42,8 +42,9 @@ static const char add_help[] =
 	"the last argument, or -f FILE as with ublk's own tool (ublk add -t loop -f FILE).\n"
 	"\n"
 	"  -t TARGET          cow (default: a ucow image and its backing chain), raw (a plain\n"
-	"                     file or block device; 'loop' is the same, ublk's name for it) or\n"
-	"                     null (no storage; needs -s SIZE)\n"
+	"                     file or block device; 'loop' is the same, ublk's name for it),\n"
+	"                     qcow2 (a qcow2 image and its chain, with --read-only) or null\n"
+	"                     (no storage; needs -s SIZE)\n"
 	"  -f FILE            the file to serve (instead of the last argument)\n"
 	"  -n ID              device number (default: the kernel picks)\n"
 	"  -q QUEUES          hardware queues, one thread each (default: CPUs, up to 4)\n"
@@ -430,7 +431,7 @@ static int dev_add_opts(int argc, char **argv, struct ublk_dev *dev, const char 
 			/* ublk's own tool calls a file served as it is "loop" */
 			if (!ublk_tgt_find(strcmp(optarg, "loop") ? optarg : "raw"))
 				return usage_err("dev add", "unknown target '%s' (cow, raw, loop, "
-						 "null)", optarg);
+						 "qcow2, null)", optarg);
 			snprintf(dev->o.target, sizeof(dev->o.target), "%s",
 				 strcmp(optarg, "loop") ? optarg : "raw");
 			break;

@@ -7,6 +7,7 @@
 static const struct ublk_tgt_ops *const targets[] = {
 	&ublk_tgt_cow,
 	&ublk_tgt_raw,
+	&ublk_tgt_qcow2,
 	&ublk_tgt_null,
 };
 

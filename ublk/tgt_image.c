@@ -367,10 +367,35 @@ static int raw_tgt_open(struct ublk_dev *dev)
 	return eng_open(dev, COW_FMT_RAW);
 }
 
+/* a qcow2 image (and its chain), read-only: cowcore reads qcow2, it does not write it */
+static int qcow2_tgt_open(struct ublk_dev *dev)
+{
+	if (!dev->o.read_only) {
+		snprintf(dev->err, sizeof(dev->err), "%s: the qcow2 target is read-only: add "
+			 "--read-only (or serve a ucow overlay of it with -t cow)", dev->o.file);
+		return -EROFS;
+	}
+	return eng_open(dev, COW_FMT_QCOW2);
+}
+
 const struct ublk_tgt_ops ublk_tgt_cow = {
 	.name = "cow",
 	.needs_file = true,
 	.open = cow_tgt_open,
+	.close = eng_close,
+	.queue_init = eng_queue_init,
+	.queue_exit = eng_queue_exit,
+	.queue_io = eng_queue_io,
+	.handle_cqe = eng_handle_cqe,
+	.busy = eng_busy,
+	.info = eng_info,
+	.resume = eng_resume,
+};
+
+const struct ublk_tgt_ops ublk_tgt_qcow2 = {
+	.name = "qcow2",
+	.needs_file = true,
+	.open = qcow2_tgt_open,
 	.close = eng_close,
 	.queue_init = eng_queue_init,
 	.queue_exit = eng_queue_exit,

@@ -163,7 +163,7 @@ struct ublk_tgt_ops {
 };
 
 const struct ublk_tgt_ops *ublk_tgt_find(const char *name);
-extern const struct ublk_tgt_ops ublk_tgt_null, ublk_tgt_raw, ublk_tgt_cow;
+extern const struct ublk_tgt_ops ublk_tgt_null, ublk_tgt_raw, ublk_tgt_cow, ublk_tgt_qcow2;
 
 struct ublk_dev {
 	struct ublk_opts o;
