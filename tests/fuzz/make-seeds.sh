@@ -13,7 +13,7 @@ out=$build/fuzz/seeds
 work=$build/fuzz/seedwork
 rm -rf "$out" "$work"
 mkdir -p "$work"
-for t in open read check journal sidelog snapshot; do mkdir -p "$out/$t"; done
+for t in open read check journal sidelog snapshot qcow2; do mkdir -p "$out/$t"; done
 out=$(cd "$out" && pwd)
 
 cd "$work"
@@ -98,6 +98,18 @@ for i in $imgs; do
 	{ cat $i.ucow; trailer 65535 3 1 1 262143 1 524288 300000; } >"$out/read/$i-odd"
 done
 "$mkseed" journal "$out/journal/dirty-journal"
+# qcow2 (made by qemu-img and qemu-io): versions 2 and 3, small and large clusters, zero
+# and compressed (zlib, zstd) clusters, a backing name
+head -c 262144 /dev/urandom >q.raw
+dd if=/dev/zero of=q.raw bs=4k seek=16 count=16 conv=notrunc status=none
+qemu-img convert -q -f raw -O qcow2 -o cluster_size=4k q.raw "$out/qcow2/v3-4k"
+qemu-img convert -q -f raw -O qcow2 -o compat=0.10,cluster_size=512 q.raw "$out/qcow2/v2-512"
+qemu-img convert -q -c -f raw -O qcow2 -o cluster_size=64k q.raw "$out/qcow2/zlib-64k"
+qemu-img convert -q -c -f raw -O qcow2 -o cluster_size=4k,compression_type=zstd q.raw \
+	"$out/qcow2/zstd-4k" 2>/dev/null || true
+qemu-img create -q -f qcow2 -o cluster_size=4k "$out/qcow2/zero-4k" 256k
+qemu-io -f qcow2 -c 'write -P 0x5a 0 8k' -c 'write -z 8k 64k' "$out/qcow2/zero-4k" >/dev/null
+qemu-img create -q -u -f qcow2 -o cluster_size=4k -b q.raw -F raw "$out/qcow2/overlay-4k" 256k
 "$mkseed" sidelog "$out/sidelog/dead-server.log"
 cd - >/dev/null
 rm -rf "$work"
