@@ -19,7 +19,7 @@
 #include "util.h"
 
 static const char io_help[] =
-	"usage: ucow io [-f FMT] [-r] [-n] [-q] [-i uring|aio|sync] [-c CMD]... FILE\n"
+	"usage: ucow io [-f FMT] [-r] [-n] [-q] [-C] [-i uring|aio|sync] [-c CMD]... FILE\n"
 	"\n"
 	"Open FILE once and run each CMD on it in order (like qemu-io -c). Without -c, read\n"
 	"the commands from stdin, one a line (a 'ucow> ' prompt when stdin is a terminal).\n"
@@ -38,7 +38,8 @@ static const char io_help[] =
 	"                                                 image holds itself\n"
 	"                    length                       the virtual size\n"
 	"                    info                         format, sizes, chunk and block size\n"
-	"                    truncate SIZE                resize (not supported yet)\n"
+	"                    truncate SIZE                resize to SIZE (a shrink drops what\n"
+	"                                                 lies past it; raw files too)\n"
 	"                    help [CMD]                   the commands, or one of them\n"
 	"                    quit                         stop (the rest is not run)\n"
 	"                  OFF, LEN: bytes, k, M, G, T suffixes or 0x hex; PATTERN: 0..255,\n"
@@ -46,6 +47,8 @@ static const char io_help[] =
 	"  -f FMT          FILE's format: ucow or qcow2 (recognized by\n"
 	"                  their magic) or raw\n"
 	"  -r              open read-only\n"
+	"  -C              copy on read: what a read takes from the backing chain is also\n"
+	"                  written into the image (like qemu-io -C)\n"
 	"  -n              no host cache: O_DIRECT on the image files (like qemu-io -n);\n"
 	"                  use offsets and lengths in whole 512-byte sectors\n"
 	"  -q              quiet: no result line for read, write, discard and flush (errors,\n"
@@ -76,7 +79,7 @@ static const struct io_def {
 	  "how many of the LEN bytes (default 512) at OFF the image holds itself" },
 	{ IO_LENGTH, "length", NULL, "", "the virtual size" },
 	{ IO_INFO, "info", NULL, "", "format, virtual size, chunk and block size, backing file" },
-	{ IO_TRUNCATE, "truncate", NULL, "SIZE", "change the virtual size (not supported yet)" },
+	{ IO_TRUNCATE, "truncate", NULL, "SIZE", "change the virtual size (a shrink drops what lies past it)" },
 	{ IO_HELP, "help", "?", "[CMD]", "the commands, or one command" },
 	{ IO_QUIT, "quit", "q", "", "stop: later commands do not run" },
 };
@@ -96,7 +99,7 @@ struct io_cmd {
 
 static bool op_writes(enum io_op op)
 {
-	return op == IO_WRITE || op == IO_ZERO || op == IO_DISCARD;
+	return op == IO_WRITE || op == IO_ZERO || op == IO_DISCARD || op == IO_TRUNCATE;
 }
 
 /* Split cmd into words (in place). Returns the count, or -1 when there are too many. */
@@ -204,10 +207,13 @@ static int parse_cmd(const char *text, struct io_cmd *c, char *msg)
 	}
 	switch (c->op) {
 	case IO_TRUNCATE:
-		/* the engine has no resize yet: refuse before anything is opened */
-		snprintf(msg, IO_MSGLEN, "'%s': truncate is not supported yet (the engine cannot "
-			 "resize an image)", text);
-		goto out;
+		if (n - i != 1) {
+			snprintf(msg, IO_MSGLEN, "'%s': expected SIZE", text);
+			goto out;
+		}
+		if (parse_num(text, "size", w[i], &c->len, msg))
+			goto out;
+		break;
 	case IO_HELP:
 		if (n - i > 1) {
 			snprintf(msg, IO_MSGLEN, "'%s': help takes at most one command", text);
@@ -304,10 +310,29 @@ struct io_run {
 	struct cow_image *img;
 	struct cow_ctx *ctx;
 	struct cow_info info;
-	bool read_only, quiet;
+	bool read_only, quiet, cor;	/* cor: -C, copy on read */
 	uint8_t *buf;
 	uint64_t bufsz;
 };
+
+/* -C: the runs of [off, off + n) (just read into r->buf) that came from the backing chain
+ * are written into the image, so the chain is read there once (qemu-io -C). */
+static int copy_on_read(struct io_run *r, uint64_t off, uint64_t n)
+{
+	for (uint64_t done = 0; done < n;) {
+		uint64_t run;
+		int st = cow_map(r->img, off + done, n - done, &run, NULL);
+		if (st < 0)
+			return st;
+		if (st == COW_MAP_BACKING) {
+			int rc = cow_rw(r->ctx, COW_WRITE, r->buf + done, run, off + done, 0);
+			if (rc < 0)
+				return rc;
+		}
+		done += run;
+	}
+	return 0;
+}
 
 static int io_fail(struct io_run *r, const char *what, const struct io_cmd *c, int rc)
 {
@@ -518,6 +543,8 @@ static int run_cmd(struct io_run *r, const struct io_cmd *c)
 			rc = cow_rw(r->ctx, COW_READ, r->buf, n, c->off + done, 0);
 			if (rc < 0)
 				return io_fail(r, "read", c, rc);
+			if (r->cor && (rc = copy_on_read(r, c->off + done, n)) < 0)
+				return io_fail(r, "read", c, rc);
 			for (uint64_t i = 0; c->verify && bad == UINT64_MAX && i < n; i++)
 				if (r->buf[i] != c->pattern)
 					bad = c->off + done + i;
@@ -551,7 +578,12 @@ static int run_cmd(struct io_run *r, const struct io_cmd *c)
 	case IO_HELP:
 		run_help(c);
 		break;
-	case IO_TRUNCATE:	/* refused by parse_cmd */
+	case IO_TRUNCATE:
+		rc = cow_resize(r->img, c->len, COW_RESIZE_SHRINK);
+		if (rc < 0)
+			return io_fail(r, "truncate", c, rc);
+		cow_get_info(r->img, &r->info);
+		break;
 	case IO_QUIT:
 		break;
 	}
@@ -659,7 +691,7 @@ int cmd_io(int argc, char **argv)
 		return 1;
 	}
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":c:f:i:rnqh", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":c:f:i:rnqCh", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			if (parse_cmd(optarg, &cmds[n], msg)) {
@@ -684,6 +716,7 @@ int cmd_io(int argc, char **argv)
 		case 'r': force_ro = true; break;
 		case 'n': oflags |= COW_OPEN_DIRECT; break;
 		case 'q': r.quiet = true; break;
+		case 'C': r.cor = true; break;
 		case 'h': fputs(io_help, stdout); status = 0; goto out;
 		default: opt_err("io", c, argv); goto out;
 		}
@@ -698,10 +731,14 @@ int cmd_io(int argc, char **argv)
 	}
 	r.file = argv[optind];
 	/* -c: read-only unless a command writes; stdin: we cannot know, read-write */
-	r.read_only = force_ro || (n && no_writes);
+	if (r.cor && force_ro) {
+		usage_err("io", "-C writes what it reads into the image: not with -r");
+		goto out;
+	}
+	r.read_only = force_ro || (n && no_writes && !r.cor);
 	for (int i = 0; force_ro && i < n; i++)
 		if (op_writes(cmds[i].op)) {
-			usage_err("io", "-r (read-only) given with a write or discard");
+			usage_err("io", "-r (read-only) given with a write, discard or truncate");
 			goto out;
 		}
 	/* each result line must be out before the next command starts */

@@ -144,10 +144,28 @@ expect_err 1 "io: 'help frob': no command 'frob'" $UCOW io -c 'help frob' h.ucow
 expect_ok $UCOW io --help
 grep -q "map " out && grep -q "alloc OFF" out && grep -q "^  -q " out || fail "--help lacks the new commands or -q"
 
-# --- truncate: refused before the image is opened
-sum=$(sha256sum <h.ucow)
-expect_err 1 "io: 'truncate 2M': truncate is not supported yet" $UCOW io -c 'truncate 2M' h.ucow
-[ "$(sha256sum <h.ucow)" = "$sum" ] || fail "a refused truncate changed the image"
+# --- truncate (cow_resize): grow, shrink (drops what lies past), bad sizes refused
+cp h.ucow t.ucow
+expect_ok $UCOW io -c 'truncate 8M' -c length t.ucow
+grep -qx '8 MiB' out || fail "truncate 8M: $(cat out)"
+expect_ok $UCOW io -c 'write -P 7 7M 4k' -c 'truncate 1M' -c length -c 'truncate 8M' \
+	-c 'read -P 0 7M 4k' t.ucow
+grep -qx '1 MiB' out && ! grep -q 'verification failed' out || fail "truncate shrink: $(cat out)"
+expect_err 1 "io: 'truncate': expected SIZE" $UCOW io -c 'truncate' t.ucow
+expect_err 1 "io: -r \(read-only\) given with a write, discard or truncate" $UCOW io -r -c 'truncate 2M' t.ucow
+expect_ok $UCOW check t.ucow
+
+# --- -C: what a read takes from the backing chain is written into the image
+$PY -c "import os; open('cb.raw','wb').write(os.urandom(1 << 20))"
+expect_ok $UCOW create -q -b cb.raw -F raw -o chunk_size=64k cor.ucow
+expect_ok $UCOW io -c 'alloc 64k 64k' cor.ucow
+grep -q '^0/65536 bytes allocated' out || fail "before -C: $(cat out)"
+expect_ok $UCOW io -C -c 'read 64k 64k' -c 'read 200000 1000' cor.ucow
+expect_ok $UCOW io -c 'alloc 64k 64k' -c 'alloc 200000 1000' cor.ucow
+grep -q '^65536/65536 bytes allocated' out && grep -q '^1000/1000 bytes allocated' out ||
+	fail "after -C: $(cat out)"
+expect_ok $UCOW compare -F raw cor.ucow cb.raw
+expect_err 1 "io: -C writes what it reads into the image: not with -r" $UCOW io -r -C -c 'read 0 1' cor.ucow
 
 # --- -q: no result lines; pattern failures, dumps and answers stay
 expect_ok $UCOW create -q q.ucow 1M
@@ -250,7 +268,7 @@ expect_err 1 "dev add: FILE given twice \(-f d.ucow and 'd.raw'\)" $UCOW dev add
 expect_err 1 "dev add: -f given twice" $UCOW dev add -f d.ucow -f d.ucow
 expect_err 1 "dev add: no FILE given" $UCOW dev add -t loop
 expect_err 1 "dev add: the null target takes no FILE" $UCOW dev add -t null -s 1M -f d.raw
-expect_err 1 "dev add: unknown target 'qcow2' \(cow, raw, loop, null\)" $UCOW dev add -t qcow2 -f d.ucow
+expect_err 1 "dev add: unknown target 'vmdk' \(cow, raw, loop, qcow2, null\)" $UCOW dev add -t vmdk -f d.ucow
 expect_err 1 "^ucow: missing.ucow: No such file or directory$" $UCOW dev add -t cow -f missing.ucow
 expect_err 1 "dev del: the device is given twice \(-n 1 and '2'\)" $UCOW dev del -n 1 2
 expect_err 1 "dev del: -n given twice" $UCOW dev del -n 1 -n 2
