@@ -378,44 +378,14 @@ static int qcow2_tgt_open(struct ublk_dev *dev)
 	return eng_open(dev, COW_FMT_QCOW2);
 }
 
-const struct ublk_tgt_ops ublk_tgt_cow = {
-	.name = "cow",
-	.needs_file = true,
-	.open = cow_tgt_open,
-	.close = eng_close,
-	.queue_init = eng_queue_init,
-	.queue_exit = eng_queue_exit,
-	.queue_io = eng_queue_io,
-	.handle_cqe = eng_handle_cqe,
-	.busy = eng_busy,
-	.info = eng_info,
-	.resume = eng_resume,
-};
+/* The three targets on the engine differ only in how they open their file. */
+#define ENG_TARGET(tname, topen) {					\
+	.name = tname, .needs_file = true, .open = topen, .close = eng_close,	\
+	.queue_init = eng_queue_init, .queue_exit = eng_queue_exit,		\
+	.queue_io = eng_queue_io, .handle_cqe = eng_handle_cqe, .busy = eng_busy, \
+	.info = eng_info, .resume = eng_resume,					\
+}
 
-const struct ublk_tgt_ops ublk_tgt_qcow2 = {
-	.name = "qcow2",
-	.needs_file = true,
-	.open = qcow2_tgt_open,
-	.close = eng_close,
-	.queue_init = eng_queue_init,
-	.queue_exit = eng_queue_exit,
-	.queue_io = eng_queue_io,
-	.handle_cqe = eng_handle_cqe,
-	.busy = eng_busy,
-	.info = eng_info,
-	.resume = eng_resume,
-};
-
-const struct ublk_tgt_ops ublk_tgt_raw = {
-	.name = "raw",
-	.needs_file = true,
-	.open = raw_tgt_open,
-	.close = eng_close,
-	.queue_init = eng_queue_init,
-	.queue_exit = eng_queue_exit,
-	.queue_io = eng_queue_io,
-	.handle_cqe = eng_handle_cqe,
-	.busy = eng_busy,
-	.info = eng_info,
-	.resume = eng_resume,
-};
+const struct ublk_tgt_ops ublk_tgt_cow = ENG_TARGET("cow", cow_tgt_open);
+const struct ublk_tgt_ops ublk_tgt_qcow2 = ENG_TARGET("qcow2", qcow2_tgt_open);
+const struct ublk_tgt_ops ublk_tgt_raw = ENG_TARGET("raw", raw_tgt_open);
