@@ -111,7 +111,8 @@ expect_err 1 "measure: image size too large" $UCOW measure --size 17T
 expect_err 1 "measure: -f is for FILE" $UCOW measure -f raw --size 1M
 expect_err 1 "missing.img: No such file or directory" $UCOW measure missing.img
 expect_err 1 "top.raw: not a ucow image" $UCOW measure top.raw
-expect_err 1 "measure: unknown format 'qcow2'" $UCOW measure -O qcow2 --size 1M
+expect_err 1 "measure: format 'qcow2' is read-only in ucow \(write ucow or raw\)" $UCOW measure -O qcow2 --size 1M
+expect_err 1 "measure: unknown format 'vmdk'" $UCOW measure -O vmdk --size 1M
 expect_ok $UCOW measure --help
 grep -q -- '--size SIZE' out || fail "--help does not list --size"
 ok "measure"
