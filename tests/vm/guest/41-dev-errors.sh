@@ -37,7 +37,7 @@ bad queues-x "queue count" ucow dev add -q two good.ucow
 bad depth-0 "depth" ucow dev add -d 0 good.ucow
 bad depth-big "depth" ucow dev add -d 5000 good.ucow
 bad block-size "block size" ucow dev add --block-size 1024 good.ucow
-bad target "unknown target" ucow dev add -t qcow2 good.ucow
+bad target "unknown target" ucow dev add -t vmdk good.ucow
 bad null-size "size" ucow dev add -t null
 bad no-file "FILE" ucow dev add
 bad no-driver "not loaded|ublk-control" env UCOW_UBLK_CONTROL=/nonexistent ucow dev add good.ucow
