@@ -195,7 +195,6 @@ int ublk_job_start(struct ublk_dev *dev, int kind, char *why, size_t wlen)
 		return r;
 	}
 	j->state = UBLK_JOB_RUNNING;
-	j->t0 = ublk_now_ns();
 	return 0;
 }
 
@@ -416,7 +415,6 @@ int ublk_job_step(struct ublk_dev *dev)
 	}
 	if (end) {
 		j->state = UBLK_JOB_DONE;
-		j->t1 = ublk_now_ns();
 		ublk_job_free_io(j);
 		fprintf(stderr, "ucow: %s of /dev/ublkb%u done: %" PRIu64 " bytes copied in %"
 			PRIu64 " steps, longest pause %.3f ms\n", kind_names[j->kind],

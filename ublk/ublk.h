@@ -209,7 +209,7 @@ struct ublk_job {
 	int kind, state;
 	uint64_t off, total;		/* walked so far, of the virtual size */
 	uint64_t copied;		/* bytes copied */
-	uint64_t steps, max_pause_ns, total_pause_ns, t0, t1;
+	uint64_t steps, max_pause_ns, total_pause_ns;
 	struct cow_backend *be;		/* the job's own engine context, while it runs */
 	struct cow_ctx *ctx;
 	void *buf;
