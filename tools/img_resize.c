@@ -6,7 +6,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/utsname.h>
 
 #include "cowcore.h"
 #include "cmds.h"
@@ -32,7 +31,9 @@ static const char resize_help[] =
 	"their own size: applying one gives the image that size again. A power loss at any\n"
 	"point leaves the image as it was or resized, never in between.\n"
 	"\n"
-	"A served image (ucow dev add) is refused: delete the device first.\n"
+	"A served image (ucow dev add) grows online, and its /dev/ublkbN with it, where the\n"
+	"kernel can change a ublk disk's size (Linux 6.16 and later); shrinking it, or any\n"
+	"resize on an older kernel, is refused: delete the device first.\n"
 	"Exit status: 0 resized, 1 an error (the image is left as it was).\n";
 
 /* "+N", "-N" or "N" with the size suffixes: *sign -1, 0 or +1. 0 or the exit code 1. */
@@ -48,37 +49,71 @@ static int parse_size_arg(const char *arg, int *sign, uint64_t *v)
 	return 0;
 }
 
-/*
- * FILE served by a ucow dev server: a served device keeps its size unless the kernel can
- * change it (UBLK_F_UPDATE_SIZE, Linux 6.16). Returns the exit status, or -1 when FILE is
- * not served. Changing the size online is not built yet: the test bed's kernel (6.12) has
- * no UPDATE_SIZE to prove it on, so it is refused there too, saying so.
- */
-static int resize_online(const char *file)
+/* The new size: SIZE, or the current size changed by it (sign). 0, or the exit code 1. */
+static int new_size(const char *file, uint64_t cur, int sign, uint64_t v, uint64_t *size)
 {
+	if (sign > 0 && v > UINT64_MAX - cur) {
+		ucow_err("%s: %" PRIu64 " + %" PRIu64 " bytes is too large", file, cur, v);
+		return 1;
+	}
+	if (sign < 0 && v >= cur) {
+		ucow_err("%s: the size must stay greater than zero (it is %" PRIu64 " bytes)", file,
+			 cur);
+		return 1;
+	}
+	*size = sign > 0 ? cur + v : sign < 0 ? cur - v : v;
+	if (!*size) {
+		ucow_err("%s: the size must be greater than zero", file);
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * FILE served by a ucow dev server: the server grows the image and then the disk
+ * (UBLK_CMD_UPDATE_SIZE, Linux 6.16 and later; ublk/sock.c), or says why not (an older
+ * kernel, a shrink, a read-only device...). Returns the exit status, or -1 when FILE is not
+ * served.
+ */
+static int resize_online(const char *file, int sign, uint64_t v, bool quiet)
+{
+	struct json_object *resp = NULL;
 	struct ublk_state st;
-	struct ublk_ctrl c;
-	struct utsname u;
-	char err[UBLK_ERRLEN];
-	uint64_t f = 0;
-	bool probed;
-	int id = ublk_server_of(file, &st);
+	struct cow_info in;
+	char backing[4096];
+	uint64_t size;
+	int id = ublk_server_of(file, &st), r;
 
 	if (id < 0)
 		return -1;
-	if (uname(&u) < 0)
-		snprintf(u.release, sizeof(u.release), "unknown");
-	bool has = ublk_ctrl_open(&c, err) == 0 && ublk_ctrl_probe_features(&c, &f, &probed) == 0 &&
-		   (f & UK_F_UPDATE_SIZE);
-	ublk_ctrl_close(&c);
-	if (!has)
-		ucow_err("%s: in use by /dev/ublkb%d, whose size cannot change while served: that "
-			 "needs Linux 6.16 or later (UBLK_F_UPDATE_SIZE), this kernel is %s (ucow dev "
-			 "del %d, resize, dev add)", file, id, u.release, id);
-	else
-		ucow_err("%s: in use by /dev/ublkb%d: resizing a served device is not supported yet "
-			 "(ucow dev del %d, resize, dev add)", file, id, id);
-	return 1;
+	if (!st.sock[0]) {
+		ucow_err("%s: in use by /dev/ublkb%d, whose server has no control socket (ucow dev "
+			 "del %d, resize, dev add)", file, id, id);
+		return 1;
+	}
+	r = ublk_sock_call(st.sock, UBLK_OP_IMAGE_INFO, NULL, 300, &resp);
+	if (r == 0 && ublk_parse_info(resp, &in, backing, sizeof(backing)) < 0)
+		r = -EBADMSG;
+	ublk_sock_reply_free(resp);
+	resp = NULL;
+	if (r == 0 && new_size(file, in.virtual_size, sign, v, &size))
+		return 1;
+	if (r == 0)
+		r = ublk_sock_call_size(st.sock, UBLK_OP_RESIZE, size, 300, &resp);
+	if (r == -EPROTO && resp) {
+		ucow_err("%s: %s", file, ublk_sock_reply_error(resp));
+		ublk_sock_reply_free(resp);
+		return 1;
+	}
+	ublk_sock_reply_free(resp);
+	if (r < 0) {
+		ucow_err("%s: no answer from the server of /dev/ublkb%d: %s", file, id,
+			 strerror(-r));
+		return 1;
+	}
+	if (!quiet)
+		printf("Image resized.\n");
+	return 0;
 }
 
 int cmd_resize(int argc, char **argv)
@@ -134,7 +169,7 @@ int cmd_resize(int argc, char **argv)
 	if (parse_size_arg(size_arg, &sign, &v))
 		return 1;
 
-	r = resize_online(file);
+	r = resize_online(file, sign, v, quiet);
 	if (r >= 0)
 		return r;
 	r = cow_open(file, &(struct cow_open_opts){ .fmt = fmt }, &img, err, COW_ERRLEN);
@@ -144,24 +179,7 @@ int cmd_resize(int argc, char **argv)
 	}
 	struct cow_info in;
 	cow_get_info(img, &in);
-	size = v;
-	if (sign > 0 && v > UINT64_MAX - in.virtual_size) {
-		ucow_err("%s: %" PRIu64 " + %" PRIu64 " bytes is too large", file, in.virtual_size, v);
-		cow_close(img);
-		return 1;
-	}
-	if (sign > 0)
-		size = in.virtual_size + v;
-	if (sign < 0 && v >= in.virtual_size) {
-		ucow_err("%s: the size must stay greater than zero (it is %" PRIu64 " bytes)", file,
-			 in.virtual_size);
-		cow_close(img);
-		return 1;
-	}
-	if (sign < 0)
-		size = in.virtual_size - v;
-	if (!size) {
-		ucow_err("%s: the size must be greater than zero", file);
+	if (new_size(file, in.virtual_size, sign, v, &size)) {
 		cow_close(img);
 		return 1;
 	}

@@ -180,6 +180,11 @@ int ublk_ctrl_stop(struct ublk_ctrl *c, unsigned id)
 	return dev_cmd(c, UK_CMD_STOP_DEV, id, NULL, 0, 0);
 }
 
+int ublk_ctrl_update_size(struct ublk_ctrl *c, unsigned id, uint64_t sectors)
+{
+	return dev_cmd(c, UK_CMD_UPDATE_SIZE, id, NULL, 0, sectors);
+}
+
 int ublk_ctrl_start_recovery(struct ublk_ctrl *c, unsigned id)
 {
 	return dev_cmd(c, UK_CMD_START_USER_RECOVERY, id, NULL, 0, 0);
@@ -212,8 +217,10 @@ int ublk_ctrl_probe_features(struct ublk_ctrl *c, uint64_t *features, bool *prob
 		*features = c->features;
 		return 0;
 	}
-	/* Old driver: ask for everything on a throwaway device and read back what stuck. */
-	info.flags &= ~(UK_F_UNPRIVILEGED_DEV | UK_F_ZONED | UK_F_SUPPORT_ZERO_COPY);
+	/* Old driver: ask for everything on a throwaway device and read back what stuck. Not
+	 * FAIL_IO: a driver that knows it refuses it beside REISSUE (and has GET_FEATURES) */
+	info.flags &= ~(UK_F_UNPRIVILEGED_DEV | UK_F_ZONED | UK_F_SUPPORT_ZERO_COPY |
+			UK_F_USER_RECOVERY_FAIL_IO);
 	ret = dev_cmd(c, UK_CMD_ADD_DEV, info.dev_id, &info, sizeof(info), 0);
 	if (ret < 0)
 		return ret;

@@ -228,8 +228,9 @@ static void uevent_change(unsigned id)
 	close(fd);
 }
 
-static int dev_write_state(struct ublk_dev *dev, const char *sock)
+int ublk_dev_write_state(struct ublk_dev *dev)
 {
+	const char *sock = dev->sock_path;
 	struct ublk_state st;
 
 	memset(&st, 0, sizeof(st));
@@ -326,7 +327,8 @@ static int serve_live(struct ublk_dev *dev, int notify_fd, bool recover)
 		goto out_queues;
 	}
 	lfd = ublk_sock_listen(dev, sock, sizeof(sock));
-	ret = dev_write_state(dev, lfd >= 0 ? sock : "");
+	snprintf(dev->sock_path, sizeof(dev->sock_path), "%s", lfd >= 0 ? sock : "");
+	ret = ublk_dev_write_state(dev);
 	if (ret < 0) {
 		snprintf(dev->err, sizeof(dev->err), "cannot write %s/dev%u.json: %s",
 			 ublk_run_dir(), dev->info.dev_id, strerror(-ret));
@@ -443,6 +445,10 @@ int ublk_serve(struct ublk_dev *dev, int notify_fd)
 	dev->info.flags = UK_F_CMD_IOCTL_ENCODE;
 	if (dev->o.recoverable)
 		dev->info.flags |= UK_F_USER_RECOVERY | UK_F_USER_RECOVERY_REISSUE;
+	/* a served image can grow (ucow resize): the disk follows where the driver can */
+	if (dev->ctrl.have_features && (dev->ctrl.features & UK_F_UPDATE_SIZE) &&
+	    !dev->o.read_only)
+		dev->info.flags |= UK_F_UPDATE_SIZE;
 	ret = ublk_ctrl_add(&dev->ctrl, &dev->info);
 	if (ret < 0) {
 		if (ret == -EEXIST)

@@ -9,7 +9,8 @@
  * op gets {"ok": false, "error": ...}; a client that has not sent its request within 3 s
  * is dropped.
  *
- * Snapshot create, delete and apply pause the queues (ublk_dev_pause) around the engine call:
+ * Snapshot create, delete and apply, and resize, pause the queues (ublk_dev_pause) around the
+ * engine call:
  * cowcore wants no request in flight while they switch tables; "pause-us" is the pause in
  * microseconds. A list runs with the queues going (it reads under the image lock, which
  * every table update holds): "pause-us" is 0. Errors carry the engine's text (without the
@@ -26,6 +27,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/utsname.h>
 
 #include <inttypes.h>
 
@@ -157,6 +159,110 @@ nomem:
 	return NULL;
 }
 
+/*
+ * Resize: the image grows to rq->size (cow_resize, queues paused), then the disk
+ * (UBLK_CMD_UPDATE_SIZE: the driver sends nothing past the old end before it, so the image
+ * is always at least the disk's size). Only a grow: a shrink would pull the end of the disk
+ * out from under whatever uses it. A size equal to the image's but larger than the disk's
+ * (a server that died between the two steps, then recovered) only updates the disk.
+ */
+static struct json_object *sock_resize(struct ublk_dev *dev, const struct ublk_sock_req *rq,
+				       char *why, size_t wlen)
+{
+	struct cow_image *img = dev->tgt_data;
+	struct json_object *reply;
+	struct uk_params p;
+	struct cow_info in;
+	struct utsname u;
+	char err[UBLK_ERRLEN];
+	unsigned id = dev->info.dev_id;
+	uint64_t ns = 0;
+	int r;
+
+	if (!img || (dev->tgt != &ublk_tgt_cow && dev->tgt != &ublk_tgt_raw)) {
+		snprintf(why, wlen, "the %s target cannot be resized", dev->tgt->name);
+		return NULL;
+	}
+	if (dev->o.read_only || dev->o.snapshot[0]) {
+		snprintf(why, wlen, "served read-only by /dev/ublkb%u (ucow dev del %u first)", id,
+			 id);
+		return NULL;
+	}
+	if (!(dev->info.flags & UK_F_UPDATE_SIZE)) {
+		if (uname(&u) < 0)
+			snprintf(u.release, sizeof(u.release), "unknown");
+		if (dev->ctrl.features & UK_F_UPDATE_SIZE)
+			snprintf(why, wlen, "in use by /dev/ublkb%u, which was added without "
+				 "UBLK_F_UPDATE_SIZE (by an older ucow): its size cannot change "
+				 "while served (ucow dev del %u, resize, dev add)", id, id);
+		else
+			snprintf(why, wlen, "in use by /dev/ublkb%u, whose size cannot change while "
+				 "served: that needs Linux 6.16 or later (UBLK_F_UPDATE_SIZE), this "
+				 "kernel is %s (ucow dev del %u, resize, dev add)", id, u.release, id);
+		return NULL;
+	}
+	if (dev->job && dev->job->state == UBLK_JOB_RUNNING) {
+		snprintf(why, wlen, "an online %s is running on /dev/ublkb%u: resize when it has "
+			 "ended (ucow dev stats %u)", dev->job->kind == UBLK_JOB_COMMIT ? "commit" :
+			 "flatten", id, id);
+		return NULL;
+	}
+	cow_get_info(img, &in);
+	if (rq->size < in.virtual_size) {
+		snprintf(why, wlen, "/dev/ublkb%u is %" PRIu64 " bytes and a served device can only "
+			 "grow (ucow dev del %u, resize --shrink, dev add)", id, in.virtual_size, id);
+		return NULL;
+	}
+	if (rq->size % dev->o.block_size) {
+		snprintf(why, wlen, "%" PRIu64 " bytes is not a multiple of the block size of "
+			 "/dev/ublkb%u (%u bytes)", rq->size, id, dev->o.block_size);
+		return NULL;
+	}
+	r = ublk_ctrl_get_params(&dev->ctrl, id, &p);
+	if (r < 0) {
+		snprintf(why, wlen, "GET_PARAMS: %s", strerror(-r));
+		return NULL;
+	}
+	if (rq->size > in.virtual_size) {
+		r = ublk_dev_pause(dev, UBLK_PAUSE_RESIZE, SOCK_PAUSE_TIMEOUT_MS, err);
+		if (r < 0) {
+			snprintf(why, wlen, "cannot pause the device: %s", err);
+			return NULL;
+		}
+		r = cow_resize(img, rq->size, 0);
+		ns = ublk_dev_resume(dev);
+		if (r < 0) {
+			snprintf(why, wlen, "%s", eng_err(dev, r));
+			fprintf(stderr, "ucow: resize failed (pause %.3f ms): %s\n", ns / 1e6, why);
+			return NULL;
+		}
+	}
+	if (p.basic.dev_sectors != rq->size >> 9) {
+		r = ublk_ctrl_update_size(&dev->ctrl, id, rq->size >> 9);
+		if (r < 0) {
+			snprintf(why, wlen, "the image is %" PRIu64 " bytes now, but the driver "
+				 "refused the new size of /dev/ublkb%u: UPDATE_SIZE: %s (run the "
+				 "resize again)", rq->size, id, strerror(-r));
+			return NULL;
+		}
+	}
+	dev->size = rq->size;
+	dev->params.basic.dev_sectors = rq->size >> 9;
+	r = ublk_dev_write_state(dev);
+	if (r < 0)
+		fprintf(stderr, "ucow: resize: cannot rewrite the state file: %s\n", strerror(-r));
+	reply = ublk_sock_reply_ok();
+	if (!reply || json_object_object_add(reply, "virtual-size",
+					     json_object_new_int64((int64_t)rq->size)) ||
+	    json_object_object_add(reply, "pause-us",
+				   json_object_new_int64((int64_t)((ns + 500) / 1000)))) {
+		json_object_put(reply);
+		snprintf(why, wlen, "out of memory");
+		return NULL;
+	}
+	return reply;
+}
+
 int ublk_sock_listen(struct ublk_dev *dev, char *path, size_t len)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -269,6 +375,9 @@ static char *sock_answer(struct ublk_dev *dev, const struct ublk_sock_req *rq)
 			json_object_put(v);
 			goto nomem;
 		}
+		break;
+	case UBLK_OP_RESIZE:
+		reply = sock_resize(dev, rq, why, sizeof(why));
 		break;
 	case UBLK_OP_INFO:
 		v = dev->tgt->info ? dev->tgt->info(dev) : NULL;

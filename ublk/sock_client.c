@@ -81,8 +81,8 @@ static int read_reply(int fd, char **out, size_t *outlen)
 	return 0;
 }
 
-int ublk_sock_call(const char *path, int op, const char *name, int timeout_s,
-		   struct json_object **reply)
+static int sock_call(const char *path, int op, const char *name, bool has_size, uint64_t size,
+		     int timeout_s, struct json_object **reply)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = timeout_s };
@@ -93,7 +93,8 @@ int ublk_sock_call(const char *path, int op, const char *name, int timeout_s,
 	*reply = NULL;
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
-	req = ublk_sock_req_encode(op, name, err, sizeof(err));
+	req = has_size ? ublk_sock_req_encode_size(op, size, err, sizeof(err)) :
+			 ublk_sock_req_encode(op, name, err, sizeof(err));
 	if (!req)
 		return -EINVAL;
 	strcpy(sa.sun_path, path);
@@ -118,4 +119,16 @@ int ublk_sock_call(const char *path, int op, const char *name, int timeout_s,
 	ret = ublk_sock_reply_decode(resp, rlen, reply, err, sizeof(err));
 	free(resp);
 	return ret;
+}
+
+int ublk_sock_call(const char *path, int op, const char *name, int timeout_s,
+		   struct json_object **reply)
+{
+	return sock_call(path, op, name, false, 0, timeout_s, reply);
+}
+
+int ublk_sock_call_size(const char *path, int op, uint64_t size, int timeout_s,
+			struct json_object **reply)
+{
+	return sock_call(path, op, NULL, true, size, timeout_s, reply);
 }

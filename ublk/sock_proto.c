@@ -31,6 +31,9 @@
  *   job                           "job": {kind, state (running, done, failed, or none),
  *                                 done-bytes, total-bytes, copied-bytes, steps,
  *                                 max-pause-us, total-pause-us, error}
+ *   resize                        takes "size" (bytes, 1..2^63-2): the image grows to it and
+ *                                 then the disk (UBLK_CMD_UPDATE_SIZE); "virtual-size": the
+ *                                 size now, "pause-us". A smaller size is refused (sock.c)
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -54,6 +57,7 @@ static const char *const op_names[UBLK_OP_NR] = {
 	[UBLK_OP_FLATTEN] = "flatten",
 	[UBLK_OP_JOB] = "job",
 	[UBLK_OP_COMMIT] = "commit",
+	[UBLK_OP_RESIZE] = "resize",
 };
 
 const char *ublk_sock_op_name(int op)
@@ -64,6 +68,11 @@ const char *ublk_sock_op_name(int op)
 static bool op_takes_name(int op)
 {
 	return op == UBLK_OP_SNAP_CREATE || op == UBLK_OP_SNAP_DELETE || op == UBLK_OP_SNAP_APPLY;
+}
+
+static bool op_takes_size(int op)
+{
+	return op == UBLK_OP_RESIZE;
 }
 
 /* O as one line of text, newline-terminated, malloc'd (NULL: out of memory) */
@@ -77,12 +86,15 @@ static char *to_line(struct json_object *o)
 	return line;
 }
 
-char *ublk_sock_req_encode(int op, const char *name, char *err, size_t errlen)
+/* The request line: OP, its name (NULL: none), its size (has_size) */
+static char *req_encode(int op, const char *name, bool has_size, uint64_t size, char *err,
+			size_t errlen)
 {
 	struct json_object *o;
 	char *line = NULL;
 
 	if (!ublk_sock_op_name(op) || op_takes_name(op) != (name != NULL) ||
+	    op_takes_size(op) != has_size || (has_size && (!size || size > INT64_MAX - 1)) ||
 	    (name && (!*name || strlen(name) >= UBLK_SNAP_NAME_MAX))) {
 		snprintf(err, errlen, name && op_takes_name(op) ? "invalid snapshot name (1 to %d "
 			 "bytes)" : "invalid request", UBLK_SNAP_NAME_MAX - 1);
@@ -90,7 +102,8 @@ char *ublk_sock_req_encode(int op, const char *name, char *err, size_t errlen)
 	}
 	o = json_object_new_object();
 	if (o && !json_object_object_add(o, "op", json_object_new_string(op_names[op])) &&
-	    (!name || !ublk_json_add_bytes(o, "name", name)))
+	    (!name || !ublk_json_add_bytes(o, "name", name)) &&
+	    (!has_size || !json_object_object_add(o, "size", json_object_new_int64((int64_t)size))))
 		line = to_line(o);
 	json_object_put(o);
 	if (!line)
@@ -103,10 +116,20 @@ char *ublk_sock_req_encode(int op, const char *name, char *err, size_t errlen)
 	return line;
 }
 
+char *ublk_sock_req_encode(int op, const char *name, char *err, size_t errlen)
+{
+	return req_encode(op, name, false, 0, err, errlen);
+}
+
+char *ublk_sock_req_encode_size(int op, uint64_t size, char *err, size_t errlen)
+{
+	return req_encode(op, NULL, true, size, err, errlen);
+}
+
 int ublk_sock_req_decode(const char *buf, size_t len, struct ublk_sock_req *r, char *err,
 			 size_t errlen)
 {
-	static const char *const keys[] = { "op", "name", "name-hex", NULL };
+	static const char *const keys[] = { "op", "name", "name-hex", "size", NULL };
 	struct json_object *o;
 	char op[32];
 	int ret, i;
@@ -141,6 +164,18 @@ int ublk_sock_req_decode(const char *buf, size_t len, struct ublk_sock_req *r, c
 	} else if (!ret && !r->name[0]) {
 		snprintf(err, errlen, "\"name\": empty");
 		ret = -EINVAL;
+	}
+	if (!ret) {
+		int64_t v = 0;
+
+		ret = ublk_json_get_int(o, "size", 1, INT64_MAX - 1, &v, err, errlen);
+		if (!op_takes_size(i) && ret != -ENOENT) {
+			snprintf(err, errlen, "op \"%s\" takes no size", op);
+			ret = -EINVAL;
+		} else if (!op_takes_size(i)) {
+			ret = 0;
+		}
+		r->size = (uint64_t)v;
 	}
 out:
 	json_object_put(o);

@@ -101,7 +101,8 @@ uint64_t ublk_lat_percentile(const uint64_t *lat, double p)
 static const char *const op_names[UBLK_ST_NR] = {
 	"read", "write", "flush", "discard", "write-zeroes",
 };
-static const char *const pause_names[UBLK_PAUSE_NR] = { "create", "delete", "apply", "job" };
+static const char *const pause_names[UBLK_PAUSE_NR] = { "create", "delete", "apply", "job",
+								  "resize" };
 static const double pct[] = { 0.50, 0.90, 0.99, 0.999 };
 
 /* Operation k summed over the queues, and its percentiles */

@@ -54,6 +54,9 @@ int ublk_ctrl_set_params(struct ublk_ctrl *c, unsigned id, struct uk_params *p);
 int ublk_ctrl_get_params(struct ublk_ctrl *c, unsigned id, struct uk_params *p);
 int ublk_ctrl_start(struct ublk_ctrl *c, unsigned id, pid_t pid);
 int ublk_ctrl_stop(struct ublk_ctrl *c, unsigned id);
+/* UPDATE_SIZE (6.16+, a device added with UK_F_UPDATE_SIZE): the disk's capacity becomes
+ * SECTORS (512 B); the driver sends no request past it from then on */
+int ublk_ctrl_update_size(struct ublk_ctrl *c, unsigned id, uint64_t sectors);
 int ublk_ctrl_start_recovery(struct ublk_ctrl *c, unsigned id);
 int ublk_ctrl_end_recovery(struct ublk_ctrl *c, unsigned id, pid_t pid);
 int ublk_ctrl_get_affinity(struct ublk_ctrl *c, unsigned id, unsigned q, void *mask,
@@ -97,7 +100,7 @@ struct ublk_queue;
 
 /* What a pause of the queues was for (dev stats shows each) */
 enum ublk_pause_kind { UBLK_PAUSE_CREATE, UBLK_PAUSE_DELETE, UBLK_PAUSE_APPLY, UBLK_PAUSE_JOB,
-		       UBLK_PAUSE_NR };
+		       UBLK_PAUSE_RESIZE, UBLK_PAUSE_NR };
 
 /* One tag: its buffer and its request. */
 struct ublk_io {
@@ -198,6 +201,7 @@ struct ublk_dev {
 	} pause_st[UBLK_PAUSE_NR];
 	struct ublk_job *job;	/* job.c: the online job (control thread), NULL before one */
 	int job_track;		/* atomic: queue threads mark what they write (ublk_job_mark) */
+	char sock_path[108];	/* the control socket ("" if none), for the state file */
 	char err[UBLK_ERRLEN];
 };
 
@@ -257,6 +261,8 @@ uint64_t ublk_dev_resume(struct ublk_dev *dev);
 /* server.c: the life of a device, in the server process */
 int ublk_serve(struct ublk_dev *dev, int notify_fd);
 int ublk_serve_recover(struct ublk_dev *dev, unsigned id, int notify_fd);
+/* Rewrite the device's state file (run dir dev<ID>.json) from dev: after its size changed */
+int ublk_dev_write_state(struct ublk_dev *dev);
 void ublk_dev_init(struct ublk_dev *dev);
 
 /* tgt_image.c: the cow and raw targets (both on the cowcore engine).
@@ -337,15 +343,18 @@ void ublk_sock_serve(struct ublk_dev *dev, int lfd);
 #define UBLK_SNAP_NAME_MAX 128			/* a name: 1..127 bytes, no NUL */
 enum { UBLK_OP_PING, UBLK_OP_STATS, UBLK_OP_INFO, UBLK_OP_IMAGE_INFO, UBLK_OP_SNAP_LIST,
        UBLK_OP_SNAP_CREATE, UBLK_OP_SNAP_DELETE, UBLK_OP_SNAP_APPLY, UBLK_OP_FLATTEN,
-       UBLK_OP_JOB, UBLK_OP_COMMIT, UBLK_OP_NR };
+       UBLK_OP_JOB, UBLK_OP_COMMIT, UBLK_OP_RESIZE, UBLK_OP_NR };
 struct ublk_sock_req {
 	int op;			/* UBLK_OP_*; -1 if the request was refused */
 	char name[UBLK_SNAP_NAME_MAX];	/* snapshot-create/-delete/-apply */
+	uint64_t size;		/* resize: the new virtual size in bytes */
 };
 const char *ublk_sock_op_name(int op);	/* "snapshot-create" ..., NULL if unknown */
 /* The request line (malloc'd); NAME only for snapshot-create/-delete/-apply. NULL: err says
  * why */
 char *ublk_sock_req_encode(int op, const char *name, char *err, size_t errlen);
+/* The request line of an op that takes a size (resize); NULL: err says why */
+char *ublk_sock_req_encode_size(int op, uint64_t size, char *err, size_t errlen);
 /* 0, or -EINVAL with err: malformed, over-long, unknown op, bad or missing name ... */
 int ublk_sock_req_decode(const char *buf, size_t len, struct ublk_sock_req *r, char *err,
 			 size_t errlen);
@@ -376,6 +385,9 @@ int ublk_parse_pause_us(struct json_object *reply, uint64_t *us);	/* -ENOENT: no
  */
 int ublk_sock_call(const char *path, int op, const char *name, int timeout_s,
 		   struct json_object **reply);
+/* The same for an op that takes a size (resize) */
+int ublk_sock_call_size(const char *path, int op, uint64_t size, int timeout_s,
+			struct json_object **reply);
 
 /* stats */
 void ublk_stats_account(struct ublk_queue *q, struct ublk_io *io, int res, uint64_t bytes);

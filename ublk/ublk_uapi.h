@@ -33,6 +33,7 @@
 #define UK_CMD_GET_DEV_INFO2		0x12
 #define UK_CMD_GET_FEATURES		0x13	/* ioctl form only, 6.5+ */
 #define UK_CMD_DEL_DEV_ASYNC		0x14	/* ioctl form only, 6.9+ */
+#define UK_CMD_UPDATE_SIZE		0x15	/* 6.16+ (UK_F_UPDATE_SIZE): data[0] = sectors */
 
 #define UK_IO_FETCH_REQ			0x20
 #define UK_IO_COMMIT_AND_FETCH_REQ	0x21

@@ -55,6 +55,13 @@ static void test_req_roundtrip(void **state)
 		bool named = op == UBLK_OP_SNAP_CREATE || op == UBLK_OP_SNAP_DELETE ||
 			     op == UBLK_OP_SNAP_APPLY;
 
+		if (op == UBLK_OP_RESIZE) {	/* takes a size, not a name */
+			assert_null(ublk_sock_req_encode(op, NULL, why, sizeof(why)));
+			assert_null(ublk_sock_req_encode(op, "n", why, sizeof(why)));
+			continue;
+		}
+		/* a size where none belongs */
+		assert_null(ublk_sock_req_encode_size(op, 4096, why, sizeof(why)));
 		t = ublk_sock_req_encode(op, named ? "n" : NULL, why, sizeof(why));
 		assert_non_null(t);
 		assert_int_equal(t[strlen(t) - 1], '\n');
@@ -89,6 +96,37 @@ static void test_req_roundtrip(void **state)
 	n[128] = 0;
 	assert_null(ublk_sock_req_encode(UBLK_OP_SNAP_CREATE, n, why, sizeof(why)));
 	assert_null(ublk_sock_req_encode(UBLK_OP_SNAP_CREATE, "", why, sizeof(why)));
+}
+
+static void test_req_resize(void **state)
+{
+	char *t;
+
+	t = ublk_sock_req_encode_size(UBLK_OP_RESIZE, 1ull << 40, why, sizeof(why));
+	assert_string_equal(t, "{ \"op\": \"resize\", \"size\": 1099511627776 }\n");
+	assert_int_equal(req_text(t), 0);
+	assert_int_equal(rq.op, UBLK_OP_RESIZE);
+	assert_true(rq.size == 1ull << 40);
+	free(t);
+	t = ublk_sock_req_encode_size(UBLK_OP_RESIZE, INT64_MAX - 1, why, sizeof(why));
+	assert_int_equal(req_text(t), 0);
+	assert_true(rq.size == INT64_MAX - 1);
+	free(t);
+	/* 0 and what json-c would saturate are refused before sending */
+	assert_null(ublk_sock_req_encode_size(UBLK_OP_RESIZE, 0, why, sizeof(why)));
+	assert_null(ublk_sock_req_encode_size(UBLK_OP_RESIZE, INT64_MAX, why, sizeof(why)));
+	assert_null(ublk_sock_req_encode_size(UBLK_OP_RESIZE, UINT64_MAX, why, sizeof(why)));
+	/* and when they come anyway */
+	bad_req("{\"op\": \"resize\"}", "\"size\" missing");
+	bad_req("{\"op\": \"resize\", \"size\": 0}", "out of range");
+	bad_req("{\"op\": \"resize\", \"size\": -4096}", "out of range");
+	bad_req("{\"op\": \"resize\", \"size\": 9223372036854775807}", "out of range");
+	bad_req("{\"op\": \"resize\", \"size\": 99999999999999999999999}", "out of range");
+	bad_req("{\"op\": \"resize\", \"size\": \"1G\"}", "not an integer");
+	bad_req("{\"op\": \"resize\", \"size\": 1.5}", "not an integer");
+	bad_req("{\"op\": \"resize\", \"size\": 4096, \"name\": \"s\"}", "takes no name");
+	bad_req("{\"op\": \"ping\", \"size\": 4096}", "takes no size");
+	bad_req("{\"op\": \"snapshot-create\", \"name\": \"s\", \"size\": 1}", "takes no size");
 }
 
 static void test_req_hostile(void **state)
@@ -882,6 +920,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_req_roundtrip),
+		cmocka_unit_test(test_req_resize),
 		cmocka_unit_test(test_req_hostile),
 		cmocka_unit_test(test_reply),
 		cmocka_unit_test(test_snaps),

@@ -3,7 +3,8 @@
 # QEMU TCG with an initramfs holding busybox, the real tools (fio, mkfs.ext4, e2fsck,
 # qemu-img, ...), the ucow binary and the guest tests, run the tests inside, and report.
 #
-#   tests/vm/run.sh [--only REGEX]... [--script FILE]... [--bin FILE]... [--shell] [-v]
+#   tests/vm/run.sh [--kernel 6.12|new] [--only REGEX]... [--script FILE]... [--bin FILE]...
+#                   [--shell] [-v]
 #
 #   (no option)     run every guest test, tests/vm/guest/*.sh except lib.sh, in name order
 #   --only REGEX    run only the tests whose names (e.g. 01-loop-fio) match the extended
@@ -15,6 +16,9 @@
 #   --shell         end in an interactive shell on the console (tests run first only when
 #                   --only or --script is given); leave with 'exit' or Ctrl-A X
 #   -v, --verbose   stream the whole guest console here
+#   --kernel SERIES the guest kernel (kernel.sh): 6.12 (the default: Debian's LTS) or new
+#                   (6.16 or later, from trixie-backports); with new, result lines say
+#                   vm-new/NAME and the logs go to $BUILD/vm-new/
 #
 # Prints one "PASS vm/NAME" or "FAIL vm/NAME reason" line per test, and per extra check:
 # vm/setup (kernel, QEMU, initramfs), vm/boot, vm/timeout, vm/kernel-log (BUG, WARNING,
@@ -30,13 +34,12 @@ set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top" || exit 1
 BUILD=${BUILD:-build}
-out=$BUILD/vm
 qemu=${UCOW_VM_QEMU:-qemu-system-x86_64}
 overall=${UCOW_VM_TIMEOUT:-1200}
 per_test=${UCOW_VM_TEST_TIMEOUT:-300}
 
-only=() scripts=() bins=() shell=0 verbose=0
-usage() { sed -n '6,17s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+only=() scripts=() bins=() shell=0 verbose=0 series=${UCOW_VM_KERNEL_SERIES:-6.12}
+usage() { sed -n '6,21s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
 	--only) [ $# -ge 2 ] || usage; only+=("$2"); shift 2 ;;
@@ -47,13 +50,24 @@ while [ $# -gt 0 ]; do
 	--bin=*) bins+=("${1#*=}"); shift ;;
 	--shell) shell=1; shift ;;
 	-v|--verbose) verbose=1; shift ;;
+	--kernel) [ $# -ge 2 ] || usage; series=$2; shift 2 ;;
+	--kernel=*) series=${1#*=}; shift ;;
 	-h|--help) usage ;;
 	*) echo "run.sh: unknown argument '$1'" >&2; usage ;;
 	esac
 done
 
+case $series in
+6.12) tag=vm out=$BUILD/vm ;;
+new) tag=vm-new out=$BUILD/vm-new ;;
+*) echo "run.sh: --kernel $series: 6.12 or new" >&2; usage ;;
+esac
+export UCOW_VM_KERNEL_SERIES=$series
+
 failed=0
-fail() { echo "FAIL $*"; failed=1; }
+# Result lines name vm/TEST; on the new kernel vm-new/TEST (both run in one make check).
+retag() { if [ "$tag" = vm ]; then cat; else sed "s#^\(PASS\|FAIL\) vm/#\1 $tag/#"; fi; }
+fail() { echo "FAIL $*" | retag; failed=1; }
 setup_fail() { fail "vm/setup $*"; echo "vm: giving up; nothing ran in the guest" >&2; exit 1; }
 
 mkdir -p "$out" || setup_fail "cannot create $out"
@@ -221,8 +235,8 @@ is_test() { case " ${tests[*]} " in *" $1 "*) return 0 ;; esac; return 1; }
 for n in "${tests[@]}" "${script_names[@]%.sh}"; do
 	r=$(result "$n")
 	case $r in
-	PASS*) echo "$r" ;;
-	FAIL*) echo "$r"; failed=1 ;;
+	PASS*) echo "$r" | retag ;;
+	FAIL*) echo "$r" | retag; failed=1 ;;
 	*) fail "vm/$n no result: the guest crashed, hung or timed out first (console: $console)" ;;
 	esac
 	# What a failed test printed (script output was already shown live).
@@ -233,7 +247,7 @@ sed -n 's/^UCOW-VM RESULT //p' "$results" | while read -r status name rest; do
 	n=${name#vm/}
 	case " ${tests[*]} ${script_names[*]%.sh} " in *" $n "*) continue ;; esac
 	echo "$status $name $rest"
-done | grep . && failed=1
+done | retag | grep . && failed=1
 
 if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
 	fail "vm/timeout the guest did not finish within ${overall}s (UCOW_VM_TIMEOUT)"
@@ -251,7 +265,7 @@ bad="${w}BUG([^A-Za-z_]|\$)|${w}WARNING([^A-Za-z_]|\$)|${w}Oops|Call Trace|block
 {
 	cat "$out/dmesg.log"
 	echo "@@console"
-	tr -d '\r' <"$console" | grep -E '^\[ *[0-9]+\.[0-9]+\] '
+	tr -d '\r' <"$console" | grep -aE '^\[ *[0-9]+\.[0-9]+\] '
 } | awk -v bad="$bad" '
 	$0 == "@@console" { during = ""; next }
 	/ucow-vm: begin vm\// { during = "during " $NF; next }
@@ -261,7 +275,7 @@ if [ -s "$out/kernel-bad.log" ]; then
 	fail "vm/kernel-log $(wc -l <"$out/kernel-bad.log") suspicious kernel log line(s), first $(head -n 1 "$out/kernel-bad.log")"
 	head -n 20 "$out/kernel-bad.log" | sed 's/^/  | /'
 elif grep -q '^UCOW-VM DONE' "$results"; then
-	echo "PASS vm/kernel-log"
+	echo "PASS $tag/kernel-log"
 fi
 
 times=$(sed -n 's/^UCOW-VM TIME vm\/\([^ ]*\) \(.*\)/\1 \2s,/p' "$results" | tr '\n' ' ')

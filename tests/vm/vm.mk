@@ -1,12 +1,20 @@
 # The real-kernel test bed (tests/vm/, Documentation/testbed.md); included by the Makefile.
 #
 #   make vm-check [VM_ARGS="--only REGEX ..."]   build, then run the guest tests (PASS/FAIL lines)
+#                                                 on the 6.12 kernel (all), then on a newer one
+#                                                 (6.16+, run.sh --kernel new) those that prove
+#                                                 what only newer drivers do, and a smoke set
+#                                                 (VM_NEW_ARGS; VM_KERNELS="6.12" skips it)
 #   make vm-shell [VM_ARGS=...]                   the same guest, with a shell on the console
 #   make vm-kernel                                fetch/unpack the guest kernel (cached)
 #   make vm-clean                                 forget the built initramfs and logs
 #
 # tests/vm/run.sh does the work and can be called directly (it does not build ucow).
 VM_ARGS ?=
+VM_KERNELS ?= 6.12 new
+# on the newer kernel: the driver, recovery under fio verify, the 6.1 path, online
+# apply, flatten and commit, and the online resize that needs UBLK_F_UPDATE_SIZE
+VM_NEW_ARGS ?= --only '^(00|40|46|56|57|58|63)-'
 
 .PHONY: vm-kernel vm-clean
 
@@ -18,7 +26,10 @@ $(BUILD)/vm-bin/%: tests/vm/%.c
 	$(Q)$(CC) $(CPPFLAGS) -std=gnu11 $(WARN) $(CFLAGS) -o $@ $<
 
 vm-check: all
-	@BUILD=$(BUILD) tests/vm/run.sh $(VM_ARGS)
+	@rc=0; for k in $(VM_KERNELS); do \
+		if [ $$k = 6.12 ]; then BUILD=$(BUILD) tests/vm/run.sh $(VM_ARGS) || rc=1; \
+		else BUILD=$(BUILD) tests/vm/run.sh --kernel $$k $(VM_NEW_ARGS) || rc=1; fi; \
+	done; exit $$rc
 
 # A shell is for debugging: a broken build elsewhere (a unit test...) must not prevent it.
 vm-shell:
@@ -27,7 +38,7 @@ vm-shell:
 	@BUILD=$(BUILD) tests/vm/run.sh --shell $(VM_ARGS)
 
 vm-kernel:
-	@tests/vm/kernel.sh >/dev/null
+	@for k in $(VM_KERNELS); do tests/vm/kernel.sh --series $$k >/dev/null || exit 1; done
 
 vm-clean:
-	rm -rf $(BUILD)/vm
+	rm -rf $(BUILD)/vm $(BUILD)/vm-new
