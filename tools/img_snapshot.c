@@ -41,8 +41,8 @@ static const char snapshot_help[] =
 	"would free.\n"
 	"\n"
 	"While FILE is served (ucow dev add), -l, -c and -d ask the serving process, which\n"
-	"pauses the device's I/O for the moment the operation needs; -a refuses (the device\n"
-	"would change under its user): delete the device first.\n";
+	"pauses the device's I/O for the moment the operation needs; -a applies only while\n"
+	"nobody holds the device (not mounted, not open; the holder is named otherwise).\n";
 
 /*
  * The snapshots as a JSON array, shared with `ucow info` (declared in cmds.h): one object per

@@ -127,6 +127,9 @@ cp tests/vm/init "$stage/init"
 chmod 755 "$stage/init"
 ln -s /init "$stage/usr/bin/vm-run"
 cp tests/vm/guest/lib.sh "$stage/vm/lib.sh"
+# the fio job files of the guides (Documentation/examples), which guest tests run
+mkdir -p "$stage/vm/examples"
+cp Documentation/examples/*.fio "$stage/vm/examples/"
 for n in "${all_tests[@]}"; do
 	cp "tests/vm/guest/$n.sh" "$stage/vm/tests/"
 done
