@@ -159,6 +159,27 @@ struct cow_qcow2_info {
 int cow_get_qcow2_info(struct cow_image *img, struct cow_qcow2_info *qi);
 
 /*
+ * A new qcow2 image (version 3, no backing file, no snapshots, 16-bit refcounts) written
+ * front to back: ucow convert -O qcow2, so images go back to QEMU. cow_qcow2_out_create
+ * makes path (it must not exist: O_EXCL) for a virtual size of size bytes with clusters of
+ * cluster_size (a power of two, 512 to 2 MiB); with compress_level 1..9 every cluster that
+ * deflates to at least 512 bytes less is stored zlib-compressed (0: none). Data goes in
+ * with cow_qcow2_out_write at non-decreasing offsets (-EINVAL for one going back or past the
+ * end); clusters never written, or all zeros, stay unallocated and read as zeros.
+ * cow_qcow2_out_close with complete writes the tables, then the header, syncs, closes and
+ * frees; without, it only frees (the file is no valid image: remove it). 0 or -errno; err
+ * (errlen bytes) says why create failed. cow_qcow2_out_counts: clusters stored plain and
+ * compressed so far.
+ */
+struct cow_qcow2_out;
+int cow_qcow2_out_create(const char *path, uint64_t size, uint32_t cluster_size,
+			 int compress_level, struct cow_qcow2_out **out, char *err,
+			 size_t errlen);
+int cow_qcow2_out_write(struct cow_qcow2_out *w, const void *buf, uint64_t len, uint64_t off);
+int cow_qcow2_out_close(struct cow_qcow2_out *w, bool complete);
+void cow_qcow2_out_counts(const struct cow_qcow2_out *w, uint64_t *data, uint64_t *compressed);
+
+/*
  * Whether another process holds img, or an image of its backing chain, for writing (the
  * exclusive lock of a read-write open) right now: 1 yes, 0 no, or -errno. Meant for
  * COW_OPEN_SHARE opens, which take no lock and so keep no writer away: a caller warns that

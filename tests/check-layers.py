@@ -42,6 +42,7 @@ LAYERS = {
     # 6: public lifecycle, check and map
     "image.h": 60, "image.c": 60,
     "check.c": 61,
+    "qcow2w.c": 62,
 }
 TEST_ONLY = {"internal.h"}      # every internal header, for white-box tests; no cowcore file
 PUBLIC = "cowcore.h"

@@ -22,7 +22,7 @@
 #include "util.h"
 
 static const char convert_help[] =
-	"usage: ucow convert [-p] [-q] [-U] [-f FMT] [-l SNAPSHOT] [-O raw|ucow]\n"
+	"usage: ucow convert [-p] [-q] [-U] [-c] [-f FMT] [-l SNAPSHOT] [-O raw|ucow|qcow2]\n"
 	"                    [-o OPTIONS] [--allow-backing-outside] SRC DST\n"
 	"\n"
 	"Copy SRC's content to a new file DST (replacing an existing DST). A ucow or qcow2\n"
@@ -32,8 +32,10 @@ static const char convert_help[] =
 	"  -f FMT        SRC's format: ucow or qcow2 (recognized by their magic) or raw\n"
 	"  -l SNAPSHOT   copy this internal snapshot of SRC instead of its current state:\n"
 	"                NAME (a name or a numeric id), snapshot.name=NAME or snapshot.id=ID\n"
-	"  -O FMT        DST's format: raw (default) or ucow\n"
-	"  -o OPTIONS    ucow DST only: chunk_size=N,block_size=N,journal_size=N\n"
+	"  -O FMT        DST's format: raw (default), ucow, or qcow2 (version 3, for QEMU)\n"
+	"  -o OPTIONS    ucow DST: chunk_size=N,block_size=N,journal_size=N;\n"
+	"                qcow2 DST: cluster_size=N (default 65536),compression_level=N (1-9)\n"
+	"  -c            compress (qcow2 DST: zlib clusters, where it saves space)\n"
 	"  -p            show progress on stderr\n"
 	"  --allow-backing-outside\n"
 	"                follow backing files named by an absolute path or lying outside\n"
@@ -63,6 +65,9 @@ struct conv {
 	bool warned;			/* share_warn said it */
 	unsigned share;			/* -U: COW_OPEN_SHARE */
 	unsigned confine;		/* COW_OPEN_CONFINE unless --allow-backing-outside */
+	struct cow_qcow2_out *qw;	/* -O qcow2: the writer of DST */
+	uint32_t q_cluster;		/* -O qcow2: its cluster size */
+	int zlevel;			/* -c: the zlib level; 0: no compression */
 };
 
 /*
@@ -198,10 +203,11 @@ static int write_nonzero(struct conv *c, uint64_t off, uint64_t n)
 		}
 		if (i == start)
 			break;
-		rc = cow_rw(c->dc, COW_WRITE, c->buf + start, i - start, off + start, 0);
+		rc = c->qw ? cow_qcow2_out_write(c->qw, c->buf + start, i - start, off + start) :
+			     cow_rw(c->dc, COW_WRITE, c->buf + start, i - start, off + start, 0);
 		if (rc < 0) {
 			ucow_err("%s: write failed at offset %" PRIu64 ": %s", c->dst, off + start,
-				 err_text_for(rc, cow_errmsg(c->di), c->tmp));
+				 err_text_for(rc, c->qw ? "" : cow_errmsg(c->di), c->tmp));
 			return rc;
 		}
 	}
@@ -239,6 +245,8 @@ static int copy_all(struct conv *c)
 		off += run;
 		progress_show(&c->pr, off, c->size);
 	}
+	if (c->qw)
+		return 0;	/* written out and synced by cow_qcow2_out_close */
 	rc = cow_rw(c->dc, COW_FLUSH, NULL, 0, 0, 0);
 	if (rc < 0)
 		ucow_err("%s: flush failed: %s", c->dst, err_text_for(rc, cow_errmsg(c->di), c->tmp));
@@ -251,6 +259,13 @@ static int make_dst(struct conv *c, int ofmt, struct cow_create_opts *co)
 	char err[COW_ERRLEN] = "";
 	int rc, fd;
 
+	if (ofmt == COW_FMT_QCOW2) {
+		rc = cow_qcow2_out_create(c->tmp, c->size, c->q_cluster, c->zlevel, &c->qw, err,
+					  COW_ERRLEN);
+		if (rc < 0)
+			report(c->dst, c->tmp, rc, err);
+		return rc;
+	}
 	if (ofmt == COW_FMT_RAW) {
 		fd = open(c->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
 		if (fd < 0)
@@ -362,20 +377,23 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 		ucow_err("%s: %s", c->src, err_text_for(rc, cow_errmsg(c->si), c->src));
 		goto free_be;
 	}
-	rc = cow_ctx_new(c->di, be, &c->dc);
-	if (rc < 0) {
-		ucow_err("%s: %s", c->dst, err_text_for(rc, cow_errmsg(c->di), c->tmp));
-		goto free_sc;
+	if (!c->qw) {
+		rc = cow_ctx_new(c->di, be, &c->dc);
+		if (rc < 0) {
+			ucow_err("%s: %s", c->dst, err_text_for(rc, cow_errmsg(c->di), c->tmp));
+			goto free_sc;
+		}
 	}
 	rc = copy_all(c);
-	cow_ctx_free(c->dc);
+	if (c->dc)
+		cow_ctx_free(c->dc);
 free_sc:
 	cow_ctx_free(c->sc);
 free_be:
 	cow_backend_free(be);
 close_dst:
 	{
-		int r2 = cow_close(c->di);
+		int r2 = c->qw ? cow_qcow2_out_close(c->qw, rc == 0) : cow_close(c->di);
 
 		if (r2 < 0 && rc == 0) {
 			ucow_err("%s: closing: %s", c->dst, strerror(-r2));
@@ -398,6 +416,61 @@ close_src:
 	return rc;
 }
 
+#define Z_DEFAULT_LEVEL 6	/* zlib's default */
+
+/*
+ * -o for a qcow2 DST: cluster_size=N (bytes, k/M suffixes: a power of two from 512 to
+ * 2 MiB) and compression_level=N (1-9, with -c). 0, or -1 with the error said.
+ */
+static int parse_qcow2_opts(const char *dst, const char *opts, uint32_t *cs, int *level,
+			    bool compress)
+{
+	char *copy = strdup(opts), *save = NULL, *tok;
+	int rc = 0;
+
+	if (!copy) {
+		ucow_err("%s: out of memory", dst);
+		return -1;
+	}
+	for (tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
+		char *v = strchr(tok, '=');
+		const char *why = NULL;
+		uint64_t n;
+
+		if (!v) {
+			ucow_err("%s: -o '%s': expected KEY=VALUE", dst, tok);
+			rc = -1;
+			break;
+		}
+		*v++ = 0;
+		if (!strcmp(tok, "cluster_size")) {
+			if (parse_bytes(v, &n, &why) < 0 || n < 512 || n > (2u << 20) ||
+			    (n & (n - 1))) {
+				if (parse_bytes(v, &n, &why) == 0)
+					why = "not a power of two from 512 to 2M";
+				ucow_err("%s: -o cluster_size=%s: %s", dst, v, why);
+				rc = -1;
+			} else {
+				*cs = (uint32_t)n;
+			}
+		} else if (!strcmp(tok, "compression_level")) {
+			if (!compress || strlen(v) != 1 || v[0] < '1' || v[0] > '9') {
+				ucow_err("%s: -o compression_level=%s: %s", dst, v, compress ?
+					 "not 1 to 9" : "needs -c");
+				rc = -1;
+			} else {
+				*level = v[0] - '0';
+			}
+		} else {
+			ucow_err("%s: -o '%s': unknown option for qcow2 (cluster_size, "
+				 "compression_level)", dst, tok);
+			rc = -1;
+		}
+	}
+	free(copy);
+	return rc;
+}
+
 int cmd_convert(int argc, char **argv)
 {
 	enum { OPT_OUTSIDE = 256 };
@@ -410,19 +483,23 @@ int cmd_convert(int argc, char **argv)
 	struct cow_create_opts co = { 0 };
 	struct conv c = { .pr.last = -1, .confine = COW_OPEN_CONFINE };
 	int ch, rc, sfmt = COW_FMT_NONE, ofmt = COW_FMT_RAW;
+	bool compress = false;
 	char *opts = NULL;
 
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":f:l:O:o:pqUh", lopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":cf:l:O:o:pqUh", lopts, NULL)) != -1) {
 		switch (ch) {
 		case 'f':
 			if (opt_format("convert", optarg, &sfmt))
 				return 1;
 			break;
 		case 'O':
-			if (opt_format_out("convert", optarg, &ofmt))
-				return 1;
+			ofmt = cow_fmt_parse(optarg);
+			if (ofmt <= 0)
+				return usage_err("convert", "unknown format '%s' (use raw, ucow or "
+						 "qcow2)", optarg);
 			break;
+		case 'c': compress = true; break;
 		case 'o': opts = optarg; break;
 		case 'l':
 			if (parse_snap_arg(&c, optarg))
@@ -442,7 +519,18 @@ int cmd_convert(int argc, char **argv)
 		return usage_err("convert", "too many arguments ('%s')", argv[optind + 2]);
 	c.src = argv[optind];
 	c.dst = argv[optind + 1];
-	if (opts) {
+	c.q_cluster = 65536;
+	if (compress && ofmt != COW_FMT_QCOW2) {
+		ucow_err("%s: -c compresses qcow2 output only (-O qcow2); compressed chunks in %s "
+			 "images are not supported", c.dst, ofmt == COW_FMT_RAW ? "raw" : "ucow");
+		return 1;
+	}
+	if (compress)
+		c.zlevel = Z_DEFAULT_LEVEL;
+	if (opts && ofmt == COW_FMT_QCOW2) {
+		if (parse_qcow2_opts(c.dst, opts, &c.q_cluster, &c.zlevel, compress) < 0)
+			return 1;
+	} else if (opts) {
 		char *copy;
 
 		if (ofmt != COW_FMT_UCOW) {

@@ -179,7 +179,7 @@ PY
 expect_err 63 "use 'qemu-img check'" $UCOW check c0.qcow2
 expect_err 1 "qcow2 images are read-only in ucow" $UCOW io -c 'write 0 512' c0.qcow2
 expect_ok $UCOW io -f qcow2 -r -c 'read 0 512' c0.qcow2
-expect_err 1 "format 'qcow2' is read-only" $UCOW convert -O qcow2 c0.qcow2 x.qcow2
+expect_err 1 "format 'qcow2' is read-only" $UCOW create -f qcow2 x.qcow2 1M
 no_file x.qcow2
 expect_ok $UCOW create -q -f ucow -b p1.qcow2 -F qcow2 cm.ucow
 expect_ok $UCOW io -c 'write -P 7 0 4k' cm.ucow
