@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ucow convert: copy an image's content (a ucow image's whole backing chain, flattened) to
- * a new raw or ucow file. The output is sparse: runs the source maps as zero are skipped, so
- * are all-zero pieces of data. DST is built under a temporary name and renamed into place
- * at the end: an error leaves nothing behind. With -l, the source is one of SRC's internal
- * snapshots (opened read-only in place of the current state).
+ * a new raw, ucow or qcow2 file. The output is sparse: runs the source maps as zero are
+ * skipped, so are all-zero pieces of data (-S: their size; 0: write everything). DST is
+ * built under a temporary name and renamed into place at the end: an error leaves nothing
+ * behind. With -l, the source is one of SRC's internal snapshots (opened read-only in place
+ * of the current state). With -B, DST is an overlay of the given backing file holding only
+ * what differs from it. With -n, DST exists (a file or a block device) and is written in
+ * place: zero runs are written as zeros there, unless --target-is-zero.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,8 +25,9 @@
 #include "util.h"
 
 static const char convert_help[] =
-	"usage: ucow convert [-p] [-q] [-U] [-c] [-f FMT] [-l SNAPSHOT] [-O raw|ucow|qcow2]\n"
-	"                    [-o OPTIONS] [--allow-backing-outside] SRC DST\n"
+	"usage: ucow convert [-p] [-q] [-U] [-c] [-n] [-f FMT] [-l SNAPSHOT]\n"
+	"                    [-O raw|ucow|qcow2] [-o OPTIONS] [-B BACKING -F FMT] [-S SIZE]\n"
+	"                    [--target-is-zero] [--allow-backing-outside] SRC DST\n"
 	"\n"
 	"Copy SRC's content to a new file DST (replacing an existing DST). A ucow or qcow2\n"
 	"SRC is read through its whole backing chain: DST holds the flattened content and\n"
@@ -36,12 +40,21 @@ static const char convert_help[] =
 	"  -o OPTIONS    ucow DST: chunk_size=N,block_size=N,journal_size=N;\n"
 	"                qcow2 DST: cluster_size=N (default 65536),compression_level=N (1-9)\n"
 	"  -c            compress (qcow2 DST: zlib clusters, where it saves space)\n"
-	"  -p            show progress on stderr\n"
+	"  -B BACKING    a ucow DST with this backing file, holding only what differs from\n"
+	"                it (BACKING is named as from DST's folder); -F FMT: its format\n"
+	"  -F FMT        BACKING's format: ucow, qcow2 or raw\n"
+	"  -S SIZE       zero runs of at least SIZE bytes (a multiple of 512, at most 2M;\n"
+	"                default 4k) are not written; 0: write everything (fully allocated)\n"
+	"  -n            DST exists (a file or a block device): write into it in place\n"
+	"                (-O: its format, raw by default); it must be at least SRC's size\n"
+	"  --target-is-zero\n"
+	"                with -n: DST reads as zeros already, zero runs need no writing\n"
+	"  -p            show progress on stderr (not with -q)\n"
 	"  --allow-backing-outside\n"
 	"                follow backing files named by an absolute path or lying outside\n"
 	"                SRC's folder (refused by default: an image from elsewhere could\n"
 	"                name any file of this machine as its base)\n"
-	"  -q            quiet (the default; accepted for qemu-img compatibility)\n"
+	"  -q            quiet: no progress\n"
 	"  -U, --force-share\n"
 	"                open SRC without a lock, even while another process writes it\n"
 	"                (then a warning says the copy may be inconsistent)\n"
@@ -68,6 +81,15 @@ struct conv {
 	struct cow_qcow2_out *qw;	/* -O qcow2: the writer of DST */
 	uint32_t q_cluster;		/* -O qcow2: its cluster size */
 	int zlevel;			/* -c: the zlib level; 0: no compression */
+	uint32_t grain;			/* -S: zero runs this long are skipped; 0: none */
+	bool existing;			/* -n: DST exists, written in place */
+	bool target_zero;		/* --target-is-zero */
+	const char *bfile;		/* -B: DST's backing file, as named */
+	int bfmt;			/* -F */
+	struct cow_image *bi;		/* -B: the backing file, opened to compare with */
+	struct cow_ctx *bc;
+	uint64_t bsize;			/* its virtual size */
+	uint8_t *bbuf;			/* what it holds where buf is */
 };
 
 /*
@@ -181,43 +203,73 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
-/* Write the parts of buf (content of [off, off+n)) that are not all zero. */
-static int write_nonzero(struct conv *c, uint64_t off, uint64_t n)
+/* One range of DST: write len bytes of data, or zeros (data NULL). */
+static int put(struct conv *c, const uint8_t *data, uint64_t len, uint64_t off)
 {
-	uint64_t i = 0;
+	int rc;
 
-	while (i < n) {
-		uint64_t start, g;
-		int rc;
+	if (c->qw)
+		rc = data ? cow_qcow2_out_write(c->qw, data, len, off) : 0;
+	else
+		rc = cow_rw(c->dc, data ? COW_WRITE : COW_WRITE_ZEROES, (void *)data, len, off, 0);
+	if (rc < 0)
+		ucow_err("%s: write failed at offset %" PRIu64 ": %s", c->dst, off,
+			 err_text_for(rc, c->qw ? "" : cow_errmsg(c->di), c->tmp));
+	return rc;
+}
 
-		for (; i < n; i += g) {
-			g = n - i < CONV_GRAIN ? n - i : CONV_GRAIN;
-			if (!all_zero(c->buf + i, g))
+/* What DST needs for a piece of SRC: nothing, its data, or zeros written. */
+enum { P_SKIP, P_DATA, P_ZERO };
+
+static int piece(struct conv *c, uint64_t i, uint64_t g)
+{
+	bool zero = all_zero(c->buf + i, g);
+
+	if (c->bi)	/* -B: only what differs from the backing file */
+		return !memcmp(c->buf + i, c->bbuf + i, g) ? P_SKIP : zero ? P_ZERO : P_DATA;
+	if (!zero || !c->grain)
+		return P_DATA;		/* -S 0: everything is written, zeros too */
+	return c->existing && !c->target_zero ? P_ZERO : P_SKIP;
+}
+
+/* What the backing file (-B) holds at [off, off + n), into bbuf (zeros past its end). */
+static int read_backing(struct conv *c, uint64_t off, uint64_t n)
+{
+	uint64_t in = off >= c->bsize ? 0 : c->bsize - off < n ? c->bsize - off : n;
+	int rc = in ? cow_rw(c->bc, COW_READ, c->bbuf, in, off, 0) : 0;
+
+	if (rc < 0)
+		ucow_err("%s: read failed at offset %" PRIu64 ": %s", c->bfile, off,
+			 err_text_for(rc, cow_errmsg(c->bi), c->bfile));
+	memset(c->bbuf + in, 0, n - in);
+	return rc;
+}
+
+/* buf holds SRC's [off, off + n): put in DST what it needs, in runs of one kind. */
+static int emit(struct conv *c, uint64_t off, uint64_t n)
+{
+	uint64_t i = 0, gs = c->grain ? c->grain : CONV_GRAIN;
+	int rc = c->bi ? read_backing(c, off, n) : 0;
+
+	while (rc == 0 && i < n) {
+		uint64_t start = i, g = n - i < gs ? n - i : gs;
+		int k = piece(c, i, g);
+
+		for (i += g; i < n; i += g) {
+			g = n - i < gs ? n - i : gs;
+			if (piece(c, i, g) != k)
 				break;
 		}
-		start = i;
-		for (; i < n; i += g) {
-			g = n - i < CONV_GRAIN ? n - i : CONV_GRAIN;
-			if (all_zero(c->buf + i, g))
-				break;
-		}
-		if (i == start)
-			break;
-		rc = c->qw ? cow_qcow2_out_write(c->qw, c->buf + start, i - start, off + start) :
-			     cow_rw(c->dc, COW_WRITE, c->buf + start, i - start, off + start, 0);
-		if (rc < 0) {
-			ucow_err("%s: write failed at offset %" PRIu64 ": %s", c->dst, off + start,
-				 err_text_for(rc, c->qw ? "" : cow_errmsg(c->di), c->tmp));
-			return rc;
-		}
+		if (k != P_SKIP)
+			rc = put(c, k == P_DATA ? c->buf + start : NULL, i - start, off + start);
 	}
-	return 0;
+	return rc;
 }
 
 static int copy_all(struct conv *c)
 {
 	uint64_t off = 0, run;
-	int st, rc;
+	int st, rc = 0;
 
 	progress_show(&c->pr, 0, c->size);
 	while (off < c->size) {
@@ -238,10 +290,16 @@ static int copy_all(struct conv *c)
 					 err_text_for(rc, cow_errmsg(c->si), c->src));
 				return rc;
 			}
-			rc = write_nonzero(c, off, run);
-			if (rc < 0)
-				return rc;
+			rc = emit(c, off, run);
+		} else if (c->bi || !c->grain) {
+			/* zeros: still compared with the backing file, or written out */
+			memset(c->buf, 0, run);
+			rc = emit(c, off, run);
+		} else if (c->existing && !c->target_zero) {
+			rc = put(c, NULL, run, off);
 		}
+		if (rc < 0)
+			return rc;
 		off += run;
 		progress_show(&c->pr, off, c->size);
 	}
@@ -280,6 +338,8 @@ static int make_dst(struct conv *c, int ofmt, struct cow_create_opts *co)
 		}
 	} else {
 		co->size = c->size;
+		co->backing = c->bfile;
+		co->backing_fmt = c->bfmt;
 		rc = cow_create(c->tmp, co, err, COW_ERRLEN);
 		if (rc < 0) {
 			report(c->dst, c->tmp, rc, err);
@@ -308,6 +368,81 @@ static int dst_in_chain(struct conv *c)
 			return 1;
 	}
 	return 0;
+}
+
+/* -n: DST exists; open it read-write in its format (raw unless -O), at least SRC's size. */
+static int open_existing(struct conv *c, int ofmt)
+{
+	char err[COW_ERRLEN] = "";
+	struct cow_info in;
+	int rc;
+
+	snprintf(c->tmp, sizeof(c->tmp), "%s", c->dst);	/* errors name DST itself */
+	if (ofmt == COW_FMT_NONE) {
+		/* no -O: raw, but a file that is an image is not overwritten as raw bytes */
+		rc = cow_open(c->dst, &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY |
+				COW_OPEN_SHARE }, &c->di, err, COW_ERRLEN);
+		if (rc == 0) {
+			cow_close(c->di);
+			c->di = NULL;
+			ucow_err("%s: is an image: give its format (-O ucow), or -O raw to overwrite "
+				 "it byte for byte", c->dst);
+			return -EINVAL;
+		}
+		ofmt = COW_FMT_RAW;
+	}
+	rc = cow_open(c->dst, &(struct cow_open_opts){ .fmt = ofmt }, &c->di, err, COW_ERRLEN);
+	if (rc == -ENOENT) {
+		ucow_err("%s: does not exist (-n writes into an existing image)", c->dst);
+		return rc;
+	}
+	if (rc < 0) {
+		report(c->dst, c->dst, rc, err);
+		return rc;
+	}
+	cow_get_info(c->di, &in);
+	if (in.virtual_size < c->size) {
+		ucow_err("%s: is %" PRIu64 " bytes, smaller than %s (%" PRIu64 " bytes)", c->dst,
+			 in.virtual_size, c->src, c->size);
+		cow_close(c->di);
+		c->di = NULL;
+		return -ENOSPC;
+	}
+	return 0;
+}
+
+/* -B: the backing file, named as from DST's folder, opened to compare with. */
+static int open_backing(struct conv *c, struct cow_backend *be)
+{
+	char err[COW_ERRLEN] = "", path[8192];
+	const char *slash = strrchr(c->dst, '/');
+	struct cow_info in;
+	int rc;
+
+	if (c->bfile[0] != '/' && slash)
+		snprintf(path, sizeof(path), "%.*s/%s", (int)(slash - c->dst), c->dst, c->bfile);
+	else
+		snprintf(path, sizeof(path), "%s", c->bfile);
+	rc = cow_open(path, &(struct cow_open_opts){ .fmt = c->bfmt,
+			.flags = COW_OPEN_RDONLY | c->confine }, &c->bi, err, COW_ERRLEN);
+	if (rc < 0) {
+		report_backing(c->bfile, rc, err);
+		return rc;
+	}
+	cow_get_info(c->bi, &in);
+	c->bsize = in.virtual_size;
+	rc = cow_ctx_new(c->bi, be, &c->bc);
+	if (rc == 0 && posix_memalign((void **)&c->bbuf, 4096, CONV_BUF))
+		rc = -ENOMEM;
+	if (rc < 0) {
+		ucow_err("%s: %s", c->bfile, strerror(-rc));
+		if (c->bc)
+			cow_ctx_free(c->bc);
+		cow_close(c->bi);
+		c->bc = NULL;
+		c->bi = NULL;
+	}
+	return rc;
 }
 
 static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *co)
@@ -353,6 +488,12 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 		rc = -EINVAL;
 		goto close_src;
 	}
+	if (c->existing) {
+		rc = open_existing(c, ofmt);
+		if (rc < 0)
+			goto close_src;
+		goto copy;
+	}
 	rc = check_replaceable(c->dst, &why);
 	if (rc < 0) {
 		ucow_err("%s: cannot replace: %s", c->dst, why ? why : strerror(-rc));
@@ -367,6 +508,7 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 	rc = make_dst(c, ofmt, co);
 	if (rc < 0)
 		goto remove_tmp;
+copy:
 	rc = cow_backend_new("uring", 32, &be);
 	if (rc < 0) {
 		ucow_err("%s: cannot set up the I/O backend: %s", c->dst, strerror(-rc));
@@ -384,7 +526,17 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 			goto free_sc;
 		}
 	}
+	if (c->bfile) {
+		rc = open_backing(c, be);
+		if (rc < 0)
+			goto free_dc;
+	}
 	rc = copy_all(c);
+	if (c->bc)
+		cow_ctx_free(c->bc);
+	if (c->bi)
+		cow_close(c->bi);
+free_dc:
 	if (c->dc)
 		cow_ctx_free(c->dc);
 free_sc:
@@ -400,6 +552,8 @@ close_dst:
 			rc = r2;
 		}
 	}
+	if (c->existing)
+		goto close_src;		/* written in place: nothing to rename or remove */
 	if (rc == 0) {
 		rc = replace_file(c->tmp, c->dst);
 		if (rc < 0)
@@ -473,9 +627,10 @@ static int parse_qcow2_opts(const char *dst, const char *opts, uint32_t *cs, int
 
 int cmd_convert(int argc, char **argv)
 {
-	enum { OPT_OUTSIDE = 256 };
+	enum { OPT_OUTSIDE = 256, OPT_TZERO };
 	static const struct option lopts[] = {
 		{ "allow-backing-outside", no_argument, NULL, OPT_OUTSIDE },
+		{ "target-is-zero", no_argument, NULL, OPT_TZERO },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -483,11 +638,15 @@ int cmd_convert(int argc, char **argv)
 	struct cow_create_opts co = { 0 };
 	struct conv c = { .pr.last = -1, .confine = COW_OPEN_CONFINE };
 	int ch, rc, sfmt = COW_FMT_NONE, ofmt = COW_FMT_RAW;
-	bool compress = false;
+	bool compress = false, quiet = false, fmt_given = false;
+	const char *why;
+	uint64_t v;
 	char *opts = NULL;
 
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":cf:l:O:o:pqUh", lopts, NULL)) != -1) {
+	c.grain = CONV_GRAIN;
+	c.bfmt = COW_FMT_NONE;
+	while ((ch = getopt_long(argc, argv, ":cnf:l:O:o:pqUhB:F:S:", lopts, NULL)) != -1) {
 		switch (ch) {
 		case 'f':
 			if (opt_format("convert", optarg, &sfmt))
@@ -498,7 +657,23 @@ int cmd_convert(int argc, char **argv)
 			if (ofmt <= 0)
 				return usage_err("convert", "unknown format '%s' (use raw, ucow or "
 						 "qcow2)", optarg);
+			fmt_given = true;
 			break;
+		case 'B': c.bfile = optarg; break;
+		case 'F':
+			if (opt_format("convert", optarg, &c.bfmt))
+				return 1;
+			break;
+		case 'S':
+			if (parse_bytes(optarg, &v, &why) < 0)
+				return usage_err("convert", "-S '%s': %s", optarg, why);
+			if (v % 512 || v > CONV_BUF)
+				return usage_err("convert", "-S '%s': not a multiple of 512 up to 2M",
+						 optarg);
+			c.grain = (uint32_t)v;
+			break;
+		case 'n': c.existing = true; break;
+		case OPT_TZERO: c.target_zero = true; break;
 		case 'c': compress = true; break;
 		case 'o': opts = optarg; break;
 		case 'l':
@@ -506,7 +681,7 @@ int cmd_convert(int argc, char **argv)
 				return 1;
 			break;
 		case 'p': c.pr.on = true; break;
-		case 'q': break;
+		case 'q': quiet = true; break;
 		case 'U': c.share = COW_OPEN_SHARE; break;
 		case OPT_OUTSIDE: c.confine = 0; break;
 		case 'h': fputs(convert_help, stdout); return 0;
@@ -520,6 +695,25 @@ int cmd_convert(int argc, char **argv)
 	c.src = argv[optind];
 	c.dst = argv[optind + 1];
 	c.q_cluster = 65536;
+	if (quiet)
+		c.pr.on = false;
+	if (c.target_zero && !c.existing)
+		return usage_err("convert", "--target-is-zero needs -n");
+	if (c.bfmt != COW_FMT_NONE && !c.bfile)
+		return usage_err("convert", "-F needs -B BACKING");
+	if (c.bfile && c.bfmt == COW_FMT_NONE)
+		return usage_err("convert", "-B needs -F FMT (the backing file's format)");
+	if (c.bfile && (ofmt != COW_FMT_UCOW || c.existing)) {
+		ucow_err("%s: -B makes a new ucow image (-O ucow, not with -n)", c.dst);
+		return 1;
+	}
+	if (c.existing && (ofmt == COW_FMT_QCOW2 || opts || compress)) {
+		ucow_err("%s: -n writes into an existing raw or ucow image (no -O qcow2, -o or -c)",
+			 c.dst);
+		return 1;
+	}
+	if (c.existing && !fmt_given)
+		ofmt = COW_FMT_NONE;	/* raw, but not over an image (open_existing) */
 	if (compress && ofmt != COW_FMT_QCOW2) {
 		ucow_err("%s: -c compresses qcow2 output only (-O qcow2); compressed chunks in %s "
 			 "images are not supported", c.dst, ofmt == COW_FMT_RAW ? "raw" : "ucow");
@@ -549,5 +743,6 @@ int cmd_convert(int argc, char **argv)
 	}
 	rc = convert(&c, sfmt, ofmt, &co);
 	free(c.buf);
+	free(c.bbuf);
 	return rc < 0 ? 1 : 0;
 }
