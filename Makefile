@@ -187,6 +187,11 @@ uninstall:
 		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) \
 		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(UDEVDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null || :
 
+# The Debian packages (debhelper, debian/): ucow, libcowcore1, libcowcore-dev in $(BUILD)/deb,
+# built from a scratch copy of the tree (scripts/deb.sh; Documentation/packaging.md).
+deb:
+	@UCOW_VERSION='$(VERSION)' UCOW_DESCRIBE='$(subst ',,$(GIT_DESCRIBE))' scripts/deb.sh $(BUILD)
+
 # Every test: unit, command line, sanitizer build, real-kernel test bed. Ends with
 # "N passed, N failed" and exits non-zero on any failure.
 check: deps
