@@ -64,7 +64,7 @@ $(BUILD)/pic/%.o: %.c
 $(BUILD)/libcowcore.so.1: $(COWCORE_PIC) cowcore/libcowcore.map
 	@[ "$(V)" != 0 ] || echo "  LD      $@"
 	$(Q)$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libcowcore.so.1 \
-		-Wl,--version-script=cowcore/libcowcore.map -Wl,-z,defs -o $@ $(COWCORE_PIC) \
+		-Wl,--version-script=cowcore/libcowcore.map -Wl,-z,defs $(LDFLAGS) -o $@ $(COWCORE_PIC) \
 		-luring -laio -lz -lzstd -lpthread
 	$(Q)ln -sf libcowcore.so.1 $(BUILD)/libcowcore.so
 
@@ -80,7 +80,7 @@ $(BUILD)/libublk.a: $(UBLK_OBJ)
 
 $(BUILD)/ucow: $(TOOLS_OBJ) $(BUILD)/libublk.a $(BUILD)/libcowcore.a
 	@[ "$(V)" != 0 ] || echo "  LD      $@"
-	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcowcore.a
 	@mkdir -p $(dir $@)
@@ -123,7 +123,7 @@ INSTALL      ?= install
 MAN_SRC  := Documentation/man/ucow.1.scd Documentation/man/ucow-dev.8.scd
 MAN_PAGES := $(BUILD)/man/ucow.1 $(BUILD)/man/ucow-dev.8 $(BUILD)/man/ucow-format.5
 
-.PHONY: man install uninstall deb
+.PHONY: man install-files install uninstall deb
 man: $(MAN_PAGES)
 
 $(BUILD)/man/%: Documentation/man/%.scd
@@ -148,8 +148,13 @@ $(BUILD)/libcowcore.pc: cowcore/libcowcore.pc.in tools/util.h FORCE
 		-e 's|@VERSION@|$(VERSION)|' $< >$@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
-install: $(BUILD)/ucow $(BUILD)/libcowcore.so.1 $(BUILD)/libcowcore.a $(BUILD)/libcowcore.pc $(MAN_PAGES) \
-		$(BUILD)/dist/systemd/ucow@.service $(BUILD)/dist/udev/60-ucow.rules
+# What install installs, built (and nothing else: the unit tests need cmocka). The Debian
+# package's build step (debian/rules) runs it with the same variables as its install.
+INSTALL_FILES := $(BUILD)/ucow $(BUILD)/libcowcore.so.1 $(BUILD)/libcowcore.a $(BUILD)/libcowcore.pc \
+		$(MAN_PAGES) $(BUILD)/dist/systemd/ucow@.service $(BUILD)/dist/udev/60-ucow.rules
+install-files: $(INSTALL_FILES)
+
+install: $(INSTALL_FILES)
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
 		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
 		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(UNITDIR) \
@@ -181,6 +186,11 @@ uninstall:
 		$(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man1 \
 		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) \
 		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(UDEVDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null || :
+
+# The Debian packages (debhelper, debian/): ucow, libcowcore1, libcowcore-dev in $(BUILD)/deb,
+# built from a scratch copy of the tree (scripts/deb.sh; Documentation/packaging.md).
+deb:
+	@UCOW_VERSION='$(VERSION)' UCOW_DESCRIBE='$(subst ',,$(GIT_DESCRIBE))' scripts/deb.sh $(BUILD)
 
 # Every test: unit, command line, sanitizer build, real-kernel test bed. Ends with
 # "N passed, N failed" and exits non-zero on any failure.

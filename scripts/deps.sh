@@ -5,10 +5,15 @@
 # sanitizer runtimes (--no-install-recommends would skip it), and llvm-14 for llvm-symbolizer
 # (stack traces with file and line). scdoc builds the man pages; bash-completion, man-db and
 # systemd (systemd-analyze) are what tests/install/run.sh checks the installed files with.
+# build-essential (dpkg-buildpackage checks it, an implicit build dependency), debhelper,
+# dpkg-dev and lintian: make deb and its test (tests/deb/run.sh); the package's other
+# build dependencies (debian/control) are in this list already. No fakeroot: the package
+# build needs no root (Rules-Requires-Root: no).
 set -eu
 PKGS="gcc make pkg-config liburing-dev libaio-dev zlib1g-dev libzstd-dev libcmocka-dev fio qemu-utils
 qemu-system-x86 busybox-static libjson-c-dev cpio e2fsprogs util-linux xz-utils kmod python3 gnuplot-nox procps time
-dmsetup clang libclang-rt-14-dev llvm-14 strace scdoc bash-completion man-db systemd"
+dmsetup clang libclang-rt-14-dev llvm-14 strace scdoc bash-completion man-db systemd
+build-essential debhelper dpkg-dev lintian"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -24,6 +24,7 @@ stage unit tests/run-unit.sh build
 stage fuzz make --no-print-directory fuzz
 stage so tests/so/run.sh build
 stage install tests/install/run.sh build
+stage deb tests/deb/run.sh build
 stage cli tests/cli/run.sh build
 stage asan make --no-print-directory asan-check
 stage tsan make --no-print-directory tsan-check

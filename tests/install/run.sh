@@ -77,6 +77,18 @@ else
 	sed 's/^/    /' "$tmp/cc.log" | head -n 10
 	result FAIL link-installed-library
 fi
+# the static library through pkg-config --static (its Libs.private name every library the
+# engine needs), and the program it makes needs no libcowcore.so
+sflags=$(pkg-config --static --cflags --libs libcowcore 2>&1 | sed 's/ -lcowcore / -l:libcowcore.a /')
+# shellcheck disable=SC2086
+if gcc -std=gnu11 -Wall -Wextra -Werror -o "$tmp/so_read_static" tests/so/so_read.c $sflags \
+	>"$tmp/cc.log" 2>&1 && ! readelf -d "$tmp/so_read_static" | grep -q 'NEEDED.*libcowcore' &&
+   mkdir -p "$tmp/work-static" && "$tmp/so_read_static" "$tmp/work-static"; then
+	result PASS link-static-library
+else
+	sed 's/^/    /' "$tmp/cc.log" | head -n 10
+	result FAIL link-static-library "pkg-config --static: '$sflags'"
+fi
 v=$("$dest$prefix/bin/ucow" --version 2>&1)
 if echo "$v" | grep -qE '^ucow version [0-9.]+ \(.+\)$'; then
 	result PASS installed-version
