@@ -3,7 +3,9 @@
 # image (made by qemu-img: zlib clusters, zero clusters) served with -t cow reads what
 # qemu-img's raw export of the qcow2 holds, takes writes (they land in the overlay; the
 # qcow2 file is unchanged), and the qcow2 image itself is served read-only with -t qcow2
-# (refused without --read-only, naming the option).
+# (refused without --read-only, naming the option). `convert -n` writes the qcow2 image into
+# a served raw device in place (over random bytes), and `convert -O qcow2 -c` exports the
+# device back: qemu-img checks and reads it as the original.
 # vm-timeout: 300
 . "$VM_LIB"
 need_ucow
@@ -34,4 +36,16 @@ echo "$out" | grep -q "the qcow2 target is read-only: add --read-only" || fail "
 dev=$(ucow dev add -t qcow2 --read-only golden.qcow2) || fail "dev add -t qcow2 --read-only failed"
 cmp "$dev" want0.raw || fail "the qcow2 image served read-only differs from qemu-img's export"
 must ucow dev del "${dev#/dev/ublkb}"
+
+# convert -n onto a block device: the qcow2 image written into a served raw file full of
+# random bytes (zero runs written as zeros), then the same device back out as qcow2
+must dd if=/dev/urandom of=disk.raw bs=1M count=20 status=none
+dev=$(ucow dev add -t raw disk.raw) || fail "dev add -t raw failed"
+must ucow convert -n -f qcow2 golden.qcow2 "$dev"
+cmp -n 16777216 "$dev" want0.raw || fail "convert -n onto $dev: the device differs from qemu-img's export"
+must ucow convert -f raw -O qcow2 -c "$dev" back.qcow2
+must ucow dev del "${dev#/dev/ublkb}"
+must qemu-img check -q back.qcow2
+qemu-img convert -q -f qcow2 -O raw back.qcow2 back.raw || fail "qemu-img convert of back.qcow2"
+cmp -n 16777216 back.raw want0.raw || fail "the device's qcow2 export differs"
 pass
