@@ -629,14 +629,16 @@ static int open_snapshot(const char *path, const struct cow_open_opts *o,
 		snprintf(err, COW_ERRLEN, "%s: a snapshot can only be opened read-only", path);
 		return -EINVAL;
 	}
-	if (o->fmt != COW_FMT_NONE && o->fmt != COW_FMT_UCOW) {
-		snprintf(err, COW_ERRLEN, "%s: only ucow images have snapshots", path);
+	if (o->fmt != COW_FMT_NONE && o->fmt != COW_FMT_UCOW && o->fmt != COW_FMT_QCOW2) {
+		snprintf(err, COW_ERRLEN, "%s: only ucow and qcow2 images have snapshots", path);
 		return -EINVAL;
 	}
-	r = cow_open_depth(path, COW_FMT_UCOW, o->flags, &img, err, 0, NULL, -1);
+	/* probed: a ucow or a qcow2 image (a file with neither magic is no image to look in) */
+	r = cow_open_depth(path, o->fmt, o->flags, &img, err, 0, NULL, -1);
 	if (r)
 		return r;
-	r = snap_view(img, o->snapshot, err);
+	r = img->fmt == COW_FMT_QCOW2 ? qcow2_use_snapshot(img, o->snapshot, err) :
+	    snap_view(img, o->snapshot, err);
 	if (r) {
 		cow_close(img);
 		return r;

@@ -57,6 +57,7 @@ struct qcow2 {
 	uint64_t file_size;
 	uint64_t *l1;		/* the entries the virtual size needs, host order */
 	uint64_t l1_n;
+	uint64_t snap_off;	/* the snapshot table (nb_snapshots entries), validated when read */
 	uint32_t csize_shift;	/* compressed entries: offset bits below, sector count above */
 	uint64_t csize_mask;
 	pthread_mutex_t lock;	/* the cache */
@@ -180,6 +181,7 @@ int qcow2_open(struct cow_image *img, uint64_t file_size, char *err)
 	l1_size = be32(hdr + 36);
 	l1_off = be64(hdr + 40);
 	q->nb_snapshots = be32(hdr + 60);
+	q->snap_off = be64(hdr + 64);
 	if (q->version == 3) {
 		q->incompat = be64(hdr + 72);
 		q->compat = be64(hdr + 80);
@@ -513,4 +515,192 @@ void qcow2_get_info(struct cow_image *img, struct cow_qcow2_info *qi)
 	qi->dirty = q->incompat & INC_DIRTY;
 	qi->corrupt = q->incompat & INC_CORRUPT;
 	qi->lazy_refcounts = q->compat & 1;
+}
+
+/*
+ * The snapshot table (QEMU's docs/interop/qcow2.txt, "Snapshots"): nb_snapshots entries from
+ * snapshots_offset (cluster-aligned), each 8-byte aligned: l1_table_offset u64, l1_size
+ * u32, id_str_size u16, name_size u16, date_sec u32, date_nsec u32, vm_clock_nsec u64,
+ * vm_state_size u32, extra_data_size u32, extra data (version 3: vm_state_size_large u64,
+ * disk_size u64, ...), the id string, the name, padding. Read in one bounded piece and
+ * every field checked: a hostile table cannot make this allocate more than
+ * QCOW2_MAX_SNAP_TABLE, nor read outside it.
+ */
+struct q2_snap {
+	uint64_t l1_off, disk_size;
+	uint32_t l1_size, date_sec, date_nsec;
+	char id[128], name[128];
+};
+
+static int snap_table(struct cow_image *img, struct q2_snap **out, uint32_t *n)
+{
+	struct qcow2 *q = img->q2;
+	uint8_t *t = NULL;
+	struct q2_snap *v = NULL;
+	uint64_t len;
+	uint32_t pos = 0;
+	int r = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (!q->nb_snapshots)
+		return 0;
+	if (q->nb_snapshots > QCOW2_MAX_SNAPSHOTS || q->snap_off % q->cluster_size ||
+	    q->snap_off >= q->file_size) {
+		img_set_err(img, "%s: corrupt qcow2 image: snapshot table of %u entries at %llu",
+			    img->path, q->nb_snapshots, (unsigned long long)q->snap_off);
+		return -EUCLEAN;
+	}
+	len = q->file_size - q->snap_off;
+	if (len > QCOW2_MAX_SNAP_TABLE)
+		len = QCOW2_MAX_SNAP_TABLE;
+	len &= ~511ull;
+	if (!len || !(t = meta_zalloc(len)) || !(v = calloc(q->nb_snapshots, sizeof(*v)))) {
+		r = len ? -ENOMEM : -EUCLEAN;
+		goto out;
+	}
+	if ((r = io_pread_all(img->fd, t, len, q->snap_off))) {
+		img_set_err(img, "%s: reading the snapshot table: %s", img->path, strerror(-r));
+		goto out;
+	}
+	for (uint32_t i = 0; i < q->nb_snapshots; i++) {
+		if (len - pos < 40) {
+			r = -EUCLEAN;
+			break;
+		}
+		const uint8_t *e = t + pos;
+		uint32_t idl = (uint32_t)e[12] << 8 | e[13], nl = (uint32_t)e[14] << 8 | e[15];
+		uint32_t extra = be32(e + 36);
+		uint64_t end = 40ull + extra + idl + nl;
+		end = (end + 7) & ~7ull;
+		if (extra > QCOW2_MAX_SNAP_EXTRA || idl == 0 || idl >= sizeof(v[i].id) ||
+		    nl >= sizeof(v[i].name) || end > len - pos) {
+			r = -EUCLEAN;
+			break;
+		}
+		v[i].l1_off = be64(e);
+		v[i].l1_size = be32(e + 8);
+		v[i].date_sec = be32(e + 16);
+		v[i].date_nsec = be32(e + 20);
+		v[i].disk_size = extra >= 16 ? be64(e + 48) : img->vsize;
+		memcpy(v[i].id, e + 40 + extra, idl);
+		memcpy(v[i].name, e + 40 + extra + idl, nl);
+		if (memchr(v[i].id, 0, idl) || memchr(v[i].name, 0, nl)) {
+			r = -EUCLEAN;
+			break;
+		}
+		pos += (uint32_t)end;
+	}
+	if (r == -EUCLEAN)
+		img_set_err(img, "%s: corrupt qcow2 image: snapshot table entry out of bounds or "
+			    "malformed", img->path);
+out:
+	free(t);
+	if (r) {
+		free(v);
+		return r;
+	}
+	*out = v;
+	*n = q->nb_snapshots;
+	return 0;
+}
+
+int qcow2_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_t *n)
+{
+	struct q2_snap *s;
+	uint32_t ns;
+	int r = snap_table(img, &s, &ns);
+
+	*out = NULL;
+	*n = 0;
+	if (r || !ns)
+		return r;
+	struct cow_snap_info *v = calloc(ns, sizeof(*v));
+	if (!v) {
+		free(s);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < ns; i++) {
+		char *end;
+		unsigned long id = strtoul(s[i].id, &end, 10);
+
+		v[i].id = *end || id > UINT32_MAX ? 0 : (uint32_t)id;	/* ids are digits */
+		snprintf(v[i].name, sizeof(v[i].name), "%s", s[i].name);
+		v[i].date_sec = s[i].date_sec;
+		v[i].date_nsec = s[i].date_nsec;
+		v[i].virtual_size = s[i].disk_size;
+	}
+	free(s);
+	*out = v;
+	*n = ns;
+	return 0;
+}
+
+int qcow2_use_snapshot(struct cow_image *img, const char *key, char *err)
+{
+	struct qcow2 *q = img->q2;
+	struct q2_snap *s, *hit = NULL;
+	uint8_t *raw = NULL;
+	uint64_t *l1 = NULL, n, span, bytes;
+	uint32_t ns;
+	int r = snap_table(img, &s, &ns);
+
+	if (r) {
+		snprintf(err, COW_ERRLEN, "%s", img->err[0] ? img->err : strerror(-r));
+		return r;
+	}
+	/* a name first, then an id (as for ucow images) */
+	for (uint32_t i = 0; i < ns && !hit; i++)
+		if (!strcmp(s[i].name, key))
+			hit = &s[i];
+	for (uint32_t i = 0; i < ns && !hit; i++)
+		if (!strcmp(s[i].id, key))
+			hit = &s[i];
+	if (!hit) {
+		snprintf(err, COW_ERRLEN, "%s: no snapshot '%s'", img->path, key);
+		r = -ENOENT;
+		goto out;
+	}
+	span = (uint64_t)q->cluster_size << q->l2_bits;
+	if (hit->disk_size > (1ull << 62)) {
+		r = -EUCLEAN;
+		goto bad;
+	}
+	n = (hit->disk_size + span - 1) / span;
+	if (hit->l1_size < n || hit->l1_size > QCOW2_MAX_L1_BYTES / 8 ||
+	    (n && (!hit->l1_off || hit->l1_off % q->cluster_size ||
+		   !inside(hit->l1_off, n * 8, q->file_size)))) {
+		r = -EUCLEAN;
+		goto bad;
+	}
+	if (n) {
+		bytes = (n * 8 + 511) & ~511ull;
+		if (!(raw = meta_zalloc(bytes)) || !(l1 = malloc(n * 8))) {
+			r = -ENOMEM;
+			snprintf(err, COW_ERRLEN, "%s: %s", img->path, strerror(ENOMEM));
+			goto out;
+		}
+		if ((r = io_pread_all(img->fd, raw, bytes, hit->l1_off))) {
+			snprintf(err, COW_ERRLEN, "%s: reading the L1 table of snapshot '%s': %s",
+				 img->path, key, strerror(-r));
+			goto out;
+		}
+		for (uint64_t i = 0; i < n; i++)
+			l1[i] = be64(raw + i * 8);
+	}
+	free(q->l1);
+	q->l1 = l1;
+	l1 = NULL;
+	q->l1_n = n;
+	img->vsize = hit->disk_size;
+	goto out;
+bad:
+	snprintf(err, COW_ERRLEN, "%s: corrupt qcow2 image: the L1 table of snapshot '%s' (%u "
+		 "entries at %llu) is invalid for its size %llu", img->path, key, hit->l1_size,
+		 (unsigned long long)hit->l1_off, (unsigned long long)hit->disk_size);
+out:
+	free(l1);
+	free(raw);
+	free(s);
+	return r;
 }

@@ -20,6 +20,9 @@
 #define QCOW2_CACHE_BYTES (4u << 20)	/* L2 cache per image: at most this (and >= 4 tables) */
 #define QCOW2_CACHE_MIN 4
 #define QCOW2_CACHE_MAX 64
+#define QCOW2_MAX_SNAPSHOTS 65536	/* as qemu */
+#define QCOW2_MAX_SNAP_TABLE (64u << 20)	/* bytes of snapshot table read at most */
+#define QCOW2_MAX_SNAP_EXTRA 1024	/* as qemu: extra data per entry */
 
 /* The kind of a run of virtual bytes (qcow2_map). */
 enum q2_kind { Q2_UNALLOC, Q2_ZERO, Q2_DATA, Q2_COMPRESSED };
@@ -61,6 +64,18 @@ int qcow2_map(struct cow_image *img, uint64_t voff, uint64_t len, struct q2_run 
  * (cluster_size bytes, filled completely or an error). 0 or -EUCLEAN with img's error text.
  */
 int qcow2_inflate(struct cow_image *img, const void *src, size_t srclen, void *dst);
+
+/*
+ * The internal snapshots (qemu-img snapshot -c): id (its id string when all digits, else 0),
+ * name, date, virtual size; parent and disk usage 0 (qcow2 records neither). 0 or -errno
+ * (-EUCLEAN: a malformed table, img's error set); *out malloc'd (NULL when none).
+ */
+int qcow2_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_t *n);
+/*
+ * Make img (just opened, no I/O yet) read snapshot KEY (a name, else an id string) instead of
+ * the current state: its L1 table and its virtual size. 0 or -errno with err (COW_ERRLEN).
+ */
+int qcow2_use_snapshot(struct cow_image *img, const char *key, char *err);
 
 /* The fields ucow info shows (cowcore.h, struct cow_qcow2_info). */
 void qcow2_get_info(struct cow_image *img, struct cow_qcow2_info *qi);

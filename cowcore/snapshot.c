@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "array.h"
+#include "qcow2.h"
 #include "snapshot.h"
 
 static uint64_t chunks_for(struct cow_image *img, uint64_t bytes)
@@ -663,6 +664,8 @@ int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_
 	int r = 0;
 	*n = 0;
 	*out = NULL;
+	if (img->fmt == COW_FMT_QCOW2)
+		return qcow2_snapshot_list(img, out, n);
 	/*
 	 * Under the lock only what I/O changes: the current table's mapped chunks and a copy of
 	 * the snapshot entries. The frozen tables are read after it (they never change while

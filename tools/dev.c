@@ -55,8 +55,9 @@ static const char add_help[] =
 	"  --recoverable      if the server dies, I/O waits for 'ucow dev recover ID'\n"
 	"  --foreground       do not become a daemon (Ctrl-C stops and deletes the device)\n"
 	"  --block-size N     logical block size: 512 (default) or 4096\n"
-	"  --snapshot NAME    serve snapshot NAME of a cow image, read-only (the current\n"
-	"                     state is left as it is; not while the image is served read-write)\n"
+	"  --snapshot NAME    serve snapshot NAME of a ucow or qcow2 image, read-only\n"
+	"                     (the current state is left as it is; not while the image is\n"
+	"                     served read-write)\n"
 	"  --allow-backing-outside\n"
 	"                     follow backing files named by an absolute path or lying outside\n"
 	"                     FILE's folder (refused by default: an image from elsewhere could\n"
@@ -519,8 +520,8 @@ static int dev_add_named(int argc, char **argv, const char *name)
 	ret = 1;
 	tgt = ublk_tgt_find(dev->o.target);
 	if (dev->o.snapshot[0]) {
-		if (tgt != &ublk_tgt_cow) {
-			ret = usage_err("dev add", "--snapshot is for the cow target");
+		if (tgt != &ublk_tgt_cow && tgt != &ublk_tgt_qcow2) {
+			ret = usage_err("dev add", "--snapshot is for the cow and qcow2 targets");
 			goto out;
 		}
 		if (dev->o.recoverable) {

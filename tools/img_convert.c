@@ -162,7 +162,7 @@ static int resolve_snap(struct conv *c, char *key, size_t keylen)
 		snprintf(key, keylen, "%s", c->snap);
 		return 0;
 	}
-	rc = cow_open(c->src, &(struct cow_open_opts){ .fmt = COW_FMT_UCOW,
+	rc = cow_open(c->src, &(struct cow_open_opts){ .fmt = COW_FMT_NONE,
 			.flags = COW_OPEN_RDONLY | COW_OPEN_NOCHAIN | c->share },
 			&img, err, COW_ERRLEN);
 	if (rc < 0) {

@@ -97,7 +97,7 @@ static void print_qcow2(struct cow_image *img, const struct cow_info *in, const 
 	printf("compression type: %s\n", qi.compression_type ? "zstd" : "zlib");
 	printf("refcount bits: %" PRIu32 "\n", qi.refcount_bits);
 	printf("lazy refcounts: %s\n", qi.lazy_refcounts ? "true" : "false");
-	printf("internal snapshots: %" PRIu32 " (not read)\n", qi.nb_snapshots);
+	printf("internal snapshots: %" PRIu32 " (ucow snapshot -l lists them)\n", qi.nb_snapshots);
 	printf("dirty: %s\n", qi.dirty ? "true" : "false");
 	printf("corrupt: %s\n", qi.corrupt ? "true" : "false");
 }

@@ -358,7 +358,7 @@ int cmd_snapshot(int argc, char **argv)
 		return r;
 
 	struct cow_image *img;
-	r = cow_open(file, &(struct cow_open_opts){ .fmt = COW_FMT_UCOW,
+	r = cow_open(file, &(struct cow_open_opts){ .fmt = COW_FMT_NONE,
 			.flags = action == 'l' ? COW_OPEN_RDONLY : 0 },
 			&img, err, COW_ERRLEN);
 	if (r) {

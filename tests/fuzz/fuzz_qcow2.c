@@ -3,8 +3,9 @@
  * Fuzz target 7: a qcow2 image (issue 12: cowcore reads qcow2), opened read-only without its
  * backing chain (a hostile header may name any file), its info, cow_map over it and every
  * byte of it (at most 8 MiB) read through the engine: headers, L1/L2 tables, zero and
- * compressed (zlib, zstd) clusters. Input: the qcow2 file as it is (qcow2 has no checksums
- * to repair).
+ * compressed (zlib, zstd) clusters; then its internal snapshot table listed, and the first
+ * snapshot opened (its L1 table) and read. Input: the qcow2 file as it is (qcow2 has no
+ * checksums to repair).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		off += run;
 	}
 	fz_read_all(img, 8u << 20);
+	struct cow_snap_info *v = NULL;
+	uint32_t n = 0;
+	char key[128] = "";
+	if (cow_snapshot_list(img, &v, &n) == 0 && n)
+		snprintf(key, sizeof(key), "%s", v[0].name[0] ? v[0].name : "1");
+	free(v);
 	cow_close(img);
+	if (key[0] && cow_open(path, &(struct cow_open_opts){ .fmt = COW_FMT_QCOW2,
+			       .flags = COW_OPEN_RDONLY | COW_OPEN_NOCHAIN, .snapshot = key },
+			       &img, err, sizeof(err)) == 0) {
+		fz_read_all(img, 8u << 20);
+		cow_close(img);
+	}
 	return 0;
 }

@@ -110,6 +110,13 @@ qemu-img convert -q -c -f raw -O qcow2 -o cluster_size=4k,compression_type=zstd 
 qemu-img create -q -f qcow2 -o cluster_size=4k "$out/qcow2/zero-4k" 256k
 qemu-io -f qcow2 -c 'write -P 0x5a 0 8k' -c 'write -z 8k 64k' "$out/qcow2/zero-4k" >/dev/null
 qemu-img create -q -u -f qcow2 -o cluster_size=4k -b q.raw -F raw "$out/qcow2/overlay-4k" 256k
+# internal snapshots: two, the image grown between them
+qemu-img create -q -f qcow2 -o cluster_size=4k "$out/qcow2/snap-4k" 128k
+qemu-io -f qcow2 -c 'write -P 0x11 0 8k' "$out/qcow2/snap-4k" >/dev/null
+qemu-img snapshot -c s1 "$out/qcow2/snap-4k"
+qemu-img resize -q "$out/qcow2/snap-4k" 256k
+qemu-io -f qcow2 -c 'write -P 0x22 4k 8k' "$out/qcow2/snap-4k" >/dev/null
+qemu-img snapshot -c s2 "$out/qcow2/snap-4k"
 "$mkseed" sidelog "$out/sidelog/dead-server.log"
 cd - >/dev/null
 rm -rf "$work"
