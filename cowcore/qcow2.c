@@ -52,6 +52,8 @@ struct q2_slot {
 
 struct qcow2 {
 	uint32_t version, cluster_bits, cluster_size, l2_bits, l2_entries;
+	bool extl2;		/* 128-bit L2 entries: the entry, then a subcluster bitmap */
+	uint32_t sc_bits;	/* extl2: the subcluster size (a 32nd of a cluster) */
 	uint32_t refcount_order, nb_snapshots, ctype;
 	uint64_t incompat, compat, autoclear;
 	uint64_t file_size;
@@ -160,7 +162,12 @@ int qcow2_open(struct cow_image *img, uint64_t file_size, char *err)
 	if (q->cluster_bits < QCOW2_MIN_CLUSTER_BITS || q->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
 		BAD("invalid cluster bits %u (9 to 21)", q->cluster_bits);
 	q->cluster_size = 1u << q->cluster_bits;
-	q->l2_bits = q->cluster_bits - 3;
+	q->extl2 = q->version == 3 && (be64(hdr + 72) & INC_EXTL2);
+	if (q->extl2 && q->cluster_bits < 14)
+		BAD("extended L2 entries with %u-byte clusters (subclusters under 512 bytes)",
+		    q->cluster_size);
+	q->sc_bits = q->cluster_bits - 5;
+	q->l2_bits = q->cluster_bits - (q->extl2 ? 4 : 3);
 	q->l2_entries = 1u << q->l2_bits;
 	/* the first cluster, and room for a backing name that starts at its end */
 	hbytes = ((uint64_t)q->cluster_size + QCOW2_MAX_BACKING_NAME + 4095) & ~4095ull;
@@ -202,8 +209,6 @@ int qcow2_open(struct cow_image *img, uint64_t file_size, char *err)
 		NOTSUP("encrypted qcow2 images are not supported (encryption method %u)", crypt);
 	if (q->incompat & INC_DATA_FILE)
 		NOTSUP("qcow2 images with an external data file are not supported");
-	if (q->incompat & INC_EXTL2)
-		NOTSUP("qcow2 images with extended L2 entries (subclusters) are not supported");
 	if (q->incompat & ~INC_KNOWN)
 		NOTSUP("unknown qcow2 incompatible features 0x%llx",
 		       (unsigned long long)(q->incompat & ~INC_KNOWN));
@@ -349,7 +354,7 @@ static int l2_get(struct cow_image *img, uint64_t off, uint64_t **t)
 		free(n);
 		return r;
 	}
-	for (uint32_t i = 0; i < q->l2_entries; i++)
+	for (uint32_t i = 0; i < q->cluster_size / 8; i++)	/* entries, or entry/bitmap pairs */
 		n[i] = be64toh(n[i]);
 	pthread_mutex_lock(&q->lock);
 	if ((*t = cache_find(q, off))) {	/* another thread was quicker */
@@ -386,6 +391,51 @@ static int entry_kind(struct cow_image *img, uint64_t e, uint64_t voff, int *kin
 	return 0;
 }
 
+/*
+ * The piece of cluster entry i of table t from byte `in` of the cluster: its kind, its file
+ * offset (Q2_DATA), and how many bytes of the cluster from `in` it covers (the whole rest of
+ * the cluster, or with extended L2 entries the subclusters of that kind in a row). 0 or
+ * -EUCLEAN.
+ */
+static int piece_kind(struct cow_image *img, const uint64_t *t, uint32_t i, uint32_t in,
+		      uint64_t voff, int *kind, uint64_t *host, uint32_t *plen)
+{
+	struct qcow2 *q = img->q2;
+	uint64_t e = t[q->extl2 ? 2 * i : i];
+	int r;
+
+	*plen = q->cluster_size - in;
+	*host = 0;
+	if (!q->extl2 || (e & L2E_COMPRESSED)) {
+		if ((r = entry_kind(img, e, voff, kind)))
+			return r;
+		if (*kind == Q2_DATA)
+			*host = (e & L2E_OFFSET_MASK) + in;
+		return 0;
+	}
+	/* extended: bit 0 of the entry is reserved, the bitmap says allocated (bits 0-31) or
+	 * zero (bits 32-63) per subcluster, never both */
+	uint64_t bm = t[2 * i + 1], off = e & L2E_OFFSET_MASK;
+	uint32_t alloc = (uint32_t)bm, zero = (uint32_t)(bm >> 32), sc = in >> q->sc_bits, last;
+	if ((e & (L2E_RESERVED | L2E_ZERO)) || (alloc & zero) || (alloc && !off) ||
+	    (off & (q->cluster_size - 1))) {
+		img_set_err(img, "%s: corrupt qcow2 image: extended L2 entry 0x%llx/0x%llx of offset "
+			    "%llu is invalid", img->path, (unsigned long long)e,
+			    (unsigned long long)bm, (unsigned long long)voff);
+		return -EUCLEAN;
+	}
+	*kind = (zero >> sc) & 1 ? Q2_ZERO : (alloc >> sc) & 1 ? Q2_DATA : Q2_UNALLOC;
+	for (last = sc + 1; last < 32; last++) {
+		int k = (zero >> last) & 1 ? Q2_ZERO : (alloc >> last) & 1 ? Q2_DATA : Q2_UNALLOC;
+		if (k != *kind)
+			break;
+	}
+	*plen = (last << q->sc_bits) - in;
+	if (*kind == Q2_DATA)
+		*host = off + in;
+	return 0;
+}
+
 int qcow2_map(struct cow_image *img, uint64_t voff, uint64_t len, struct q2_run *m)
 {
 	struct qcow2 *q = img->q2;
@@ -416,8 +466,9 @@ int qcow2_map(struct cow_image *img, uint64_t voff, uint64_t len, struct q2_run 
 	if ((r = l2_get(img, l2off, &t)))
 		return r;
 	/* under q->lock from here */
-	uint64_t e = t[l2i];
-	if ((r = entry_kind(img, e, voff, &m->kind)))
+	uint64_t e = t[q->extl2 ? 2 * l2i : l2i], host;
+	uint32_t plen;
+	if ((r = piece_kind(img, t, l2i, in, voff, &m->kind, &host, &plen)))
 		goto out;
 	if (m->kind == Q2_COMPRESSED) {
 		uint64_t coff = e & ((1ull << q->csize_shift) - 1);
@@ -437,18 +488,20 @@ int qcow2_map(struct cow_image *img, uint64_t voff, uint64_t len, struct q2_run 
 		m->len = q->cluster_size - in < len ? q->cluster_size - in : len;
 		goto out;
 	}
-	m->off = (e & L2E_OFFSET_MASK) + in;
-	m->len = q->cluster_size - in;
-	/* join the following clusters of this table of the same kind (data: contiguous) */
-	for (uint32_t i = l2i + 1; i < q->l2_entries && m->len < span_left; i++) {
+	m->off = host;
+	m->len = plen;
+	/* join the following clusters of this table of the same kind (data: contiguous), as
+	 * long as each piece runs to the end of its cluster */
+	for (uint32_t i = l2i + 1; i < q->l2_entries && m->len < span_left &&
+	     in + plen == q->cluster_size; i++) {
 		int k;
-		uint64_t f = t[i];
-		uint64_t v2 = voff + m->len;
-		if (entry_kind(img, f, v2, &k) || k != m->kind)
+		uint64_t v2 = voff + m->len, h2;
+		in = 0;
+		if (piece_kind(img, t, i, 0, v2, &k, &h2, &plen) || k != m->kind)
 			break;	/* a bad entry is reported when a lookup starts there */
-		if (k == Q2_DATA && (f & L2E_OFFSET_MASK) != m->off + m->len)
+		if (k == Q2_DATA && h2 != m->off + m->len)
 			break;
-		m->len += q->cluster_size;
+		m->len += plen;
 	}
 	if (m->len > span_left)
 		m->len = span_left;

@@ -166,7 +166,7 @@ static const struct bad bads[] = {
 	{ "header length unaligned", 100, 4, 113, -EUCLEAN, "header length" },
 	{ "refcount order", 96, 4, 7, -EUCLEAN, "refcount order" },
 	{ "external data file", 79, 1, 4, -ENOTSUP, "external data file" },
-	{ "extended L2", 79, 1, 16, -ENOTSUP, "extended L2" },
+	{ "extended L2 with 4 KiB clusters", 79, 1, 16, -EUCLEAN, "extended L2 entries with" },
 	{ "unknown incompatible", 79, 1, 128, -ENOTSUP, "unknown qcow2 incompatible" },
 	{ "corrupt bit", 79, 1, 2, -EUCLEAN, "marked corrupt" },
 	{ "zstd without its bit", 104, 1, 1, -EUCLEAN, "compression type" },
