@@ -42,8 +42,20 @@ struct cow_create_opts {
 	uint32_t journal_size;	/* 0 = default */
 	const char *backing;	/* backing file name, stored as given; NULL = none */
 	int backing_fmt;	/* required with backing: COW_FMT_RAW or COW_FMT_UCOW */
-	uint32_t reserved[8];	/* zero (room for later options) */
+	uint32_t prealloc;	/* COW_PREALLOC_*: what is allocated at once (qemu-img's
+				 * preallocation=) */
+	uint32_t reserved[7];	/* zero (room for later options) */
 };
+/*
+ * Preallocation (cow_create_opts.prealloc), qemu-img's meanings: OFF allocates nothing;
+ * METADATA maps every chunk in the lookup table to its own physical chunk, in order, with
+ * no block written (bitmaps clear: the image reads as before, zeros or the backing file's
+ * data, and a first write needs no chunk allocation), the data area a hole; FALLOC does
+ * that and reserves the data area's space (fallocate); FULL writes it with zeros.
+ */
+enum { COW_PREALLOC_OFF, COW_PREALLOC_METADATA, COW_PREALLOC_FALLOC, COW_PREALLOC_FULL };
+/* "off" / "metadata" / "falloc" / "full" -> COW_PREALLOC_*, else -EINVAL */
+int cow_prealloc_parse(const char *name);
 #define COW_DEFAULT_CHUNK (1u << 20)
 #define COW_DEFAULT_BLOCK (4u << 10)
 

@@ -46,6 +46,61 @@ static void give_err(char *err, size_t errlen, const char *msg)
 
 const char *cow_errmsg(struct cow_image *img) { return img->err; }
 
+int cow_prealloc_parse(const char *name)
+{
+	static const char *const names[] = { "off", "metadata", "falloc", "full" };
+	for (int i = 0; i < 4; i++)
+		if (!strcmp(name, names[i]))
+			return i;
+	return -EINVAL;
+}
+
+/*
+ * Preallocation of a new image (before its header is written: a failure leaves no image):
+ * table entry i maps physical chunk data_offset / chunk_size + i, written through the
+ * table extent; the file grows over the data area (a hole), which falloc reserves and full
+ * writes with zeros. The bitmaps stay clear: the content is what it was.
+ */
+static int prealloc(int fd, const struct ucow_hdr *h, uint32_t mode)
+{
+	uint64_t first = h->data_offset / h->chunk_size, end;
+	uint64_t per = 1u << 16, n = h->nr_chunks;	/* entries per write: 512 KiB */
+	uint8_t *t = NULL;
+	int r = 0;
+
+	if (mode > COW_PREALLOC_FULL)
+		return -EINVAL;
+	if (n > (UINT64_MAX - h->data_offset) / h->chunk_size)
+		return -EFBIG;
+	end = h->data_offset + n * h->chunk_size;
+	if (!(t = meta_zalloc(per * 8)))
+		return -ENOMEM;
+	for (uint64_t i = 0; i < n && !r; i += per) {
+		uint64_t k = n - i < per ? n - i : per;
+		for (uint64_t j = 0; j < k; j++)
+			put_le64(t + j * 8, first + i + j);
+		r = io_pwrite_all(fd, t, (size_t)(((k * 8) + 4095) & ~4095ull),
+				  h->table_offset + i * 8);
+		memset(t, 0, per * 8);
+	}
+	free(t);
+	if (!r && ftruncate(fd, (off_t)end) < 0)
+		r = -errno;
+	if (!r && mode == COW_PREALLOC_FALLOC) {
+		int e = posix_fallocate(fd, (off_t)h->data_offset, (off_t)(end - h->data_offset));
+		r = -e;
+	}
+	if (!r && mode == COW_PREALLOC_FULL) {
+		uint8_t *z = meta_zalloc(1u << 20);
+		if (!z)
+			return -ENOMEM;
+		for (uint64_t off = h->data_offset; off < end && !r; off += 1u << 20)
+			r = io_pwrite_all(fd, z, end - off < (1u << 20) ? end - off : 1u << 20, off);
+		free(z);
+	}
+	return r;
+}
+
 static int create_image(const char *path, const struct cow_create_opts *o, char *err)
 {
 	struct ucow_hdr h;
@@ -108,6 +163,8 @@ static int create_image(const char *path, const struct cow_create_opts *o, char 
 		r = -errno;
 		goto fail;
 	}
+	if (o->prealloc != COW_PREALLOC_OFF && (r = prealloc(fd, &h, o->prealloc)))
+		goto fail;
 	ucow_hdr_encode(&h, buf);
 	r = io_pwrite_all(fd, buf, UCOW_HDR_SIZE, (h.generation % UCOW_HDR_SLOTS) * UCOW_HDR_SIZE);
 	if (!r && fsync(fd) < 0)

@@ -27,8 +27,9 @@ static const char create_help[] =
 	"  -b BACKING       backing image; a relative name is taken from FILE's folder\n"
 	"  -F FMT           the backing image's format, raw, ucow or qcow2 (required with -b;\n"
 	"                   formats are never guessed)\n"
-	"  -o OPTIONS       comma-separated, ucow only: chunk_size=N, block_size=N,\n"
-	"                   journal_size=N, backing_file=NAME, backing_fmt=FMT; -o help lists\n"
+	"  -o OPTIONS       comma-separated: chunk_size=N, block_size=N, journal_size=N,\n"
+	"                   backing_file=NAME, backing_fmt=FMT, preallocation=MODE (raw:\n"
+	"                   preallocation= only); -o help lists them\n"
 	"  -q               quiet: no 'Formatting ...' line\n"
 	"  -h, --help       this help\n";
 
@@ -67,8 +68,9 @@ static int apply_opts(struct create_args *a)
 
 	if (!a->opts)
 		return 0;
-	if (a->fmt == COW_FMT_RAW && strcmp(a->opts, "help")) {
-		ucow_err("%s: format raw takes no -o options", a->file);
+	if (a->fmt == COW_FMT_RAW && strcmp(a->opts, "help") &&
+	    strncmp(a->opts, "preallocation=", 14)) {
+		ucow_err("%s: format raw takes no -o options but preallocation=", a->file);
 		return -EINVAL;
 	}
 	copy = strdup(a->opts);
@@ -84,7 +86,10 @@ static int apply_opts(struct create_args *a)
 			       "                   at most 1024 blocks per chunk (default 4k)\n"
 			       "  journal_size=N   metadata journal size (default chosen by the engine)\n"
 			       "  backing_file=NAME  same as -b\n"
-			       "  backing_fmt=FMT    same as -F\n");
+			       "  backing_fmt=FMT    same as -F\n"
+			       "  preallocation=MODE off (default), metadata (every chunk mapped),\n"
+			       "                   falloc (and its space reserved), full (and\n"
+			       "                   written with zeros); raw: off, falloc, full\n");
 			rc = 1;
 		} else if (!strcmp(key, "chunk_size") || !strcmp(key, "cluster_size")) {
 			rc = opt_u32(a->file, key, val, &a->co.chunk_size);
@@ -92,6 +97,19 @@ static int apply_opts(struct create_args *a)
 			rc = opt_u32(a->file, key, val, &a->co.block_size);
 		} else if (!strcmp(key, "journal_size")) {
 			rc = opt_u32(a->file, key, val, &a->co.journal_size);
+		} else if (!strcmp(key, "preallocation")) {
+			int m = val ? cow_prealloc_parse(val) : -EINVAL;
+			if (m < 0 || (a->fmt == COW_FMT_RAW && m == COW_PREALLOC_METADATA)) {
+				ucow_err("%s: invalid preallocation '%s' (%s)", a->file, val ? val : "",
+					 a->fmt == COW_FMT_RAW ? "off, falloc or full for raw" :
+					 "off, metadata, falloc or full");
+				rc = -EINVAL;
+			} else {
+				a->co.prealloc = (uint32_t)m;
+			}
+		} else if (a->fmt == COW_FMT_RAW) {
+			ucow_err("%s: format raw takes no -o options but preallocation=", a->file);
+			rc = -EINVAL;
 		} else if (!strcmp(key, "backing_file") && val) {
 			a->backing = val;
 		} else if (!strcmp(key, "backing_fmt") && val) {
@@ -135,7 +153,7 @@ static int probe_backing(struct create_args *a)
 	return 0;
 }
 
-static int create_raw(const char *tmp, uint64_t size)
+static int create_raw(const char *tmp, uint64_t size, uint32_t prealloc)
 {
 	int fd, rc = 0;
 
@@ -144,7 +162,23 @@ static int create_raw(const char *tmp, uint64_t size)
 		return -errno;
 	if (size > INT64_MAX)
 		rc = -EFBIG;
-	else if (ftruncate(fd, (off_t)size) < 0 || fsync(fd) < 0)
+	else if (ftruncate(fd, (off_t)size) < 0)
+		rc = -errno;
+	if (!rc && prealloc == COW_PREALLOC_FALLOC)
+		rc = -posix_fallocate(fd, 0, (off_t)size);
+	if (!rc && prealloc == COW_PREALLOC_FULL) {
+		static const uint8_t zero[65536];
+		for (uint64_t off = 0; off < size && !rc; off += sizeof(zero)) {
+			size_t n = size - off < sizeof(zero) ? size - off : sizeof(zero);
+			ssize_t w = pwrite(fd, zero, n, (off_t)off);
+			if (w < 0 && errno == EINTR) {
+				off -= sizeof(zero);
+				continue;
+			}
+			rc = w < 0 ? -errno : (size_t)w != n ? -EIO : 0;
+		}
+	}
+	if (!rc && fsync(fd) < 0)
 		rc = -errno;
 	if (close(fd) < 0 && rc == 0)
 		rc = -errno;
@@ -171,7 +205,7 @@ static int do_create(struct create_args *a)
 	}
 	tmp_guard(tmp);
 	if (a->fmt == COW_FMT_RAW) {
-		rc = create_raw(tmp, a->size);
+		rc = create_raw(tmp, a->size, a->co.prealloc);
 	} else {
 		a->co.size = a->size;
 		a->co.backing = a->backing;
@@ -245,6 +279,9 @@ static int create_checked(struct create_args *a, const char *size_arg, bool quie
 			printf(" chunk_size=%u block_size=%u",
 			       a->co.chunk_size ? a->co.chunk_size : COW_DEFAULT_CHUNK,
 			       a->co.block_size ? a->co.block_size : COW_DEFAULT_BLOCK);
+		if (a->co.prealloc)
+			printf(" preallocation=%s", (const char *[]){ "off", "metadata", "falloc",
+								     "full" }[a->co.prealloc]);
 		printf("\n");
 		fflush(stdout);
 	}

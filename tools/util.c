@@ -250,13 +250,23 @@ int parse_ucow_opts(const char *who, char *opts, struct cow_create_opts *co)
 	uint64_t v;
 
 	while (opt_next(&p, &key, &val)) {
+		if (!strcmp(key, "preallocation")) {
+			int m = val ? cow_prealloc_parse(val) : -EINVAL;
+			if (m < 0) {
+				ucow_err("%s: invalid preallocation '%s' (off, metadata, falloc or "
+					 "full)", who, val ? val : "");
+				return -EINVAL;
+			}
+			co->prealloc = (uint32_t)m;
+			continue;
+		}
 		uint32_t *to = !strcmp(key, "chunk_size") || !strcmp(key, "cluster_size") ?
 			       &co->chunk_size : !strcmp(key, "block_size") ? &co->block_size :
 			       !strcmp(key, "journal_size") ? &co->journal_size : NULL;
 
 		if (!to) {
 			ucow_err("%s: unknown option '%s' for format ucow (chunk_size, block_size, "
-				 "journal_size)", who, key);
+				 "journal_size, preallocation)", who, key);
 			return -EINVAL;
 		}
 		if (!val || parse_bytes(val, &v, &why) < 0 || v > UINT32_MAX) {
