@@ -17,7 +17,9 @@
  * (each L2 table just before its first data cluster), compressed data packed byte by byte
  * (a host cluster holding parts of k compressed clusters has refcount k), then the
  * refcount blocks and table. Only the L1 table, the current L2 table and one guest cluster
- * are held in memory, plus two bytes of refcount per host cluster.
+ * are held in memory, plus two bytes of refcount per host cluster; with compression, a
+ * batch of Q_BATCH clusters, deflated by up to Q_THREADS threads at once (then placed in
+ * order: the output is the same whatever the number of threads).
  * Data comes in at non-decreasing offsets; a cluster never written, or written with zeros
  * only, is left unallocated (reads as zeros). The header is written last, after every
  * table, then the file is synced: an interrupted writer leaves no valid image (convert
@@ -26,6 +28,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +42,16 @@
 #define Q_COMPRESSED (1ull << 62)
 #define Q_HDR_LEN 104u
 #define Q_MAX_L1_BYTES (32u << 20)	/* QEMU refuses larger L1 tables */
+#define Q_BATCH 64			/* clusters compressed together */
+#define Q_THREADS 8			/* at most this many threads (and the CPUs online) */
+
+struct q_slot {
+	uint64_t g;			/* guest cluster */
+	uint8_t *data, *z;		/* the cluster; its deflated form */
+	size_t zn;			/* 0: store plain */
+	int level;
+	uint32_t cs;
+};
 
 struct cow_qcow2_out {
 	int fd;
@@ -53,12 +66,14 @@ struct cow_qcow2_out {
 	int64_t l2_idx;			/* the L1 index of the table in l2, -1: none */
 	uint64_t *l2;			/* host order */
 	int64_t cur;			/* the guest cluster in cbuf, -1: none */
-	uint8_t *cbuf, *zbuf;
+	uint8_t *cbuf;
 	bool cdirty;
 	uint64_t next;			/* the end of the file as laid out so far (bytes) */
 	uint16_t *rc;			/* refcount per host cluster */
 	uint64_t rc_len;		/* entries in rc */
 	uint64_t data_clusters, compressed_clusters;
+	struct q_slot batch[Q_BATCH];	/* compression: clusters waiting to be deflated */
+	unsigned nbatch, nthreads;
 };
 
 static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
@@ -157,40 +172,47 @@ static bool zero(const uint8_t *p, size_t n)
 	return p[0] == 0 && memcmp(p, p + 1, n - 1) == 0;
 }
 
-/* Raw deflate of the cluster in cbuf into zbuf: its length, or 0 when it does not pay. */
-static size_t deflate_cluster(struct cow_qcow2_out *w)
+/* Raw deflate (4 KiB window, as QEMU) of a slot's cluster: zn, or 0 when it does not pay. */
+static void deflate_slot(struct q_slot *sl)
 {
 	z_stream z;
-	size_t n = 0;
 
+	sl->zn = 0;
 	memset(&z, 0, sizeof(z));
-	if (deflateInit2(&z, w->level, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
-		return 0;
-	z.next_in = w->cbuf;
-	z.avail_in = w->cs;
-	z.next_out = w->zbuf;
-	z.avail_out = w->cs - 512;	/* at least one sector smaller, or stored plain */
+	if (deflateInit2(&z, sl->level, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+		return;
+	z.next_in = sl->data;
+	z.avail_in = sl->cs;
+	z.next_out = sl->z;
+	z.avail_out = sl->cs - 512;	/* at least one sector smaller, or stored plain */
 	if (deflate(&z, Z_FINISH) == Z_STREAM_END)
-		n = w->cs - 512 - z.avail_out;
+		sl->zn = sl->cs - 512 - z.avail_out;
 	deflateEnd(&z);
-	return n;
 }
 
-/* Store the guest cluster held in cbuf. */
-static int flush_cluster(struct cow_qcow2_out *w)
-{
-	uint64_t g = (uint64_t)w->cur, off;
-	size_t zn;
-	int r;
+struct q_job {
+	struct q_slot *s;
+	unsigned n, step, first;
+};
 
-	if (w->cur < 0 || !w->cdirty)
-		goto done;
-	if (zero(w->cbuf, w->cs))
-		goto done;			/* unallocated reads as zeros */
-	r = l2_for(w, g);
+static void *deflate_thread(void *arg)
+{
+	struct q_job *j = arg;
+
+	for (unsigned i = j->first; i < j->n; i += j->step)
+		deflate_slot(&j->s[i]);
+	return NULL;
+}
+
+/* Store guest cluster g from data: deflated (zn > 0, in z) or plain. */
+static int place(struct cow_qcow2_out *w, uint64_t g, const uint8_t *data, const uint8_t *z,
+		 size_t zn)
+{
+	uint64_t off;
+	int r = l2_for(w, g);
+
 	if (r < 0)
 		return r;
-	zn = w->level ? deflate_cluster(w) : 0;
 	if (zn) {
 		uint64_t x = 62 - (w->cbits - 8);
 		uint64_t sectors = ((w->next + zn - 1) >> 9) - (w->next >> 9) + 1;
@@ -198,25 +220,74 @@ static int flush_cluster(struct cow_qcow2_out *w)
 		off = w->next;
 		r = ref(w, off, zn);
 		if (r == 0)
-			r = pwrite_all(w->fd, w->zbuf, zn, off);
+			r = pwrite_all(w->fd, z, zn, off);
 		if (r < 0)
 			return r;
 		w->next = off + zn;
 		w->l2[g % w->l2e] = Q_COMPRESSED | ((sectors - 1) << x) | off;
 		w->compressed_clusters++;
-	} else {
-		r = alloc_cluster(w, &off);
-		if (r == 0)
-			r = pwrite_all(w->fd, w->cbuf, w->cs, off);
-		if (r < 0)
-			return r;
-		w->l2[g % w->l2e] = off | Q_COPIED;
-		w->data_clusters++;
+		return 0;
 	}
+	r = alloc_cluster(w, &off);
+	if (r == 0)
+		r = pwrite_all(w->fd, data, w->cs, off);
+	if (r < 0)
+		return r;
+	w->l2[g % w->l2e] = off | Q_COPIED;
+	w->data_clusters++;
+	return 0;
+}
+
+/* Deflate the batch (in parallel), then place its clusters in order. */
+static int flush_batch(struct cow_qcow2_out *w)
+{
+	pthread_t t[Q_THREADS];
+	struct q_job jobs[Q_THREADS];
+	unsigned nt = w->nthreads < w->nbatch ? w->nthreads : w->nbatch, started = 0;
+	int r = 0;
+
+	for (unsigned i = 0; i < nt; i++) {
+		jobs[i] = (struct q_job){ w->batch, w->nbatch, nt, i };
+		if (i && pthread_create(&t[i], NULL, deflate_thread, &jobs[i]) == 0)
+			started |= 1u << i;
+	}
+	if (nt)
+		deflate_thread(&jobs[0]);
+	for (unsigned i = 1; i < nt; i++) {
+		if (started & (1u << i))
+			pthread_join(t[i], NULL);
+		else
+			deflate_thread(&jobs[i]);	/* no thread: do its share here */
+	}
+	for (unsigned i = 0; i < w->nbatch && !r; i++)
+		r = place(w, w->batch[i].g, w->batch[i].data, w->batch[i].z, w->batch[i].zn);
+	w->nbatch = 0;
+	return r;
+}
+
+/* Store the guest cluster held in cbuf (with compression: queue it in the batch). */
+static int flush_cluster(struct cow_qcow2_out *w)
+{
+	uint64_t g = (uint64_t)w->cur;
+	int r = 0;
+
+	if (w->cur < 0 || !w->cdirty || zero(w->cbuf, w->cs))
+		goto done;			/* unallocated reads as zeros */
+	if (!w->level) {
+		r = place(w, g, w->cbuf, NULL, 0);
+		goto done;
+	}
+	struct q_slot *sl = &w->batch[w->nbatch++];
+	uint8_t *tmp = sl->data;
+	sl->data = w->cbuf;		/* the batch takes the buffer, cbuf gets a free one */
+	w->cbuf = tmp;
+	sl->g = g;
+	if (w->nbatch == Q_BATCH)
+		r = flush_batch(w);
 done:
 	w->cur = -1;
 	w->cdirty = false;
-	return 0;
+	return r;
 }
 
 int cow_qcow2_out_create(const char *path, uint64_t size, uint32_t cluster_size,
@@ -263,10 +334,22 @@ int cow_qcow2_out_create(const char *path, uint64_t size, uint32_t cluster_size,
 	w->l1 = calloc(w->l1_size, 8);
 	w->l2 = malloc(cluster_size);
 	w->cbuf = malloc(cluster_size);
-	w->zbuf = malloc(cluster_size);
-	if (!w->l1 || !w->l2 || !w->cbuf || !w->zbuf) {
+	if (!w->l1 || !w->l2 || !w->cbuf) {
 		r = -ENOMEM;
 		goto fail;
+	}
+	if (compress_level) {
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		w->nthreads = ncpu < 1 ? 1 : ncpu > Q_THREADS ? Q_THREADS : (unsigned)ncpu;
+		for (unsigned i = 0; i < Q_BATCH; i++) {
+			struct q_slot *sl = &w->batch[i];
+			sl->level = compress_level;
+			sl->cs = cluster_size;
+			if (!(sl->data = malloc(cluster_size)) || !(sl->z = malloc(cluster_size))) {
+				r = -ENOMEM;
+				goto fail;
+			}
+		}
 	}
 	w->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
 	if (w->fd < 0) {
@@ -326,6 +409,8 @@ static int finish(struct cow_qcow2_out *w)
 	int r;
 
 	r = flush_cluster(w);
+	if (r == 0 && w->nbatch)
+		r = flush_batch(w);
 	if (r == 0)
 		r = flush_l2(w);
 	if (r < 0)
@@ -417,7 +502,10 @@ int cow_qcow2_out_close(struct cow_qcow2_out *w, bool complete)
 	free(w->l1);
 	free(w->l2);
 	free(w->cbuf);
-	free(w->zbuf);
+	for (unsigned i = 0; i < Q_BATCH; i++) {
+		free(w->batch[i].data);
+		free(w->batch[i].z);
+	}
 	free(w->rc);
 	free(w);
 	return r;
