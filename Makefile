@@ -35,7 +35,8 @@ GIT_DESCRIBE = $(shell git describe --always --dirty --tags 2>/dev/null || echo 
 
 .PHONY: all deps check demo bench clean unit-check cli-check asan-check tsan-check vm-check vm-shell \
 	mutation-check fuzz fuzz-build fuzz-long crash-long
-all: $(BUILD)/ucow $(UNIT_BIN) $(BUILD)/libcowcore.so.1 $(BUILD)/tests/so_read
+all: $(BUILD)/ucow $(UNIT_BIN) $(BUILD)/libcowcore.so.1 $(BUILD)/tests/so_read \
+	$(BUILD)/nbdkit-ucow-plugin.so
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -74,6 +75,16 @@ $(BUILD)/tests/so_read: tests/so/so_read.c cowcore/cowcore.h $(BUILD)/libcowcore
 	$(Q)cp cowcore/cowcore.h $(BUILD)/so-include/
 	$(Q)$(CC) -std=gnu11 $(WARN) $(CFLAGS) $(SANITIZE) -I$(BUILD)/so-include -o $@ $< \
 		$(BUILD)/libcowcore.so.1 -Wl,-rpath,'$$ORIGIN/..'
+
+# The nbdkit plugin (tools/nbdkit/): the engine linked in (position-independent objects), only
+# nbdkit's entry point exported (the nbdkit_* functions come from nbdkit itself: no -z defs).
+# `nbdkit $(BUILD)/nbdkit-ucow-plugin.so IMAGE`.
+$(BUILD)/nbdkit-ucow-plugin.so: tools/nbdkit/nbdkit-ucow-plugin.c tools/nbdkit/plugin.map \
+		$(COWCORE_PIC) cowcore/cowcore.h
+	@[ "$(V)" != 0 ] || echo "  LD      $@"
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fPIC -shared -DUCOW_PLUGIN_VERSION='"$(VERSION)"' \
+		-Wl,--version-script=tools/nbdkit/plugin.map $(LDFLAGS) -o $@ $< \
+		$(COWCORE_PIC) -luring -laio -lz -lzstd -lpthread
 
 $(BUILD)/libublk.a: $(UBLK_OBJ)
 	$(Q)rm -f $@; ar rcs $@ $^
@@ -114,6 +125,7 @@ INCLUDEDIR   ?= $(PREFIX)/include
 DATADIR      ?= $(PREFIX)/share
 MANDIR       ?= $(DATADIR)/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+NBDKITPLUGINDIR ?= $(LIBDIR)/nbdkit/plugins
 BASHCOMPDIR  ?= $(DATADIR)/bash-completion/completions
 DOCDIR       ?= $(DATADIR)/doc/ucow
 UNITDIR      ?= $(PREFIX)/lib/systemd/system
@@ -151,15 +163,18 @@ $(BUILD)/libcowcore.pc: cowcore/libcowcore.pc.in tools/util.h FORCE
 # What install installs, built (and nothing else: the unit tests need cmocka). The Debian
 # package's build step (debian/rules) runs it with the same variables as its install.
 INSTALL_FILES := $(BUILD)/ucow $(BUILD)/libcowcore.so.1 $(BUILD)/libcowcore.a $(BUILD)/libcowcore.pc \
-		$(MAN_PAGES) $(BUILD)/dist/systemd/ucow@.service $(BUILD)/dist/udev/60-ucow.rules
+		$(MAN_PAGES) $(BUILD)/dist/systemd/ucow@.service $(BUILD)/dist/udev/60-ucow.rules \
+		$(BUILD)/nbdkit-ucow-plugin.so
 install-files: $(INSTALL_FILES)
 
 install: $(INSTALL_FILES)
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
 		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
 		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(UNITDIR) \
-		$(DESTDIR)$(UDEVDIR) $(DESTDIR)$(DOCDIR)
+		$(DESTDIR)$(UDEVDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(NBDKITPLUGINDIR)
 	$(INSTALL) -m 755 $(BUILD)/ucow $(DESTDIR)$(BINDIR)/ucow
+	$(INSTALL) -m 644 $(BUILD)/nbdkit-ucow-plugin.so \
+		$(DESTDIR)$(NBDKITPLUGINDIR)/nbdkit-ucow-plugin.so
 	$(INSTALL) -m 644 $(BUILD)/libcowcore.so.1 $(DESTDIR)$(LIBDIR)/libcowcore.so.1
 	ln -sf libcowcore.so.1 $(DESTDIR)$(LIBDIR)/libcowcore.so
 	$(INSTALL) -m 644 $(BUILD)/libcowcore.a $(DESTDIR)$(LIBDIR)/libcowcore.a
@@ -181,8 +196,10 @@ uninstall:
 		$(DESTDIR)$(MANDIR)/man1/ucow.1 $(DESTDIR)$(MANDIR)/man5/ucow-format.5 \
 		$(DESTDIR)$(MANDIR)/man8/ucow-dev.8 $(DESTDIR)$(BASHCOMPDIR)/ucow \
 		$(DESTDIR)$(UNITDIR)/ucow@.service $(DESTDIR)$(UDEVDIR)/60-ucow.rules \
-		$(DESTDIR)$(DOCDIR)/ucow-example.conf
+		$(DESTDIR)$(DOCDIR)/ucow-example.conf \
+		$(DESTDIR)$(NBDKITPLUGINDIR)/nbdkit-ucow-plugin.so
 	rmdir -p --ignore-fail-on-non-empty $(DESTDIR)$(BINDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+		$(DESTDIR)$(NBDKITPLUGINDIR) \
 		$(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man1 \
 		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) \
 		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(UDEVDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null || :

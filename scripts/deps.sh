@@ -13,6 +13,7 @@ set -eu
 PKGS="gcc make pkg-config liburing-dev libaio-dev zlib1g-dev libzstd-dev libcmocka-dev fio qemu-utils
 qemu-system-x86 busybox-static libjson-c-dev cpio e2fsprogs util-linux xz-utils kmod python3 gnuplot-nox procps time
 dmsetup clang libclang-rt-14-dev llvm-14 strace scdoc bash-completion man-db systemd
+nbdkit nbdkit-plugin-dev libnbd-bin
 build-essential debhelper dpkg-dev lintian"
 missing=""
 for p in $PKGS; do

@@ -41,6 +41,7 @@ $prefix/share/doc/ucow/ucow-example.conf
 $libdir/libcowcore.a
 $libdir/libcowcore.so
 $libdir/libcowcore.so.1
+$libdir/nbdkit/plugins/nbdkit-ucow-plugin.so
 $libdir/pkgconfig/libcowcore.pc
 EOT
 sort -o "$tmp/want" "$tmp/want"
