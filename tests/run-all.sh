@@ -29,6 +29,12 @@ stage cli tests/cli/run.sh build
 stage asan make --no-print-directory asan-check
 stage tsan make --no-print-directory tsan-check
 stage vm make --no-print-directory vm-check
+# The long guest tests (a QEMU guest on a ucow device: minutes of nested emulation).
+if [ "${UCOW_LONG:-0}" = 1 ]; then
+	stage vm-kvm make --no-print-directory vm-kvm-check
+else
+	echo "=== vm-kvm: skipped (set UCOW_LONG=1 to run make vm-kvm-check)"
+fi
 # Test cases, not files: a result line "PASS name [N cases]" stands for N passed cases,
 # "FAIL name [N passed] ..." for N passed and one failed; any other line for one case.
 passed=$(awk '$1 == "PASS" { n = ($3 ~ /^\[[0-9]+$/) ? substr($3, 2) + 0 : 1; p += n }

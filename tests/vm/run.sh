@@ -3,12 +3,14 @@
 # QEMU TCG with an initramfs holding busybox, the real tools (fio, mkfs.ext4, e2fsck,
 # qemu-img, ...), the ucow binary and the guest tests, run the tests inside, and report.
 #
-#   tests/vm/run.sh [--kernel 6.12|new] [--only REGEX]... [--script FILE]... [--bin FILE]...
-#                   [--shell] [-v]
+#   tests/vm/run.sh [--kernel 6.12|new] [--only REGEX]... [--long] [--script FILE]...
+#                   [--bin FILE]... [--shell] [-v]
 #
-#   (no option)     run every guest test, tests/vm/guest/*.sh except lib.sh, in name order
+#   (no option)     run every guest test, tests/vm/guest/*.sh except lib.sh, in name order,
+#                   except the long ones (a "# vm-long:" line: minutes of nested QEMU)
 #   --only REGEX    run only the tests whose names (e.g. 01-loop-fio) match the extended
-#                   regular expression; may be repeated
+#                   regular expression, long or not; may be repeated
+#   --long          run the long tests, and only them (--only picks long tests by itself)
 #   --script FILE   also run FILE in the guest (as /vm/scripts/NAME, from a fresh folder
 #                   on tmpfs) and show its output here; its exit status is its result.
 #                   With --script and no --only, no guest test runs. May be repeated.
@@ -38,8 +40,8 @@ qemu=${UCOW_VM_QEMU:-qemu-system-x86_64}
 overall=${UCOW_VM_TIMEOUT:-1200}
 per_test=${UCOW_VM_TEST_TIMEOUT:-300}
 
-only=() scripts=() bins=() shell=0 verbose=0 series=${UCOW_VM_KERNEL_SERIES:-6.12}
-usage() { sed -n '6,21s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+only=() scripts=() bins=() shell=0 verbose=0 long=0 series=${UCOW_VM_KERNEL_SERIES:-6.12}
+usage() { sed -n '6,23s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
 	--only) [ $# -ge 2 ] || usage; only+=("$2"); shift 2 ;;
@@ -49,6 +51,7 @@ while [ $# -gt 0 ]; do
 	--bin) [ $# -ge 2 ] || usage; bins+=("$2"); shift 2 ;;
 	--bin=*) bins+=("${1#*=}"); shift ;;
 	--shell) shell=1; shift ;;
+	--long) long=1; shift ;;
 	-v|--verbose) verbose=1; shift ;;
 	--kernel) [ $# -ge 2 ] || usage; series=$2; shift 2 ;;
 	--kernel=*) series=${1#*=}; shift ;;
@@ -99,6 +102,7 @@ for f in tests/vm/guest/*.sh; do
 	n=$(basename "$f" .sh)
 	[ "$n" = lib ] || all_tests+=("$n")
 done
+is_long() { grep -q '^# vm-long:' "tests/vm/guest/$1.sh"; }
 tests=()
 if [ ${#only[@]} -gt 0 ]; then
 	for n in "${all_tests[@]}"; do
@@ -107,8 +111,10 @@ if [ ${#only[@]} -gt 0 ]; then
 		done
 	done
 	[ ${#tests[@]} -gt 0 ] || setup_fail "no guest test matches --only ${only[*]}"
+elif [ $long = 1 ]; then
+	for n in "${all_tests[@]}"; do is_long "$n" && tests+=("$n"); done
 elif [ ${#scripts[@]} -eq 0 ] && [ $shell = 0 ]; then
-	tests=("${all_tests[@]}")
+	for n in "${all_tests[@]}"; do is_long "$n" || tests+=("$n"); done
 fi
 script_names=()
 for s in "${scripts[@]}"; do
@@ -167,8 +173,17 @@ for b in "${bins[@]}"; do add_bin "$b"; done
 (cd "$stage" && find . -mindepth 1 | sort | cpio --quiet -o -H newc -R 0:0) >"$out/run.cpio" ||
 	setup_fail "cpio failed"
 rm -rf "$stage"
+# QEMU in the guest (qemu.cpio: qemu-system-x86_64, qemu-storage-daemon, firmware and this
+# kernel as /vm/vmlinuz, ~45 MB) only for a shell and for the tests and scripts that say
+# "# vm-needs: qemu": every other boot would pay for unpacking it.
+extra=""
+for f in "${tests[@]/#/tests/vm/guest/}" "${scripts[@]}"; do
+	case $f in tests/vm/guest/*) f=$f.sh ;; esac
+	grep -qE '^# vm-needs:.*(^|[ ,:])qemu([ ,]|$)' "$f" && extra=$out/qemu.cpio
+done
+[ $shell = 1 ] && extra=$out/qemu.cpio
 # The kernel unpacks concatenated archives in order: the run part lands on top of the base.
-cat "$out/base.cpio" "$out/run.cpio" >"$out/initrd.img" || setup_fail "cannot write $out/initrd.img"
+cat "$out/base.cpio" $extra "$out/run.cpio" >"$out/initrd.img" || setup_fail "cannot write $out/initrd.img"
 
 # --- boot ------------------------------------------------------------------------------
 # -accel tcg,thread=single -cpu max,-cx16: see Documentation/testbed.md; two vCPUs so that

@@ -5,6 +5,10 @@
 #                                                 (6.16+, run.sh --kernel new) those that prove
 #                                                 what only newer drivers do, and a smoke set
 #                                                 (VM_NEW_ARGS; VM_KERNELS="6.12" skips it)
+#   make vm-kvm-check                             the long guest tests ("# vm-long:", left out of
+#                                                 vm-check): 64-qemu-guest, a QEMU guest booted
+#                                                 on a ucow device (minutes: nested TCG); make
+#                                                 check runs it only with UCOW_LONG=1
 #   make vm-shell [VM_ARGS=...]                   the same guest, with a shell on the console
 #   make vm-kernel                                fetch/unpack the guest kernel (cached)
 #   make vm-clean                                 forget the built initramfs and logs
@@ -16,7 +20,7 @@ VM_KERNELS ?= 6.12 new
 # apply, and the online resize that needs UBLK_F_UPDATE_SIZE (all passed there: testbed.md)
 VM_NEW_ARGS ?= --only '^(00|40|46|56|63)-'
 
-.PHONY: vm-kernel vm-clean
+.PHONY: vm-kernel vm-clean vm-kvm-check
 
 # Host-built helpers the guest tests run (run.sh puts them in the guest's PATH).
 VM_BINS := $(BUILD)/vm-bin/replay-log
@@ -30,6 +34,9 @@ vm-check: all
 		if [ $$k = 6.12 ]; then BUILD=$(BUILD) tests/vm/run.sh $(VM_ARGS) || rc=1; \
 		else BUILD=$(BUILD) tests/vm/run.sh --kernel $$k $(VM_NEW_ARGS) || rc=1; fi; \
 	done; exit $$rc
+
+vm-kvm-check: all
+	@BUILD=$(BUILD) tests/vm/run.sh --long
 
 # A shell is for debugging: a broken build elsewhere (a unit test...) must not prevent it.
 vm-shell:
