@@ -8,12 +8,14 @@
 # build-essential (dpkg-buildpackage checks it, an implicit build dependency), debhelper,
 # dpkg-dev and lintian: make deb and its test (tests/deb/run.sh); the package's other
 # build dependencies (debian/control) are in this list already. No fakeroot: the package
-# build needs no root (Rules-Requires-Root: no).
+# build needs no root (Rules-Requires-Root: no). nbdkit, nbdkit-plugin-dev and libnbd-bin
+# (nbdinfo): the nbdkit plugin and its test; udev: udevadm, which runs the udev rule in the
+# test bed (guest test 49).
 set -eu
 PKGS="gcc make pkg-config liburing-dev libaio-dev zlib1g-dev libzstd-dev libcmocka-dev fio qemu-utils
 qemu-system-x86 busybox-static libjson-c-dev cpio e2fsprogs util-linux xz-utils kmod python3 gnuplot-nox procps time
 dmsetup clang libclang-rt-14-dev llvm-14 strace scdoc bash-completion man-db systemd
-nbdkit nbdkit-plugin-dev libnbd-bin
+nbdkit nbdkit-plugin-dev libnbd-bin udev
 build-essential debhelper dpkg-dev lintian"
 missing=""
 for p in $PKGS; do

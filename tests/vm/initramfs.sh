@@ -27,7 +27,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 TOOLS="dash bash timeout env xargs setsid flock unshare nsenter dmesg ps pgrep pkill
 fio mke2fs mkfs.ext4 e2fsck fsck.ext4 tune2fs dumpe2fs debugfs resize2fs
 qemu-img qemu-io qemu-nbd losetup blkdiscard blockdev blkid lsblk wipefs fstrim fallocate
-mount umount dd cmp sha256sum md5sum stat truncate sync dmsetup ${UCOW_VM_TOOLS:-}"
+mount umount dd cmp sha256sum md5sum stat truncate sync dmsetup udevadm ${UCOW_VM_TOOLS:-}"
 # Kernel modules (loaded by /init: ublk_drv, loop; the others are there for tests to insmod;
 # dm-log-writes and dm-flakey need dm-mod first).
 MODULES="ublk_drv loop null_blk nbd brd virtio_blk dm-mod dm-log-writes dm-flakey"

@@ -133,6 +133,8 @@ cp tests/vm/init "$stage/init"
 chmod 755 "$stage/init"
 ln -s /init "$stage/usr/bin/vm-run"
 cp tests/vm/guest/lib.sh "$stage/vm/lib.sh"
+# the udev rule (49 runs it with udevadm test)
+cp dist/udev/60-ucow.rules.in "$stage/vm/60-ucow.rules.in"
 # the fio job files of the guides (Documentation/examples), which guest tests run
 mkdir -p "$stage/vm/examples"
 cp Documentation/examples/*.fio "$stage/vm/examples/"

@@ -1,7 +1,8 @@
 #!/bin/sh
 # ucow@NAME.service's commands run as systemd runs them (not run by this session: written
 # for the bed): ExecStart `ucow dev serve NAME` in the foreground from NAME.conf; the device
-# is named (dev udev-name, the udev rule's PROGRAM); a second serve of NAME is refused; a
+# is named (dev udev-name, and the udev rule run by `udevadm test` makes
+# /dev/disk/by-ucow/NAME); a second serve of NAME is refused; a
 # crash (kill -9) followed by the restart (the same ExecStart) recovers the same device with
 # the data written before; stop (SIGTERM) deletes the device and leaves the image clean.
 # vm-timeout: 240
@@ -30,6 +31,14 @@ serve
 first=$dev
 [ -b "$dev" ] || fail "$dev is not a block device"
 [ "$(ucow dev udev-name "$id")" = vm1 ] || fail "udev-name $id is not vm1"
+# the udev rule itself, as udev runs it (udevadm test: the rules, PROGRAM, the symlink; the
+# bed has no udevd), with the rule installed for ucow in /usr/bin
+mkdir -p /run/udev/rules.d
+sed 's|@BINDIR@|/usr/bin|' /vm/60-ucow.rules.in >/run/udev/rules.d/60-ucow.rules
+udevadm test --action=change "/sys/class/block/ublkb$id" >udev.out 2>&1 ||
+	{ tail -20 udev.out; fail "udevadm test failed"; }
+grep -E "DEVLINKS=.*/dev/disk/by-ucow/vm1" udev.out || { tail -20 udev.out; fail "the rule made no by-ucow link"; }
+[ "$(readlink -f /dev/disk/by-ucow/vm1)" = "$dev" ] || fail "/dev/disk/by-ucow/vm1 does not lead to $dev"
 ucow dev list --output=json | grep -q '"recoverable": true' || fail "served device not recoverable"
 ucow dev serve --config-dir conf vm1 2>err && fail "a second serve of vm1 was accepted"
 grep -q 'vm1 is served already' err || fail "second serve: $(cat err)"
