@@ -79,7 +79,7 @@ for orig in ('o64.qcow2', 'o512.qcow2'):
     for v in huge + [l1_off, l1_off | (1 << 63), 0x200, cs | 1, l2 + 8, l2 | (1 << 60)]:
         put(l1_off, '>Q', v, 'l1e')
     # L2 entries: data past the end, unaligned, into the tables, compressed oddities
-    for i in range(2):
+    for i in range(1):
         for v in huge + [l1_off, l2, l2 | (1 << 63), (1 << 62) | (size - 1),
                          (1 << 62) | 0x3fffffffffffffff, (1 << 62) | 1,
                          (1 << 62) | (r.getrandbits(40) << 9), r.getrandbits(64)]:
@@ -96,7 +96,7 @@ for orig in ('o64.qcow2', 'o512.qcow2'):
     regions = [(0, 512), (l1_off, max(8, l1_n * 8)), (l2, cs)]
     if snap_off:
         regions.append((snap_off, 128))
-    for k in range(30):
+    for k in range(20):
         b = bytearray(base)
         for _ in range(r.randrange(1, 8)):
             o, ln = r.choice(regions)
@@ -110,7 +110,7 @@ for orig in ('o64.qcow2', 'o512.qcow2'):
 print(n, 'images')
 PY
 ls h | wc -l >count.txt
-[ "$(cat count.txt)" -gt 250 ] || fail "only $(cat count.txt) images generated"
+[ "$(cat count.txt)" -gt 200 ] || fail "only $(cat count.txt) images generated"
 cp back.raw h/back.raw
 
 # each command: ends within its time, exit 0 or 1, never a signal; a failure is one line

@@ -11,11 +11,12 @@
 # this script, the kernel, busybox, a tool, or the package database.
 # Extra tools: UCOW_VM_TOOLS="name ..." (looked up in PATH on the host).
 #
-# Also writes OUT_DIR/qemu.cpio (manifest OUT_DIR/qemu.manifest): what a guest test needs
-# to run QEMU itself (qemu-system-x86_64, qemu-storage-daemon, the libraries of theirs the
-# base lacks, SeaBIOS and the linuxboot option ROM, and the guest's own kernel as
-# /vm/vmlinuz). About 45 MB, so run.sh appends it only for the tests that ask for it with a
-# "# vm-needs: qemu" line (and for --shell): the other runs do not pay for it at boot.
+# With a third argument "qemu", also writes OUT_DIR/qemu.cpio (manifest
+# OUT_DIR/qemu.manifest), what a guest test needs to run QEMU itself (qemu-system-x86_64,
+# qemu-storage-daemon, the libraries of theirs the base lacks, SeaBIOS and the linuxboot
+# option ROM, and the guest's own kernel as /vm/vmlinuz). About 45 MB, so run.sh builds and
+# appends it only for the tests that ask for it with a "# vm-needs: qemu" line (and for
+# --shell): the other runs pay for it neither at build time nor at boot.
 set -eu
 kdir=$1
 out=$2
@@ -136,6 +137,8 @@ build_base() {
 	echo "$manifest" >base.manifest
 }
 build_base
+# qemu.cpio only when asked (the third argument "qemu"): run.sh asks when a test needs it
+[ "${3:-}" = qemu ] || exit 0
 
 # --- qemu.cpio: QEMU in the guest (tests with "# vm-needs: qemu") ----------------------
 # Firmware QEMU 7.2 loads for "-nodefaults -nographic -kernel ... -device virtio-blk-pci":

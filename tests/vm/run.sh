@@ -184,6 +184,11 @@ for f in "${tests[@]/#/tests/vm/guest/}" "${scripts[@]}"; do
 	grep -qE '^# vm-needs:.*(^|[ ,:])qemu([ ,]|$)' "$f" && extra=$out/qemu.cpio
 done
 [ $shell = 1 ] && extra=$out/qemu.cpio
+if [ -n "$extra" ] && ! tests/vm/initramfs.sh "$kdir" "$out" qemu 2>"$out/initramfs.err"; then
+	cat "$out/initramfs.err" >&2
+	setup_fail "cannot build qemu.cpio: $(tail -n 1 "$out/initramfs.err")"
+fi
+[ -n "$extra" ] && cat "$out/initramfs.err" >&2
 # The kernel unpacks concatenated archives in order: the run part lands on top of the base.
 cat "$out/base.cpio" $extra "$out/run.cpio" >"$out/initrd.img" || setup_fail "cannot write $out/initrd.img"
 

@@ -312,7 +312,8 @@ static int ucow_can_fua(void *h)
 static int ucow_pread(void *h, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
 	(void)h;
-	return ucow_rw(COW_READ, buf, count, offset, flags & 0);
+	(void)flags;
+	return ucow_rw(COW_READ, buf, count, offset, 0);
 }
 
 static int ucow_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset,
