@@ -63,3 +63,10 @@ json_ok() {
 randio() {
 	$PY "$CLI_DIR/randio.py" --ucow "$UCOW" "$@"
 }
+
+# wait_locked: wait until a lock holder started in the background has printed "locked" into
+# lock.out (a loaded machine can take seconds to start python); fail after 30 s.
+wait_locked() {
+	for _i in $(seq 300); do grep -q locked lock.out 2>/dev/null && return 0; sleep 0.1; done
+	fail "the lock holder did not start within 30 s"
+}

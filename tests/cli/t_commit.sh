@@ -127,7 +127,7 @@ print("locked", flush=True)
 time.sleep(60)' mid.img >lock.out &
 lockpid=$!
 trap 'kill $lockpid 2>/dev/null' EXIT
-for i in $(seq 50); do grep -q locked lock.out 2>/dev/null && break; sleep 0.1; done
+wait_locked
 expect_err 1 "mid.img: image is in use by another process" $UCOW commit top.img
 kill $lockpid
 wait $lockpid 2>/dev/null
@@ -145,7 +145,7 @@ fcntl.lockf(f, fcntl.LOCK_EX)
 print("locked", flush=True)
 time.sleep(60)' top.img >lock.out &
 lockpid=$!
-for i in $(seq 50); do grep -q locked lock.out 2>/dev/null && break; sleep 0.1; done
+wait_locked
 expect_err 1 "top.img: image is in use by another process" $UCOW commit top.img
 kill $lockpid
 wait $lockpid 2>/dev/null

@@ -150,7 +150,7 @@ print("locked", flush=True)
 time.sleep(60)' good.img >lock.out &
 lockpid=$!
 trap 'kill $lockpid 2>/dev/null' EXIT
-for i in $(seq 50); do grep -q locked lock.out 2>/dev/null && break; sleep 0.1; done
+wait_locked
 expect_err 1 "good.img: image is in use by another process" $UCOW io -c 'write 0 1' good.img
 expect_err 1 "good.img: image is in use by another process" $UCOW io -c 'read 0 1' good.img
 expect_err 1 "good.img: cannot replace: file is in use" $UCOW create good.img 1M

@@ -42,7 +42,7 @@ print("locked", flush=True)
 time.sleep(60)' io.img >lock.out &
 lockpid=$!
 trap 'kill $lockpid 2>/dev/null' EXIT
-for i in $(seq 50); do grep -q locked lock.out 2>/dev/null && break; sleep 0.1; done
+wait_locked
 expect_ok $UCOW io -c 'read -P 0x41 3 9' -c 'read 0 1M' io.img
 expect_ok $UCOW info io.img
 expect_ok $UCOW convert io.img io2.raw

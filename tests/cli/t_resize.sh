@@ -118,7 +118,7 @@ print("locked", flush=True)
 time.sleep(60)' a.img >lock.out &
 lockpid=$!
 trap 'kill $lockpid 2>/dev/null' EXIT
-for i in $(seq 50); do grep -q locked lock.out 2>/dev/null && break; sleep 0.1; done
+wait_locked
 expect_err 1 "a\.img: image is in use by another process" $UCOW resize a.img 8M
 kill $lockpid
 wait $lockpid 2>/dev/null
