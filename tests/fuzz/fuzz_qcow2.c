@@ -7,6 +7,7 @@
  * snapshot opened (its L1 table) and read. Input: the qcow2 file as it is (qcow2 has no
  * checksums to repair).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
