@@ -233,24 +233,11 @@ static int piece(struct conv *c, uint64_t i, uint64_t g)
 	return c->existing && !c->target_zero ? P_ZERO : P_SKIP;
 }
 
-/* What the backing file (-B) holds at [off, off + n), into bbuf (zeros past its end). */
-static int read_backing(struct conv *c, uint64_t off, uint64_t n)
-{
-	uint64_t in = off >= c->bsize ? 0 : c->bsize - off < n ? c->bsize - off : n;
-	int rc = in ? cow_rw(c->bc, COW_READ, c->bbuf, in, off, 0) : 0;
-
-	if (rc < 0)
-		ucow_err("%s: read failed at offset %" PRIu64 ": %s", c->bfile, off,
-			 err_text_for(rc, cow_errmsg(c->bi), c->bfile));
-	memset(c->bbuf + in, 0, n - in);
-	return rc;
-}
-
 /* buf holds SRC's [off, off + n): put in DST what it needs, in runs of one kind. */
 static int emit(struct conv *c, uint64_t off, uint64_t n)
 {
 	uint64_t i = 0, gs = c->grain ? c->grain : CONV_GRAIN;
-	int rc = c->bi ? read_backing(c, off, n) : 0;
+	int rc = c->bi ? read_padded(c->bc, c->bi, c->bfile, c->bsize, c->bbuf, off, n) : 0;
 
 	while (rc == 0 && i < n) {
 		uint64_t start = i, g = n - i < gs ? n - i : gs;

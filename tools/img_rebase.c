@@ -82,19 +82,6 @@ static int file_io(struct rebase *r, int op, void *buf, uint64_t len, uint64_t o
 	return rc;
 }
 
-/* NEW's content of [off, off+len) into nbuf (zeros past its end). */
-static int read_new(struct rebase *r, uint64_t off, uint64_t len)
-{
-	uint64_t have = off >= r->nsize ? 0 : r->nsize - off < len ? r->nsize - off : len;
-	int rc = have ? cow_rw(r->nctx, COW_READ, r->nbuf, have, off, 0) : 0;
-
-	if (rc < 0)
-		ucow_err("%s: read failed at offset %" PRIu64 ": %s", r->newb, off,
-			 err_text_for(rc, cow_errmsg(r->nimg), r->newb));
-	memset(r->nbuf + have, 0, len - have);
-	return rc;
-}
-
 /* The grain of [off + i, off + n) that starts at i: up to the next multiple of the grain. */
 static uint64_t grain(uint64_t off, uint64_t i, uint64_t n)
 {
@@ -163,7 +150,7 @@ static int copy_diff(struct rebase *r)
 		if (st == COW_MAP_BACKING || (st == COW_MAP_ZERO && !r->backed)) {
 			rc = file_io(r, COW_READ, r->buf, run, off);
 			if (!rc && r->nimg)
-				rc = read_new(r, off, run);
+				rc = read_padded(r->nctx, r->nimg, r->newb, r->nsize, r->nbuf, off, run);
 			if (!rc)
 				rc = keep_grains(r, off, run);
 			if (rc < 0)

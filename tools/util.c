@@ -151,6 +151,19 @@ void report_fopt(const char *file, const char *used, int rc, const char *err, co
 	report_hint(file, used, rc, err, rc == -EMEDIUMTYPE ? hint : "");
 }
 
+int read_padded(struct cow_ctx *ctx, struct cow_image *img, const char *name, uint64_t size,
+		void *buf, uint64_t off, uint64_t len)
+{
+	uint64_t have = off >= size ? 0 : size - off < len ? size - off : len;
+	int rc = have ? cow_rw(ctx, COW_READ, buf, have, off, 0) : 0;
+
+	if (rc < 0)
+		ucow_err("%s: read failed at offset %" PRIu64 ": %s", name, off,
+			 err_text_for(rc, cow_errmsg(img), name));
+	memset((uint8_t *)buf + have, 0, len - have);
+	return rc;
+}
+
 int parse_bytes(const char *s, uint64_t *out, const char **why)
 {
 	int rc;

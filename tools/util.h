@@ -32,6 +32,15 @@ int opt_format_out(const char *cmd, const char *arg, int *fmt);
  */
 const char *err_text(int rc, const char *engine_err);
 const char *err_text_for(int rc, const char *engine_err, const char *path);
+/*
+ * [off, off + len) of an image of size bytes (opened as img, read through ctx) into buf,
+ * zeros past its end (a smaller base compared with a larger image). 0, or -errno with
+ * "ucow: NAME: read failed at offset ..." said.
+ */
+struct cow_ctx;
+struct cow_image;
+int read_padded(struct cow_ctx *ctx, struct cow_image *img, const char *name, uint64_t size,
+		void *buf, uint64_t off, uint64_t len);
 
 /* "ucow: FILE: <err_text_for(rc, err, used)>" — used is the name the engine was given. */
 void report(const char *file, const char *used, int rc, const char *err);
