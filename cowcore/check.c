@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "compress.h"
 #include "image.h"
 #include "qcow2.h"
 
@@ -25,7 +26,7 @@ static int map_piece(struct cow_image *img, uint64_t off, uint64_t len, uint64_t
 {
 	uint64_t c = off >> img->chunk_shift;
 	uint32_t in = off & (img->chunk_size - 1);
-	uint64_t e = ent_load(img, c), p = e & UCOW_E_PCN_MASK;
+	uint64_t e = ent_load(img, c), p = ent_pcn(img, e);
 	uint64_t chunk_left = img->chunk_size - in;
 	/* a backing file named but not opened (COW_OPEN_NOCHAIN) holds the data all the same */
 	bool backed = img->backing || img->hdr.backing_len;
@@ -48,8 +49,8 @@ static int map_piece(struct cow_image *img, uint64_t off, uint64_t len, uint64_t
 						 img->block_shift) + 1)) << img->block_shift;
 	*run = (end < in + chunk_left ? end : in + chunk_left) - in;
 	*alloc = bit;
-	if (phys)
-		*phys = (p << img->chunk_shift) + in;
+	if (phys)	/* a compressed chunk's data has no place in the file to give */
+		*phys = (e & UCOW_E_COMPRESSED) ? ~0ull : (p << img->chunk_shift) + in;
 	return bit ? COW_MAP_DATA : (backed ? COW_MAP_BACKING : COW_MAP_ZERO);
 }
 
@@ -156,6 +157,7 @@ int cow_map_extent(struct cow_image *img, uint64_t off, uint64_t len, struct cow
 	x->status = st;
 	x->allocated = alloc;
 	x->offset_valid = img->fmt == COW_FMT_RAW || (st == COW_MAP_DATA && phys != ~0ull);
+	x->compressed = img->fmt != COW_FMT_RAW && st == COW_MAP_DATA && phys == ~0ull;
 	x->offset = x->offset_valid ? phys : 0;
 	return 0;
 }
@@ -178,6 +180,33 @@ static void leak_chunk(void *arg, uint64_t pcn)
 	if (!res->leaks++ && !res->corruptions)
 		snprintf(res->first_problem, COW_ERRLEN, "chunk %llu holds data but nothing maps it",
 			 (unsigned long long)pcn);
+}
+
+/* Every compressed chunk's stream must inflate to a whole chunk (load.c checked where the
+ * streams lie). */
+static void check_streams(struct cow_image *img, struct cow_check_result *res)
+{
+	char *cbuf = NULL, *chunk = NULL;
+	if (!(img->hdr.incompat & UCOW_INCOMPAT_COMPRESSED))
+		return;
+	for (uint64_t c = 0; c < img->nr_chunks; c++) {
+		uint64_t e = img->table[c];
+		if (!(e & UCOW_E_COMPRESSED))
+			continue;
+		if (!cbuf && (!(cbuf = meta_zalloc(UCOW_MAX_CSECTORS * 512)) ||
+			      !(chunk = meta_zalloc(img->chunk_size))))
+			break;
+		int r = io_pread_all(img->fd, cbuf, ucow_e_clen(e), ucow_e_coff(e));
+		if (!r)
+			r = comp_inflate(cbuf, ucow_e_clen(e), chunk, img->chunk_size);
+		if (r && !res->corruptions++)
+			snprintf(res->first_problem, COW_ERRLEN, "compressed chunk %llu (stream at "
+				 "byte %llu) %s", (unsigned long long)c,
+				 (unsigned long long)ucow_e_coff(e),
+				 r == -EUCLEAN ? "does not inflate to a whole chunk" : strerror(-r));
+	}
+	free(cbuf);
+	free(chunk);
 }
 
 int cow_check(struct cow_image *img, struct cow_check_result *res)
@@ -206,6 +235,7 @@ int cow_check(struct cow_image *img, struct cow_check_result *res)
 		struct leak_scan ls = { res, tmp.hdr.flags & UCOW_FLAG_DIRTY };
 		alloc_free_with_data(&tmp, leak_chunk, &ls);
 		snap_check(&tmp, res);
+		check_streams(&tmp, res);
 		/* bitmap bits of unmapped chunks must be clear */
 		for (uint64_t c = 0; c < tmp.nr_chunks; c++) {
 			if (tmp.table[c] & UCOW_E_PCN_MASK)

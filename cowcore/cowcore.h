@@ -242,6 +242,7 @@ struct cow_extent {
 				 * (COW_MAP_BACKING), or nothing does and it reads as zeros */
 	bool offset_valid;	/* the run's bytes lie at offset of this file, readable as they
 				 * are: ucow COW_MAP_DATA, and every byte of a raw image */
+	bool compressed;	/* COW_MAP_DATA of a compressed chunk or cluster */
 	uint32_t reserved[4];	/* set to zero by the engine */
 };
 int cow_map_extent(struct cow_image *img, uint64_t off, uint64_t len, struct cow_extent *x);
@@ -458,6 +459,31 @@ struct cow_stats {
 	uint64_t allocations, cow_copies, fsyncs;
 };
 void cow_get_stats(struct cow_image *img, struct cow_stats *st);
+
+/*
+ * Compressed chunks of a ucow image (Documentation/format.md): ucow convert -c.
+ * cow_compress_chunk deflates len bytes (a whole chunk) at level 1..9 into dst (cap bytes):
+ * 0 with *out set, -ENOSPC when the stream does not fit in cap (store the chunk plain).
+ * cow_put_compressed makes virtual chunk `chunk` (which must hold no data yet: unallocated
+ * or zero, else -EEXIST) the compressed chunk of stream (len bytes, at most 2 MiB and less
+ * than a chunk), whose blocks with their bit set in bm (the chunk's bitmap words, bit i =
+ * block i) read from it, the others from the backing image as before. Durable at the next
+ * flush, like a write. No other request on that chunk meanwhile. 0 or -errno.
+ * cow_get_compress_info: the compressed chunks the current state maps, the sectors their
+ * streams take, and how often reads inflated a stream or found it in the cache.
+ */
+#define COW_COMPRESSED_MAX (2u << 20)	/* the longest stream of a compressed chunk */
+int cow_compress_chunk(const void *src, uint32_t len, int level, void *dst, uint32_t cap,
+		       uint32_t *out);
+int cow_put_compressed(struct cow_image *img, uint64_t chunk, const void *stream, uint32_t len,
+		       const uint64_t *bm);
+struct cow_compress_info {
+	uint64_t chunks;		/* compressed chunks mapped by the current state */
+	uint64_t stored_bytes;		/* the sectors their streams take */
+	uint64_t inflates, cache_hits;	/* since open */
+	uint64_t reserved[4];		/* zero */
+};
+void cow_get_compress_info(struct cow_image *img, struct cow_compress_info *ci);
 
 /* ---- utilities shared by tools ----------------------------------------------------------- */
 /* Parse "512", "4k", "1M", "2G", "1T" (binary units). -EINVAL / -ERANGE. */

@@ -43,7 +43,7 @@ int cow_make_empty(struct cow_image *img)
 	}
 	pthread_mutex_lock(&img->lock);
 	for (uint64_t c = 0; !r && c < img->nr_chunks; c++) {
-		uint64_t e = ent_load(img, c), p = e & UCOW_E_PCN_MASK;
+		uint64_t e = ent_load(img, c), p = ent_pcn(img, e);
 		uint64_t *bm = meta_bm(img, c, false);
 
 		if (!e)
@@ -58,8 +58,8 @@ int cow_make_empty(struct cow_image *img)
 			img->bm_dirty[c / img->chunks_per_group] = 1;
 		}
 		ent_store(img, c, 0);
-		if (p && !(e & UCOW_E_SHARED))
-			freeset_add(&fs, p);
+		if (p && !(e & (UCOW_E_SHARED | UCOW_E_COMPRESSED)))
+			freeset_add(&fs, p);	/* a pack waits for the next open (C1) */
 		if (img->rec_added - img->rec_committed >= EMPTY_ROUND)
 			r = jnl_commit_all(img);
 	}

@@ -35,6 +35,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "compress.h"
 #include "engine.h"
 #include "qcow2.h"
 
@@ -170,6 +171,127 @@ static void read_backing(struct cow_ctx *ctx, struct cow_req *req, uint64_t voff
 		st->res = r;
 }
 
+/*
+ * A compressed chunk's part (compress.c): blocks whose bit is set come from the inflated
+ * stream — the cache, or one read of the stream inflated when it completes — the others
+ * from the backing image. The bitmap is taken at submission: a write that moves the chunk
+ * meanwhile changes it, and this read must show one state or the other.
+ */
+struct cread {
+	struct cow_req *req;
+	uint64_t c, e;
+	char *cbuf, *dst;
+	uint32_t in, len;
+	uint64_t bm[UCOW_BM_WORDS_MAX];
+};
+
+/* fn for each run of blocks of [in, in + len) with their bit set in bm. */
+static void set_runs(struct cow_image *img, const uint64_t *bm, uint32_t in, uint32_t len,
+		     void (*fn)(void *arg, uint32_t o, uint32_t l), void *arg)
+{
+	uint32_t pos = in, end = in + len;
+	while (pos < end) {
+		uint32_t b = pos >> img->block_shift;
+		uint32_t run_end = (b + bm_run(bm, b, ((end - 1) >> img->block_shift) + 1))
+				   << img->block_shift;
+		if (run_end > end)
+			run_end = end;
+		if (bm_test(bm, b))
+			fn(arg, pos, run_end - pos);
+		pos = run_end;
+	}
+}
+
+struct run_copy {
+	struct cow_image *img;
+	uint64_t e;
+	const char *chunk;	/* NULL: from the cache */
+	char *dst;
+	uint32_t in;
+	bool missed;
+};
+
+static void copy_run(void *arg, uint32_t o, uint32_t l)
+{
+	struct run_copy *rc = arg;
+	if (rc->chunk)
+		memcpy(rc->dst + (o - rc->in), rc->chunk + o, l);
+	else if (!rc->missed && !comp_cache_get(rc->img, rc->e, rc->dst + (o - rc->in), o, l))
+		rc->missed = true;
+}
+
+static void cread_done(struct eio *e, int res)
+{
+	struct cow_ctx *ctx = e->ctx;
+	struct cow_image *img = ctx->img;
+	struct cread *cr = e->arg;
+	struct cow_req *req = cr->req;
+	res = eio_short(e, res);
+	eio_put(e);
+	inflight_put(img, cr->c);
+	if (res >= 0) {
+		char *out = ctx_buf_get(ctx);
+		res = out ? comp_chunk_inflate(img, cr->e, cr->cbuf, out) : -ENOMEM;
+		if (!res) {
+			struct run_copy rc = { img, cr->e, out, cr->dst, cr->in, false };
+			set_runs(img, cr->bm, cr->in, cr->len, copy_run, &rc);
+			comp_cache_put(img, cr->e, out);
+		}
+		ctx_buf_put(ctx, out);
+	}
+	ctx_buf_put(ctx, cr->cbuf);
+	free(cr);
+	req_put(req, res < 0 ? res : 0);
+}
+
+/* Called with chunk c counted in flight (dropped here or when the stream read ends). */
+static void read_compressed(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint64_t e,
+			    uint32_t in, uint32_t len, char *buf)
+{
+	struct cow_image *img = ctx->img;
+	struct req_state *st = req_st(req);
+	uint64_t vbase = c << img->chunk_shift, bm[UCOW_BM_WORDS_MAX];
+	struct cread *cr = NULL;
+	struct eio *io = NULL;
+	uint32_t pos = in, end = in + len;
+
+	bm_copy(img, bm, meta_bm(img, c, false));
+	while (pos < end) {	/* the backing image's runs */
+		uint32_t b = pos >> img->block_shift;
+		uint32_t run_end = (b + bm_run(bm, b, ((end - 1) >> img->block_shift) + 1))
+				   << img->block_shift;
+		if (run_end > end)
+			run_end = end;
+		if (!bm_test(bm, b))
+			read_backing(ctx, req, vbase + pos, run_end - pos, buf + (pos - in));
+		pos = run_end;
+	}
+	struct run_copy rc = { img, e, NULL, buf, in, false };
+	set_runs(img, bm, in, len, copy_run, &rc);
+	if (!rc.missed) {
+		inflight_put(img, c);
+		return;
+	}
+	cr = malloc(sizeof(*cr));
+	if (cr)
+		*cr = (struct cread){ .req = req, .c = c, .e = e, .dst = buf, .in = in,
+				      .len = len };
+	if (!cr || !(cr->cbuf = ctx_buf_get(ctx)) || !(io = eio_get(ctx))) {
+		if (cr)
+			ctx_buf_put(ctx, cr->cbuf);
+		free(cr);
+		inflight_put(img, c);
+		if (!st->res)
+			st->res = -ENOMEM;
+		return;
+	}
+	memcpy(cr->bm, bm, sizeof(bm));
+	STAT_ADD(img, data_reads, 1);
+	st->pending++;
+	eio_queue(ctx, io, COW_IO_READ, img->fd, cr->cbuf, ucow_e_clen(e), ucow_e_coff(e),
+		  cread_done, cr);
+}
+
 static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint32_t in,
 		       uint32_t len, char *buf)
 {
@@ -186,6 +308,10 @@ static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 	if (!p) {
 		inflight_put(img, c);
 		read_backing(ctx, req, vbase + in, len, buf);
+		return;
+	}
+	if (e & UCOW_E_COMPRESSED) {
+		read_compressed(ctx, req, c, e, in, len, buf);
 		return;
 	}
 	const uint64_t *bm = meta_bm(img, c, false);
@@ -231,7 +357,10 @@ struct chunk_op {
 	uint64_t old_e, old_p, np;
 	bool new_chunk, shared, was_zero;
 	char *bounce;			/* covers [ws, we) */
-	char *copybuf;			/* SHARED copies, chunk-sized */
+	char *copybuf;			/* SHARED copies, chunk-sized; a compressed chunk's
+					 * content, inflated */
+	char *cbuf;			/* a compressed chunk's stream */
+	bool compressed;
 	uint64_t newbm[UCOW_MAX_BPC / 64];	/* the new bitmap (bm_words used) */
 	struct chunk_op *fnext;		/* ctx's free list */
 	unsigned pending;
@@ -289,7 +418,10 @@ static void op_fill(struct chunk_op *op, uint32_t off, uint32_t len, char *buf)
 	}
 	const uint64_t *bm = op->old_p ? meta_bm(img, op->c, false) : NULL;
 	if (op->old_p && bm_test(bm, off >> img->block_shift)) {
-		op_io(op, COW_IO_READ, buf, len, (op->old_p << img->chunk_shift) + off);
+		if (op->compressed)
+			memcpy(buf, op->copybuf + off, len);	/* inflated already */
+		else
+			op_io(op, COW_IO_READ, buf, len, (op->old_p << img->chunk_shift) + off);
 		return;
 	}
 	int r = backing_read(op->ctx, (op->c << img->chunk_shift) + off, len, buf, op_fill_done,
@@ -316,6 +448,7 @@ static void op_free(struct chunk_op *op)
 	struct cow_ctx *ctx = op->ctx;
 	ctx_buf_put(ctx, op->bounce);
 	ctx_buf_put(ctx, op->copybuf);
+	ctx_buf_put(ctx, op->cbuf);
 	op->fnext = ctx->free_ops;
 	ctx->free_ops = op;
 }
@@ -356,7 +489,7 @@ static void copy_out(struct chunk_op *op, uint32_t o, uint32_t len)
 }
 
 /* FILL: gather what the write does not cover. */
-static void op_fill_phase(struct chunk_op *op)
+static void op_fill_rest(struct chunk_op *op)
 {
 	struct cow_image *img = op->ctx->img;
 	uint32_t bs = img->block_size;
@@ -373,9 +506,46 @@ static void op_fill_phase(struct chunk_op *op)
 		if (!(op->ws < op->in && tb == op->ws))	/* one block: filled above */
 			op_fill(op, tb, bs, op->bounce + (tb - op->ws));
 	}
-	/* a SHARED chunk: carry every other block that holds data here */
-	if (op->shared)
+	/* a SHARED chunk: carry every other block that holds data here (a compressed one's
+	 * are in copybuf already) */
+	if (op->shared && !op->compressed)
 		shared_runs(op, copy_in);
+	op_put(op, 0);
+}
+
+/* FILL of a compressed chunk, after its stream was read: inflate it into copybuf. */
+static void op_inflate(struct chunk_op *op)
+{
+	struct cow_image *img = op->ctx->img;
+	if (!op->res)
+		op->res = comp_chunk_inflate(img, op->old_e, op->cbuf, op->copybuf);
+	ctx_buf_put(op->ctx, op->cbuf);
+	op->cbuf = NULL;
+	if (op->res)
+		op_publish(op);
+	else
+		op_fill_rest(op);
+}
+
+static void op_fill_phase(struct chunk_op *op)
+{
+	struct cow_image *img = op->ctx->img;
+	uint64_t e = op->old_e;
+	/* a compressed chunk: its content first (nothing of it survives a whole-chunk write) */
+	if (!op->compressed || (op->in == 0 && op->len == img->chunk_size) ||
+	    comp_cache_get(img, e, op->copybuf, 0, img->chunk_size)) {
+		op_fill_rest(op);
+		return;
+	}
+	op->cbuf = ctx_buf_get(op->ctx);
+	if (!op->cbuf) {
+		op->res = -ENOMEM;
+		op_publish(op);
+		return;
+	}
+	op->pending = 1;
+	op->next = op_inflate;
+	op_io(op, COW_IO_READ, op->cbuf, ucow_e_clen(e), ucow_e_coff(e));
 	op_put(op, 0);
 }
 
@@ -486,8 +656,9 @@ static void op_start(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint3
 	op->len = len;
 	op->src = src;
 	op->old_e = e;
-	op->old_p = e & UCOW_E_PCN_MASK;
-	op->shared = (e & UCOW_E_SHARED) != 0;
+	op->old_p = ent_pcn(img, e);
+	op->compressed = (e & UCOW_E_COMPRESSED) != 0;
+	op->shared = (e & UCOW_E_SHARED) || op->compressed;	/* C1: compressed is SHARED */
 	op->was_zero = (e & UCOW_E_ZERO) != 0;
 	op->new_chunk = !op->old_p || op->shared;
 	bm = meta_bm(img, c, true);
@@ -564,7 +735,7 @@ static void unmap_punched(struct eio *e, int res)
 static void unmap_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint64_t e)
 {
 	struct cow_image *img = ctx->img;
-	uint64_t newe = img->backing ? UCOW_E_ZERO : 0, p = e & UCOW_E_PCN_MASK, rec = 0;
+	uint64_t newe = img->backing ? UCOW_E_ZERO : 0, p = ent_pcn(img, e), rec = 0;
 	uint64_t *bm = meta_bm(img, c, false);
 	int r = 0;
 
@@ -583,7 +754,7 @@ static void unmap_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, ui
 		r = jnl_add(img, c, newe, NULL, e, old_bm, &rec);
 	}
 	pthread_mutex_unlock(&img->lock);
-	if (!r && p && !(e & UCOW_E_SHARED)) {
+	if (!r && p && !(e & (UCOW_E_SHARED | UCOW_E_COMPRESSED))) {
 		struct eio *io = eio_get(ctx);
 		if (io) {
 			io->u[0] = p;
@@ -618,7 +789,8 @@ static void bitset_done(struct eio *e, int res)
 		uint64_t now = ent_load(img, c);
 		uint64_t *bm = meta_bm(img, c, true);
 		/* a discard that raced with this write unmapped the chunk: nothing to publish */
-		if ((now & UCOW_E_PCN_MASK) == p && !(now & UCOW_E_SHARED) && bm) {
+		if ((now & UCOW_E_PCN_MASK) == p && !(now & (UCOW_E_SHARED | UCOW_E_COMPRESSED)) &&
+		    bm) {
 			uint64_t old_bm[UCOW_BM_WORDS_MAX];
 			bool changed = false;
 			bm_copy(img, old_bm, bm);
@@ -692,7 +864,7 @@ static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c)
 		inflight_get(img, c);
 		e = __atomic_load_n(&img->table[c], __ATOMIC_SEQ_CST);
 		p = e & UCOW_E_PCN_MASK;
-		if (p && !(e & (UCOW_E_BUSY | UCOW_E_SHARED)) &&
+		if (p && !(e & (UCOW_E_BUSY | UCOW_E_SHARED | UCOW_E_COMPRESSED)) &&
 		    all_bits(meta_bm(img, c, false), in >> img->block_shift,
 			     (in + len - 1) / img->block_size + 1)) {
 			STAT_ADD(img, data_writes, 1);
@@ -706,7 +878,7 @@ static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c)
 	}
 	pthread_mutex_lock(&img->lock);
 	e = ent_load(img, c);
-	p = e & UCOW_E_PCN_MASK;
+	p = ent_pcn(img, e);
 	if (e & UCOW_E_BUSY) {
 		int r = park(img, req, c);
 		pthread_mutex_unlock(&img->lock);
@@ -724,7 +896,7 @@ static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c)
 			unmap_chunk(ctx, req, c, e);	/* unlocks */
 			return;
 		}
-	} else if (p && !(e & UCOW_E_SHARED)) {
+	} else if (p && !(e & (UCOW_E_SHARED | UCOW_E_COMPRESSED))) {
 		const uint64_t *bm = meta_bm(img, c, false);
 		uint32_t bs = img->block_size, pend = in + len;
 		bool head_ok = !(in & (bs - 1)) || bm_test(bm, in >> img->block_shift);

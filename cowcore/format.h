@@ -46,6 +46,13 @@
  *   bit 62     ZERO: the whole chunk reads as zeros (p must be 0)
  *   bit 63     SHARED: a snapshot references p too (a write copies first)
  *   bits 48-61 reserved (0)
+ * A COMPRESSED entry (bit 60, with INCOMPAT_COMPRESSED): the chunk's data is one raw deflate
+ * stream of chunk_size bytes (blocks whose bit is set read from it):
+ *   bits 0-47  the stream's first byte / 512      bits 48-59  its 512-byte sectors - 1
+ *   bit 60     COMPRESSED   bit 63 SHARED   bits 61, 62 zero
+ *   the sectors lie in one physical chunk (the "pack"), which is the entry's p for every
+ *   rule (allocation, refcounts); several compressed entries may share a pack, never a
+ *   normal entry or metadata.
  *
  * Journal block (4096 bytes):
  *   0  u32 magic "UCJB"   4 u32 crc32c (block with this field zero)   8 u64 seq
@@ -72,6 +79,7 @@
 #define COWCORE_FORMAT_H
 
 #include <stdint.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #define UCOW_MAGIC "UCOW\r\n\x1a\n"
@@ -88,7 +96,8 @@
 
 /* feature bits */
 #define UCOW_INCOMPAT_SNAPSHOTS 0x1ull	/* snapshot table + refcount table in use */
-#define UCOW_INCOMPAT_KNOWN UCOW_INCOMPAT_SNAPSHOTS
+#define UCOW_INCOMPAT_COMPRESSED 0x2ull	/* table entries may be COMPRESSED */
+#define UCOW_INCOMPAT_KNOWN (UCOW_INCOMPAT_SNAPSHOTS | UCOW_INCOMPAT_COMPRESSED)
 #define UCOW_COMPAT_KNOWN 0ull
 #define UCOW_AUTOCLEAR_KNOWN 0ull
 
@@ -97,6 +106,12 @@
 #define UCOW_E_SHARED   (1ull << 63)
 #define UCOW_E_RESERVED (~(UCOW_E_PCN_MASK | UCOW_E_ZERO | UCOW_E_SHARED))
 #define UCOW_E_BUSY     (1ull << 61)	/* in memory only: a chunk operation is under way */
+#define UCOW_E_COMPRESSED (1ull << 60)
+#define UCOW_E_CSECT_SHIFT 48
+#define UCOW_E_CSECT_MASK (0xfffull << UCOW_E_CSECT_SHIFT)	/* sectors - 1 */
+#define UCOW_E_CRESERVED (~(UCOW_E_PCN_MASK | UCOW_E_CSECT_MASK | UCOW_E_COMPRESSED | \
+			    UCOW_E_SHARED))
+#define UCOW_MAX_CSECTORS 4096u		/* a stream is at most 2 MiB */
 
 #define UCOW_JBLOCK 4096u
 #define UCOW_JMAGIC 0x424a4355u	/* "UCJB" */
@@ -165,6 +180,32 @@ int ucow_hdr_decode(const uint8_t *buf, uint64_t file_size, struct ucow_hdr *h, 
 /* Fill a header for a new image (layout computed here). */
 int ucow_hdr_init(struct ucow_hdr *h, uint64_t size, uint32_t chunk, uint32_t block,
 		  uint32_t journal, char *why, size_t whylen);
+
+/* A COMPRESSED entry's stream: byte offset in the file, and bytes (whole sectors). */
+static inline uint64_t ucow_e_coff(uint64_t e) { return (e & UCOW_E_PCN_MASK) << 9; }
+static inline uint32_t ucow_e_clen(uint64_t e)
+{
+	return (uint32_t)(((e & UCOW_E_CSECT_MASK) >> UCOW_E_CSECT_SHIFT) + 1) << 9;
+}
+static inline uint64_t ucow_e_compressed(uint64_t off, uint32_t len)	/* both sector multiples */
+{
+	return UCOW_E_COMPRESSED | (off >> 9) | ((uint64_t)((len >> 9) - 1) << UCOW_E_CSECT_SHIFT);
+}
+/* The physical chunk an entry uses (its pack, for a compressed one); 0: none. */
+static inline uint64_t ucow_e_pcn(uint64_t e, uint32_t chunk_shift)
+{
+	return (e & UCOW_E_COMPRESSED) ? ucow_e_coff(e) >> chunk_shift : e & UCOW_E_PCN_MASK;
+}
+/* The entry's bits are a valid combination (nothing reserved; a compressed stream within
+ * one chunk). Ranges against the file are the caller's. */
+static inline bool ucow_e_wellformed(uint64_t e, uint32_t chunk_shift)
+{
+	if (!(e & UCOW_E_COMPRESSED))
+		return !(e & UCOW_E_RESERVED) && !((e & UCOW_E_ZERO) && (e & UCOW_E_PCN_MASK));
+	uint64_t o = ucow_e_coff(e), end = o + ucow_e_clen(e);
+	return !(e & UCOW_E_CRESERVED) && (o >> chunk_shift) == ((end - 1) >> chunk_shift) &&
+	       ucow_e_clen(e) < (1u << chunk_shift);
+}
 
 static inline void put_le16(uint8_t *p, uint16_t v) { p[0] = v; p[1] = v >> 8; }
 static inline void put_le32(uint8_t *p, uint32_t v)

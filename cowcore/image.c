@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "compress.h"
 #include "image.h"
 #include "qcow2.h"
 
@@ -404,6 +405,7 @@ static void img_free(struct cow_image *img)
 	if (img->fd >= 0)
 		close(img->fd);
 	qcow2_free(img);
+	comp_free(img);
 	img_unload_meta(img);
 	free(img->path);
 	pthread_mutex_destroy(&img->lock);

@@ -49,6 +49,7 @@ struct img_tap {
 	void *arg;
 };
 
+struct comp_cache;
 struct jrec;
 struct qcow2;
 struct quarantined;
@@ -131,6 +132,13 @@ struct cow_image {
 	uint64_t sidelog_slot;		/* where the next record goes (under lock) */
 	uint64_t sidelog_seq;		/* its seq in the current run */
 	bool sidelog_failed;		/* L4: write-through from now on (atomic) */
+
+	/* compress.c: the pack being filled (under lock), the cache of decompressed chunks
+	 * (created once, its own lock), counters (atomics) */
+	uint64_t pack_pcn;
+	uint32_t pack_used;
+	struct comp_cache *ccache;
+	uint64_t inflates, cache_hits;
 
 	struct cow_stats stats;		/* updated with atomics */
 	struct img_tap *tap;		/* tests only; NULL */

@@ -473,7 +473,7 @@ int jnl_replay(struct cow_image *img, uint64_t *nrec)
 			const uint8_t *p = blk + UCOW_JHDR + i * rsz;
 			uint64_t c = get_le64(p + 8), e = get_le64(p + 16);
 			if (get_le16(p) != UCOW_JREC_MAP || get_le16(p + 2) != rsz ||
-			    c >= img->nr_chunks || (e & (UCOW_E_RESERVED | UCOW_E_BUSY))) {
+			    c >= img->nr_chunks || !ent_ok(img, e)) {
 				r = -EUCLEAN;
 				img_set_err(img, "%s: corrupt image: invalid record %u in journal "
 					    "block %llu", img->path, i, (unsigned long long)b);

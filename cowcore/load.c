@@ -27,8 +27,9 @@ struct prun {			/* physical chunks [first, first + n) */
 	uint64_t first, n;
 };
 
-struct pmap {			/* physical chunk p, mapped by table entry c */
-	uint64_t p, c;
+struct pmap {			/* physical chunk p, mapped by table entry c; a compressed
+				 * entry's stream: sectors [s, s + ns) of the file */
+	uint64_t p, c, s, ns;
 };
 
 struct vstate {
@@ -71,6 +72,8 @@ static int cmp_pmap(const void *a, const void *b)
 	const struct pmap *x = a, *y = b;
 	if (x->p != y->p)
 		return x->p < y->p ? -1 : 1;
+	if (x->s != y->s)		/* a normal entry (s = 0) first, then streams in order */
+		return x->s < y->s ? -1 : 1;
 	return x->c < y->c ? -1 : x->c > y->c;
 }
 
@@ -144,8 +147,15 @@ static int validate_table(struct cow_image *img, struct vstate *v)
 		return -ENOMEM;
 	for (uint64_t c = 0; c < img->nr_chunks; c++) {
 		uint64_t e = img->table[c] &= ~UCOW_E_SHARED;	/* derived from refcounts below */
-		uint64_t p = e & UCOW_E_PCN_MASK;
-		if (e & (UCOW_E_RESERVED | UCOW_E_BUSY)) {
+		uint64_t p = ent_pcn(img, e);
+		if ((e & UCOW_E_COMPRESSED) && !ent_ok(img, e)) {
+			if ((r = problem(img, v, "table entry %llu is not a valid compressed "
+					 "entry (0x%llx)", c, e)))
+				return r;
+			img->table[c] = 0;
+			continue;
+		}
+		if (!(e & UCOW_E_COMPRESSED) && (e & (UCOW_E_RESERVED | UCOW_E_BUSY))) {
 			if ((r = problem(img, v, "table entry %llu has reserved bits set (0x%llx)",
 					 c, e)))
 				return r;
@@ -175,22 +185,31 @@ static int validate_table(struct cow_image *img, struct vstate *v)
 			img->table[c] = 0;
 			continue;
 		}
-		v->map[v->nmap++] = (struct pmap){ p, c };
+		v->map[v->nmap++] = (e & UCOW_E_COMPRESSED) ?
+			(struct pmap){ p, c, ucow_e_coff(e) >> 9, ucow_e_clen(e) >> 9 } :
+			(struct pmap){ p, c, 0, 0 };
 	}
-	/* each chunk mapped once: sorted, a repeat follows its first mapping */
+	/* each chunk mapped once, but for the streams of compressed entries, which share a
+	 * pack without overlapping: sorted, a repeat follows its first mapping */
 	if (v->nmap)
 		qsort(v->map, v->nmap, sizeof(*v->map), cmp_pmap);
+	size_t last = SIZE_MAX;		/* the last mapping kept */
 	for (size_t i = 0; i < v->nmap; i++) {
 		uint64_t p = v->map[i].p, c = v->map[i].c;
-		if (i && p == v->map[i - 1].p) {
-			if ((r = problem(img, v, "chunk %llu is mapped twice (again by entry %llu)",
-					 p, c)))
+		if (last != SIZE_MAX && p == v->map[last].p &&
+		    (!v->map[i].ns || !v->map[last].ns ||
+		     v->map[i].s < v->map[last].s + v->map[last].ns)) {
+			if ((r = problem(img, v, v->map[i].ns && v->map[last].ns ?
+					 "chunk %llu holds overlapping compressed chunks (again "
+					 "entry %llu)" : "chunk %llu is mapped twice (again by "
+					 "entry %llu)", p, c)))
 				return r;
 			img->table[c] = 0;
 			v->map[i].c = NO_ENTRY;
 			continue;
 		}
-		if (rc_shared(img, p))
+		last = i;
+		if (rc_shared(img, p) || v->map[i].ns)	/* C1 (compress.c) */
 			img->table[c] |= UCOW_E_SHARED;
 		if (p > max_used)
 			max_used = p;
@@ -225,8 +244,8 @@ static int init_free(struct cow_image *img, struct vstate *v)
 	for (size_t i = 0; !r && i < v->next; i++)
 		r = add_used(&u, &n, &cap, v->ext[i].first, v->ext[i].n);
 	for (size_t i = 0; !r && i < v->nmap; i++)
-		if (v->map[i].c != NO_ENTRY)
-			r = add_used(&u, &n, &cap, v->map[i].p, 1);
+		if (v->map[i].c != NO_ENTRY && (!n || u[n - 1].first + u[n - 1].n != v->map[i].p + 1))
+			r = add_used(&u, &n, &cap, v->map[i].p, 1);	/* a pack once */
 	for (uint64_t p = 0; !r && p < img->rc_len; p++)
 		if (img->rc[p])
 			r = add_used(&u, &n, &cap, p, 1);
@@ -269,7 +288,7 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 			goto out;
 	/* bitmaps: only the groups that hold a mapped chunk (a 1 TiB empty image reads none) */
 	for (uint64_t c = 0; c < img->nr_chunks; c++)
-		if ((img->table[c] & UCOW_E_PCN_MASK) &&
+		if (ent_pcn(img, img->table[c]) &&
 		    (r = meta_load_group_for(img, c)))
 			goto out;
 	if (h->flags & UCOW_FLAG_DIRTY) {

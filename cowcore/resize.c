@@ -51,6 +51,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "compress.h"
 #include "resize.h"
 
 static uint64_t align4k(uint64_t v)
@@ -101,7 +102,7 @@ static bool all_zero(const uint8_t *b, size_t n)
  * bit is set hold only zeros (a block's bytes before `from` do not count). *zero false at
  * the first that does not; *at gets its virtual offset. -errno on a read error.
  */
-static int tail_zero(struct cow_image *img, uint64_t c, uint64_t p, uint32_t from, bool *zero,
+static int tail_zero(struct cow_image *img, uint64_t c, uint64_t e, uint32_t from, bool *zero,
 		     uint64_t *at)
 {
 	const uint64_t *bm = meta_bm(img, c, false);
@@ -114,11 +115,10 @@ static int tail_zero(struct cow_image *img, uint64_t c, uint64_t p, uint32_t fro
 		if (!bm_test(bm, j))
 			continue;
 		uint32_t skip = j == from >> img->block_shift ? from & (img->block_size - 1) : 0;
-		r = io_pread_all(img->fd, buf, img->block_size,
-				 (p << img->chunk_shift) + ((uint64_t)j << img->block_shift));
+		r = comp_chunk_pread(img, e, buf, img->block_size, j << img->block_shift);
 		if (r) {
 			img_set_err(img, "%s: reading chunk %llu: %s", img->path,
-				    (unsigned long long)p, strerror(-r));
+				    (unsigned long long)ent_pcn(img, e), strerror(-r));
 			break;
 		}
 		if (!all_zero(buf + skip, img->block_size - skip)) {
@@ -135,14 +135,14 @@ static int data_past(struct cow_image *img, uint64_t size, bool *found, uint64_t
 {
 	*found = false;
 	for (uint64_t c = size >> img->chunk_shift; c < img->nr_chunks; c++) {
-		uint64_t p = img->table[c] & UCOW_E_PCN_MASK;
+		uint64_t e = img->table[c] & ~UCOW_E_BUSY, p = ent_pcn(img, e);
 		uint32_t from = c == size >> img->chunk_shift ? size & (img->chunk_size - 1) : 0;
 		bool zero;
 		if (!p)
 			continue;	/* ZERO or unmapped: nothing of this image */
 		if (from) {
 			/* the chunk the new end falls in: past the end, bytes that are not zero */
-			int r = tail_zero(img, c, p, from, &zero, at);
+			int r = tail_zero(img, c, e, from, &zero, at);
 			if (r)
 				return r;
 			if (!zero) {
@@ -167,7 +167,7 @@ static int edge_dirty(struct cow_image *img, bool *dirty)
 {
 	uint64_t c = img->vsize >> img->chunk_shift;
 	uint32_t from = img->vsize & (img->chunk_size - 1);
-	uint64_t e = img->table[c] & ~UCOW_E_BUSY, p = e & UCOW_E_PCN_MASK, at;
+	uint64_t e = img->table[c] & ~UCOW_E_BUSY, p = ent_pcn(img, e), at;
 	bool backing = img->backing && img->backing->vsize > img->vsize, zero;
 	*dirty = false;
 	if (!from || (e & UCOW_E_ZERO))
@@ -182,7 +182,7 @@ static int edge_dirty(struct cow_image *img, bool *dirty)
 			*dirty = true;
 			return 0;
 		}
-	int r = tail_zero(img, c, p, from, &zero, &at);
+	int r = tail_zero(img, c, e, from, &zero, &at);
 	*dirty = !zero;
 	return r;
 }
@@ -197,7 +197,7 @@ static int edge_rebuild(struct cow_image *img, const uint8_t *edge, uint32_t edg
 	uint64_t c = img->vsize >> img->chunk_shift;
 	uint32_t from = img->vsize & (img->chunk_size - 1), bsz = img->block_size;
 	uint32_t j0 = from >> img->block_shift, part = from & (bsz - 1);
-	uint64_t e = img->table[c] & ~UCOW_E_BUSY, p = e & UCOW_E_PCN_MASK, q;
+	uint64_t e = img->table[c] & ~UCOW_E_BUSY, p = ent_pcn(img, e), q;
 	const uint64_t *bm = p ? meta_bm(img, c, false) : NULL;
 	uint8_t *buf;
 	int r;
@@ -219,7 +219,7 @@ static int edge_rebuild(struct cow_image *img, const uint8_t *edge, uint32_t edg
 	for (uint32_t j = 0; !r && j < j0; j++) {
 		if (!bm_test(bm, j))
 			continue;
-		r = io_pread_all(img->fd, buf, bsz, (p << img->chunk_shift) + ((uint64_t)j << img->block_shift));
+		r = comp_chunk_pread(img, e, buf, bsz, j << img->block_shift);
 		if (!r)
 			r = img_meta_write(img, buf, bsz, base + ((uint64_t)j << img->block_shift));
 		nbm[j / 64] |= 1ull << (j % 64);
@@ -487,9 +487,10 @@ int img_resize(struct cow_image *img, uint64_t size, unsigned flags, const uint8
 	}
 	struct freeset fs = { 0 };
 	if (m.nr_chunks > g.nr)					/* shrink: the dropped entries */
-		freeset_add_unshared(&fs, img, m.table + g.nr, m.nr_chunks - g.nr);
+		freeset_add_unshared(&fs, img, m.table + g.nr, m.nr_chunks - g.nr, false);
 	if (edge_p)						/* grow: the rebuilt chunk's old one */
-		freeset_add_unshared(&fs, img, m.table + (oh.virtual_size >> img->chunk_shift), 1);
+		freeset_add_unshared(&fs, img, m.table + (oh.virtual_size >> img->chunk_shift), 1,
+				     false);
 	freeset_reclaim(img, &fs);
 	snap_mark_shared(img);
 out:

@@ -176,7 +176,7 @@ int sidelog_fold(struct cow_image *img, uint64_t generation, uint64_t *nrec)
 			break;
 		seq++;
 		uint64_t c = get_le64(buf + 24), e = get_le64(buf + 32);
-		if (c >= img->nr_chunks || (e & (UCOW_E_RESERVED | UCOW_E_BUSY))) {
+		if (c >= img->nr_chunks || !ent_ok(img, e)) {
 			img_set_err(img, "%s: side log record %llu is invalid", img->path,
 				    (unsigned long long)i);
 			return -EUCLEAN;

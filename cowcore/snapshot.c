@@ -33,6 +33,7 @@
 
 #include "array.h"
 #include "qcow2.h"
+#include "compress.h"
 #include "snapshot.h"
 
 static uint64_t chunks_for(struct cow_image *img, uint64_t bytes)
@@ -77,12 +78,13 @@ void freeset_add(struct freeset *fs, uint64_t p)
 }
 
 void freeset_add_unshared(struct freeset *fs, struct cow_image *img, const uint64_t *table,
-			  uint64_t n)
+			  uint64_t n, bool packs)
 {
 	for (uint64_t c = 0; c < n; c++) {
-		uint64_t p = table[c] & UCOW_E_PCN_MASK;
-		if (p && !rc_shared(img, p))
-			freeset_add(fs, p);
+		uint64_t p = ent_pcn(img, table[c]);
+		if (p && !rc_shared(img, p) && (packs || !(table[c] & UCOW_E_COMPRESSED)))
+			freeset_add(fs, p);	/* a pack of several: more than once, see
+						 * freeset_reclaim */
 	}
 }
 
@@ -106,6 +108,11 @@ void freeset_reclaim(struct cow_image *img, struct freeset *fs)
 	if (!fs->n)
 		return;
 	qsort(fs->v, fs->n, sizeof(*fs->v), cmp_u64);
+	size_t k = 0;		/* a pack added once per compressed entry: once */
+	for (size_t i = 0; i < fs->n; i++)
+		if (!k || fs->v[i] != fs->v[k - 1])
+			fs->v[k++] = fs->v[i];
+	fs->n = k;
 	for (size_t i = 0; i < fs->n;) {
 		size_t j = i + 1;
 		while (j < fs->n && fs->v[j] == fs->v[j - 1] + 1)
@@ -285,8 +292,9 @@ static int check_writable(struct cow_image *img)
 void snap_mark_shared(struct cow_image *img)
 {
 	for (uint64_t c = 0; c < img->nr_chunks; c++) {
-		uint64_t e = img->table[c], p = e & UCOW_E_PCN_MASK;
-		uint64_t ne = rc_shared(img, p) ? e | UCOW_E_SHARED : e & ~UCOW_E_SHARED;
+		uint64_t e = img->table[c], p = ent_pcn(img, e);
+		uint64_t ne = rc_shared(img, p) || (e & UCOW_E_COMPRESSED) ?	/* C1 */
+			      e | UCOW_E_SHARED : e & ~UCOW_E_SHARED;
 		if (ne != e)
 			__atomic_store_n(&img->table[c], ne, __ATOMIC_RELEASE);
 	}
@@ -373,9 +381,15 @@ int cow_snapshot_create(struct cow_image *img, const char *name)
 	if (r)
 		goto out;
 	for (uint64_t c = 0; c < img->nr_chunks; c++) {
-		uint64_t p = img->table[c] & UCOW_E_PCN_MASK;
+		uint64_t p = ent_pcn(img, img->table[c]);
 		if (!p)
 			continue;
+		if (p < rc_len && rc[p] >= UINT32_MAX - 1) {
+			img_set_err(img, "%s: chunk %llu has too many references for a snapshot",
+				    img->path, (unsigned long long)p);
+			r = -EOVERFLOW;
+			goto out;
+		}
 		if (p >= rc_len) {
 			uint64_t nl = p + 1 + p / 4;
 			uint32_t *g = realloc(rc, nl * sizeof(*g));
@@ -424,7 +438,7 @@ static bool current_map(struct cow_image *img, struct curmap *m)
 	if (!m->p)
 		return false;
 	for (uint64_t c = 0; c < img->nr_chunks; c++) {
-		uint64_t p = img->table[c] & UCOW_E_PCN_MASK;
+		uint64_t p = ent_pcn(img, img->table[c]);
 		if (p)
 			m->p[m->n++] = p;
 	}
@@ -480,9 +494,10 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 	/* the snapshot's own chunks: it may be larger than the current state */
 	uint64_t snr = snap_nr(img, s);
 	for (uint64_t c = 0; c < snr; c++) {
-		uint64_t p = t[c] & UCOW_E_PCN_MASK;
-		if (p)
-			rc[p]--;	/* frozen_read checked rc[p] > 0 */
+		uint64_t p = ent_pcn(img, t[c]);
+		if (p && rc[p])
+			rc[p]--;	/* frozen_read checked rc[p] > 0 (per entry: a pack's
+					 * count was checked once, hence the test) */
 	}
 	for (uint32_t i = 0; i < img->nb_snaps; i++) {
 		if (&img->snaps[i] == s)
@@ -511,6 +526,7 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 	if (r)
 		goto out;
 	/* S4: old tables, the frozen copy, and chunks nobody references any more */
+	comp_forget(img);		/* C4: a pack may be among them */
 	struct curmap cur;
 	bool have_cur = current_map(img, &cur);
 	struct freeset fs = { 0 };
@@ -518,7 +534,7 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 	snap_free_extent(img, oh.refcount_offset, oh.refcount_size);
 	snap_free_extent(img, s->table_offset, s->extent_size);
 	for (uint64_t c = 0; c < snr; c++) {
-		uint64_t p = t[c] & UCOW_E_PCN_MASK;
+		uint64_t p = ent_pcn(img, t[c]);
 		if (!p || rc[p])
 			continue;
 		rc[p] = UINT32_MAX;	/* freed once even if mapped twice below */
@@ -628,7 +644,8 @@ int cow_snapshot_apply(struct cow_image *img, const char *key)
 	if (oh.bitmap_offset < oh.data_offset)
 		snap_free_extent(img, oh.bitmap_offset, oh.bitmap_size);
 	struct freeset fs = { 0 };
-	freeset_add_unshared(&fs, img, m.table, m.nr_chunks);	/* m: the old arrays now */
+	comp_forget(img);		/* C4: a pack may be among them */
+	freeset_add_unshared(&fs, img, m.table, m.nr_chunks, true);	/* m: the old arrays now */
 	freeset_reclaim(img, &fs);
 	snap_mark_shared(img);
 out:

@@ -22,9 +22,11 @@ struct freeset {
 	size_t n, cap;
 };
 void freeset_add(struct freeset *fs, uint64_t p);
-/* freeset_add of every chunk table[0 .. n) maps that no snapshot references (rc_shared) */
+/* freeset_add of every chunk table[0 .. n) maps that no snapshot references (rc_shared);
+ * the packs of compressed entries only with packs (the caller drops every entry that may
+ * share them: an apply's whole table, not a resize's cut), else they wait for the next open */
 void freeset_add_unshared(struct freeset *fs, struct cow_image *img, const uint64_t *table,
-			  uint64_t n);
+			  uint64_t n, bool packs);
 void freeset_reclaim(struct cow_image *img, struct freeset *fs);
 
 /* Make a read-only image show snapshot key's content instead of the current state. */

@@ -171,9 +171,12 @@ int snap_load(struct cow_image *img, uint64_t file_size)
 	r = io_pread_all(img->fd, buf, h->refcount_size, h->refcount_offset);
 	if (r)
 		goto out;
+	/* a reference per entry: a pack holds at most chunk_size / 512 compressed streams */
+	uint64_t max_rc = (uint64_t)img->nb_snaps *
+			  ((h->incompat & UCOW_INCOMPAT_COMPRESSED) ? h->chunk_size >> 9 : 1);
 	for (uint64_t p = 0; p < img->rc_len; p++) {
 		img->rc[p] = get_le32(buf + p * 4);
-		if (img->rc[p] > img->nb_snaps)
+		if (img->rc[p] > max_rc || img->rc[p] == UINT32_MAX)
 			SBAD("%s: corrupt image: refcount of chunk %llu is %u, more than the %u "
 			     "snapshots", img->path, (unsigned long long)p, img->rc[p], img->nb_snaps);
 		if (img->rc[p] && (p < img->data_pcn || (p << img->chunk_shift) >= file_size))
@@ -214,8 +217,8 @@ int frozen_read(struct cow_image *img, const struct snap *s, uint64_t **table,
 	if (!r)
 		r = io_pread_all(img->fd, b, img->hdr.bitmap_size, s->table_offset + img->hdr.table_size);
 	for (uint64_t c = 0; !r && c < img->hdr.table_size / 8; c++) {
-		uint64_t e = t[c] = le64toh(t[c]), p = e & UCOW_E_PCN_MASK;
-		if ((e & (UCOW_E_RESERVED | UCOW_E_BUSY | UCOW_E_SHARED)) || (p && (e & UCOW_E_ZERO)) ||
+		uint64_t e = t[c] = le64toh(t[c]), p = ent_pcn(img, e);
+		if (!ent_ok(img, e) || (e & UCOW_E_SHARED) ||
 		    (c >= snap_nr(img, s) && e) || (p && !rc_shared(img, p))) {
 			r = img_mark_corrupt(img, "%s: corrupt image: snapshot '%s' entry %llu is "
 					     "invalid (0x%llx)", img->path, s->name,
@@ -269,11 +272,10 @@ static int scan_frozen(struct cow_image *img, const struct snap *s, bool check_r
 			r = io_pread_all(img->fd, buf, n, o);
 			for (uint64_t i = 0; !r && i < n / 8; i++) {
 				uint64_t c = (o - start) / 8 + i, e = le64toh(buf[i]);
-				uint64_t p = e & UCOW_E_PCN_MASK;
+				uint64_t p = ent_pcn(img, e);
 				if (!e)
 					continue;
-				if ((e & (UCOW_E_RESERVED | UCOW_E_BUSY | UCOW_E_SHARED)) ||
-				    (p && (e & UCOW_E_ZERO)) || c >= snap_nr(img, s) ||
+				if (!ent_ok(img, e) || (e & UCOW_E_SHARED) || c >= snap_nr(img, s) ||
 				    (p && check_rc && !rc_shared(img, p)) ||
 				    (p && !check_rc && (p < img->data_pcn ||
 							p >= img->file_pcns)))

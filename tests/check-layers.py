@@ -30,6 +30,7 @@ LAYERS = {
     "sidelog.h": 31, "sidelog.c": 31,
     "journal.h": 32, "journal.c": 32,
     "snaptab.h": 33, "snaptab.c": 33,
+    "compress.h": 33, "compress.c": 33,
     "snapshot.h": 34, "snapshot.c": 34,
     "empty.c": 35,
     "resize.h": 36, "resize.c": 36,

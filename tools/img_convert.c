@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,9 +39,10 @@ static const char convert_help[] =
 	"                NAME (a name or a numeric id), snapshot.name=NAME or snapshot.id=ID\n"
 	"  -O FMT        DST's format: raw (default), ucow, or qcow2 (version 3, for QEMU)\n"
 	"  -o OPTIONS    ucow DST: chunk_size=N,block_size=N,journal_size=N,\n"
-	"                preallocation=off|metadata|falloc|full;\n"
+	"                preallocation=off|metadata|falloc|full,compression_level=N (1-9);\n"
 	"                qcow2 DST: cluster_size=N (default 65536),compression_level=N (1-9)\n"
-	"  -c            compress (qcow2 DST: zlib clusters, where it saves space)\n"
+	"  -c            compress where it saves space: zlib-compressed chunks (ucow DST) or\n"
+	"                clusters (qcow2 DST); level 6 unless -o compression_level=N\n"
 	"  -B BACKING    a ucow DST with this backing file, holding only what differs from\n"
 	"                it (BACKING is named as from DST's folder); -F FMT: its format\n"
 	"  -F FMT        BACKING's format: ucow, qcow2 or raw\n"
@@ -91,6 +93,8 @@ struct conv {
 	struct cow_ctx *bc;
 	uint64_t bsize;			/* its virtual size */
 	uint8_t *bbuf;			/* what it holds where buf is */
+	uint64_t zchunks;		/* -c, ucow DST: chunks stored compressed */
+	struct cow_info dinfo;		/* -c with a ucow DST: its geometry */
 };
 
 /*
@@ -254,10 +258,221 @@ static int emit(struct conv *c, uint64_t off, uint64_t n)
 	return rc;
 }
 
+/*
+ * -c with a ucow DST: whole chunks of DST, read in batches, deflated by up to Z_THREADS
+ * threads, then stored in chunk order — compressed where the stream is at least a block
+ * smaller than the chunk (and within the format's limit), plain otherwise. Which blocks a
+ * chunk writes follows the rules of the plain copy at block granularity: with -B the
+ * blocks that differ from the backing file, else the blocks that are not zero (every
+ * block with -S 0). Chunks with nothing to write are skipped.
+ */
+#define Z_THREADS 8u
+#define Z_BATCH_BYTES (64u << 20)
+
+struct zslot {
+	uint64_t chunk;
+	uint32_t len;			/* bytes of the virtual size in the chunk */
+	uint8_t *data, *z;		/* the chunk, its stream */
+	uint32_t zn;			/* stream bytes; 0: store plain */
+	uint64_t bm[16];		/* blocks to write (up to 1024) */
+	int level;
+	uint32_t cs, cap;
+};
+
+struct zjob {
+	struct zslot *s;
+	unsigned n, step, first;
+};
+
+static void *zthread(void *arg)
+{
+	struct zjob *j = arg;
+
+	for (unsigned i = j->first; i < j->n; i += j->step) {
+		struct zslot *sl = &j->s[i];
+
+		if (cow_compress_chunk(sl->data, sl->cs, sl->level, sl->z, sl->cap, &sl->zn) < 0)
+			sl->zn = 0;
+	}
+	return NULL;
+}
+
+static void zrun(struct zslot *s, unsigned n, unsigned nt)
+{
+	pthread_t t[Z_THREADS];
+	struct zjob jobs[Z_THREADS];
+	unsigned started = 0;
+
+	if (nt > n)
+		nt = n;
+	for (unsigned i = 0; i < nt; i++) {
+		jobs[i] = (struct zjob){ s, n, nt, i };
+		if (i && pthread_create(&t[i], NULL, zthread, &jobs[i]) == 0)
+			started |= 1u << i;
+	}
+	if (nt)
+		zthread(&jobs[0]);
+	for (unsigned i = 1; i < nt; i++) {
+		if (started & (1u << i))
+			pthread_join(t[i], NULL);
+		else
+			zthread(&jobs[i]);	/* no thread: its share here */
+	}
+}
+
+/* Read chunk sl->chunk of SRC and decide its blocks; false: nothing to write. */
+static int zfill(struct conv *c, struct zslot *sl, bool *any)
+{
+	uint32_t cs = c->dinfo.chunk_size, bs = c->dinfo.block_size;
+	uint64_t off = sl->chunk * cs, run, pos = 0;
+	size_t idx;
+	int rc = 0;
+
+	*any = false;
+	memset(sl->bm, 0, sizeof(sl->bm));
+	memset(sl->data, 0, cs);
+	/* runs the chain maps as zero need no read (nor a write, without -B or -S 0) */
+	while (pos < sl->len) {
+		int st = chain_map(c->chain, c->nchain, off + pos, sl->len - pos, &run, &idx);
+
+		if (st < 0) {
+			ucow_err("%s: mapping offset %" PRIu64 ": %s", c->src, off + pos,
+				 err_text_for(st, cow_errmsg(c->chain[idx]), c->src));
+			return st;
+		}
+		if (st != COW_MAP_ZERO) {
+			rc = cow_rw(c->sc, COW_READ, sl->data + pos, run, off + pos, 0);
+			if (rc < 0) {
+				ucow_err("%s: read failed at offset %" PRIu64 ": %s", c->src,
+					 off + pos, err_text_for(rc, cow_errmsg(c->si), c->src));
+				return rc;
+			}
+		}
+		pos += run;
+	}
+	if (c->bi && (rc = read_padded(c->bc, c->bi, c->bfile, c->bsize, c->bbuf, off, sl->len)))
+		return rc;
+	for (uint32_t b = 0; (uint64_t)b * bs < sl->len; b++) {
+		uint8_t *p = sl->data + (uint64_t)b * bs;
+		uint32_t n = sl->len - b * bs < bs ? sl->len - b * bs : bs;
+		bool zero = all_zero(p, n), want;
+
+		want = c->bi ? memcmp(p, c->bbuf + (uint64_t)b * bs, n) != 0 : !zero || !c->grain;
+		if (want) {
+			sl->bm[b / 64] |= 1ull << (b % 64);
+			*any = true;
+		} else if (!zero) {
+			memset(p, 0, n);	/* not written: zeros deflate to nothing */
+		}
+	}
+	return 0;
+}
+
+/* Store a filled slot: its stream, or its blocks to write in runs. */
+static int zstore(struct conv *c, struct zslot *sl)
+{
+	uint32_t bs = c->dinfo.block_size, nb = (sl->len + bs - 1) / bs;
+	uint64_t off = sl->chunk * c->dinfo.chunk_size;
+	int rc = 0;
+
+	if (sl->zn) {
+		rc = cow_put_compressed(c->di, sl->chunk, sl->z, sl->zn, sl->bm);
+		if (rc < 0)
+			ucow_err("%s: write failed at offset %" PRIu64 ": %s", c->dst, off,
+				 err_text_for(rc, cow_errmsg(c->di), c->tmp));
+		else
+			c->zchunks++;
+		return rc;
+	}
+	for (uint32_t b = 0; b < nb && rc == 0;) {
+		uint32_t e = b;
+		bool set = (sl->bm[b / 64] >> (b % 64)) & 1;
+
+		while (e < nb && (((sl->bm[e / 64] >> (e % 64)) & 1) == set))
+			e++;
+		if (set) {
+			uint64_t end = (uint64_t)e * bs < sl->len ? (uint64_t)e * bs : sl->len;
+
+			rc = put(c, sl->data + (uint64_t)b * bs, end - (uint64_t)b * bs,
+				 off + (uint64_t)b * bs);
+		}
+		b = e;
+	}
+	return rc;
+}
+
+static int copy_compressed(struct conv *c)
+{
+	uint32_t cs = c->dinfo.chunk_size, bs = c->dinfo.block_size;
+	uint64_t nchunks = (c->size + cs - 1) / cs, next = 0;
+	unsigned nslots = Z_BATCH_BYTES / cs, nt;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	struct zslot *s;
+	int rc = 0;
+
+	nt = ncpu < 1 ? 1 : ncpu > (long)Z_THREADS ? Z_THREADS : (unsigned)ncpu;
+	if (nslots < 1)
+		nslots = 1;
+	if (nslots > 4 * nt)
+		nslots = 4 * nt;
+	s = calloc(nslots, sizeof(*s));
+	if (c->bi) {	/* open_backing's buffer holds CONV_BUF: a chunk may be larger */
+		free(c->bbuf);
+		if (posix_memalign((void **)&c->bbuf, 4096, cs))
+			c->bbuf = NULL;
+	}
+	for (unsigned i = 0; s && i < nslots; i++) {
+		s[i].cs = cs;
+		s[i].level = c->zlevel;
+		s[i].cap = cs - bs < COW_COMPRESSED_MAX ? cs - bs : COW_COMPRESSED_MAX;
+		if (posix_memalign((void **)&s[i].data, 4096, cs) ||
+		    posix_memalign((void **)&s[i].z, 4096, s[i].cap)) {
+			rc = -ENOMEM;
+			break;
+		}
+	}
+	if (!s || (c->bi && !c->bbuf))
+		rc = -ENOMEM;
+	if (rc < 0)
+		ucow_err("%s: out of memory", c->dst);
+	progress_show(&c->pr, 0, c->size);
+	while (rc == 0 && next < nchunks) {
+		unsigned n = 0;
+
+		while (rc == 0 && n < nslots && next < nchunks) {
+			struct zslot *sl = &s[n];
+			bool any;
+
+			sl->chunk = next++;
+			sl->len = c->size - sl->chunk * cs < cs ? (uint32_t)(c->size - sl->chunk * cs) : cs;
+			rc = zfill(c, sl, &any);
+			n += any;
+		}
+		if (rc == 0)
+			zrun(s, n, nt);
+		for (unsigned i = 0; i < n && rc == 0; i++)
+			rc = zstore(c, &s[i]);
+		progress_show(&c->pr, next * cs < c->size ? next * cs : c->size, c->size);
+	}
+	for (unsigned i = 0; s && i < nslots; i++) {
+		free(s[i].data);
+		free(s[i].z);
+	}
+	free(s);
+	if (rc == 0 && (rc = cow_rw(c->dc, COW_FLUSH, NULL, 0, 0, 0)) < 0)
+		ucow_err("%s: flush failed: %s", c->dst, err_text_for(rc, cow_errmsg(c->di), c->tmp));
+	return rc;
+}
+
 static int copy_all(struct conv *c)
 {
 	uint64_t off = 0, run;
 	int st, rc = 0;
+
+	if (c->zlevel && !c->qw) {
+		cow_get_info(c->di, &c->dinfo);
+		return copy_compressed(c);
+	}
 
 	progress_show(&c->pr, 0, c->size);
 	while (off < c->size) {
@@ -613,6 +828,40 @@ static int parse_qcow2_opts(const char *dst, const char *opts, uint32_t *cs, int
 	return rc;
 }
 
+/*
+ * -o for a ucow DST: take compression_level=N (1-9, with -c) out of opts (in place), leave
+ * the rest to parse_ucow_opts. 0, or -1 with the error said.
+ */
+static int take_level(const char *dst, char *opts, int *level, bool compress)
+{
+	char *p = opts;
+
+	while (p && *p) {
+		char *end = strchr(p, ','), *next = end ? end + 1 : NULL;
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+
+		if (n > 18 && !strncmp(p, "compression_level=", 18)) {
+			const char *v = p + 18;
+
+			if (!compress || n != 19 || v[0] < '1' || v[0] > '9') {
+				ucow_err("%s: -o compression_level=%.*s: %s", dst, (int)(n - 18), v,
+					 compress ? "not 1 to 9" : "needs -c");
+				return -1;
+			}
+			*level = v[0] - '0';
+			if (next)
+				memmove(p, next, strlen(next) + 1);
+			else if (p > opts)
+				p[-1] = 0;	/* the last option: drop it and its comma */
+			else
+				*p = 0;
+			continue;
+		}
+		p = next;
+	}
+	return 0;
+}
+
 int cmd_convert(int argc, char **argv)
 {
 	enum { OPT_OUTSIDE = 256, OPT_TZERO };
@@ -702,9 +951,8 @@ int cmd_convert(int argc, char **argv)
 	}
 	if (c.existing && !fmt_given)
 		ofmt = COW_FMT_NONE;	/* raw, but not over an image (open_existing) */
-	if (compress && ofmt != COW_FMT_QCOW2) {
-		ucow_err("%s: -c compresses qcow2 output only (-O qcow2); compressed chunks in %s "
-			 "images are not supported", c.dst, ofmt == COW_FMT_RAW ? "raw" : "ucow");
+	if (compress && ofmt == COW_FMT_RAW) {
+		ucow_err("%s: -c needs a format with compression (-O ucow or -O qcow2)", c.dst);
 		return 1;
 	}
 	if (compress)
@@ -720,7 +968,9 @@ int cmd_convert(int argc, char **argv)
 			return 1;
 		}
 		copy = strdup(opts);
-		rc = copy ? parse_ucow_opts(c.dst, copy, &co) : -ENOMEM;
+		rc = copy ? take_level(c.dst, copy, &c.zlevel, compress) : -ENOMEM;
+		if (rc == 0)
+			rc = parse_ucow_opts(c.dst, copy, &co);
 		free(copy);
 		if (rc < 0)
 			return 1;

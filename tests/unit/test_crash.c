@@ -8,7 +8,7 @@
  * Workloads: a standalone image and an overlay over a raw base on the sync backend (random
  * writes of 512 B to 64 KiB, discards, write-zeroes, flushes, bursts that overflow the
  * minimum-size journal so commits run in rounds with checkpoints between, snapshot create
- * and delete); and both again on io_uring with two contexts on one image, up to 8 requests
+ * and delete, compressed chunks put in as ucow convert -c does, then written over); and both again on io_uring with two contexts on one image, up to 8 requests
  * in flight at once (writes, discards, write-zeroes and flushes side by side, flushes of one
  * context completing the other's through the hand-over; snapshot create and delete between
  * rounds).
@@ -360,6 +360,30 @@ static int live_snaps(struct sim *s)
 	return n;
 }
 
+/* Make the chunk lba falls in a compressed chunk of new data (cow_put_compressed, as ucow
+ * convert -c does); one that holds data is discarded first (put needs a chunk without). */
+static void put_compressed(struct sim *s, struct cow_image *img, struct cow_ctx *ctx,
+			   uint32_t lba, uint32_t *tag)
+{
+	static uint8_t chunk[64 << 10], z[64 << 10];
+	uint32_t first = lba & ~127u, zn;
+	uint64_t c = first / 128, bm[16];
+	if (img->table[c] & ~UCOW_E_ZERO) {
+		uint64_t id = guest_write(s, first, 128, 0);
+		assert_int_equal(cow_rw(ctx, COW_DISCARD, NULL, 65536, first * 512ull, 0), 0);
+		guest_done(s, id);
+		assert_int_equal(img->table[c] & ~UCOW_E_ZERO, 0);
+	}
+	memset(bm, 0, sizeof(bm));
+	bm[0] = (1ull << img->bpc) - 1;		/* 16 blocks of 4 KiB: all of them */
+	fill(chunk, first, 128, ++*tag);
+	assert_int_equal(cow_compress_chunk(chunk, sizeof(chunk), 1 + (int)(cs_rnd(&s->cs) % 9), z,
+					    sizeof(chunk) - 4096, &zn), 0);
+	uint64_t id = guest_write(s, first, 128, *tag);
+	assert_int_equal(cow_put_compressed(img, c, z, zn, bm), 0);
+	guest_done(s, id);
+}
+
 /* One request at a time on the sync backend, crash points at every sync and between. */
 static void run_sync(const char *workload, const char *path, const char *base, uint64_t seed,
 		     unsigned budget)
@@ -373,7 +397,7 @@ static void run_sync(const char *workload, const char *path, const char *base, u
 	struct cow_image *img;
 	struct cow_ctx *ctx;
 	uint32_t tag = 1000;
-	int nreq = 0, nsnap = 0;
+	int nreq = 0, nsnap = 0, nput = 0;
 
 	mk_image(path, base);
 	assert_int_equal(cow_open(path, NULL, &img, err, COW_ERRLEN), 0);
@@ -392,7 +416,10 @@ static void run_sync(const char *workload, const char *path, const char *base, u
 		}
 		if (lba + n > NSECT)
 			n = NSECT - lba;
-		if (x < 62) {
+		if (x < 3 || nreq == 5) {	/* at least one in every run */
+			put_compressed(s, img, ctx, lba, &tag);
+			nput++;		/* later writes into it copy it into a plain chunk */
+		} else if (x < 62) {
 			fill(data, lba, n, ++tag);
 			uint64_t id = guest_write(s, lba, n, tag);
 			assert_int_equal(cow_rw(ctx, COW_WRITE, data, n * 512ull, lba * 512ull, 0), 0);
@@ -437,9 +464,10 @@ static void run_sync(const char *workload, const char *path, const char *base, u
 		}
 		cs_crash_point(cs);		/* between requests too */
 	}
-	print_message("%s: %d requests, %d snapshots, %u crash points, %u crash images (%u torn "
-		      "writes, %u writes in flight applied)\n", workload, nreq, s->nsnaps,
-		      cs->points, cs->images, cs->torn, cs->inflight_applied);
+	print_message("%s: %d requests, %d snapshots, %d compressed chunks, %u crash points, %u "
+		      "crash images (%u torn writes, %u writes in flight applied)\n", workload, nreq,
+		      s->nsnaps, nput, cs->points, cs->images, cs->torn, cs->inflight_applied);
+	assert_true(nput > 0);
 	img->tap = NULL;
 	cow_ctx_free(ctx);
 	assert_int_equal(cow_close(img), 0);
