@@ -34,6 +34,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "array.h"
 #include "compress.h"
 
 #define CACHE_BYTES (8u << 20)
@@ -187,6 +188,48 @@ void comp_free(struct cow_image *img)
 	free(cc);
 }
 
+int comp_add_pack(struct cow_image *img, uint64_t p)
+{
+	if (img->npacks && img->packs[img->npacks - 1] == p)
+		return 0;
+	if (ARRAY_ROOM(img->packs, img->packs_cap, img->npacks))
+		return -ENOMEM;
+	img->packs[img->npacks++] = p;
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+void comp_punch_dead_packs(struct cow_image *img)
+{
+	uint64_t *live = NULL;
+	size_t nlive = 0;
+	if (!img->npacks)
+		return;
+	live = malloc(img->nr_chunks * sizeof(*live) + 1);
+	if (!live)
+		return;		/* the space stays in use until a later close */
+	/* every chunk the table maps: a pack a snapshot operation freed may have become
+	 * another chunk's data since (metadata extents never reuse freed chunks) */
+	for (uint64_t c = 0; c < img->nr_chunks; c++)
+		if (ent_pcn(img, img->table[c]))
+			live[nlive++] = ent_pcn(img, img->table[c]);
+	qsort(live, nlive, sizeof(*live), cmp_u64);
+	qsort(img->packs, img->npacks, sizeof(*img->packs), cmp_u64);
+	for (size_t i = 0; i < img->npacks; i++) {
+		uint64_t p = img->packs[i];
+		if ((i && p == img->packs[i - 1]) || rc_shared(img, p) ||
+		    bsearch(&p, live, nlive, sizeof(*live), cmp_u64))
+			continue;
+		img_punch(img, p << img->chunk_shift, img->chunk_size);
+	}
+	free(live);
+}
+
 void comp_forget(struct cow_image *img)
 {
 	img->pack_pcn = 0;
@@ -278,6 +321,11 @@ int cow_put_compressed(struct cow_image *img, uint64_t chunk, const void *stream
 			goto out;
 		img->pack_pcn = p;
 		img->pack_used = 0;
+		if ((r = comp_add_pack(img, p))) {	/* unknown, it would never be punched */
+			alloc_release(img, p);
+			img->pack_pcn = 0;
+			goto out;
+		}
 	}
 	off = (img->pack_pcn << img->chunk_shift) + img->pack_used;
 	img->pack_used += slen;

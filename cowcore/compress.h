@@ -29,6 +29,11 @@ void comp_forget(struct cow_image *img);
 /* Inflate the stream of compressed entry e, read from cbuf (the whole sectors the stream
  * occupies) into chunk (chunk_size bytes); the image's error names it on failure. */
 int comp_chunk_inflate(struct cow_image *img, uint64_t e, const void *cbuf, void *chunk);
+/* Remember physical chunk p as a pack (at open, at a put). Under lock. 0 or -ENOMEM. */
+int comp_add_pack(struct cow_image *img, uint64_t p);
+/* At a clean close, every change durable: punch the packs that nothing maps any more (their
+ * streams were all written over, discarded or dropped), so they hold no disk space. */
+void comp_punch_dead_packs(struct cow_image *img);
 /* Synchronous read of [in, in + len) of the chunk entry e maps (compressed or not): for
  * the maintenance paths (resize, check), not the request path. 0 or -errno. */
 int comp_chunk_pread(struct cow_image *img, uint64_t e, void *buf, uint32_t len, uint32_t in);

@@ -660,6 +660,8 @@ int cow_close(struct cow_image *img)
 	if (img->fmt == COW_FMT_UCOW && !img->read_only && !img->corrupt) {
 		cow_reclaim(img, 0);	/* a failed punch only leaves the space in use */
 		r = jnl_checkpoint_all(img);
+		if (!r)		/* after the checkpoint: no record maps them any more */
+			comp_punch_dead_packs(img);
 		if (!r) {
 			/* drop the file's unused tail (grown ahead of allocation) */
 			uint64_t end = img->next_pcn << img->chunk_shift;

@@ -137,6 +137,8 @@ struct cow_image {
 	 * (created once, its own lock), counters (atomics) */
 	uint64_t pack_pcn;
 	uint32_t pack_used;
+	uint64_t *packs;		/* every pack mapped at open or filled since */
+	size_t npacks, packs_cap;
 	struct comp_cache *ccache;
 	uint64_t inflates, cache_hits;
 

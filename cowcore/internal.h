@@ -5,6 +5,7 @@
 #define COWCORE_INTERNAL_H
 
 #include "commit.h"
+#include "compress.h"
 #include "image.h"
 
 #endif

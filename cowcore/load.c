@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "array.h"
+#include "compress.h"
 #include "load.h"
 
 /*
@@ -211,6 +212,8 @@ static int validate_table(struct cow_image *img, struct vstate *v)
 		last = i;
 		if (rc_shared(img, p) || v->map[i].ns)	/* C1 (compress.c) */
 			img->table[c] |= UCOW_E_SHARED;
+		if (v->map[i].ns && (r = comp_add_pack(img, p)))
+			return r;
 		if (p > max_used)
 			max_used = p;
 	}
@@ -324,7 +327,10 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 	 * opens read-write in check mode: it writes only once it knows what to repair) */
 	if (nrec && !img->read_only && !check_mode)
 		r = jnl_checkpoint(img);
-	if (!r && (h->flags & UCOW_FLAG_DIRTY) && !img->read_only && !check_mode)
+	/* an unclean shutdown's writes never mapped; packs whose streams were all replaced
+	 * while a snapshot still held them (compress.c) */
+	if (!r && (h->flags & UCOW_FLAG_DIRTY || h->incompat & UCOW_INCOMPAT_COMPRESSED) &&
+	    !img->read_only && !check_mode)
 		alloc_reclaim_unclean(img, (uint64_t)st.st_size);
 out:
 	free(v.ext);
@@ -344,6 +350,9 @@ void img_unload_meta(struct cow_image *img)
 	free(img->reclaim);
 	free(img->snaps);
 	free(img->rc);
+	free(img->packs);
+	img->packs = NULL;
+	img->npacks = img->packs_cap = 0;
 	img->recs = NULL;
 	img->free_pcns = NULL;
 	img->free_runs = NULL;
