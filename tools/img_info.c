@@ -43,7 +43,7 @@ static int get_snapshots(struct cow_image *img, const struct cow_info *in,
 }
 
 static void print_human_in(const struct cow_info *ip, const struct cow_snap_info *sv,
-			   uint32_t ns, const char *name)
+			   uint32_t ns, const char *name, const struct cow_compress_info *ci)
 {
 	const struct cow_info in = *ip;
 	char hs[32], full[4096];
@@ -68,6 +68,11 @@ static void print_human_in(const struct cow_info *ip, const struct cow_snap_info
 	}
 	printf("allocated chunks: %" PRIu64 "/%" PRIu64 "\n", in.allocated_chunks, in.nr_chunks);
 	printf("zero chunks: %" PRIu64 "\n", in.zero_chunks);
+	if (ci && ci->chunks) {
+		human_size(ci->stored_bytes, hs, sizeof(hs));
+		printf("compressed chunks: %" PRIu64 " (%s stored, ratio %.2f)\n", ci->chunks, hs,
+		       (double)(ci->chunks * in.chunk_size) / (double)ci->stored_bytes);
+	}
 	printf("journal: %" PRIu64 " bytes, %" PRIu64 " used\n", in.journal_size, in.journal_used);
 	printf("snapshots: %" PRIu32 "\n", in.nb_snapshots);
 	printf("dirty: %s\n", in.dirty ? "true" : "false");
@@ -136,15 +141,17 @@ static void qcow2_json(struct cow_image *img, const struct cow_info *in, const c
 static int print_human(struct cow_image *img, const char *name)
 {
 	struct cow_snap_info *sv;
+	struct cow_compress_info ci;
 	struct cow_info in;
 	uint32_t ns;
 	int rc;
 
 	cow_get_info(img, &in);
+	cow_get_compress_info(img, &ci);
 	rc = get_snapshots(img, &in, &sv, &ns);	/* before any output: an error is one line */
 	if (rc < 0)
 		return rc;
-	print_human_in(&in, sv, ns, name);
+	print_human_in(&in, sv, ns, name, &ci);
 	print_qcow2(img, &in, name);
 	free(sv);
 	return 0;
@@ -155,7 +162,8 @@ static int print_human(struct cow_image *img, const char *name)
  * under "format-specific" (the schema is in Documentation/cli.md).
  */
 static json_object *info_json(const struct cow_info *in, const struct cow_snap_info *sv,
-			      uint32_t ns, const char *name, bool *ok)
+			      uint32_t ns, const char *name, const struct cow_compress_info *ci,
+			      bool *ok)
 {
 	json_object *o = jobj(ok), *fs, *data;
 	char full[4096];
@@ -182,6 +190,10 @@ static json_object *info_json(const struct cow_info *in, const struct cow_snap_i
 	jadd_u64(data, "nr-chunks", in->nr_chunks, ok);
 	jadd_u64(data, "allocated-chunks", in->allocated_chunks, ok);
 	jadd_u64(data, "zero-chunks", in->zero_chunks, ok);
+	if (ci) {
+		jadd_u64(data, "compressed-chunks", ci->chunks, ok);
+		jadd_u64(data, "compressed-bytes", ci->stored_bytes, ok);
+	}
 	jadd_u64(data, "journal-size", in->journal_size, ok);
 	jadd_u64(data, "journal-used", in->journal_used, ok);
 	jadd_bool(data, "corrupt", in->corrupt, ok);
@@ -205,15 +217,17 @@ static int add_json(struct cow_image *img, const char *name, json_object **doc, 
 		    bool *ok)
 {
 	struct cow_snap_info *sv = NULL;
+	struct cow_compress_info ci;
 	struct cow_info in;
 	uint32_t ns = 0;
 	int rc;
 
 	cow_get_info(img, &in);
+	cow_get_compress_info(img, &ci);
 	rc = get_snapshots(img, &in, &sv, &ns);
 	if (rc < 0)
 		return rc;
-	json_object *o = info_json(&in, sv, ns, name, ok);
+	json_object *o = info_json(&in, sv, ns, name, &ci, ok);
 	if (o && in.fmt == COW_FMT_QCOW2)
 		qcow2_json(img, &in, name, o, ok);
 	json_put(doc, chain, o, ok);
@@ -274,9 +288,9 @@ static int info_online(const char *file, int fmt, bool json, bool chain)
 	if (json && chain)
 		doc = jarr(&ok);
 	if (json)
-		json_put(&doc, chain, info_json(&in, sv, ns, file, &ok), &ok);
+		json_put(&doc, chain, info_json(&in, sv, ns, file, NULL, &ok), &ok);
 	else
-		print_human_in(&in, sv, ns, file);
+		print_human_in(&in, sv, ns, file, NULL);
 	free(sv);
 	for (i = bimg; i; i = cow_backing_image(i)) {
 		struct cow_info bi;
