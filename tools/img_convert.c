@@ -849,13 +849,15 @@ static int take_level(const char *dst, char *opts, int *level, bool compress)
 				return -1;
 			}
 			*level = v[0] - '0';
-			if (next)
+			if (next) {
 				memmove(p, next, strlen(next) + 1);
-			else if (p > opts)
+				continue;	/* the next option is at p now */
+			}
+			if (p > opts)
 				p[-1] = 0;	/* the last option: drop it and its comma */
 			else
 				*p = 0;
-			continue;
+			break;
 		}
 		p = next;
 	}
