@@ -9,6 +9,7 @@
  * what differs from it. With -n, DST exists (a file or a block device) and is written in
  * place: zero runs are written as zeros there, unless --target-is-zero.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -26,7 +27,7 @@
 #include "util.h"
 
 static const char convert_help[] =
-	"usage: ucow convert [-p] [-q] [-U] [-c] [-n] [-f FMT] [-l SNAPSHOT]\n"
+	"usage: ucow convert [-p] [-q] [-U] [-c] [-n] [-W] [-m N] [-f FMT] [-l SNAPSHOT]\n"
 	"                    [-O raw|ucow|qcow2] [-o OPTIONS] [-B BACKING -F FMT] [-S SIZE]\n"
 	"                    [--target-is-zero] [--allow-backing-outside] SRC DST\n"
 	"\n"
@@ -48,6 +49,8 @@ static const char convert_help[] =
 	"  -F FMT        BACKING's format: ucow, qcow2 or raw\n"
 	"  -S SIZE       zero runs of at least SIZE bytes (a multiple of 512, at most 2M;\n"
 	"                default 4k) are not written; 0: write everything (fully allocated)\n"
+	"  -m N          requests in flight, 1 to 16 (default 8; reads run ahead of writes)\n"
+	"  -W            issue writes in any order (default: in order of offset)\n"
 	"  -n            DST exists (a file or a block device): write into it in place\n"
 	"                (-O: its format, raw by default); it must be at least SRC's size\n"
 	"  --target-is-zero\n"
@@ -64,6 +67,8 @@ static const char convert_help[] =
 	"  -h, --help    this help\n";
 
 #define CONV_BUF (2u << 20)	/* bytes per request */
+#define CONV_INFLIGHT 8		/* -m default: requests in flight (qemu-img's) */
+#define CONV_INFLIGHT_MAX 16
 #define CONV_GRAIN 4096u	/* all-zero pieces this big are not written */
 
 struct conv {
@@ -94,6 +99,8 @@ struct conv {
 	uint64_t bsize;			/* its virtual size */
 	uint8_t *bbuf;			/* what it holds where buf is */
 	uint64_t zchunks;		/* -c, ucow DST: chunks stored compressed */
+	unsigned inflight;		/* -m: requests (of CONV_BUF bytes) in flight */
+	bool unordered;			/* -W: writes in any order */
 	struct cow_info dinfo;		/* -c with a ucow DST: its geometry */
 };
 
@@ -464,7 +471,225 @@ static int copy_compressed(struct conv *c)
 	return rc;
 }
 
-static int copy_all(struct conv *c)
+/*
+ * The plain copy (no -B, no -c, not to qcow2): up to c->inflight slots of CONV_BUF bytes in
+ * flight, each a read of SRC, then the writes its content needs, all through the engine's
+ * asynchronous path on one thread (both images' contexts share one io_uring). Reads run
+ * ahead of writes; a slot's writes are issued once every earlier slot's were (qemu-img's
+ * in-order writes), or as soon as its read is done with -W.
+ */
+enum { S_FREE, S_READING, S_READY, S_WRITING };
+#define SLOT_WRITES (CONV_BUF / CONV_GRAIN + 1)
+
+struct pipe;
+struct cslot {
+	struct conv *c;
+	struct pipe *pp;
+	struct cow_req rd;
+	struct cow_req *wr;		/* SLOT_WRITES */
+	uint8_t *buf;
+	uint64_t off, len, seq;
+	int state, res;
+	unsigned pending;
+	bool zero_write;		/* a zero run that must be written as zeros (-n) */
+};
+
+struct pipe {
+	struct cslot *s;
+	unsigned n;
+	uint64_t next_write;		/* the seq whose writes go next (in order) */
+	uint64_t done;			/* bytes written or skipped, for progress */
+	int err;
+};
+
+static void slot_read_done(struct cow_req *req, int res)
+{
+	struct cslot *sl = req->priv;
+
+	sl->res = res;
+	sl->state = S_READY;
+}
+
+static void slot_write_done(struct cow_req *req, int res)
+{
+	struct cslot *sl = req->priv;
+
+	if (res < 0 && !sl->res)
+		sl->res = res;
+	if (res < 0 && !sl->pp->err) {	/* the first error only: one line */
+		sl->pp->err = res;
+		ucow_err("%s: write failed at offset %" PRIu64 ": %s", sl->c->dst, req->off,
+			 err_text_for(res, cow_errmsg(sl->c->di), sl->c->tmp));
+	}
+	if (--sl->pending == 0)
+		sl->state = S_FREE;
+}
+
+/* Issue the writes a read slot needs (the runs emit would write). */
+static void slot_write(struct pipe *pp, struct cslot *sl)
+{
+	struct conv *c = sl->c;
+	uint64_t i = 0, gs = c->grain ? c->grain : CONV_GRAIN;
+	unsigned nw = 0;
+
+	if (sl->zero_write) {
+		sl->wr[nw++] = (struct cow_req){ .op = COW_WRITE_ZEROES, .off = sl->off,
+						  .len = sl->len };
+	} else {
+		while (i < sl->len && nw < SLOT_WRITES) {
+			uint64_t start = i, g = sl->len - i < gs ? sl->len - i : gs;
+			uint8_t *save = c->buf;
+			int k;
+
+			c->buf = sl->buf;	/* piece() looks at c->buf */
+			k = piece(c, i, g);
+			for (i += g; i < sl->len; i += g) {
+				g = sl->len - i < gs ? sl->len - i : gs;
+				if (piece(c, i, g) != k)
+					break;
+			}
+			c->buf = save;
+			if (k != P_SKIP)
+				sl->wr[nw++] = (struct cow_req){
+					.op = k == P_DATA ? COW_WRITE : COW_WRITE_ZEROES,
+					.off = sl->off + start, .len = i - start,
+					.buf = k == P_DATA ? sl->buf + start : NULL };
+		}
+	}
+	pp->done += sl->len;
+	if (!nw) {
+		sl->state = S_FREE;
+		return;
+	}
+	sl->state = S_WRITING;
+	sl->pending = nw + 1;	/* + 1 while submitting: a write may complete at once */
+	for (unsigned k = 0; k < nw; k++) {
+		sl->wr[k].cb = slot_write_done;
+		sl->wr[k].priv = sl;
+		cow_submit(c->dc, &sl->wr[k]);
+	}
+	if (--sl->pending == 0)
+		sl->state = S_FREE;
+}
+
+static int copy_pipelined(struct conv *c, struct cow_backend *be)
+{
+	struct pipe pp = { .n = c->inflight };
+	uint64_t off = 0, seq = 0;
+	int rc = 0;
+
+	pp.s = calloc(pp.n, sizeof(*pp.s));
+	for (unsigned i = 0; pp.s && i < pp.n; i++) {
+		pp.s[i].c = c;
+		pp.s[i].wr = calloc(SLOT_WRITES, sizeof(*pp.s[i].wr));
+		if (!pp.s[i].wr || posix_memalign((void **)&pp.s[i].buf, 4096, CONV_BUF)) {
+			pp.s[i].buf = NULL;
+			rc = -ENOMEM;
+		}
+	}
+	if (!pp.s || rc < 0) {
+		ucow_err("%s: out of memory", c->dst);
+		rc = -ENOMEM;
+		goto out;
+	}
+	progress_show(&c->pr, 0, c->size);
+	for (;;) {
+		bool busy = false;
+
+		/* reads into free slots, in order of offset */
+		for (unsigned i = 0; i < pp.n && off < c->size && !pp.err; i++) {
+			struct cslot *sl = &pp.s[i];
+			uint64_t len = c->size - off < CONV_BUF ? c->size - off : CONV_BUF, run;
+			size_t idx;
+			int st;
+
+			if (sl->state != S_FREE)
+				continue;
+			st = chain_map(c->chain, c->nchain, off, len, &run, &idx);
+			if (st < 0) {
+				ucow_err("%s: mapping offset %" PRIu64 ": %s", c->src, off,
+					 err_text_for(st, cow_errmsg(c->chain[idx]), c->src));
+				pp.err = st;
+				break;
+			}
+			*sl = (struct cslot){ .c = c, .pp = &pp, .wr = sl->wr, .buf = sl->buf,
+					      .off = off, .len = run, .seq = seq++ };
+			off += run;
+			if (st != COW_MAP_ZERO) {
+				sl->state = S_READING;
+				sl->rd = (struct cow_req){ .op = COW_READ, .off = sl->off,
+							   .len = run, .buf = sl->buf,
+							   .cb = slot_read_done, .priv = sl };
+				cow_submit(c->sc, &sl->rd);
+			} else if (!c->grain) {
+				memset(sl->buf, 0, run);	/* -S 0: zeros written out */
+				sl->state = S_READY;
+			} else {
+				sl->zero_write = c->existing && !c->target_zero;
+				sl->len = sl->zero_write ? run : 0;	/* else nothing to write */
+				if (!sl->zero_write)
+					pp.done += run;
+				sl->state = S_READY;
+			}
+		}
+		/* writes of the slots whose reads are done: in order, or any with -W */
+		for (bool again = true; again && !pp.err;) {
+			again = false;
+			for (unsigned i = 0; i < pp.n; i++) {
+				struct cslot *sl = &pp.s[i];
+
+				if (sl->state != S_READY ||
+				    (!c->unordered && sl->seq != pp.next_write))
+					continue;
+				if (sl->res) {
+					ucow_err("%s: read failed at offset %" PRIu64 ": %s", c->src,
+						 sl->off, err_text_for(sl->res, cow_errmsg(c->si),
+								       c->src));
+					pp.err = sl->res;
+					sl->state = S_FREE;
+					break;
+				}
+				if (sl->seq == pp.next_write)
+					pp.next_write++;
+				slot_write(&pp, sl);
+				again = !c->unordered;
+			}
+		}
+		progress_show(&c->pr, pp.done < c->size ? pp.done : c->size, c->size);
+		for (unsigned i = 0; i < pp.n; i++) {
+			if (pp.s[i].state == S_READING || pp.s[i].state == S_WRITING ||
+			    (pp.s[i].state == S_READY && !pp.err))
+				busy = true;
+		}
+		if (!busy && (off >= c->size || pp.err))
+			break;
+		/* -W: a READY slot out of order waits for nothing; in order it waits for the
+		 * reads before it, which are in flight */
+		cow_ctx_poll(c->sc);
+		cow_ctx_poll(c->dc);
+		if (cow_backend_inflight(be)) {
+			int r = cow_backend_submit_wait(be, 1);
+
+			if (r < 0) {
+				ucow_err("%s: I/O failed: %s", c->dst, strerror(-r));
+				rc = r;
+				goto out;	/* the backend is broken: nothing sane is left */
+			}
+		}
+	}
+	rc = pp.err;
+	if (rc == 0 && (rc = cow_rw(c->dc, COW_FLUSH, NULL, 0, 0, 0)) < 0)
+		ucow_err("%s: flush failed: %s", c->dst, err_text_for(rc, cow_errmsg(c->di), c->tmp));
+out:
+	for (unsigned i = 0; pp.s && i < pp.n; i++) {
+		free(pp.s[i].buf);
+		free(pp.s[i].wr);
+	}
+	free(pp.s);
+	return rc;
+}
+
+static int copy_all(struct conv *c, struct cow_backend *be)
 {
 	uint64_t off = 0, run;
 	int st, rc = 0;
@@ -473,6 +698,8 @@ static int copy_all(struct conv *c)
 		cow_get_info(c->di, &c->dinfo);
 		return copy_compressed(c);
 	}
+	if (!c->qw && !c->bi)
+		return copy_pipelined(c, be);
 
 	progress_show(&c->pr, 0, c->size);
 	while (off < c->size) {
@@ -712,7 +939,7 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 	if (rc < 0)
 		goto remove_tmp;
 copy:
-	rc = cow_backend_new("uring", 32, &be);
+	rc = cow_backend_new("uring", 64, &be);
 	if (rc < 0) {
 		ucow_err("%s: cannot set up the I/O backend: %s", c->dst, strerror(-rc));
 		goto close_dst;
@@ -734,7 +961,7 @@ copy:
 		if (rc < 0)
 			goto free_dc;
 	}
-	rc = copy_all(c);
+	rc = copy_all(c, be);
 	if (c->bc)
 		cow_ctx_free(c->bc);
 	if (c->bi)
@@ -885,7 +1112,8 @@ int cmd_convert(int argc, char **argv)
 	opterr = 0;
 	c.grain = CONV_GRAIN;
 	c.bfmt = COW_FMT_NONE;
-	while ((ch = getopt_long(argc, argv, ":cnf:l:O:o:pqUhB:F:S:", lopts, NULL)) != -1) {
+	c.inflight = CONV_INFLIGHT;
+	while ((ch = getopt_long(argc, argv, ":cnWf:l:m:O:o:pqUhB:F:S:", lopts, NULL)) != -1) {
 		switch (ch) {
 		case 'f':
 			if (opt_format("convert", optarg, &sfmt))
@@ -912,6 +1140,14 @@ int cmd_convert(int argc, char **argv)
 			c.grain = (uint32_t)v;
 			break;
 		case 'n': c.existing = true; break;
+		case 'W': c.unordered = true; break;
+		case 'm':
+			if (parse_bytes(optarg, &v, &why) < 0 || v < 1 || v > CONV_INFLIGHT_MAX ||
+			    !isdigit((unsigned char)optarg[strlen(optarg) - 1]))
+				return usage_err("convert", "-m '%s': not a number of requests from "
+						 "1 to %u", optarg, CONV_INFLIGHT_MAX);
+			c.inflight = (unsigned)v;
+			break;
 		case OPT_TZERO: c.target_zero = true; break;
 		case 'c': compress = true; break;
 		case 'o': opts = optarg; break;

@@ -2,7 +2,8 @@
 # ucow convert's qemu-img options: -B BACKING -F FMT (a new overlay holding only what differs
 # from BACKING, zeros over its data included), -n (into an existing raw file or ucow image,
 # zero runs written as zeros), --target-is-zero, -S SIZE (zero detection; 0 fully
-# allocates), -q silencing -p; and their misuse refused with one line, nothing written.
+# allocates), -q silencing -p, -m N and -W; and their misuse refused with one line, nothing
+# written.
 . "$CLI_LIB"
 
 # a chain: base.ucow (data at 0-8M and 50M-51M), top.ucow over it (its own data at 1M,
@@ -92,3 +93,24 @@ run $UCOW convert -p -q -O raw top.ucow q.raw
 run $UCOW convert -p -O raw top.ucow p.raw
 grep -q '100' err || fail "-p printed no progress"
 ok "-q silences -p"
+
+# -m N requests in flight, -W writes in any order: the same content for every setting, into
+# new raw and ucow files and in place (-n) over random bytes
+expect_ok $UCOW convert -O raw top.ucow ref.raw
+head -c 125829120 /dev/urandom >rnd.raw
+for m in 1 3 16; do
+	for w in "" -W; do
+		expect_ok $UCOW convert -m $m $w -O raw top.ucow m.raw
+		cmp ref.raw m.raw || fail "-m $m $w: raw output differs"
+		expect_ok $UCOW convert -m $m $w -O ucow top.ucow m.ucow
+		expect_ok $UCOW compare -F raw m.ucow ref.raw
+		cp rnd.raw n.raw
+		expect_ok $UCOW convert -n -m $m $w top.ucow n.raw
+		cmp ref.raw n.raw || fail "-n -m $m $w: in place differs"
+	done
+done
+expect_err 1 "-m '0': not a number of requests from 1 to 16" $UCOW convert -m 0 top.ucow x.raw
+expect_err 1 "-m '17'" $UCOW convert -m 17 top.ucow x.raw
+expect_err 1 "-m 'two'" $UCOW convert -m two top.ucow x.raw
+no_file x.raw
+ok "-m 1/3/16 and -W: identical output (raw, ucow, in place); bad -m refused"

@@ -4,8 +4,8 @@
 # of the cluster; a 4 TiB sparse image), the output passes `qemu-img check`, and
 # `qemu-img compare` finds it identical to the source; -c output is smaller for
 # compressible data, identical in content, and keeps incompressible clusters plain; the
-# output reads back through ucow itself. Bad -o values, -c without qcow2, and a failed
-# write (a full file system) leave nothing behind.
+# output reads back through ucow itself. Bad -o values, -c with a raw DST, and a failed
+# write (a full file system) leave nothing behind (-c -O ucow: t_convert_compressed).
 . "$CLI_LIB"
 SEED=${QCOW2_SEED:-$$}
 echo "seed $SEED (QCOW2_SEED=$SEED reruns this)"
@@ -104,10 +104,9 @@ expect_err 1 'cluster_size=4M: not a power of two from 512 to 2M' $UCOW convert 
 expect_err 1 'compression_level=1: needs -c' $UCOW convert -f raw -O qcow2 -o compression_level=1 src.raw out.qcow2
 expect_err 1 'compression_level=0: not 1 to 9' $UCOW convert -c -f raw -O qcow2 -o compression_level=0 src.raw out.qcow2
 expect_err 1 "unknown option for qcow2" $UCOW convert -f raw -O qcow2 -o chunk_size=1M src.raw out.qcow2
-expect_err 1 'compresses qcow2 output only' $UCOW convert -c -f raw -O ucow src.raw out.ucow
-expect_err 1 'compresses qcow2 output only' $UCOW convert -c -f raw src.raw out.raw
+expect_err 1 'c needs a format with compression' $UCOW convert -c -f raw src.raw out.raw
 expect_err 1 "unknown format 'vmdk'" $UCOW convert -f raw -O vmdk src.raw out.vmdk
-no_file out.qcow2 out.ucow out.raw out.vmdk
+no_file out.qcow2 out.raw out.vmdk
 ok "bad options refused with one line, nothing written"
 
 # a full file system: the write fails, no output and no temporary file left
