@@ -96,7 +96,7 @@ class Tools:
         self.last_wall = wall
         return float(m.group(1))
 
-    def create(self, kind, path, size, backing=None, opts=None):
+    def create(self, kind, path, size, backing=None, opts=None, bfmt="raw"):
         """kind: raw, ucow, qcow2 (opts: -o for qcow2/ucow)."""
         if os.path.exists(path):
             os.unlink(path)
@@ -111,7 +111,7 @@ class Tools:
         if opts:
             cmd += ["-o", opts]
         if backing:
-            cmd += ["-b", backing, "-F", "raw"]
+            cmd += ["-b", backing, "-F", bfmt]
         run(cmd + [path, str(size)])
 
     def snapshot(self, kind, op, name, path):
@@ -325,8 +325,77 @@ class Suite:
                 self.failed(["D3"], v, r, e)
             os.unlink(path)
 
+    # ---- Q: qcow2 bases and compression (issue 12). Q1: reads of a fully written qcow2
+    # (64 KiB clusters) through an empty ucow overlay, against qemu-img bench reading the
+    # qcow2 itself (1 MiB sequential QD 8, and 4 KiB one per 64 KiB QD 32). Q2: a half-full
+    # source of text-like data (16 MiB written, 16 MiB hole, over the whole size) converted
+    # with -c at zlib level 6: ucow -O ucow against qemu-img -O qcow2, time and disk usage.
+    # Q3: 1 MiB sequential reads QD 8 of those two compressed outputs.
+    def q_setup(self):
+        base = self.p("qbase.qcow2")
+        if not os.path.exists(base):
+            self.note("  setup: fully written qcow2 base (%d MiB)" % (self.size // MiB))
+            self.t.create("qcow2", base, self.size, opts="cluster_size=64k")
+            self.fill("qemu", "qcow2", base)
+        src = self.p("qsrc.raw")
+        if not os.path.exists(src):
+            self.note("  setup: half-full text-like source (%d MiB)" % (self.size // MiB))
+            import random
+            rnd = random.Random(12)
+            words = ["".join(rnd.choice("etaoinshrdlucmfwypvbgkqjxz") for _ in
+                             range(rnd.randrange(2, 10))) for _ in range(3000)]
+            with open(src, "wb") as f:
+                f.truncate(self.size)
+                for off in range(0, self.size, 32 * MiB):
+                    out = bytearray()
+                    while len(out) < 16 * MiB:
+                        out += (" ".join(rnd.choice(words) for _ in range(4096)) + "\n").encode()
+                    f.seek(off)
+                    f.write(out[:16 * MiB])
+
+    def q(self, r):
+        self.q_setup()
+        base, src = self.p("qbase.qcow2"), self.p("qsrc.raw")
+        for side, tool in rotate([("ucow overlay", "ucow"), ("qcow2 (qemu-img)", "qemu")], r):
+            try:
+                if tool == "ucow":
+                    path = self.p("q1.ucow")
+                    self.t.create("ucow", path, self.size, backing=base, bfmt="qcow2")
+                    fmt = "ucow"
+                else:
+                    path, fmt = base, "qcow2"
+                self.rec("Q1a", side, r, self.read1m(tool, fmt, path), "s", count=self.size // MiB)
+                self.rec("Q1b", side, r, self.t.bench(tool, fmt, path, self.count, 32, 4 * KiB,
+                                                      64 * KiB), "s", count=self.count)
+            except Failed as e:
+                self.failed(["Q1a", "Q1b"], side, r, e)
+            self.rm("q1.ucow")
+        outs = {}
+        conv = [("ucow -O ucow", [self.args.ucow, "convert", "-f", "raw", "-c", "-O", "ucow",
+                                  src, self.p("q2.ucow")], "q2.ucow", "ucow", "ucow"),
+                ("qemu-img -O qcow2", ["qemu-img", "convert", "-f", "raw", "-c", "-O", "qcow2",
+                                       src, self.p("q2.qcow2")], "q2.qcow2", "qemu", "qcow2")]
+        for side, cmd, name, tool, fmt in rotate(conv, r):
+            self.rm(name)
+            try:
+                _, dt, _ = run(cmd)
+                st = os.stat(self.p(name))
+                self.log("      %-60s %8.3f s %8d KiB" % (side, dt, st.st_blocks // 2))
+                self.rec("Q2 time", side, r, dt, "s")
+                self.rec("Q2 size", side, r, st.st_blocks * 512 // KiB, "KiB")
+                outs[side] = (tool, fmt, self.p(name))
+            except Failed as e:
+                self.failed(["Q2 time", "Q2 size"], side, r, e)
+        for side in rotate(list(outs), r):
+            tool, fmt, path = outs[side]
+            try:
+                self.rec("Q3", side, r, self.read1m(tool, fmt, path), "s", count=self.size // MiB)
+            except Failed as e:
+                self.failed(["Q3"], side, r, e)
+        self.rm("q2.ucow", "q2.qcow2")
+
     PLAN = [("S1", "s1_s4a"), ("S2", "s2"), ("S3", "s3"), ("S4", "s4b"), ("S6", "s6"),
-            ("D", "defaults")]
+            ("Q", "q"), ("D", "defaults")]
 
     def go(self):
         only = set(self.args.only)
@@ -334,7 +403,7 @@ class Suite:
             for key, fn in self.PLAN:
                 if key not in only:
                     continue
-                cheap = key in ("S2", "S4", "S6")
+                cheap = key in ("S2", "S4", "S6", "Q")
                 if r >= (self.args.cheap_runs if cheap else self.args.runs):
                     continue
                 t0 = time.perf_counter()
@@ -365,6 +434,11 @@ COMPARE = [
     ("S5 create", "qcow2 lazy_refcounts", "S5 create", "qcow2", None, None, "(lazy, reference)"),
     ("S6 time", "ucow", "S6 time", "qcow2", None, (0.050, "s"), "info of a 1 TiB image"),
     ("S6 RSS", "ucow", "S6 RSS", "qcow2", None, (32 * 1024, "KiB"), "peak RSS of that"),
+    ("Q1a", "ucow overlay", "Q1a", "qcow2 (qemu-img)", 0.9, None, "1 MiB reads of a qcow2 base"),
+    ("Q1b", "ucow overlay", "Q1b", "qcow2 (qemu-img)", 0.9, None, "4 KiB reads of a qcow2 base"),
+    ("Q2 time", "ucow -O ucow", "Q2 time", "qemu-img -O qcow2", "faster", None, "convert -c, half-full"),
+    ("Q2 size", "ucow -O ucow", "Q2 size", "qemu-img -O qcow2", 0.95, None, "its output's disk usage (<= 1.05x)"),
+    ("Q3", "ucow -O ucow", "Q3", "qemu-img -O qcow2", 1.0, None, "1 MiB reads of the compressed image"),
     ("D", "64k/4k", "D", "1M/4k", None, None, "S2 ucow, chunk/block"),
     ("D", "256k/4k", "D", "1M/4k", None, None, ""),
     ("D", "1M/64k", "D", "1M/4k", None, None, ""),
@@ -603,9 +677,10 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs of the expensive scenarios (3)")
     ap.add_argument("--cheap-runs", type=int, default=5, help="runs of S2, S4b, S6 (5)")
     ap.add_argument("--count", type=int, default=60000, help="4 KiB requests per run (60000)")
-    ap.add_argument("--only", default="S1,S2,S3,S3b,S4,S5,S6",
-                    help="comma-separated scenarios (S1 S2 S3 S3b S4 S5 S6 D); S1 also runs "
-                    "S4a, S3 also S5, S4 is S4b; D: chunk/block defaults (not in make bench)")
+    ap.add_argument("--only", default="S1,S2,S3,S3b,S4,S5,S6,Q",
+                    help="comma-separated scenarios (S1 S2 S3 S3b S4 S5 S6 Q D); S1 also runs "
+                    "S4a, S3 also S5, S4 is S4b, Q is Q1-Q3 (qcow2 bases, convert -c, "
+                    "compressed reads); D: chunk/block defaults (not in make bench)")
     ap.add_argument("--s3-sides", dest="sides", default=None,
                     help="S3 sides to run (default all: ucow, qcow2, "
                     "qcow2 lazy_refcounts, ucow, 10 snapshots -- separated by ';')")
