@@ -344,14 +344,16 @@ class Suite:
             rnd = random.Random(12)
             words = ["".join(rnd.choice("etaoinshrdlucmfwypvbgkqjxz") for _ in
                              range(rnd.randrange(2, 10))) for _ in range(3000)]
+            out = bytearray()
+            while len(out) < 16 * MiB:
+                out += (" ".join(rnd.choice(words) for _ in range(4096)) + "\n").encode()
+            out = bytes(out[:16 * MiB])
             with open(src, "wb") as f:
                 f.truncate(self.size)
-                for off in range(0, self.size, 32 * MiB):
-                    out = bytearray()
-                    while len(out) < 16 * MiB:
-                        out += (" ".join(rnd.choice(words) for _ in range(4096)) + "\n").encode()
+                for off in range(0, self.size, 32 * MiB):	# each 16 MiB turned differently
+                    k = rnd.randrange(16 * MiB)
                     f.seek(off)
-                    f.write(out[:16 * MiB])
+                    f.write(out[k:] + out[:k])
 
     def q(self, r):
         self.q_setup()

@@ -59,6 +59,16 @@ io -c "write -P 0x72 0 4k" -c "write -P 0x73 70k 4k" snapdel.ucow
 
 "$mkseed" dirty dirty.ucow		# DIRTY, a snapshot, a journal with records
 
+# compressed chunks (convert -c): text-like chunks packed two or more to a pack, one plain
+# (random), a snapshot across them, one written over after it
+python3 -c 'import random,sys
+r=random.Random(5); w=[b"seed%d "%i for i in range(50)]
+d=b"".join(r.choice(w) for _ in range(60000))[:320*1024]+bytes(r.getrandbits(8) for _ in range(65536))
+open(sys.argv[1],"wb").write(d+bytes(512*1024-len(d)))' comp.raw
+"$ucow" convert -q -f raw -c -o $O -O ucow comp.raw comp.ucow
+"$ucow" snapshot -c s1 comp.ucow >/dev/null
+io -c "write -P 0x75 70k 2k" comp.ucow
+
 # damaged copies for check (the table is at 8192 in all of them; no checksum covers it)
 cp plain.ucow dup.ucow			# entry 1 maps entry 0's chunk again
 dd if=plain.ucow of=dup.ucow bs=1 skip=8192 seek=8200 count=8 conv=notrunc status=none
@@ -82,11 +92,11 @@ print(struct.unpack_from("<Q",b,s+152)[0])' refcount.ucow)
 poke refcount.ucow $((rc + 4 * 8)) '\007'	# physical chunk 8: data area of a 512k image
 
 # -- per target ------------------------------------------------------------------------
-imgs="empty plain b512 ov-raw ov-ucow snap snapdel dirty"
+imgs="empty plain b512 ov-raw ov-ucow snap snapdel dirty comp"
 damaged="dup pasteof leak zeromapped refcount hdronly slota slotb"
 for i in $imgs $damaged; do cp $i.ucow "$out/open/"; done
 for i in $imgs $damaged; do cp $i.ucow "$out/check/"; done
-for i in snap snapdel dirty refcount plain; do cp $i.ucow "$out/snapshot/"; done
+for i in snap snapdel dirty refcount plain comp; do cp $i.ucow "$out/snapshot/"; done
 # read: the image, then 4 x (u64 offset, u32 length); op 0 unclamped (here in range)
 trailer() {
 	python3 -c 'import struct,sys
