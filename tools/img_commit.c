@@ -76,6 +76,7 @@ struct commit {
 	int fmt;
 	bool drop, quiet;
 	unsigned confine;		/* COW_OPEN_CONFINE unless --allow-backing-outside */
+	struct net_opts net;		/* --allow-network-backing, --nbd-timeout */
 	/* FILE's chain down to BASE: v[0] = FILE, v[nv - 1] = BASE */
 	char *path[COW_MAX_CHAIN + 1];
 	int vfmt[COW_MAX_CHAIN + 1];
@@ -122,7 +123,8 @@ static int plan(struct commit *c)
 	int rc;
 
 	rc = cow_open(c->file, &(struct cow_open_opts){ .fmt = c->fmt,
-			.flags = COW_OPEN_RDONLY | c->confine }, &top, err, COW_ERRLEN);
+			.flags = COW_OPEN_RDONLY | c->confine | c->net.flags,
+			.net_timeout_ms = c->net.timeout_ms }, &top, err, COW_ERRLEN);
 	if (rc < 0) {
 		report_backing(c->file, rc, err);
 		return rc;
@@ -344,6 +346,7 @@ int cmd_commit(int argc, char **argv)
 	static const struct option lopts[] = {
 		{ "allow-backing-outside", no_argument, NULL, OPT_OUTSIDE },
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct commit c = { .pr.last = -1, .confine = COW_OPEN_CONFINE };
@@ -366,6 +369,11 @@ int cmd_commit(int argc, char **argv)
 		case 'p': c.pr.on = true; break;
 		case 'q': c.quiet = true; break;
 		case OPT_OUTSIDE: c.confine = 0; break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("commit", ch, optarg, &c.net))
+				return 1;
+			break;
 		case 'h': fputs(commit_help, stdout); return 0;
 		default: return opt_err("commit", ch, argv);
 		}

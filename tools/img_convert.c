@@ -78,6 +78,7 @@ struct conv {
 	struct progress pr;
 	bool warned;			/* share_warn said it */
 	unsigned share;			/* -U: COW_OPEN_SHARE */
+	struct net_opts net;		/* --allow-network-backing, --nbd-timeout */
 	unsigned confine;		/* COW_OPEN_CONFINE unless --allow-backing-outside */
 	struct cow_qcow2_out *qw;	/* -O qcow2: the writer of DST */
 	uint32_t q_cluster;		/* -O qcow2: its cluster size */
@@ -412,7 +413,8 @@ static int open_backing(struct conv *c, struct cow_backend *be)
 	else
 		snprintf(path, sizeof(path), "%s", c->bfile);
 	rc = cow_open(path, &(struct cow_open_opts){ .fmt = c->bfmt,
-			.flags = COW_OPEN_RDONLY | c->confine }, &c->bi, err, COW_ERRLEN);
+			.flags = COW_OPEN_RDONLY | c->confine | c->net.flags,
+			.net_timeout_ms = c->net.timeout_ms }, &c->bi, err, COW_ERRLEN);
 	if (rc < 0) {
 		report_backing(c->bfile, rc, err);
 		return rc;
@@ -452,11 +454,13 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 		if (rc < 0)
 			return rc;
 		rc = cow_open(c->src, &(struct cow_open_opts){
-				.flags = COW_OPEN_RDONLY | c->confine | c->share, .snapshot = key },
+				.flags = COW_OPEN_RDONLY | c->confine | c->share | c->net.flags,
+				.net_timeout_ms = c->net.timeout_ms, .snapshot = key },
 				&c->si, err, COW_ERRLEN);
 	} else {
 		rc = cow_open(c->src, &(struct cow_open_opts){ .fmt = sfmt,
-				.flags = COW_OPEN_RDONLY | c->confine | c->share },
+				.flags = COW_OPEN_RDONLY | c->confine | c->share | c->net.flags,
+				.net_timeout_ms = c->net.timeout_ms },
 				&c->si, err, COW_ERRLEN);
 	}
 	if (rc < 0 && c->snap && rc == -EMEDIUMTYPE)
@@ -621,6 +625,7 @@ int cmd_convert(int argc, char **argv)
 		{ "target-is-zero", no_argument, NULL, OPT_TZERO },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cow_create_opts co = { 0 };
@@ -672,6 +677,11 @@ int cmd_convert(int argc, char **argv)
 		case 'q': quiet = true; break;
 		case 'U': c.share = COW_OPEN_SHARE; break;
 		case OPT_OUTSIDE: c.confine = 0; break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("convert", ch, optarg, &c.net))
+				return 1;
+			break;
 		case 'h': fputs(convert_help, stdout); return 0;
 		default: return opt_err("convert", ch, argv);
 		}

@@ -99,6 +99,7 @@ int cmd_measure(int argc, char **argv)
 	enum { OPT_OUTPUT = 256, OPT_SIZE };
 	static const struct option lopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ "output", required_argument, NULL, OPT_OUTPUT },
 		{ "size", required_argument, NULL, OPT_SIZE },
 		{ "force-share", no_argument, NULL, 'U' },
@@ -114,6 +115,7 @@ int cmd_measure(int argc, char **argv)
 	bool json = false, have_size = false, warned = false;
 	int c, rc, fmt = COW_FMT_NONE, ofmt = COW_FMT_UCOW;
 	unsigned share = 0;
+	struct net_opts net = { 0 };
 	char *opts = NULL;
 
 	opterr = 0;
@@ -137,6 +139,11 @@ int cmd_measure(int argc, char **argv)
 			if (parse_bytes(optarg, &size, &why) < 0)
 				return usage_err("measure", "invalid size '%s': %s", optarg, why);
 			have_size = true;
+			break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("measure", c, optarg, &net))
+				return 1;
 			break;
 		case 'h': fputs(measure_help, stdout); return 0;
 		default: return opt_err("measure", c, argv);
@@ -167,7 +174,8 @@ int cmd_measure(int argc, char **argv)
 	}
 	if (file) {
 		rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
-				.flags = COW_OPEN_RDONLY | share }, &img, err, COW_ERRLEN);
+				.flags = COW_OPEN_RDONLY | share | net.flags,
+				.net_timeout_ms = net.timeout_ms }, &img, err, COW_ERRLEN);
 		if (rc < 0) {
 			report_f(file, NULL, rc, err);
 			return 1;

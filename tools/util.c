@@ -130,7 +130,47 @@ static void report_hint(const char *file, const char *used, int rc, const char *
 
 	if (used && t == err_text(rc, err))
 		t = err_text_for(rc, err, file);
+	if (rc == -EREMOTE)	/* the engine names no option: ours */
+		hint = " (--allow-network-backing allows it)";
 	ucow_err("%s: %s%s", file, t, hint);
+}
+
+int opt_net(const char *cmd, int c, const char *arg, struct net_opts *n)
+{
+	if (c == OPT_ALLOW_NET) {
+		n->flags |= COW_OPEN_ALLOW_NETWORK;
+		return 0;
+	}
+	if (parse_seconds_ms(arg, &n->timeout_ms))
+		return usage_err(cmd, "invalid --nbd-timeout '%s' (seconds, 0.001 to %u, up to "
+				 "3 decimals)", arg, COW_NET_TIMEOUT_MAX_MS / 1000);
+	return 0;
+}
+
+int parse_seconds_ms(const char *s, uint32_t *ms)
+{
+	uint64_t v = 0, frac = 0;
+	int digits = 0, fd = 0;
+	const char *p = s;
+	for (; *p >= '0' && *p <= '9' && digits < 8; p++, digits++)
+		v = v * 10 + (uint64_t)(*p - '0');
+	if (!digits)
+		return -EINVAL;
+	if (*p == '.') {
+		for (p++; *p >= '0' && *p <= '9' && fd < 3; p++, fd++)
+			frac = frac * 10 + (uint64_t)(*p - '0');
+		if (!fd)
+			return -EINVAL;
+		for (; fd < 3; fd++)
+			frac *= 10;
+	}
+	if (*p)
+		return -EINVAL;
+	v = v * 1000 + frac;
+	if (!v || v > COW_NET_TIMEOUT_MAX_MS)
+		return -ERANGE;
+	*ms = (uint32_t)v;
+	return 0;
 }
 
 void report(const char *file, const char *used, int rc, const char *err)

@@ -23,6 +23,25 @@ int opt_err(const char *cmd, int c, char **argv);
  * 1 after a usage error of cmd. --output=human|json; -f / -O ucow|raw (COW_FMT_*). */
 int opt_output(const char *cmd, const char *arg, bool *json);
 int opt_format(const char *cmd, const char *arg, int *fmt);
+/*
+ * --allow-network-backing (COW_OPEN_ALLOW_NETWORK: a chain may name an NBD URI) and
+ * --nbd-timeout SEC (cow_open_opts.net_timeout_ms), spelled the same by every command that
+ * opens images: NET_LONGOPTS in its long options, and opt_net() for c = OPT_ALLOW_NET or
+ * OPT_NBD_TIMEOUT: 0 with n set, or the exit code 1 after a usage error of cmd.
+ */
+enum { OPT_ALLOW_NET = 0x4e00, OPT_NBD_TIMEOUT };
+#define NET_LONGOPTS \
+	{ "allow-network-backing", no_argument, NULL, OPT_ALLOW_NET }, \
+	{ "nbd-timeout", required_argument, NULL, OPT_NBD_TIMEOUT }
+struct net_opts {
+	unsigned flags;		/* 0 or COW_OPEN_ALLOW_NETWORK */
+	uint32_t timeout_ms;	/* 0: the engine's default */
+};
+int opt_net(const char *cmd, int c, const char *arg, struct net_opts *n);
+/* "30", "2.5", "0.25": seconds with up to 3 decimals, 0.001 .. COW_NET_TIMEOUT_MAX_MS /
+ * 1000, into milliseconds. 0, -EINVAL or -ERANGE (*ms untouched). */
+int parse_seconds_ms(const char *s, uint32_t *ms);
+
 /* An output format (create -f, convert -O, measure -O): ucow or raw; qcow2 is read-only. */
 int opt_format_out(const char *cmd, const char *arg, int *fmt);
 
