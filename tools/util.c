@@ -147,6 +147,130 @@ int opt_net(const char *cmd, int c, const char *arg, struct net_opts *n)
 	return 0;
 }
 
+#define SETTINGS_MAX (64 << 10)
+
+int net_conf_parse(char *buf, size_t len, const char *path, struct net_opts *n, char *err,
+		   size_t errlen)
+{
+	struct net_opts v = *n;
+	bool seen_allow = false, seen_timeout = false;
+	char *p, *nl, *eq, *key, *val, *end;
+	int line = 0;
+
+	if (strlen(buf) != len) {
+		snprintf(err, errlen, "%s: a NUL byte in the file (not a text file)", path);
+		return -EINVAL;
+	}
+	for (p = buf; p && *p; p = nl) {
+		line++;
+		nl = strchr(p, '\n');
+		if (nl)
+			*nl++ = 0;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (!*p || *p == '#' || !strcmp(p, "\r"))
+			continue;
+		if (!(eq = strchr(p, '='))) {
+			snprintf(err, errlen, "%s:%d: not 'key = value'", path, line);
+			return -EINVAL;
+		}
+		key = p;
+		for (end = eq; end > key && (end[-1] == ' ' || end[-1] == '\t'); end--)
+			;
+		*end = 0;
+		for (val = eq + 1; *val == ' ' || *val == '\t'; val++)
+			;
+		for (end = val + strlen(val); end > val && strchr(" \t\r", end[-1]); end--)
+			;
+		*end = 0;
+		for (const char *c = val; *c; c++)
+			if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+				snprintf(err, errlen, "%s:%d: a control character in the value", path,
+					 line);
+				return -EINVAL;
+			}
+		if (!strcmp(key, "allow-network-backing")) {
+			if (seen_allow) {
+				snprintf(err, errlen, "%s:%d: '%s' given twice", path, line, key);
+				return -EINVAL;
+			}
+			seen_allow = true;
+			if (!strcmp(val, "yes"))
+				v.flags |= COW_OPEN_ALLOW_NETWORK;
+			else if (!strcmp(val, "no"))
+				v.flags &= ~COW_OPEN_ALLOW_NETWORK;
+			else {
+				snprintf(err, errlen, "%s:%d: allow-network-backing must be yes or no, "
+					 "not '%.40s'", path, line, val);
+				return -EINVAL;
+			}
+		} else if (!strcmp(key, "nbd-timeout")) {
+			if (seen_timeout) {
+				snprintf(err, errlen, "%s:%d: '%s' given twice", path, line, key);
+				return -EINVAL;
+			}
+			seen_timeout = true;
+			if (parse_seconds_ms(val, &v.timeout_ms)) {
+				snprintf(err, errlen, "%s:%d: invalid nbd-timeout '%.40s' (seconds, "
+					 "0.001 to %u, up to 3 decimals)", path, line, val,
+					 COW_NET_TIMEOUT_MAX_MS / 1000);
+				return -EINVAL;
+			}
+		} else {
+			snprintf(err, errlen, "%s:%d: unknown key '%.40s' (allow-network-backing, "
+				 "nbd-timeout)", path, line, key);
+			return -EINVAL;
+		}
+	}
+	*n = v;
+	return 0;
+}
+
+int net_conf_read(struct net_opts *n, char *err, size_t errlen)
+{
+	const char *path = getenv("UCOW_SETTINGS");
+	char *buf;
+	size_t len = 0;
+	ssize_t got;
+	int fd, r;
+
+	if (!path || !*path)
+		path = UCOW_SETTINGS_FILE;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		r = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+		return r;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		close(fd);
+		return -EINVAL;
+	}
+	if (!(buf = malloc(SETTINGS_MAX + 1))) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while ((got = read(fd, buf + len, SETTINGS_MAX + 1 - len)) > 0 && len <= SETTINGS_MAX)
+		len += (size_t)got;
+	r = got < 0 ? -errno : 0;
+	close(fd);
+	if (r)
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+	else if (len > SETTINGS_MAX) {
+		snprintf(err, errlen, "%s: too large (at most %d bytes)", path, SETTINGS_MAX);
+		r = -EFBIG;
+	} else {
+		buf[len] = 0;
+		r = net_conf_parse(buf, len, path, n, err, errlen);
+	}
+	free(buf);
+	return r;
+}
+
 int parse_seconds_ms(const char *s, uint32_t *ms)
 {
 	uint64_t v = 0, frac = 0;

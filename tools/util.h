@@ -42,6 +42,21 @@ int opt_net(const char *cmd, int c, const char *arg, struct net_opts *n);
  * 1000, into milliseconds. 0, -EINVAL or -ERANGE (*ms untouched). */
 int parse_seconds_ms(const char *s, uint32_t *ms);
 
+/*
+ * The host's settings for network backing images, read by dev add (an image given to a
+ * server is often not the admin's own): UCOW_SETTINGS_FILE, or the file named by the
+ * environment variable UCOW_SETTINGS when it is set (tests). Lines "key = value", "#"
+ * comments, blank lines; keys: allow-network-backing = yes|no, nbd-timeout = SEC. Anything
+ * else (an unknown or repeated key, a bad value, a NUL byte, more than 64 KiB) is an error.
+ * net_conf_read: a missing file is no error (n untouched); 0, or -errno with err (errlen
+ * bytes) one line "PATH[:LINE]: what is wrong". net_conf_parse: the same on the text buf
+ * (len bytes, NUL-terminated, modified), path only for the messages.
+ */
+#define UCOW_SETTINGS_FILE "/etc/ucow/ucow.conf"
+int net_conf_read(struct net_opts *n, char *err, size_t errlen);
+int net_conf_parse(char *buf, size_t len, const char *path, struct net_opts *n, char *err,
+		   size_t errlen);
+
 /* An output format (create -f, convert -O, measure -O): ucow or raw; qcow2 is read-only. */
 int opt_format_out(const char *cmd, const char *arg, int *fmt);
 
