@@ -176,6 +176,11 @@ static int open_all(struct commit *c)
 	size_t b = c->nv - 1;
 	int rc;
 
+	if (cow_name_is_uri(c->path[b])) {
+		ucow_err("%s: cannot commit into '%s': an image on an NBD server is read-only",
+			 c->file, c->path[b]);
+		return -EROFS;
+	}
 	if (c->vsize[b] < c->vsize[0]) {
 		/* qemu-img grows the base; a raw file simply is longer */
 		struct stat st;
@@ -196,7 +201,8 @@ static int open_all(struct commit *c)
 		}
 	}
 	/* the policy was applied to this very chain by plan() */
-	rc = cow_open(c->path[b], &(struct cow_open_opts){ .fmt = c->vfmt[b] }, &c->v[b], err,
+	rc = cow_open(c->path[b], &(struct cow_open_opts){ .fmt = c->vfmt[b],
+		      .flags = c->net.flags, .net_timeout_ms = c->net.timeout_ms }, &c->v[b], err,
 		      COW_ERRLEN);
 	if (rc < 0) {
 		report(c->path[b], NULL, rc, err);
