@@ -23,8 +23,9 @@
  * lookup of a TCP host name, inside libnbd's connect).
  *
  * Invariant: a poll is queued only while a request is outstanding on the connection, and
- * the last one completes only from a poll's completion that queued no new one, so a
- * context freed with no request in flight has no poll left in its backend.
+ * the last one completes only when no poll is queued (finished otherwise, it is held until
+ * the poll, made to fire at once, comes back), so a context freed with no request in
+ * flight has no poll left in its backend.
  *
  * Failures. Each command has a deadline (arrival + timeout). A connection that dies
  * (server gone, reset, a protocol error) is closed; reads being idempotent, its unanswered
@@ -109,6 +110,7 @@ struct nbd_conn {
 	uint64_t next_try, backoff, connect_deadline;
 	struct nbd_cmd *wait_head, *wait_tail;	/* not sent yet, FIFO */
 	struct nbd_cmd *sent;		/* with the server */
+	struct nbd_cmd *held;		/* done, completed when the queued poll comes back */
 	struct nbd_cmd *free_cmds;
 };
 
@@ -688,9 +690,10 @@ static void complete(struct nbd_cmd *done)
 
 static void conn_run(struct nbd_conn *c, bool polled)
 {
-	struct nbd_cmd *done = NULL;
+	struct nbd_cmd *done = c->held;
 	uint64_t now;
 
+	c->held = NULL;
 	if (polled) {
 		uint64_t ticks;
 		if (read(c->tfd, &ticks, sizeof(ticks)) < 0) {
@@ -712,6 +715,15 @@ static void conn_run(struct nbd_conn *c, bool polled)
 	now = now_ms();
 	step(c, now, &done);
 	arm(c, now, &done);
+	if (done && c->armed && !c->wait_head && !c->sent) {
+		/* the last requests finished another way than through the queued poll (a
+		 * deadline seen on a new request's way in): they complete when it comes back,
+		 * made to at once, so that no poll stays queued once they all have */
+		struct itimerspec its = { .it_value = { .tv_nsec = 1 } };
+		timerfd_settime(c->tfd, 0, &its, NULL);
+		c->held = done;
+		return;
+	}
 	complete(done);
 }
 
@@ -783,6 +795,10 @@ void nbd_ctx_fini(struct cow_ctx *ctx)
 		c->sent = cmd->next;
 		cmd_free(cmd);
 	}
+	while ((cmd = c->held)) {
+		c->held = cmd->next;
+		cmd_free(cmd);
+	}
 	while ((cmd = c->free_cmds)) {
 		c->free_cmds = cmd->next;
 		free(cmd);
@@ -822,8 +838,7 @@ void nbd_read(struct cow_ctx *ctx, struct cow_req *req)
 		wait_push(c, cmd);
 		pos += n;
 	}
-	if (!c->armed)
-		conn_run(c, false);
+	conn_run(c, false);	/* sent now when the connection is ready */
 }
 
 /* ---- statistics ---------------------------------------------------------------------------- */

@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Network backing names (cowcore/nbd.c, util.c, image.c): which names are URIs, which URIs
+ * may be connected to, that such a name is never taken from the image's folder, and that an
+ * image naming one is refused without COW_OPEN_ALLOW_NETWORK before anything connects (a
+ * listening socket counts the connections), or with it when the URI is hostile. The reads
+ * themselves, over real servers, are tests/cli/t_nbd_backing.sh.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "internal.h"
+
+#include "unit.h"
+
+static void test_name_is_uri(void **state)
+{
+	(void)state;
+	static const char *const yes[] = {
+		"nbd://h/x", "nbds://h:1/x", "nbd+unix:///x?socket=/s", "nbds+unix:///?socket=s",
+		"nbd+vsock://1", "nbd+ssh://h/x", "nbds+ssh://h", "nbds+vsock://2",
+	};
+	static const char *const no[] = {
+		"base.raw", "/abs/base.raw", "nbd:/x", "nbd:x", "NBD://h/x", "http://h/x",
+		"dir/nbd://x", "xnbd://h", "nbd+://h", "nbd+unixx://h", "", "://h",
+	};
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+		assert_true(cow_name_is_uri(yes[i]));
+	for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		assert_false(cow_name_is_uri(no[i]));
+}
+
+static void test_uri_check(void **state)
+{
+	char why[COW_ERRLEN], big[UCOW_BACKING_NAME_MAX + 16];
+	(void)state;
+	assert_int_equal(nbd_uri_check("nbd://127.0.0.1:10809/exp", why), 0);
+	assert_int_equal(nbd_uri_check("nbds://host/exp", why), 0);
+	assert_int_equal(nbd_uri_check("nbd+unix:///exp?socket=/run/x.sock", why), 0);
+	assert_int_equal(nbd_uri_check("nbds+unix:///?socket=/run/x.sock", why), 0);
+	/* transports that run commands or reach VMs */
+	assert_int_equal(nbd_uri_check("nbd+ssh://host/exp", why), -EPROTONOSUPPORT);
+	assert_non_null(strstr(why, "transport not allowed"));
+	assert_int_equal(nbd_uri_check("nbd+vsock://3:10809", why), -EPROTONOSUPPORT);
+	assert_int_equal(nbd_uri_check("nbds+vsock://3", why), -EPROTONOSUPPORT);
+	/* bytes that would break a one-line message or hide something */
+	assert_int_equal(nbd_uri_check("nbd://host/a b", why), -EINVAL);
+	assert_non_null(strstr(why, "at 12"));
+	assert_int_equal(nbd_uri_check("nbd://host/a\nb", why), -EINVAL);
+	assert_int_equal(nbd_uri_check("nbd://host/\x7f", why), -EINVAL);
+	assert_int_equal(nbd_uri_check("nbd://host/\xc3\xa9", why), -EINVAL);
+	assert_int_equal(nbd_uri_check("base.raw", why), -EINVAL);
+	memcpy(big, "nbd://h/", 8);
+	memset(big + 8, 'a', sizeof(big) - 9);
+	big[sizeof(big) - 1] = 0;
+	assert_int_equal(nbd_uri_check(big, why), -EINVAL);
+	assert_non_null(strstr(why, "longer than"));
+}
+
+static void test_backing_path(void **state)
+{
+	char out[COW_PATH_MAX];
+	(void)state;
+	assert_int_equal(cow_backing_path("/img/dir/ov.ucow", "nbd://h/x", out, sizeof(out)), 0);
+	assert_string_equal(out, "nbd://h/x");	/* never taken from the folder */
+	assert_int_equal(cow_backing_path("/img/dir/ov.ucow", "nbd+unix:///?socket=s", out,
+					  sizeof(out)), 0);
+	assert_string_equal(out, "nbd+unix:///?socket=s");
+	assert_int_equal(cow_backing_path("/img/dir/ov.ucow", "b.raw", out, sizeof(out)), 0);
+	assert_string_equal(out, "/img/dir/b.raw");
+}
+
+/* A Unix socket that listens (and never accepts): a connection attempt is queued on it. */
+static int listener(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	unlink(path);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	return fd;
+}
+
+/* Connections waiting on the listening socket (accepted here, without blocking). */
+static int pending(int lfd)
+{
+	int n = 0, c;
+	int fl = fcntl(lfd, F_GETFL);
+	fcntl(lfd, F_SETFL, fl | O_NONBLOCK);
+	while ((c = accept(lfd, NULL, NULL)) >= 0) {
+		close(c);
+		n++;
+	}
+	fcntl(lfd, F_SETFL, fl);
+	return n;
+}
+
+static void test_refused_without_consent(void **state)
+{
+	char uri[600];
+	struct cow_image *img;
+	int lfd = listener(P("l.sock"));
+	(void)state;
+	snprintf(uri, sizeof(uri), "nbd+unix:///?socket=%s", P("l.sock"));
+
+	/* create refuses the name */
+	assert_int_equal(cow_create(P("a.ucow"), &(struct cow_create_opts){ .size = 1 << 20,
+				    .backing = uri, .backing_fmt = COW_FMT_RAW }, err, sizeof(err)),
+			 -EREMOTE);
+	assert_non_null(strstr(err, "network backing is not allowed"));
+	assert_non_null(strstr(err, uri));
+	assert_int_equal(access(P("a.ucow"), F_OK), -1);
+
+	/* an image that names it (written without opening the chain) */
+	assert_int_equal(cow_create(P("b.ucow"), &(struct cow_create_opts){ .size = 1 << 20 },
+				    err, sizeof(err)), 0);
+	assert_int_equal(cow_open(P("b.ucow"), &(struct cow_open_opts){
+				  .flags = COW_OPEN_NOCHAIN | COW_OPEN_ALLOW_NETWORK }, &img, err,
+				  sizeof(err)), 0);
+	assert_int_equal(cow_set_backing(img, uri, COW_FMT_RAW), 0);
+	assert_int_equal(cow_close(img), 0);
+
+	/* every open that would follow the chain is refused, naming the image and the URI */
+	static const unsigned flags[] = { 0, COW_OPEN_RDONLY, COW_OPEN_RDONLY | COW_OPEN_SHARE,
+					  COW_OPEN_CONFINE, COW_OPEN_RDONLY | COW_OPEN_DIRECT };
+	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+		err[0] = 0;
+		assert_int_equal(cow_open(P("b.ucow"), &(struct cow_open_opts){ .flags = flags[i] },
+					  &img, err, sizeof(err)), -EREMOTE);
+		assert_non_null(strstr(err, "b.ucow: its backing image"));
+		assert_non_null(strstr(err, uri));
+	}
+	/* the URI itself, opened directly */
+	assert_int_equal(cow_open(uri, &(struct cow_open_opts){ .fmt = COW_FMT_RAW,
+				  .flags = COW_OPEN_RDONLY }, &img, err, sizeof(err)), -EREMOTE);
+	/* info without the chain is fine */
+	assert_int_equal(cow_open(P("b.ucow"), &(struct cow_open_opts){
+				  .flags = COW_OPEN_RDONLY | COW_OPEN_NOCHAIN }, &img, err,
+				  sizeof(err)), 0);
+	cow_close(img);
+	assert_int_equal(pending(lfd), 0);	/* nothing connected */
+
+	/* with consent, a connection is made (and fails the handshake: nobody answers) */
+	assert_int_not_equal(cow_open(P("b.ucow"), &(struct cow_open_opts){
+				      .flags = COW_OPEN_RDONLY | COW_OPEN_ALLOW_NETWORK,
+				      .net_timeout_ms = 300 }, &img, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, uri));
+	assert_true(pending(lfd) >= 1);
+	/* only raw content; read-write refused; a bad timeout refused */
+	assert_int_equal(cow_open(uri, &(struct cow_open_opts){ .fmt = COW_FMT_UCOW,
+				  .flags = COW_OPEN_RDONLY | COW_OPEN_ALLOW_NETWORK }, &img, err,
+				  sizeof(err)), -ENOTSUP);
+	assert_int_equal(cow_open(uri, &(struct cow_open_opts){ .fmt = COW_FMT_NONE,
+				  .flags = COW_OPEN_RDONLY | COW_OPEN_ALLOW_NETWORK }, &img, err,
+				  sizeof(err)), -ENOTSUP);
+	assert_int_equal(cow_open(uri, &(struct cow_open_opts){ .fmt = COW_FMT_RAW,
+				  .flags = COW_OPEN_ALLOW_NETWORK }, &img, err, sizeof(err)),
+			 -EROFS);
+	assert_int_equal(cow_open(uri, &(struct cow_open_opts){ .fmt = COW_FMT_RAW,
+				  .flags = COW_OPEN_RDONLY | COW_OPEN_ALLOW_NETWORK,
+				  .net_timeout_ms = COW_NET_TIMEOUT_MAX_MS + 1 }, &img, err,
+				  sizeof(err)), -EINVAL);
+	assert_int_equal(pending(lfd), 0);	/* none of those connected either */
+	close(lfd);
+	unlink(P("l.sock"));
+}
+
+static void test_hostile_names_with_consent(void **state)
+{
+	static const char *const bad[] = { "nbd+ssh://evil/x", "nbd+vsock://1:2",
+					   "nbd://h/a\tb", "nbds+ssh://h" };
+	struct cow_image *img;
+	(void)state;
+	assert_int_equal(cow_create(P("c.ucow"), &(struct cow_create_opts){ .size = 1 << 20 },
+				    err, sizeof(err)), 0);
+	assert_int_equal(cow_open(P("c.ucow"), &(struct cow_open_opts){
+				  .flags = COW_OPEN_NOCHAIN | COW_OPEN_ALLOW_NETWORK }, &img, err,
+				  sizeof(err)), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_true(cow_set_backing(img, bad[i], COW_FMT_RAW) < 0);
+	cow_close(img);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_name_is_uri),
+		cmocka_unit_test(test_uri_check),
+		cmocka_unit_test(test_backing_path),
+		cmocka_unit_test(test_refused_without_consent),
+		cmocka_unit_test(test_hostile_names_with_consent),
+	};
+	(void)pass_queue;	/* unit.h's pass-through backend: not needed here */
+	(void)pass_submit_wait;
+	return UNIT_RUN(tests);
+}
