@@ -107,6 +107,20 @@ for d in nbdkit-file nbdkit-memory; do
 	expect_ok "$UCOW" compare -q $A "$d/disk.img" local/disk.img
 done
 
+# ---- the nbdkit plugin serving an overlay whose base is on an NBD server ----
+P=$(dirname "$UCOW")/nbdkit-ucow-plugin.so
+# an ASan build of the plugin: nbdkit runs with the sanitizer runtimes preloaded (t_nbdkit.sh)
+san=$(ldd "$P" | awk '/lib(asan|ubsan)\.so/ { printf "%s%s", sep, $3; sep = ":" }')
+rm -f p.sock
+LD_PRELOAD="$san" ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+	run nbdkit -U "$PWD/p.sock" "$P" ov0.ucow readonly=true
+[ $st -ne 0 ] || fail "the plugin followed a network backing without consent"
+grep -q "network backing is not allowed" err || fail "the plugin's refusal: $(cat err)"
+LD_PRELOAD="$san" ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+	serve p.sock "$P" ov0.ucow readonly=true allow-network-backing=true
+expect_ok qemu-img compare -f raw -F raw "$(uri p.sock)" base.raw
+kill $spid
+
 # ---- opt-in: refused without the flag, and nothing connects ----
 $PY - listen.sock <<'PY' >listen.out 2>&1 &
 import socket, sys, os, time
