@@ -3,7 +3,8 @@
 # an NBD URI reads through libnbd: over nbdkit (file and memory plugins) on a Unix socket and
 # over qemu-nbd on 127.0.0.1, random histories of writes, zeroes, discards and reads give
 # exactly what the same history gives over the same base as a local file (randio.py checks
-# each against its model; the images are then compared with each other). The opt-in rule: a
+# each against its model; the images are then compared with each other), also from a server
+# that takes only aligned 4 KiB blocks up to 64 KiB a request. The opt-in rule: a
 # chain naming a URI is refused by every command without --allow-network-backing, and no
 # connection is attempted (a listening socket counts them); hostile URIs are refused even
 # with it. A server killed while a read waits: the read fails after --nbd-timeout (elapsed
@@ -39,14 +40,20 @@ freeport() {
 	$PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# the base: 6 MiB of random runs and holes
+# the base: 6 MiB of random runs, each of one byte or of bytes that change at every offset
+# (so that a read served from the wrong place shows), and holes
 $PY - "$SEED" <<'PY' || fail "making base.raw"
 import random, sys
 r = random.Random(int(sys.argv[1]))
 b = bytearray(6 << 20)
-for _ in range(40):
+for i in range(60):
     off, ln = r.randrange(0, len(b)), r.randint(1, 300000)
-    b[off:off + ln] = bytes([r.randint(1, 255)]) * len(b[off:off + ln])
+    ln = len(b[off:off + ln])
+    if i % 2:
+        b[off:off + ln] = bytes([r.randint(1, 255)]) * ln
+    else:
+        seq = bytes(r.randint(1, 255) for _ in range(251))
+        b[off:off + ln] = (seq * (ln // 251 + 1))[:ln]
 open("base.raw", "wb").write(b)
 PY
 
@@ -103,7 +110,12 @@ kill $qpid
 serve m.sock memory 6M
 nbdcopy base.raw "$(uri m.sock)" || fail "nbdcopy into the memory plugin"
 differ nbdkit-memory "$(uri m.sock)"
-for d in nbdkit-file nbdkit-memory; do
+# a server that takes only whole 4 KiB blocks, at most 64 KiB a request (and fails others):
+# reads are widened through a bounce buffer and cut
+serve b.sock --filter=blocksize-policy file base.raw blocksize-minimum=4096 \
+	blocksize-maximum=65536 blocksize-error-policy=error
+differ nbdkit-strict "$(uri b.sock)"
+for d in nbdkit-file nbdkit-memory nbdkit-strict; do
 	expect_ok "$UCOW" compare -q $A "$d/disk.img" local/disk.img
 done
 
@@ -207,7 +219,9 @@ base = open("base.raw", "rb").read()
 def pat(off):	# a pattern read of 4 KiB of the base at off, whatever byte is there
     b = base[off:off + 4096]
     return b[0] if b == bytes([b[0]]) * 4096 else None
-off = next(o for o in range(0, len(base), 4096) if pat(o) is not None and base[o] != 0)
+off = next((o for o in range(0, len(base), 4096) if pat(o) is not None and base[o] != 0), None)
+if off is None:
+    print("not ok: no 4 KiB block of one byte in the base (seed)"); sys.exit(1)
 p = subprocess.Popen([ucow, "io", "--allow-network-backing", "--nbd-timeout", "2", "ovk.ucow"],
                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 def cmd(c):
