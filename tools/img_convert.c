@@ -59,6 +59,12 @@ static const char convert_help[] =
 	"  -U, --force-share\n"
 	"                open SRC without a lock, even while another process writes it\n"
 	"                (then a warning says the copy may be inconsistent)\n"
+	"  --allow-network-backing\n"
+	"                follow a backing image on an NBD server (an\n"
+	"                nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC\n"
+	"                a read that needs that server fails after SEC\n"
+	"                seconds without it (default 30)\n"
 	"  -h, --help    this help\n";
 
 #define CONV_BUF (2u << 20)	/* bytes per request */

@@ -34,6 +34,11 @@ static const char map_help[] =
 	"                     data, offset)\n"
 	"  --start-offset=OFF start at byte OFF (default 0)\n"
 	"  --max-length=LEN   map at most LEN bytes (default: to the end)\n"
+	"  --allow-network-backing\n"
+	"                     follow a backing image on an NBD server (an\n"
+	"                     nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC  a read that needs that server fails after SEC\n"
+	"                     seconds without it (default 30)\n"
 	"  -h, --help         this help\n";
 
 struct mapper {

@@ -36,6 +36,12 @@ static const char measure_help[] =
 	"                open FILE without a lock, even while another process writes it\n"
 	"                (then a warning says the estimate may be off)\n"
 	"  --output=FMT  human (default) or json\n"
+	"  --allow-network-backing\n"
+	"                follow a backing image on an NBD server (an\n"
+	"                nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC\n"
+	"                a read that needs that server fails after SEC\n"
+	"                seconds without it (default 30)\n"
 	"  -h, --help    this help\n";
 
 /*
