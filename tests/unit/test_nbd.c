@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -195,6 +197,102 @@ static void test_hostile_names_with_consent(void **state)
 	cow_close(img);
 }
 
+/* nbdkit serving 1 MiB of memory on sock, in the foreground; its pid, or -1 without nbdkit */
+static pid_t nbdkit_start(const char *sock)
+{
+	pid_t pid;
+	unlink(sock);
+	if (system("command -v nbdkit >/dev/null 2>&1") != 0)
+		return -1;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) {
+		execlp("nbdkit", "nbdkit", "-f", "-U", sock, "memory", "1M", (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 200 && access(sock, F_OK); i++)
+		usleep(20000);
+	assert_int_equal(access(sock, F_OK), 0);
+	return pid;
+}
+
+static void nbdkit_kill(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+/* cow_net_stats through a connection's life: connected, lost (reads fail after the timeout,
+ * the state says since when), back (the same context reconnects). */
+static void test_stats_and_reconnect(void **state)
+{
+	char uri[600];
+	struct cow_net_stats ns;
+	struct cow_image *img;
+	struct cow_backend *be;
+	struct cow_ctx *ctx;
+	char *buf = malloc(65536);
+	pid_t pid = nbdkit_start(P("m.sock"));
+	(void)state;
+	if (pid < 0) {
+		free(buf);
+		skip();
+	}
+	snprintf(uri, sizeof(uri), "nbd+unix:///?socket=%s", P("m.sock"));
+	assert_int_equal(cow_open(uri, &(struct cow_open_opts){ .fmt = COW_FMT_RAW,
+				  .flags = COW_OPEN_RDONLY | COW_OPEN_ALLOW_NETWORK,
+				  .net_timeout_ms = 500 }, &img, err, sizeof(err)), 0);
+	assert_int_equal(cow_net_stats(img, &ns), 0);
+	assert_string_equal(ns.uri, uri);
+	assert_int_equal(ns.state, COW_NET_CONNECTED);
+	assert_int_equal(ns.connects, 1);
+	assert_int_equal(ns.timeout_ms, 500);
+	assert_int_equal(cow_backend_new("uring", 8, &be), 0);
+	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
+	assert_int_equal(cow_rw(ctx, COW_READ, buf, 65536, 4096, 0), 0);
+	assert_int_equal(cow_net_stats(img, &ns), 0);
+	assert_int_equal(ns.state, COW_NET_CONNECTED);
+	assert_int_equal(ns.connections, 1);
+	assert_int_equal(ns.reads, 1);
+	assert_int_equal(ns.read_bytes, 65536);
+	assert_int_equal(ns.failed_since, 0);
+
+	nbdkit_kill(pid);
+	assert_int_equal(cow_rw(ctx, COW_READ, buf, 4096, 0, 0), -EIO);
+	assert_int_equal(cow_backend_inflight(be), 0);	/* no poll left queued */
+	assert_int_equal(cow_net_stats(img, &ns), 0);
+	assert_true(ns.state == COW_NET_FAILED || ns.state == COW_NET_RECONNECTING);
+	assert_true(ns.failed_since > 0);
+	assert_int_equal(ns.disconnects, 1);
+	assert_true(ns.read_errors >= 1 && ns.timeouts >= 1);
+	assert_true(ns.connect_failures >= 1);
+	assert_non_null(strstr(ns.last_error, uri));
+	assert_int_equal(ns.connections, 0);
+
+	pid = nbdkit_start(P("m.sock"));
+	assert_int_equal(cow_rw(ctx, COW_READ, buf, 4096, 0, 0), 0);
+	assert_int_equal(cow_backend_inflight(be), 0);
+	assert_int_equal(cow_net_stats(img, &ns), 0);
+	assert_int_equal(ns.state, COW_NET_CONNECTED);
+	assert_int_equal(ns.failed_since, 0);
+	assert_int_equal(ns.connects, 2);
+	assert_int_equal(ns.reads, 2);
+	/* reads past the export's end: refused for the image itself (a base reads zeros) */
+	assert_int_equal(cow_rw(ctx, COW_READ, buf, 4096, (1 << 20) - 2048, 0), -EINVAL);
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
+	cow_close(img);
+	nbdkit_kill(pid);
+	free(buf);
+	unlink(P("m.sock"));
+	/* an image without a network backing has no such statistics */
+	assert_int_equal(cow_create(P("d.ucow"), &(struct cow_create_opts){ .size = 1 << 20 },
+				    err, sizeof(err)), 0);
+	assert_int_equal(cow_open(P("d.ucow"), NULL, &img, err, sizeof(err)), 0);
+	assert_int_equal(cow_net_stats(img, &ns), -ENOENT);
+	cow_close(img);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -203,6 +301,7 @@ int main(void)
 		cmocka_unit_test(test_backing_path),
 		cmocka_unit_test(test_refused_without_consent),
 		cmocka_unit_test(test_hostile_names_with_consent),
+		cmocka_unit_test(test_stats_and_reconnect),
 	};
 	(void)pass_queue;	/* unit.h's pass-through backend: not needed here */
 	(void)pass_submit_wait;
