@@ -381,6 +381,18 @@ static void sync_sock(struct nbd_conn *c)
 	c->sock_ev = ev;
 }
 
+/* Close the handle (its socket out of the epoll set first). */
+static void drop_handle(struct nbd_conn *c)
+{
+	if (c->sock >= 0)
+		epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->sock, NULL);
+	c->sock = -1;
+	c->sock_ev = 0;
+	if (c->h)
+		nbd_close(c->h);
+	c->h = NULL;
+}
+
 static int cmd_cb(void *user_data, int *error)
 {
 	struct nbd_cmd *cmd = user_data;
@@ -425,21 +437,17 @@ static void cmd_done(struct nbd_cmd *cmd, int res, struct nbd_cmd **done)
 
 /* The connection is gone or given up: closed; what was sent and not answered waits for the
  * next one (reads can be sent again) unless its deadline has passed. */
-static void conn_fail(struct nbd_conn *c, uint64_t now, const char *why, bool timeout,
+static void conn_fail(struct nbd_conn *c, uint64_t now, const char *why,
 		      struct nbd_cmd **done)
 {
 	struct nbd_src *src = c->src;
 	bool was_ready = c->state == NC_READY;
-	struct nbd_cmd *cmd, *back = NULL;
+	struct nbd_cmd *cmd;
 
 	set_err(src, "%s: %s", src->uri, why);
-	if (c->h) {
-		if (c->sock >= 0)
-			epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->sock, NULL);
-		c->sock = -1;
-		nbd_close(c->h);	/* no more writes into the buffers of what was sent */
-		c->h = NULL;
-	}
+	drop_handle(c);		/* no more writes into the buffers of what was sent */
+	/* c->sent is newest first: each pushed in front of the waiting ones, the oldest ends
+	 * first in line */
 	while ((cmd = c->sent)) {
 		c->sent = cmd->next;
 		if (cmd->answered && !cmd->res) {
@@ -452,20 +460,14 @@ static void conn_fail(struct nbd_conn *c, uint64_t now, const char *why, bool ti
 			cmd->bounce = NULL;
 			cmd->sent = cmd->answered = false;
 			cmd->res = 0;
-			cmd->next = back;
-			back = cmd;
+			cmd->next = c->wait_head;
+			c->wait_head = cmd;
+			if (!c->wait_tail)
+				c->wait_tail = cmd;
 		}
-	}
-	while ((cmd = back)) {		/* first in line again, in their order */
-		back = cmd->next;
-		cmd->next = c->wait_head;
-		c->wait_head = cmd;
-		if (!c->wait_tail)
-			c->wait_tail = cmd;
 	}
 	CNT(src, disconnects, was_ready);
 	CNT(src, connect_failures, !was_ready);
-	(void)timeout;
 	/* a connection that worked is tried again at once; failures back off */
 	c->backoff = was_ready && !c->lost ? 0 :
 		     c->backoff ? (c->backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : c->backoff * 2) :
@@ -479,12 +481,12 @@ static void conn_start(struct nbd_conn *c, uint64_t now, struct nbd_cmd **done)
 	char why[COW_ERRLEN];
 	c->connect_deadline = now + c->src->timeout_ms;
 	if (!(c->h = handle_new(why))) {
-		conn_fail(c, now, why, false, done);
+		conn_fail(c, now, why, done);
 		return;
 	}
 	set_state(c, NC_CONNECTING, c->lost);
 	if (nbd_aio_connect_uri(c->h, c->src->uri) == -1)
-		conn_fail(c, now, nbd_why(why, sizeof(why)), false, done);
+		conn_fail(c, now, nbd_why(why, sizeof(why)), done);
 }
 
 /* Send cmd on the ready connection. */
@@ -549,7 +551,7 @@ static void sweep(struct nbd_conn *c, struct nbd_cmd **done)
 		cmd_done(cmd, cmd->res ? -EIO : 0, done);
 	}
 	if (dead)
-		conn_fail(c, now_ms(), nbd_why(why, sizeof(why)), false, done);
+		conn_fail(c, now_ms(), nbd_why(why, sizeof(why)), done);
 }
 
 /* Everything that can move without waiting: connection state, deadlines, sending. */
@@ -564,17 +566,17 @@ static void step(struct nbd_conn *c, uint64_t now, struct nbd_cmd **done)
 			int r = server_props(c->h, c->src->size, &size, &c->min_block, &c->max_read,
 					     why);
 			if (r) {
-				conn_fail(c, now, why, false, done);
+				conn_fail(c, now, why, done);
 			} else {
 				CNT(c->src, connects, 1);
 				c->backoff = 0;
 				set_state(c, NC_READY, false);
 			}
 		} else if (nbd_aio_is_dead(c->h) == 1 || nbd_aio_is_closed(c->h) == 1) {
-			conn_fail(c, now, nbd_why(why, sizeof(why)), false, done);
+			conn_fail(c, now, nbd_why(why, sizeof(why)), done);
 		} else if (now >= c->connect_deadline) {
 			snprintf(why, sizeof(why), "no connection within %u ms", c->src->timeout_ms);
-			conn_fail(c, now, why, true, done);
+			conn_fail(c, now, why, done);
 		}
 	}
 	if (c->state == NC_READY)
@@ -584,7 +586,7 @@ static void step(struct nbd_conn *c, uint64_t now, struct nbd_cmd **done)
 			if (!cmd->answered && now >= cmd->deadline) {
 				snprintf(why, sizeof(why), "no answer within %u ms",
 					 c->src->timeout_ms);
-				conn_fail(c, now, why, true, done);
+				conn_fail(c, now, why, done);
 				break;
 			}
 	/* waiting reads past their deadline, or whose deadline comes before the next try */
@@ -604,9 +606,7 @@ static void step(struct nbd_conn *c, uint64_t now, struct nbd_cmd **done)
 		conn_start(c, now, done);
 	if (!c->wait_head && !c->sent && c->state == NC_CONNECTING) {
 		/* nobody waits for it any more: no poll may stay queued (see the invariant) */
-		nbd_close(c->h);
-		c->h = NULL;
-		sync_sock(c);
+		drop_handle(c);
 		set_state(c, c->lost ? NC_DOWN : NC_IDLE, c->lost);
 	}
 	while (c->state == NC_READY && (cmd = c->wait_head)) {
@@ -664,7 +664,7 @@ static void arm(struct nbd_conn *c, uint64_t now, struct nbd_cmd **done)
 		}
 		c->wait_tail = NULL;
 		if (c->sent)
-			conn_fail(c, now, "given up", false, done);
+			conn_fail(c, now, "given up", done);
 		while ((cmd = c->wait_head)) {
 			c->wait_head = cmd->next;
 			cmd_done(cmd, -EIO, done);
@@ -782,9 +782,7 @@ void nbd_ctx_fini(struct cow_ctx *ctx)
 	struct nbd_cmd *cmd;
 	if (!c)
 		return;
-	if (c->h)
-		nbd_close(c->h);
-	c->h = NULL;
+	drop_handle(c);
 	set_state(c, NC_IDLE, false);
 	/* no request is in flight when a context is freed: these lists are empty */
 	while ((cmd = c->wait_head)) {
