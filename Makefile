@@ -278,7 +278,7 @@ $(FUZZ_DIR)/libcowcore.a: $(FUZZ_COWOBJ)
 $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_DIR)/obj/tests/fuzz/fuzz_util.o \
 		$(FUZZ_DIR)/libcowcore.a
 	@[ "$(V)" != 0 ] || echo "  LD      $@"
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ -luring -laio -lz -lzstd -lpthread
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ -luring -laio -lz -lzstd -lnbd -lpthread
 
 # The seeds ucow cannot make (dirty images, side logs): built with gcc on libcowcore.a.
 $(FUZZ_DIR)/mkseed: tests/fuzz/mkseed.c tests/fuzz/fuzz_util.c tests/fuzz/fuzz_util.h \
