@@ -116,6 +116,12 @@ static int eng_open(struct ublk_dev *dev, int fmt)
 		else if (err[0] && ret == -EPERM && (flags & COW_OPEN_CONFINE))
 			snprintf(dev->err, sizeof(dev->err), "%s; add --allow-backing-outside if "
 				 "it is trusted", err);
+		else if (err[0] && ret == -EREMOTE && dev->recovering)
+			snprintf(dev->err, sizeof(dev->err), "%s (the device was added without "
+				 "--allow-network-backing)", err);
+		else if (err[0] && ret == -EREMOTE)
+			snprintf(dev->err, sizeof(dev->err), "%s (--allow-network-backing allows "
+				 "it)", err);
 		else if (err[0] && ret == -EMEDIUMTYPE && !dev->o.snapshot[0] && !dev->recovering)
 			snprintf(dev->err, sizeof(dev->err), "%s; use -t raw for a raw file", err);
 		else if (err[0])
