@@ -335,13 +335,16 @@ static int make_dst(struct conv *c, int ofmt, struct cow_create_opts *co)
 		co->size = c->size;
 		co->backing = c->bfile;
 		co->backing_fmt = c->bfmt;
+		co->open_flags = c->net.flags;
+		co->net_timeout_ms = c->net.timeout_ms;
 		rc = cow_create(c->tmp, co, err, COW_ERRLEN);
 		if (rc < 0) {
 			report(c->dst, c->tmp, rc, err);
 			return rc;
 		}
 	}
-	rc = cow_open(c->tmp, &(struct cow_open_opts){ .fmt = ofmt }, &c->di, err, COW_ERRLEN);
+	rc = cow_open(c->tmp, &(struct cow_open_opts){ .fmt = ofmt, .flags = c->net.flags,
+			.net_timeout_ms = c->net.timeout_ms }, &c->di, err, COW_ERRLEN);
 	if (rc < 0)
 		report(c->dst, c->tmp, rc, err);
 	return rc;
@@ -376,7 +379,8 @@ static int open_existing(struct conv *c, int ofmt)
 	if (ofmt == COW_FMT_NONE) {
 		/* no -O: raw, but a file that is an image is not overwritten as raw bytes */
 		rc = cow_open(c->dst, &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY |
-				COW_OPEN_SHARE }, &c->di, err, COW_ERRLEN);
+				COW_OPEN_SHARE | c->net.flags, .net_timeout_ms = c->net.timeout_ms },
+				&c->di, err, COW_ERRLEN);
 		if (rc == 0) {
 			cow_close(c->di);
 			c->di = NULL;
@@ -386,7 +390,8 @@ static int open_existing(struct conv *c, int ofmt)
 		}
 		ofmt = COW_FMT_RAW;
 	}
-	rc = cow_open(c->dst, &(struct cow_open_opts){ .fmt = ofmt }, &c->di, err, COW_ERRLEN);
+	rc = cow_open(c->dst, &(struct cow_open_opts){ .fmt = ofmt, .flags = c->net.flags,
+			.net_timeout_ms = c->net.timeout_ms }, &c->di, err, COW_ERRLEN);
 	if (rc == -ENOENT) {
 		ucow_err("%s: does not exist (-n writes into an existing image)", c->dst);
 		return rc;

@@ -75,6 +75,17 @@ expect_ok "$UCOW" info --backing-chain $A ov0.ucow
 grep -q "^image: nbd+unix:///?socket=$PWD/f.sock$" out || fail "the chain does not show the URI"
 expect_ok "$UCOW" compare $A ov0.ucow base.raw -F raw
 expect_ok "$UCOW" compare $A "$U" -f raw base.raw -F raw
+# convert -B and a safe rebase onto the URI keep the content; commit into it is refused
+expect_ok "$UCOW" io $A -c "write -P 0x17 1M 96k" -c "write -z 3M 4k" ov0.ucow
+expect_ok "$UCOW" convert $A -O ucow -B "$U" -F raw ov0.ucow cv.ucow
+expect_ok "$UCOW" compare $A ov0.ucow cv.ucow
+expect_ok "$UCOW" create -q -f ucow -b base.raw -F raw rb.ucow
+expect_ok "$UCOW" io -c "write -P 0x29 5M 8k" rb.ucow
+expect_ok "$UCOW" convert -O raw rb.ucow rb-before.raw
+expect_ok "$UCOW" rebase $A -b "$U" -F raw rb.ucow
+expect_ok "$UCOW" compare $A rb.ucow rb-before.raw -F raw
+expect_err 1 "rb.ucow: cannot commit into 'nbd\+unix:.*': an image on an NBD server is read-only" \
+	"$UCOW" commit $A rb.ucow
 
 # ---- differential: the same random history over NBD and over the local file ----
 dirs=""
