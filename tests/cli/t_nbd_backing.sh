@@ -76,9 +76,10 @@ grep -q "^image: nbd+unix:///?socket=$PWD/f.sock$" out || fail "the chain does n
 expect_ok "$UCOW" compare $A ov0.ucow base.raw -F raw
 expect_ok "$UCOW" compare $A "$U" -f raw base.raw -F raw
 # convert -B and a safe rebase onto the URI keep the content; commit into it is refused
-expect_ok "$UCOW" io $A -c "write -P 0x17 1M 96k" -c "write -z 3M 4k" ov0.ucow
-expect_ok "$UCOW" convert $A -O ucow -B "$U" -F raw ov0.ucow cv.ucow
-expect_ok "$UCOW" compare $A ov0.ucow cv.ucow
+expect_ok "$UCOW" create -q -f ucow -b "$U" -F raw $A ov1.ucow
+expect_ok "$UCOW" io $A -c "write -P 0x17 1M 96k" -c "write -z 3M 4k" ov1.ucow
+expect_ok "$UCOW" convert $A -O ucow -B "$U" -F raw ov1.ucow cv.ucow
+expect_ok "$UCOW" compare $A ov1.ucow cv.ucow
 expect_ok "$UCOW" create -q -f ucow -b base.raw -F raw rb.ucow
 expect_ok "$UCOW" io -c "write -P 0x29 5M 8k" rb.ucow
 expect_ok "$UCOW" convert -O raw rb.ucow rb-before.raw
