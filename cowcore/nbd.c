@@ -233,6 +233,12 @@ static int server_props(struct nbd_handle *h, uint64_t want, uint64_t *size, uin
 			 "of two up to 64 KiB expected)", (long long)mn);
 		return -EPROTO;
 	}
+	if ((uint64_t)s & (uint64_t)(mn - 1)) {
+		/* its last block could not be read (the protocol says it should not happen) */
+		snprintf(why, COW_ERRLEN, "the server gives an export size of %lld bytes, not a "
+			 "multiple of its minimum block size %lld", (long long)s, (long long)mn);
+		return -EPROTO;
+	}
 	if (mx <= 0 || mx > NBD_MAX_READ)
 		mx = NBD_MAX_READ;
 	if (mx < mn) {
@@ -497,9 +503,7 @@ static void cmd_send(struct nbd_conn *c, struct nbd_cmd *cmd, uint64_t now, stru
 	char *buf = cmd->dst;
 
 	cmd->aoff = cmd->off & ~(m - 1);
-	end = (end + m - 1) & ~(m - 1);
-	if (end > c->src->size)
-		end = c->src->size;
+	end = (end + m - 1) & ~(m - 1);	/* within the size: a multiple of m (server_props) */
 	cmd->alen = (uint32_t)(end - cmd->aoff);
 	if (cmd->alen > c->max_read) {
 		set_err(c->src, "%s: the server's maximum block size shrank to %u bytes",

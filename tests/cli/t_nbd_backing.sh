@@ -127,6 +127,12 @@ differ nbdkit-memory "$(uri m.sock)"
 serve b.sock --filter=blocksize-policy file base.raw blocksize-minimum=4096 \
 	blocksize-maximum=65536 blocksize-error-policy=error
 differ nbdkit-strict "$(uri b.sock)"
+# what a server says is checked: an export size its own minimum block size does not divide
+head -c 1000000 base.raw >odd.raw
+serve o.sock --filter=blocksize-policy file odd.raw blocksize-minimum=4096 \
+	blocksize-error-policy=error
+expect_err 1 "o.sock: the server gives an export size of 1000000 bytes, not a multiple of its minimum block size 4096" \
+	"$UCOW" io $A -f raw -r -c "read 0 4k" "$(uri o.sock)"
 for d in nbdkit-file nbdkit-memory nbdkit-strict; do
 	expect_ok "$UCOW" compare -q $A "$d/disk.img" local/disk.img
 done
