@@ -496,7 +496,7 @@ static void conn_start(struct nbd_conn *c, uint64_t now, struct nbd_cmd **done)
 }
 
 /* Send cmd on the ready connection. */
-static void cmd_send(struct nbd_conn *c, struct nbd_cmd *cmd, uint64_t now, struct nbd_cmd **done)
+static void cmd_send(struct nbd_conn *c, struct nbd_cmd *cmd, struct nbd_cmd **done)
 {
 	uint64_t m = c->min_block, end = cmd->off + cmd->len;
 	char why[COW_ERRLEN];
@@ -533,7 +533,6 @@ static void cmd_send(struct nbd_conn *c, struct nbd_cmd *cmd, uint64_t now, stru
 		if (nbd_aio_is_dead(c->h) != 1 && nbd_aio_is_closed(c->h) != 1)
 			set_err(c->src, "%s: %s", c->src->uri, nbd_why(why, sizeof(why)));
 	}
-	(void)now;
 }
 
 /* Move answered commands off the sent list: done, or (connection dead) left for
@@ -617,7 +616,7 @@ static void step(struct nbd_conn *c, uint64_t now, struct nbd_cmd **done)
 		c->wait_head = cmd->next;
 		if (!c->wait_head)
 			c->wait_tail = NULL;
-		cmd_send(c, cmd, now, done);
+		cmd_send(c, cmd, done);
 	}
 	if (c->state == NC_READY)
 		sweep(c, done);		/* refused at once */
