@@ -999,7 +999,8 @@ int cow_backing_reopen(struct cow_image *img, int writable, char *err, size_t er
 		goto out;
 	}
 	r = cow_open_depth(old->path, old->fmt, (writable ? 0 : COW_OPEN_RDONLY) |
-			   (img->open_flags & COW_OPEN_DIRECT), &nb, msg, 1, NULL, -1, 0);
+			   (img->open_flags & (COW_OPEN_DIRECT | COW_OPEN_ALLOW_NETWORK)), &nb, msg,
+			   1, NULL, -1, img->net_timeout_ms);
 	if (!r && (r = eng_rebind_backing(img, nb)))
 		snprintf(msg, sizeof(msg), "%s: %s", old->path, strerror(-r));
 	if (r) {

@@ -293,6 +293,40 @@ static void test_stats_and_reconnect(void **state)
 	cow_close(img);
 }
 
+/* cow_backing_reopen (an online commit) with a network base: the image over it is reopened
+ * read-write with its chain (the consent and timeout follow); the base itself refuses. */
+static void test_backing_reopen(void **state)
+{
+	char uri[600];
+	struct cow_image *img, *mid;
+	pid_t pid = nbdkit_start(P("r.sock"));
+	(void)state;
+	if (pid < 0)
+		skip();
+	snprintf(uri, sizeof(uri), "nbd+unix:///?socket=%s", P("r.sock"));
+	unlink(P("mid.ucow"));
+	unlink(P("top.ucow"));
+	assert_int_equal(cow_create(P("mid.ucow"), &(struct cow_create_opts){ .backing = uri,
+				    .backing_fmt = COW_FMT_RAW, .open_flags = COW_OPEN_ALLOW_NETWORK },
+				    err, sizeof(err)), 0);
+	assert_int_equal(cow_create(P("top.ucow"), &(struct cow_create_opts){ .backing = "mid.ucow",
+				    .backing_fmt = COW_FMT_UCOW, .open_flags = COW_OPEN_ALLOW_NETWORK },
+				    err, sizeof(err)), 0);
+	assert_int_equal(cow_open(P("top.ucow"), &(struct cow_open_opts){
+				  .flags = COW_OPEN_ALLOW_NETWORK, .net_timeout_ms = 700 }, &img, err,
+				  sizeof(err)), 0);
+	assert_int_equal(cow_backing_reopen(img, 1, err, sizeof(err)), 0);
+	mid = cow_backing_image(img);
+	assert_false(mid->read_only);
+	assert_int_equal(mid->backing->net_timeout_ms, 700);
+	assert_int_equal(cow_backing_reopen(img, 0, err, sizeof(err)), 0);
+	assert_int_equal(cow_backing_reopen(cow_backing_image(img), 1, err, sizeof(err)), -EROFS);
+	assert_non_null(strstr(err, "an image on an NBD server is read-only"));
+	assert_int_equal(cow_close(img), 0);
+	nbdkit_kill(pid);
+	unlink(P("r.sock"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -302,6 +336,7 @@ int main(void)
 		cmocka_unit_test(test_refused_without_consent),
 		cmocka_unit_test(test_hostile_names_with_consent),
 		cmocka_unit_test(test_stats_and_reconnect),
+		cmocka_unit_test(test_backing_reopen),
 	};
 	(void)pass_queue;	/* unit.h's pass-through backend: not needed here */
 	(void)pass_submit_wait;
