@@ -85,6 +85,11 @@ expect_ok "$UCOW" io -c "write -P 0x29 5M 8k" rb.ucow
 expect_ok "$UCOW" convert -O raw rb.ucow rb-before.raw
 expect_ok "$UCOW" rebase $A -b "$U" -F raw rb.ucow
 expect_ok "$UCOW" compare $A rb.ucow rb-before.raw -F raw
+expect_ok "$UCOW" snapshot $A -c s1 ov1.ucow
+expect_ok "$UCOW" resize -q $A ov1.ucow 8M
+expect_ok "$UCOW" io $A -r -c "read -P 0x17 1M 96k" -c "read -P 0 7M 1M" ov1.ucow
+expect_ok "$UCOW" convert $A -l s1 -O raw ov1.ucow s1.raw
+expect_ok "$UCOW" compare $A cv.ucow s1.raw -F raw
 expect_err 1 "rb.ucow: cannot commit into 'nbd\+unix:.*': an image on an NBD server is read-only" \
 	"$UCOW" commit $A rb.ucow
 
@@ -173,7 +178,7 @@ expect_ok "$UCOW" create -q -f ucow crafted.ucow 6M
 expect_err 1 "crafted.ucow: its backing image .* is on the network; network backing is not allowed" \
 	"$UCOW" rebase -u -b "$L" -F raw crafted.ucow
 expect_ok "$UCOW" rebase -u -b "$L" -F raw $A crafted.ucow	# names it; connects nowhere
-for c in io io-r convert compare map info check measure commit rebase bench; do
+for c in io io-r convert compare map info check measure commit rebase bench snapshot resize; do
 	case $c in
 	io) run "$UCOW" io -c "read 0 4k" crafted.ucow ;;
 	io-r) run "$UCOW" io -r -c "read 0 4k" crafted.ucow ;;
@@ -183,6 +188,8 @@ for c in io io-r convert compare map info check measure commit rebase bench; do
 	measure) run "$UCOW" measure -O ucow crafted.ucow ;;
 	rebase) run "$UCOW" rebase -b base.raw -F raw crafted.ucow ;;
 	bench) run "$UCOW" bench -c 10 crafted.ucow ;;
+	snapshot) run "$UCOW" snapshot -c s1 crafted.ucow ;;
+	resize) run "$UCOW" resize crafted.ucow 7M ;;
 	*) run "$UCOW" $c crafted.ucow ;;
 	esac
 	[ $st -ne 0 ] || fail "'ucow $c' on an image naming a URI succeeded without $A"
