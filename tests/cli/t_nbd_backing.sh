@@ -311,4 +311,6 @@ expect_err 1 "bad4.conf:1: invalid nbd-timeout '-1'" \
 expect_err 1 "bad5.conf:1: not 'key = value'" \
 	env UCOW_SETTINGS=$PWD/bad5.conf "$UCOW" dev add ov0.ucow
 expect_err 1 "invalid --nbd-timeout 'x'" "$UCOW" io --nbd-timeout x -c length ov0.ucow
+expect_err 1 "dev add: invalid --nbd-timeout '0'" "$UCOW" dev add --nbd-timeout 0 ov0.ucow
+expect_err 1 "dev serve: the name 'ucow' is reserved" "$UCOW" dev serve --config-dir "$PWD" ucow
 ok "done"
