@@ -8,7 +8,7 @@ SANITIZE ?=
 WARN     := -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation -Wshadow -Wmissing-prototypes
 CPPFLAGS += -D_GNU_SOURCE -Icowcore -Iublk -Itools
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) $(SANITIZE) -MMD -MP -pthread -fno-strict-aliasing
-LDLIBS   := -luring -laio -lz -lzstd -ljson-c -lpthread
+LDLIBS   := -luring -laio -lz -lzstd -lnbd -ljson-c -lpthread
 V ?= 0
 ifeq ($(V),0)
 Q := @
@@ -66,7 +66,7 @@ $(BUILD)/libcowcore.so.1: $(COWCORE_PIC) cowcore/libcowcore.map
 	@[ "$(V)" != 0 ] || echo "  LD      $@"
 	$(Q)$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,libcowcore.so.1 \
 		-Wl,--version-script=cowcore/libcowcore.map -Wl,-z,defs $(LDFLAGS) -o $@ $(COWCORE_PIC) \
-		-luring -laio -lz -lzstd -lpthread
+		-luring -laio -lz -lzstd -lnbd -lpthread
 	$(Q)ln -sf libcowcore.so.1 $(BUILD)/libcowcore.so
 
 # A program that knows only the public header and the shared library (tests/so/run.sh).
@@ -84,7 +84,7 @@ $(BUILD)/nbdkit-ucow-plugin.so: tools/nbdkit/nbdkit-ucow-plugin.c tools/nbdkit/p
 	@[ "$(V)" != 0 ] || echo "  LD      $@"
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fPIC -shared -DUCOW_PLUGIN_VERSION='"$(VERSION)"' \
 		-Wl,--version-script=tools/nbdkit/plugin.map $(LDFLAGS) -o $@ $< \
-		$(COWCORE_PIC) -luring -laio -lz -lzstd -lpthread
+		$(COWCORE_PIC) -luring -laio -lz -lzstd -lnbd -lpthread
 
 $(BUILD)/libublk.a: $(UBLK_OBJ)
 	$(Q)rm -f $@; ar rcs $@ $^
@@ -278,7 +278,7 @@ $(FUZZ_DIR)/libcowcore.a: $(FUZZ_COWOBJ)
 $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_DIR)/obj/tests/fuzz/fuzz_util.o \
 		$(FUZZ_DIR)/libcowcore.a
 	@[ "$(V)" != 0 ] || echo "  LD      $@"
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ -luring -laio -lz -lzstd -lpthread
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ -luring -laio -lz -lzstd -lnbd -lpthread
 
 # The seeds ucow cannot make (dirty images, side logs): built with gcc on libcowcore.a.
 $(FUZZ_DIR)/mkseed: tests/fuzz/mkseed.c tests/fuzz/fuzz_util.c tests/fuzz/fuzz_util.h \

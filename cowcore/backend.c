@@ -9,8 +9,10 @@
 #include <fcntl.h>
 #include <libaio.h>
 #include <liburing.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cowcore.h"
@@ -38,6 +40,16 @@ static int io_do_sync(struct cow_io *io)
 	case COW_IO_ZERO_RANGE:
 		r = fallocate(io->fd, ZERO_MODE, io->off, io->len);
 		break;
+	case COW_IO_POLL: {
+		/* waits: the engine arms a poll only with a timer in the set it polls */
+		struct pollfd pfd = { .fd = io->fd, .events = (short)io->len };
+		do
+			r = poll(&pfd, 1, -1);
+		while (r < 0 && errno == EINTR);
+		if (r >= 0)
+			r = pfd.revents;
+		break;
+	}
 	default:
 		return -EINVAL;
 	}
@@ -127,6 +139,9 @@ static int uring_queue(struct cow_backend *be, struct cow_io *io)
 	case COW_IO_ZERO_RANGE:
 		io_uring_prep_fallocate(sqe, io->fd, ZERO_MODE, io->off, io->len);
 		break;
+	case COW_IO_POLL:
+		io_uring_prep_poll_add(sqe, io->fd, io->len);
+		break;
 	default:
 		return -EINVAL;
 	}
@@ -191,6 +206,8 @@ struct aio_be {
 	unsigned depth, submitted;
 	struct cow_io *head, *tail;	/* queued, not yet submitted */
 	struct cow_io *done_head;	/* completed synchronously (fsync, fallocate) */
+	struct cow_io *polls;		/* COW_IO_POLL: poll(2)ed in submit_wait */
+	unsigned npolls;
 	struct iocb *iocbs;
 	struct iocb **iocbp;
 	struct io_event *events;
@@ -200,6 +217,12 @@ static int aio_queue(struct cow_backend *be, struct cow_io *io)
 {
 	struct aio_be *a = (struct aio_be *)be;
 	be->inflight++;
+	if (io->op == COW_IO_POLL) {
+		io->next = a->polls;
+		a->polls = io;
+		a->npolls++;
+		return 0;
+	}
 	if (io->op != COW_IO_READ && io->op != COW_IO_WRITE) {
 		/* libaio has no fallocate, and fsync support depends on the file system */
 		io->len = (uint32_t)io_do_sync(io);	/* result parked in len; see below */
@@ -213,6 +236,55 @@ static int aio_queue(struct cow_backend *be, struct cow_io *io)
 	else
 		a->head = io;
 	a->tail = io;
+	return 0;
+}
+
+/* The queued polls, waiting up to timeout ms (-1: no bound) for one: completions run. */
+static int aio_run_polls(struct aio_be *a, int timeout, unsigned *got)
+{
+	struct pollfd pfd[64];
+	struct cow_io *io, *ready = NULL, **pp;
+	unsigned n = 0;
+	int r;
+	for (io = a->polls; io && n < 64; io = io->next, n++)
+		pfd[n] = (struct pollfd){ .fd = io->fd, .events = (short)io->len };
+	r = poll(pfd, n, timeout);
+	if (r < 0)
+		return errno == EINTR ? 0 : -errno;
+	if (!r)
+		return 0;
+	n = 0;
+	for (pp = &a->polls; (io = *pp) && n < 64; n++) {
+		if (pfd[n].revents) {
+			*pp = io->next;
+			io->len = (uint32_t)pfd[n].revents;	/* the result, as done_head does */
+			io->next = ready;
+			ready = io;
+			a->npolls--;
+		} else {
+			pp = &io->next;
+		}
+	}
+	while ((io = ready)) {
+		ready = io->next;
+		(*got)++;
+		io_finish(&a->be, io, (int)io->len);
+	}
+	return 0;
+}
+
+static int aio_reap(struct aio_be *a, unsigned want, struct timespec *ts, unsigned *got)
+{
+	int n = io_getevents(a->aioctx, want, a->depth, a->events, ts);
+	if (n < 0)
+		return n == -EINTR ? 0 : n;
+	for (int i = 0; i < n; i++) {
+		struct cow_io *io = a->events[i].data;
+		long res = (long)a->events[i].res;
+		a->submitted--;
+		(*got)++;
+		io_finish(&a->be, io, (int)res);
+	}
 	return 0;
 }
 
@@ -248,6 +320,23 @@ static int aio_submit_wait(struct cow_backend *be, unsigned min)
 		a->submitted += n;
 		if ((unsigned)r < n)
 			return -EIO;
+	}
+	if (a->polls) {
+		/* polls and kernel AIO together: look at each in turn, sleeping in poll(2)
+		 * (1 ms at a time while AIO is in flight) until min have completed */
+		struct timespec zero = { 0, 0 };
+		int r = 0;
+		while (!r && (a->polls || a->submitted)) {
+			if (a->submitted)
+				r = aio_reap(a, 0, &zero, &got);
+			if (r || got >= min)
+				break;
+			if (a->polls)
+				r = aio_run_polls(a, a->submitted ? 1 : -1, &got);
+			if (got >= min)
+				break;
+		}
+		return r;
 	}
 	if (!a->submitted)
 		return 0;

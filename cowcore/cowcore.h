@@ -44,7 +44,10 @@ struct cow_create_opts {
 	int backing_fmt;	/* required with backing: COW_FMT_RAW or COW_FMT_UCOW */
 	uint32_t prealloc;	/* COW_PREALLOC_*: what is allocated at once (qemu-img's
 				 * preallocation=) */
-	uint32_t reserved[7];	/* zero (room for later options) */
+	uint32_t open_flags;	/* COW_OPEN_ALLOW_NETWORK: backing may be a network URI
+				 * (connected to for its size); else such a name is refused */
+	uint32_t net_timeout_ms;	/* as in cow_open_opts */
+	uint32_t reserved[5];	/* zero (room for later options) */
 };
 /*
  * Preallocation (cow_create_opts.prealloc), qemu-img's meanings: OFF allocates nothing;
@@ -89,6 +92,14 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err, siz
 				 * read-only open does), possibly half way through a change of
 				 * the writer's: for looking at, not for a consistent copy. See
 				 * cow_writer_active. Nothing is ever written. */
+#define COW_OPEN_ALLOW_NETWORK 0x80	/* a backing name that is a network URI (nbd://,
+				 * nbds://, nbd+unix://, nbds+unix://) may be followed: the
+				 * engine connects to that server (libnbd), each context on a
+				 * connection of its own. Without it such an image is refused
+				 * with -EREMOTE before anything connects: an image from
+				 * others must not make the host reach out to the network (or
+				 * to a local socket). The URI itself may also be opened
+				 * (read-only, raw content) with this flag. */
 
 struct cow_open_opts {
 	int fmt;		/* COW_FMT_*; COW_FMT_NONE probes for the ucow magic, and raw is
@@ -107,8 +118,16 @@ struct cow_open_opts {
 	 * there. The caller deletes the file after a clean cow_close.
 	 */
 	int sidelog_fd;
-	uint32_t reserved[8];	/* zero (room for later options) */
+	/*
+	 * With COW_OPEN_ALLOW_NETWORK: how long, in milliseconds, a read that needs a network
+	 * backing server waits for it (connecting, reconnecting, or its answer) before it fails
+	 * with -EIO; also the bound of the connection made at open. 0: COW_NET_TIMEOUT_MS.
+	 */
+	uint32_t net_timeout_ms;
+	uint32_t reserved[7];	/* zero (room for later options) */
 };
+#define COW_NET_TIMEOUT_MS 30000u
+#define COW_NET_TIMEOUT_MAX_MS 3600000u	/* an hour: more is refused (-EINVAL) */
 
 struct cow_image;
 
@@ -364,7 +383,15 @@ int cow_resize(struct cow_image *img, uint64_t new_size, unsigned flags);
 /* ---- I/O backends ------------------------------------------------------------------------ */
 
 /* One I/O the engine asks a backend to do. */
-enum cow_io_op { COW_IO_READ, COW_IO_WRITE, COW_IO_FSYNC, COW_IO_PUNCH, COW_IO_ZERO_RANGE };
+/*
+ * COW_IO_POLL waits until fd is ready for the poll(2) events in len (one-shot, like
+ * IORING_OP_POLL_ADD): res is the revents mask. The engine uses it for the socket of a
+ * network backing image (an epoll descriptor that also holds a timer), so that its
+ * replies are read from the loop that drives the backend. A backend that does not know
+ * it refuses it from queue (-EINVAL): network backing images then fail their reads.
+ */
+enum cow_io_op { COW_IO_READ, COW_IO_WRITE, COW_IO_FSYNC, COW_IO_PUNCH, COW_IO_ZERO_RANGE,
+		 COW_IO_POLL };
 struct cow_io {
 	uint8_t op;
 	int fd;
@@ -485,6 +512,39 @@ struct cow_compress_info {
 };
 void cow_get_compress_info(struct cow_image *img, struct cow_compress_info *ci);
 
+/*
+ * A network backing image of img's chain (the first one, from the top): its URI and the
+ * state of its connections (each context has its own). 0, or -ENOENT when the chain has
+ * none. Safe while I/O runs.
+ */
+enum cow_net_state {
+	COW_NET_IDLE = 0,	/* no connection open (none needed yet) */
+	COW_NET_CONNECTED = 1,	/* connected, and no connection is lost */
+	COW_NET_CONNECTING = 2,	/* a first connection is being made */
+	COW_NET_RECONNECTING = 3,	/* a connection was lost; a new one is being made */
+	COW_NET_FAILED = 4,	/* a connection was lost and is not back; reads that need it
+				 * fail, the next one after a back-off tries again */
+};
+const char *cow_net_state_name(int state);	/* "idle", "connected", ... */
+struct cow_net_stats {
+	const char *uri;		/* as the image names it */
+	int state;			/* enum cow_net_state */
+	uint64_t failed_since;		/* state FAILED or RECONNECTING: since when (Unix time,
+					 * milliseconds); else 0 */
+	uint32_t connections;		/* open and ready now */
+	uint32_t timeout_ms;
+	uint64_t reads, read_bytes;	/* commands sent and answered */
+	uint64_t read_errors;		/* reads that failed (server errors, lost connections,
+					 * timeouts) */
+	uint64_t timeouts;		/* of those: no answer or connection within the timeout */
+	uint64_t connects;		/* connections made (the open's included) */
+	uint64_t connect_failures;	/* attempts that failed */
+	uint64_t disconnects;		/* ready connections lost */
+	char last_error[COW_ERRLEN];	/* the last failure, one line; "" none */
+	uint32_t reserved[8];		/* set to zero by the engine */
+};
+int cow_net_stats(struct cow_image *img, struct cow_net_stats *st);
+
 /* ---- utilities shared by tools ----------------------------------------------------------- */
 /* Parse "512", "4k", "1M", "2G", "1T" (binary units). -EINVAL / -ERANGE. */
 int cow_parse_size(const char *s, uint64_t *out);
@@ -495,5 +555,12 @@ int cow_parse_size(const char *s, uint64_t *out);
  */
 #define COW_PATH_MAX 4096
 int cow_backing_path(const char *image, const char *name, char *out, size_t outlen);
+/*
+ * Whether a backing name is a network URI (its scheme one of nbd, nbds, nbd+unix,
+ * nbds+unix, nbd+vsock, nbds+vsock, nbd+ssh, nbds+ssh, followed by "://"; the last four
+ * are refused when opened): such a name is never taken from the image's folder
+ * (cow_backing_path gives it as it is) and is opened only with COW_OPEN_ALLOW_NETWORK.
+ */
+bool cow_name_is_uri(const char *name);
 
 #endif

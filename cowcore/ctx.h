@@ -45,6 +45,8 @@ struct cow_ctx {
 					 * first word) */
 	unsigned nfree_bufs;
 	struct chunk_op *free_ops;	/* chunk ops for reuse (engine.c owns them) */
+	struct nbd_conn *nbd;		/* nbd.c: this thread's connection, for an image on an
+					 * NBD server */
 	int efd;			/* readable when ready is not empty */
 	pthread_mutex_t rlock;
 	struct waiter *ready;		/* work handed over by other threads */

@@ -1066,6 +1066,11 @@ void cow_submit(struct cow_ctx *ctx, struct cow_req *req)
 		req_put(req, 0);
 		return;
 	}
+	if (img->nbd && req->op == COW_READ) {
+		nbd_read(ctx, req);	/* an image on an NBD server (read-only, like a base) */
+		req_put(req, 0);
+		return;
+	}
 	if (img->fmt == COW_FMT_RAW) {
 		submit_raw(ctx, req);
 		req_put(req, 0);
@@ -1093,6 +1098,8 @@ int cow_ctx_new(struct cow_image *img, struct cow_backend *be, struct cow_ctx **
 	if (!ctx)
 		return -ENOMEM;
 	r = ctx_init(ctx, img, be);
+	if (!r && img->nbd)
+		r = nbd_ctx_init(ctx);
 	if (!r && img->backing)
 		r = cow_ctx_new(img->backing, be, &ctx->backing);
 	if (r) {
@@ -1119,6 +1126,7 @@ void cow_ctx_free(struct cow_ctx *ctx)
 		}
 	pthread_mutex_unlock(&ctx->img->lock);
 	cow_ctx_free(ctx->backing);
+	nbd_ctx_fini(ctx);
 	while (ctx->free_ops) {
 		struct chunk_op *op = ctx->free_ops;
 		ctx->free_ops = op->fnext;

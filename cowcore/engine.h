@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* cowcore internals, layer 5: what the request engine (engine.c) offers the layers above
- * besides the public API. Below: commit.h. */
+ * besides the public API. Below: nbd.h (and commit.h under it). */
 #ifndef COWCORE_ENGINE_H
 #define COWCORE_ENGINE_H
 
-#include "commit.h"
+#include "nbd.h"
 
 /*
  * Every context on img moves to nb, img's reopened backing image: each gets a new backing

@@ -27,7 +27,8 @@ struct chain_link {
 };
 
 static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
-			  char *err, int depth, const struct chain_link *up, int sidelog_fd);
+			  char *err, int depth, const struct chain_link *up, int sidelog_fd,
+			  uint32_t net_ms);
 
 static bool all_zero(const uint32_t *v, size_t n)
 {
@@ -118,6 +119,16 @@ static int create_image(const char *path, const struct cow_create_opts *o, char 
 				 "(-F raw|ucow|qcow2)", path);
 			return -EINVAL;
 		}
+		if (cow_name_is_uri(o->backing) && !(o->open_flags & COW_OPEN_ALLOW_NETWORK)) {
+			snprintf(err, COW_ERRLEN, "%s: its backing image '%s' is on the network; "
+				 "network backing is not allowed", path, o->backing);
+			return -EREMOTE;
+		}
+		if ((o->open_flags & ~COW_OPEN_ALLOW_NETWORK) ||
+		    o->net_timeout_ms > COW_NET_TIMEOUT_MAX_MS) {
+			snprintf(err, COW_ERRLEN, "%s: unknown create options", path);
+			return -EINVAL;
+		}
 		if (strlen(o->backing) > UCOW_BACKING_NAME_MAX) {
 			snprintf(err, COW_ERRLEN, "%s: backing file name longer than %d bytes", path,
 				 UCOW_BACKING_NAME_MAX);
@@ -126,7 +137,9 @@ static int create_image(const char *path, const struct cow_create_opts *o, char 
 		/* resolve relative to the new image's folder, as open will */
 		r = cow_backing_path(path, o->backing, full, sizeof(full));
 		if (!r)
-			r = cow_open_depth(full, o->backing_fmt, COW_OPEN_RDONLY, &b, err, 0, NULL, -1);
+			r = cow_open_depth(full, o->backing_fmt, COW_OPEN_RDONLY |
+					   (o->open_flags & COW_OPEN_ALLOW_NETWORK), &b, err, 0,
+					   NULL, -1, o->net_timeout_ms);
 		else
 			snprintf(err, COW_ERRLEN, "%s: backing file name too long", path);
 		if (r)
@@ -317,6 +330,21 @@ static int vet_backing(struct cow_image *img, const char *name, const struct cha
 {
 	struct stat st;
 	int r;
+	if (cow_name_is_uri(name)) {
+		/* a hostile image must not make the host connect anywhere: asked for first */
+		char why[COW_ERRLEN];
+		if (!(img->open_flags & COW_OPEN_ALLOW_NETWORK)) {
+			snprintf(err, COW_ERRLEN, "%s: its backing image '%s' is on the network; "
+				 "network backing is not allowed", img->path, name);
+			return -EREMOTE;
+		}
+		if ((r = nbd_uri_check(name, why))) {
+			snprintf(err, COW_ERRLEN, "%s: backing '%s': %s", img->path, name, why);
+			return r;
+		}
+		snprintf(full, COW_PATH_MAX, "%s", name);	/* as it is: never a file */
+		return 0;
+	}
 	if ((r = cow_backing_path(img->path, name, full, COW_PATH_MAX))) {
 		snprintf(err, COW_ERRLEN, "%s: backing file name too long", img->path);
 		return r;
@@ -350,14 +378,16 @@ static int open_chain(struct cow_image *img, const char *name, int fmt, int dept
 		return r;
 	bool exists = !stat(full, &st);
 	unsigned bflags = COW_OPEN_RDONLY | (img->open_flags &
-			  (COW_OPEN_DIRECT | COW_OPEN_CONFINE | COW_OPEN_SHARE));
-	r = cow_open_depth(full, fmt, bflags, out, err, depth + 1, up, -1);
+			  (COW_OPEN_DIRECT | COW_OPEN_CONFINE | COW_OPEN_SHARE |
+			   COW_OPEN_ALLOW_NETWORK));
+	r = cow_open_depth(full, fmt, bflags, out, err, depth + 1, up, -1, img->net_timeout_ms);
 	/* a qcow2 image that does not name its backing file's format: probed by magic
 	 * (qcow2, ucow), raw when none matches, as qemu does */
 	if (r == -EMEDIUMTYPE && fmt == COW_FMT_NONE)
-		r = cow_open_depth(full, COW_FMT_RAW, bflags, out, err, depth + 1, up, -1);
+		r = cow_open_depth(full, COW_FMT_RAW, bflags, out, err, depth + 1, up, -1,
+				   img->net_timeout_ms);
 	/* a file further down missing: its own image's message names it, keep that one */
-	if (r == -ENOENT && !exists)
+	if (r == -ENOENT && !exists && !cow_name_is_uri(name))
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' not found", img->path, full);
 	if (r == -EMEDIUMTYPE) {	/* the image's own word, not the caller's: no -f hint */
 		snprintf(err, COW_ERRLEN, "%s: backing file '%s' is not a %s image (no %s "
@@ -380,10 +410,14 @@ static int check_loop(struct cow_image *img, char *err)
 {
 	for (struct cow_image *a = img; a; a = a->backing) {
 		struct stat sa;
+		if (a->fd < 0)
+			continue;	/* on a server: no file (and no chain below it) */
 		if (fstat(a->fd, &sa))
 			return -errno;
 		for (struct cow_image *b = a->backing; b; b = b->backing) {
 			struct stat sb;
+			if (b->fd < 0)
+				continue;
 			if (fstat(b->fd, &sb))
 				return -errno;
 			if (sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino) {
@@ -404,6 +438,7 @@ static void img_free(struct cow_image *img)
 		cow_close(img->backing);
 	if (img->fd >= 0)
 		close(img->fd);
+	nbd_src_free(img);
 	qcow2_free(img);
 	comp_free(img);
 	img_unload_meta(img);
@@ -472,6 +507,26 @@ static int folder_of(const char *path, char **root, char *err)
 	return r;
 }
 
+/*
+ * An image on an NBD server (path a URI): only with COW_OPEN_ALLOW_NETWORK, only raw
+ * content (the engine reads ucow and qcow2 metadata from a file), read-only.
+ */
+static int open_network(struct cow_image *img, int fmt, char *err)
+{
+	if (!(img->open_flags & COW_OPEN_ALLOW_NETWORK)) {
+		snprintf(err, COW_ERRLEN, "%s: an image on the network; network backing is not "
+			 "allowed", img->path);
+		return -EREMOTE;
+	}
+	if (fmt != COW_FMT_RAW) {
+		snprintf(err, COW_ERRLEN, "%s: only raw content is supported on an NBD server "
+			 "(format %s given)", img->path, fmt == COW_FMT_NONE ? "none (raw is "
+			 "never probed)" : cow_fmt_name(fmt));
+		return -ENOTSUP;
+	}
+	return nbd_src_open(img, err);
+}
+
 /* 1 when img's file starts with the qcow2 magic, 0 when not, or -errno with err set. */
 static int peek_qcow2(struct cow_image *img, const struct stat *st, char *err)
 {
@@ -517,7 +572,8 @@ static int open_qcow2(struct cow_image *img, const struct stat *st, char *err)
 }
 
 static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_image **out,
-		   char *err, int depth, const struct chain_link *up, int sidelog_fd)
+		   char *err, int depth, const struct chain_link *up, int sidelog_fd,
+		   uint32_t net_ms)
 {
 	char *root = NULL;
 	struct cow_image *img = calloc(1, sizeof(*img));
@@ -536,9 +592,17 @@ static int cow_open_depth(const char *path, int fmt, unsigned flags, struct cow_
 	img->open_flags = flags;
 	img->read_only = flags & COW_OPEN_RDONLY;
 	img->path = strdup(path);
+	img->net_timeout_ms = net_ms;
 	if (!img->path) {
 		r = -ENOMEM;
 		goto fail;
+	}
+	if (cow_name_is_uri(path)) {
+		r = open_network(img, fmt, err);
+		if (r)
+			goto fail;
+		*out = img;
+		return 0;
 	}
 	r = open_file(img, &st, err);
 	if (r)
@@ -695,7 +759,7 @@ static int open_snapshot(const char *path, const struct cow_open_opts *o,
 		return -EINVAL;
 	}
 	/* probed: a ucow or a qcow2 image (a file with neither magic is no image to look in) */
-	r = cow_open_depth(path, o->fmt, o->flags, &img, err, 0, NULL, -1);
+	r = cow_open_depth(path, o->fmt, o->flags, &img, err, 0, NULL, -1, o->net_timeout_ms);
 	if (r)
 		return r;
 	r = img->fmt == COW_FMT_QCOW2 ? qcow2_use_snapshot(img, o->snapshot, err) :
@@ -718,7 +782,8 @@ int cow_open(const char *path, const struct cow_open_opts *o, struct cow_image *
 		o = &defaults;
 	if (!all_zero(o->reserved, sizeof(o->reserved) / sizeof(o->reserved[0])) ||
 	    (o->flags & ~(COW_OPEN_RDONLY | COW_OPEN_DIRECT | COW_OPEN_NOCHAIN | COW_OPEN_CHECK |
-			  COW_OPEN_SIDELOG | COW_OPEN_CONFINE | COW_OPEN_SHARE))) {
+			  COW_OPEN_SIDELOG | COW_OPEN_CONFINE | COW_OPEN_SHARE |
+			  COW_OPEN_ALLOW_NETWORK)) || o->net_timeout_ms > COW_NET_TIMEOUT_MAX_MS) {
 		snprintf(msg, sizeof(msg), "%s: unknown open options", path);
 		r = -EINVAL;
 	} else if ((o->flags & COW_OPEN_SHARE) &&
@@ -731,7 +796,8 @@ int cow_open(const char *path, const struct cow_open_opts *o, struct cow_image *
 		r = open_snapshot(path, o, out, msg);
 	} else {
 		r = cow_open_depth(path, o->fmt, o->flags, out, msg, 0, NULL,
-				   (o->flags & COW_OPEN_SIDELOG) ? o->sidelog_fd : -1);
+				   (o->flags & COW_OPEN_SIDELOG) ? o->sidelog_fd : -1,
+				   o->net_timeout_ms);
 	}
 	if (r)
 		give_err(err, errlen, msg);
@@ -839,7 +905,7 @@ int cow_set_backing(struct cow_image *img, const char *name, int fmt)
 
 int img_open_repair(const char *path, int fmt, struct cow_image **out, char *err)
 {
-	return cow_open_depth(path, fmt, IMG_OPEN_REPAIR, out, err, 0, NULL, -1);
+	return cow_open_depth(path, fmt, IMG_OPEN_REPAIR, out, err, 0, NULL, -1, 0);
 }
 
 /*
@@ -913,6 +979,11 @@ int cow_backing_reopen(struct cow_image *img, int writable, char *err, size_t er
 	}
 	if (!old->read_only == !!writable)
 		return 0;
+	if (old->nbd) {
+		snprintf(msg, sizeof(msg), "%s: an image on an NBD server is read-only", old->path);
+		r = -EROFS;
+		goto out;
+	}
 	if (writable) {
 		/* anyone else's lock refuses at once (the caller pauses a device meanwhile: no
 		 * lock retries here) */
@@ -932,7 +1003,8 @@ int cow_backing_reopen(struct cow_image *img, int writable, char *err, size_t er
 		goto out;
 	}
 	r = cow_open_depth(old->path, old->fmt, (writable ? 0 : COW_OPEN_RDONLY) |
-			   (img->open_flags & COW_OPEN_DIRECT), &nb, msg, 1, NULL, -1);
+			   (img->open_flags & (COW_OPEN_DIRECT | COW_OPEN_ALLOW_NETWORK)), &nb, msg,
+			   1, NULL, -1, img->net_timeout_ms);
 	if (!r && (r = eng_rebind_backing(img, nb)))
 		snprintf(msg, sizeof(msg), "%s: %s", old->path, strerror(-r));
 	if (r) {
@@ -960,6 +1032,8 @@ int cow_writer_active(struct cow_image *img)
 		/* a read lock conflicts only with another's write lock; our own OFD's (a shared
 		 * lock, or none under COW_OPEN_SHARE) never counts */
 		struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET };
+		if (img->fd < 0)
+			continue;	/* on a server: no lock to look at */
 		if (fcntl(img->fd, F_OFD_GETLK, &fl) < 0)
 			return -errno;
 		if (fl.l_type != F_UNLCK)

@@ -51,6 +51,7 @@ struct img_tap {
 
 struct comp_cache;
 struct jrec;
+struct nbd_src;
 struct qcow2;
 struct quarantined;
 struct reclaim_run;
@@ -74,6 +75,8 @@ struct cow_image {
 	struct ucow_hdr hdr;		/* the header in force (imgio.c writes it); qcow2: only
 					 * the backing name and format */
 	struct qcow2 *q2;		/* qcow2.c: a qcow2 image's tables and L2 cache */
+	struct nbd_src *nbd;		/* nbd.c: a raw image on an NBD server (fd is -1) */
+	uint32_t net_timeout_ms;	/* image.c: the open's net_timeout_ms, for the chain */
 
 	/* meta.c: geometry and the in-memory metadata; entries and bitmap words are read
 	 * lock-free with atomics and changed under lock */

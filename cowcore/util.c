@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Layer 0: small public helpers with no image behind them (format names, sizes). */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,11 +54,25 @@ int cow_parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+bool cow_name_is_uri(const char *name)
+{
+	static const char *const schemes[] = { "nbd", "nbds", "nbd+unix", "nbds+unix",
+					       "nbd+vsock", "nbds+vsock", "nbd+ssh", "nbds+ssh" };
+	const char *colon = strstr(name, "://");
+	if (!colon)
+		return false;
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+		if (strlen(schemes[i]) == (size_t)(colon - name) &&
+		    !strncmp(name, schemes[i], (size_t)(colon - name)))
+			return true;
+	return false;
+}
+
 int cow_backing_path(const char *image, const char *name, char *out, size_t outlen)
 {
 	const char *slash = strrchr(image, '/');
 	int n;
-	if (name[0] == '/' || !slash)
+	if (name[0] == '/' || !slash || cow_name_is_uri(name))	/* a URI: never a file */
 		n = snprintf(out, outlen, "%s", name);
 	else
 		n = snprintf(out, outlen, "%.*s/%s", slash == image ? 0 : (int)(slash - image),

@@ -9,13 +9,14 @@
 # dpkg-dev and lintian: make deb and its test (tests/deb/run.sh); the package's other
 # build dependencies (debian/control) are in this list already. No fakeroot: the package
 # build needs no root (Rules-Requires-Root: no). nbdkit, nbdkit-plugin-dev and libnbd-bin
-# (nbdinfo): the nbdkit plugin and its test; udev: udevadm, which runs the udev rule in the
+# (nbdinfo): the nbdkit plugin and its test; libnbd-dev: NBD backing images (the engine
+# links libnbd); udev: udevadm, which runs the udev rule in the
 # test bed (guest test 49).
 set -eu
 PKGS="gcc make pkg-config liburing-dev libaio-dev zlib1g-dev libzstd-dev libcmocka-dev fio qemu-utils
 qemu-system-x86 busybox-static libjson-c-dev cpio e2fsprogs util-linux xz-utils kmod python3 gnuplot-nox procps time
 dmsetup clang libclang-rt-14-dev llvm-14 strace scdoc bash-completion man-db systemd
-nbdkit nbdkit-plugin-dev libnbd-bin udev
+nbdkit nbdkit-plugin-dev libnbd-bin libnbd-dev udev
 build-essential debhelper dpkg-dev lintian"
 missing=""
 for p in $PKGS; do

@@ -37,9 +37,10 @@ LAYERS = {
     "load.h": 36, "load.c": 36,
     # 4: per-thread context
     "ctx.h": 40, "ctx.c": 40,
-    # 5: completion + group commit, then the request engine
+    # 5: completion + group commit, images on NBD servers, then the request engine
     "commit.h": 50, "commit.c": 50,
-    "engine.h": 51, "engine.c": 51,
+    "nbd.h": 51, "nbd.c": 51,
+    "engine.h": 52, "engine.c": 52,
     # 6: public lifecycle, check and map
     "image.h": 60, "image.c": 60,
     "check.c": 61,

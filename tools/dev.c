@@ -36,7 +36,7 @@ static const char add_help[] =
 	"usage: ucow dev add [-t cow|raw|loop|null] [-f FILE] [-n ID] [-q QUEUES] [-d DEPTH]\n"
 	"                    [-s SIZE] [--direct] [--read-only] [--recoverable] [--foreground]\n"
 	"                    [--block-size 512|4096] [--snapshot NAME] [--allow-backing-outside]\n"
-	"                    [FILE]\n"
+	"                    [--allow-network-backing] [--nbd-timeout SEC] [FILE]\n"
 	"\n"
 	"Serve FILE as /dev/ublkbN; print the device path once the device is ready. FILE is\n"
 	"the last argument, or -f FILE as with ublk's own tool (ublk add -t loop -f FILE).\n"
@@ -62,6 +62,13 @@ static const char add_help[] =
 	"                     follow backing files named by an absolute path or lying outside\n"
 	"                     FILE's folder (refused by default: an image from elsewhere could\n"
 	"                     name any file of this machine as the base of a guest's disk)\n"
+	"  --allow-network-backing\n"
+	"                     follow a backing name that is an NBD URI (nbd://, nbds://,\n"
+	"                     nbd+unix://): connect to that server (refused by default: an\n"
+	"                     image from elsewhere could make this machine connect anywhere);\n"
+	"                     also 'allow-network-backing = yes' in /etc/ucow/ucow.conf\n"
+	"  --nbd-timeout SEC  a read that needs the NBD server fails after SEC seconds without\n"
+	"                     it (default: nbd-timeout in /etc/ucow/ucow.conf, else 30)\n"
 	"  -h, --help         this help\n";
 
 static const char del_help[] =
@@ -417,6 +424,7 @@ static int dev_add_opts(int argc, char **argv, struct ublk_dev *dev, const char 
 		{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 		{ "allow-backing-outside", no_argument, NULL, OPT_OUTSIDE },
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *why = NULL;
@@ -470,6 +478,15 @@ static int dev_add_opts(int argc, char **argv, struct ublk_dev *dev, const char 
 		case OPT_RECOVERABLE: dev->o.recoverable = true; break;
 		case OPT_FG: dev->o.foreground = true; break;
 		case OPT_OUTSIDE: dev->o.backing_outside = true; break;
+		case OPT_ALLOW_NET:
+			dev->o.allow_network = true;
+			break;
+		case OPT_NBD_TIMEOUT:
+			if (parse_seconds_ms(optarg, &dev->o.nbd_timeout_ms))
+				return usage_err("dev add", "invalid --nbd-timeout '%s' (seconds, 0.001 "
+						 "to %u, up to 3 decimals)", optarg,
+						 COW_NET_TIMEOUT_MAX_MS / 1000);
+			break;
 		case OPT_SNAPSHOT:
 			if (!*optarg || strlen(optarg) >= sizeof(dev->o.snapshot))
 				return usage_err("dev add", "invalid snapshot name '%s' (1 to 127 "
@@ -515,6 +532,20 @@ static int dev_add_named(int argc, char **argv, const char *name)
 	ret = dev_add_opts(argc, argv, dev, &file, &done);
 	if (done)
 		goto out;
+	{
+		/* the host's settings: what the command line did not say */
+		struct net_opts net = { 0 };
+		char why[COW_ERRLEN];
+		if (net_conf_read(&net, why, sizeof(why)) < 0) {
+			ucow_err("%s", why);
+			ret = 1;
+			goto out;
+		}
+		if (net.flags & COW_OPEN_ALLOW_NETWORK)
+			dev->o.allow_network = true;
+		if (!dev->o.nbd_timeout_ms)
+			dev->o.nbd_timeout_ms = net.timeout_ms;
+	}
 	if (name)
 		snprintf(dev->o.name, sizeof(dev->o.name), "%s", name);
 	ret = 1;
@@ -811,9 +842,10 @@ static void list_verbose(struct ublk_ctrl *c, int id, bool ours, const struct ub
 		       ro ? "read-only" : "read-write");
 		return;
 	}
-	printf("     options: %s%s%s%s\n", ro ? "read-only" : "read-write",
+	printf("     options: %s%s%s%s%s\n", ro ? "read-only" : "read-write",
 	       st->o.recoverable ? ", recoverable" : "", st->o.direct ? ", direct" : "",
-	       st->o.backing_outside ? ", allow-backing-outside" : "");
+	       st->o.backing_outside ? ", allow-backing-outside" : "",
+	       st->o.allow_network ? ", allow-network-backing" : "");
 	ublk_state_path(id, ".json", path, sizeof(path));
 	snprintf(sock, sizeof(sock), "%s", st->sock[0] ? st->sock : "-");
 	printf("     state file: %s, socket: %s\n", path, sock);
@@ -1159,17 +1191,19 @@ static int conf_entry(struct conf_args *a, const char *path, int line, char *key
 		return conf_push(a, (char *)keys[i].opt) || conf_push(a, val) ? 1 : 0;
 	for (p = val; (opt = strsep(&p, ","));) {
 		static const char *const flags[] = { "--direct", "--read-only",
-						     "--allow-backing-outside" };
+						     "--allow-backing-outside",
+						     "--allow-network-backing" };
 
 		if (!strcmp(opt, "not-recoverable")) {
 			a->recoverable = false;
 			continue;
 		}
-		for (i = 0; i < 3 && strcmp(opt, flags[i] + 2); i++)
+		for (i = 0; i < 4 && strcmp(opt, flags[i] + 2); i++)
 			;
-		if (i == 3) {
+		if (i == 4) {
 			ucow_err("%s:%d: unknown option '%s' (direct, read-only, "
-				 "allow-backing-outside, not-recoverable)", path, line, opt);
+				 "allow-backing-outside, allow-network-backing, not-recoverable)",
+				 path, line, opt);
 			return 1;
 		}
 		if (conf_push(a, (char *)flags[i]))
@@ -1301,6 +1335,9 @@ static int dev_serve(int argc, char **argv)
 	if (!ublk_name_valid(name))
 		return usage_err("dev serve", "invalid name '%s' (1 to %d bytes of A-Z a-z 0-9 _ . "
 				 "-, not starting with . or -)", name, UBLK_NAME_MAX);
+	if (!strcmp(name, "ucow"))	/* DIR/ucow.conf: the host's settings (net_conf_read) */
+		return usage_err("dev serve", "the name 'ucow' is reserved (ucow.conf holds the "
+				 "host's settings)");
 	a = malloc(sizeof(*a));
 	if (!a) {
 		ucow_err("out of memory");

@@ -37,6 +37,12 @@ static const char bench_help[] =
 	"  -i BACKEND        uring (default), aio or sync\n"
 	"  -n                same as -i aio (qemu-img's native AIO)\n"
 	"  -q                print only the result lines\n"
+	"  --allow-network-backing\n"
+	"                    follow a backing image on an NBD server (an\n"
+	"                    nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC\n"
+	"                    a read that needs that server fails after SEC\n"
+	"                    seconds without it (default 30)\n"
 	"  -h, --help        this help\n"
 	"\n"
 	"A read run none of whose requests reaches stored data (nothing is allocated where they\n"
@@ -86,6 +92,7 @@ struct bench_opts {
 	bool write, direct, quiet, nodrain;
 	const char *bename;
 	const char *file;
+	struct net_opts net;	/* --allow-network-backing, --nbd-timeout */
 };
 
 /* 0 with o filled, 1 after a usage error, -1 after --help (exit 0). */
@@ -97,6 +104,7 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
 		{ "flush-interval", required_argument, NULL, O_FLUSH },
 		{ "no-drain", no_argument, NULL, O_NODRAIN },
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *why;
@@ -162,6 +170,11 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
 			break;
 		case O_NODRAIN:
 			o->nodrain = true;
+			break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("bench", c, optarg, &o->net))
+				return 1;
 			break;
 		case 'h':
 			fputs(bench_help, stdout);
@@ -291,7 +304,8 @@ int cmd_bench(int argc, char **argv)
 		return r < 0 ? 0 : r;
 	const char *file = o.file;
 	r = cow_open(file, &(struct cow_open_opts){ .fmt = o.fmt,
-			.flags = (o.write ? 0 : COW_OPEN_RDONLY) | (o.direct ? COW_OPEN_DIRECT : 0) },
+			.flags = (o.write ? 0 : COW_OPEN_RDONLY) | (o.direct ? COW_OPEN_DIRECT : 0) |
+			 o.net.flags, .net_timeout_ms = o.net.timeout_ms },
 			&img, err, COW_ERRLEN);
 	if (r) {
 		report_f(file, file, r, err);

@@ -34,6 +34,12 @@ static const char check_help[] =
 	"  -U, --force-share\n"
 	"                  open FILE without a lock, even while another process writes it\n"
 	"                  (then a warning says the result may be inconsistent; not with -r)\n"
+	"  --allow-network-backing\n"
+	"                  follow a backing image on an NBD server (an\n"
+	"                  nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC\n"
+	"                  a read that needs that server fails after SEC\n"
+	"                  seconds without it (default 30)\n"
 	"  -h, --help      this help\n"
 	"\n"
 	"With -r the image must not be in use; it is checked, repaired if needed, and checked\n"
@@ -146,12 +152,14 @@ enum { CHECKED, UNOPENABLE, NO_CHECKS, FAILED };
  * (COW_OPEN_SHARE), with *warned for share_warn.
  */
 static int check_once(const char *file, int fmt, struct cow_check_result *res,
-		      struct cow_info *in, char *why, unsigned share, bool *warned)
+		      struct cow_info *in, char *why, unsigned share, const struct net_opts *net,
+		      bool *warned)
 {
 	char err[COW_ERRLEN] = "";
 	struct cow_image *img;
 	int rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
-			  .flags = COW_OPEN_RDONLY | share }, &img, err, COW_ERRLEN);
+			  .flags = COW_OPEN_RDONLY | share | net->flags,
+			  .net_timeout_ms = net->timeout_ms }, &img, err, COW_ERRLEN);
 	if (rc == -EUCLEAN) {
 		/* a corrupt image must still be checkable: leave its chain alone */
 		char err2[COW_ERRLEN] = "";
@@ -209,6 +217,7 @@ int cmd_check(int argc, char **argv)
 	enum { OPT_OUTPUT = 256 };
 	static const struct option lopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ "output", required_argument, NULL, OPT_OUTPUT },
 		{ "repair", required_argument, NULL, 'r' },
 		{ "force-share", no_argument, NULL, 'U' },
@@ -219,6 +228,7 @@ int cmd_check(int argc, char **argv)
 	struct cow_info in, in2;
 	int c, st, fmt = COW_FMT_NONE;
 	unsigned repair = 0, share = 0;
+	struct net_opts net = { 0 };
 	bool json = false, warned = false;
 	const char *file;
 
@@ -243,6 +253,11 @@ int cmd_check(int argc, char **argv)
 				return 1;
 			break;
 		case 'U': share = COW_OPEN_SHARE; break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("check", c, optarg, &net))
+				return 1;
+			break;
 		case 'h': fputs(check_help, stdout); return 0;
 		default: return opt_err("check", c, argv);
 		}
@@ -256,7 +271,7 @@ int cmd_check(int argc, char **argv)
 		return usage_err("check", "-r repairs the image: it cannot go with -U, which "
 				 "opens it while another process may write it");
 
-	st = check_once(file, fmt, &res, &in, why, share, &warned);
+	st = check_once(file, fmt, &res, &in, why, share, &net, &warned);
 	if (st == NO_CHECKS)
 		return 63;
 	if (st == FAILED)
@@ -280,7 +295,7 @@ int cmd_check(int argc, char **argv)
 		print_human(file, &res, &in);
 		return res.verdict;
 	}
-	st = check_once(file, fmt, &res2, &in2, why, 0, &warned);
+	st = check_once(file, fmt, &res2, &in2, why, 0, &net, &warned);
 	if (st == FAILED || st == NO_CHECKS)
 		return 1;
 	uint64_t before_c = st == UNOPENABLE ? 1 : 0;

@@ -62,6 +62,12 @@ static const char commit_help[] =
 	"                follow backing files named by an absolute path or lying outside\n"
 	"                FILE's folder (refused by default: an image from elsewhere could name\n"
 	"                any file of this machine as its base, and commit writes into it)\n"
+	"  --allow-network-backing\n"
+	"                follow a backing image on an NBD server (an\n"
+	"                nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC\n"
+	"                a read that needs that server fails after SEC\n"
+	"                seconds without it (default 30)\n"
 	"  -h, --help    this help\n"
 	"\n"
 	"FILE must not have internal snapshots (they read from the backing file too, and would\n"
@@ -76,6 +82,7 @@ struct commit {
 	int fmt;
 	bool drop, quiet;
 	unsigned confine;		/* COW_OPEN_CONFINE unless --allow-backing-outside */
+	struct net_opts net;		/* --allow-network-backing, --nbd-timeout */
 	/* FILE's chain down to BASE: v[0] = FILE, v[nv - 1] = BASE */
 	char *path[COW_MAX_CHAIN + 1];
 	int vfmt[COW_MAX_CHAIN + 1];
@@ -122,7 +129,8 @@ static int plan(struct commit *c)
 	int rc;
 
 	rc = cow_open(c->file, &(struct cow_open_opts){ .fmt = c->fmt,
-			.flags = COW_OPEN_RDONLY | c->confine }, &top, err, COW_ERRLEN);
+			.flags = COW_OPEN_RDONLY | c->confine | c->net.flags,
+			.net_timeout_ms = c->net.timeout_ms }, &top, err, COW_ERRLEN);
 	if (rc < 0) {
 		report_backing(c->file, rc, err);
 		return rc;
@@ -174,6 +182,11 @@ static int open_all(struct commit *c)
 	size_t b = c->nv - 1;
 	int rc;
 
+	if (cow_name_is_uri(c->path[b])) {
+		ucow_err("%s: cannot commit into '%s': an image on an NBD server is read-only",
+			 c->file, c->path[b]);
+		return -EROFS;
+	}
 	if (c->vsize[b] < c->vsize[0]) {
 		/* qemu-img grows the base; a raw file simply is longer */
 		struct stat st;
@@ -194,7 +207,8 @@ static int open_all(struct commit *c)
 		}
 	}
 	/* the policy was applied to this very chain by plan() */
-	rc = cow_open(c->path[b], &(struct cow_open_opts){ .fmt = c->vfmt[b] }, &c->v[b], err,
+	rc = cow_open(c->path[b], &(struct cow_open_opts){ .fmt = c->vfmt[b],
+		      .flags = c->net.flags, .net_timeout_ms = c->net.timeout_ms }, &c->v[b], err,
 		      COW_ERRLEN);
 	if (rc < 0) {
 		report(c->path[b], NULL, rc, err);
@@ -344,6 +358,7 @@ int cmd_commit(int argc, char **argv)
 	static const struct option lopts[] = {
 		{ "allow-backing-outside", no_argument, NULL, OPT_OUTSIDE },
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct commit c = { .pr.last = -1, .confine = COW_OPEN_CONFINE };
@@ -366,6 +381,11 @@ int cmd_commit(int argc, char **argv)
 		case 'p': c.pr.on = true; break;
 		case 'q': c.quiet = true; break;
 		case OPT_OUTSIDE: c.confine = 0; break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("commit", ch, optarg, &c.net))
+				return 1;
+			break;
 		case 'h': fputs(commit_help, stdout); return 0;
 		default: return opt_err("commit", ch, argv);
 		}

@@ -33,6 +33,12 @@ static const char compare_help[] =
 	"  -U, --force-share\n"
 	"                open A and B without a lock, even while another process writes\n"
 	"                one (then a warning says the result may be inconsistent)\n"
+	"  --allow-network-backing\n"
+	"                follow a backing image on an NBD server (an\n"
+	"                nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC\n"
+	"                a read that needs that server fails after SEC\n"
+	"                seconds without it (default 30)\n"
 	"  -h, --help    this help\n"
 	"\n"
 	"Exit status: 0 same content, 1 the content (or with -s the size) differs,\n"
@@ -164,14 +170,15 @@ static int compare_all(struct cmp *c)
 
 /* Open one image; opt is its format option ("-f" for A, "-F" for B), for the hint. */
 static int open_side(struct side *s, int fmt, const char *opt, unsigned share,
-		     struct cow_backend *be)
+		     const struct net_opts *net, struct cow_backend *be)
 {
 	char err[COW_ERRLEN] = "";
 	struct cow_info in;
 	int r;
 
 	r = cow_open(s->file, &(struct cow_open_opts){ .fmt = fmt,
-			.flags = COW_OPEN_RDONLY | share }, &s->img, err, COW_ERRLEN);
+			.flags = COW_OPEN_RDONLY | share | net->flags,
+			.net_timeout_ms = net->timeout_ms }, &s->img, err, COW_ERRLEN);
 	if (r < 0) {
 		report_fopt(s->file, NULL, r, err, opt);
 		return r;
@@ -201,6 +208,7 @@ int cmd_compare(int argc, char **argv)
 {
 	static const struct option lopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ "force-share", no_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -208,6 +216,7 @@ int cmd_compare(int argc, char **argv)
 	struct cow_backend *be = NULL;
 	int ch, r, afmt = COW_FMT_NONE, bfmt = COW_FMT_NONE;
 	unsigned share = 0;
+	struct net_opts net = { 0 };
 	bool strict = false;
 
 	opterr = 0;
@@ -225,6 +234,11 @@ int cmd_compare(int argc, char **argv)
 		case 's': strict = true; break;
 		case 'p': c.pr.on = true; break;
 		case 'U': share = COW_OPEN_SHARE; break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("compare", ch, optarg, &net))
+				return 1;
+			break;
 		case 'h': fputs(compare_help, stdout); return 0;
 		default: opt_err("compare", ch, argv); return 2;
 		}
@@ -250,8 +264,8 @@ int cmd_compare(int argc, char **argv)
 		r = -ENOMEM;
 		goto out;
 	}
-	if ((r = open_side(&c.a, afmt, "-f", share, be)) < 0 ||
-	    (r = open_side(&c.b, bfmt, "-F", share, be)) < 0)
+	if ((r = open_side(&c.a, afmt, "-f", share, &net, be)) < 0 ||
+	    (r = open_side(&c.b, bfmt, "-F", share, &net, be)) < 0)
 		goto out;
 	c.total = c.a.size > c.b.size ? c.a.size : c.b.size;
 	if (c.a.size != c.b.size) {

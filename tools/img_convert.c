@@ -64,6 +64,12 @@ static const char convert_help[] =
 	"  -U, --force-share\n"
 	"                open SRC without a lock, even while another process writes it\n"
 	"                (then a warning says the copy may be inconsistent)\n"
+	"  --allow-network-backing\n"
+	"                follow a backing image on an NBD server (an\n"
+	"                nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC\n"
+	"                a read that needs that server fails after SEC\n"
+	"                seconds without it (default 30)\n"
 	"  -h, --help    this help\n";
 
 #define CONV_BUF (2u << 20)	/* bytes per request */
@@ -85,6 +91,7 @@ struct conv {
 	struct progress pr;
 	bool warned;			/* share_warn said it */
 	unsigned share;			/* -U: COW_OPEN_SHARE */
+	struct net_opts net;		/* --allow-network-backing, --nbd-timeout */
 	unsigned confine;		/* COW_OPEN_CONFINE unless --allow-backing-outside */
 	struct cow_qcow2_out *qw;	/* -O qcow2: the writer of DST */
 	uint32_t q_cluster;		/* -O qcow2: its cluster size */
@@ -770,13 +777,16 @@ static int make_dst(struct conv *c, int ofmt, struct cow_create_opts *co)
 		co->size = c->size;
 		co->backing = c->bfile;
 		co->backing_fmt = c->bfmt;
+		co->open_flags = c->net.flags;
+		co->net_timeout_ms = c->net.timeout_ms;
 		rc = cow_create(c->tmp, co, err, COW_ERRLEN);
 		if (rc < 0) {
 			report(c->dst, c->tmp, rc, err);
 			return rc;
 		}
 	}
-	rc = cow_open(c->tmp, &(struct cow_open_opts){ .fmt = ofmt }, &c->di, err, COW_ERRLEN);
+	rc = cow_open(c->tmp, &(struct cow_open_opts){ .fmt = ofmt, .flags = c->net.flags,
+			.net_timeout_ms = c->net.timeout_ms }, &c->di, err, COW_ERRLEN);
 	if (rc < 0)
 		report(c->dst, c->tmp, rc, err);
 	return rc;
@@ -811,7 +821,8 @@ static int open_existing(struct conv *c, int ofmt)
 	if (ofmt == COW_FMT_NONE) {
 		/* no -O: raw, but a file that is an image is not overwritten as raw bytes */
 		rc = cow_open(c->dst, &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY |
-				COW_OPEN_SHARE }, &c->di, err, COW_ERRLEN);
+				COW_OPEN_SHARE | c->net.flags, .net_timeout_ms = c->net.timeout_ms },
+				&c->di, err, COW_ERRLEN);
 		if (rc == 0) {
 			cow_close(c->di);
 			c->di = NULL;
@@ -821,7 +832,8 @@ static int open_existing(struct conv *c, int ofmt)
 		}
 		ofmt = COW_FMT_RAW;
 	}
-	rc = cow_open(c->dst, &(struct cow_open_opts){ .fmt = ofmt }, &c->di, err, COW_ERRLEN);
+	rc = cow_open(c->dst, &(struct cow_open_opts){ .fmt = ofmt, .flags = c->net.flags,
+			.net_timeout_ms = c->net.timeout_ms }, &c->di, err, COW_ERRLEN);
 	if (rc == -ENOENT) {
 		ucow_err("%s: does not exist (-n writes into an existing image)", c->dst);
 		return rc;
@@ -854,7 +866,8 @@ static int open_backing(struct conv *c, struct cow_backend *be)
 	else
 		snprintf(path, sizeof(path), "%s", c->bfile);
 	rc = cow_open(path, &(struct cow_open_opts){ .fmt = c->bfmt,
-			.flags = COW_OPEN_RDONLY | c->confine }, &c->bi, err, COW_ERRLEN);
+			.flags = COW_OPEN_RDONLY | c->confine | c->net.flags,
+			.net_timeout_ms = c->net.timeout_ms }, &c->bi, err, COW_ERRLEN);
 	if (rc < 0) {
 		report_backing(c->bfile, rc, err);
 		return rc;
@@ -894,11 +907,13 @@ static int convert(struct conv *c, int sfmt, int ofmt, struct cow_create_opts *c
 		if (rc < 0)
 			return rc;
 		rc = cow_open(c->src, &(struct cow_open_opts){
-				.flags = COW_OPEN_RDONLY | c->confine | c->share, .snapshot = key },
+				.flags = COW_OPEN_RDONLY | c->confine | c->share | c->net.flags,
+				.net_timeout_ms = c->net.timeout_ms, .snapshot = key },
 				&c->si, err, COW_ERRLEN);
 	} else {
 		rc = cow_open(c->src, &(struct cow_open_opts){ .fmt = sfmt,
-				.flags = COW_OPEN_RDONLY | c->confine | c->share },
+				.flags = COW_OPEN_RDONLY | c->confine | c->share | c->net.flags,
+				.net_timeout_ms = c->net.timeout_ms },
 				&c->si, err, COW_ERRLEN);
 	}
 	if (rc < 0 && c->snap && rc == -EMEDIUMTYPE)
@@ -1099,6 +1114,7 @@ int cmd_convert(int argc, char **argv)
 		{ "target-is-zero", no_argument, NULL, OPT_TZERO },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cow_create_opts co = { 0 };
@@ -1159,6 +1175,11 @@ int cmd_convert(int argc, char **argv)
 		case 'q': quiet = true; break;
 		case 'U': c.share = COW_OPEN_SHARE; break;
 		case OPT_OUTSIDE: c.confine = 0; break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("convert", ch, optarg, &c.net))
+				return 1;
+			break;
 		case 'h': fputs(convert_help, stdout); return 0;
 		default: return opt_err("convert", ch, argv);
 		}

@@ -24,13 +24,19 @@ static const char create_help[] =
 	"  SIZE             virtual size: bytes or k, M, G, T (binary units); defaults to\n"
 	"                   the backing image's size when -b is given\n"
 	"  -f FMT           ucow (default) or raw (a sparse file of SIZE bytes)\n"
-	"  -b BACKING       backing image; a relative name is taken from FILE's folder\n"
+	"  -b BACKING       backing image; a relative name is taken from FILE's folder; an NBD\n"
+	"                   URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH,\n"
+	"                   nbds://...) is recorded as it is (-F raw; needs\n"
+	"                   --allow-network-backing)\n"
 	"  -F FMT           the backing image's format, raw, ucow or qcow2 (required with -b;\n"
 	"                   formats are never guessed)\n"
 	"  -o OPTIONS       comma-separated: chunk_size=N, block_size=N, journal_size=N,\n"
 	"                   backing_file=NAME, backing_fmt=FMT, preallocation=MODE (raw:\n"
 	"                   preallocation= only); -o help lists them\n"
 	"  -q               quiet: no 'Formatting ...' line\n"
+	"  --allow-network-backing  BACKING (or the chain below it) may be an NBD URI:\n"
+	"                   connect to it (refused otherwise)\n"
+	"  --nbd-timeout SEC  give up on an NBD server after SEC seconds (default 30)\n"
 	"  -h, --help       this help\n";
 
 struct create_args {
@@ -41,6 +47,7 @@ struct create_args {
 	uint64_t size;
 	bool have_size;
 	struct cow_create_opts co;
+	struct net_opts net;	/* --allow-network-backing, --nbd-timeout */
 };
 
 static int opt_u32(const char *file, const char *key, const char *val, uint32_t *out)
@@ -138,12 +145,14 @@ static int probe_backing(struct create_args *a)
 	rc = resolve_near(a->file, a->backing, path, sizeof(path));
 	if (rc == 0)
 		rc = cow_open(path, &(struct cow_open_opts){ .fmt = a->backing_fmt,
-				.flags = COW_OPEN_RDONLY },
+				.flags = COW_OPEN_RDONLY | a->net.flags,
+				.net_timeout_ms = a->net.timeout_ms },
 				&img, err, COW_ERRLEN);
 	if (rc < 0) {
 		ucow_err("%s: cannot open backing file '%s': %s%s", a->file, a->backing,
 			 err_text_for(rc, err, path), rc == -EMEDIUMTYPE ?
-			 "; use -F raw for a raw backing file" : "");
+			 "; use -F raw for a raw backing file" : rc == -EREMOTE ?
+			 " (--allow-network-backing allows it)" : "");
 		return rc;
 	}
 	cow_get_info(img, &info);
@@ -210,6 +219,8 @@ static int do_create(struct create_args *a)
 		a->co.size = a->size;
 		a->co.backing = a->backing;
 		a->co.backing_fmt = a->backing ? a->backing_fmt : 0;
+		a->co.open_flags = a->net.flags;
+		a->co.net_timeout_ms = a->net.timeout_ms;
 		rc = cow_create(tmp, &a->co, err, COW_ERRLEN);
 		if (rc < 0)
 			unlink(tmp);	/* the engine should not leave it; make sure */
@@ -292,6 +303,7 @@ int cmd_create(int argc, char **argv)
 {
 	static const struct option lopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct create_args a = { .fmt = COW_FMT_UCOW };
@@ -319,6 +331,11 @@ int cmd_create(int argc, char **argv)
 			}
 			break;
 		case 'q': quiet = true; break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("create", c, optarg, &a.net))
+				return 1;
+			break;
 		case 'h': fputs(create_help, stdout); return 0;
 		default: free(opts); return opt_err("create", c, argv);
 		}

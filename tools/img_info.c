@@ -26,6 +26,11 @@ static const char info_help[] =
 	"  --backing-chain    also every image down the backing chain (json: an array)\n"
 	"  -U, --force-share  open FILE without a lock, even while another process writes\n"
 	"                     it (then a warning says the output may be inconsistent)\n"
+	"  --allow-network-backing\n"
+	"                     follow a backing image on an NBD server (an\n"
+	"                     nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC  a read that needs that server fails after SEC\n"
+	"                     seconds without it (default 30)\n"
 	"  -h, --help         this help\n"
 	"\n"
 	"An image with snapshots also gets their list (as `ucow snapshot -l` shows it).\n"
@@ -240,7 +245,8 @@ static int add_json(struct cow_image *img, const char *name, json_object **doc, 
  * for FILE itself; the backing chain is opened here (servers open it read-only, shared).
  * Returns the exit status, or -1 when FILE is not served that way.
  */
-static int info_online(const char *file, int fmt, bool json, bool chain)
+static int info_online(const char *file, int fmt, bool json, bool chain,
+		       const struct net_opts *net)
 {
 	struct ublk_state st;
 	struct cow_snap_info *sv = NULL;
@@ -277,7 +283,8 @@ static int info_online(const char *file, int fmt, bool json, bool chain)
 		if (resolve_near(file, in.backing, full, sizeof(full)) < 0)
 			snprintf(full, sizeof(full), "%s", in.backing);
 		r = cow_open(full, &(struct cow_open_opts){ .fmt = in.backing_fmt,
-				.flags = COW_OPEN_RDONLY },
+				.flags = COW_OPEN_RDONLY | net->flags,
+				.net_timeout_ms = net->timeout_ms },
 				&bimg, err, COW_ERRLEN);
 		if (r < 0) {
 			report(file, NULL, r, err);
@@ -321,6 +328,7 @@ int cmd_info(int argc, char **argv)
 	enum { OPT_OUTPUT = 256, OPT_CHAIN };
 	static const struct option lopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ "output", required_argument, NULL, OPT_OUTPUT },
 		{ "backing-chain", no_argument, NULL, OPT_CHAIN },
 		{ "force-share", no_argument, NULL, 'U' },
@@ -331,6 +339,7 @@ int cmd_info(int argc, char **argv)
 	bool json = false, chain = false, ok = true, warned = false;
 	int c, rc, fmt = COW_FMT_NONE;
 	unsigned share = 0;
+	struct net_opts net = { 0 };
 	json_object *doc = NULL;
 	const char *file;
 
@@ -347,6 +356,11 @@ int cmd_info(int argc, char **argv)
 			break;
 		case OPT_CHAIN: chain = true; break;
 		case 'U': share = COW_OPEN_SHARE; break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("info", c, optarg, &net))
+				return 1;
+			break;
 		case 'h': fputs(info_help, stdout); return 0;
 		default: return opt_err("info", c, argv);
 		}
@@ -357,11 +371,12 @@ int cmd_info(int argc, char **argv)
 		return usage_err("info", "too many arguments ('%s')", argv[optind + 1]);
 	file = argv[optind];
 
-	rc = info_online(file, fmt, json, chain);
+	rc = info_online(file, fmt, json, chain, &net);
 	if (rc >= 0)
 		return rc;
 	rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
-			.flags = COW_OPEN_RDONLY | (chain ? 0 : COW_OPEN_NOCHAIN) | share },
+			.flags = COW_OPEN_RDONLY | (chain ? 0 : COW_OPEN_NOCHAIN) | share | net.flags,
+			.net_timeout_ms = net.timeout_ms },
 			&img, err, COW_ERRLEN);
 	if (rc < 0) {
 		report_f(file, NULL, rc, err);

@@ -55,6 +55,12 @@ static const char io_help[] =
 	"                  pattern mismatches, -v dumps and the answers of map, alloc,\n"
 	"                  length, info and help are still printed)\n"
 	"  -i BACKEND      I/O backend: uring (default), aio or sync\n"
+	"  --allow-network-backing\n"
+	"                  follow a backing image on an NBD server (an\n"
+	"                  nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC\n"
+	"                  a read that needs that server fails after SEC\n"
+	"                  seconds without it (default 30)\n"
 	"  -h, --help      this help\n"
 	"\n"
 	"Exit status: 0 all commands succeeded, 1 an error or a read whose data did not match\n"
@@ -672,6 +678,7 @@ int cmd_io(int argc, char **argv)
 {
 	static const struct option lopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ "read-only", no_argument, NULL, 'r' },
 		{ "nocache", no_argument, NULL, 'n' },
 		{ "quiet", no_argument, NULL, 'q' },
@@ -684,6 +691,7 @@ int cmd_io(int argc, char **argv)
 	int c, rc, n = 0, fmt = COW_FMT_NONE, status = 1;
 	bool force_ro = false, no_writes = true;
 	unsigned oflags = 0;
+	struct net_opts net = { 0 };
 
 	cmds = calloc((size_t)argc, sizeof(*cmds));
 	if (!cmds) {
@@ -717,6 +725,11 @@ int cmd_io(int argc, char **argv)
 		case 'n': oflags |= COW_OPEN_DIRECT; break;
 		case 'q': r.quiet = true; break;
 		case 'C': r.cor = true; break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("io", c, optarg, &net))
+				goto out;
+			break;
 		case 'h': fputs(io_help, stdout); status = 0; goto out;
 		default: opt_err("io", c, argv); goto out;
 		}
@@ -745,7 +758,8 @@ int cmd_io(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	rc = cow_open(r.file, &(struct cow_open_opts){ .fmt = fmt,
-			.flags = oflags | (r.read_only ? COW_OPEN_RDONLY : 0) },
+			.flags = oflags | (r.read_only ? COW_OPEN_RDONLY : 0) | net.flags,
+			.net_timeout_ms = net.timeout_ms },
 			&r.img, err, COW_ERRLEN);
 	if (rc < 0) {
 		report_f(r.file, NULL, rc, err);

@@ -34,6 +34,11 @@ static const char map_help[] =
 	"                     data, offset)\n"
 	"  --start-offset=OFF start at byte OFF (default 0)\n"
 	"  --max-length=LEN   map at most LEN bytes (default: to the end)\n"
+	"  --allow-network-backing\n"
+	"                     follow a backing image on an NBD server (an\n"
+	"                     nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC  a read that needs that server fails after SEC\n"
+	"                     seconds without it (default 30)\n"
 	"  -h, --help         this help\n";
 
 struct mapper {
@@ -42,6 +47,7 @@ struct mapper {
 	bool json, have;		/* have: cur holds a run not printed yet */
 	uint64_t printed;		/* json: runs printed */
 	struct chain_ext cur;
+	struct net_opts net;		/* --allow-network-backing, --nbd-timeout */
 };
 
 /* qemu-img's rule: one run continues another when everything but the length agrees. */
@@ -159,6 +165,7 @@ int cmd_map(int argc, char **argv)
 	enum { OPT_OUTPUT = 256, OPT_START, OPT_MAXLEN };
 	static const struct option lopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ "output", required_argument, NULL, OPT_OUTPUT },
 		{ "start-offset", required_argument, NULL, OPT_START },
 		{ "max-length", required_argument, NULL, OPT_MAXLEN },
@@ -194,6 +201,11 @@ int cmd_map(int argc, char **argv)
 				return usage_err("map", "invalid max length '%s': %s", optarg, why);
 			break;
 		case 'U': share = COW_OPEN_SHARE; break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("map", c, optarg, &m.net))
+				return 1;
+			break;
 		case 'h': fputs(map_help, stdout); return 0;
 		default: return opt_err("map", c, argv);
 		}
@@ -205,7 +217,8 @@ int cmd_map(int argc, char **argv)
 	m.file = argv[optind];
 
 	rc = cow_open(m.file, &(struct cow_open_opts){ .fmt = fmt,
-			.flags = COW_OPEN_RDONLY | share }, &m.top, err, COW_ERRLEN);
+			.flags = COW_OPEN_RDONLY | share | m.net.flags,
+			.net_timeout_ms = m.net.timeout_ms }, &m.top, err, COW_ERRLEN);
 	if (rc < 0) {
 		report_f(m.file, NULL, rc, err);
 		return 1;

@@ -36,6 +36,12 @@ static const char measure_help[] =
 	"                open FILE without a lock, even while another process writes it\n"
 	"                (then a warning says the estimate may be off)\n"
 	"  --output=FMT  human (default) or json\n"
+	"  --allow-network-backing\n"
+	"                follow a backing image on an NBD server (an\n"
+	"                nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC\n"
+	"                a read that needs that server fails after SEC\n"
+	"                seconds without it (default 30)\n"
 	"  -h, --help    this help\n";
 
 /*
@@ -99,6 +105,7 @@ int cmd_measure(int argc, char **argv)
 	enum { OPT_OUTPUT = 256, OPT_SIZE };
 	static const struct option lopts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ "output", required_argument, NULL, OPT_OUTPUT },
 		{ "size", required_argument, NULL, OPT_SIZE },
 		{ "force-share", no_argument, NULL, 'U' },
@@ -114,6 +121,7 @@ int cmd_measure(int argc, char **argv)
 	bool json = false, have_size = false, warned = false;
 	int c, rc, fmt = COW_FMT_NONE, ofmt = COW_FMT_UCOW;
 	unsigned share = 0;
+	struct net_opts net = { 0 };
 	char *opts = NULL;
 
 	opterr = 0;
@@ -137,6 +145,11 @@ int cmd_measure(int argc, char **argv)
 			if (parse_bytes(optarg, &size, &why) < 0)
 				return usage_err("measure", "invalid size '%s': %s", optarg, why);
 			have_size = true;
+			break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("measure", c, optarg, &net))
+				return 1;
 			break;
 		case 'h': fputs(measure_help, stdout); return 0;
 		default: return opt_err("measure", c, argv);
@@ -167,7 +180,8 @@ int cmd_measure(int argc, char **argv)
 	}
 	if (file) {
 		rc = cow_open(file, &(struct cow_open_opts){ .fmt = fmt,
-				.flags = COW_OPEN_RDONLY | share }, &img, err, COW_ERRLEN);
+				.flags = COW_OPEN_RDONLY | share | net.flags,
+				.net_timeout_ms = net.timeout_ms }, &img, err, COW_ERRLEN);
 		if (rc < 0) {
 			report_f(file, NULL, rc, err);
 			return 1;

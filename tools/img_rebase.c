@@ -50,6 +50,12 @@ static const char rebase_help[] =
 	"  --allow-backing-outside\n"
 	"                follow, and name, backing files given by an absolute path or lying\n"
 	"                outside FILE's folder (refused by default)\n"
+	"  --allow-network-backing\n"
+	"                follow a backing image on an NBD server (an\n"
+	"                nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC\n"
+	"                a read that needs that server fails after SEC\n"
+	"                seconds without it (default 30)\n"
 	"  -h, --help    this help\n"
 	"\n"
 	"In safe mode FILE must not have internal snapshots (what they read from the backing\n"
@@ -63,6 +69,7 @@ struct rebase {
 	int fmt, newfmt;
 	bool unsafe;
 	unsigned confine;		/* COW_OPEN_CONFINE unless --allow-backing-outside */
+	struct net_opts net;		/* --allow-network-backing, --nbd-timeout */
 	struct cow_image *img, *nimg;	/* FILE (with its old chain), NEW (with its chain) */
 	struct cow_ctx *ctx, *nctx;
 	uint64_t size, nsize;
@@ -218,7 +225,8 @@ static int rebase(struct rebase *r)
 
 	/* -u: without the old chain, which may be gone */
 	rc = cow_open(r->file, &(struct cow_open_opts){ .fmt = r->fmt,
-			.flags = r->confine | (r->unsafe ? COW_OPEN_NOCHAIN : 0) },
+			.flags = r->confine | (r->unsafe ? COW_OPEN_NOCHAIN : 0) | r->net.flags,
+			.net_timeout_ms = r->net.timeout_ms },
 			&r->img, err, COW_ERRLEN);
 	if (rc < 0) {
 		report_backing(r->file, rc, err);
@@ -273,6 +281,7 @@ int cmd_rebase(int argc, char **argv)
 	static const struct option lopts[] = {
 		{ "allow-backing-outside", no_argument, NULL, OPT_OUTSIDE },
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct rebase r = { .pr.last = -1, .confine = COW_OPEN_CONFINE };
@@ -294,6 +303,11 @@ int cmd_rebase(int argc, char **argv)
 		case 'p': r.pr.on = true; break;
 		case 'q': break;
 		case OPT_OUTSIDE: r.confine = 0; break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("rebase", ch, optarg, &r.net))
+				return 1;
+			break;
 		case 'h': fputs(rebase_help, stdout); return 0;
 		default: return opt_err("rebase", ch, argv);
 		}

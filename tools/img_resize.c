@@ -23,6 +23,12 @@ static const char resize_help[] =
 	"                their magic) or raw\n"
 	"  --shrink        let a shrink drop data past the new end (a raw image: any shrink)\n"
 	"  -q              quiet: no 'Image resized.' line\n"
+	"  --allow-network-backing\n"
+	"                  follow a backing image on an NBD server (an\n"
+	"                  nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC\n"
+	"                  a read that needs that server fails after SEC\n"
+	"                  seconds without it (default 30)\n"
 	"  -h, --help      this help\n"
 	"\n"
 	"Growing: the new area reads as zeros, even over a larger backing image. Shrinking a\n"
@@ -122,6 +128,7 @@ int cmd_resize(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "shrink", no_argument, NULL, OPT_SHRINK },
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	char err[COW_ERRLEN] = "";
@@ -129,6 +136,7 @@ int cmd_resize(int argc, char **argv)
 	struct cow_image *img;
 	bool quiet = false;
 	unsigned flags = 0;
+	struct net_opts net = { 0 };
 	int c, r, sign, fmt = COW_FMT_NONE;
 	uint64_t v, size;
 
@@ -149,6 +157,11 @@ int cmd_resize(int argc, char **argv)
 			break;
 		case OPT_SHRINK:
 			flags |= COW_RESIZE_SHRINK;
+			break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("resize", c, optarg, &net))
+				return 1;
 			break;
 		case 'h':
 			fputs(resize_help, stdout);
@@ -172,7 +185,8 @@ int cmd_resize(int argc, char **argv)
 	r = resize_online(file, sign, v, quiet);
 	if (r >= 0)
 		return r;
-	r = cow_open(file, &(struct cow_open_opts){ .fmt = fmt }, &img, err, COW_ERRLEN);
+	r = cow_open(file, &(struct cow_open_opts){ .fmt = fmt, .flags = net.flags,
+			.net_timeout_ms = net.timeout_ms }, &img, err, COW_ERRLEN);
 	if (r) {
 		report(file, file, r, err);
 		return 1;

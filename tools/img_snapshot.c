@@ -35,6 +35,12 @@ static const char snapshot_help[] =
 	"                  image only while nobody holds the device (not mounted, not open)\n"
 	"  -d NAME         delete; its space is returned when nothing else references it\n"
 	"  --output=FMT    human (default) or json, for -l\n"
+	"  --allow-network-backing\n"
+	"                  follow a backing image on an NBD server (an\n"
+	"                  nbd://, nbds:// or nbd+unix:// URI); refused otherwise\n"
+	"  --nbd-timeout SEC\n"
+	"                  a read that needs that server fails after SEC\n"
+	"                  seconds without it (default 30)\n"
 	"  -h, --help      this help\n"
 	"\n"
 	"NAME is a snapshot's name or its numeric id. Disk usage is what deleting the snapshot\n"
@@ -315,11 +321,13 @@ int cmd_snapshot(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "output", required_argument, NULL, OPT_OUTPUT },
 		{ "help", no_argument, NULL, 'h' },
+		NET_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	char action = 'l', err[COW_ERRLEN] = "";
 	const char *name = NULL, *file;
 	bool json = false;
+	struct net_opts net = { 0 };
 	int c, r, nactions = 0;
 
 	opterr = 0;
@@ -333,6 +341,11 @@ int cmd_snapshot(int argc, char **argv)
 			break;
 		case OPT_OUTPUT:
 			if (opt_output(argv[0], optarg, &json))
+				return 1;
+			break;
+		case OPT_ALLOW_NET:
+		case OPT_NBD_TIMEOUT:
+			if (opt_net("snapshot", c, optarg, &net))
 				return 1;
 			break;
 		case 'h':
@@ -359,7 +372,8 @@ int cmd_snapshot(int argc, char **argv)
 
 	struct cow_image *img;
 	r = cow_open(file, &(struct cow_open_opts){ .fmt = COW_FMT_NONE,
-			.flags = action == 'l' ? COW_OPEN_RDONLY : 0 },
+			.flags = (action == 'l' ? COW_OPEN_RDONLY : 0) | net.flags,
+			.net_timeout_ms = net.timeout_ms },
 			&img, err, COW_ERRLEN);
 	if (r) {
 		report(file, file, r, err);

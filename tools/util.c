@@ -130,7 +130,171 @@ static void report_hint(const char *file, const char *used, int rc, const char *
 
 	if (used && t == err_text(rc, err))
 		t = err_text_for(rc, err, file);
+	if (rc == -EREMOTE)	/* the engine names no option: ours */
+		hint = " (--allow-network-backing allows it)";
 	ucow_err("%s: %s%s", file, t, hint);
+}
+
+int opt_net(const char *cmd, int c, const char *arg, struct net_opts *n)
+{
+	if (c == OPT_ALLOW_NET) {
+		n->flags |= COW_OPEN_ALLOW_NETWORK;
+		return 0;
+	}
+	if (parse_seconds_ms(arg, &n->timeout_ms))
+		return usage_err(cmd, "invalid --nbd-timeout '%s' (seconds, 0.001 to %u, up to "
+				 "3 decimals)", arg, COW_NET_TIMEOUT_MAX_MS / 1000);
+	return 0;
+}
+
+#define SETTINGS_MAX (64 << 10)
+
+int net_conf_parse(char *buf, size_t len, const char *path, struct net_opts *n, char *err,
+		   size_t errlen)
+{
+	struct net_opts v = *n;
+	bool seen_allow = false, seen_timeout = false;
+	char *p, *nl, *eq, *key, *val, *end;
+	int line = 0;
+
+	if (strlen(buf) != len) {
+		snprintf(err, errlen, "%s: a NUL byte in the file (not a text file)", path);
+		return -EINVAL;
+	}
+	for (p = buf; p && *p; p = nl) {
+		line++;
+		nl = strchr(p, '\n');
+		if (nl)
+			*nl++ = 0;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (!*p || *p == '#' || !strcmp(p, "\r"))
+			continue;
+		if (!(eq = strchr(p, '='))) {
+			snprintf(err, errlen, "%s:%d: not 'key = value'", path, line);
+			return -EINVAL;
+		}
+		key = p;
+		for (end = eq; end > key && (end[-1] == ' ' || end[-1] == '\t'); end--)
+			;
+		*end = 0;
+		for (val = eq + 1; *val == ' ' || *val == '\t'; val++)
+			;
+		for (end = val + strlen(val); end > val && strchr(" \t\r", end[-1]); end--)
+			;
+		*end = 0;
+		for (const char *c = val; *c; c++)
+			if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+				snprintf(err, errlen, "%s:%d: a control character in the value", path,
+					 line);
+				return -EINVAL;
+			}
+		if (!strcmp(key, "allow-network-backing")) {
+			if (seen_allow) {
+				snprintf(err, errlen, "%s:%d: '%s' given twice", path, line, key);
+				return -EINVAL;
+			}
+			seen_allow = true;
+			if (!strcmp(val, "yes"))
+				v.flags |= COW_OPEN_ALLOW_NETWORK;
+			else if (!strcmp(val, "no"))
+				v.flags &= ~COW_OPEN_ALLOW_NETWORK;
+			else {
+				snprintf(err, errlen, "%s:%d: allow-network-backing must be yes or no, "
+					 "not '%.40s'", path, line, val);
+				return -EINVAL;
+			}
+		} else if (!strcmp(key, "nbd-timeout")) {
+			if (seen_timeout) {
+				snprintf(err, errlen, "%s:%d: '%s' given twice", path, line, key);
+				return -EINVAL;
+			}
+			seen_timeout = true;
+			if (parse_seconds_ms(val, &v.timeout_ms)) {
+				snprintf(err, errlen, "%s:%d: invalid nbd-timeout '%.40s' (seconds, "
+					 "0.001 to %u, up to 3 decimals)", path, line, val,
+					 COW_NET_TIMEOUT_MAX_MS / 1000);
+				return -EINVAL;
+			}
+		} else {
+			snprintf(err, errlen, "%s:%d: unknown key '%.40s' (allow-network-backing, "
+				 "nbd-timeout)", path, line, key);
+			return -EINVAL;
+		}
+	}
+	*n = v;
+	return 0;
+}
+
+int net_conf_read(struct net_opts *n, char *err, size_t errlen)
+{
+	const char *path = getenv("UCOW_SETTINGS");
+	char *buf;
+	size_t len = 0;
+	ssize_t got;
+	int fd, r;
+
+	if (!path || !*path)
+		path = UCOW_SETTINGS_FILE;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		r = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+		return r;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		close(fd);
+		return -EINVAL;
+	}
+	if (!(buf = malloc(SETTINGS_MAX + 1))) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while ((got = read(fd, buf + len, SETTINGS_MAX + 1 - len)) > 0 && len <= SETTINGS_MAX)
+		len += (size_t)got;
+	r = got < 0 ? -errno : 0;
+	close(fd);
+	if (r)
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+	else if (len > SETTINGS_MAX) {
+		snprintf(err, errlen, "%s: too large (at most %d bytes)", path, SETTINGS_MAX);
+		r = -EFBIG;
+	} else {
+		buf[len] = 0;
+		r = net_conf_parse(buf, len, path, n, err, errlen);
+	}
+	free(buf);
+	return r;
+}
+
+int parse_seconds_ms(const char *s, uint32_t *ms)
+{
+	uint64_t v = 0, frac = 0;
+	int digits = 0, fd = 0;
+	const char *p = s;
+	for (; *p >= '0' && *p <= '9' && digits < 8; p++, digits++)
+		v = v * 10 + (uint64_t)(*p - '0');
+	if (!digits)
+		return -EINVAL;
+	if (*p == '.') {
+		for (p++; *p >= '0' && *p <= '9' && fd < 3; p++, fd++)
+			frac = frac * 10 + (uint64_t)(*p - '0');
+		if (!fd)
+			return -EINVAL;
+		for (; fd < 3; fd++)
+			frac *= 10;
+	}
+	if (*p)
+		return -EINVAL;
+	v = v * 1000 + frac;
+	if (!v || v > COW_NET_TIMEOUT_MAX_MS)
+		return -ERANGE;
+	*ms = (uint32_t)v;
+	return 0;
 }
 
 void report(const char *file, const char *used, int rc, const char *err)

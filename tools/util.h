@@ -23,6 +23,40 @@ int opt_err(const char *cmd, int c, char **argv);
  * 1 after a usage error of cmd. --output=human|json; -f / -O ucow|raw (COW_FMT_*). */
 int opt_output(const char *cmd, const char *arg, bool *json);
 int opt_format(const char *cmd, const char *arg, int *fmt);
+/*
+ * --allow-network-backing (COW_OPEN_ALLOW_NETWORK: a chain may name an NBD URI) and
+ * --nbd-timeout SEC (cow_open_opts.net_timeout_ms), spelled the same by every command that
+ * opens images: NET_LONGOPTS in its long options, and opt_net() for c = OPT_ALLOW_NET or
+ * OPT_NBD_TIMEOUT: 0 with n set, or the exit code 1 after a usage error of cmd.
+ */
+enum { OPT_ALLOW_NET = 0x4e00, OPT_NBD_TIMEOUT };
+#define NET_LONGOPTS \
+	{ "allow-network-backing", no_argument, NULL, OPT_ALLOW_NET }, \
+	{ "nbd-timeout", required_argument, NULL, OPT_NBD_TIMEOUT }
+struct net_opts {
+	unsigned flags;		/* 0 or COW_OPEN_ALLOW_NETWORK */
+	uint32_t timeout_ms;	/* 0: the engine's default */
+};
+int opt_net(const char *cmd, int c, const char *arg, struct net_opts *n);
+/* "30", "2.5", "0.25": seconds with up to 3 decimals, 0.001 .. COW_NET_TIMEOUT_MAX_MS /
+ * 1000, into milliseconds. 0, -EINVAL or -ERANGE (*ms untouched). */
+int parse_seconds_ms(const char *s, uint32_t *ms);
+
+/*
+ * The host's settings for network backing images, read by dev add (an image given to a
+ * server is often not the admin's own): UCOW_SETTINGS_FILE, or the file named by the
+ * environment variable UCOW_SETTINGS when it is set (tests). Lines "key = value", "#"
+ * comments, blank lines; keys: allow-network-backing = yes|no, nbd-timeout = SEC. Anything
+ * else (an unknown or repeated key, a bad value, a NUL byte, more than 64 KiB) is an error.
+ * net_conf_read: a missing file is no error (n untouched); 0, or -errno with err (errlen
+ * bytes) one line "PATH[:LINE]: what is wrong". net_conf_parse: the same on the text buf
+ * (len bytes, NUL-terminated, modified), path only for the messages.
+ */
+#define UCOW_SETTINGS_FILE "/etc/ucow/ucow.conf"
+int net_conf_read(struct net_opts *n, char *err, size_t errlen);
+int net_conf_parse(char *buf, size_t len, const char *path, struct net_opts *n, char *err,
+		   size_t errlen);
+
 /* An output format (create -f, convert -O, measure -O): ucow or raw; qcow2 is read-only. */
 int opt_format_out(const char *cmd, const char *arg, int *fmt);
 

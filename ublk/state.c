@@ -21,6 +21,8 @@
  *     "size": 1073741824,               bytes, 4096..2^62
  *     "direct": false, "read-only": false, "recoverable": true,
  *     "allow-backing-outside": false,   backing files outside FILE's folder followed
+ *     "allow-network-backing": false,   optional: NBD URIs in FILE's chain followed
+ *     "nbd-timeout-ms": 30000,          optional: 1..3600000, the wait for an NBD server
  *     "features": 72,                   negotiated flags, 0..2^62
  *     "socket": "/run/ucow/dev0.sock"   < 108 bytes; "" if there is none
  *   }
@@ -119,6 +121,12 @@ char *ublk_state_encode(const struct ublk_state *st)
 				    json_object_new_boolean(st->o.recoverable));
 	r |= json_object_object_add(o, "allow-backing-outside",
 				    json_object_new_boolean(st->o.backing_outside));
+	if (st->o.allow_network)
+		r |= json_object_object_add(o, "allow-network-backing",
+					    json_object_new_boolean(true));
+	if (st->o.nbd_timeout_ms)
+		r |= json_object_object_add(o, "nbd-timeout-ms",
+					    json_object_new_int64(st->o.nbd_timeout_ms));
 	r |= json_object_object_add(o, "features", json_object_new_int64((int64_t)st->flags));
 	r |= ublk_json_add_bytes(o, "socket", st->sock);
 	if (!r) {
@@ -178,7 +186,8 @@ int ublk_state_write(const struct ublk_state *st)
 static const char *const state_keys[] = {
 	"version", "id", "pid", "target", "file", "file-hex", "snapshot", "snapshot-hex", "name",
 	"queues", "depth", "block-size", "size", "direct", "read-only", "recoverable",
-	"allow-backing-outside", "features", "socket", "socket-hex", NULL,
+	"allow-backing-outside", "allow-network-backing", "nbd-timeout-ms", "features", "socket",
+	"socket-hex", NULL,
 };
 
 int ublk_state_decode(const char *buf, size_t len, struct ublk_state *st, char *err,
@@ -276,6 +285,17 @@ int ublk_state_decode(const char *buf, size_t len, struct ublk_state *st, char *
 	    (r = ublk_json_get_bool(o, "allow-backing-outside", &st->o.backing_outside, err,
 				    errlen)))
 		goto out;
+	/* optional (files written before them have neither) */
+	if (json_object_object_get_ex(o, "allow-network-backing", NULL) &&
+	    (r = ublk_json_get_bool(o, "allow-network-backing", &st->o.allow_network, err,
+				    errlen)))
+		goto out;
+	if (json_object_object_get_ex(o, "nbd-timeout-ms", NULL)) {
+		if ((r = ublk_json_get_int(o, "nbd-timeout-ms", 1, COW_NET_TIMEOUT_MAX_MS, &v, err,
+					   errlen)))
+			goto out;
+		st->o.nbd_timeout_ms = (uint32_t)v;
+	}
 	if ((r = ublk_json_get_int(o, "features", 0, MAX_SIZE, &v, err, errlen)))
 		goto out;
 	st->flags = (uint64_t)v;

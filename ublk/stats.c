@@ -137,6 +137,46 @@ static uint64_t queue_ios(struct ublk_dev *dev, unsigned qi)
 #define ADD(o, k, v) (json_object_object_add((o), (k), (v)) != 0)
 #define U64(x) json_object_new_int64((int64_t)(x))
 
+/* The network backing image of an image target's chain, if there is one. */
+static bool net_of(struct ublk_dev *dev, struct cow_net_stats *ns)
+{
+	return dev->tgt->needs_file && dev->tgt_data && cow_net_stats(dev->tgt_data, ns) == 0;
+}
+
+/* "network-backing": its URI, connection state and counters; true when building failed */
+static bool add_net(struct ublk_dev *dev, struct json_object *o)
+{
+	struct cow_net_stats *ns = malloc(sizeof(*ns));
+	struct json_object *e;
+	bool bad;
+
+	if (!ns)
+		return true;
+	if (!net_of(dev, ns)) {
+		free(ns);
+		return false;
+	}
+	e = json_object_new_object();
+	bad = !e || ADD(e, "uri", json_object_new_string(ns->uri)) ||
+	      ADD(e, "state", json_object_new_string(cow_net_state_name(ns->state))) ||
+	      ADD(e, "connections", U64(ns->connections)) ||
+	      ADD(e, "timeout-ms", U64(ns->timeout_ms)) ||
+	      ADD(e, "reads", U64(ns->reads)) || ADD(e, "read-bytes", U64(ns->read_bytes)) ||
+	      ADD(e, "read-errors", U64(ns->read_errors)) || ADD(e, "timeouts", U64(ns->timeouts)) ||
+	      ADD(e, "connects", U64(ns->connects)) ||
+	      ADD(e, "connect-failures", U64(ns->connect_failures)) ||
+	      ADD(e, "disconnects", U64(ns->disconnects));
+	if (!bad && ns->failed_since)
+		bad = ADD(e, "failed-since-ms", U64(ns->failed_since));
+	if (!bad && ns->last_error[0])
+		bad = ADD(e, "last-error", json_object_new_string(ns->last_error));
+	free(ns);
+	if (!bad)
+		return ADD(o, "network-backing", e);
+	json_object_put(e);
+	return true;
+}
+
 struct json_object *ublk_stats_json(struct ublk_dev *dev)
 {
 	struct json_object *o = json_object_new_object(), *ops = json_object_new_object();
@@ -190,6 +230,8 @@ struct json_object *ublk_stats_json(struct ublk_dev *dev)
 		bad = ADD(o, "pauses", ps);
 	else
 		json_object_put(ps);
+	if (!bad)
+		bad = add_net(dev, o);
 	if (bad) {
 		json_object_put(o);
 		return NULL;
@@ -236,5 +278,27 @@ int ublk_stats_format(struct ublk_dev *dev, char *buf, size_t len)
 	}
 	if (j && off < len)
 		off += snprintf(buf + off, len - off, "\n");
+	struct cow_net_stats *ns = malloc(sizeof(*ns));
+	if (ns && net_of(dev, ns) && off < len) {
+		off += snprintf(buf + off, len - off, "network backing: %s: %s (%u connection%s), "
+				"reads %" PRIu64 " (%" PRIu64 " bytes), read errors %" PRIu64
+				" (timeouts %" PRIu64 "), connects %" PRIu64 " (failed %" PRIu64
+				"), disconnects %" PRIu64 "\n", ns->uri,
+				cow_net_state_name(ns->state), ns->connections,
+				ns->connections == 1 ? "" : "s", ns->reads, ns->read_bytes,
+				ns->read_errors, ns->timeouts, ns->connects, ns->connect_failures,
+				ns->disconnects);
+		if (ns->failed_since && off < len) {
+			time_t t = (time_t)(ns->failed_since / 1000);
+			struct tm tm;
+			char when[64] = "?";
+			if (localtime_r(&t, &tm))
+				strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+			off += snprintf(buf + off, len - off, "  failing since %s\n", when);
+		}
+		if (ns->last_error[0] && off < len)
+			off += snprintf(buf + off, len - off, "  last error: %s\n", ns->last_error);
+	}
+	free(ns);
 	return off < len ? 0 : -ENOSPC;
 }

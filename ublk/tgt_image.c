@@ -89,17 +89,21 @@ static int eng_open(struct ublk_dev *dev, int fmt)
 		flags |= COW_OPEN_DIRECT;
 	if (!dev->o.backing_outside)
 		flags |= COW_OPEN_CONFINE;	/* backing files inside the image's folder */
+	if (dev->o.allow_network)
+		flags |= COW_OPEN_ALLOW_NETWORK;	/* a backing image on an NBD server */
 	if (dev->o.snapshot[0])	/* a snapshot's content, read-only; the current state untouched */
 		ret = cow_open(dev->o.file, &(struct cow_open_opts){ .flags = flags | COW_OPEN_RDONLY,
-				.snapshot = dev->o.snapshot },
+				.snapshot = dev->o.snapshot, .net_timeout_ms = dev->o.nbd_timeout_ms },
 				&img, err, COW_ERRLEN);
 	else if (dev->o.recoverable && fmt != COW_FMT_RAW && !dev->o.read_only &&
 		 sidelog_open(dev) == 0)
 		ret = cow_open(dev->o.file, &(struct cow_open_opts){ .fmt = fmt,
-				.flags = flags | COW_OPEN_SIDELOG, .sidelog_fd = dev->sidelog_fd },
+				.flags = flags | COW_OPEN_SIDELOG, .sidelog_fd = dev->sidelog_fd,
+				.net_timeout_ms = dev->o.nbd_timeout_ms },
 				&img, err, COW_ERRLEN);
 	else
-		ret = cow_open(dev->o.file, &(struct cow_open_opts){ .fmt = fmt, .flags = flags },
+		ret = cow_open(dev->o.file, &(struct cow_open_opts){ .fmt = fmt, .flags = flags,
+				.net_timeout_ms = dev->o.nbd_timeout_ms },
 				&img, err, COW_ERRLEN);
 	if (ret < 0) {
 		if (dev->sidelog_fd >= 0) {	/* kept: it may hold a dead server's mappings */
@@ -112,6 +116,12 @@ static int eng_open(struct ublk_dev *dev, int fmt)
 		else if (err[0] && ret == -EPERM && (flags & COW_OPEN_CONFINE))
 			snprintf(dev->err, sizeof(dev->err), "%s; add --allow-backing-outside if "
 				 "it is trusted", err);
+		else if (err[0] && ret == -EREMOTE && dev->recovering)
+			snprintf(dev->err, sizeof(dev->err), "%s (the device was added without "
+				 "--allow-network-backing)", err);
+		else if (err[0] && ret == -EREMOTE)
+			snprintf(dev->err, sizeof(dev->err), "%s (--allow-network-backing allows "
+				 "it)", err);
 		else if (err[0] && ret == -EMEDIUMTYPE && !dev->o.snapshot[0] && !dev->recovering)
 			snprintf(dev->err, sizeof(dev->err), "%s; use -t raw for a raw file", err);
 		else if (err[0])

@@ -84,6 +84,9 @@ struct ublk_opts {
 	char name[UBLK_NAME_MAX + 1];	/* `ucow dev serve NAME`: /dev/disk/by-ucow/NAME; "" none */
 	bool direct, read_only, recoverable, foreground;
 	bool backing_outside;	/* --allow-backing-outside: no COW_OPEN_CONFINE */
+	bool allow_network;	/* --allow-network-backing (or the settings file): a chain may
+				 * name an NBD URI (COW_OPEN_ALLOW_NETWORK) */
+	uint32_t nbd_timeout_ms;	/* --nbd-timeout: cow_open_opts.net_timeout_ms; 0 default */
 };
 
 enum ublk_op_kind { UBLK_ST_READ, UBLK_ST_WRITE, UBLK_ST_FLUSH, UBLK_ST_DISCARD,

@@ -156,7 +156,7 @@ class Image:
                 qtexts.append(q)
             lines += l
             bad |= b
-        argv = [self.a.ucow, 'io']
+        argv = [self.a.ucow, 'io'] + self.a.net
         be = self.rng.choice(['uring', 'uring', 'aio', 'sync'])
         if be != 'uring':
             argv += ['-i', be]
@@ -185,7 +185,7 @@ class Image:
 
     def compare(self, model, tag):
         out = 'cmp-%s.raw' % tag
-        run([self.a.ucow, 'convert', '-O', 'raw', self.name, out])
+        run([self.a.ucow, 'convert'] + self.a.net + ['-O', 'raw', self.name, out])
         with open(out, 'rb') as f:
             data = f.read()
         os.unlink(out)
@@ -207,7 +207,7 @@ class Image:
                                                     data[d:d + 8]))
 
     def check(self):
-        rc, out, _ = run([self.a.ucow, 'check', self.name], want=None)
+        rc, out, _ = run([self.a.ucow, 'check'] + self.a.net + [self.name], want=None)
         if rc != 0 or 'No errors were found on the image.' not in out:
             raise Fail('ucow check %s: exit %d: %s' % (self.name, rc, out.strip()[:400]))
 
@@ -232,7 +232,15 @@ def setup(a, rng):
             run(['qemu-img', 'create', '-q', '-f', 'qcow2', 'disk.qcow2', str(size)])
         return Image(a, 'disk.img', rng), bytearray(size), None, None
     base_size = size - a.grow
-    if a.mode == 'rawbase':
+    if a.mode == 'rawbase' and a.base_file:
+        # a base the caller made (and perhaps serves over NBD at --base-uri)
+        with open(a.base_file, 'rb') as f:
+            base = bytearray(f.read())
+        if len(base) != base_size:
+            raise Fail('%s holds %d bytes, not %d' % (a.base_file, len(base), base_size))
+        bname, bfmt, qb, qbfmt = a.base_uri or a.base_file, 'raw', a.base_file, 'raw'
+        bimg = None
+    elif a.mode == 'rawbase':
         base = bytearray(base_size)
         for _ in range(12):
             off = rng.randrange(0, base_size)
@@ -255,7 +263,8 @@ def setup(a, rng):
         bimg.compare(base, 'base')
         bname, bfmt, qb, qbfmt = 'base.img', 'ucow', 'base.qcow2', 'qcow2'
     sz = [str(size)] if a.grow else []
-    run([a.ucow, 'create'] + q + create_opts(a) + ['-b', bname, '-F', bfmt, 'disk.img'] + sz)
+    run([a.ucow, 'create'] + q + a.net + create_opts(a) + ['-b', bname, '-F', bfmt, 'disk.img']
+        + sz)
     if a.qemu:
         run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-b', qb, '-F', qbfmt, 'disk.qcow2']
             + sz)
@@ -278,7 +287,13 @@ def main():
     ap.add_argument('--qemu', action='store_true')
     ap.add_argument('--direct', action='store_true',
                     help='most io runs with -n (O_DIRECT); 512-byte aligned requests only')
+    ap.add_argument('--base-file', default='',
+                    help='rawbase: this raw file is the base (not a random one)')
+    ap.add_argument('--base-uri', default='',
+                    help='rawbase with --base-file: the overlay names this NBD URI (serving '
+                    'that file) as its backing image')
     a = ap.parse_args()
+    a.net = ['--allow-network-backing', '--nbd-timeout', '20'] if a.base_uri else []
     rng = random.Random(a.seed)
     print('randio: mode=%s seed=%d size=%s chunk=%s block=%s grow=%d qemu=%s direct=%s' %
           (a.mode, a.seed, a.size, a.chunk or 'default', a.block or 'default', a.grow, a.qemu,
@@ -293,7 +308,7 @@ def main():
         img.compare(model, 'end')
         img.check()
         # a ucow copy of the flattened image holds the same bytes
-        run([a.ucow, 'convert', '-O', 'ucow', img.name, 'copy.img'])
+        run([a.ucow, 'convert'] + a.net + ['-O', 'ucow', img.name, 'copy.img'])
         copy = Image(a, 'copy.img', rng)
         a.qemu = False
         copy.compare(model, 'copy')

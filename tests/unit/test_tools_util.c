@@ -546,11 +546,81 @@ static void test_json_write(void **state)
 	}
 }
 
+static void test_parse_seconds_ms(void **state)
+{
+	uint32_t ms = 7;
+	(void)state;
+	assert_int_equal(parse_seconds_ms("30", &ms), 0);
+	assert_int_equal(ms, 30000);
+	assert_int_equal(parse_seconds_ms("2.5", &ms), 0);
+	assert_int_equal(ms, 2500);
+	assert_int_equal(parse_seconds_ms("0.001", &ms), 0);
+	assert_int_equal(ms, 1);
+	assert_int_equal(parse_seconds_ms("3600", &ms), 0);
+	assert_int_equal(ms, 3600000);
+	ms = 7;
+	static const char *const bad[] = { "", "0", "0.0", "-1", "+1", " 1", "1 ", "1.", ".5",
+					   "1.2345", "1e3", "3600.001", "99999999999", "0x10",
+					   "1s" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_true(parse_seconds_ms(bad[i], &ms) < 0);
+	assert_int_equal(ms, 7);	/* untouched */
+}
+
+/* net_conf_parse on a copy of text: its result, n and err */
+static int conf(const char *text, struct net_opts *n, char *e)
+{
+	char *b = strdup(text);
+	int r = net_conf_parse(b, strlen(b), "x.conf", n, e, 256);
+	free(b);
+	return r;
+}
+
+static void test_net_conf(void **state)
+{
+	struct net_opts n = { 0 };
+	char e[256];
+	(void)state;
+	assert_int_equal(conf("", &n, e), 0);
+	assert_int_equal(n.flags, 0);
+	assert_int_equal(conf("# c\n\n  allow-network-backing = yes\r\nnbd-timeout=2.5 \n", &n, e), 0);
+	assert_int_equal(n.flags, COW_OPEN_ALLOW_NETWORK);
+	assert_int_equal(n.timeout_ms, 2500);
+	assert_int_equal(conf("allow-network-backing = no\n", &n, e), 0);
+	assert_int_equal(n.flags, 0);
+	/* every error leaves n as it was and names file and line */
+	n = (struct net_opts){ .flags = COW_OPEN_ALLOW_NETWORK, .timeout_ms = 9 };
+	static const struct { const char *text, *want; } bad[] = {
+		{ "allow-network-backing = true\n", "x.conf:1: allow-network-backing must be yes" },
+		{ "allow-network-backing = \n", "x.conf:1: allow-network-backing must be yes" },
+		{ "nbd-timeout = 0\n", "x.conf:1: invalid nbd-timeout '0'" },
+		{ "\nnbd-timeout = 1\nnbd-timeout = 1\n", "x.conf:3: 'nbd-timeout' given twice" },
+		{ "allow-network-backing = no\nallow-network-backing = yes\n",
+		  "x.conf:2: 'allow-network-backing' given twice" },
+		{ "allow-network-backing\n", "x.conf:1: not 'key = value'" },
+		{ "image = /x\n", "x.conf:1: unknown key 'image'" },
+		{ "nbd-timeout = 1\x01\n", "x.conf:1: a control character" },
+		{ "allow-network-backing = no # yes\n", "must be yes or no" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		e[0] = 0;
+		assert_int_equal(conf(bad[i].text, &n, e), -EINVAL);
+		if (!strstr(e, bad[i].want))
+			fail_msg("'%s': '%s' lacks '%s'", bad[i].text, e, bad[i].want);
+		assert_int_equal(n.flags, COW_OPEN_ALLOW_NETWORK);
+		assert_int_equal(n.timeout_ms, 9);
+	}
+	char nul[] = "nbd-timeout = 1\0x";
+	assert_int_equal(net_conf_parse(nul, sizeof(nul) - 1, "x.conf", &n, e, sizeof(e)), -EINVAL);
+	assert_non_null(strstr(e, "NUL byte"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_bytes), cmocka_unit_test(test_parse_offset),
-		cmocka_unit_test(test_parse_pattern),
+		cmocka_unit_test(test_parse_pattern), cmocka_unit_test(test_parse_seconds_ms),
+		cmocka_unit_test(test_net_conf),
 		cmocka_unit_test(test_opt_next),    cmocka_unit_test(test_human_size),
 		cmocka_unit_test(test_resolve_near), cmocka_unit_test(test_utf8),
 		cmocka_unit_test(test_utf8_nul),    cmocka_unit_test(test_json_build),

@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -652,6 +654,86 @@ static void test_server_stats(void **state)
 	free_dev(dev);
 }
 
+/* dev stats of a device whose base is on an NBD server (nbdkit, its memory plugin): the
+ * connection's state and counters, in the JSON and the table, before and after the server
+ * is gone. */
+static void test_server_stats_network(void **state)
+{
+	char uri[600];
+	struct json_object *r, *s, *n, *v;
+	struct cow_backend *be;
+	struct cow_ctx *ctx;
+	char *buf = malloc(8192);
+	const char *t;
+	pid_t pid;
+
+	if (system("command -v nbdkit >/dev/null 2>&1") != 0) {
+		free(buf);
+		skip();
+	}
+	unlink(P("net.sock"));
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) {
+		execlp("nbdkit", "nbdkit", "-f", "-U", P("net.sock"), "memory", "1M", (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 200 && access(P("net.sock"), F_OK); i++)
+		usleep(20000);
+	snprintf(uri, sizeof(uri), "nbd+unix:///?socket=%s", P("net.sock"));
+	unlink(P("net.ucow"));
+	assert_int_equal(cow_create(P("net.ucow"), &(struct cow_create_opts){ .backing = uri,
+				    .backing_fmt = COW_FMT_RAW, .open_flags = COW_OPEN_ALLOW_NETWORK },
+				    err, COW_ERRLEN), 0);
+	dev = fake_dev(&ublk_tgt_cow, 0);
+	strcpy(dev->o.file, P("net.ucow"));
+	assert_int_equal(cow_open(dev->o.file, &(struct cow_open_opts){ .fmt = COW_FMT_UCOW,
+			.flags = COW_OPEN_ALLOW_NETWORK, .net_timeout_ms = 400 },
+			(struct cow_image **)&dev->tgt_data, err, COW_ERRLEN), 0);
+	assert_int_equal(cow_backend_new("uring", 4, &be), 0);
+	assert_int_equal(cow_ctx_new(dev->tgt_data, be, &ctx), 0);
+	assert_int_equal(cow_rw(ctx, COW_READ, buf, 8192, 0, 0), 0);
+	listen_dev();
+	assert_int_equal(call(UBLK_OP_STATS, NULL, &r), 0);
+	assert_true(json_object_object_get_ex(r, "stats", &s));
+	assert_true(json_object_object_get_ex(s, "network-backing", &n));
+	json_object_object_get_ex(n, "uri", &v);
+	assert_string_equal(json_object_get_string(v), uri);
+	t = ublk_json_text(n, false);
+	assert_non_null(strstr(t, "\"state\": \"connected\", \"connections\": 1, "
+			       "\"timeout-ms\": 400, \"reads\": 1, \"read-bytes\": 8192, "
+			       "\"read-errors\": 0"));
+	assert_null(strstr(t, "failed-since-ms"));
+	json_object_object_get_ex(r, "text", &v);
+	assert_non_null(strstr(json_object_get_string(v), ": connected (1 connection), reads 1 "
+			       "(8192 bytes), read errors 0 (timeouts 0), connects 1 (failed 0), "
+			       "disconnects 0\n"));
+	json_object_put(r);
+	/* the server gone: a read of the base fails; the state says so */
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	assert_int_equal(cow_rw(ctx, COW_READ, buf, 4096, 65536, 0), -EIO);
+	assert_int_equal(call(UBLK_OP_STATS, NULL, &r), 0);
+	assert_true(json_object_object_get_ex(r, "stats", &s));
+	assert_true(json_object_object_get_ex(s, "network-backing", &n));
+	t = ublk_json_text(n, false);
+	assert_non_null(strstr(t, "\"state\": \"failed\", \"connections\": 0"));
+	assert_non_null(strstr(t, "\"disconnects\": 1, \"failed-since-ms\": "));
+	assert_non_null(strstr(t, "\"last-error\": \"nbd+unix:"));
+	json_object_object_get_ex(r, "text", &v);
+	t = json_object_get_string(v);
+	assert_non_null(strstr(t, ": failed (0 connections)"));
+	assert_non_null(strstr(t, "\n  failing since 2"));
+	assert_non_null(strstr(t, "\n  last error: nbd+unix:"));
+	json_object_put(r);
+	unlisten();
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
+	assert_int_equal(cow_close(dev->tgt_data), 0);
+	free_dev(dev);
+	free(buf);
+}
+
 /* A fake server: reads the request line, sends fake_reply (fake_len bytes, or up to 96 MiB of
  * spaces when fake_len is 0), closes. */
 static const char *fake_reply;
@@ -929,6 +1011,7 @@ int main(void)
 		cmocka_unit_test(test_server_hostile),
 		cmocka_unit_test(test_server_slow),
 		cmocka_unit_test(test_server_stats),
+		cmocka_unit_test(test_server_stats_network),
 		cmocka_unit_test(test_server_snapshots),
 		cmocka_unit_test(test_client_hostile),
 		cmocka_unit_test(test_server_jobs),

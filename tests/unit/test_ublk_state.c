@@ -39,6 +39,8 @@ static void make_good(struct ublk_state *st)
 	st->o.direct = true;
 	st->o.read_only = false;
 	st->o.recoverable = true;
+	st->o.allow_network = true;
+	st->o.nbd_timeout_ms = 2500;
 	st->flags = 0x1feull;
 	strcpy(st->sock, "/run/ucow/dev7.sock");
 }
@@ -68,6 +70,8 @@ static void assert_same(const struct ublk_state *a, const struct ublk_state *b)
 	assert_int_equal(a->o.direct, b->o.direct);
 	assert_int_equal(a->o.read_only, b->o.read_only);
 	assert_int_equal(a->o.recoverable, b->o.recoverable);
+	assert_int_equal(a->o.allow_network, b->o.allow_network);
+	assert_int_equal(a->o.nbd_timeout_ms, b->o.nbd_timeout_ms);
 	assert_int_equal(a->flags, b->flags);
 	assert_string_equal(a->sock, b->sock);
 }
@@ -176,6 +180,9 @@ static void test_missing(void **state)
 	for (size_t i = 0; i < sizeof(req) / sizeof(req[0]); i++)
 		expect_bad(req[i], NULL, "missing");
 	expect_good("snapshot", NULL);
+	/* optional: files from before network backing have neither */
+	expect_good("allow-network-backing", NULL);
+	expect_good("nbd-timeout-ms", NULL);
 }
 
 static void test_wrong_types(void **state)
@@ -223,6 +230,10 @@ static void test_ranges(void **state)
 	expect_bad("depth", "4294967424", "out of range");	/* 2^32 + 128: no wrap */
 	expect_bad("block-size", "1024", "512 or 4096");
 	expect_bad("version", "1", "\"version\"");
+	expect_bad("nbd-timeout-ms", "0", "out of range");
+	expect_bad("nbd-timeout-ms", "3600001", "out of range");
+	expect_bad("allow-network-backing", "1", "not true or false");
+	expect_good("nbd-timeout-ms", "3600000");
 	expect_good("size", "4611686018427387904");
 	expect_good("queues", "4096");
 }

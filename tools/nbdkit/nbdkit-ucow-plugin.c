@@ -4,6 +4,7 @@
  * nbdkit, to any NBD client: qemu, nbd-client, another host's ucow overlay.
  *
  *   nbdkit ucow [file=]IMAGE [snapshot=NAME] [readonly=true] [allow-backing-outside=true]
+ *               [allow-network-backing=true]
  *
  * (nbdkit PATH/nbdkit-ucow-plugin.so IMAGE where the plugin is not in nbdkit's plugin
  * folder.) The image and its backing chain are opened once, when nbdkit is ready, with one
@@ -15,8 +16,9 @@
  * worker that waits for its next request would never run it. Flush, FUA, trim (discard)
  * and zero (write-zeroes) go to the engine as they are; a flush is image-wide, so several
  * connections may share it (can_multi_conn).
- * Backing files are confined to the image's folder unless allow-backing-outside=true, as
- * for ucow dev add.
+ * Backing files are confined to the image's folder unless allow-backing-outside=true, and a
+ * backing image on an NBD server is followed only with allow-network-backing=true, as for
+ * ucow dev add.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -35,7 +37,7 @@
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
 static char *file, *snapshot;
-static bool readonly_opt, outside;
+static bool readonly_opt, outside, network;
 static struct cow_image *img;
 
 /* The engine thread and the requests handed to it. */
@@ -195,8 +197,10 @@ static int ucow_config(const char *key, const char *value)
 		return bool_value(key, value, &readonly_opt);
 	if (!strcmp(key, "allow-backing-outside"))
 		return bool_value(key, value, &outside);
-	nbdkit_error("unknown parameter '%s' (file, snapshot, readonly, allow-backing-outside)",
-		     key);
+	if (!strcmp(key, "allow-network-backing"))
+		return bool_value(key, value, &network);
+	nbdkit_error("unknown parameter '%s' (file, snapshot, readonly, allow-backing-outside, "
+		     "allow-network-backing)", key);
 	return -1;
 }
 
@@ -213,7 +217,8 @@ static int ucow_get_ready(void)
 {
 	char err[COW_ERRLEN] = "";
 	unsigned flags = (outside ? 0 : COW_OPEN_CONFINE) |
-			 (readonly_opt || snapshot ? COW_OPEN_RDONLY : 0);
+			 (readonly_opt || snapshot ? COW_OPEN_RDONLY : 0) |
+			 (network ? COW_OPEN_ALLOW_NETWORK : 0);
 	int r;
 
 	r = cow_open(file, &(struct cow_open_opts){ .flags = flags, .snapshot = snapshot },
@@ -352,7 +357,8 @@ static struct nbdkit_plugin plugin = {
 	.config_help = "[file=]IMAGE                 the ucow image (required)\n"
 		       "snapshot=NAME                serve this internal snapshot, read-only\n"
 		       "readonly=true                open the image read-only\n"
-		       "allow-backing-outside=true   follow backing files outside IMAGE's folder",
+		       "allow-backing-outside=true   follow backing files outside IMAGE's folder\n"
+		       "allow-network-backing=true   follow a backing image on an NBD server",
 	.magic_config_key = "file",
 	.get_ready = ucow_get_ready,
 	.unload = ucow_unload,
