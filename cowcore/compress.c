@@ -25,6 +25,8 @@
  *       handed out again is never appended to.
  * Reads inflate a stream once per chunk into a small per-image cache of decompressed
  * chunks (comp_cache_*): sequential reads of a compressed image inflate each chunk once.
+ * The inflating runs on the image's pool of threads (engine.c hands the job over and gets
+ * the request back through its context), so reads of several chunks inflate at once.
  * The cache is keyed by the stream's place in the file; a put forgets the whole cache, as
  * the place may have held an older stream.
  */
@@ -32,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "array.h"
@@ -178,6 +181,7 @@ void comp_cache_clear(struct cow_image *img)
 
 void comp_free(struct cow_image *img)
 {
+	comp_pool_free(img);
 	struct comp_cache *cc = img->ccache;
 	img->ccache = NULL;
 	if (!cc)
@@ -236,15 +240,118 @@ void comp_forget(struct cow_image *img)
 	img->pack_used = 0;
 }
 
+int comp_corrupt(struct cow_image *img, uint64_t e)
+{
+	pthread_mutex_lock(&img->lock);
+	int r = img_mark_corrupt(img, "%s: corrupt image: the compressed chunk at byte %llu "
+				 "does not inflate to %u bytes", img->path,
+				 (unsigned long long)ucow_e_coff(e), img->chunk_size);
+	pthread_mutex_unlock(&img->lock);
+	return r;
+}
+
 int comp_chunk_inflate(struct cow_image *img, uint64_t e, const void *cbuf, void *chunk)
 {
 	int r = comp_inflate(cbuf, ucow_e_clen(e), chunk, img->chunk_size);
 	__atomic_fetch_add(&img->inflates, 1, __ATOMIC_RELAXED);
-	if (r == -EUCLEAN)
-		r = img_mark_corrupt(img, "%s: corrupt image: the compressed chunk at byte %llu "
-				     "does not inflate to %u bytes", img->path,
-				     (unsigned long long)ucow_e_coff(e), img->chunk_size);
-	return r;
+	return r == -EUCLEAN ? comp_corrupt(img, e) : r;
+}
+
+/* ---- the inflate pool ------------------------------------------------------------------- */
+
+#define POOL_MAX 4u
+
+struct comp_pool {
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	struct comp_job *head, *tail;
+	bool stop;
+	unsigned n;
+	pthread_t th[POOL_MAX];
+};
+
+static void *pool_thread(void *arg)
+{
+	struct comp_pool *p = arg;
+	for (;;) {
+		pthread_mutex_lock(&p->lock);
+		while (!p->head && !p->stop)
+			pthread_cond_wait(&p->cv, &p->lock);
+		struct comp_job *j = p->head;
+		if (j) {
+			p->head = j->next;
+			if (!p->head)
+				p->tail = NULL;
+		}
+		pthread_mutex_unlock(&p->lock);
+		if (!j)
+			return NULL;	/* stopped, nothing left */
+		j->run(j);
+	}
+}
+
+static struct comp_pool *pool_of(struct cow_image *img)
+{
+	struct comp_pool *p = __atomic_load_n(&img->cpool, __ATOMIC_ACQUIRE);
+	if (p)
+		return p;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	if (ncpu < 2 || !(p = calloc(1, sizeof(*p))))
+		return NULL;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	unsigned want = ncpu > (long)POOL_MAX ? POOL_MAX : (unsigned)ncpu;
+	while (p->n < want && pthread_create(&p->th[p->n], NULL, pool_thread, p) == 0)
+		p->n++;
+	struct comp_pool *none = NULL;
+	if (!p->n || !__atomic_compare_exchange_n(&img->cpool, &none, p, false, __ATOMIC_ACQ_REL,
+						  __ATOMIC_ACQUIRE)) {
+		pthread_mutex_lock(&p->lock);
+		p->stop = true;
+		pthread_cond_broadcast(&p->cv);
+		pthread_mutex_unlock(&p->lock);
+		for (unsigned i = 0; i < p->n; i++)
+			pthread_join(p->th[i], NULL);
+		pthread_cond_destroy(&p->cv);
+		pthread_mutex_destroy(&p->lock);
+		free(p);
+		p = none;	/* another thread's, or none */
+	}
+	return p;
+}
+
+int comp_pool_submit(struct cow_image *img, struct comp_job *j)
+{
+	struct comp_pool *p = pool_of(img);
+	if (!p)
+		return -ENOTSUP;
+	j->next = NULL;
+	pthread_mutex_lock(&p->lock);
+	if (p->tail)
+		p->tail->next = j;
+	else
+		p->head = j;
+	p->tail = j;
+	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+void comp_pool_free(struct cow_image *img)
+{
+	struct comp_pool *p = img->cpool;
+	img->cpool = NULL;
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->lock);
+	for (unsigned i = 0; i < p->n; i++)
+		pthread_join(p->th[i], NULL);
+	pthread_cond_destroy(&p->cv);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
 }
 
 int comp_chunk_pread(struct cow_image *img, uint64_t e, void *buf, uint32_t len, uint32_t in)

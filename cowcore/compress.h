@@ -34,6 +34,21 @@ int comp_add_pack(struct cow_image *img, uint64_t p);
 /* At a clean close, every change durable: punch the packs that nothing maps any more (their
  * streams were all written over, discarded or dropped), so they hold no disk space. */
 void comp_punch_dead_packs(struct cow_image *img);
+/*
+ * The image's inflate pool: threads (one per core, at most 4; none on one core) that run
+ * jobs off the serving threads, so the reads of several compressed chunks inflate at once.
+ * comp_pool_submit queues j (j->run(j) runs on a pool thread): 0, or -errno when there is no
+ * pool (the caller does the work itself). comp_pool_free (at close, no job queued) stops
+ * and joins the threads. A pool thread marks corruption under img->lock (comp_corrupt).
+ */
+struct comp_job {
+	struct comp_job *next;
+	void (*run)(struct comp_job *j);
+};
+int comp_pool_submit(struct cow_image *img, struct comp_job *j);
+void comp_pool_free(struct cow_image *img);
+/* The stream of entry e does not inflate: the image is corrupt (-EUCLEAN). Any thread. */
+int comp_corrupt(struct cow_image *img, uint64_t e);
 /* Synchronous read of [in, in + len) of the chunk entry e maps (compressed or not): for
  * the maintenance paths (resize, check), not the request path. 0 or -errno. */
 int comp_chunk_pread(struct cow_image *img, uint64_t e, void *buf, uint32_t len, uint32_t in);

@@ -27,7 +27,8 @@ static inline struct req_state *req_st(struct cow_req *req)
 }
 
 /* A request part handed to a ctx: park behind a BUSY chunk (engine.c) or hand-over. */
-enum waiter_kind { W_CHUNK, W_COMPLETE };
+enum waiter_kind { W_CHUNK, W_COMPLETE, W_RESULT };	/* W_RESULT: drop one reference of
+							 * req with the result in chunk */
 struct waiter {
 	struct cow_req *req;
 	enum waiter_kind kind;
@@ -48,6 +49,9 @@ struct cow_ctx {
 	struct nbd_conn *nbd;		/* nbd.c: this thread's connection, for an image on an
 					 * NBD server */
 	int efd;			/* readable when ready is not empty */
+	unsigned pool_jobs;		/* engine.c: reads handed to the inflate pool, not back */
+	bool efd_armed;			/* engine.c: a COW_IO_POLL on efd is queued */
+	struct waiter *held;		/* engine.c: W_RESULTs kept until that poll is back */
 	pthread_mutex_t rlock;
 	struct waiter *ready;		/* work handed over by other threads */
 };

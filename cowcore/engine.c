@@ -178,6 +178,8 @@ static void read_backing(struct cow_ctx *ctx, struct cow_req *req, uint64_t voff
  * meanwhile changes it, and this read must show one state or the other.
  */
 struct cread {
+	struct comp_job job;		/* first: the pool's job is the cread */
+	struct cow_ctx *ctx;
 	struct cow_req *req;
 	uint64_t c, e;
 	char *cbuf, *dst;
@@ -220,6 +222,96 @@ static void copy_run(void *arg, uint32_t o, uint32_t l)
 		rc->missed = true;
 }
 
+/*
+ * Inflating on the image's pool (compress.c): the job inflates, copies the part out and
+ * hands the request's reference back to its ctx as a W_RESULT. While jobs of a ctx are out,
+ * the ctx has a COW_IO_POLL on its eventfd queued on its backend, so that whatever loop
+ * drives the backend (a ublk queue, ucow bench, cow_rw) wakes for the hand-over; the last
+ * W_RESULT is held until that poll is back (the eventfd is poked to make it fire), so that a
+ * ctx with no request in flight has no poll left in its backend.
+ */
+static void cread_job(struct comp_job *j)
+{
+	struct cread *cr = (struct cread *)(void *)j;
+	struct cow_image *img = cr->ctx->img;
+	void *out = NULL;
+	int res = posix_memalign(&out, 4096, img->chunk_size) ? -ENOMEM : 0;
+	if (!res)
+		res = comp_chunk_inflate(img, cr->e, cr->cbuf, out);
+	if (!res) {
+		struct run_copy rc = { img, cr->e, out, cr->dst, cr->in, false };
+		set_runs(img, cr->bm, cr->in, cr->len, copy_run, &rc);
+		comp_cache_put(img, cr->e, out);
+	}
+	free(out);
+	free(cr->cbuf);		/* a ctx buffer: plain posix_memalign memory */
+	ctx_hand_over(cr->ctx, cr->req, W_RESULT, (uint64_t)(int64_t)res);
+	free(cr);
+}
+
+static void efd_polled(struct eio *e, int res);
+
+static void efd_arm(struct cow_ctx *ctx, struct eio *e)
+{
+	ctx->efd_armed = true;
+	eio_queue(ctx, e, COW_IO_POLL, ctx->efd, NULL, POLLIN, 0, efd_polled, ctx);
+}
+
+static void efd_polled(struct eio *e, int res)
+{
+	struct cow_ctx *ctx = e->arg;
+	struct waiter *w = ctx->held;
+	ctx->efd_armed = false;
+	ctx->held = NULL;
+	while (w) {		/* results held for this poll's return */
+		struct waiter *n = w->next;
+		req_put(w->req, (int)(int64_t)w->chunk);
+		free(w);
+		w = n;
+	}
+	cow_ctx_poll(ctx);
+	if (ctx->pool_jobs && res >= 0)
+		efd_arm(ctx, e);	/* more to wait for: the same eio again */
+	else
+		eio_put(e);	/* (a poll that failed: the loop's own cow_ctx_poll collects) */
+}
+
+/* cow_ctx_poll's W_RESULT: one job back from the pool. */
+static void pool_result(struct cow_ctx *ctx, struct waiter *w)
+{
+	ctx->pool_jobs--;
+	if (ctx->efd_armed && !ctx->pool_jobs) {
+		uint64_t one = 1;
+		w->next = ctx->held;	/* completed when the poll is back */
+		ctx->held = w;
+		if (write(ctx->efd, &one, sizeof(one)) < 0) {
+			/* only on counter overflow: readable already */
+		}
+		return;
+	}
+	req_put(w->req, (int)(int64_t)w->chunk);
+	free(w);
+}
+
+/* Hand cr's inflate to the pool: true, or false to do it here. */
+static bool cread_to_pool(struct cow_ctx *ctx, struct cread *cr)
+{
+	struct eio *pe = ctx->efd_armed ? NULL : eio_get(ctx);
+	if (!ctx->efd_armed && !pe)
+		return false;
+	cr->ctx = ctx;
+	cr->job.run = cread_job;
+	if (comp_pool_submit(ctx->img, &cr->job)) {
+		if (pe)
+			eio_put(pe);
+		return false;
+	}
+	ctx->pool_jobs++;
+	if (pe)
+		efd_arm(ctx, pe);
+	return true;
+}
+
 static void cread_done(struct eio *e, int res)
 {
 	struct cow_ctx *ctx = e->ctx;
@@ -229,6 +321,8 @@ static void cread_done(struct eio *e, int res)
 	res = eio_short(e, res);
 	eio_put(e);
 	inflight_put(img, cr->c);
+	if (res >= 0 && cread_to_pool(ctx, cr))
+		return;		/* the request's reference comes back as a W_RESULT */
 	if (res >= 0) {
 		char *out = ctx_buf_get(ctx);
 		res = out ? comp_chunk_inflate(img, cr->e, cr->cbuf, out) : -ENOMEM;
@@ -1177,6 +1271,11 @@ void cow_ctx_poll(struct cow_ctx *ctx)
 	struct waiter *w = ctx_take_ready(ctx);
 	while (w) {
 		struct waiter *n = w->next;
+		if (w->kind == W_RESULT) {
+			pool_result(ctx, w);	/* frees or keeps w */
+			w = n;
+			continue;
+		}
 		if (w->kind == W_COMPLETE)
 			req_put(w->req, req_st(w->req)->res);
 		else

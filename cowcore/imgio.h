@@ -50,6 +50,7 @@ struct img_tap {
 };
 
 struct comp_cache;
+struct comp_pool;
 struct jrec;
 struct nbd_src;
 struct qcow2;
@@ -143,6 +144,7 @@ struct cow_image {
 	uint64_t *packs;		/* every pack mapped at open or filled since */
 	size_t npacks, packs_cap;
 	struct comp_cache *ccache;
+	struct comp_pool *cpool;	/* created once (atomic), threads joined at close */
 	uint64_t inflates, cache_hits;
 
 	struct cow_stats stats;		/* updated with atomics */

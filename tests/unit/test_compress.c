@@ -5,10 +5,12 @@
  * against a model, snapshots across them (created, viewed, applied, deleted), the packs'
  * space given back once nothing maps them, and a clean check; hostile entries (no feature
  * bit, a stream across a chunk boundary, overlapping streams, a stream that does not
- * inflate) refused as corruption.
+ * inflate) refused as corruption; two threads reading compressed chunks at once while the
+ * inflate pool works for both (also under TSan).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -374,12 +376,78 @@ static void test_hostile(void **state)
 	h_close(&h);
 }
 
+/* Two threads, each with its own context (and io_uring) on one image, read compressed
+ * chunks at random while the pool inflates for both; every read is checked. */
+struct rd_arg {
+	struct cow_image *img;
+	const uint8_t *model;
+	unsigned seed;
+	int bad;
+};
+
+static void *reader(void *p)
+{
+	struct rd_arg *a = p;
+	struct cow_backend *be;
+	struct cow_ctx *ctx;
+	static __thread uint8_t buf[3 * CS];
+	uint64_t x = a->seed;
+	if (cow_backend_new("uring", 16, &be) || cow_ctx_new(a->img, be, &ctx)) {
+		a->bad = -1;
+		return NULL;
+	}
+	for (int i = 0; i < 300 && !a->bad; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		uint64_t off = (x % (VSIZE / 512)) * 512, len = (1 + (x >> 40) % (3 * CS / 512)) * 512;
+		if (off + len > VSIZE)
+			len = VSIZE - off;
+		if (i % 50 == 0)
+			comp_cache_clear(a->img);	/* inflate again now and then */
+		if (cow_rw(ctx, COW_READ, buf, len, off, 0) || memcmp(buf, a->model + off, len))
+			a->bad = i + 1;
+	}
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	(void)state;
+	static uint8_t model[VSIZE];
+	struct h h;
+	pthread_t t[2];
+	struct rd_arg a[2];
+	mk(P("th.img"), NULL);
+	memset(model, 0, VSIZE);
+	h_open(&h, P("th.img"), 0, NULL);
+	for (uint64_t c = 0; c < NCH; c++)
+		put(&h, model, c, (uint8_t)(c * 5 + 1), c % 5 ? 0xffff : 0xf0f0);
+	assert_int_equal(cow_rw(h.ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
+	for (int i = 0; i < 2; i++) {
+		a[i] = (struct rd_arg){ h.img, model, 7u + (unsigned)i * 1000, 0 };
+		assert_int_equal(pthread_create(&t[i], NULL, reader, &a[i]), 0);
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_join(t[i], NULL);
+		if (a[i].bad)
+			fail_msg("reader %d: read %d wrong", i, a[i].bad);
+	}
+	struct cow_compress_info ci;
+	cow_get_compress_info(h.img, &ci);
+	assert_true(ci.inflates > 0);
+	h_close(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_writes_snapshots),
 		cmocka_unit_test(test_hostile),
+		cmocka_unit_test(test_threads),
 	};
 	return UNIT_RUN(tests);
 }
