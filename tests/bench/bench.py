@@ -76,11 +76,15 @@ class Tools:
         self.ucow = ucow
         self.log = log
 
-    def bench(self, tool, fmt, path, count, depth, size, step=None, write=False):
-        """One `ucow bench` or `qemu-img bench` run; returns its own 'Run completed' time."""
+    def bench(self, tool, fmt, path, count, depth, size, step=None, write=False, extra=()):
+        """One `ucow bench` or `qemu-img bench` run; returns its own 'Run completed' time.
+        A qemu-img path that is an NBD URI is read with qemu's defaults (cache and aio are
+        options of local files)."""
         step = size if step is None else step
         if tool == "ucow":
-            cmd = [self.ucow, "bench", "-f", fmt, "-t", "none", "-i", "uring"]
+            cmd = [self.ucow, "bench", "-f", fmt, "-t", "none", "-i", "uring"] + list(extra)
+        elif str(path).startswith("nbd"):
+            cmd = ["qemu-img", "bench", "-f", fmt]
         else:
             cmd = ["qemu-img", "bench", "-f", fmt, "-t", "none", "-i", "io_uring"]
         cmd += ["-c", count, "-d", depth, "-s", size, "-S", step]
@@ -193,7 +197,7 @@ class Suite:
     # ---- setup shared by all runs
     def setup(self):
         need = set(self.args.only)
-        if need & {"S2", "S4", "D"}:
+        if need & {"S2", "S4", "D", "S11"}:
             self.note("  setup: fully written raw base (%d MiB)" % (self.size // MiB))
             self.t.create("raw", self.p("base.raw"), self.size)
             self.fill("ucow", "raw", self.p("base.raw"))
@@ -396,8 +400,47 @@ class Suite:
                 self.failed(["Q3"], side, r, e)
         self.rm("q2.ucow", "q2.qcow2")
 
+    # ---- S11: an empty overlay over an NBD base served from this machine (nbdkit's file
+    # plugin, read-only, on a Unix socket, over the raw base of S2/S4b): reads through the
+    # overlay (ucow bench, --allow-network-backing) against qemu-img bench reading the export
+    # directly; 1 MiB sequential QD 8 (S11a) and 4 KiB one per 64 KiB QD 32 (S11b). The
+    # second pass with copy-on-read of the issue is not measured: copy-on-read is not built.
+    def s11(self, r):
+        if not shutil.which("nbdkit"):
+            raise Failed("nbdkit is missing (make deps)")
+        base, sock = self.p("base.raw"), self.p("s11.sock")
+        self.rm("s11.sock")
+        srv = subprocess.Popen(["nbdkit", "-U", sock, "-f", "-r", "file", base],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(100):
+                if os.path.exists(sock):
+                    break
+                time.sleep(0.05)
+            uri = "nbd+unix:///?socket=" + sock
+            ov = self.p("s11.ucow")
+            self.rm("s11.ucow")
+            run([self.args.ucow, "create", "-q", "-f", "ucow", "-b", uri, "-F", "raw",
+                 "--allow-network-backing", ov])
+            net = ["--allow-network-backing"]
+            for side, tool, fmt, path in rotate([("ucow overlay", "ucow", "ucow", ov),
+                                                 ("NBD export (qemu-img)", "qemu", "raw", uri)], r):
+                try:
+                    self.rec("S11a", side, r, self.t.bench(tool, fmt, path, self.size // MiB, 8,
+                                                           MiB, extra=net), "s",
+                             count=self.size // MiB)
+                    self.rec("S11b", side, r, self.t.bench(tool, fmt, path, self.count, 32,
+                                                           4 * KiB, 64 * KiB, extra=net), "s",
+                             count=self.count)
+                except Failed as e:
+                    self.failed(["S11a", "S11b"], side, r, e)
+            self.rm("s11.ucow")
+        finally:
+            srv.terminate()
+            srv.wait()
+
     PLAN = [("S1", "s1_s4a"), ("S2", "s2"), ("S3", "s3"), ("S4", "s4b"), ("S6", "s6"),
-            ("Q", "q"), ("D", "defaults")]
+            ("Q", "q"), ("S11", "s11"), ("D", "defaults")]
 
     def go(self):
         only = set(self.args.only)
@@ -405,7 +448,7 @@ class Suite:
             for key, fn in self.PLAN:
                 if key not in only:
                     continue
-                cheap = key in ("S2", "S4", "S6", "Q")
+                cheap = key in ("S2", "S4", "S6", "Q", "S11")
                 if r >= (self.args.cheap_runs if cheap else self.args.runs):
                     continue
                 t0 = time.perf_counter()
@@ -441,6 +484,8 @@ COMPARE = [
     ("Q2 time", "ucow -O ucow", "Q2 time", "qemu-img -O qcow2", "faster", None, "convert -c, half-full"),
     ("Q2 size", "ucow -O ucow", "Q2 size", "qemu-img -O qcow2", 0.95, None, "its output's disk usage (<= 1.05x)"),
     ("Q3", "ucow -O ucow", "Q3", "qemu-img -O qcow2", 1.0, None, "1 MiB reads of the compressed image"),
+    ("S11a", "ucow overlay", "S11a", "NBD export (qemu-img)", 0.8, None, "1 MiB reads, overlay over NBD base"),
+    ("S11b", "ucow overlay", "S11b", "NBD export (qemu-img)", 0.8, None, "4 KiB reads, overlay over NBD base"),
     ("D", "64k/4k", "D", "1M/4k", None, None, "S2 ucow, chunk/block"),
     ("D", "256k/4k", "D", "1M/4k", None, None, ""),
     ("D", "1M/64k", "D", "1M/4k", None, None, ""),
@@ -679,10 +724,11 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs of the expensive scenarios (3)")
     ap.add_argument("--cheap-runs", type=int, default=5, help="runs of S2, S4b, S6 (5)")
     ap.add_argument("--count", type=int, default=60000, help="4 KiB requests per run (60000)")
-    ap.add_argument("--only", default="S1,S2,S3,S3b,S4,S5,S6,Q",
-                    help="comma-separated scenarios (S1 S2 S3 S3b S4 S5 S6 Q D); S1 also runs "
-                    "S4a, S3 also S5, S4 is S4b, Q is Q1-Q3 (qcow2 bases, convert -c, "
-                    "compressed reads); D: chunk/block defaults (not in make bench)")
+    ap.add_argument("--only", default="S1,S2,S3,S3b,S4,S5,S6,Q,S11",
+                    help="comma-separated scenarios (S1 S2 S3 S3b S4 S5 S6 Q S11 D); S1 also "
+                    "runs S4a, S3 also S5, S4 is S4b, Q is Q1-Q3 (qcow2 bases, convert -c, "
+                    "compressed reads), S11 an overlay over an NBD base; D: chunk/block "
+                    "defaults (not in make bench)")
     ap.add_argument("--s3-sides", dest="sides", default=None,
                     help="S3 sides to run (default all: ucow, qcow2, "
                     "qcow2 lazy_refcounts, ucow, 10 snapshots -- separated by ';')")
