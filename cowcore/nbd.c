@@ -105,6 +105,7 @@ struct nbd_conn {
 	bool arming;			/* queueing it (a refusal completes at once) */
 	int arm_err;
 	int epfd, tfd, sock;		/* sock: the descriptor in epfd, or -1 */
+	uint64_t timer_at;		/* the deadline tfd is set to (ms), 0: none or fired */
 	uint32_t sock_ev;
 	uint32_t min_block, max_read;	/* this connection's */
 	uint64_t next_try, backoff, connect_deadline;
@@ -644,9 +645,12 @@ static void arm(struct nbd_conn *c, uint64_t now, struct nbd_cmd **done)
 		next = c->next_try;
 	if (next <= now)
 		next = now + 1;
-	struct itimerspec its = { .it_value = { .tv_sec = (time_t)(next / 1000),
-					       .tv_nsec = (long)(next % 1000) * 1000000 } };
-	timerfd_settime(c->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+	if (next != c->timer_at) {	/* a syscall only when the deadline moves */
+		struct itimerspec its = { .it_value = { .tv_sec = (time_t)(next / 1000),
+						       .tv_nsec = (long)(next % 1000) * 1000000 } };
+		timerfd_settime(c->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+		c->timer_at = next;
+	}
 	if (c->armed)
 		return;
 	if (!(e = eio_get(c->ctx))) {
@@ -699,19 +703,25 @@ static void conn_run(struct nbd_conn *c, bool polled)
 	c->held = NULL;
 	if (polled) {
 		uint64_t ticks;
-		if (read(c->tfd, &ticks, sizeof(ticks)) < 0) {
-			/* not expired: fine */
-		}
+		if (read(c->tfd, &ticks, sizeof(ticks)) > 0)
+			c->timer_at = 0;	/* fired: set it again */
 		if (c->h && c->sock >= 0) {
 			struct pollfd p = { .fd = c->sock, .events = POLLIN | POLLOUT };
 			unsigned dir = nbd_aio_get_direction(c->h);
-			if (poll(&p, 1, 0) > 0) {
+			/* a large reply comes in several pieces: take what has come meanwhile
+			 * before waiting again (a few rounds, not a busy loop) */
+			for (int k = 0; k < 4 && poll(&p, 1, 0) > 0; k++) {
 				if ((dir & LIBNBD_AIO_DIRECTION_READ) &&
 				    (p.revents & (POLLIN | POLLHUP | POLLERR)))
 					nbd_aio_notify_read(c->h);
 				else if ((dir & LIBNBD_AIO_DIRECTION_WRITE) &&
 					 (p.revents & (POLLOUT | POLLHUP | POLLERR)))
 					nbd_aio_notify_write(c->h);
+				else
+					break;
+				if (!c->h || (p.revents & (POLLHUP | POLLERR)))
+					break;
+				dir = nbd_aio_get_direction(c->h);
 			}
 		}
 	}
@@ -724,6 +734,7 @@ static void conn_run(struct nbd_conn *c, bool polled)
 		 * made to at once, so that no poll stays queued once they all have */
 		struct itimerspec its = { .it_value = { .tv_nsec = 1 } };
 		timerfd_settime(c->tfd, 0, &its, NULL);
+		c->timer_at = 0;
 		c->held = done;
 		return;
 	}
