@@ -195,7 +195,7 @@ static json_object *info_json(const struct cow_info *in, const struct cow_snap_i
 	jadd_u64(data, "nr-chunks", in->nr_chunks, ok);
 	jadd_u64(data, "allocated-chunks", in->allocated_chunks, ok);
 	jadd_u64(data, "zero-chunks", in->zero_chunks, ok);
-	if (ci) {
+	if (ci && ci->chunks) {	/* only an image with compressed chunks has the keys */
 		jadd_u64(data, "compressed-chunks", ci->chunks, ok);
 		jadd_u64(data, "compressed-bytes", ci->stored_bytes, ok);
 	}

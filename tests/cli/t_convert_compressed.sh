@@ -113,7 +113,7 @@ ok "random writes, zero-writes, discards and snapshots over compressed chunks"
 for s in r2 r3 r4; do expect_ok $UCOW snapshot -d $s c.ucow; done
 expect_ok $UCOW io -c "write -P 7 0 25178112" c.ucow
 expect_ok $UCOW info --output=json c.ucow
-grep -q '"compressed-chunks": 0' out || fail "compressed chunks left after writing everything"
+! grep -q '"compressed-chunks"' out || fail "compressed chunks left after writing everything"
 expect_ok $UCOW check c.ucow
 used=$(du -k c.ucow | cut -f1)
 [ "$used" -le $((25178112 / 1024 + 5 * 1024)) ] || fail "c.ucow still takes ${used}k"
