@@ -156,10 +156,12 @@ void ctx_hand_over(struct cow_ctx *to, struct cow_req *req, enum waiter_kind kin
 	pthread_mutex_lock(&to->rlock);
 	w->next = to->ready;
 	__atomic_store_n(&to->ready, w, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&to->rlock);
+	/* under the lock: `to` takes the work under it too, so once this thread lets go it
+	 * touches `to` no more (the request may complete and `to` be freed right after) */
 	if (write(to->efd, &one, sizeof(one)) < 0) {
 		/* an eventfd write only fails on counter overflow: the reader is already woken */
 	}
+	pthread_mutex_unlock(&to->rlock);
 }
 
 struct waiter *ctx_take_ready(struct cow_ctx *ctx)
