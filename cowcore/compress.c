@@ -290,6 +290,20 @@ static void *pool_thread(void *arg)
 	}
 }
 
+/* Stop the threads (the jobs queued still run), join them, free the pool. */
+static void pool_destroy(struct comp_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->lock);
+	for (unsigned i = 0; i < p->n; i++)
+		pthread_join(p->th[i], NULL);
+	pthread_cond_destroy(&p->cv);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
 static struct comp_pool *pool_of(struct cow_image *img)
 {
 	struct comp_pool *p = __atomic_load_n(&img->cpool, __ATOMIC_ACQUIRE);
@@ -306,15 +320,7 @@ static struct comp_pool *pool_of(struct cow_image *img)
 	struct comp_pool *none = NULL;
 	if (!p->n || !__atomic_compare_exchange_n(&img->cpool, &none, p, false, __ATOMIC_ACQ_REL,
 						  __ATOMIC_ACQUIRE)) {
-		pthread_mutex_lock(&p->lock);
-		p->stop = true;
-		pthread_cond_broadcast(&p->cv);
-		pthread_mutex_unlock(&p->lock);
-		for (unsigned i = 0; i < p->n; i++)
-			pthread_join(p->th[i], NULL);
-		pthread_cond_destroy(&p->cv);
-		pthread_mutex_destroy(&p->lock);
-		free(p);
+		pool_destroy(p);
 		p = none;	/* another thread's, or none */
 	}
 	return p;
@@ -341,17 +347,8 @@ void comp_pool_free(struct cow_image *img)
 {
 	struct comp_pool *p = img->cpool;
 	img->cpool = NULL;
-	if (!p)
-		return;
-	pthread_mutex_lock(&p->lock);
-	p->stop = true;
-	pthread_cond_broadcast(&p->cv);
-	pthread_mutex_unlock(&p->lock);
-	for (unsigned i = 0; i < p->n; i++)
-		pthread_join(p->th[i], NULL);
-	pthread_cond_destroy(&p->cv);
-	pthread_mutex_destroy(&p->lock);
-	free(p);
+	if (p)
+		pool_destroy(p);
 }
 
 int comp_chunk_pread(struct cow_image *img, uint64_t e, void *buf, uint32_t len, uint32_t in)
