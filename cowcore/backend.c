@@ -343,16 +343,7 @@ static int aio_submit_wait(struct cow_backend *be, unsigned min)
 	unsigned want = min > got ? min - got : 0;
 	if (want > a->submitted)
 		want = a->submitted;
-	int n = io_getevents(a->aioctx, want, a->depth, a->events, NULL);
-	if (n < 0)
-		return n == -EINTR ? 0 : n;
-	for (int i = 0; i < n; i++) {
-		struct cow_io *io = a->events[i].data;
-		long res = (long)a->events[i].res;
-		a->submitted--;
-		io_finish(be, io, (int)res);
-	}
-	return 0;
+	return aio_reap(a, want, NULL, &got);
 }
 
 static void aio_destroy(struct cow_backend *be)
