@@ -240,21 +240,34 @@ void comp_forget(struct cow_image *img)
 	img->pack_used = 0;
 }
 
+static int corrupt_locked(struct cow_image *img, uint64_t e)
+{
+	return img_mark_corrupt(img, "%s: corrupt image: the compressed chunk at byte %llu "
+				"does not inflate to %u bytes", img->path,
+				(unsigned long long)ucow_e_coff(e), img->chunk_size);
+}
+
 int comp_corrupt(struct cow_image *img, uint64_t e)
 {
 	pthread_mutex_lock(&img->lock);
-	int r = img_mark_corrupt(img, "%s: corrupt image: the compressed chunk at byte %llu "
-				 "does not inflate to %u bytes", img->path,
-				 (unsigned long long)ucow_e_coff(e), img->chunk_size);
+	int r = corrupt_locked(img, e);
 	pthread_mutex_unlock(&img->lock);
 	return r;
 }
 
-int comp_chunk_inflate(struct cow_image *img, uint64_t e, const void *cbuf, void *chunk)
+static int chunk_inflate(struct cow_image *img, uint64_t e, const void *cbuf, void *chunk,
+			 bool locked)
 {
 	int r = comp_inflate(cbuf, ucow_e_clen(e), chunk, img->chunk_size);
 	__atomic_fetch_add(&img->inflates, 1, __ATOMIC_RELAXED);
-	return r == -EUCLEAN ? comp_corrupt(img, e) : r;
+	if (r != -EUCLEAN)
+		return r;
+	return locked ? corrupt_locked(img, e) : comp_corrupt(img, e);
+}
+
+int comp_chunk_inflate(struct cow_image *img, uint64_t e, const void *cbuf, void *chunk)
+{
+	return chunk_inflate(img, e, cbuf, chunk, false);
 }
 
 /* ---- the inflate pool ------------------------------------------------------------------- */
@@ -363,7 +376,7 @@ int comp_chunk_pread(struct cow_image *img, uint64_t e, void *buf, uint32_t len,
 	if (!r)
 		r = io_pread_all(img->fd, cbuf, ucow_e_clen(e), ucow_e_coff(e));
 	if (!r)
-		r = comp_chunk_inflate(img, e, cbuf, chunk);
+		r = chunk_inflate(img, e, cbuf, chunk, true);
 	if (!r) {
 		comp_cache_put(img, e, chunk);
 		memcpy(buf, chunk + in, len);

@@ -27,7 +27,8 @@ void comp_free(struct cow_image *img);
  * lock. */
 void comp_forget(struct cow_image *img);
 /* Inflate the stream of compressed entry e, read from cbuf (the whole sectors the stream
- * occupies) into chunk (chunk_size bytes); the image's error names it on failure. */
+ * occupies) into chunk (chunk_size bytes); the image's error names it on failure. Not
+ * under lock (the failure takes it). */
 int comp_chunk_inflate(struct cow_image *img, uint64_t e, const void *cbuf, void *chunk);
 /* Remember physical chunk p as a pack (at open, at a put). Under lock. 0 or -ENOMEM. */
 int comp_add_pack(struct cow_image *img, uint64_t p);
@@ -50,7 +51,8 @@ void comp_pool_free(struct cow_image *img);
 /* The stream of entry e does not inflate: the image is corrupt (-EUCLEAN). Any thread. */
 int comp_corrupt(struct cow_image *img, uint64_t e);
 /* Synchronous read of [in, in + len) of the chunk entry e maps (compressed or not): for
- * the maintenance paths (resize, check), not the request path. 0 or -errno. */
+ * the maintenance paths (resize), not the request path. Under lock (a stream that does not
+ * inflate marks the image corrupt without taking it again). 0 or -errno. */
 int comp_chunk_pread(struct cow_image *img, uint64_t e, void *buf, uint32_t len, uint32_t in);
 
 #endif

@@ -117,8 +117,9 @@ static int tail_zero(struct cow_image *img, uint64_t c, uint64_t e, uint32_t fro
 		uint32_t skip = j == from >> img->block_shift ? from & (img->block_size - 1) : 0;
 		r = comp_chunk_pread(img, e, buf, img->block_size, j << img->block_shift);
 		if (r) {
-			img_set_err(img, "%s: reading chunk %llu: %s", img->path,
-				    (unsigned long long)ent_pcn(img, e), strerror(-r));
+			if (r != -EUCLEAN)	/* corruption: the image's error says where */
+				img_set_err(img, "%s: reading chunk %llu: %s", img->path,
+					    (unsigned long long)ent_pcn(img, e), strerror(-r));
 			break;
 		}
 		if (!all_zero(buf + skip, img->block_size - skip)) {

@@ -6,13 +6,16 @@ cd "$(dirname "$0")/.."
 out=build/check-results.txt
 mkdir -p build
 : >"$out"
+: >build/check-times.txt
 stage() {
 	name=$1; shift
 	echo "=== $name"
 	log=build/check-$name.log
+	t0=$(date +%s)
 	"$@" >"$log" 2>&1
 	rc=$?
 	cat "$log"
+	echo "$name $(($(date +%s) - t0))s" >>build/check-times.txt
 	grep -E '^(PASS|FAIL) ' "$log" >>"$out"
 	if [ $rc -ne 0 ] && ! grep -q '^FAIL ' "$log"; then
 		echo "FAIL stage/$name (exit $rc, log: $log)" | tee -a "$out"
@@ -42,6 +45,7 @@ passed=$(awk '$1 == "PASS" { n = ($3 ~ /^\[[0-9]+$/) ? substr($3, 2) + 0 : 1; p 
 	END { print p + 0 }' "$out")
 failed=$(grep -c '^FAIL ' "$out")
 echo
+echo "stage times: $(tr '\n' ' ' <build/check-times.txt)"
 grep '^FAIL ' "$out" || true
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -369,6 +369,20 @@ static void test_hostile(void **state)
 	assert_int_equal(cow_rw(h.ctx, COW_READ, blk, BS, 0, 0), 0);	/* chunk 0 is fine */
 	assert_memory_equal(blk, model, BS);
 	h_close(&h);
+	/* a shrink that rebuilds that chunk (under the image lock) fails as corruption too,
+	 * on a copy: the image turns read-only (it once deadlocked on the lock it held) */
+	{
+		const char *cp = P("ho2.img");
+		char cmd[512];
+		snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s' '%s'", path, cp);
+		assert_int_equal(system(cmd), 0);
+		h_open(&h, cp, 0, NULL);
+		assert_int_equal(cow_resize(h.img, CS + 1024, COW_RESIZE_SHRINK), -EUCLEAN);
+		if (!strstr(cow_errmsg(h.img), "does not inflate"))
+			fail_msg("resize: %s", cow_errmsg(h.img));
+		assert_int_equal(cow_rw(h.ctx, COW_WRITE, blk, 512, 2 * CS, 0), -EROFS);
+		h_close(&h);
+	}
 	/* read-write: a write into it fails as well and the image turns read-only */
 	h_open(&h, path, 0, NULL);
 	assert_int_equal(cow_rw(h.ctx, COW_WRITE, blk, 512, CS + 512, 0), -EUCLEAN);
