@@ -47,8 +47,13 @@ struct cow_create_opts {
 	uint32_t open_flags;	/* COW_OPEN_ALLOW_NETWORK: backing may be a network URI
 				 * (connected to for its size); else such a name is refused */
 	uint32_t net_timeout_ms;	/* as in cow_open_opts */
-	uint32_t reserved[5];	/* zero (room for later options) */
+	uint32_t features;	/* COW_CREATE_COPY_ON_READ */
+	uint32_t reserved[4];	/* zero (room for later options) */
 };
+/* The image copies what it reads from its backing chain into itself whenever it is opened
+ * read-write (the header's COPY_ON_READ bit, format.md; as COW_OPEN_COPY_ON_READ). Needs a
+ * backing image. */
+#define COW_CREATE_COPY_ON_READ 0x1u
 /*
  * Preallocation (cow_create_opts.prealloc), qemu-img's meanings: OFF allocates nothing;
  * METADATA maps every chunk in the lookup table to its own physical chunk, in order, with
@@ -100,6 +105,13 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err, siz
 				 * others must not make the host reach out to the network (or
 				 * to a local socket). The URI itself may also be opened
 				 * (read-only, raw content) with this flag. */
+
+#define COW_OPEN_COPY_ON_READ 0x100	/* copy-on-read: the blocks a read takes from the backing
+				 * chain are also written into the image (whole blocks, before
+				 * the read completes, never over a newer write), so that each
+				 * is read from the chain once. Read-write ucow images with a
+				 * backing image; ignored otherwise (also the header's
+				 * COPY_ON_READ bit turns it on). See cow_get_cor_info. */
 
 struct cow_open_opts {
 	int fmt;		/* COW_FMT_*; COW_FMT_NONE probes for the ucow magic, and raw is
@@ -511,6 +523,19 @@ struct cow_compress_info {
 	uint64_t reserved[4];		/* zero */
 };
 void cow_get_compress_info(struct cow_image *img, struct cow_compress_info *ci);
+
+/*
+ * Copy-on-read (COW_OPEN_COPY_ON_READ): whether it is on for img, whether the header asks
+ * for it, and since open: the copies written (and their bytes), the ranges not copied
+ * because a write to their chunk was in flight or had written them first (read again from
+ * the chain next time), and copies that failed (the read itself did not).
+ */
+struct cow_cor_info {
+	bool enabled, in_header;
+	uint64_t copies, bytes, skipped, failed;
+	uint64_t reserved[4];		/* zero */
+};
+void cow_get_cor_info(struct cow_image *img, struct cow_cor_info *ci);
 
 /*
  * A network backing image of img's chain (the first one, from the top): its URI and the

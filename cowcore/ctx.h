@@ -18,6 +18,8 @@ struct req_state {
 	unsigned pending;		/* references: dispatch, chunk parts, I/Os */
 	int res;			/* the first error */
 	bool synced;			/* FUA write: its flush part has run */
+	bool fill;			/* engine.c: a copy-on-read write, done only where the
+					 * blocks still read from the backing chain */
 };
 _Static_assert(sizeof(struct req_state) <= sizeof(((struct cow_req *)0)->engine),
 	       "struct cow_req reserves too little space for the engine");

@@ -26,6 +26,18 @@
  *
  * A part parked by one thread may be woken by another: it is handed back to its own ctx
  * (ready list + eventfd), because a ctx's backend belongs to one thread.
+ *
+ * Copy-on-read (img->cor): the blocks a read takes from the backing chain are read whole into
+ * a buffer, copied to the caller and written into the image by a write of the engine's own
+ * (a "fill", req_state.fill) before the read completes, as qemu's copy-on-read does. A fill
+ * runs as a chunk op, and only if, under img->lock, the chunk is not BUSY (else it parks),
+ * not ZERO, and every one of its blocks still has its bit clear. Every write that sets a bit
+ * does so in a chunk op while the image copies on read (the lock-free "bitset" writes are
+ * off; writes into blocks whose bit is set stay lock-free), so a write is either published
+ * by then (bit set: the fill is dropped), or BUSY (the fill parks, then finds the bit set),
+ * or comes later and parks behind the fill's op: a fill never covers a newer write. A
+ * dropped fill costs a read of the chain next time; one that fails costs the copy, not the
+ * read. Crash rules: those of any write (J1).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -169,6 +181,91 @@ static void read_backing(struct cow_ctx *ctx, struct cow_req *req, uint64_t voff
 	int r = backing_read(ctx, voff, len, buf, backing_sub_done, req, &st->pending);
 	if (r && !st->res)
 		st->res = r;
+}
+
+/* ---- copy-on-read ------------------------------------------------------------------------ */
+
+struct cor {
+	struct cow_req w;		/* the fill */
+	struct cow_ctx *ctx;
+	struct cow_req *req;		/* the read */
+	char *buf, *dst;		/* whole blocks from the chain; the read's bytes */
+	uint32_t skip, len;		/* the read's part: buf + skip, len bytes */
+};
+
+static void submit_fill(struct cow_ctx *ctx, struct cow_req *w);
+
+static void cor_end(struct cor *cor, int res)
+{
+	struct cow_req *req = cor->req;
+	ctx_buf_put(cor->ctx, cor->buf);
+	free(cor);
+	req_put(req, res);
+}
+
+static void cor_written(struct cow_req *w, int res)
+{
+	struct cor *cor = w->priv;
+	struct cow_image *img = cor->ctx->img;
+	if (res < 0) {
+		__atomic_fetch_add(&img->cor_failed, 1, __ATOMIC_RELAXED);
+	} else if (res == 0 && req_st(w)->fill) {	/* fill_chunk clears it when it drops one */
+		__atomic_fetch_add(&img->cor_copies, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&img->cor_bytes, w->len, __ATOMIC_RELAXED);
+	}
+	cor_end(cor, 0);	/* the read has its data whatever became of the copy */
+}
+
+static void cor_got(struct cor *cor, int res)
+{
+	if (res < 0) {
+		cor_end(cor, res);
+		return;
+	}
+	memcpy(cor->dst, cor->buf + cor->skip, cor->len);
+	submit_fill(cor->ctx, &cor->w);
+}
+
+static void cor_read_done(struct cow_req *sub, int res)
+{
+	struct eio *e = sub->priv;
+	struct cor *cor = e->arg;
+	eio_put(e);
+	cor_got(cor, res);
+}
+
+/*
+ * Read [pos, end) of chunk c (bits clear: the backing chain's data) into dst, then copy the
+ * whole blocks around it into the image. Falls back to a plain read when there is nothing
+ * to copy from or no memory for it.
+ */
+static void read_cor(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint32_t pos,
+		     uint32_t end, char *dst)
+{
+	struct cow_image *img = ctx->img;
+	uint64_t vbase = c << img->chunk_shift, bend = img->backing->vsize;
+	uint32_t bs = img->block_size, as = pos & ~(bs - 1), ae = (end + bs - 1) & ~(bs - 1);
+	struct cor *cor = NULL;
+	unsigned started = 0;
+	if (ae > img->vsize - vbase)
+		ae = (uint32_t)(img->vsize - vbase);
+	if (vbase + as >= bend || !(cor = calloc(1, sizeof(*cor))) ||
+	    !(cor->buf = ctx_buf_get(ctx))) {
+		free(cor);
+		read_backing(ctx, req, vbase + pos, end - pos, dst);	/* zeros, or no memory */
+		return;
+	}
+	cor->ctx = ctx;
+	cor->req = req;
+	cor->dst = dst;
+	cor->skip = pos - as;
+	cor->len = end - pos;
+	cor->w = (struct cow_req){ .op = COW_WRITE, .off = vbase + as, .len = ae - as,
+				   .buf = cor->buf, .cb = cor_written, .priv = cor };
+	req_st(req)->pending++;		/* until the fill is done */
+	int r = backing_read(ctx, vbase + as, ae - as, cor->buf, cor_read_done, cor, &started);
+	if (r || !started)	/* !started: zeros past the chain's end, in place already */
+		cor_got(cor, r);
 }
 
 /*
@@ -401,7 +498,10 @@ static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 	}
 	if (!p) {
 		inflight_put(img, c);
-		read_backing(ctx, req, vbase + in, len, buf);
+		if (img->cor && ctx->backing)
+			read_cor(ctx, req, c, in, in + len, buf);
+		else
+			read_backing(ctx, req, vbase + in, len, buf);
 		return;
 	}
 	if (e & UCOW_E_COMPRESSED) {
@@ -426,6 +526,8 @@ static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 			STAT_ADD(img, data_reads, 1);
 			rs = pos;
 			rl = run_end - pos;
+		} else if (img->cor && ctx->backing) {
+			read_cor(ctx, req, c, pos, run_end, buf + (pos - in));
 		} else {
 			read_backing(ctx, req, vbase + pos, run_end - pos, buf + (pos - in));
 		}
@@ -924,6 +1026,53 @@ static void bitset_write(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, u
 		  bitset_done, req);
 }
 
+/* ---- copy-on-read fills ----------------------------------------------------------------- */
+
+/* The fill's part in chunk c: a chunk op if every block of it still reads from the backing
+ * chain; else dropped (req_st(req)->fill cleared). */
+static void fill_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint32_t in,
+		       uint32_t len, char *buf)
+{
+	struct cow_image *img = ctx->img;
+	pthread_mutex_lock(&img->lock);
+	uint64_t e = ent_load(img, c);
+	if (e & UCOW_E_BUSY) {
+		int r = park(img, req, c);
+		pthread_mutex_unlock(&img->lock);
+		if (r)
+			req_put(req, r);
+		return;
+	}
+	const uint64_t *bm = meta_bm(img, c, false);
+	bool clear = !(e & UCOW_E_ZERO) && !img->read_only;
+	if (clear && ent_pcn(img, e) && bm)
+		for (uint32_t b = in >> img->block_shift; clear && b <= (in + len - 1) >>
+		     img->block_shift; b++)
+			clear = !bm_test(bm, b);
+	if (!clear) {
+		pthread_mutex_unlock(&img->lock);
+		__atomic_fetch_add(&img->cor_skipped, 1, __ATOMIC_RELAXED);
+		req_st(req)->fill = false;	/* not counted as a copy */
+		req_put(req, 0);
+		return;
+	}
+	op_start(ctx, req, c, in, len, buf, e);	/* unlocks */
+}
+
+/* A fill: w covers whole blocks (but at the image's end) of one chunk. */
+static void submit_fill(struct cow_ctx *ctx, struct cow_req *w)
+{
+	struct req_state *st = req_st(w);
+	*st = (struct req_state){ .ctx = ctx, .pending = 1, .fill = true };
+	if (ctx->img->read_only) {
+		req_put(w, -EROFS);
+		return;
+	}
+	st->pending++;
+	do_chunk(ctx, w, w->off >> ctx->img->chunk_shift);
+	req_put(w, 0);
+}
+
 /* ---- dispatch of one chunk's part -------------------------------------------------------- */
 
 static bool all_bits(const uint64_t *bm, uint32_t from, uint32_t to)
@@ -950,6 +1099,10 @@ static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c)
 	if (req->op == COW_READ) {
 		read_chunk(ctx, req, c, in, len, buf);
 		req_put(req, 0);
+		return;
+	}
+	if (req_st(req)->fill) {
+		fill_chunk(ctx, req, c, in, len, buf);
 		return;
 	}
 	/* fast path: overwrite of data already here (counted in flight before the lookup) */
@@ -995,10 +1148,13 @@ static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c)
 		uint32_t bs = img->block_size, pend = in + len;
 		bool head_ok = !(in & (bs - 1)) || bm_test(bm, in >> img->block_shift);
 		bool tail_ok = !(pend & (bs - 1)) || bm_test(bm, pend >> img->block_shift);
-		if (head_ok && tail_ok) {
+		bool all = all_bits(bm, in >> img->block_shift, (pend - 1) / bs + 1);
+		/* with copy-on-read, a write that sets bits holds the chunk BUSY (a chunk op), so
+		 * that a fill checking the bits under lock cannot miss it */
+		if (head_ok && tail_ok && (all || !img->cor)) {
 			inflight_get(img, c);	/* under lock: an unmap comes after, and sees it */
 			pthread_mutex_unlock(&img->lock);
-			if (all_bits(bm, in >> img->block_shift, (pend - 1) / bs + 1)) {
+			if (all) {
 				queue_io(ctx, req, COW_IO_WRITE, img->fd, buf, len,
 					 (p << img->chunk_shift) + in, c + 1);
 				req_put(req, 0);
@@ -1319,4 +1475,15 @@ int cow_rw(struct cow_ctx *ctx, int op, void *buf, uint64_t len, uint64_t off, u
 		}
 	}
 	return w.res;
+}
+
+void cow_get_cor_info(struct cow_image *img, struct cow_cor_info *ci)
+{
+	memset(ci, 0, sizeof(*ci));
+	ci->enabled = img->cor;
+	ci->in_header = img->fmt == COW_FMT_UCOW && (img->hdr.compat & UCOW_COMPAT_COPY_ON_READ);
+	ci->copies = __atomic_load_n(&img->cor_copies, __ATOMIC_RELAXED);
+	ci->bytes = __atomic_load_n(&img->cor_bytes, __ATOMIC_RELAXED);
+	ci->skipped = __atomic_load_n(&img->cor_skipped, __ATOMIC_RELAXED);
+	ci->failed = __atomic_load_n(&img->cor_failed, __ATOMIC_RELAXED);
 }

@@ -98,7 +98,8 @@
 #define UCOW_INCOMPAT_SNAPSHOTS 0x1ull	/* snapshot table + refcount table in use */
 #define UCOW_INCOMPAT_COMPRESSED 0x2ull	/* table entries may be COMPRESSED */
 #define UCOW_INCOMPAT_KNOWN (UCOW_INCOMPAT_SNAPSHOTS | UCOW_INCOMPAT_COMPRESSED)
-#define UCOW_COMPAT_KNOWN 0ull
+#define UCOW_COMPAT_COPY_ON_READ 0x1ull	/* read-write opens copy on read */
+#define UCOW_COMPAT_KNOWN UCOW_COMPAT_COPY_ON_READ
 #define UCOW_AUTOCLEAR_KNOWN 0ull
 
 #define UCOW_E_PCN_MASK ((1ull << 48) - 1)

@@ -156,6 +156,8 @@ static int create_image(const char *path, const struct cow_create_opts *o, char 
 		memcpy(err, tmp, COW_ERRLEN);
 		return r;
 	}
+	if (o->features & COW_CREATE_COPY_ON_READ)
+		h.compat |= UCOW_COMPAT_COPY_ON_READ;
 	if (o->backing) {
 		h.backing_fmt = o->backing_fmt;
 		h.backing_len = strlen(o->backing);
@@ -200,8 +202,12 @@ int cow_create(const char *path, const struct cow_create_opts *o, char *err, siz
 {
 	char msg[COW_ERRLEN] = "";
 	int r;
-	if (!all_zero(o->reserved, sizeof(o->reserved) / sizeof(o->reserved[0]))) {
+	if (!all_zero(o->reserved, sizeof(o->reserved) / sizeof(o->reserved[0])) ||
+	    (o->features & ~COW_CREATE_COPY_ON_READ)) {
 		snprintf(msg, sizeof(msg), "%s: unknown create options", path);
+		r = -EINVAL;
+	} else if ((o->features & COW_CREATE_COPY_ON_READ) && !o->backing) {
+		snprintf(msg, sizeof(msg), "%s: copy-on-read needs a backing image", path);
 		r = -EINVAL;
 	} else {
 		r = create_image(path, o, msg);
@@ -698,6 +704,9 @@ chain:
 				 strerror(-r));
 			goto fail;
 		}
+		img->cor = img->backing && !(flags & COW_OPEN_NOCHAIN) &&
+			   ((flags & COW_OPEN_COPY_ON_READ) ||
+			    (img->hdr.compat & UCOW_COMPAT_COPY_ON_READ));
 	}
 	*out = img;
 	return 0;
@@ -783,7 +792,8 @@ int cow_open(const char *path, const struct cow_open_opts *o, struct cow_image *
 	if (!all_zero(o->reserved, sizeof(o->reserved) / sizeof(o->reserved[0])) ||
 	    (o->flags & ~(COW_OPEN_RDONLY | COW_OPEN_DIRECT | COW_OPEN_NOCHAIN | COW_OPEN_CHECK |
 			  COW_OPEN_SIDELOG | COW_OPEN_CONFINE | COW_OPEN_SHARE |
-			  COW_OPEN_ALLOW_NETWORK)) || o->net_timeout_ms > COW_NET_TIMEOUT_MAX_MS) {
+			  COW_OPEN_ALLOW_NETWORK | COW_OPEN_COPY_ON_READ)) ||
+	    o->net_timeout_ms > COW_NET_TIMEOUT_MAX_MS) {
 		snprintf(msg, sizeof(msg), "%s: unknown open options", path);
 		r = -EINVAL;
 	} else if ((o->flags & COW_OPEN_SHARE) &&

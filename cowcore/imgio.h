@@ -147,6 +147,10 @@ struct cow_image {
 	struct comp_pool *cpool;	/* created once (atomic), threads joined at close */
 	uint64_t inflates, cache_hits;
 
+	/* engine.c: copy-on-read on (set at open), its counters (atomics) */
+	bool cor;
+	uint64_t cor_copies, cor_bytes, cor_skipped, cor_failed;
+
 	struct cow_stats stats;		/* updated with atomics */
 	struct img_tap *tap;		/* tests only; NULL */
 	int64_t crash_after;		/* tests: > 0 = metadata writes allowed before a "crash" */

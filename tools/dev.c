@@ -36,7 +36,8 @@ static const char add_help[] =
 	"usage: ucow dev add [-t cow|raw|loop|null] [-f FILE] [-n ID] [-q QUEUES] [-d DEPTH]\n"
 	"                    [-s SIZE] [--direct] [--read-only] [--recoverable] [--foreground]\n"
 	"                    [--block-size 512|4096] [--snapshot NAME] [--allow-backing-outside]\n"
-	"                    [--allow-network-backing] [--nbd-timeout SEC] [FILE]\n"
+	"                    [--allow-network-backing] [--nbd-timeout SEC] [--copy-on-read]\n"
+	"                    [FILE]\n"
 	"\n"
 	"Serve FILE as /dev/ublkbN; print the device path once the device is ready. FILE is\n"
 	"the last argument, or -f FILE as with ublk's own tool (ublk add -t loop -f FILE).\n"
@@ -69,6 +70,9 @@ static const char add_help[] =
 	"                     also 'allow-network-backing = yes' in /etc/ucow/ucow.conf\n"
 	"  --nbd-timeout SEC  a read that needs the NBD server fails after SEC seconds without\n"
 	"                     it (default: nbd-timeout in /etc/ucow/ucow.conf, else 30)\n"
+	"  --copy-on-read     what a read takes from the backing chain is also written into\n"
+	"                     the image (cow target), so each base block is read once; on\n"
+	"                     anyway for an image made with -o copy_on_read=on\n"
 	"  -h, --help         this help\n";
 
 static const char del_help[] =
@@ -402,7 +406,7 @@ static int spawn_server(struct ublk_dev *dev, bool recover, unsigned id)
 /* ---- add --------------------------------------------------------------------------------- */
 
 enum { OPT_DIRECT = 256, OPT_RO, OPT_RECOVERABLE, OPT_FG, OPT_BS, OPT_OUTPUT, OPT_FORCE,
-       OPT_ALL, OPT_SNAPSHOT, OPT_OUTSIDE };
+       OPT_ALL, OPT_SNAPSHOT, OPT_OUTSIDE, OPT_COR };
 
 /* dev add's options into dev->o (-f FILE into *file): 0, or the exit status (1 after a usage
  * error, 0 after --help) with *done set. */
@@ -423,6 +427,7 @@ static int dev_add_opts(int argc, char **argv, struct ublk_dev *dev, const char 
 		{ "block-size", required_argument, NULL, OPT_BS },
 		{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 		{ "allow-backing-outside", no_argument, NULL, OPT_OUTSIDE },
+		{ "copy-on-read", no_argument, NULL, OPT_COR },
 		{ "help", no_argument, NULL, 'h' },
 		NET_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
@@ -478,6 +483,7 @@ static int dev_add_opts(int argc, char **argv, struct ublk_dev *dev, const char 
 		case OPT_RECOVERABLE: dev->o.recoverable = true; break;
 		case OPT_FG: dev->o.foreground = true; break;
 		case OPT_OUTSIDE: dev->o.backing_outside = true; break;
+		case OPT_COR: dev->o.copy_on_read = true; break;
 		case OPT_ALLOW_NET:
 			dev->o.allow_network = true;
 			break;
@@ -560,6 +566,11 @@ static int dev_add_named(int argc, char **argv, const char *name)
 			goto out;
 		}
 		dev->o.read_only = true;	/* a snapshot is served read-only, always */
+	}
+	if (dev->o.copy_on_read && (tgt != &ublk_tgt_cow || dev->o.read_only)) {
+		ret = usage_err("dev add", "--copy-on-read writes into the image: the cow target, "
+				"read-write, only");
+		goto out;
 	}
 	if (file && optind != argc) {
 		ret = usage_err("dev add", "FILE given twice (-f %s and '%s')", file, argv[optind]);
@@ -842,10 +853,11 @@ static void list_verbose(struct ublk_ctrl *c, int id, bool ours, const struct ub
 		       ro ? "read-only" : "read-write");
 		return;
 	}
-	printf("     options: %s%s%s%s%s\n", ro ? "read-only" : "read-write",
+	printf("     options: %s%s%s%s%s%s\n", ro ? "read-only" : "read-write",
 	       st->o.recoverable ? ", recoverable" : "", st->o.direct ? ", direct" : "",
 	       st->o.backing_outside ? ", allow-backing-outside" : "",
-	       st->o.allow_network ? ", allow-network-backing" : "");
+	       st->o.allow_network ? ", allow-network-backing" : "",
+	       st->o.copy_on_read ? ", copy-on-read" : "");
 	ublk_state_path(id, ".json", path, sizeof(path));
 	snprintf(sock, sizeof(sock), "%s", st->sock[0] ? st->sock : "-");
 	printf("     state file: %s, socket: %s\n", path, sock);
@@ -1192,18 +1204,18 @@ static int conf_entry(struct conf_args *a, const char *path, int line, char *key
 	for (p = val; (opt = strsep(&p, ","));) {
 		static const char *const flags[] = { "--direct", "--read-only",
 						     "--allow-backing-outside",
-						     "--allow-network-backing" };
+						     "--allow-network-backing", "--copy-on-read" };
 
 		if (!strcmp(opt, "not-recoverable")) {
 			a->recoverable = false;
 			continue;
 		}
-		for (i = 0; i < 4 && strcmp(opt, flags[i] + 2); i++)
+		for (i = 0; i < 5 && strcmp(opt, flags[i] + 2); i++)
 			;
-		if (i == 4) {
+		if (i == 5) {
 			ucow_err("%s:%d: unknown option '%s' (direct, read-only, "
-				 "allow-backing-outside, allow-network-backing, not-recoverable)",
-				 path, line, opt);
+				 "allow-backing-outside, allow-network-backing, copy-on-read, "
+				 "not-recoverable)", path, line, opt);
 			return 1;
 		}
 		if (conf_push(a, (char *)flags[i]))

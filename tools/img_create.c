@@ -96,7 +96,9 @@ static int apply_opts(struct create_args *a)
 			       "  backing_fmt=FMT    same as -F\n"
 			       "  preallocation=MODE off (default), metadata (every chunk mapped),\n"
 			       "                   falloc (and its space reserved), full (and\n"
-			       "                   written with zeros); raw: off, falloc, full\n");
+			       "                   written with zeros); raw: off, falloc, full\n"
+			       "  copy_on_read=on|off  read-write opens copy what they read from the\n"
+			       "                   backing chain into the image (needs -b; off)\n");
 			rc = 1;
 		} else if (!strcmp(key, "chunk_size") || !strcmp(key, "cluster_size")) {
 			rc = opt_u32(a->file, key, val, &a->co.chunk_size);
@@ -117,6 +119,14 @@ static int apply_opts(struct create_args *a)
 		} else if (a->fmt == COW_FMT_RAW) {
 			ucow_err("%s: format raw takes no -o options but preallocation=", a->file);
 			rc = -EINVAL;
+		} else if (!strcmp(key, "copy_on_read")) {
+			if (val && (!strcmp(val, "on") || !strcmp(val, "off"))) {
+				a->co.features = !strcmp(val, "on") ? COW_CREATE_COPY_ON_READ : 0;
+			} else {
+				ucow_err("%s: invalid copy_on_read '%s' (on or off)", a->file,
+					 val ? val : "");
+				rc = -EINVAL;
+			}
 		} else if (!strcmp(key, "backing_file") && val) {
 			a->backing = val;
 		} else if (!strcmp(key, "backing_fmt") && val) {
@@ -276,6 +286,10 @@ static int create_checked(struct create_args *a, const char *size_arg, bool quie
 		ucow_err("%s: size must be greater than 0", a->file);
 		return 1;
 	}
+	if ((a->co.features & COW_CREATE_COPY_ON_READ) && !a->backing) {
+		ucow_err("%s: copy_on_read=on needs a backing file (-b)", a->file);
+		return 1;
+	}
 	if (a->have_size && a->size == 0)
 		a->have_size = false;	/* 0 with a backing file: take the backing size */
 	if (a->backing && probe_backing(a) < 0)
@@ -293,6 +307,8 @@ static int create_checked(struct create_args *a, const char *size_arg, bool quie
 		if (a->co.prealloc)
 			printf(" preallocation=%s", (const char *[]){ "off", "metadata", "falloc",
 								     "full" }[a->co.prealloc]);
+		if (a->co.features & COW_CREATE_COPY_ON_READ)
+			printf(" copy_on_read=on");
 		printf("\n");
 		fflush(stdout);
 	}

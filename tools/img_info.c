@@ -48,7 +48,8 @@ static int get_snapshots(struct cow_image *img, const struct cow_info *in,
 }
 
 static void print_human_in(const struct cow_info *ip, const struct cow_snap_info *sv,
-			   uint32_t ns, const char *name, const struct cow_compress_info *ci)
+			   uint32_t ns, const char *name, const struct cow_compress_info *ci,
+			   bool cor)
 {
 	const struct cow_info in = *ip;
 	char hs[32], full[4096];
@@ -71,6 +72,8 @@ static void print_human_in(const struct cow_info *ip, const struct cow_snap_info
 		printf("\n");
 		printf("backing file format: %s\n", cow_fmt_name(in.backing_fmt));
 	}
+	if (cor)
+		printf("copy on read: on\n");
 	printf("allocated chunks: %" PRIu64 "/%" PRIu64 "\n", in.allocated_chunks, in.nr_chunks);
 	printf("zero chunks: %" PRIu64 "\n", in.zero_chunks);
 	if (ci && ci->chunks) {
@@ -156,7 +159,9 @@ static int print_human(struct cow_image *img, const char *name)
 	rc = get_snapshots(img, &in, &sv, &ns);	/* before any output: an error is one line */
 	if (rc < 0)
 		return rc;
-	print_human_in(&in, sv, ns, name, &ci);
+	struct cow_cor_info cr;
+	cow_get_cor_info(img, &cr);
+	print_human_in(&in, sv, ns, name, &ci, cr.in_header);
 	print_qcow2(img, &in, name);
 	free(sv);
 	return 0;
@@ -168,7 +173,7 @@ static int print_human(struct cow_image *img, const char *name)
  */
 static json_object *info_json(const struct cow_info *in, const struct cow_snap_info *sv,
 			      uint32_t ns, const char *name, const struct cow_compress_info *ci,
-			      bool *ok)
+			      bool cor, bool *ok)
 {
 	json_object *o = jobj(ok), *fs, *data;
 	char full[4096];
@@ -195,6 +200,8 @@ static json_object *info_json(const struct cow_info *in, const struct cow_snap_i
 	jadd_u64(data, "nr-chunks", in->nr_chunks, ok);
 	jadd_u64(data, "allocated-chunks", in->allocated_chunks, ok);
 	jadd_u64(data, "zero-chunks", in->zero_chunks, ok);
+	if (cor)	/* only an image with the bit has the key */
+		jadd_bool(data, "copy-on-read", true, ok);
 	if (ci && ci->chunks) {	/* only an image with compressed chunks has the keys */
 		jadd_u64(data, "compressed-chunks", ci->chunks, ok);
 		jadd_u64(data, "compressed-bytes", ci->stored_bytes, ok);
@@ -232,7 +239,9 @@ static int add_json(struct cow_image *img, const char *name, json_object **doc, 
 	rc = get_snapshots(img, &in, &sv, &ns);
 	if (rc < 0)
 		return rc;
-	json_object *o = info_json(&in, sv, ns, name, &ci, ok);
+	struct cow_cor_info cr;
+	cow_get_cor_info(img, &cr);
+	json_object *o = info_json(&in, sv, ns, name, &ci, cr.in_header, ok);
 	if (o && in.fmt == COW_FMT_QCOW2)
 		qcow2_json(img, &in, name, o, ok);
 	json_put(doc, chain, o, ok);
@@ -295,9 +304,9 @@ static int info_online(const char *file, int fmt, bool json, bool chain,
 	if (json && chain)
 		doc = jarr(&ok);
 	if (json)
-		json_put(&doc, chain, info_json(&in, sv, ns, file, NULL, &ok), &ok);
+		json_put(&doc, chain, info_json(&in, sv, ns, file, NULL, false, &ok), &ok);
 	else
-		print_human_in(&in, sv, ns, file, NULL);
+		print_human_in(&in, sv, ns, file, NULL, false);
 	free(sv);
 	for (i = bimg; i; i = cow_backing_image(i)) {
 		struct cow_info bi;

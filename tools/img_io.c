@@ -48,7 +48,7 @@ static const char io_help[] =
 	"                  their magic) or raw\n"
 	"  -r              open read-only\n"
 	"  -C              copy on read: what a read takes from the backing chain is also\n"
-	"                  written into the image (like qemu-io -C)\n"
+	"                  written into the image, whole blocks (like qemu-io -C)\n"
 	"  -n              no host cache: O_DIRECT on the image files (like qemu-io -n);\n"
 	"                  use offsets and lengths in whole 512-byte sectors\n"
 	"  -q              quiet: no result line for read, write, discard and flush (errors,\n"
@@ -321,25 +321,6 @@ struct io_run {
 	uint64_t bufsz;
 };
 
-/* -C: the runs of [off, off + n) (just read into r->buf) that came from the backing chain
- * are written into the image, so the chain is read there once (qemu-io -C). */
-static int copy_on_read(struct io_run *r, uint64_t off, uint64_t n)
-{
-	for (uint64_t done = 0; done < n;) {
-		uint64_t run;
-		int st = cow_map(r->img, off + done, n - done, &run, NULL);
-		if (st < 0)
-			return st;
-		if (st == COW_MAP_BACKING) {
-			int rc = cow_rw(r->ctx, COW_WRITE, r->buf + done, run, off + done, 0);
-			if (rc < 0)
-				return rc;
-		}
-		done += run;
-	}
-	return 0;
-}
-
 static int io_fail(struct io_run *r, const char *what, const struct io_cmd *c, int rc)
 {
 	const char *t = rc == -EUCLEAN || rc == -EIO ? cow_errmsg(r->img) : NULL;
@@ -549,8 +530,6 @@ static int run_cmd(struct io_run *r, const struct io_cmd *c)
 			rc = cow_rw(r->ctx, COW_READ, r->buf, n, c->off + done, 0);
 			if (rc < 0)
 				return io_fail(r, "read", c, rc);
-			if (r->cor && (rc = copy_on_read(r, c->off + done, n)) < 0)
-				return io_fail(r, "read", c, rc);
 			for (uint64_t i = 0; c->verify && bad == UINT64_MAX && i < n; i++)
 				if (r->buf[i] != c->pattern)
 					bad = c->off + done + i;
@@ -758,7 +737,8 @@ int cmd_io(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	rc = cow_open(r.file, &(struct cow_open_opts){ .fmt = fmt,
-			.flags = oflags | (r.read_only ? COW_OPEN_RDONLY : 0) | net.flags,
+			.flags = oflags | (r.read_only ? COW_OPEN_RDONLY : 0) | net.flags |
+				 (r.cor ? COW_OPEN_COPY_ON_READ : 0),
 			.net_timeout_ms = net.timeout_ms },
 			&r.img, err, COW_ERRLEN);
 	if (rc < 0) {

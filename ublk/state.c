@@ -23,6 +23,7 @@
  *     "allow-backing-outside": false,   backing files outside FILE's folder followed
  *     "allow-network-backing": false,   optional: NBD URIs in FILE's chain followed
  *     "nbd-timeout-ms": 30000,          optional: 1..3600000, the wait for an NBD server
+ *     "copy-on-read": false,            optional: reads copy backing data into FILE
  *     "features": 72,                   negotiated flags, 0..2^62
  *     "socket": "/run/ucow/dev0.sock"   < 108 bytes; "" if there is none
  *   }
@@ -127,6 +128,8 @@ char *ublk_state_encode(const struct ublk_state *st)
 	if (st->o.nbd_timeout_ms)
 		r |= json_object_object_add(o, "nbd-timeout-ms",
 					    json_object_new_int64(st->o.nbd_timeout_ms));
+	if (st->o.copy_on_read)
+		r |= json_object_object_add(o, "copy-on-read", json_object_new_boolean(true));
 	r |= json_object_object_add(o, "features", json_object_new_int64((int64_t)st->flags));
 	r |= ublk_json_add_bytes(o, "socket", st->sock);
 	if (!r) {
@@ -186,7 +189,8 @@ int ublk_state_write(const struct ublk_state *st)
 static const char *const state_keys[] = {
 	"version", "id", "pid", "target", "file", "file-hex", "snapshot", "snapshot-hex", "name",
 	"queues", "depth", "block-size", "size", "direct", "read-only", "recoverable",
-	"allow-backing-outside", "allow-network-backing", "nbd-timeout-ms", "features", "socket",
+	"allow-backing-outside", "allow-network-backing", "nbd-timeout-ms", "copy-on-read",
+	"features", "socket",
 	"socket-hex", NULL,
 };
 
@@ -289,6 +293,9 @@ int ublk_state_decode(const char *buf, size_t len, struct ublk_state *st, char *
 	if (json_object_object_get_ex(o, "allow-network-backing", NULL) &&
 	    (r = ublk_json_get_bool(o, "allow-network-backing", &st->o.allow_network, err,
 				    errlen)))
+		goto out;
+	if (json_object_object_get_ex(o, "copy-on-read", NULL) &&
+	    (r = ublk_json_get_bool(o, "copy-on-read", &st->o.copy_on_read, err, errlen)))
 		goto out;
 	if (json_object_object_get_ex(o, "nbd-timeout-ms", NULL)) {
 		if ((r = ublk_json_get_int(o, "nbd-timeout-ms", 1, COW_NET_TIMEOUT_MAX_MS, &v, err,

@@ -177,6 +177,31 @@ static bool add_net(struct ublk_dev *dev, struct json_object *o)
 	return true;
 }
 
+/* Copy-on-read of an image target, when it is on. */
+static bool cor_of(struct ublk_dev *dev, struct cow_cor_info *ci)
+{
+	if (!dev->tgt->needs_file || !dev->tgt_data)
+		return false;
+	cow_get_cor_info(dev->tgt_data, ci);
+	return ci->enabled;
+}
+
+/* "copy-on-read": its counters; true when building failed */
+static bool add_cor(struct ublk_dev *dev, struct json_object *o)
+{
+	struct cow_cor_info ci;
+	struct json_object *e;
+	if (!cor_of(dev, &ci))
+		return false;
+	e = json_object_new_object();
+	if (!e || ADD(e, "copies", U64(ci.copies)) || ADD(e, "bytes", U64(ci.bytes)) ||
+	    ADD(e, "skipped", U64(ci.skipped)) || ADD(e, "failed", U64(ci.failed))) {
+		json_object_put(e);
+		return true;
+	}
+	return ADD(o, "copy-on-read", e);
+}
+
 struct json_object *ublk_stats_json(struct ublk_dev *dev)
 {
 	struct json_object *o = json_object_new_object(), *ops = json_object_new_object();
@@ -232,6 +257,8 @@ struct json_object *ublk_stats_json(struct ublk_dev *dev)
 		json_object_put(ps);
 	if (!bad)
 		bad = add_net(dev, o);
+	if (!bad)
+		bad = add_cor(dev, o);
 	if (bad) {
 		json_object_put(o);
 		return NULL;
@@ -300,5 +327,10 @@ int ublk_stats_format(struct ublk_dev *dev, char *buf, size_t len)
 			off += snprintf(buf + off, len - off, "  last error: %s\n", ns->last_error);
 	}
 	free(ns);
+	struct cow_cor_info ci;
+	if (cor_of(dev, &ci) && off < len)
+		off += snprintf(buf + off, len - off, "copy-on-read: %" PRIu64 " copies (%" PRIu64
+				" bytes), %" PRIu64 " skipped, %" PRIu64 " failed\n", ci.copies,
+				ci.bytes, ci.skipped, ci.failed);
 	return off < len ? 0 : -ENOSPC;
 }

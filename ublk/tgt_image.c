@@ -91,6 +91,8 @@ static int eng_open(struct ublk_dev *dev, int fmt)
 		flags |= COW_OPEN_CONFINE;	/* backing files inside the image's folder */
 	if (dev->o.allow_network)
 		flags |= COW_OPEN_ALLOW_NETWORK;	/* a backing image on an NBD server */
+	if (dev->o.copy_on_read)
+		flags |= COW_OPEN_COPY_ON_READ;
 	if (dev->o.snapshot[0])	/* a snapshot's content, read-only; the current state untouched */
 		ret = cow_open(dev->o.file, &(struct cow_open_opts){ .flags = flags | COW_OPEN_RDONLY,
 				.snapshot = dev->o.snapshot, .net_timeout_ms = dev->o.nbd_timeout_ms },

@@ -87,6 +87,7 @@ struct ublk_opts {
 	bool allow_network;	/* --allow-network-backing (or the settings file): a chain may
 				 * name an NBD URI (COW_OPEN_ALLOW_NETWORK) */
 	uint32_t nbd_timeout_ms;	/* --nbd-timeout: cow_open_opts.net_timeout_ms; 0 default */
+	bool copy_on_read;	/* --copy-on-read: COW_OPEN_COPY_ON_READ */
 };
 
 enum ublk_op_kind { UBLK_ST_READ, UBLK_ST_WRITE, UBLK_ST_FLUSH, UBLK_ST_DISCARD,

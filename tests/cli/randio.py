@@ -157,6 +157,8 @@ class Image:
             lines += l
             bad |= b
         argv = [self.a.ucow, 'io'] + self.a.net
+        if self.a.cor and self.rng.random() < 0.7:
+            argv.append('-C')
         be = self.rng.choice(['uring', 'uring', 'aio', 'sync'])
         if be != 'uring':
             argv += ['-i', be]
@@ -292,6 +294,8 @@ def main():
     ap.add_argument('--base-uri', default='',
                     help='rawbase with --base-file: the overlay names this NBD URI (serving '
                     'that file) as its backing image')
+    ap.add_argument('--cor', action='store_true',
+                    help='most io runs with -C (copy on read)')
     a = ap.parse_args()
     a.net = ['--allow-network-backing', '--nbd-timeout', '20'] if a.base_uri else []
     rng = random.Random(a.seed)

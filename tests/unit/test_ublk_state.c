@@ -41,6 +41,7 @@ static void make_good(struct ublk_state *st)
 	st->o.recoverable = true;
 	st->o.allow_network = true;
 	st->o.nbd_timeout_ms = 2500;
+	st->o.copy_on_read = true;
 	st->flags = 0x1feull;
 	strcpy(st->sock, "/run/ucow/dev7.sock");
 }
@@ -72,6 +73,7 @@ static void assert_same(const struct ublk_state *a, const struct ublk_state *b)
 	assert_int_equal(a->o.recoverable, b->o.recoverable);
 	assert_int_equal(a->o.allow_network, b->o.allow_network);
 	assert_int_equal(a->o.nbd_timeout_ms, b->o.nbd_timeout_ms);
+	assert_int_equal(a->o.copy_on_read, b->o.copy_on_read);
 	assert_int_equal(a->flags, b->flags);
 	assert_string_equal(a->sock, b->sock);
 }
@@ -183,6 +185,7 @@ static void test_missing(void **state)
 	/* optional: files from before network backing have neither */
 	expect_good("allow-network-backing", NULL);
 	expect_good("nbd-timeout-ms", NULL);
+	expect_good("copy-on-read", NULL);
 }
 
 static void test_wrong_types(void **state)
@@ -233,6 +236,7 @@ static void test_ranges(void **state)
 	expect_bad("nbd-timeout-ms", "0", "out of range");
 	expect_bad("nbd-timeout-ms", "3600001", "out of range");
 	expect_bad("allow-network-backing", "1", "not true or false");
+	expect_bad("copy-on-read", "\"yes\"", "not true or false");
 	expect_good("nbd-timeout-ms", "3600000");
 	expect_good("size", "4611686018427387904");
 	expect_good("queues", "4096");
