@@ -37,7 +37,7 @@ static const char add_help[] =
 	"                    [-s SIZE] [--direct] [--read-only] [--recoverable] [--foreground]\n"
 	"                    [--block-size 512|4096] [--snapshot NAME] [--allow-backing-outside]\n"
 	"                    [--allow-network-backing] [--nbd-timeout SEC] [--copy-on-read]\n"
-	"                    [FILE]\n"
+	"                    [--prefetch[=RATE]] [FILE]\n"
 	"\n"
 	"Serve FILE as /dev/ublkbN; print the device path once the device is ready. FILE is\n"
 	"the last argument, or -f FILE as with ublk's own tool (ublk add -t loop -f FILE).\n"
@@ -73,6 +73,10 @@ static const char add_help[] =
 	"  --copy-on-read     what a read takes from the backing chain is also written into\n"
 	"                     the image (cow target), so each base block is read once; on\n"
 	"                     anyway for an image made with -o copy_on_read=on\n"
+	"  --prefetch[=RATE]  while the device is idle, copy the rest of the backing chain\n"
+	"                     into the image in the background, at most RATE bytes a second\n"
+	"                     (default 64M; k M G suffixes); implies --copy-on-read. Once done\n"
+	"                     (dev stats), 'ucow rebase -b \"\" FILE' drops the backing file\n"
 	"  -h, --help         this help\n";
 
 static const char del_help[] =
@@ -406,7 +410,7 @@ static int spawn_server(struct ublk_dev *dev, bool recover, unsigned id)
 /* ---- add --------------------------------------------------------------------------------- */
 
 enum { OPT_DIRECT = 256, OPT_RO, OPT_RECOVERABLE, OPT_FG, OPT_BS, OPT_OUTPUT, OPT_FORCE,
-       OPT_ALL, OPT_SNAPSHOT, OPT_OUTSIDE, OPT_COR };
+       OPT_ALL, OPT_SNAPSHOT, OPT_OUTSIDE, OPT_COR, OPT_PREFETCH };
 
 /* dev add's options into dev->o (-f FILE into *file): 0, or the exit status (1 after a usage
  * error, 0 after --help) with *done set. */
@@ -428,6 +432,7 @@ static int dev_add_opts(int argc, char **argv, struct ublk_dev *dev, const char 
 		{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 		{ "allow-backing-outside", no_argument, NULL, OPT_OUTSIDE },
 		{ "copy-on-read", no_argument, NULL, OPT_COR },
+		{ "prefetch", optional_argument, NULL, OPT_PREFETCH },
 		{ "help", no_argument, NULL, 'h' },
 		NET_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
@@ -484,6 +489,15 @@ static int dev_add_opts(int argc, char **argv, struct ublk_dev *dev, const char 
 		case OPT_FG: dev->o.foreground = true; break;
 		case OPT_OUTSIDE: dev->o.backing_outside = true; break;
 		case OPT_COR: dev->o.copy_on_read = true; break;
+		case OPT_PREFETCH:
+			dev->o.prefetch_rate = UBLK_PREFETCH_DEFAULT_RATE;
+			if (optarg && (parse_bytes(optarg, &dev->o.prefetch_rate, &why) ||
+				       dev->o.prefetch_rate < 4096 ||
+				       dev->o.prefetch_rate > (1ull << 40)))
+				return usage_err("dev add", "invalid --prefetch rate '%s' (bytes a "
+						 "second, 4k to 1T, k M G suffixes)", optarg);
+			dev->o.copy_on_read = true;	/* the prefetch's reads copy */
+			break;
 		case OPT_ALLOW_NET:
 			dev->o.allow_network = true;
 			break;
@@ -568,8 +582,8 @@ static int dev_add_named(int argc, char **argv, const char *name)
 		dev->o.read_only = true;	/* a snapshot is served read-only, always */
 	}
 	if (dev->o.copy_on_read && (tgt != &ublk_tgt_cow || dev->o.read_only)) {
-		ret = usage_err("dev add", "--copy-on-read writes into the image: the cow target, "
-				"read-write, only");
+		ret = usage_err("dev add", "%s writes into the image: the cow target, read-write, "
+				"only", dev->o.prefetch_rate ? "--prefetch" : "--copy-on-read");
 		goto out;
 	}
 	if (file && optind != argc) {
@@ -853,11 +867,11 @@ static void list_verbose(struct ublk_ctrl *c, int id, bool ours, const struct ub
 		       ro ? "read-only" : "read-write");
 		return;
 	}
-	printf("     options: %s%s%s%s%s%s\n", ro ? "read-only" : "read-write",
+	printf("     options: %s%s%s%s%s%s%s\n", ro ? "read-only" : "read-write",
 	       st->o.recoverable ? ", recoverable" : "", st->o.direct ? ", direct" : "",
 	       st->o.backing_outside ? ", allow-backing-outside" : "",
 	       st->o.allow_network ? ", allow-network-backing" : "",
-	       st->o.copy_on_read ? ", copy-on-read" : "");
+	       st->o.copy_on_read ? ", copy-on-read" : "", st->o.prefetch_rate ? ", prefetch" : "");
 	ublk_state_path(id, ".json", path, sizeof(path));
 	snprintf(sock, sizeof(sock), "%s", st->sock[0] ? st->sock : "-");
 	printf("     state file: %s, socket: %s\n", path, sock);

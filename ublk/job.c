@@ -25,6 +25,17 @@
  * so the guest's I/O goes on. Guest writes during the job only turn backing ranges into the
  * overlay's own; they never make one read from the backing again, so one pass suffices.
  *
+ *   prefetch  (ucow dev add --prefetch[=RATE], on a device that copies on read) streams the
+ *             ranges the overlay still reads from its backing chain into it in the
+ *             background, FVD's prefetch: through the job's own context, whose reads copy
+ *             on read (engine.c), so no pause of the queues is needed (a copy never covers
+ *             a guest write: design.md, "Copy-on-read"). It runs only while the device is
+ *             idle: a step starts once no request has arrived for UBLK_PREFETCH_IDLE_MS
+ *             (the queues' request counts do not move), and the steps keep to RATE bytes a
+ *             second. Done, the overlay is self-contained: an online flatten (ucow rebase
+ *             -b "") then only drops the backing file. A flatten or commit asked for while
+ *             it runs replaces it.
+ *
  * A server that dies mid-job leaves an overlay holding part of its backing's data (the same
  * content as before: copies of what it read through) and still naming its backing file:
  * the job can simply be run again. A commit that dies mid-job leaves the overlay whole
@@ -38,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <json-c/json.h>
 
@@ -48,7 +60,10 @@
 #define UBLK_JOB_PAUSE_TIMEOUT_MS 10000
 
 static const char *const kind_names[] = { [UBLK_JOB_FLATTEN] = "flatten",
-					  [UBLK_JOB_COMMIT] = "commit" };
+					  [UBLK_JOB_COMMIT] = "commit",
+					  [UBLK_JOB_PREFETCH] = "prefetch" };
+#define UBLK_PREFETCH_IDLE_MS 200	/* no request for this long: the device is idle */
+#define UBLK_PREFETCH_STEP_BYTES (1ull << 20)	/* read (and copied) per prefetch step */
 #define UBLK_JOB_PASSES 8	/* commit: passes over the marks before the last one */
 static const char *const state_names[] = { "running", "done", "failed" };
 
@@ -141,17 +156,26 @@ int ublk_job_start(struct ublk_dev *dev, int kind, char *why, size_t wlen)
 			 dev->info.dev_id, dev->info.dev_id);
 		return -EROFS;
 	}
-	if (j && j->state == UBLK_JOB_RUNNING) {
+	if (j && j->state == UBLK_JOB_RUNNING && (j->kind != UBLK_JOB_PREFETCH ||
+						  kind == UBLK_JOB_PREFETCH)) {
 		snprintf(why, wlen, "a %s job is running on /dev/ublkb%u", kind_names[j->kind],
 			 dev->info.dev_id);
 		return -EBUSY;
+	}
+	if (kind == UBLK_JOB_PREFETCH) {
+		struct cow_cor_info ci;
+		cow_get_cor_info(img, &ci);
+		if (!ci.enabled) {
+			snprintf(why, wlen, "the device does not copy on read");
+			return -EINVAL;
+		}
 	}
 	cow_get_info(img, &in);
 	if (!in.backing) {
 		snprintf(why, wlen, "the image has no backing file");
 		return -EINVAL;
 	}
-	if (in.nb_snapshots) {
+	if (in.nb_snapshots && kind != UBLK_JOB_PREFETCH) {
 		snprintf(why, wlen, "the image has internal snapshots (their content would change)");
 		return -ENOTSUP;
 	}
@@ -179,6 +203,7 @@ int ublk_job_start(struct ublk_dev *dev, int kind, char *why, size_t wlen)
 	j->kind = kind;
 	j->state = UBLK_JOB_FAILED;	/* until it has started: no step runs */
 	j->total = in.virtual_size;
+	j->rate = dev->o.prefetch_rate ? dev->o.prefetch_rate : UBLK_PREFETCH_DEFAULT_RATE;
 	r = cow_backend_new("sync", 4, &j->be);
 	if (!r)
 		r = cow_ctx_new(img, j->be, &j->ctx);
@@ -375,6 +400,68 @@ static int commit_step(struct ublk_dev *dev, struct ublk_job *j, struct cow_imag
 	return r;
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * One prefetch step, without a pause: when the device has been idle long enough and the
+ * rate allows, read up to a step's worth of what the chain still gives (the job's reads
+ * copy it into the overlay). 1 when more is to come, 0 at the end, -errno.
+ */
+static int prefetch_step(struct ublk_dev *dev, struct ublk_job *j, struct cow_image *img)
+{
+	uint64_t now = now_ns(), ios = ublk_dev_ios(dev), copied = 0, walked = 0;
+	if (ios != j->last_ios || !j->idle_since_ns) {	/* the guest is busy: back off */
+		if (j->idle_since_ns && ios != j->last_ios)
+			j->backoffs++;
+		j->last_ios = ios;
+		j->idle_since_ns = now;
+		return 1;
+	}
+	if (now - j->idle_since_ns < UBLK_PREFETCH_IDLE_MS * 1000000ull || now < j->next_ns)
+		return 1;
+	while (j->off < j->total && copied < UBLK_PREFETCH_STEP_BYTES &&
+	       walked < UBLK_JOB_WALK_BYTES) {
+		uint64_t run, want = j->total - j->off;
+		int st = chain_status(img, j->off, want, &run);
+		if (st < 0)
+			return st;
+		if (st == COW_MAP_BACKING) {
+			if (run > UBLK_PREFETCH_STEP_BYTES - copied)
+				run = UBLK_PREFETCH_STEP_BYTES - copied;
+			int r = cow_rw(j->ctx, COW_READ, j->buf, run, j->off, 0);
+			if (r)
+				return r;
+			copied += run;
+			j->copied += run;
+		}
+		j->off += run;
+		walked += run;
+	}
+	j->steps++;
+	j->next_ns = now_ns() + copied * 1000000000ull / j->rate;
+	if (j->off < j->total)
+		return 1;
+	return cow_rw(j->ctx, COW_FLUSH, NULL, 0, 0, 0);	/* the copies durable */
+}
+
+int ublk_job_delay_ms(struct ublk_dev *dev)
+{
+	struct ublk_job *j = dev->job;
+	if (!j || j->kind != UBLK_JOB_PREFETCH)
+		return UBLK_JOB_GAP_MS;
+	uint64_t now = now_ns(), at = j->idle_since_ns + UBLK_PREFETCH_IDLE_MS * 1000000ull;
+	if (j->next_ns > at)
+		at = j->next_ns;
+	/* look at the guest's requests at least every 50 ms, at most every 5 */
+	uint64_t ms = at > now ? (at - now) / 1000000 + 1 : 0;
+	return ms < UBLK_JOB_GAP_MS ? UBLK_JOB_GAP_MS : ms > 50 ? 50 : (int)ms;
+}
+
 int ublk_job_step(struct ublk_dev *dev)
 {
 	struct ublk_job *j = dev->job;
@@ -385,6 +472,21 @@ int ublk_job_step(struct ublk_dev *dev)
 
 	if (!j || j->state != UBLK_JOB_RUNNING)
 		return 0;
+	if (j->kind == UBLK_JOB_PREFETCH) {
+		r = prefetch_step(dev, j, img);
+		if (r < 0) {
+			job_fail(j, "prefetching from the backing file", r, img);
+			return 0;
+		}
+		if (!r) {
+			j->state = UBLK_JOB_DONE;
+			ublk_job_free_io(j);
+			fprintf(stderr, "ucow: prefetch of /dev/ublkb%u done: %" PRIu64 " bytes "
+				"copied; the backing file can be dropped (ucow rebase -b '' FILE)\n",
+				dev->info.dev_id, j->copied);
+		}
+		return r;
+	}
 	r = ublk_dev_pause(dev, UBLK_PAUSE_JOB, UBLK_JOB_PAUSE_TIMEOUT_MS, err);
 	if (r < 0) {
 		snprintf(j->err, sizeof(j->err), "cannot pause the device: %s", err);
@@ -448,6 +550,11 @@ struct json_object *ublk_job_encode(const struct ublk_job *j)
 							   (int64_t)(j->max_pause_ns / 1000)));
 		bad = bad || json_object_object_add(o, "total-pause-us", json_object_new_int64(
 							   (int64_t)(j->total_pause_ns / 1000)));
+		if (j->kind == UBLK_JOB_PREFETCH)
+			bad = bad || json_object_object_add(o, "rate", json_object_new_int64(
+								   (int64_t)j->rate)) ||
+			      json_object_object_add(o, "backoffs", json_object_new_int64(
+							     (int64_t)j->backoffs));
 		if (j->state == UBLK_JOB_FAILED)
 			bad = bad || json_object_object_add(o, "error",
 							    json_object_new_string(j->err));

@@ -281,7 +281,7 @@ static int serve_loop(struct ublk_dev *dev, int sfd, int lfd)
 			ublk_sock_serve(dev, lfd);
 		timeout = img && cow_reclaim(img, RECLAIM_SLICE) > 0 ? 0 : -1;
 		if (ublk_job_step(dev) && timeout < 0)
-			timeout = UBLK_JOB_GAP_MS;	/* the next step, after the guest's turn */
+			timeout = ublk_job_delay_ms(dev);	/* the next step, after the guest's turn */
 	}
 }
 
@@ -333,6 +333,15 @@ static int serve_live(struct ublk_dev *dev, int notify_fd, bool recover)
 		snprintf(dev->err, sizeof(dev->err), "cannot write %s/dev%u.json: %s",
 			 ublk_run_dir(), dev->info.dev_id, strerror(-ret));
 		goto out_sock;
+	}
+	if (dev->o.prefetch_rate) {
+		char why[UBLK_ERRLEN] = "";
+		ret = ublk_job_start(dev, UBLK_JOB_PREFETCH, why, sizeof(why));
+		if (ret < 0) {
+			snprintf(dev->err, sizeof(dev->err), "--prefetch: %s", why);
+			ublk_state_remove((int)dev->info.dev_id);
+			goto out_sock;
+		}
 	}
 	/* the disk's uevent came before the state file: a named device (ucow dev serve) asks
 	 * udev again, whose rule reads the name with `ucow dev udev-name` (by-ucow/NAME) */

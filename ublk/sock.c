@@ -203,7 +203,8 @@ static struct json_object *sock_resize(struct ublk_dev *dev, const struct ublk_s
 	}
 	if (dev->job && dev->job->state == UBLK_JOB_RUNNING) {
 		snprintf(why, wlen, "an online %s is running on /dev/ublkb%u: resize when it has "
-			 "ended", dev->job->kind == UBLK_JOB_COMMIT ? "commit" : "flatten", id);
+			 "ended", dev->job->kind == UBLK_JOB_COMMIT ? "commit" :
+			 dev->job->kind == UBLK_JOB_PREFETCH ? "prefetch" : "flatten", id);
 		return NULL;
 	}
 	cow_get_info(img, &in);

@@ -24,6 +24,7 @@
  *     "allow-network-backing": false,   optional: NBD URIs in FILE's chain followed
  *     "nbd-timeout-ms": 30000,          optional: 1..3600000, the wait for an NBD server
  *     "copy-on-read": false,            optional: reads copy backing data into FILE
+ *     "prefetch-rate": 67108864,        optional: 4096..2^40, --prefetch's bytes a second
  *     "features": 72,                   negotiated flags, 0..2^62
  *     "socket": "/run/ucow/dev0.sock"   < 108 bytes; "" if there is none
  *   }
@@ -130,6 +131,9 @@ char *ublk_state_encode(const struct ublk_state *st)
 					    json_object_new_int64(st->o.nbd_timeout_ms));
 	if (st->o.copy_on_read)
 		r |= json_object_object_add(o, "copy-on-read", json_object_new_boolean(true));
+	if (st->o.prefetch_rate)
+		r |= json_object_object_add(o, "prefetch-rate",
+					    json_object_new_int64((int64_t)st->o.prefetch_rate));
 	r |= json_object_object_add(o, "features", json_object_new_int64((int64_t)st->flags));
 	r |= ublk_json_add_bytes(o, "socket", st->sock);
 	if (!r) {
@@ -190,7 +194,7 @@ static const char *const state_keys[] = {
 	"version", "id", "pid", "target", "file", "file-hex", "snapshot", "snapshot-hex", "name",
 	"queues", "depth", "block-size", "size", "direct", "read-only", "recoverable",
 	"allow-backing-outside", "allow-network-backing", "nbd-timeout-ms", "copy-on-read",
-	"features", "socket",
+	"prefetch-rate", "features", "socket",
 	"socket-hex", NULL,
 };
 
@@ -297,6 +301,11 @@ int ublk_state_decode(const char *buf, size_t len, struct ublk_state *st, char *
 	if (json_object_object_get_ex(o, "copy-on-read", NULL) &&
 	    (r = ublk_json_get_bool(o, "copy-on-read", &st->o.copy_on_read, err, errlen)))
 		goto out;
+	if (json_object_object_get_ex(o, "prefetch-rate", NULL)) {
+		if ((r = ublk_json_get_int(o, "prefetch-rate", 4096, 1ll << 40, &v, err, errlen)))
+			goto out;
+		st->o.prefetch_rate = (uint64_t)v;
+	}
 	if (json_object_object_get_ex(o, "nbd-timeout-ms", NULL)) {
 		if ((r = ublk_json_get_int(o, "nbd-timeout-ms", 1, COW_NET_TIMEOUT_MAX_MS, &v, err,
 					   errlen)))

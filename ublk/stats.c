@@ -134,6 +134,14 @@ static uint64_t queue_ios(struct ublk_dev *dev, unsigned qi)
 	return n;
 }
 
+uint64_t ublk_dev_ios(struct ublk_dev *dev)
+{
+	uint64_t n = 0;
+	for (unsigned qi = 0; qi < dev->info.nr_hw_queues; qi++)
+		n += queue_ios(dev, qi);
+	return n;
+}
+
 #define ADD(o, k, v) (json_object_object_add((o), (k), (v)) != 0)
 #define U64(x) json_object_new_int64((int64_t)(x))
 
@@ -259,6 +267,12 @@ struct json_object *ublk_stats_json(struct ublk_dev *dev)
 		bad = add_net(dev, o);
 	if (!bad)
 		bad = add_cor(dev, o);
+	if (!bad && dev->job && dev->job->kind == UBLK_JOB_PREFETCH) {
+		struct json_object *e = ublk_job_encode(dev->job);
+		bad = !e || ADD(o, "prefetch", e);
+		if (bad)
+			json_object_put(e);
+	}
 	if (bad) {
 		json_object_put(o);
 		return NULL;
@@ -332,5 +346,16 @@ int ublk_stats_format(struct ublk_dev *dev, char *buf, size_t len)
 		off += snprintf(buf + off, len - off, "copy-on-read: %" PRIu64 " copies (%" PRIu64
 				" bytes), %" PRIu64 " skipped, %" PRIu64 " failed\n", ci.copies,
 				ci.bytes, ci.skipped, ci.failed);
+	const struct ublk_job *pj = dev->job;
+	if (pj && pj->kind == UBLK_JOB_PREFETCH && off < len) {
+		static const char *const states[] = { "running", "done", "failed" };
+		off += snprintf(buf + off, len - off, "prefetch: %s, %" PRIu64 "%% (%" PRIu64 " of %"
+				PRIu64 " bytes walked), %" PRIu64 " bytes copied, rate %" PRIu64
+				" bytes/s, %" PRIu64 " back-offs%s%s\n", states[pj->state],
+				pj->total ? pj->off * 100 / pj->total : 100, pj->off, pj->total,
+				pj->copied, pj->rate, pj->backoffs,
+				pj->state == UBLK_JOB_FAILED ? ": " : "",
+				pj->state == UBLK_JOB_FAILED ? pj->err : "");
+	}
 	return off < len ? 0 : -ENOSPC;
 }

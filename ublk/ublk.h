@@ -88,7 +88,10 @@ struct ublk_opts {
 				 * name an NBD URI (COW_OPEN_ALLOW_NETWORK) */
 	uint32_t nbd_timeout_ms;	/* --nbd-timeout: cow_open_opts.net_timeout_ms; 0 default */
 	bool copy_on_read;	/* --copy-on-read: COW_OPEN_COPY_ON_READ */
+	uint64_t prefetch_rate;	/* --prefetch[=RATE]: bytes/s of the background copy; 0 none
+				 * (implies copy_on_read) */
 };
+#define UBLK_PREFETCH_DEFAULT_RATE (64ull << 20)
 
 enum ublk_op_kind { UBLK_ST_READ, UBLK_ST_WRITE, UBLK_ST_FLUSH, UBLK_ST_DISCARD,
 		    UBLK_ST_WZEROES, UBLK_ST_NR };
@@ -210,7 +213,7 @@ struct ublk_dev {
 };
 
 /* job.c: online whole-image jobs, run in steps by the control thread (one pause each) */
-enum { UBLK_JOB_FLATTEN, UBLK_JOB_COMMIT };
+enum { UBLK_JOB_FLATTEN, UBLK_JOB_COMMIT, UBLK_JOB_PREFETCH };
 enum { UBLK_JOB_RUNNING, UBLK_JOB_DONE, UBLK_JOB_FAILED };
 #define UBLK_JOB_GAP_MS 5		/* between two steps: the guest's I/O runs */
 struct ublk_job {
@@ -228,12 +231,17 @@ struct ublk_job {
 	uint64_t *dirty, nchunks, dpos;
 	unsigned chunk_shift, pass;
 	bool dirty_seen;
+	/* prefetch: the rate, the guest's request count at the last look and when it last
+	 * changed, the earliest time of the next step (CLOCK_MONOTONIC ns) */
+	uint64_t rate, last_ios, idle_since_ns, next_ns, backoffs;
 	char err[UBLK_ERRLEN];
 };
 /* Start a job (no other running); 0, or -errno with why set. */
 int ublk_job_start(struct ublk_dev *dev, int kind, char *why, size_t wlen);
-/* One step (one pause) of the running job: 1 if more steps are to come, else 0. */
+/* One step (one pause; none for a prefetch) of the running job: 1 if more steps are to come
+ * (ublk_job_delay_ms: after how long), else 0. */
 int ublk_job_step(struct ublk_dev *dev);
+int ublk_job_delay_ms(struct ublk_dev *dev);
 void ublk_job_free_io(struct ublk_job *j);
 /* A queue thread: [off, off + len) is being written while a commit job tracks writes. */
 void ublk_job_mark(struct ublk_dev *dev, uint64_t off, uint64_t len);
@@ -397,6 +405,7 @@ int ublk_sock_call_size(const char *path, int op, uint64_t size, int timeout_s,
 void ublk_stats_account(struct ublk_queue *q, struct ublk_io *io, int res, uint64_t bytes);
 int ublk_stats_format(struct ublk_dev *dev, char *buf, size_t len);	/* the table */
 struct json_object *ublk_stats_json(struct ublk_dev *dev);	/* NULL: out of memory */
+uint64_t ublk_dev_ios(struct ublk_dev *dev);	/* requests of every kind, every queue */
 /* The latency histogram: the bucket of a latency, the upper bound (ns) of a bucket, and the
  * bound of the bucket where fraction p of the counts lies (0 when there are none) */
 unsigned ublk_lat_bucket(uint64_t ns);
