@@ -5,7 +5,8 @@
 # (multi-conn); the image then checks clean and reads as the twin. A snapshot is served
 # read-only (snapshot=NAME) and reads as `convert -l`; readonly=true refuses writes and
 # leaves the file untouched; bad parameters, a missing image and a backing file outside the
-# image's folder stop nbdkit with its error.
+# image's folder stop nbdkit with its error. Block status (nbdinfo --map) shows the base's
+# data and holes, a zeroed chunk and the overlay's data as they are.
 . "$CLI_LIB"
 P=$(dirname "$UCOW")/nbdkit-ucow-plugin.so
 [ -f "$P" ] || fail "no plugin at $P"
@@ -165,3 +166,24 @@ serve s5 sub/out.ucow allow-backing-outside=true
 qemu-io -f raw -c 'read -P 0x11 8M 1M' "$(uri s5)" >/dev/null || fail "allow-backing-outside: read"
 stop
 ok "bad parameters, a missing image, a backing file outside: refused with the reason"
+
+# 6. block status: ranges that read as zeros without data are holes, through the chain
+truncate -s 8M eb.raw
+dd if=/dev/urandom of=eb.raw bs=1M count=2 conv=notrunc status=none
+expect_ok $UCOW create -q -f ucow -b eb.raw -F raw eo.ucow
+expect_ok $UCOW io -c 'write -P 7 4M 1M' -c 'write -z 6M 1M' -c 'write -P 9 7M 4k' eo.ucow
+serve s6 eo.ucow
+nbdinfo --map "$(uri s6)" | awk '{ print $1, $2, $3 }' >map.txt || fail "nbdinfo --map"
+cat >want.txt <<'MAP'
+0 2097152 0
+2097152 2097152 3
+4194304 1048576 0
+5242880 2097152 3
+7340032 4096 0
+7344128 1044480 3
+MAP
+cmp map.txt want.txt || fail "block status: $(cat map.txt)"
+qemu-img convert -f raw -O raw "$(uri s6)" served.raw || fail "qemu-img convert of s6"
+stop
+expect_ok $UCOW compare -F raw eo.ucow served.raw
+ok "block status: base data, base holes, a zeroed chunk, overlay data"

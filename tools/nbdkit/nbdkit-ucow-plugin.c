@@ -15,7 +15,9 @@
  * owe each other work that only their own thread can run (cow_ctx_poll), and an nbdkit
  * worker that waits for its next request would never run it. Flush, FUA, trim (discard)
  * and zero (write-zeroes) go to the engine as they are; a flush is image-wide, so several
- * connections may share it (can_multi_conn).
+ * connections may share it (can_multi_conn). Block status (extents) says which ranges read
+ * as zeros without data, through the whole chain, so clients (qemu-img convert, nbdcopy)
+ * skip them.
  * Backing files are confined to the image's folder unless allow-backing-outside=true, and a
  * backing image on an NBD server is followed only with allow-network-backing=true, as for
  * ucow dev add.
@@ -347,6 +349,55 @@ static int ucow_flush(void *h, uint32_t flags)
 	return ucow_rw(COW_FLUSH, NULL, 0, 0, 0);
 }
 
+/*
+ * Block status: what the whole chain reads at off, for the first run of at most len bytes:
+ * COW_MAP_ZERO (reads as zeros without data: a ZERO chunk, unallocated to the end of the
+ * chain, a hole of a raw base, past a shorter base's end) or COW_MAP_DATA. cow_map reads the
+ * metadata lock-free: with writes in flight the answer is as stale as any NBD block status.
+ */
+static int chain_kind(uint64_t off, uint64_t len, uint64_t *run)
+{
+	struct cow_image *i = img;
+	for (;;) {
+		int st = cow_map(i, off, len, run, NULL);
+		if (st != COW_MAP_BACKING)
+			return st;
+		struct cow_image *b = cow_backing_image(i);
+		struct cow_info bi;
+		if (!b)
+			return COW_MAP_ZERO;
+		cow_get_info(b, &bi);
+		if (off >= bi.virtual_size)
+			return COW_MAP_ZERO;
+		len = *run < bi.virtual_size - off ? *run : bi.virtual_size - off;
+		i = b;
+	}
+}
+
+static int ucow_extents(void *h, uint32_t count, uint64_t offset, uint32_t flags,
+			struct nbdkit_extents *ext)
+{
+	uint64_t end = offset + count;
+	(void)h;
+	while (offset < end) {
+		uint64_t run;
+		int st = chain_kind(offset, end - offset, &run);
+		if (st < 0) {
+			nbdkit_error("%s: block status at %llu: %s", file,
+				     (unsigned long long)offset, strerror(-st));
+			errno = -st;
+			return -1;
+		}
+		if (nbdkit_add_extent(ext, offset, run, st == COW_MAP_ZERO ?
+				      NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO : 0) == -1)
+			return -1;
+		offset += run;
+		if (flags & NBDKIT_FLAG_REQ_ONE)
+			break;
+	}
+	return 0;
+}
+
 static struct nbdkit_plugin plugin = {
 	.name = "ucow",
 	.longname = "ucow copy-on-write images",
@@ -370,6 +421,8 @@ static struct nbdkit_plugin plugin = {
 	.can_zero = ucow_can_write,
 	.can_fua = ucow_can_fua,
 	.can_multi_conn = ucow_yes,
+	.can_extents = ucow_yes,
+	.extents = ucow_extents,
 	.pread = ucow_pread,
 	.pwrite = ucow_pwrite,
 	.zero = ucow_zero,
