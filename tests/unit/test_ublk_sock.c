@@ -654,6 +654,110 @@ static void test_server_stats(void **state)
 	free_dev(dev);
 }
 
+/*
+ * The prefetch job (job.c) on an overlay over a local raw base, the device's queues faked:
+ * while their request counts move it backs off and copies nothing; still, it walks the
+ * image at the rate and copies everything the base gives; dev stats shows it and the
+ * copy-on-read counters; the overlay then reads as the base with the base file gone.
+ */
+static void test_prefetch(void **state)
+{
+	(void)state;
+	static uint8_t base[4 << 20], got[4 << 20];
+	struct json_object *r, *s, *v;
+	const char *t;
+	char jwhy[UBLK_ERRLEN] = "";
+	int fd = open(P("pf.raw"), O_RDWR | O_CREAT | O_TRUNC, 0644);
+	for (size_t i = 0; i < sizeof(base); i++)
+		base[i] = (uint8_t)(i * 7 / 4096 + 1);
+	memset(base + (1 << 20), 0, 1 << 20);	/* a hole in the middle: nothing to copy */
+	assert_int_equal(pwrite(fd, base, 1 << 20, 0), 1 << 20);
+	assert_int_equal(pwrite(fd, base + (2 << 20), 2 << 20, 2 << 20), 2 << 20);
+	close(fd);
+	unlink(P("pf.ucow"));
+	assert_int_equal(cow_create(P("pf.ucow"), &(struct cow_create_opts){ .backing = "pf.raw",
+				    .backing_fmt = COW_FMT_RAW, .chunk_size = 64 << 10 }, err,
+				    COW_ERRLEN), 0);
+	dev = fake_dev(&ublk_tgt_cow, 2);
+	strcpy(dev->o.file, P("pf.ucow"));
+	/* without copy-on-read there is no prefetch */
+	assert_int_equal(cow_open(dev->o.file, &(struct cow_open_opts){ .fmt = COW_FMT_UCOW },
+				  (struct cow_image **)&dev->tgt_data, err, COW_ERRLEN), 0);
+	assert_int_equal(ublk_job_start(dev, UBLK_JOB_PREFETCH, jwhy, sizeof(jwhy)), -EINVAL);
+	assert_string_equal(jwhy, "the device does not copy on read");
+	assert_int_equal(cow_close(dev->tgt_data), 0);
+	assert_int_equal(cow_open(dev->o.file, &(struct cow_open_opts){ .fmt = COW_FMT_UCOW,
+				  .flags = COW_OPEN_COPY_ON_READ },
+				  (struct cow_image **)&dev->tgt_data, err, COW_ERRLEN), 0);
+	dev->o.prefetch_rate = 16 << 20;
+	assert_int_equal(ublk_job_start(dev, UBLK_JOB_PREFETCH, jwhy, sizeof(jwhy)), 0);
+	/* busy: the request count moves at every look */
+	for (int i = 0; i < 20; i++) {
+		dev->queues[i % 2].stats[UBLK_ST_READ].ios++;
+		assert_int_equal(ublk_job_step(dev), 1);
+		usleep(20000);
+	}
+	assert_int_equal(dev->job->copied, 0);
+	assert_true(dev->job->backoffs >= 19);
+	/* idle: to the end, no faster than the rate (3 MiB at 16 MiB/s, after 200 ms idle) */
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int more = 1;
+	for (int i = 0; more && i < 1000; i++) {
+		more = ublk_job_step(dev);
+		if (more)
+			usleep(ublk_job_delay_ms(dev) * 1000);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double secs = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+	assert_int_equal(more, 0);
+	assert_int_equal(dev->job->state, UBLK_JOB_DONE);
+	assert_int_equal(dev->job->copied, 3 << 20);
+	/* ~0.18 s of idleness left, then two waits of 1 MiB at 16 MiB/s */
+	if (secs < 0.25)
+		fail_msg("the prefetch took %.3f s: faster than its rate", secs);
+	listen_dev();
+	assert_int_equal(call(UBLK_OP_STATS, NULL, &r), 0);
+	assert_true(json_object_object_get_ex(r, "stats", &s));
+	t = ublk_json_text(s, false);
+	assert_non_null(strstr(t, "\"prefetch\": { \"kind\": \"prefetch\", \"state\": \"done\", "
+			       "\"done-bytes\": 4194304, \"total-bytes\": 4194304, "
+			       "\"copied-bytes\": 3145728"));
+	assert_non_null(strstr(t, "\"rate\": 16777216"));
+	assert_non_null(strstr(t, "\"copy-on-read\": { \"copies\": "));
+	json_object_object_get_ex(r, "text", &v);
+	t = json_object_get_string(v);
+	assert_non_null(strstr(t, "\nprefetch: done, 100% (4194304 of 4194304 bytes walked), "
+			       "3145728 bytes copied, rate 16777216 bytes/s, "));
+	assert_non_null(strstr(t, "\ncopy-on-read: "));
+	json_object_put(r);
+	unlisten();
+	ublk_job_free_io(dev->job);
+	free(dev->job);
+	dev->job = NULL;
+	assert_int_equal(cow_close(dev->tgt_data), 0);
+	free_dev(dev);
+	/* everything is the overlay's: the base gone, it reads the same */
+	unlink(P("pf.raw"));
+	struct cow_image *img;
+	struct cow_backend *be;
+	struct cow_ctx *ctx;
+	assert_int_equal(cow_open(P("pf.ucow"), &(struct cow_open_opts){ .fmt = COW_FMT_UCOW,
+				  .flags = COW_OPEN_RDONLY | COW_OPEN_NOCHAIN }, &img, err,
+				  COW_ERRLEN), 0);
+	assert_int_equal(cow_backend_new("sync", 4, &be), 0);
+	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
+	assert_int_equal(cow_rw(ctx, COW_READ, got, 1 << 20, 0, 0), 0);
+	assert_memory_equal(got, base, 1 << 20);
+	assert_int_equal(cow_rw(ctx, COW_READ, got + (2 << 20), 2 << 20, 2 << 20, 0), 0);
+	assert_memory_equal(got + (2 << 20), base + (2 << 20), 2 << 20);
+	uint64_t run;
+	assert_int_equal(cow_map(img, 0, 1 << 20, &run, NULL), COW_MAP_DATA);
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
+	cow_close(img);
+}
+
 /* dev stats of a device whose base is on an NBD server (nbdkit, its memory plugin): the
  * connection's state and counters, in the JSON and the table, before and after the server
  * is gone. */
@@ -1012,6 +1116,7 @@ int main(void)
 		cmocka_unit_test(test_server_slow),
 		cmocka_unit_test(test_server_stats),
 		cmocka_unit_test(test_server_stats_network),
+		cmocka_unit_test(test_prefetch),
 		cmocka_unit_test(test_server_snapshots),
 		cmocka_unit_test(test_client_hostile),
 		cmocka_unit_test(test_server_jobs),
