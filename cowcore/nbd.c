@@ -174,6 +174,15 @@ int nbd_uri_check(const char *uri, char *why)
 				 "(at %zu)", i);
 			return -EINVAL;
 		}
+	/* the query may name the socket and nothing else (tls-verify-peer=false, key files) */
+	const char *q = strchr(uri, '?');
+	for (const char *k = q ? q + 1 : NULL; k; k = strchr(k, '&') ? strchr(k, '&') + 1 : NULL)
+		if (strncmp(k, "socket=", 7)) {
+			size_t kl = strcspn(k, "=&");
+			snprintf(why, COW_ERRLEN, "URI parameter '%.*s' not allowed (socket= only)",
+				 (int)(kl < 64 ? kl : 64), k);
+			return -EINVAL;
+		}
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
 		if (!strncmp(uri, ok[i], strlen(ok[i])))
 			return 0;
@@ -194,6 +203,7 @@ static struct nbd_handle *handle_new(char *why)
 	if (nbd_set_uri_allow_transports(h, LIBNBD_ALLOW_TRANSPORT_TCP |
 					 LIBNBD_ALLOW_TRANSPORT_UNIX) == -1 ||
 	    nbd_set_uri_allow_local_file(h, false) == -1 ||
+	    nbd_set_tls_verify_peer(h, true) == -1 ||
 	    nbd_set_pread_initialize(h, true) == -1) {
 		nbd_why(why, COW_ERRLEN);
 		nbd_close(h);
@@ -284,6 +294,30 @@ static int connect_sync(struct nbd_handle *h, const char *uri, uint32_t timeout_
 	}
 }
 
+/*
+ * nbds:// over TCP: libnbd checks the server's certificate (and its name) only against the
+ * CA of its certificate folder: ca-cert.pem in /etc/pki/libnbd for root, else in
+ * $HOME/.pki/libnbd or $HOME/.config/pki/libnbd. Without one it falls back on the system's
+ * CAs and does not check the certificate at all (libnbd 1.14, lib/crypto.c), which would be
+ * encryption with anybody. So such a URI is refused unless that file is there. (Over a Unix
+ * socket libnbd checks no certificate: the socket's permissions are the trust.)
+ */
+int nbd_tls_ca(const char *uri, char *where, size_t wlen)
+{
+	const char *home = getenv("HOME");
+	if (strncmp(uri, "nbds://", 7))
+		return 0;
+	if (geteuid() == 0 || !home) {
+		snprintf(where, wlen, "/etc/pki/libnbd/ca-cert.pem");
+		return access(where, R_OK) ? -ENOKEY : 0;
+	}
+	snprintf(where, wlen, "%s/.pki/libnbd/ca-cert.pem", home);
+	if (!access(where, R_OK))
+		return 0;
+	snprintf(where, wlen, "%s/.config/pki/libnbd/ca-cert.pem", home);
+	return access(where, R_OK) ? -ENOKEY : 0;
+}
+
 int nbd_src_open(struct cow_image *img, char *err)
 {
 	char why[COW_ERRLEN];
@@ -318,6 +352,11 @@ int nbd_src_open(struct cow_image *img, char *err)
 	if (nbd_supports_uri(src->spare) != 1) {
 		snprintf(err, COW_ERRLEN, "%s: this libnbd cannot parse URIs", img->path);
 		return -EPROTONOSUPPORT;
+	}
+	if ((r = nbd_tls_ca(img->path, why, sizeof(why)))) {
+		snprintf(err, COW_ERRLEN, "%s: TLS needs a CA certificate to check the server "
+			 "with (%s is missing; libnbd would accept any server)", img->path, why);
+		return r;
 	}
 	r = connect_sync(src->spare, img->path, src->timeout_ms, why);
 	if (!r)

@@ -16,6 +16,9 @@
  * to a reason without the URI in it.
  */
 int nbd_uri_check(const char *uri, char *why);
+/* nbds:// (TLS over TCP): 0 when libnbd has a CA certificate to check the server with (its
+ * path in where), else -ENOKEY with the path it looked for last; 0 for other URIs. */
+int nbd_tls_ca(const char *uri, char *where, size_t wlen);
 
 /*
  * img (img->path the URI, img->open_flags, img->net_timeout_ms set; fd -1): connect once,

@@ -11,12 +11,12 @@
 # build needs no root (Rules-Requires-Root: no). nbdkit, nbdkit-plugin-dev and libnbd-bin
 # (nbdinfo): the nbdkit plugin and its test; libnbd-dev: NBD backing images (the engine
 # links libnbd); udev: udevadm, which runs the udev rule in the
-# test bed (guest test 49).
+# test bed (guest test 49); openssl: the certificates of the NBD-over-TLS test.
 set -eu
 PKGS="gcc make pkg-config liburing-dev libaio-dev zlib1g-dev libzstd-dev libcmocka-dev fio qemu-utils
 qemu-system-x86 busybox-static libjson-c-dev cpio e2fsprogs util-linux xz-utils kmod python3 gnuplot-nox procps time
 dmsetup clang libclang-rt-14-dev llvm-14 strace scdoc bash-completion man-db systemd
-nbdkit nbdkit-plugin-dev libnbd-bin libnbd-dev udev
+nbdkit nbdkit-plugin-dev libnbd-bin libnbd-dev udev openssl
 build-essential debhelper dpkg-dev lintian"
 missing=""
 for p in $PKGS; do

@@ -10,7 +10,9 @@
 # with it. A server killed while a read waits: the read fails after --nbd-timeout (elapsed
 # time bounded), reads of the overlay's own data keep working meanwhile, and once the server
 # is back the same process reads the base again (reconnect). dev add's settings file is
-# parsed strictly.
+# parsed strictly. TLS: an overlay over nbds+unix:// to a server that requires TLS; nbds://
+# over TCP is refused without the CA libnbd checks the server with; URI parameters other
+# than socket= are refused.
 . "$CLI_LIB"
 command -v nbdkit >/dev/null || fail "nbdkit not installed (make deps)"
 command -v qemu-nbd >/dev/null || fail "qemu-nbd not installed (make deps)"
@@ -313,4 +315,42 @@ expect_err 1 "bad5.conf:1: not 'key = value'" \
 expect_err 1 "invalid --nbd-timeout 'x'" "$UCOW" io --nbd-timeout x -c length ov0.ucow
 expect_err 1 "dev add: invalid --nbd-timeout '0'" "$UCOW" dev add --nbd-timeout 0 ov0.ucow
 expect_err 1 "dev serve: the name 'ucow' is reserved" "$UCOW" dev serve --config-dir "$PWD" ucow
+
+# ---- TLS: nbds+unix:// to a server that requires it; nbds:// over TCP needs a CA to check
+# the server with (libnbd would accept any certificate without one), refused before any
+# connection; URI parameters other than socket= are refused ----
+if [ "$(id -u)" = 0 ] && [ ! -e /etc/pki/libnbd/ca-cert.pem ]; then
+	mkdir -p tls
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout tls/ca-key.pem -out tls/ca-cert.pem \
+		-days 2 -subj "/CN=ucow test CA" 2>/dev/null || fail "openssl: CA"
+	openssl req -newkey rsa:2048 -nodes -keyout tls/server-key.pem -out tls/server.csr \
+		-subj "/CN=localhost" 2>/dev/null || fail "openssl: request"
+	printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >tls/ext.cnf
+	openssl x509 -req -in tls/server.csr -CA tls/ca-cert.pem -CAkey tls/ca-key.pem \
+		-CAcreateserial -out tls/server-cert.pem -days 2 -extfile tls/ext.cnf 2>/dev/null ||
+		fail "openssl: certificate"
+	serve t.sock --tls=require --tls-certificates="$PWD/tls" file base.raw
+	expect_ok "$UCOW" create -q -f ucow -b "nbds+unix:///?socket=$PWD/t.sock" -F raw $A tl.ucow
+	expect_ok "$UCOW" io $A -c "write -P 0x3c 2M 64k" tl.ucow
+	expect_ok "$UCOW" io $A -c "read -P 0x3c 2M 64k" -c "read -v 5M 16" tl.ucow
+	expect_ok "$UCOW" compare $A "nbds+unix:///?socket=$PWD/t.sock" -f raw base.raw -F raw
+	expect_err 2 "server requires TLS" \
+		"$UCOW" compare $A "nbd+unix:///?socket=$PWD/t.sock" -f raw base.raw -F raw
+	kill $spid
+	wait $spid 2>/dev/null
+	P=$(freeport)
+	nbdkit -f -i 127.0.0.1 -p "$P" --tls=require --tls-certificates="$PWD/tls" file base.raw \
+		2>tcp.err &
+	tpid=$!
+	pids="$pids $tpid"
+	sleep 0.3
+	expect_err 1 "'nbds://127.0.0.1:$P/': TLS needs a CA certificate to check the server with \(/etc/pki/libnbd/ca-cert.pem is missing; libnbd would accept any server\)" \
+		"$UCOW" create -q -f ucow -b "nbds://127.0.0.1:$P/" -F raw $A tt.ucow
+	no_file tt.ucow
+	kill $tpid
+	ok "TLS: nbds+unix:// served, plain refused by the server, nbds:// without a CA refused"
+fi
+expect_err 1 "URI parameter 'tls-verify-peer' not allowed \(socket= only\)" \
+	"$UCOW" create -q -f ucow -b "nbds://127.0.0.1:1/?tls-verify-peer=false" -F raw $A tv.ucow
+no_file tv.ucow
 ok "done"

@@ -69,6 +69,54 @@ static void test_uri_check(void **state)
 	big[sizeof(big) - 1] = 0;
 	assert_int_equal(nbd_uri_check(big, why), -EINVAL);
 	assert_non_null(strstr(why, "longer than"));
+	/* the query names the socket and nothing else */
+	assert_int_equal(nbd_uri_check("nbds://h/x?tls-verify-peer=false", why), -EINVAL);
+	assert_string_equal(why, "URI parameter 'tls-verify-peer' not allowed (socket= only)");
+	assert_int_equal(nbd_uri_check("nbd+unix:///?socket=/s&tls-psk-file=/etc/k", why),
+			 -EINVAL);
+	assert_string_equal(why, "URI parameter 'tls-psk-file' not allowed (socket= only)");
+	assert_int_equal(nbd_uri_check("nbds://h/x?tls-certificates", why), -EINVAL);
+	assert_int_equal(nbd_uri_check("nbd+unix:///e?socket=/run/a&socket=/run/b", why), 0);
+}
+
+/*
+ * nbds:// over TCP needs the CA libnbd checks the server with: without it (root: no
+ * /etc/pki/libnbd/ca-cert.pem) the open is refused before anything connects; with a
+ * non-root HOME, ~/.pki/libnbd/ca-cert.pem counts. nbds+unix:// needs none.
+ */
+static void test_tls_needs_ca(void **state)
+{
+	char where[512], *home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
+	struct cow_image *img = NULL;
+	(void)state;
+	assert_int_equal(nbd_tls_ca("nbds+unix:///?socket=/s", where, sizeof(where)), 0);
+	assert_int_equal(nbd_tls_ca("nbd://h/x", where, sizeof(where)), 0);
+	if (geteuid() == 0 && access("/etc/pki/libnbd/ca-cert.pem", F_OK) == 0) {
+		free(home);
+		skip();	/* this host has the CA: the refusal cannot be shown here */
+	}
+	setenv("HOME", dir, 1);
+	if (geteuid() == 0) {
+		assert_int_equal(nbd_tls_ca("nbds://h/x", where, sizeof(where)), -ENOKEY);
+		assert_string_equal(where, "/etc/pki/libnbd/ca-cert.pem");
+		assert_int_equal(cow_open("nbds://127.0.0.1:9/x", &(struct cow_open_opts){
+					  .fmt = COW_FMT_RAW, .flags = COW_OPEN_RDONLY |
+					  COW_OPEN_ALLOW_NETWORK }, &img, err, sizeof(err)), -ENOKEY);
+		assert_non_null(strstr(err, "TLS needs a CA certificate to check the server with "
+				       "(/etc/pki/libnbd/ca-cert.pem is missing; libnbd would "
+				       "accept any server)"));
+	} else {
+		char d[600];
+		assert_int_equal(nbd_tls_ca("nbds://h/x", where, sizeof(where)), -ENOKEY);
+		snprintf(d, sizeof(d), "mkdir -p %s/.pki/libnbd && touch %s/.pki/libnbd/ca-cert.pem",
+			 dir, dir);
+		assert_int_equal(system(d), 0);
+		assert_int_equal(nbd_tls_ca("nbds://h/x", where, sizeof(where)), 0);
+	}
+	if (home) {
+		setenv("HOME", home, 1);
+		free(home);
+	}
 }
 
 static void test_backing_path(void **state)
@@ -332,6 +380,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_name_is_uri),
 		cmocka_unit_test(test_uri_check),
+		cmocka_unit_test(test_tls_needs_ca),
 		cmocka_unit_test(test_backing_path),
 		cmocka_unit_test(test_refused_without_consent),
 		cmocka_unit_test(test_hostile_names_with_consent),
