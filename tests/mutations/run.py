@@ -10,6 +10,9 @@ Exit status 0 only when every mutation was killed.
 A .mut file: comment lines (#), then "file: PATH" and "why: TEXT" lines, then
 "--- find" followed by the exact text to replace and "+++ replace" followed by its
 replacement (both may span lines; a trailing newline of each block is kept as written).
+An optional "first: unit/test_x cli/name ..." line names the tests expected to catch it:
+they run first, and the rest only if they do not (a killed mutation costs its own test's
+time, not the whole suite's; a wrong hint costs nothing but that test's time).
 """
 import glob
 import os
@@ -46,7 +49,11 @@ def parse(path):
         repl.pop()
     if "file" not in meta or not find:
         raise ValueError(f"{path}: needs 'file:' and a '--- find' block")
-    return meta["file"], meta.get("why", ""), "\n".join(find), "\n".join(repl)
+    first = meta.get("first", "").split()
+    for t in first:
+        if not (t.startswith("unit/test_") or t.startswith("cli/")):
+            raise ValueError(f"{path}: 'first:' names unit/test_NAME or cli/NAME, not {t}")
+    return meta["file"], meta.get("why", ""), "\n".join(find), "\n".join(repl), first
 
 
 def run(cmd, cwd, timeout, log):
@@ -61,8 +68,26 @@ def run(cmd, cwd, timeout, log):
             return 124
 
 
-def tests_catch(scratch, log):
+def hinted(scratch, log, first):
+    """The tests of a 'first:' line, in order: the first that fails, or None."""
+    for t in first:
+        if t.startswith("unit/"):
+            b = os.path.join(scratch, "build/tests", t[5:])
+            if os.access(b, os.X_OK) and run([b], scratch, 300, log) != 0:
+                return t
+        else:
+            rc = run(["sh", "-c", "CLI_TESTS=%s tests/cli/run.sh build >>build/cli.first 2>&1"
+                      % t[4:]], scratch, 1800, log)
+            if rc != 0:
+                return t
+    return None
+
+
+def tests_catch(scratch, log, first=()):
     """The first test that fails on the mutated build, or None."""
+    by = hinted(scratch, log, first)
+    if by:
+        return by
     for t in sorted(glob.glob(os.path.join(scratch, "build/tests/test_*"))):
         if not os.access(t, os.X_OK) or t.endswith((".log", ".cases")):
             continue
@@ -104,7 +129,7 @@ def main():
         name = os.path.basename(m)[:-4]
         t0 = time.time()
         try:
-            path, why, find, repl = parse(m)
+            path, why, find, repl, first = parse(m)
         except ValueError as e:
             print(f"BROKEN {name}: {e}")
             broken += 1
@@ -126,7 +151,7 @@ def main():
                 print(f"BROKEN {name}: does not build")
                 broken += 1
                 continue
-            by = tests_catch(scratch, log)
+            by = tests_catch(scratch, log, first)
         finally:
             with open(target, "w") as f:
                 f.write(orig)
