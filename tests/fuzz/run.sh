@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # Run every fuzz target of BUILD/fuzz (make fuzz / make fuzz-long):
 #   1. replay each file of tests/fuzz/regressions/<target>/ (one that crashes is a FAIL),
 #   2. fuzz SECONDS seconds from the seeds (tests/fuzz/make-seeds.sh, into BUILD/fuzz/seeds)
@@ -11,7 +11,8 @@
 # if any target failed.
 #
 #   tests/fuzz/run.sh [BUILD [SECONDS]]     FUZZ_TARGETS="open read": only those
-# (BUILD relative to the top of the tree, where this runs)
+# (BUILD relative to the top of the tree, where this runs). FUZZ_JOBS targets fuzz at once
+# (default 2, one per core); the lines come out in the targets' order.
 cd "$(dirname "$0")/../.." || exit 1
 build=${1:-build}
 secs=${2:-20}
@@ -21,9 +22,8 @@ LIMITS="-rss_limit_mb=2048 -timeout=10"
 # each fuzzer's private folder lives under this one (tmpfs when there is one), removed after
 tmpbase=/dev/shm
 [ -d "$tmpbase" ] && [ -w "$tmpbase" ] || tmpbase=${TMPDIR:-/tmp}
-UCOW_FUZZ_TMP=$(mktemp -d "$tmpbase/ucow-fuzz-run.XXXXXX") || exit 1
-export UCOW_FUZZ_TMP
-trap 'rm -rf "$UCOW_FUZZ_TMP"' EXIT INT TERM
+tmproot=$(mktemp -d "$tmpbase/ucow-fuzz-run.XXXXXX") || exit 1
+trap 'rm -rf "$tmproot"' EXIT INT TERM
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 for s in /usr/lib/llvm-14/bin/llvm-symbolizer /usr/bin/llvm-symbolizer; do
@@ -38,16 +38,18 @@ summary() {
 }
 
 rc=0
+running=0
 if ! tests/fuzz/make-seeds.sh "$build" >"$fz/seeds.log" 2>&1; then
 	echo "FAIL fuzz/seeds (log: $fz/seeds.log)"; tail -n 5 "$fz/seeds.log" | sed 's/^/    /'
 	rc=1
 fi
-for bin in "$fz"/fuzz_*; do
-	[ -x "$bin" ] || continue
+# one BIN: replay, fuzz and judge one target; its lines in $fz/$t.result, its status in
+# $fz/$t.rc; a private folder for what its fuzzer leaves behind
+one() {
+	bin=$1
 	t=${bin##*/fuzz_}
-	if [ -n "${FUZZ_TARGETS:-}" ]; then
-		case " $FUZZ_TARGETS " in *" $t "*) ;; *) continue ;; esac
-	fi
+	export UCOW_FUZZ_TMP=$tmproot/$t
+	mkdir -p "$UCOW_FUZZ_TMP"
 	log=$fz/$t.log
 	bad=""
 	: >"$log"; rm -f "$log.why"
@@ -107,13 +109,36 @@ for bin in "$fz"/fuzz_*; do
 	fi
 	stats="${execs:-0} executions, ${speed:-0}/s, cov ${cov:-?}, corpus $ncorp, oom/timeout/crash ${oomtc:-?}, $nreg regression inputs"
 	if [ -z "$bad" ]; then
-		echo "PASS fuzz/$t ($stats)"
+		echo "PASS fuzz/$t ($stats)" >"$fz/$t.result"
+		echo 0 >"$fz/$t.rc"
 	else
-		echo "FAIL fuzz/$t ($stats;$bad log: $log)"
-		cat "$log.why" 2>/dev/null
-		rc=1
+		echo "FAIL fuzz/$t ($stats;$bad log: $log)" >"$fz/$t.result"
+		cat "$log.why" >>"$fz/$t.result" 2>/dev/null
+		echo 1 >"$fz/$t.rc"
 	fi
 	rm -f "$log.why"
-	rm -rf "${UCOW_FUZZ_TMP:?}"/*	# what a crashed fuzzer left behind
+	rm -rf "${UCOW_FUZZ_TMP:?}"	# what a crashed fuzzer left behind
+}
+
+targets=""
+for bin in "$fz"/fuzz_*; do
+	[ -x "$bin" ] || continue
+	t=${bin##*/fuzz_}
+	if [ -n "${FUZZ_TARGETS:-}" ]; then
+		case " $FUZZ_TARGETS " in *" $t "*) ;; *) continue ;; esac
+	fi
+	targets="$targets $t"
+	rm -f "$fz/$t.result" "$fz/$t.rc"
+	if [ "$running" -ge "${FUZZ_JOBS:-2}" ]; then
+		wait -n
+		running=$((running - 1))
+	fi
+	one "$bin" &
+	running=$((running + 1))
+done
+wait
+for t in $targets; do
+	cat "$fz/$t.result" 2>/dev/null || echo "FAIL fuzz/$t (no result)"
+	[ "$(cat "$fz/$t.rc" 2>/dev/null)" = 0 ] || rc=1
 done
 exit $rc

@@ -3,14 +3,18 @@
 # QEMU TCG with an initramfs holding busybox, the real tools (fio, mkfs.ext4, e2fsck,
 # qemu-img, ...), the ucow binary and the guest tests, run the tests inside, and report.
 #
-#   tests/vm/run.sh [--kernel 6.12|new] [--only REGEX]... [--long] [--script FILE]...
-#                   [--bin FILE]... [--shell] [-v]
+#   tests/vm/run.sh [--kernel 6.12|new] [--only REGEX]... [--long] [--shard I/N]
+#                   [--script FILE]... [--bin FILE]... [--shell] [-v]
 #
 #   (no option)     run every guest test, tests/vm/guest/*.sh except lib.sh, in name order,
 #                   except the long ones (a "# vm-long:" line: minutes of nested QEMU)
 #   --only REGEX    run only the tests whose names (e.g. 01-loop-fio) match the extended
 #                   regular expression, long or not; may be repeated
 #   --long          run the long tests, and only them (--only picks long tests by itself)
+#   --shard I/N     of the tests chosen, run share I (0..N-1) of N: the tests are dealt
+#                   out heaviest first (tests/vm/weights: seconds of an earlier run) to
+#                   the share with the least so far, so that N guests run side by side
+#                   (one host core each) end together; logs go to $BUILD/vm-sI/
 #   --script FILE   also run FILE in the guest (as /vm/scripts/NAME, from a fresh folder
 #                   on tmpfs) and show its output here; its exit status is its result.
 #                   With --script and no --only, no guest test runs. May be repeated.
@@ -41,6 +45,7 @@ overall=${UCOW_VM_TIMEOUT:-1200}
 per_test=${UCOW_VM_TEST_TIMEOUT:-300}
 
 only=() scripts=() bins=() shell=0 verbose=0 long=0 series=${UCOW_VM_KERNEL_SERIES:-6.12}
+shard=""
 usage() { sed -n '6,23s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -52,6 +57,8 @@ while [ $# -gt 0 ]; do
 	--bin=*) bins+=("${1#*=}"); shift ;;
 	--shell) shell=1; shift ;;
 	--long) long=1; shift ;;
+	--shard) [ $# -ge 2 ] || usage; shard=$2; shift 2 ;;
+	--shard=*) shard=${1#*=}; shift ;;
 	-v|--verbose) verbose=1; shift ;;
 	--kernel) [ $# -ge 2 ] || usage; series=$2; shift 2 ;;
 	--kernel=*) series=${1#*=}; shift ;;
@@ -65,6 +72,14 @@ case $series in
 new) tag=vm-new out=$BUILD/vm-new ;;
 *) echo "run.sh: --kernel $series: 6.12 or new" >&2; usage ;;
 esac
+if [ -n "$shard" ]; then
+	case $shard in
+	[0-9]/[1-9]|[0-9]/[1-9][0-9]) ;;
+	*) echo "run.sh: --shard $shard: I/N, 0 <= I < N" >&2; usage ;;
+	esac
+	[ "${shard%/*}" -lt "${shard#*/}" ] || { echo "run.sh: --shard $shard: I must be below N" >&2; usage; }
+	out=$out-s${shard%/*}
+fi
 export UCOW_VM_KERNEL_SERIES=$series
 
 failed=0
@@ -115,6 +130,18 @@ elif [ $long = 1 ]; then
 	for n in "${all_tests[@]}"; do is_long "$n" && tests+=("$n"); done
 elif [ ${#scripts[@]} -eq 0 ] && [ $shell = 0 ]; then
 	for n in "${all_tests[@]}"; do is_long "$n" || tests+=("$n"); done
+fi
+# --shard I/N: deal the tests out, heaviest first, each to the lightest share so far
+if [ -n "$shard" ] && [ ${#tests[@]} -gt 0 ]; then
+	mapfile -t tests < <(for n in "${tests[@]}"; do
+		w=$(awk -v n="$n" '$1 == n { print $2 }' tests/vm/weights 2>/dev/null)
+		echo "${w:-20} $n"
+	done | sort -k1,1nr -k2 | awk -v want="${shard%/*}" -v nshards="${shard#*/}" '
+		{ best = 0
+		  for (i = 1; i < nshards; i++) if (load[i] < load[best]) best = i
+		  load[best] += $1
+		  if (best == want) print $2 }' | sort)
+	[ ${#tests[@]} -gt 0 ] || { echo "vm: share $shard has no test" >&2; exit 0; }
 fi
 script_names=()
 for s in "${scripts[@]}"; do

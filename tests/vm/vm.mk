@@ -1,7 +1,8 @@
 # The real-kernel test bed (tests/vm/, Documentation/testbed.md); included by the Makefile.
 #
 #   make vm-check [VM_ARGS="--only REGEX ..."]   build, then run the guest tests (PASS/FAIL lines)
-#                                                 on the 6.12 kernel (all), then on a newer one
+#                                                 on the 6.12 kernel (all, in VM_SHARDS guests
+#                                                 side by side), then on a newer one
 #                                                 (6.16+, run.sh --kernel new) those that prove
 #                                                 what only newer drivers do, and a smoke set
 #                                                 (VM_NEW_ARGS; VM_KERNELS="6.12" skips it)
@@ -29,9 +30,19 @@ $(BUILD)/vm-bin/%: tests/vm/%.c
 	@mkdir -p $(BUILD)/vm-bin
 	$(Q)$(CC) $(CPPFLAGS) -std=gnu11 $(WARN) $(CFLAGS) -o $@ $<
 
+# VM_SHARDS guests run the 6.12 tests side by side (TCG runs a guest on one host core: two
+# guests on two cores take half the time), their lines printed one guest after the other.
+VM_SHARDS ?= 2
 vm-check: all
 	@rc=0; for k in $(VM_KERNELS); do \
-		if [ $$k = 6.12 ]; then BUILD=$(BUILD) tests/vm/run.sh $(VM_ARGS) || rc=1; \
+		if [ $$k = 6.12 ] && [ $(VM_SHARDS) -gt 1 ]; then \
+			pids=""; for i in $$(seq 0 $$(($(VM_SHARDS) - 1))); do \
+				BUILD=$(BUILD) tests/vm/run.sh --shard $$i/$(VM_SHARDS) $(VM_ARGS) \
+					>$(BUILD)/vm-shard$$i.out 2>&1 & pids="$$pids $$!"; \
+			done; \
+			for p in $$pids; do wait $$p || rc=1; done; \
+			for i in $$(seq 0 $$(($(VM_SHARDS) - 1))); do cat $(BUILD)/vm-shard$$i.out; done; \
+		elif [ $$k = 6.12 ]; then BUILD=$(BUILD) tests/vm/run.sh $(VM_ARGS) || rc=1; \
 		else BUILD=$(BUILD) tests/vm/run.sh --kernel $$k $(VM_NEW_ARGS) || rc=1; fi; \
 	done; exit $$rc
 
@@ -48,4 +59,4 @@ vm-kernel:
 	@for k in $(VM_KERNELS); do tests/vm/kernel.sh --series $$k >/dev/null || exit 1; done
 
 vm-clean:
-	rm -rf $(BUILD)/vm $(BUILD)/vm-new
+	rm -rf $(BUILD)/vm $(BUILD)/vm-new $(BUILD)/vm-s[0-9]*

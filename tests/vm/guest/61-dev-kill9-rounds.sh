@@ -1,16 +1,16 @@
 #!/bin/bash
-# Server faults: 20 rounds of kill -9 of the server of a --recoverable cow device at a
+# Server faults: 10 rounds of kill -9 of the server of a --recoverable cow device at a
 # random moment under fio with verify, each followed by `ucow dev recover`. Round R writes
 # its own 8 MiB region (random 4 KiB writes, rate-limited so that the kill lands while
 # writes are in flight) and verifies it; the requests in flight at the kill are re-issued
 # to the new server, so fio must finish with 0 verify errors. At the end a verify-only pass
-# over all 20 regions checks that no later kill lost what earlier rounds wrote, and after
+# over all 10 regions checks that no later kill lost what earlier rounds wrote, and after
 # del the image checks clean.
 # vm-timeout: 400
 . "$VM_LIB"
 need_ucow
 
-ROUNDS=20
+ROUNDS=10
 REGION=8	# MiB per round
 id=""
 trap '[ -n "$id" ] && ucow dev del $id 2>/dev/null; cd /; rm -rf "$VM_TMP"' EXIT
