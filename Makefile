@@ -225,7 +225,7 @@ asan-check:
 	@$(MAKE) --no-print-directory BUILD=build/asan CFLAGS="-O1 -g" \
 		SANITIZE="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" all
 	@UCOW_CRASH_STATES=$${UCOW_CRASH_STATES:-1500} tests/run-unit.sh build/asan asan-unit; a=$$?; \
-	 CLI_TIMEOUT=450 tests/cli/run.sh build/asan >build/asan/cli.out 2>&1; c=$$?; \
+	 CLI_SHORT=1 CLI_TIMEOUT=450 tests/cli/run.sh build/asan >build/asan/cli.out 2>&1; c=$$?; \
 	 sed 's#^\(PASS\|FAIL\) cli/#\1 asan-cli/#' build/asan/cli.out; [ $$a -eq 0 ] && [ $$c -eq 0 ]
 
 # ThreadSanitizer build of the engine's unit tests (the concurrency paths).

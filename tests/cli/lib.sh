@@ -11,6 +11,19 @@ fail() {
 	exit 1
 }
 
+# pts N: N, or a quarter of it (at least 4) when CLI_SHORT=1 (make asan-check: the
+# sanitizer build repeats the command-line suite, where the costliest loops need not run
+# in full a second time)
+pts() {
+	if [ "${CLI_SHORT:-0}" = 1 ]; then
+		n=$(($1 / 4))
+		[ $n -ge 4 ] || n=4
+		echo $n
+	else
+		echo "$1"
+	fi
+}
+
 ok() {
 	echo "ok: $*"
 }
