@@ -14,7 +14,9 @@
 #   --shard I/N     of the tests chosen, run share I (0..N-1) of N: the tests are dealt
 #                   out heaviest first (tests/vm/weights: seconds of an earlier run) to
 #                   the share with the least so far, so that N guests run side by side
-#                   (one host core each) end together; logs go to $BUILD/vm-sI/
+#                   (one host core each) end together; logs go to $BUILD/vm-sI/.
+#                   UCOW_VM_SHARD_PRELOAD="I:SECONDS ..." counts work a share does
+#                   besides (vm-check runs the newer kernel's tests after share 1)
 #   --script FILE   also run FILE in the guest (as /vm/scripts/NAME, from a fresh folder
 #                   on tmpfs) and show its output here; its exit status is its result.
 #                   With --script and no --only, no guest test runs. May be repeated.
@@ -137,6 +139,8 @@ if [ -n "$shard" ] && [ ${#tests[@]} -gt 0 ]; then
 		w=$(awk -v n="$n" '$1 == n { print $2 }' tests/vm/weights 2>/dev/null)
 		echo "${w:-20} $n"
 	done | sort -k1,1nr -k2 | awk -v want="${shard%/*}" -v nshards="${shard#*/}" '
+		BEGIN { n = split(ENVIRON["UCOW_VM_SHARD_PRELOAD"], pre, " ")
+			for (i = 1; i <= n; i++) { split(pre[i], kv, ":"); load[kv[1]] = kv[2] } }
 		{ best = 0
 		  for (i = 1; i < nshards; i++) if (load[i] < load[best]) best = i
 		  load[best] += $1
