@@ -93,6 +93,13 @@ grep -q 'can_multi_conn: true' info.txt && grep -q 'can_fua: true' info.txt &&
 	fail "nbdinfo: $(cat info.txt)"
 qemu-img convert -f raw -O raw "$(uri s1)" served.raw || fail "qemu-img convert from NBD"
 cmp served.raw twin.raw || fail "the NBD export differs from the twin"
+# and qemu-img compare of the export against the image read locally (a snapshot of it: the
+# served image is locked) through ucow's own reader
+run $UCOW convert -U -O raw ov.ucow local.raw
+[ $st -eq 0 ] && grep -q "another process has the image open for writing" err ||
+	fail "convert -U of the served image: $st, $(cat err)"
+qemu-img compare -f raw -F raw "$(uri s1)" local.raw >cmp.out 2>&1 ||
+	fail "qemu-img compare of the export and the image read locally: $(cat cmp.out)"
 stop
 expect_ok $UCOW check ov.ucow
 expect_ok $UCOW compare -F raw ov.ucow twin.raw
