@@ -1157,6 +1157,7 @@ struct conf_args {
 	char *argv[CONF_ARGS];
 	int argc;
 	bool recoverable;
+	char prefetch[48];	/* "--prefetch" or "--prefetch=RATE" */
 };
 
 static int conf_push(struct conf_args *a, char *s)
@@ -1180,7 +1181,7 @@ static int conf_entry(struct conf_args *a, const char *path, int line, char *key
 		{ "queues", "-q", 1, UK_MAX_NR_QUEUES }, { "depth", "-d", 1, UK_MAX_QUEUE_DEPTH },
 		{ "id", "-n", 0, 1048575 }, { "size", "-s", 0, 0 },
 		{ "block-size", "--block-size", 0, 0 }, { "snapshot", "--snapshot", 0, 0 },
-		{ "options", NULL, 0, 0 },
+		{ "options", NULL, 0, 0 }, { "prefetch", NULL, 0, 0 },
 	};
 	unsigned i, v;
 	char *p, *opt;
@@ -1189,7 +1190,7 @@ static int conf_entry(struct conf_args *a, const char *path, int line, char *key
 		;
 	if (i == sizeof(keys) / sizeof(keys[0])) {
 		ucow_err("%s:%d: unknown key '%s' (image, target, queues, depth, id, size, "
-			 "block-size, snapshot, options)", path, line, key);
+			 "block-size, snapshot, options, prefetch)", path, line, key);
 		return 1;
 	}
 	if (*seen & (1u << i)) {
@@ -1212,6 +1213,16 @@ static int conf_entry(struct conf_args *a, const char *path, int line, char *key
 			return 1;
 		}
 		return conf_push(a, "-f") || conf_push(a, val) ? 1 : 0;
+	}
+	if (!strcmp(key, "prefetch")) {	/* on, or a rate: dev add checks the rate */
+		if (strlen(val) > 32 || strchr(val, '=')) {
+			ucow_err("%s:%d: invalid prefetch '%s' (on, or a rate such as 64M)", path,
+				 line, val);
+			return 1;
+		}
+		snprintf(a->prefetch, sizeof(a->prefetch), "--prefetch%s%s",
+			 strcmp(val, "on") ? "=" : "", strcmp(val, "on") ? val : "");
+		return conf_push(a, a->prefetch) ? 1 : 0;
 	}
 	if (strcmp(key, "options"))
 		return conf_push(a, (char *)keys[i].opt) || conf_push(a, val) ? 1 : 0;

@@ -20,6 +20,12 @@ c bad7 'image\n'
 expect_err 1 "bad7.conf:1: not 'key = value'" $UCOW dev serve --config-dir conf bad7
 c bad8 'depth =\n'
 expect_err 1 "bad8.conf:1: 'depth' has no value" $UCOW dev serve --config-dir conf bad8
+c bad9 'image=/x\nprefetch = 1k\n'
+expect_err 1 "dev add: invalid --prefetch rate '1k'" $UCOW dev serve --config-dir conf bad9
+c bad10 'image=/x\nprefetch = a=b\n'
+expect_err 1 "bad10.conf:2: invalid prefetch 'a=b' \(on, or a rate such as 64M\)" $UCOW dev serve --config-dir conf bad10
+c bad11 'image=/x\nprefetch = on\noptions = read-only\n'
+expect_err 1 "dev add: --prefetch writes into the image: the cow target, read-write, only" $UCOW dev serve --config-dir conf bad11
 expect_err 1 'nope.conf: No such file or directory' $UCOW dev serve --config-dir conf nope
 expect_err 1 "dev serve: invalid name '../etc/x'" $UCOW dev serve --config-dir conf ../etc/x
 expect_err 1 "dev serve: invalid name '-x'" $UCOW dev serve --config-dir conf -- -x
@@ -28,6 +34,8 @@ c good ' image = /nonexistent/a.ucow \nqueues=2\ndepth = 64\noptions = direct,re
 expect_err 1 '/nonexistent/a.ucow: No such file or directory' $UCOW dev serve --config-dir conf good
 $UCOW create -q a.ucow 1M || fail create
 c good "image = $PWD/a.ucow\n"
+expect_err 1 'ublk driver is not loaded' $UCOW dev serve --config-dir conf good
+c good "image = $PWD/a.ucow\nprefetch = 8M\n"
 expect_err 1 'ublk driver is not loaded' $UCOW dev serve --config-dir conf good
 expect_ok $UCOW dev serve --help
 grep -q -- '--config-dir DIR' out || fail "serve --help"
