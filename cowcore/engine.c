@@ -122,6 +122,10 @@ static struct waiter *take_waiters(struct cow_image *img, uint64_t c)
 	return out;
 }
 
+/* Entry e of chunk c (loaded under lock) BUSY: park part (req, c) behind it, unlock, drop the
+ * part's reference if parking failed, and return true. Else false, still locked. */
+static bool park_if_busy(struct cow_image *img, struct cow_req *req, uint64_t c, uint64_t e);
+
 /* Park part (req, c) until chunk c's operation ends. Under lock. */
 static int park(struct cow_image *img, struct cow_req *req, uint64_t c)
 {
@@ -133,6 +137,17 @@ static int park(struct cow_image *img, struct cow_req *req, uint64_t c)
 		pp = &(*pp)->next;
 	*pp = w;
 	return 0;
+}
+
+static bool park_if_busy(struct cow_image *img, struct cow_req *req, uint64_t c, uint64_t e)
+{
+	if (!(e & UCOW_E_BUSY))
+		return false;
+	int r = park(img, req, c);
+	pthread_mutex_unlock(&img->lock);
+	if (r)
+		req_put(req, r);
+	return true;
 }
 
 /* ---- reads ------------------------------------------------------------------------------ */
@@ -1036,13 +1051,8 @@ static void fill_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 	struct cow_image *img = ctx->img;
 	pthread_mutex_lock(&img->lock);
 	uint64_t e = ent_load(img, c);
-	if (e & UCOW_E_BUSY) {
-		int r = park(img, req, c);
-		pthread_mutex_unlock(&img->lock);
-		if (r)
-			req_put(req, r);
+	if (park_if_busy(img, req, c, e))
 		return;
-	}
 	const uint64_t *bm = meta_bm(img, c, false);
 	bool clear = !(e & UCOW_E_ZERO) && !img->read_only;
 	if (clear && ent_pcn(img, e) && bm)
@@ -1126,13 +1136,8 @@ static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c)
 	pthread_mutex_lock(&img->lock);
 	e = ent_load(img, c);
 	p = ent_pcn(img, e);
-	if (e & UCOW_E_BUSY) {
-		int r = park(img, req, c);
-		pthread_mutex_unlock(&img->lock);
-		if (r)
-			req_put(req, r);
+	if (park_if_busy(img, req, c, e))
 		return;
-	}
 	if (zero) {
 		if (!p && ((e & UCOW_E_ZERO) || !img->backing)) {
 			pthread_mutex_unlock(&img->lock);	/* reads as zeros already */

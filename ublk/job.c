@@ -252,33 +252,45 @@ static void job_fail(struct ublk_job *j, const char *what, int r, struct cow_ima
 	fprintf(stderr, "ucow: %s job failed: %s\n", kind_names[j->kind], j->err);
 }
 
-/* One step of the flatten job, under a pause: copy up to a step's worth of backing data. */
-static int flatten_step(struct ublk_job *j, struct cow_image *img, bool *end)
+/*
+ * From j->off on, read what the chain gives (and, with write, write it into the overlay: the
+ * prefetch's context copies on read by itself) until limit bytes were read or a walk's
+ * worth of the virtual size passed. *copied: the bytes read. 0 or -errno.
+ */
+static int copy_backing(struct ublk_job *j, struct cow_image *img, uint64_t limit, bool write,
+			uint64_t *copied)
 {
-	uint64_t copied = 0, walked = 0;
-	int r = 0;
-
-	while (j->off < j->total && copied < UBLK_JOB_STEP_BYTES && walked < UBLK_JOB_WALK_BYTES) {
+	uint64_t walked = 0;
+	*copied = 0;
+	while (j->off < j->total && *copied < limit && walked < UBLK_JOB_WALK_BYTES) {
 		uint64_t run, want = j->total - j->off;
 		int st = chain_status(img, j->off, want, &run);
 		if (st < 0)
 			return st;
 		if (st == COW_MAP_BACKING) {
-			if (run > UBLK_JOB_STEP_BYTES - copied)
-				run = UBLK_JOB_STEP_BYTES - copied;
-			r = cow_rw(j->ctx, COW_READ, j->buf, run, j->off, 0);
-			if (!r)
+			if (run > limit - *copied)
+				run = limit - *copied;
+			int r = cow_rw(j->ctx, COW_READ, j->buf, run, j->off, 0);
+			if (!r && write)
 				r = cow_rw(j->ctx, COW_WRITE, j->buf, run, j->off, 0);
 			if (r)
 				return r;
-			copied += run;
+			*copied += run;
 			j->copied += run;
 		}
 		j->off += run;
 		walked += run;
 	}
-	if (j->off < j->total)
-		return 0;
+	return 0;
+}
+
+/* One step of the flatten job, under a pause: copy up to a step's worth of backing data. */
+static int flatten_step(struct ublk_job *j, struct cow_image *img, bool *end)
+{
+	uint64_t copied;
+	int r = copy_backing(j, img, UBLK_JOB_STEP_BYTES, true, &copied);
+	if (r || j->off < j->total)
+		return r;
 	/* every range the chain gave is the overlay's own now: durable, then no backing */
 	r = cow_rw(j->ctx, COW_FLUSH, NULL, 0, 0, 0);
 	if (!r)
@@ -414,7 +426,7 @@ static uint64_t now_ns(void)
  */
 static int prefetch_step(struct ublk_dev *dev, struct ublk_job *j, struct cow_image *img)
 {
-	uint64_t now = now_ns(), ios = ublk_dev_ios(dev), copied = 0, walked = 0;
+	uint64_t now = now_ns(), ios = ublk_dev_ios(dev), copied;
 	if (ios != j->last_ios || !j->idle_since_ns) {	/* the guest is busy: back off */
 		if (j->idle_since_ns && ios != j->last_ios)
 			j->backoffs++;
@@ -424,24 +436,9 @@ static int prefetch_step(struct ublk_dev *dev, struct ublk_job *j, struct cow_im
 	}
 	if (now - j->idle_since_ns < UBLK_PREFETCH_IDLE_MS * 1000000ull || now < j->next_ns)
 		return 1;
-	while (j->off < j->total && copied < UBLK_PREFETCH_STEP_BYTES &&
-	       walked < UBLK_JOB_WALK_BYTES) {
-		uint64_t run, want = j->total - j->off;
-		int st = chain_status(img, j->off, want, &run);
-		if (st < 0)
-			return st;
-		if (st == COW_MAP_BACKING) {
-			if (run > UBLK_PREFETCH_STEP_BYTES - copied)
-				run = UBLK_PREFETCH_STEP_BYTES - copied;
-			int r = cow_rw(j->ctx, COW_READ, j->buf, run, j->off, 0);
-			if (r)
-				return r;
-			copied += run;
-			j->copied += run;
-		}
-		j->off += run;
-		walked += run;
-	}
+	int r = copy_backing(j, img, UBLK_PREFETCH_STEP_BYTES, false, &copied);
+	if (r)
+		return r;
 	j->steps++;
 	j->next_ns = now_ns() + copied * 1000000000ull / j->rate;
 	if (j->off < j->total)
