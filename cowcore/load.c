@@ -39,8 +39,11 @@ struct vstate {
 	uint64_t file_chunks;
 	struct prun *ext;	/* metadata extents in the data area; sorted once collected */
 	size_t next, ext_cap;
-	struct pmap *map;	/* mapped chunks, sorted by chunk; c = NO_ENTRY: dropped */
-	size_t nmap;
+	uint64_t *plain;	/* chunks mapped by plain entries: sorted, each once */
+	size_t nplain;
+	struct pmap *packs;	/* compressed entries, sorted by chunk and stream; c =
+				 * NO_ENTRY: dropped */
+	size_t npacks, packs_cap;
 	uint64_t max_used;
 	int err;
 	struct cow_image *img;
@@ -68,12 +71,23 @@ static int cmp_prun(const void *a, const void *b)
 	return x->first < y->first ? -1 : x->first > y->first;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static bool in_sorted(const uint64_t *v, size_t n, uint64_t x)
+{
+	return n && bsearch(&x, v, n, sizeof(*v), cmp_u64);
+}
+
 static int cmp_pmap(const void *a, const void *b)
 {
 	const struct pmap *x = a, *y = b;
 	if (x->p != y->p)
 		return x->p < y->p ? -1 : 1;
-	if (x->s != y->s)		/* a normal entry (s = 0) first, then streams in order */
+	if (x->s != y->s)		/* streams in order */
 		return x->s < y->s ? -1 : 1;
 	return x->c < y->c ? -1 : x->c > y->c;
 }
@@ -139,12 +153,67 @@ static int check_extents(struct cow_image *img, struct vstate *v)
 	return 0;
 }
 
+/*
+ * A chunk mapped by two plain entries (v->plain sorted): the lowest entry keeps it, the
+ * others are dropped (a problem each). The list keeps each chunk once. Repeats are found in
+ * the sorted list; only then is the table walked again, to know which entries they are.
+ */
+static int drop_repeats(struct cow_image *img, struct vstate *v)
+{
+	uint64_t *rep = NULL;
+	size_t nrep = 0, cap = 0, k = 0;
+	uint8_t *seen = NULL;
+	int r = 0;
+	for (size_t i = 0; i < v->nplain; i++) {
+		if (k && v->plain[i] == v->plain[k - 1]) {
+			if (nrep && rep[nrep - 1] == v->plain[i])
+				continue;
+			if (ARRAY_ROOM(rep, cap, nrep)) {
+				r = -ENOMEM;
+				goto out;
+			}
+			rep[nrep++] = v->plain[i];
+			continue;
+		}
+		v->plain[k++] = v->plain[i];
+	}
+	v->nplain = k;
+	if (!nrep)
+		goto out;
+	if (!(seen = calloc(nrep, 1))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (uint64_t c = 0; c < img->nr_chunks && !r; c++) {
+		uint64_t e = img->table[c], p = ent_pcn(img, e);
+		if (!p || (e & UCOW_E_COMPRESSED))
+			continue;
+		uint64_t *at = bsearch(&p, rep, nrep, sizeof(*rep), cmp_u64);
+		if (!at)
+			continue;
+		if (!seen[at - rep]) {
+			seen[at - rep] = 1;
+			continue;
+		}
+		if (!(r = problem(img, v, "chunk %llu is mapped twice (again by entry %llu)", p, c)))
+			img->table[c] = 0;
+	}
+out:
+	free(seen);
+	free(rep);
+	return r;
+}
+
 static int validate_table(struct cow_image *img, struct vstate *v)
 {
 	uint64_t max_used = v->max_used;
+	bool sorted = true;
 	int r;
-	v->map = malloc((img->nr_chunks ? img->nr_chunks : 1) * sizeof(*v->map));
-	if (!v->map)
+	/* 8 bytes per plain mapping, sorted only if the table is not in allocation order: a
+	 * fully mapped 1 TiB image (1M chunks) needs 8 MiB here, not the 32 MiB of
+	 * (chunk, entry, stream) records and a merge sort's copy of them */
+	v->plain = malloc((img->nr_chunks ? img->nr_chunks : 1) * sizeof(*v->plain));
+	if (!v->plain)
 		return -ENOMEM;
 	for (uint64_t c = 0; c < img->nr_chunks; c++) {
 		uint64_t e = img->table[c] &= ~UCOW_E_SHARED;	/* derived from refcounts below */
@@ -186,33 +255,46 @@ static int validate_table(struct cow_image *img, struct vstate *v)
 			img->table[c] = 0;
 			continue;
 		}
-		v->map[v->nmap++] = (e & UCOW_E_COMPRESSED) ?
-			(struct pmap){ p, c, ucow_e_coff(e) >> 9, ucow_e_clen(e) >> 9 } :
-			(struct pmap){ p, c, 0, 0 };
+		if (e & UCOW_E_COMPRESSED) {
+			if (ARRAY_ROOM(v->packs, v->packs_cap, v->npacks))
+				return -ENOMEM;
+			v->packs[v->npacks++] = (struct pmap){ p, c, ucow_e_coff(e) >> 9,
+							       ucow_e_clen(e) >> 9 };
+			continue;
+		}
+		if (v->nplain && p < v->plain[v->nplain - 1])
+			sorted = false;
+		v->plain[v->nplain++] = p;
+		if (rc_shared(img, p))
+			img->table[c] |= UCOW_E_SHARED;
 	}
-	/* each chunk mapped once, but for the streams of compressed entries, which share a
-	 * pack without overlapping: sorted, a repeat follows its first mapping */
-	if (v->nmap)
-		qsort(v->map, v->nmap, sizeof(*v->map), cmp_pmap);
-	size_t last = SIZE_MAX;		/* the last mapping kept */
-	for (size_t i = 0; i < v->nmap; i++) {
-		uint64_t p = v->map[i].p, c = v->map[i].c;
-		if (last != SIZE_MAX && p == v->map[last].p &&
-		    (!v->map[i].ns || !v->map[last].ns ||
-		     v->map[i].s < v->map[last].s + v->map[last].ns)) {
-			if ((r = problem(img, v, v->map[i].ns && v->map[last].ns ?
-					 "chunk %llu holds overlapping compressed chunks (again "
-					 "entry %llu)" : "chunk %llu is mapped twice (again by "
-					 "entry %llu)", p, c)))
+	if (!sorted)
+		qsort(v->plain, v->nplain, sizeof(*v->plain), cmp_u64);
+	r = drop_repeats(img, v);
+	if (r)
+		return r;
+	if (v->nplain && v->plain[v->nplain - 1] > max_used)
+		max_used = v->plain[v->nplain - 1];
+	/* compressed streams share a pack without overlapping, and never a plain chunk */
+	if (v->npacks)
+		qsort(v->packs, v->npacks, sizeof(*v->packs), cmp_pmap);
+	size_t last = SIZE_MAX;		/* the last stream kept */
+	for (size_t i = 0; i < v->npacks; i++) {
+		uint64_t p = v->packs[i].p, c = v->packs[i].c;
+		bool plain = in_sorted(v->plain, v->nplain, p);
+		if (plain || (last != SIZE_MAX && p == v->packs[last].p &&
+			      v->packs[i].s < v->packs[last].s + v->packs[last].ns)) {
+			if ((r = problem(img, v, plain ? "chunk %llu is mapped twice (again by "
+					 "entry %llu)" : "chunk %llu holds overlapping compressed "
+					 "chunks (again entry %llu)", p, c)))
 				return r;
 			img->table[c] = 0;
-			v->map[i].c = NO_ENTRY;
+			v->packs[i].c = NO_ENTRY;
 			continue;
 		}
 		last = i;
-		if (rc_shared(img, p) || v->map[i].ns)	/* C1 (compress.c) */
-			img->table[c] |= UCOW_E_SHARED;
-		if (v->map[i].ns && (r = comp_add_pack(img, p)))
+		img->table[c] |= UCOW_E_SHARED;		/* C1 (compress.c) */
+		if ((r = comp_add_pack(img, p)))
 			return r;
 		if (p > max_used)
 			max_used = p;
@@ -246,9 +328,11 @@ static int init_free(struct cow_image *img, struct vstate *v)
 	int r = 0;
 	for (size_t i = 0; !r && i < v->next; i++)
 		r = add_used(&u, &n, &cap, v->ext[i].first, v->ext[i].n);
-	for (size_t i = 0; !r && i < v->nmap; i++)
-		if (v->map[i].c != NO_ENTRY && (!n || u[n - 1].first + u[n - 1].n != v->map[i].p + 1))
-			r = add_used(&u, &n, &cap, v->map[i].p, 1);	/* a pack once */
+	for (size_t i = 0; !r && i < v->nplain; i++)
+		r = add_used(&u, &n, &cap, v->plain[i], 1);
+	for (size_t i = 0; !r && i < v->npacks; i++)
+		if (v->packs[i].c != NO_ENTRY && (!n || u[n - 1].first + u[n - 1].n != v->packs[i].p + 1))
+			r = add_used(&u, &n, &cap, v->packs[i].p, 1);	/* a pack once */
 	for (uint64_t p = 0; !r && p < img->rc_len; p++)
 		if (img->rc[p])
 			r = add_used(&u, &n, &cap, p, 1);
@@ -290,10 +374,9 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 						  " (0x%llx)", c, img->table[c])))
 			goto out;
 	/* bitmaps: only the groups that hold a mapped chunk (a 1 TiB empty image reads none) */
-	for (uint64_t c = 0; c < img->nr_chunks; c++)
-		if (ent_pcn(img, img->table[c]) &&
-		    (r = meta_load_group_for(img, c)))
-			goto out;
+	r = meta_load_mapped_groups(img);
+	if (r)
+		goto out;
 	if (h->flags & UCOW_FLAG_DIRTY) {
 		r = jnl_replay(img, &nrec);
 		if (r && !check_mode)
@@ -334,7 +417,8 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 		alloc_reclaim_unclean(img, (uint64_t)st.st_size);
 out:
 	free(v.ext);
-	free(v.map);
+	free(v.plain);
+	free(v.packs);
 	return r;
 }
 

@@ -47,25 +47,80 @@ static int pread_sparse(int fd, void *buf, uint64_t len, uint64_t off)
 	return 0;
 }
 
-/* Read bitmap group g from disk into memory (if not there yet). Under lock or single-threaded. */
-static int load_group(struct cow_image *img, uint64_t g)
+/*
+ * A bitmap group page: 4 KiB of plain heap memory. No I/O is ever done from or into one
+ * (reads and writes go through an aligned buffer), so it need not be 4 KiB aligned, and
+ * must not be: glibc spends about twice the size on each 4 KiB-aligned 4 KiB block (a fully
+ * mapped 1 TiB image held 64 MiB for its 32 MiB of bitmaps).
+ */
+uint64_t *meta_bm_page(void)
 {
-	uint64_t *page;
-	int r;
-	if (img->bm_groups[g])
-		return 0;
-	if (posix_memalign((void **)&page, UCOW_META_ALIGN, UCOW_META_ALIGN))
-		return -ENOMEM;
-	r = io_pread_all(img->fd, page, UCOW_META_ALIGN, img->hdr.bitmap_offset + g * UCOW_META_ALIGN);
+	return calloc(1, UCOW_META_ALIGN);
+}
+
+/* Read the groups [g0, g0 + n), none loaded yet, through buf (n pages, aligned). */
+static int load_groups(struct cow_image *img, uint64_t g0, uint64_t n, uint64_t *buf)
+{
+	int r = io_pread_all(img->fd, buf, n * UCOW_META_ALIGN,
+			     img->hdr.bitmap_offset + g0 * UCOW_META_ALIGN);
 	if (r) {
-		free(page);
 		img_set_err(img, "%s: reading bitmap: %s", img->path, strerror(-r));
 		return r;
 	}
-	for (unsigned i = 0; i < UCOW_META_ALIGN / 8; i++)
-		page[i] = le64toh(page[i]);
-	img->bm_groups[g] = page;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t *page = meta_bm_page();
+		const uint64_t *src = buf + i * (UCOW_META_ALIGN / 8);
+		if (!page)
+			return -ENOMEM;
+		for (unsigned w = 0; w < UCOW_META_ALIGN / 8; w++)
+			page[w] = le64toh(src[w]);
+		img->bm_groups[g0 + i] = page;
+	}
 	return 0;
+}
+
+/* Read bitmap group g from disk into memory (if not there yet). Under lock or single-threaded. */
+static int load_group(struct cow_image *img, uint64_t g)
+{
+	uint64_t *buf;
+	int r;
+	if (img->bm_groups[g])
+		return 0;
+	if (!(buf = meta_zalloc(UCOW_META_ALIGN)))
+		return -ENOMEM;
+	r = load_groups(img, g, 1, buf);
+	free(buf);
+	return r;
+}
+
+/* At open: every group that holds a mapped chunk, runs of them in reads of up to 1 MiB (a
+ * fully mapped 1 TiB image: 32 reads, not 8192). Single-threaded. */
+int meta_load_mapped_groups(struct cow_image *img)
+{
+	const uint64_t max = (1u << 20) / UCOW_META_ALIGN;
+	uint64_t *buf = meta_zalloc(max * UCOW_META_ALIGN), g0 = 0, n = 0;
+	int r = buf ? 0 : -ENOMEM;
+	for (uint64_t g = 0; !r && g < img->nr_groups; g++) {
+		uint64_t end = (g + 1) * img->chunks_per_group;
+		bool need = false;
+		for (uint64_t c = g * img->chunks_per_group; c < end && c < img->nr_chunks; c++)
+			if (ent_pcn(img, img->table[c])) {
+				need = !img->bm_groups[g];
+				break;
+			}
+		if (need && n && g0 + n == g && n < max) {
+			n++;
+			continue;
+		}
+		if (n)
+			r = load_groups(img, g0, n, buf);
+		g0 = g;
+		n = need;
+	}
+	if (!r && n)
+		r = load_groups(img, g0, n, buf);
+	free(buf);
+	return r;
 }
 
 int meta_load_group_for(struct cow_image *img, uint64_t chunk)
@@ -84,7 +139,7 @@ uint64_t *meta_bm(struct cow_image *img, uint64_t chunk, bool create)
 	uint64_t *page = __atomic_load_n(&img->bm_groups[g], __ATOMIC_ACQUIRE);
 	if (!page && create) {
 		/* caller holds img->lock: group pages are only ever added under it */
-		page = meta_zalloc(UCOW_META_ALIGN);
+		page = meta_bm_page();
 		if (!page)
 			return NULL;
 		__atomic_store_n(&img->bm_groups[g], page, __ATOMIC_RELEASE);

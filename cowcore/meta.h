@@ -83,6 +83,8 @@ int meta_load_table(struct cow_image *img);
 uint64_t *meta_bm(struct cow_image *img, uint64_t chunk, bool create);
 /* Read the bitmap group of chunk from the file if not in memory yet. */
 int meta_load_group_for(struct cow_image *img, uint64_t chunk);
+int meta_load_mapped_groups(struct cow_image *img);
+uint64_t *meta_bm_page(void);	/* a zeroed bitmap group page (plain heap memory) */
 void bm_copy(struct cow_image *img, uint64_t *to, const uint64_t *bm);	/* NULL: zeros */
 /* Set chunk c's entry and bitmap (bm_words little-endian words at bm_le) from a record whose
  * chunk and entry flags the caller validated. At open, single-threaded. */

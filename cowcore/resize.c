@@ -330,7 +330,7 @@ static int build_set(struct cow_image *img, uint64_t size, uint64_t ts, const ui
 	for (uint64_t g = 0; g < m->nr_groups && g < img->nr_groups; g++) {
 		if (!img->bm_groups[g])
 			continue;
-		if (!(m->bm_groups[g] = meta_zalloc(UCOW_META_ALIGN)))
+		if (!(m->bm_groups[g] = meta_bm_page()))
 			goto nomem;
 		memcpy(m->bm_groups[g], img->bm_groups[g], UCOW_META_ALIGN);
 		/* chunks past those kept: no bits (they are unmapped, or gone) */
@@ -345,7 +345,7 @@ static int build_set(struct cow_image *img, uint64_t size, uint64_t ts, const ui
 	}
 	if (edge_bm) {
 		uint64_t c = img->vsize >> img->chunk_shift, g = c / img->chunks_per_group;
-		if (!m->bm_groups[g] && !(m->bm_groups[g] = meta_zalloc(UCOW_META_ALIGN)))
+		if (!m->bm_groups[g] && !(m->bm_groups[g] = meta_bm_page()))
 			goto nomem;
 		memcpy(m->bm_groups[g] + (c % img->chunks_per_group) * img->bm_words, edge_bm, bmb);
 		m->table[c] = edge_p;

@@ -36,6 +36,9 @@
 #include "compress.h"
 #include "snapshot.h"
 
+/* Tables are written through buffers of at most this size. */
+#define WRITE_PIECE	(1u << 20)
+
 static uint64_t chunks_for(struct cow_image *img, uint64_t bytes)
 {
 	return (bytes + img->chunk_size - 1) >> img->chunk_shift;
@@ -212,15 +215,19 @@ static int write_rc(struct cow_image *img, uint32_t **rcp, uint64_t *rc_len, uin
 		*rc_len = len;
 	}
 	*size = n << img->chunk_shift;
-	uint8_t *buf = meta_zalloc(*size);
+	uint64_t piece = *size < WRITE_PIECE ? *size : WRITE_PIECE;
+	uint8_t *buf = meta_zalloc(piece);
 	int r;
 	if (!buf)
 		return -ENOMEM;
-	for (uint64_t p = 0; p < *rc_len && p * 4 < *size; p++)
-		put_le32(buf + p * 4, rc[p]);
 	r = snap_alloc_extent(img, n, off);
-	if (!r)
-		r = img_meta_write(img, buf, *size, *off);
+	for (uint64_t o = 0; !r && o < *size; o += piece) {
+		uint64_t l = *size - o < piece ? *size - o : piece;
+		memset(buf, 0, l);
+		for (uint64_t p = o / 4; p < *rc_len && p < (o + l) / 4; p++)
+			put_le32(buf + (p * 4 - o), rc[p]);
+		r = img_meta_write(img, buf, l, *off + o);
+	}
 	free(buf);
 	return r;
 }
@@ -229,7 +236,10 @@ int snap_write_tables(struct cow_image *img, const uint64_t *table, uint64_t nen
 		      uint64_t *const *groups, uint64_t ngroups, uint64_t ts, uint64_t bs,
 		      uint64_t *off, uint64_t *size)
 {
-	uint64_t *buf = meta_zalloc(ts);
+	/* through one buffer of at most WRITE_PIECE: a 1 TiB image's 8 MiB table is not
+	 * copied whole (its bitmap holes are left unwritten: they read as zeros) */
+	uint64_t piece = ts < WRITE_PIECE ? ts : WRITE_PIECE;
+	uint64_t *buf = meta_zalloc(piece);
 	int r;
 	if (!buf)
 		return -ENOMEM;
@@ -237,10 +247,15 @@ int snap_write_tables(struct cow_image *img, const uint64_t *table, uint64_t nen
 	r = snap_alloc_extent(img, *size >> img->chunk_shift, off);
 	if (r)
 		goto out;
-	for (uint64_t c = 0; c < ts / 8; c++)
-		buf[c] = htole64(c < nent ? __atomic_load_n(&table[c], __ATOMIC_RELAXED) &
-				 ~(UCOW_E_BUSY | UCOW_E_SHARED) : 0);
-	r = img_meta_write(img, buf, ts, *off);
+	for (uint64_t o = 0; !r && o < ts; o += piece) {
+		uint64_t n = ts - o < piece ? ts - o : piece;
+		for (uint64_t i = 0; i < n / 8; i++) {
+			uint64_t c = o / 8 + i;
+			buf[i] = htole64(c < nent ? __atomic_load_n(&table[c], __ATOMIC_RELAXED) &
+					 ~(UCOW_E_BUSY | UCOW_E_SHARED) : 0);
+		}
+		r = img_meta_write(img, buf, n, *off + o);
+	}
 	for (uint64_t g = 0; !r && g < ngroups && g < bs / UCOW_META_ALIGN; g++) {
 		if (!groups[g])
 			continue;	/* a hole reads as zeros */
@@ -453,7 +468,7 @@ static bool in_map(const struct curmap *m, uint64_t p)
 
 /*
  * The start of delete and apply (under lock): find the snapshot, checkpoint (S1), read its
- * frozen table and bitmap.
+ * frozen table and (b not NULL) bitmap.
  */
 static int begin_on_snapshot(struct cow_image *img, const char *key, struct snap **s,
 			     uint64_t **t, uint64_t **b)
@@ -474,14 +489,14 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 {
 	struct snap *snaps = NULL, *s;
 	uint32_t *rc = NULL;
-	uint64_t *t = NULL, *b = NULL, rc_len = img->rc_len;
+	uint64_t *t = NULL, rc_len = img->rc_len;
 	struct ucow_hdr nh, oh;
 	uint32_t n = 0;
 	int r = check_writable(img);
 	if (r)
 		return r;
 	pthread_mutex_lock(&img->lock);
-	r = begin_on_snapshot(img, key, &s, &t, &b);		/* S1 */
+	r = begin_on_snapshot(img, key, &s, &t, NULL);		/* S1 */
 	if (r)
 		goto out;
 	snaps = calloc(img->nb_snaps, sizeof(*snaps));
@@ -527,61 +542,81 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 		goto out;
 	/* S4: old tables, the frozen copy, and chunks nobody references any more */
 	comp_forget(img);		/* C4: a pack may be among them */
-	struct curmap cur;
-	bool have_cur = current_map(img, &cur);
 	struct freeset fs = { 0 };
 	snap_free_extent(img, oh.snap_table_offset, oh.snap_table_size);
 	snap_free_extent(img, oh.refcount_offset, oh.refcount_size);
 	snap_free_extent(img, s->table_offset, s->extent_size);
+	/* the chunks no snapshot references now: marked, unmarked where the current table maps
+	 * them, the rest freed (no sorted copy of the current table: 8 MiB at 1 TiB) */
 	for (uint64_t c = 0; c < snr; c++) {
 		uint64_t p = ent_pcn(img, t[c]);
-		if (!p || rc[p])
-			continue;
-		rc[p] = UINT32_MAX;	/* freed once even if mapped twice below */
-		if (have_cur && !in_map(&cur, p))
-			freeset_add(&fs, p);	/* without the map: leaked until the next open */
+		if (p && !rc[p])
+			rc[p] = UINT32_MAX;
+	}
+	for (uint64_t c = 0; c < img->nr_chunks; c++) {
+		uint64_t p = ent_pcn(img, img->table[c]);
+		if (p && p < rc_len && rc[p] == UINT32_MAX)
+			rc[p] = 0;
+	}
+	for (uint64_t c = 0; c < snr; c++) {
+		uint64_t p = ent_pcn(img, t[c]);
+		if (p && rc[p] == UINT32_MAX)
+			freeset_add(&fs, p);	/* a pack more than once: freeset_reclaim */
 	}
 	freeset_reclaim(img, &fs);
-	free(cur.p);
-	for (uint64_t p = 0; p < rc_len; p++)
-		if (rc[p] == UINT32_MAX)
+	for (uint64_t c = 0; c < snr; c++) {
+		uint64_t p = ent_pcn(img, t[c]);
+		if (p && rc[p] == UINT32_MAX)
 			rc[p] = 0;
+	}
 	install_snaps(img, &snaps, n, &rc, rc_len);
 out:
 	pthread_mutex_unlock(&img->lock);
 	free(snaps);
 	free(rc);
 	free(t);
-	free(b);
 	return r;
 }
 
 /* ---- apply ------------------------------------------------------------------------------- */
 
 /*
- * In-memory arrays holding a frozen copy (t: table_size bytes, b: bitmap_size bytes, as
- * frozen_read gives them) as the current state of a disk of snapshot s's size; t is taken
- * over on success. Built aside, so that nothing can fail once the header is switched.
+ * In-memory arrays holding a frozen copy (t: table_size bytes, as frozen_read gives it; the
+ * bitmap pages read here, in pieces, a page only for a group that is not all zeros) as the
+ * current state of a disk of snapshot s's size; t is taken over on success. Built aside, so
+ * that nothing can fail once the header is switched.
  */
 static int frozen_set(struct cow_image *img, const struct snap *s, uint64_t *t,
-		      const uint64_t *b, struct meta_set *m)
+		      struct meta_set *m)
 {
+	const uint64_t per = WRITE_PIECE / UCOW_META_ALIGN;
+	uint64_t *buf = NULL;
 	int r = meta_set_alloc(img, snap_nr(img, s), img->hdr.table_size, false, m);
-	if (r)
-		return r;
-	for (uint64_t g = 0; g < m->nr_groups; g++) {
-		const uint64_t *src = b + g * (UCOW_META_ALIGN / 8);
-		bool any = false;
-		for (unsigned i = 0; i < UCOW_META_ALIGN / 8 && !any; i++)
-			any = src[i] != 0;
-		if (!any)
-			continue;
-		m->bm_groups[g] = meta_zalloc(UCOW_META_ALIGN);
-		if (!m->bm_groups[g]) {
-			meta_set_free(m);
-			return -ENOMEM;
+	if (!r && !(buf = meta_zalloc(WRITE_PIECE)))
+		r = -ENOMEM;
+	for (uint64_t g0 = 0; !r && g0 < m->nr_groups; g0 += per) {
+		uint64_t n = m->nr_groups - g0 < per ? m->nr_groups - g0 : per;
+		r = io_pread_all(img->fd, buf, n * UCOW_META_ALIGN, s->table_offset +
+				 img->hdr.table_size + g0 * UCOW_META_ALIGN);
+		for (uint64_t k = 0; !r && k < n; k++) {
+			const uint64_t *src = buf + k * (UCOW_META_ALIGN / 8);
+			unsigned w = 0;
+			while (w < UCOW_META_ALIGN / 8 && !src[w])
+				w++;
+			if (w == UCOW_META_ALIGN / 8)
+				continue;	/* all zeros: no page */
+			if (!(m->bm_groups[g0 + k] = meta_bm_page())) {
+				r = -ENOMEM;
+				break;
+			}
+			for (unsigned i = 0; i < UCOW_META_ALIGN / 8; i++)
+				m->bm_groups[g0 + k][i] = le64toh(src[i]);
 		}
-		memcpy(m->bm_groups[g], src, UCOW_META_ALIGN);
+	}
+	free(buf);
+	if (r) {
+		meta_set_free(m);
+		return r;
 	}
 	m->table = t;
 	return 0;
@@ -595,7 +630,7 @@ static int frozen_set(struct cow_image *img, const struct snap *s, uint64_t *t,
 int cow_snapshot_apply(struct cow_image *img, const char *key)
 {
 	struct snap *s;
-	uint64_t *t = NULL, *b = NULL;
+	uint64_t *t = NULL;
 	struct ucow_hdr nh, oh;
 	struct meta_set m = { 0 };
 	uint64_t off, size;
@@ -603,25 +638,18 @@ int cow_snapshot_apply(struct cow_image *img, const char *key)
 	if (r)
 		return r;
 	pthread_mutex_lock(&img->lock);
-	r = begin_on_snapshot(img, key, &s, &t, &b);		/* S1 */
+	r = begin_on_snapshot(img, key, &s, &t, NULL);		/* S1 */
 	if (r)
 		goto out;
 	/* S2: the snapshot's table becomes the current table, in a new extent */
-	uint64_t ngroups = img->hdr.bitmap_size / UCOW_META_ALIGN;
-	uint64_t **groups = calloc(ngroups ? ngroups : 1, sizeof(*groups));
-	if (!groups) {
-		r = -ENOMEM;
+	r = frozen_set(img, s, t, &m);
+	if (!r)
+		r = snap_write_tables(img, t, img->hdr.table_size / 8, m.bm_groups, m.nr_groups,
+				      img->hdr.table_size, img->hdr.bitmap_size, &off, &size);
+	if (r) {
+		m.table = NULL;		/* still t */
 		goto out;
 	}
-	for (uint64_t g = 0; g < ngroups; g++)
-		groups[g] = b + g * (UCOW_META_ALIGN / 8);
-	r = snap_write_tables(img, t, img->hdr.table_size / 8, groups, ngroups,
-			      img->hdr.table_size, img->hdr.bitmap_size, &off, &size);
-	free(groups);
-	if (!r)
-		r = frozen_set(img, s, t, b, &m);
-	if (r)
-		goto out;
 	t = NULL;		/* m's now */
 	nh = img->hdr;
 	nh.virtual_size = s->vsize;
@@ -652,7 +680,6 @@ out:
 	pthread_mutex_unlock(&img->lock);
 	meta_set_free(&m);
 	free(t);
-	free(b);
 	return r;
 }
 
@@ -728,17 +755,16 @@ int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_
 int snap_view(struct cow_image *img, const char *key, char *err)
 {
 	struct snap *s = snap_find(img, key);
-	uint64_t *t = NULL, *b = NULL;
+	uint64_t *t = NULL;
 	int r;
 	if (!s) {
 		snprintf(err, COW_ERRLEN, "%s: no snapshot '%s'", img->path, key);
 		return -ENOENT;
 	}
 	struct meta_set m;
-	r = frozen_read(img, s, &t, &b);
-	if (!r && (r = frozen_set(img, s, t, b, &m)))
+	r = frozen_read(img, s, &t, NULL);
+	if (!r && (r = frozen_set(img, s, t, &m)))
 		free(t);
-	free(b);
 	if (r) {
 		snprintf(err, COW_ERRLEN, "%s", img->err[0] ? img->err : strerror(-r));
 		return r;

@@ -206,15 +206,15 @@ void snap_extents(struct cow_image *img, void (*fn)(void *, uint64_t, uint64_t),
 int frozen_read(struct cow_image *img, const struct snap *s, uint64_t **table,
 		       uint64_t **bitmap)
 {
-	uint64_t *t = meta_zalloc(img->hdr.table_size), *b = meta_zalloc(img->hdr.bitmap_size);
+	uint64_t *t = meta_zalloc(img->hdr.table_size), *b = NULL;
 	int r;
-	if (!t || !b) {
+	if (!t || (bitmap && !(b = meta_zalloc(img->hdr.bitmap_size)))) {
 		free(t);
 		free(b);
 		return -ENOMEM;
 	}
 	r = io_pread_all(img->fd, t, img->hdr.table_size, s->table_offset);
-	if (!r)
+	if (!r && b)
 		r = io_pread_all(img->fd, b, img->hdr.bitmap_size, s->table_offset + img->hdr.table_size);
 	for (uint64_t c = 0; !r && c < img->hdr.table_size / 8; c++) {
 		uint64_t e = t[c] = le64toh(t[c]), p = ent_pcn(img, e);
@@ -225,7 +225,7 @@ int frozen_read(struct cow_image *img, const struct snap *s, uint64_t **table,
 					     (unsigned long long)c, (unsigned long long)e);
 		}
 	}
-	for (uint64_t i = 0; !r && i < img->hdr.bitmap_size / 8; i++)
+	for (uint64_t i = 0; !r && b && i < img->hdr.bitmap_size / 8; i++)
 		b[i] = le64toh(b[i]);
 	if (r) {
 		free(t);
@@ -233,7 +233,8 @@ int frozen_read(struct cow_image *img, const struct snap *s, uint64_t **table,
 		return r;
 	}
 	*table = t;
-	*bitmap = b;
+	if (bitmap)
+		*bitmap = b;
 	return 0;
 }
 

@@ -34,7 +34,8 @@ uint64_t frozen_bytes(struct cow_image *img);
 /* The chunks of s's virtual size: its frozen table's entries past them are zero. */
 uint64_t snap_nr(struct cow_image *img, const struct snap *s);
 /* Read and validate a snapshot's frozen table and bitmap pages (allocated; caller frees):
- * table_size / 8 entries and bitmap_size bytes, of the header's geometry. */
+ * table_size / 8 entries and bitmap_size bytes, of the header's geometry (bitmap NULL: the
+ * table only). */
 int frozen_read(struct cow_image *img, const struct snap *s, uint64_t **table,
 		uint64_t **bitmap);
 /* fn(arg, virtual chunk, physical chunk) for every mapped entry of s's frozen table. */
