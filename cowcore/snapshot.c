@@ -468,7 +468,7 @@ static bool in_map(const struct curmap *m, uint64_t p)
 
 /*
  * The start of delete and apply (under lock): find the snapshot, checkpoint (S1), read its
- * frozen table and (b not NULL) bitmap.
+ * frozen table (t not NULL) and bitmap (b not NULL).
  */
 static int begin_on_snapshot(struct cow_image *img, const char *key, struct snap **s,
 			     uint64_t **t, uint64_t **b)
@@ -480,23 +480,46 @@ static int begin_on_snapshot(struct cow_image *img, const char *key, struct snap
 		return -ENOENT;
 	}
 	r = jnl_checkpoint_all(img);
-	return r ? r : frozen_read(img, *s, t, b);
+	return r || !t ? r : frozen_read(img, *s, t, b);
 }
 
 /* ---- delete ------------------------------------------------------------------------------ */
+
+/* The passes of delete over the snapshot's frozen table, read in pieces (frozen_scan):
+ * a 1 TiB image's 8 MiB table is never in memory whole. */
+struct del_scan {
+	uint32_t *rc;
+	struct freeset *fs;
+	int pass;
+};
+
+static void del_visit(void *arg, uint64_t c, uint64_t p)
+{
+	struct del_scan *d = arg;
+	(void)c;
+	if (!p)
+		return;
+	if (d->pass == 0 && d->rc[p])
+		d->rc[p]--;		/* frozen_scan checked rc[p] > 0 (per entry: a pack's
+					 * count was checked once, hence the test) */
+	else if (d->pass == 1 && !d->rc[p])
+		d->rc[p] = UINT32_MAX;	/* no reference left: freed unless mapped now */
+	else if (d->pass == 2 && d->rc[p] == UINT32_MAX)
+		freeset_add(d->fs, p);	/* a pack more than once: freeset_reclaim */
+}
 
 int cow_snapshot_delete(struct cow_image *img, const char *key)
 {
 	struct snap *snaps = NULL, *s;
 	uint32_t *rc = NULL;
-	uint64_t *t = NULL, rc_len = img->rc_len;
+	uint64_t rc_len = img->rc_len;
 	struct ucow_hdr nh, oh;
 	uint32_t n = 0;
 	int r = check_writable(img);
 	if (r)
 		return r;
 	pthread_mutex_lock(&img->lock);
-	r = begin_on_snapshot(img, key, &s, &t, NULL);		/* S1 */
+	r = begin_on_snapshot(img, key, &s, NULL, NULL);		/* S1 */
 	if (r)
 		goto out;
 	snaps = calloc(img->nb_snaps, sizeof(*snaps));
@@ -507,13 +530,11 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 	}
 	memcpy(rc, img->rc, rc_len * sizeof(*rc));
 	/* the snapshot's own chunks: it may be larger than the current state */
-	uint64_t snr = snap_nr(img, s);
-	for (uint64_t c = 0; c < snr; c++) {
-		uint64_t p = ent_pcn(img, t[c]);
-		if (p && rc[p])
-			rc[p]--;	/* frozen_read checked rc[p] > 0 (per entry: a pack's
-					 * count was checked once, hence the test) */
-	}
+	struct freeset fs = { 0 };
+	struct del_scan ds = { .rc = rc, .fs = &fs, .pass = 0 };
+	r = frozen_scan(img, s, del_visit, &ds);
+	if (r)
+		goto out;
 	for (uint32_t i = 0; i < img->nb_snaps; i++) {
 		if (&img->snaps[i] == s)
 			continue;
@@ -540,41 +561,34 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 		r = snap_switch_header(img, &nh);				/* S3 */
 	if (r)
 		goto out;
-	/* S4: old tables, the frozen copy, and chunks nobody references any more */
+	/* S4: old tables, the frozen copy, and chunks nobody references any more: marked,
+	 * unmarked where the current table maps them, the rest freed (no sorted copy of the
+	 * current table). A frozen table that cannot be read again now leaves its chunks
+	 * unfreed until the next open, which computes free space afresh. */
 	comp_forget(img);		/* C4: a pack may be among them */
-	struct freeset fs = { 0 };
-	snap_free_extent(img, oh.snap_table_offset, oh.snap_table_size);
-	snap_free_extent(img, oh.refcount_offset, oh.refcount_size);
-	snap_free_extent(img, s->table_offset, s->extent_size);
-	/* the chunks no snapshot references now: marked, unmarked where the current table maps
-	 * them, the rest freed (no sorted copy of the current table: 8 MiB at 1 TiB) */
-	for (uint64_t c = 0; c < snr; c++) {
-		uint64_t p = ent_pcn(img, t[c]);
-		if (p && !rc[p])
-			rc[p] = UINT32_MAX;
-	}
+	ds.rc = rc;			/* write_rc may have moved it */
+	ds.pass = 1;
+	bool marked = !frozen_scan(img, s, del_visit, &ds);
 	for (uint64_t c = 0; c < img->nr_chunks; c++) {
 		uint64_t p = ent_pcn(img, img->table[c]);
 		if (p && p < rc_len && rc[p] == UINT32_MAX)
 			rc[p] = 0;
 	}
-	for (uint64_t c = 0; c < snr; c++) {
-		uint64_t p = ent_pcn(img, t[c]);
-		if (p && rc[p] == UINT32_MAX)
-			freeset_add(&fs, p);	/* a pack more than once: freeset_reclaim */
-	}
-	freeset_reclaim(img, &fs);
-	for (uint64_t c = 0; c < snr; c++) {
-		uint64_t p = ent_pcn(img, t[c]);
-		if (p && rc[p] == UINT32_MAX)
+	ds.pass = 2;
+	if (marked && !frozen_scan(img, s, del_visit, &ds))
+		freeset_reclaim(img, &fs);
+	free(fs.v);
+	for (uint64_t p = 0; p < rc_len; p++)
+		if (rc[p] == UINT32_MAX)
 			rc[p] = 0;
-	}
+	snap_free_extent(img, oh.snap_table_offset, oh.snap_table_size);
+	snap_free_extent(img, oh.refcount_offset, oh.refcount_size);
+	snap_free_extent(img, s->table_offset, s->extent_size);
 	install_snaps(img, &snaps, n, &rc, rc_len);
 out:
 	pthread_mutex_unlock(&img->lock);
 	free(snaps);
 	free(rc);
-	free(t);
 	return r;
 }
 
