@@ -235,26 +235,43 @@ static void bm_undo(struct cow_image *img, uint64_t g, uint64_t *buf, const stru
 		memcpy(buf + (us->u[i].c - first) * img->bm_words, us->u[i].bm, img->bm_words * 8);
 }
 
+/* Dirty pages go out in runs of up to WRITE_RUN pages, one write per run (a checkpoint of
+ * a large image writes thousands of pages: one write per page was the most frequent system
+ * call of a long run of first writes). */
+#define WRITE_RUN	256
+
 static int write_pages(struct cow_image *img, uint64_t region, const uint8_t *dirty,
 		       uint64_t npages, const void *(*page_of)(struct cow_image *, uint64_t,
 							       uint64_t *),
 		       void (*undo)(struct cow_image *, uint64_t, uint64_t *,
 				    const struct undo_set *), const struct undo_set *us)
 {
-	uint64_t *buf;
+	const unsigned words = UCOW_META_ALIGN / 8;
+	uint64_t *buf, first = 0, n = 0;
 	int r = 0;
-	if (posix_memalign((void **)&buf, UCOW_META_ALIGN, UCOW_META_ALIGN))
+	if (posix_memalign((void **)&buf, UCOW_META_ALIGN, WRITE_RUN * UCOW_META_ALIGN))
 		return -ENOMEM;
-	for (uint64_t pg = 0; pg < npages && !r; pg++) {
-		if (!dirty[pg])
-			continue;
-		const void *src = page_of(img, pg, buf);
-		if (src != buf)
-			memcpy(buf, src, UCOW_META_ALIGN);
-		undo(img, pg, buf, us);
-		for (unsigned i = 0; i < UCOW_META_ALIGN / 8; i++)
-			buf[i] = htole64(buf[i]);
-		r = img_meta_write(img, buf, UCOW_META_ALIGN, region + pg * UCOW_META_ALIGN);
+	for (uint64_t pg = 0; pg <= npages && !r; pg++) {
+		bool take = pg < npages && dirty[pg];
+		if (take && n && first + n == pg && n < WRITE_RUN) {
+			/* joins the run below */
+		} else {
+			if (n)
+				r = img_meta_write(img, buf, n * UCOW_META_ALIGN,
+						   region + first * UCOW_META_ALIGN);
+			first = pg;
+			n = 0;
+			if (!take || r)
+				continue;
+		}
+		uint64_t *dst = buf + n * words;
+		const void *src = page_of(img, pg, dst);
+		if (src != dst)
+			memcpy(dst, src, UCOW_META_ALIGN);
+		undo(img, pg, dst, us);
+		for (unsigned i = 0; i < words; i++)
+			dst[i] = htole64(dst[i]);
+		n++;
 	}
 	free(buf);
 	return r;
