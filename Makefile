@@ -33,7 +33,7 @@ UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 VERSION     := $(shell sed -n 's/^\#define UCOW_VERSION_STR "\(.*\)"/\1/p' tools/util.h)
 GIT_DESCRIBE = $(shell git describe --always --dirty --tags 2>/dev/null || echo "not built from git")
 
-.PHONY: all deps check demo bench clean unit-check cli-check asan-check tsan-check vm-check vm-shell \
+.PHONY: all deps check demo bench bench-big clean unit-check cli-check asan-check tsan-check vm-check vm-shell \
 	mutation-check fuzz fuzz-build fuzz-long crash-long
 all: $(BUILD)/ucow $(UNIT_BIN) $(BUILD)/libcowcore.so.1 $(BUILD)/tests/so_read \
 	$(BUILD)/nbdkit-ucow-plugin.so
@@ -249,6 +249,11 @@ demo: deps all
 
 bench: deps all
 	@tests/bench/run.sh
+
+# S12 and S5b (Documentation/performance.md): first writes into empty 4 GiB, 64 GiB and
+# 1 TiB images, and snapshot operations on the 1 TiB one; one run, about 10 minutes.
+bench-big: deps all
+	@tests/bench/run.sh --only S12
 
 # libFuzzer targets (tests/fuzz, Documentation/reliability.md "Fuzzing"): cowcore compiled
 # again with clang, ASan, UBSan and the fuzzer's coverage, in $(BUILD)/fuzz/obj (the gcc

@@ -464,8 +464,77 @@ class Suite:
             srv.terminate()
             srv.wait()
 
+    # ---- S12 and S5b (make bench-big): 4 KiB first writes, one per 1 MiB chunk, QD 32, into
+    # empty images of 4 GiB, 64 GiB and 1 TiB (value: microseconds per request, so sizes
+    # compare); then S5b, snapshot operations on the 1 TiB image that S12 left with every
+    # chunk mapped: create, a second create, delete, apply, delete (time and peak RSS of
+    # each command). qcow2 (64 KiB clusters) allocates a whole cluster for each first write
+    # (64 GiB of disk for all of 1 TiB), so its 1 TiB run covers the first QCOW2_CAP of the
+    # image, and its S5b image is a 1 TiB `preallocation=metadata` one (every cluster
+    # mapped). The side "ucow (tmpfs)" runs S12 on a tmpfs (/dev/shm), where no file system
+    # allocator runs: the engine's own cost as the image grows.
+    QCOW2_CAP = 256 * GiB
+    S5B_OPS = [("create", "-c", "s1"), ("create 2", "-c", "s2"), ("delete", "-d", "s2"),
+               ("apply", "-a", "s1"), ("delete 2", "-d", "s1")]
+
+    def s12_sizes(self):
+        if self.quick:
+            return [("4G", 256 * MiB), ("64G", 4 * GiB), ("1T", 16 * GiB)]
+        return [("4G", 4 * GiB), ("64G", 64 * GiB), ("1T", TiB)]
+
+    def s5b(self, side, kind, path, r):
+        peak = 0
+        for label, op, name in self.S5B_OPS:
+            cmd = ([self.args.ucow, "snapshot"] if kind == "ucow" else
+                   ["qemu-img", "snapshot"]) + [op, name, path]
+            _, dt, _ = run(["/usr/bin/time", "-f", "%M", "-o", path + ".rss"] + cmd)
+            with open(path + ".rss") as f:
+                rss = int(f.read().split()[-1])
+            os.unlink(path + ".rss")
+            peak = max(peak, rss)
+            self.log("      snapshot %s %s: %.3f s, %d KiB" % (op, name, dt, rss))
+            self.rec("S5b " + label, side, r, dt, "s")
+        self.rec("S5b RSS", side, r, peak, "KiB")
+
+    def s12(self, r):
+        shm = None
+        if os.path.isdir("/dev/shm") and os.statvfs("/dev/shm").f_bavail * \
+                os.statvfs("/dev/shm").f_frsize > 6 * GiB:
+            shm = tempfile.mkdtemp(prefix="ucow-bench-s12.", dir="/dev/shm")
+        sides = [("ucow", "ucow", self.dir), ("qcow2", "qcow2", self.dir)]
+        if shm:
+            sides.append(("ucow (tmpfs)", "ucow", shm))
+        try:
+            for side, kind, d in rotate(sides, r):
+                tool = "ucow" if kind == "ucow" else "qemu"
+                path = os.path.join(d, "s12." + kind)
+                for label, size in self.s12_sizes():
+                    n = size // MiB
+                    if kind == "qcow2" and size > self.QCOW2_CAP and not self.quick:
+                        n = self.QCOW2_CAP // MiB
+                    self.t.create(kind, path, size)
+                    try:
+                        t = self.t.bench(tool, kind, path, n, 32, 4 * KiB, MiB, write=True)
+                        self.rec("S12 " + label, side, r, t * 1e6 / n, "us", requests=n)
+                        if label == "1T" and side == "ucow":
+                            self.s5b(side, kind, path, r)
+                    except Failed as e:
+                        self.failed(["S12 " + label], side, r, e)
+                    os.unlink(path)
+                if kind == "qcow2":
+                    self.t.create("qcow2", path, self.s12_sizes()[-1][1],
+                                  opts="preallocation=metadata")
+                    try:
+                        self.s5b(side, kind, path, r)
+                    except Failed as e:
+                        self.failed(["S5b " + x[0] for x in self.S5B_OPS], side, r, e)
+                    os.unlink(path)
+        finally:
+            if shm:
+                shutil.rmtree(shm, ignore_errors=True)
+
     PLAN = [("S1", "s1_s4a"), ("S2", "s2"), ("S3", "s3"), ("S4", "s4b"), ("S6", "s6"),
-            ("Q", "q"), ("S11", "s11"), ("D", "defaults")]
+            ("Q", "q"), ("S11", "s11"), ("D", "defaults"), ("S12", "s12")]
 
     def go(self):
         only = set(self.args.only)
@@ -474,7 +543,8 @@ class Suite:
                 if key not in only:
                     continue
                 cheap = key in ("S2", "S4", "S6", "Q", "S11")
-                if r >= (self.args.cheap_runs if cheap else self.args.runs):
+                once = key == "S12"	# minutes per run: one
+                if r >= (1 if once else self.args.cheap_runs if cheap else self.args.runs):
                     continue
                 t0 = time.perf_counter()
                 getattr(self, fn)(r)
@@ -513,6 +583,18 @@ COMPARE = [
     ("S11b", "ucow overlay", "S11b", "NBD export (qemu-img)", 0.8, None, "4 KiB reads, overlay over NBD base"),
     ("S11c", "ucow overlay, copied on read", "S11c", "ucow (local)", 0.9, None, "1 MiB reads, 2nd pass after copy-on-read"),
     ("S11d", "ucow overlay, copied on read", "S11d", "ucow (local)", 0.9, None, "4 KiB reads, 2nd pass after copy-on-read"),
+    ("S12 4G", "ucow", "S12 4G", "qcow2", None, None, "first writes, 1 per 1 MiB, QD 32, 4 GiB"),
+    ("S12 64G", "ucow", "S12 64G", "qcow2", None, None, "the same, 64 GiB"),
+    ("S12 1T", "ucow", "S12 1T", "qcow2", 5.0, None, "the same, 1 TiB (qcow2: its first 256 GiB)"),
+    ("S12 1T", "ucow", "S12 4G", "ucow", 0.7, None, "1 TiB rate against 4 GiB rate"),
+    ("S12 64G", "ucow (tmpfs)", "S12 4G", "ucow (tmpfs)", None, None, "no file system allocator: 64 GiB vs 4 GiB"),
+    ("S12 1T", "ucow (tmpfs)", "S12 4G", "ucow (tmpfs)", 0.7, None, "no file system allocator: 1 TiB vs 4 GiB"),
+    ("S5b create", "ucow", "S5b create", "qcow2", 20.0, (0.2, "s"), "snapshot -c, 1 TiB, every chunk mapped"),
+    ("S5b create 2", "ucow", "S5b create 2", "qcow2", 20.0, (0.2, "s"), "a second snapshot -c"),
+    ("S5b delete", "ucow", "S5b delete", "qcow2", 20.0, (0.2, "s"), "snapshot -d (the second)"),
+    ("S5b apply", "ucow", "S5b apply", "qcow2", 20.0, (0.2, "s"), "snapshot -a (the first)"),
+    ("S5b delete 2", "ucow", "S5b delete 2", "qcow2", 20.0, (0.2, "s"), "snapshot -d (the first)"),
+    ("S5b RSS", "ucow", "S5b RSS", "qcow2", None, (64 * 1024, "KiB"), "peak RSS, the largest of the five"),
     ("D", "64k/4k", "D", "1M/4k", None, None, "S2 ucow, chunk/block"),
     ("D", "256k/4k", "D", "1M/4k", None, None, ""),
     ("D", "1M/64k", "D", "1M/4k", None, None, ""),
@@ -525,6 +607,8 @@ COMPARE = [
 
 
 def fmt_val(v, unit):
+    if unit == "us":
+        return "%.1f us/req" % v
     if unit == "KiB":
         return "%.1f MiB" % (v / 1024)
     if v < 1:
@@ -564,6 +648,8 @@ def summarize(records):
             continue
         if a["count"] and a["unit"] == "s":
             row["iops"] = a["count"] / a["median"]
+        if a["unit"] == "us" and a["median"]:
+            row["iops"] = 1e6 / a["median"]
         if b:
             row["baseline_median"] = b["median"]
             # times: baseline / ucow (>1: ucow faster); sizes (RSS): likewise smaller is better
@@ -607,7 +693,8 @@ def table(rows):
                 " (%d MiB/s)" % round(r["iops"])
         met = {True: "yes", False: "NO", None: ""}[r["met"]]
         lines.append([r["scenario"], r["side"], med, base, ratio, r["goal"], met])
-    lines.append(["S7/S8", "ublk devices", "test bed: see the S7/S8 section", "", "", "", ""])
+    if any(not r["scenario"].startswith(("S12", "S5b")) for r in rows):
+        lines.append(["S7/S8", "ublk devices", "test bed: see the S7/S8 section", "", "", "", ""])
     return hdr, lines
 
 
@@ -719,24 +806,21 @@ def machine_line(m):
         m.get("qemu_img", "?"), m.get("git", "?"))
 
 
-def update_doc(doc, hdr, lines, m, date, minutes, png_rel):
-    """Replace the text between the bench markers of performance.md."""
+def update_doc(doc, hdr, lines, m, date, minutes, png_rel, marker="bench", target="make bench"):
+    """Replace the text between the markers (bench, bench-big) of performance.md."""
     try:
         with open(doc) as f:
             text = f.read()
     except FileNotFoundError:
         return False
-    b, e = "<!-- bench:begin -->", "<!-- bench:end -->"
+    b, e = "<!-- %s:begin -->" % marker, "<!-- %s:end -->" % marker
     if b not in text or e not in text:
         return False
     body = "\n".join([
         b,
-        "Measured %s by `make bench` (%.1f minutes) on: %s." % (date, minutes, machine_line(m)),
+        "Measured %s by `%s` (%.1f minutes) on: %s." % (date, target, minutes, machine_line(m)),
         "",
-        md_table(hdr, lines),
-        "",
-        "![ratios](%s)" % png_rel,
-        e])
+        md_table(hdr, lines)] + (["", "![ratios](%s)" % png_rel] if png_rel else []) + [e])
     text = text[:text.index(b)] + body + text[text.index(e) + len(e):]
     with open(doc, "w") as f:
         f.write(text)
@@ -752,10 +836,12 @@ def main():
     ap.add_argument("--cheap-runs", type=int, default=5, help="runs of S2, S4b, S6 (5)")
     ap.add_argument("--count", type=int, default=60000, help="4 KiB requests per run (60000)")
     ap.add_argument("--only", default="S1,S2,S3,S3b,S4,S5,S6,Q,S11",
-                    help="comma-separated scenarios (S1 S2 S3 S3b S4 S5 S6 Q S11 D); S1 also "
-                    "runs S4a, S3 also S5, S4 is S4b, Q is Q1-Q3 (qcow2 bases, convert -c, "
-                    "compressed reads), S11 an overlay over an NBD base; D: chunk/block "
-                    "defaults (not in make bench)")
+                    help="comma-separated scenarios (S1 S2 S3 S3b S4 S5 S6 Q S11 D S12); S1 "
+                    "also runs S4a, S3 also S5, S4 is S4b, Q is Q1-Q3 (qcow2 bases, convert "
+                    "-c, compressed reads), S11 an overlay over an NBD base; D: chunk/block "
+                    "defaults (not in make bench); S12: first writes into 4 GiB, 64 GiB and "
+                    "1 TiB images, and S5b, snapshot operations on the 1 TiB one (make "
+                    "bench-big, one run, about 10 minutes)")
     ap.add_argument("--s3-sides", dest="sides", default=None,
                     help="S3 sides to run (default all: ucow, qcow2, "
                     "qcow2 lazy_refcounts, ucow, 10 snapshots -- separated by ';')")
@@ -836,6 +922,10 @@ def main():
             if update_doc(os.path.join(ROOT, "Documentation", "performance.md"), hdr, lines, m,
                           date, minutes, "perf.png"):
                 print("updated Documentation/performance.md and Documentation/perf.png")
+    if args.only == ["S12"] and not args.quick and not err and not args.no_doc and \
+            update_doc(os.path.join(ROOT, "Documentation", "performance.md"), hdr, lines, m,
+                       date, minutes, None, "bench-big", "make bench-big"):
+        print("updated Documentation/performance.md (S12, S5b)")
     if err:
         print("bench: %s" % err, file=sys.stderr)
         return 1
