@@ -33,7 +33,7 @@ UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 VERSION     := $(shell sed -n 's/^\#define UCOW_VERSION_STR "\(.*\)"/\1/p' tools/util.h)
 GIT_DESCRIBE = $(shell git describe --always --dirty --tags 2>/dev/null || echo "not built from git")
 
-.PHONY: all deps check demo bench bench-big clean unit-check cli-check asan-check tsan-check vm-check vm-shell \
+.PHONY: all deps check demo bench bench-big bench-vm clean unit-check cli-check asan-check tsan-check vm-check vm-shell \
 	mutation-check fuzz fuzz-build fuzz-long crash-long
 all: $(BUILD)/ucow $(UNIT_BIN) $(BUILD)/libcowcore.so.1 $(BUILD)/tests/so_read \
 	$(BUILD)/nbdkit-ucow-plugin.so
@@ -254,6 +254,11 @@ bench: deps all
 # 1 TiB images, and snapshot operations on the 1 TiB one; one run, about 10 minutes.
 bench-big: deps all
 	@tests/bench/run.sh --only S12
+
+# S9 (Documentation/performance.md): ucow's cow target against qemu-nbd, qemu-storage-daemon
+# (VDUSE) and dm-thin in the test bed, same fio jobs; RUNS=3 RUNTIME=5 by default.
+bench-vm: deps all
+	@tests/bench/peers.py
 
 # libFuzzer targets (tests/fuzz, Documentation/reliability.md "Fuzzing"): cowcore compiled
 # again with clang, ASan, UBSan and the fuzzer's coverage, in $(BUILD)/fuzz/obj (the gcc

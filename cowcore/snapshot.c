@@ -256,12 +256,26 @@ int snap_write_tables(struct cow_image *img, const uint64_t *table, uint64_t nen
 		}
 		r = img_meta_write(img, buf, n, *off + o);
 	}
-	for (uint64_t g = 0; !r && g < ngroups && g < bs / UCOW_META_ALIGN; g++) {
-		if (!groups[g])
-			continue;	/* a hole reads as zeros */
+	/* bitmap pages: runs of present groups, one write per run of up to a piece; an absent
+	 * group is a hole, which reads as zeros */
+	uint64_t per = piece / UCOW_META_ALIGN, g0 = 0, n = 0;
+	if (ngroups > bs / UCOW_META_ALIGN)
+		ngroups = bs / UCOW_META_ALIGN;
+	for (uint64_t g = 0; !r && g <= ngroups; g++) {
+		bool take = g < ngroups && groups[g];
+		if (!take || !n || g0 + n != g || n == per) {
+			if (n)
+				r = img_meta_write(img, buf, n * UCOW_META_ALIGN,
+						   *off + ts + g0 * UCOW_META_ALIGN);
+			g0 = g;
+			n = 0;
+			if (!take || r)
+				continue;
+		}
+		uint64_t *dst = buf + n * (UCOW_META_ALIGN / 8);
 		for (unsigned i = 0; i < UCOW_META_ALIGN / 8; i++)
-			buf[i] = htole64(groups[g][i]);
-		r = img_meta_write(img, buf, UCOW_META_ALIGN, *off + ts + g * UCOW_META_ALIGN);
+			dst[i] = htole64(groups[g][i]);
+		n++;
 	}
 	if (r)
 		snap_free_extent(img, *off, *size);	/* nothing references it yet */

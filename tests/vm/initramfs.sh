@@ -28,10 +28,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 TOOLS="dash bash timeout env xargs setsid flock unshare nsenter dmesg ps pgrep pkill
 fio mke2fs mkfs.ext4 e2fsck fsck.ext4 tune2fs dumpe2fs debugfs resize2fs
 qemu-img qemu-io qemu-nbd losetup blkdiscard blockdev blkid lsblk wipefs fstrim fallocate
-mount umount dd cmp sha256sum md5sum stat truncate sync dmsetup udevadm ${UCOW_VM_TOOLS:-}"
+mount umount dd cmp sha256sum md5sum stat truncate sync dmsetup udevadm vdpa ${UCOW_VM_TOOLS:-}"
 # Kernel modules (loaded by /init: ublk_drv, loop; the others are there for tests to insmod;
 # dm-log-writes and dm-flakey need dm-mod first).
-MODULES="ublk_drv loop null_blk nbd brd virtio_blk dm-mod dm-log-writes dm-flakey"
+MODULES="ublk_drv loop null_blk nbd brd virtio_blk dm-mod dm-log-writes dm-flakey
+dm-bufio dm-bio-prison dm-persistent-data dm-thin-pool vhost_iotlb vdpa vduse virtio_vdpa"
+# Modules that a kernel may have built in or folded elsewhere (libcrc32c: into lib/crc32 in
+# newer kernels): shipped when found.
+OPT_MODULES="libcrc32c"
 
 die() { echo "vm-initramfs: $*" >&2; exit 1; }
 
@@ -81,9 +85,12 @@ build_base() {
 		add "$dest" "$src"
 		add_libs "$src"
 	done
-	for m in $MODULES; do
+	for m in $MODULES $OPT_MODULES; do
 		ko=$(find "$kdir/lib/modules/$kver/kernel" -name "$m.ko*" | head -n 1)
-		[ -n "$ko" ] || die "module $m not found in $kdir/lib/modules/$kver"
+		[ -n "$ko" ] || case " $OPT_MODULES " in
+			*" $m "*) continue ;;
+			*) die "module $m not found in $kdir/lib/modules/$kver" ;;
+			esac
 		add "/lib/modules/$kver/$m.ko" "$ko"
 	done
 	[ -r /etc/mke2fs.conf ] && add /etc/mke2fs.conf /etc/mke2fs.conf
