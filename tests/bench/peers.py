@@ -11,9 +11,11 @@ import argparse
 import datetime
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -89,9 +91,24 @@ def main():
         with open(args.src) as f:
             text = f.read()
     else:
-        p = subprocess.run([os.path.join(ROOT, "tests/vm/run.sh"), "--script",
-                            os.path.join(ROOT, "tests/bench/vm-peers.sh")],
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # the guest sees no host environment: RUNS, RUNTIME and SIDES go into a copy of the
+        # script, right after its header
+        with open(os.path.join(ROOT, "tests/bench/vm-peers.sh")) as f:
+            script = f.read()
+        sets = "".join("%s='%s'\n" % (k, os.environ[k].replace("'", ""))
+                       for k in ("RUNS", "RUNTIME", "SIDES", "SIZE_MB") if os.environ.get(k))
+        script = script.replace("\nset -u\n", "\nset -u\n" + sets, 1)
+        tmp = tempfile.mkdtemp(prefix="ucow-peers.")
+        spath = os.path.join(tmp, "vm-peers.sh")
+        with open(spath, "w") as f:
+            f.write(script)
+        os.chmod(spath, 0o755)
+        try:
+            p = subprocess.run([os.path.join(ROOT, "tests/vm/run.sh"), "--script", spath],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         text = p.stdout
         os.makedirs(os.path.join(ROOT, "results"), exist_ok=True)
         path = os.path.join(ROOT, "results", "vm-peers-%s.txt" % stamp.strftime("%Y%m%d-%H%M%S"))

@@ -25,10 +25,11 @@ MOD=/lib/modules/$(uname -r)
 dev="" id="" qsd="" nbd="" pool="" lm="" ld=""
 
 for m in dm-mod dm-bufio libcrc32c dm-bio-prison dm-persistent-data dm-thin-pool nbd \
-	vhost_iotlb vdpa vduse virtio_vdpa; do
+	vhost_iotlb vdpa vduse virtio_vdpa virtio_blk; do
 	grep -q "^$(echo $m | tr - _) " /proc/modules || insmod "$MOD/$m.ko" 2>/dev/null ||
 		echo "S9 note: insmod $m failed"
 done
+mkdir -p /var/lock	# qemu-nbd -c locks /var/lock/qemu-nbd-nbdN
 
 up() { cut -d' ' -f1 /proc/uptime; }
 wait_dev() {	# wait_dev PATH: a device node that appears asynchronously
@@ -37,20 +38,22 @@ wait_dev() {	# wait_dev PATH: a device node that appears asynchronously
 	[ -b "$1" ]
 }
 
-# fio_job DEV NAME RW BS QD [fio options...] -> "iops=I kib_s=B p50_us=P p99_us=Q"
+# fio_job DEV RW BS QD [fio options...] -> "iops=I kib_s=B p50_us=P p99_us=Q"
 # terse v3: read iops/bw are fields 8/7, write 49/48; the completion latency percentiles
 # (fio's default list, p50 the 7th and p99 the 13th) start at field 18 (read), 59 (write)
 fio_job() {
-	_d=$1 _rw=$3 _bs=$4 _qd=$5
-	shift 5
-	fio --filename="$_d" --direct=1 --ioengine=io_uring --rw="$_rw" --bs="$_bs" \
+	_d=$1 _rw=$2 _bs=$3 _qd=$4
+	shift 4
+	_out=$(fio --filename="$_d" --direct=1 --ioengine=io_uring --rw="$_rw" --bs="$_bs" \
 		--iodepth="$_qd" --norandommap --randrepeat=0 --name=s9 --output-format=terse \
-		--terse-version=3 "$@" 2>/dev/null |
-	awk -F';' -v rw="$_rw" '{
+		--terse-version=3 "$@" 2>&1)
+	echo "$_out" | awk -F';' -v rw="$_rw" '$1 == "3" && $3 == "s9" {
 		w = (rw ~ /write/); b = w ? 41 : 0
 		split($(24 + b), p50, "="); split($(30 + b), p99, "=")
 		printf "iops=%d kib_s=%d p50_us=%d p99_us=%d\n", $(8 + b), $(7 + b), p50[2], p99[2]
-	}'
+		ok = 1
+	} END { if (!ok) print "fio-failed" }'
+	case $_out in 3\;*) ;; *) echo "$_out" | head -n 5 | sed 's/^/S9 fio: /' >&2 ;; esac
 }
 
 # setup SIDE: make the side's image and device (fully written), set $dev
@@ -73,16 +76,18 @@ setup() {
 	vduse)	qemu-img create -q -f qcow2 img.qcow2 ${SIZE_MB}M || return 1
 		start_vduse || return 1 ;;
 	thin)	truncate -s 16M meta.img
-		truncate -s $((SIZE_MB + 64))M data.img
+		truncate -s $((2 * SIZE_MB + 64))M data.img	# room to unshare every block
 		lm=$(losetup -f --show --direct-io=on meta.img) || return 1
 		ld=$(losetup -f --show --direct-io=on data.img) || return 1
 		dd if=/dev/zero of="$lm" bs=4k count=1 oflag=direct 2>/dev/null
-		dmsetup create s9pool --table "0 $(((SIZE_MB + 64) * 2048)) thin-pool $lm $ld 128 0" ||
+		dmsetup create s9pool --table "0 $(((2 * SIZE_MB + 64) * 2048)) thin-pool $lm $ld 128 0" ||
 			return 1
 		pool=s9pool
 		dmsetup message s9pool 0 "create_thin 0" || return 1
-		dmsetup create s9thin --table "0 $((SIZE_MB * 2048)) thin /dev/mapper/s9pool 0" ||
-			return 1
+		# no udev here: the pool by its numbers, the nodes made by dmsetup mknodes
+		pmm=$(dmsetup info -c --noheadings -o major,minor s9pool) || return 1
+		dmsetup create s9thin --table "0 $((SIZE_MB * 2048)) thin $pmm 0" || return 1
+		dmsetup mknodes
 		dev=/dev/mapper/s9thin
 		wait_dev $dev || return 1 ;;
 	esac
@@ -108,7 +113,8 @@ start_vduse() {
 		done
 		sleep 0.1; _n=$((_n + 1))
 	done
-	[ -n "$dev" ] && wait_dev "$dev"
+	[ -n "$dev" ] || { echo "S9 vduse: no block device on s9vduse"; cat qsd.out; return 1; }
+	wait_dev "$dev"
 }
 
 stop_vduse() {
