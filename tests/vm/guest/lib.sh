@@ -38,7 +38,8 @@ need_ucow() {
 
 # load_module NAME [PARAM=VALUE...]: insmod a kernel module shipped in the guest (ublk_drv and loop are
 # loaded at boot; null_blk, nbd, brd, virtio_blk, dm-mod, dm-log-writes and dm-flakey are
-# available; load dm-mod before the other two).
+# available, load dm-mod before the other two; so are dm-thin-pool and vduse with their
+# dependencies, tests/bench/vm-peers.sh loads them in order).
 load_module() {
 	_m=$1
 	shift
