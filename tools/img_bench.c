@@ -17,8 +17,8 @@
 
 static const char bench_help[] =
 	"usage: ucow bench [-c COUNT] [-d DEPTH] [-f FMT] [-s SIZE] [-S STEP] [-o OFFSET] [-w]\n"
-	"                  [--pattern=N] [--flush-interval=N] [--no-drain] [-t none|writeback]\n"
-	"                  [-i uring|aio|sync] [-n] [-q] FILE\n"
+	"                  [--pattern=N] [--flush-interval=N] [--no-drain] [--latency]\n"
+	"                  [-t none|writeback] [-i uring|aio|sync] [-n] [-q] FILE\n"
 	"\n"
 	"Run COUNT requests of SIZE bytes, DEPTH in flight, at OFFSET, OFFSET+STEP, ... (wrapping\n"
 	"at the end of the image), the same workload as qemu-img bench, through the engine.\n"
@@ -33,6 +33,10 @@ static const char bench_help[] =
 	"  --pattern=N       byte written (default 0xa5)\n"
 	"  --flush-interval=N  flush after every N requests (writes only)\n"
 	"  --no-drain        do not wait for requests in flight before such a flush\n"
+	"  --latency         also print latency percentiles (one sample per request, from\n"
+	"                    its submission to its completion; a flush's time is added to\n"
+	"                    the request completed last before it: at -d 1 with\n"
+	"                    --flush-interval=1, each sample is a write and its flush)\n"
 	"  -t CACHE          none (O_DIRECT) or writeback (default)\n"
 	"  -i BACKEND        uring (default), aio or sync\n"
 	"  -n                same as -i aio (qemu-img's native AIO)\n"
@@ -55,7 +59,12 @@ struct bench {
 	int *freelist, nfree;
 	uint64_t done, failed;
 	int err;
+	double *t_sub;		/* --latency: each slot's submission time */
+	double *lat;		/* --latency: one sample per completed request (seconds) */
+	uint64_t nlat;
 };
+
+static double now(void);
 
 static void bench_cb(struct cow_req *req, int res)
 {
@@ -63,6 +72,8 @@ static void bench_cb(struct cow_req *req, int res)
 	if (res < 0 && !b->err)
 		b->err = res;
 	b->done++;
+	if (b->lat)
+		b->lat[b->nlat++] = now() - b->t_sub[req - b->reqs];
 	b->freelist[b->nfree++] = (int)(req - b->reqs);
 }
 
@@ -89,20 +100,24 @@ struct bench_opts {
 	uint64_t count, size, step, offset, flush_interval;
 	unsigned depth;
 	int fmt, pattern;
-	bool write, direct, quiet, nodrain;
+	bool write, direct, quiet, nodrain, latency;
 	const char *bename;
 	const char *file;
 	struct net_opts net;	/* --allow-network-backing, --nbd-timeout */
 };
 
+/* --latency: 8 bytes a request, 800 MB at most */
+#define BENCH_MAX_SAMPLES	100000000ull
+
 /* 0 with o filled, 1 after a usage error, -1 after --help (exit 0). */
 static int bench_parse(int argc, char **argv, struct bench_opts *o)
 {
-	enum { O_PATTERN = 256, O_FLUSH, O_NODRAIN };
+	enum { O_PATTERN = 256, O_FLUSH, O_NODRAIN, O_LATENCY };
 	static const struct option opts[] = {
 		{ "pattern", required_argument, NULL, O_PATTERN },
 		{ "flush-interval", required_argument, NULL, O_FLUSH },
 		{ "no-drain", no_argument, NULL, O_NODRAIN },
+		{ "latency", no_argument, NULL, O_LATENCY },
 		{ "help", no_argument, NULL, 'h' },
 		NET_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
@@ -171,6 +186,9 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
 		case O_NODRAIN:
 			o->nodrain = true;
 			break;
+		case O_LATENCY:
+			o->latency = true;
+			break;
 		case OPT_ALLOW_NET:
 		case OPT_NBD_TIMEOUT:
 			if (opt_net("bench", c, optarg, &o->net))
@@ -189,6 +207,9 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
 		o->step = o->size;
 	if (o->flush_interval && !o->write)
 		return usage_err(argv[0], "--flush-interval is for write benchmarks (-w)");
+	if (o->latency && o->count > BENCH_MAX_SAMPLES)
+		return usage_err(argv[0], "--latency keeps a sample per request: at most %llu "
+				 "requests", (unsigned long long)BENCH_MAX_SAMPLES);
 	o->file = argv[optind];
 	return 0;
 }
@@ -250,6 +271,34 @@ static int reads_stored_data(struct cow_image *img, const struct bench_opts *o, 
 	return 0;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The q-quantile of n sorted samples (nearest rank). */
+static double quantile(const double *v, uint64_t n, double q)
+{
+	uint64_t k = (uint64_t)(q * (double)n + 0.999999);
+	return v[k ? (k > n ? n - 1 : k - 1) : 0];
+}
+
+static void print_latency(struct bench *b)
+{
+	double sum = 0;
+	uint64_t n = b->nlat;
+	if (!n)
+		return;
+	qsort(b->lat, n, sizeof(*b->lat), cmp_double);
+	for (uint64_t i = 0; i < n; i++)
+		sum += b->lat[i];
+	printf("Latency (us): mean %.1f, p50 %.1f, p99 %.1f, p99.9 %.1f, max %.1f\n",
+	       sum / (double)n * 1e6, quantile(b->lat, n, 0.5) * 1e6,
+	       quantile(b->lat, n, 0.99) * 1e6, quantile(b->lat, n, 0.999) * 1e6,
+	       b->lat[n - 1] * 1e6);
+}
+
 /* Keep depth requests in flight until count are done; 0 or -errno (b->err). */
 static int bench_run(const struct bench_opts *o, struct bench *b, struct cow_backend *be,
 		     char *bufs, size_t bsz, uint64_t vsize)
@@ -267,6 +316,8 @@ static int bench_run(const struct bench_opts *o, struct bench *b, struct cow_bac
 			q->buf = bufs + (size_t)i * bsz;
 			q->cb = bench_cb;
 			q->priv = b;
+			if (b->t_sub)
+				b->t_sub[i] = now();
 			cow_submit(b->ctx, q);
 			sent++;
 			off += o->step;
@@ -276,8 +327,11 @@ static int bench_run(const struct bench_opts *o, struct bench *b, struct cow_bac
 				since_flush = 0;
 				if (!o->nodrain && (r = drain(b, be, 0, o->depth)))
 					break;
+				double tf = b->lat ? now() : 0;
 				if ((r = cow_rw(b->ctx, COW_FLUSH, NULL, 0, 0, 0)) < 0)
 					b->err = r;
+				if (b->lat && b->nlat)
+					b->lat[b->nlat - 1] += now() - tf;
 			}
 		}
 		if ((r = drain(b, be, o->depth - 1, o->depth)) < 0)
@@ -336,6 +390,11 @@ int cmd_bench(int argc, char **argv)
 	size_t bsz = (o.size + 4095) & ~4095ull;
 	b.reqs = calloc(o.depth, sizeof(*b.reqs));
 	b.freelist = calloc(o.depth, sizeof(*b.freelist));
+	if (o.latency && (!(b.t_sub = calloc(o.depth, sizeof(*b.t_sub))) ||
+			  !(b.lat = malloc((o.count ? o.count : 1) * sizeof(*b.lat))))) {
+		ucow_err("%s: out of memory for %" PRIu64 " latency samples", file, o.count);
+		goto out;
+	}
 	if (!b.reqs || !b.freelist || posix_memalign((void **)&bufs, 4096, bsz * o.depth)) {
 		ucow_err("%s: out of memory", file);
 		goto out;
@@ -358,12 +417,15 @@ int cmd_bench(int argc, char **argv)
 	printf("Run completed in %.3f seconds.\n", t);
 	printf("IOPS: %.0f\n", (double)o.count / t);
 	printf("MiB/s: %.2f\n", (double)o.count * (double)o.size / t / (1 << 20));
+	print_latency(&b);
 	status = 0;
 out:
 	cow_ctx_free(b.ctx);
 	cow_backend_free(be);
 	free(b.reqs);
 	free(b.freelist);
+	free(b.t_sub);
+	free(b.lat);
 	free(bufs);
 	if (img && cow_close(img) && !status) {
 		ucow_err("%s: closing the image failed", file);

@@ -464,6 +464,47 @@ class Suite:
             srv.terminate()
             srv.wait()
 
+    # ---- S10: 4 KiB writes at QD 1 with a flush after every write (--flush-interval=1 on
+    # both tools), one per 32 KiB into an empty image, so that every write maps a new block
+    # and every flush commits a journal record (ucow) or an L2/refcount update (qcow2): the
+    # latency a database's commits see, checkpoints included. ucow and raw print their
+    # latency percentiles (ucow bench --latency); qemu-img bench reports no percentiles, so
+    # qcow2 has its mean only (time / count).
+    LAT_RE = re.compile(r"Latency \(us\): mean ([0-9.]+), p50 ([0-9.]+), p99 ([0-9.]+), "
+                        r"p99.9 ([0-9.]+), max ([0-9.]+)")
+
+    def s10(self, r):
+        sides = [("raw", "raw"), ("ucow", "ucow"), ("qcow2", "qcow2")]
+        for side, kind in rotate(sides, r):
+            path = self.p("s10." + kind)
+            self.t.create(kind, path, self.size)
+            try:
+                if kind == "qcow2":
+                    cmd = ["qemu-img", "bench", "-f", "qcow2", "-t", "none", "-i", "io_uring"]
+                else:
+                    cmd = [self.args.ucow, "bench", "-f", kind, "-t", "none", "-i", "uring",
+                           "--latency"]
+                cmd += ["-w", "-d", "1", "-c", self.count, "-s", 4 * KiB, "-S", 32 * KiB,
+                        "--flush-interval=1", path]
+                out, wall, _ = run(cmd)
+                m = RUN_RE.search(out)
+                if not m:
+                    raise Failed("no result in the output of %s:\n%s" % (" ".join(map(str, cmd)), out))
+                mean = float(m.group(1)) / self.count * 1e6
+                lm = self.LAT_RE.search(out)
+                if kind != "qcow2" and not lm:
+                    raise Failed("no latency line in the output of %s:\n%s" % (" ".join(map(str, cmd)), out))
+                if lm:
+                    mean = float(lm.group(1))
+                    self.rec("S10 p99.9", side, r, float(lm.group(4)), "us")
+                    self.rec("S10 max", side, r, float(lm.group(5)), "us")
+                    self.rec("S10 p50", side, r, float(lm.group(2)), "us")
+                self.rec("S10 mean", side, r, mean, "us")
+                self.log("      S10 %-6s %s" % (side, lm.group(0) if lm else "mean %.1f us" % mean))
+            except Failed as e:
+                self.failed(["S10 mean"], side, r, e)
+            os.unlink(path)
+
     # ---- S12 and S5b (make bench-big): 4 KiB first writes, one per 1 MiB chunk, QD 32, into
     # empty images of 4 GiB, 64 GiB and 1 TiB (value: microseconds per request, so sizes
     # compare); then S5b, snapshot operations on the 1 TiB image that S12 left with every
@@ -534,7 +575,8 @@ class Suite:
                 shutil.rmtree(shm, ignore_errors=True)
 
     PLAN = [("S1", "s1_s4a"), ("S2", "s2"), ("S3", "s3"), ("S4", "s4b"), ("S6", "s6"),
-            ("Q", "q"), ("S11", "s11"), ("D", "defaults"), ("S12", "s12")]
+            ("Q", "q"), ("S11", "s11"), ("D", "defaults"), ("S12", "s12"),
+            ("S10", "s10")]
 
     def go(self):
         only = set(self.args.only)
@@ -543,7 +585,7 @@ class Suite:
                 if key not in only:
                     continue
                 cheap = key in ("S2", "S4", "S6", "Q", "S11")
-                once = key == "S12"	# minutes per run: one
+                once = key in ("S12", "S10")	# minutes per run: one
                 if r >= (1 if once else self.args.cheap_runs if cheap else self.args.runs):
                     continue
                 t0 = time.perf_counter()
@@ -583,6 +625,11 @@ COMPARE = [
     ("S11b", "ucow overlay", "S11b", "NBD export (qemu-img)", 0.8, None, "4 KiB reads, overlay over NBD base"),
     ("S11c", "ucow overlay, copied on read", "S11c", "ucow (local)", 0.9, None, "1 MiB reads, 2nd pass after copy-on-read"),
     ("S11d", "ucow overlay, copied on read", "S11d", "ucow (local)", 0.9, None, "4 KiB reads, 2nd pass after copy-on-read"),
+    ("S10 mean", "ucow", "S10 mean", "raw", 0.77, None, "4 KiB writes + flush each, QD 1: mean (<= 1.3x raw)"),
+    ("S10 mean", "qcow2", "S10 mean", "raw", None, None, "(qcow2: mean only, qemu-img bench)"),
+    ("S10 p50", "ucow", "S10 p50", "raw", None, None, "p50"),
+    ("S10 p99.9", "ucow", "S10 p99.9", "raw", 0.5, None, "p99.9 (<= 2x raw)"),
+    ("S10 max", "ucow", "S10 p99.9", "raw", 0.1, None, "slowest request (<= 10x raw's p99.9)"),
     ("S12 4G", "ucow", "S12 4G", "qcow2", None, None, "first writes, 1 per 1 MiB, QD 32, 4 GiB"),
     ("S12 64G", "ucow", "S12 64G", "qcow2", None, None, "the same, 64 GiB"),
     ("S12 1T", "ucow", "S12 1T", "qcow2", 5.0, None, "the same, 1 TiB (qcow2: its first 256 GiB)"),
@@ -648,7 +695,7 @@ def summarize(records):
             continue
         if a["count"] and a["unit"] == "s":
             row["iops"] = a["count"] / a["median"]
-        if a["unit"] == "us" and a["median"]:
+        if a["unit"] == "us" and a["median"] and scen.startswith(("S12", "S10 mean")):
             row["iops"] = 1e6 / a["median"]
         if b:
             row["baseline_median"] = b["median"]
@@ -835,10 +882,11 @@ def main():
     ap.add_argument("--runs", type=int, default=3, help="runs of the expensive scenarios (3)")
     ap.add_argument("--cheap-runs", type=int, default=5, help="runs of S2, S4b, S6 (5)")
     ap.add_argument("--count", type=int, default=60000, help="4 KiB requests per run (60000)")
-    ap.add_argument("--only", default="S1,S2,S3,S3b,S4,S5,S6,Q,S11",
-                    help="comma-separated scenarios (S1 S2 S3 S3b S4 S5 S6 Q S11 D S12); S1 "
+    ap.add_argument("--only", default="S1,S2,S3,S3b,S4,S5,S6,Q,S11,S10",
+                    help="comma-separated scenarios (S1 S2 S3 S3b S4 S5 S6 Q S11 S10 D S12); S1 "
                     "also runs S4a, S3 also S5, S4 is S4b, Q is Q1-Q3 (qcow2 bases, convert "
-                    "-c, compressed reads), S11 an overlay over an NBD base; D: chunk/block "
+                    "-c, compressed reads), S11 an overlay over an NBD base, S10 writes with a "
+                    "flush after each (latency); D: chunk/block "
                     "defaults (not in make bench); S12: first writes into 4 GiB, 64 GiB and "
                     "1 TiB images, and S5b, snapshot operations on the 1 TiB one (make "
                     "bench-big, one run, about 10 minutes)")
