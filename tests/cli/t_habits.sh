@@ -434,6 +434,16 @@ expect_ok $UCOW bench -q -c 10 -o 7M -S 1M -s 512 e.ucow	# the second request re
 grep -q '^IOPS: ' out || fail "bench printed no IOPS"
 expect_ok $UCOW bench -q -c 10 -o 8187k -S 5k -s 1k e.ucow	# 8187k, 8192k
 expect_ok $UCOW bench -q -c 10 -w e.ucow	# writes are never refused
+# --latency: one line of percentiles, in order; a sample per request, so a bounded count
+expect_ok $UCOW bench -q -c 50 -w -d 1 -S 64k --flush-interval=1 --latency e.ucow
+grep -E '^Latency \(us\): mean [0-9.]+, p50 [0-9.]+, p99 [0-9.]+, p99.9 [0-9.]+, max [0-9.]+$' out >lat ||
+	fail "bench --latency printed no latency line"
+awk -F'[ ,]+' '{ if (!($6 > 0 && $6 <= $8 && $8 <= $10 && $10 <= $12)) exit 1 }' lat ||
+	fail "latency percentiles out of order: $(cat lat)"
+expect_ok $UCOW bench -q -c 10 -w e.ucow
+grep -q '^Latency' out && fail "bench printed latency without --latency"
+sub=bench; $UCOW bench --help >help.txt
+bad $UCOW bench --latency -c 200000000 -w e.ucow
 truncate -s 16M rb.raw
 expect_ok $UCOW create -q -b rb.raw -F raw ob.ucow
 expect_err 1 "ob.ucow: nothing to measure" $UCOW bench -c 10 ob.ucow
