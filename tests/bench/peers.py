@@ -22,8 +22,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 LINE = re.compile(r"^S9 (\S+) (\S+) run=(\d+) iops=(\d+) kib_s=(\d+) p50_us=(\d+) p99_us=(\d+)")
 JOBS = ["randwrite-4k-qd1", "randwrite-4k-qd32", "randread-4k-qd1", "randread-4k-qd32",
         "read-1m-qd8", "first-write-after-snapshot"]
-SIDES = ["cow", "nbd", "vduse", "thin", "raw", "loop"]
-NAMES = {"cow": "ucow cow target", "nbd": "qcow2 via qemu-nbd", "vduse": "qcow2 via qsd VDUSE",
+SIDES = ["cow", "cow64k", "nbd", "vduse", "thin", "raw", "loop"]
+NAMES = {"cow": "ucow cow target", "cow64k": "ucow, 64 KiB chunks", "nbd": "qcow2 via qemu-nbd", "vduse": "qcow2 via qsd VDUSE",
          "thin": "dm-thin", "raw": "ucow raw target", "loop": "loop (direct I/O)"}
 # (job, peer, goal: ucow / peer at least this, on IOPS)
 GOALS = [("randwrite-4k-qd1", "nbd", 2.0), ("randwrite-4k-qd32", "nbd", 2.0),

@@ -3,6 +3,8 @@
 # same fio jobs on every way this bed can offer a copy-on-write block device, one side after
 # the other, the order rotating from run to run:
 #   cow     ucow's cow target on a ucow image (ucow dev add)
+#   cow64k  the same with 64 KiB chunks (dm-thin's block size here: what a first write
+#           after a snapshot copies is the same size on both)
 #   nbd     a qcow2 image through qemu-nbd --cache=none --aio=io_uring on /dev/nbd0
 #   vduse   a qcow2 image through qemu-storage-daemon --export type=vduse-blk (virtio_vdpa)
 #   thin    a dm-thin volume: a pool on two loop devices (64 KiB blocks, defaults otherwise)
@@ -20,7 +22,7 @@ set -u
 SIZE_MB=${SIZE_MB:-256}
 RUNTIME=${RUNTIME:-5}
 RUNS=${RUNS:-3}
-SIDES=${SIDES:-"cow nbd vduse thin raw loop"}
+SIDES=${SIDES:-"cow cow64k nbd vduse thin raw loop"}
 MOD=/lib/modules/$(uname -r)
 dev="" id="" qsd="" nbd="" pool="" lm="" ld=""
 
@@ -59,7 +61,12 @@ fio_job() {
 # setup SIDE: make the side's image and device (fully written), set $dev
 setup() {
 	case $1 in
-	cow)	ucow create -q img.cow ${SIZE_MB}M || return 1
+	cow|cow64k)
+		if [ $1 = cow64k ]; then
+			ucow create -q -o chunk_size=64k img.cow ${SIZE_MB}M || return 1
+		else
+			ucow create -q img.cow ${SIZE_MB}M || return 1
+		fi
 		dev=$(ucow dev add -t cow img.cow) || return 1
 		id=${dev#/dev/ublkb} ;;
 	raw)	truncate -s ${SIZE_MB}M img.raw
@@ -141,7 +148,7 @@ trap teardown EXIT
 # snapshot SIDE: take the snapshot the side offers, the device staying up where it can
 snapshot() {
 	case $1 in
-	cow)	ucow snapshot -c s1 img.cow ;;
+	cow|cow64k) ucow snapshot -c s1 img.cow ;;
 	nbd)	qemu-nbd -d /dev/nbd0 >/dev/null && qemu-img snapshot -c s1 img.qcow2 &&
 		qemu-nbd -c /dev/nbd0 -f qcow2 --cache=none --aio=io_uring img.qcow2 && sleep 0.5 ;;
 	vduse)	stop_vduse && qemu-img snapshot -c s1 img.qcow2 && start_vduse ;;
