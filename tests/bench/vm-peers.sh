@@ -18,6 +18,7 @@
 # no snapshot). Each job prints "S9 JOB SIDE run=N iops=I kib_s=B p50_us=P p99_us=Q".
 # The guest is emulated (QEMU TCG): compare only within one run of this script.
 # vm-needs: qemu
+# vm-timeout: 2400
 set -u
 SIZE_MB=${SIZE_MB:-256}
 RUNTIME=${RUNTIME:-5}
