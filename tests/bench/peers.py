@@ -108,9 +108,11 @@ def main():
             f.write(script)
         os.chmod(spath, 0o755)
         try:
+            env = dict(os.environ)
+            env.setdefault("UCOW_VM_TIMEOUT", "2700")	# the guest's whole run
             p = subprocess.run([os.path.join(ROOT, "tests/vm/run.sh"), "--script", spath],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+                               text=True, env=env)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         text = p.stdout
