@@ -21,6 +21,7 @@ struct commit {
 	struct cow_image *img;
 	struct cow_ctx *ctx;
 	struct jnl_batch batch;
+	unsigned pending;	/* writes not completed: the journal's and the checkpoint's */
 	int res;
 };
 
@@ -91,6 +92,10 @@ static void commit_written(struct eio *e, int res)
 	res = eio_short(e, res);
 	if (res < 0)
 		c->res = res;
+	if (--c->pending) {	/* the sync waits for every write of the commit */
+		eio_put(e);
+		return;
+	}
 	STAT_ADD(c->img, fsyncs, 1);
 	eio_queue(c->ctx, e, COW_IO_FSYNC, c->img->fd, NULL, 0, 0, commit_synced, c);
 }
@@ -122,10 +127,36 @@ static void commit_start(struct cow_ctx *ctx)
 		commit_end(ctx, c, r);
 		return;
 	}
-	STAT_ADD(img, meta_writes, 1);
-	STAT_ADD(img, meta_bytes_written, c->batch.len);
-	eio_queue(ctx, e, COW_IO_WRITE, img->fd, c->batch.buf, c->batch.len, c->batch.off,
-		  commit_written, c);
+	STAT_ADD(img, meta_writes, 1 + c->batch.nruns);
+	STAT_ADD(img, meta_bytes_written, c->batch.len +
+		 (uint64_t)c->batch.npages * UCOW_META_ALIGN);
+	/* the checkpoint's pages (J7) beside the journal blocks, one sync after all of them */
+	unsigned n = 1 + c->batch.nruns;
+	struct eio **es = malloc(n * sizeof(*es));
+	unsigned got = 0;
+	if (es) {
+		es[got++] = e;
+		while (got < n && (es[got] = eio_get(ctx)))
+			got++;
+	}
+	if (got < n) {
+		for (unsigned i = 0; i < got; i++)
+			eio_put(es[i]);
+		if (!es)
+			eio_put(e);
+		free(es);
+		commit_end(ctx, c, -ENOMEM);
+		return;
+	}
+	c->pending = n;
+	/* the last queue may complete the commit (and free c) before it returns */
+	for (unsigned i = 0; i < n; i++) {
+		const struct jnl_run *run = i ? &c->batch.runs[i - 1] : NULL;
+		eio_queue(ctx, es[i], COW_IO_WRITE, img->fd, run ? run->buf : c->batch.buf,
+			  run ? run->len : c->batch.len, run ? run->off : c->batch.off,
+			  commit_written, c);
+	}
+	free(es);
 }
 
 /* Make records below upto durable, then complete req. The caller has already synced the

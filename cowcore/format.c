@@ -196,6 +196,8 @@ static int check_geometry(const struct ucow_hdr *h, char *why, size_t whylen)
 	if (h->generation > UCOW_MAX_GENERATION)
 		BAD("header generation %llu is impossibly large",
 		    (unsigned long long)h->generation);
+	if (h->journal_seq > UCOW_MAX_JSEQ)
+		BAD("journal_seq %llu is impossibly large", (unsigned long long)h->journal_seq);
 	return 0;
 }
 

@@ -71,9 +71,10 @@
  *   252 u32 crc32c of the entry with this field zero.
  * Refcount table: u32 per physical chunk: how many snapshots map it.
  *
- *   Replay starts at block 0 with journal_seq and stops at the first block whose magic,
- *   crc or seq (journal_seq + index) does not match. Records hold absolute values, so
- *   replaying one twice is harmless.
+ *   Replay starts at the block of journal_seq (block 0, or journal_seq mod the block count
+ *   with INCOMPAT_JRING), wraps, and stops at the first block whose magic, crc or seq
+ *   (journal_seq + blocks read) does not match. Records hold absolute values, so replaying
+ *   one twice is harmless.
  */
 #ifndef COWCORE_FORMAT_H
 #define COWCORE_FORMAT_H
@@ -97,7 +98,10 @@
 /* feature bits */
 #define UCOW_INCOMPAT_SNAPSHOTS 0x1ull	/* snapshot table + refcount table in use */
 #define UCOW_INCOMPAT_COMPRESSED 0x2ull	/* table entries may be COMPRESSED */
-#define UCOW_INCOMPAT_KNOWN (UCOW_INCOMPAT_SNAPSHOTS | UCOW_INCOMPAT_COMPRESSED)
+#define UCOW_INCOMPAT_JRING 0x4ull	/* journal block of seq s at s mod the block count */
+#define UCOW_INCOMPAT_KNOWN (UCOW_INCOMPAT_SNAPSHOTS | UCOW_INCOMPAT_COMPRESSED | \
+			     UCOW_INCOMPAT_JRING)
+#define UCOW_MAX_JSEQ (1ull << 62)	/* journal_seq: larger is corrupt (room to count on) */
 #define UCOW_COMPAT_COPY_ON_READ 0x1ull	/* read-write opens copy on read */
 #define UCOW_COMPAT_KNOWN UCOW_COMPAT_COPY_ON_READ
 #define UCOW_AUTOCLEAR_KNOWN 0ull

@@ -692,6 +692,7 @@ chain:
 		/* from here on the journal may hold records the table does not */
 		img->hdr.autoclear = 0;
 		img->hdr.flags |= UCOW_FLAG_DIRTY;
+		jnl_normalize(img);
 		r = jnl_write_header(img);
 		if (!r)
 			r = img_sync(img);

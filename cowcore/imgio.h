@@ -52,6 +52,7 @@ struct img_tap {
 struct comp_cache;
 struct comp_pool;
 struct jrec;
+struct jnl_ckpt;
 struct nbd_src;
 struct qcow2;
 struct quarantined;
@@ -109,8 +110,13 @@ struct cow_image {
 	struct jrec *recs;
 	size_t recs_cap;
 	uint64_t rec_base, rec_added, rec_committed;
-	uint64_t jblk;			/* next free journal block */
-	uint64_t jseq;			/* seq of journal block 0 */
+	uint64_t jseq;			/* journal_seq of the durable header */
+	uint64_t jblk;			/* blocks used since: the next has seq jseq + jblk */
+	bool jlegacy;			/* block of seq s at s - jseq (no JRING, jseq not a
+					 * multiple of the block count; until the next header) */
+	struct jnl_ckpt *ck;		/* a checkpoint in steps (J7), or NULL */
+	uint64_t ck_finished;		/* how many ended with their header (tests) */
+	uint64_t ck_undone;		/* synchronous ones that undid uncommitted records */
 
 	/* commit.c (under lock): flush requests waiting for a commit */
 	bool commit_running;

@@ -29,8 +29,31 @@
  *      them (test_crash found it). Records not committed stay pending for the new
  *      journal. Close and snapshot S1 need everything in the table: jnl_checkpoint_all
  *      commits in rounds (checkpointing when the journal is full), then checkpoints.
- *  J6. Blocks carry seq = journal_seq + index; replay stops at the first block whose magic,
- *      crc or seq is wrong, so stale blocks from before a checkpoint never replay.
+ *  J6. The journal is a ring: the block of seq s lies at s mod the block count (and at
+ *      s - journal_seq in an image whose header has no JRING bit and a journal_seq that is
+ *      not a multiple of the block count: older versions wrote it so; the next header this
+ *      version writes starts a multiple). Replay starts at the block of journal_seq, wraps,
+ *      and stops at the first block whose magic, crc or seq is wrong, so stale blocks from
+ *      before a checkpoint never replay: seqs only grow, and a block at a given place
+ *      carries a seq one or more rounds older than the one replay expects there.
+ *  J7. A checkpoint in steps, off the request path (no sync of its own): when half of the
+ *      journal is in use, the cut is taken (T = the next block's seq, R = rec_committed;
+ *      every block below T holds exactly the records below R) and the pages dirty then
+ *      are written, a few with each commit (beside its journal blocks, before its sync),
+ *      holding the state at the cut: the live page with every record from R on undone
+ *      (the old value of the first of them per chunk, as J5 undoes uncommitted ones), so
+ *      records from R on stay in memory until the last page is built. The commit after
+ *      the one whose sync covered the last page writes a header with journal_seq = T
+ *      (JRING set when T is not a multiple of the block count); its sync makes the blocks
+ *      below T free. Meanwhile commits go on into the free half: blocks at or past T never
+ *      overwrite one below T while the header before T is the one in force (jblk counts
+ *      from the durable header). Until the new header lands, the old one replays from its
+ *      journal_seq over pages of which any subset holds the state at T, which that journal
+ *      covers (J3, as in J5); after, replay starts at T over pages that all hold T. A
+ *      commit that fails abandons the checkpoint (its pages go back to the dirty set); a
+ *      full journal, a close or a snapshot operation checkpoints synchronously (J5), which
+ *      abandons one in steps first and starts the journal at a multiple of the block count
+ *      (JRING clear: a cleanly closed image opens in older versions).
  *
  * State: pending records live in img->recs (index rec_base..rec_added-1); rec_committed is
  * the index below which every record is durable. Layer 3: this file knows records, blocks,
@@ -46,6 +69,100 @@
 
 #include "array.h"
 #include "journal.h"
+
+/* J7: a checkpoint in steps. */
+enum { CK_PAGES, CK_SYNCING, CK_DURABLE, CK_HEADER };
+enum { CK_TODO = 1, CK_MEMBER = 2 };
+struct jnl_ckpt {
+	int state;		/* CK_PAGES: pages left to write; CK_SYNCING: the last ones are in
+				 * a commit in flight; CK_DURABLE: all synced, the header next;
+				 * CK_HEADER: the header is in a commit in flight */
+	uint64_t seq;		/* the cut: journal_seq of the header the checkpoint ends with */
+	uint64_t rec;		/* the cut: the pages hold the records below this index */
+	uint8_t *table_dirty, *bm_dirty;	/* per page: CK_MEMBER (dirty at the cut), and
+						 * CK_TODO while not built into a commit yet */
+	uint64_t left;		/* how many CK_TODO */
+	uint64_t tpos, gpos;	/* where the next step looks */
+	uint64_t old_seq, old_incompat;	/* the header's, while the new one is in flight */
+};
+
+#define CK_STEP_MIN	16	/* pages a step writes at least ... */
+#define CK_STEP_MAX	1024	/* ... and at most (4 MiB) */
+
+static uint64_t nblocks(struct cow_image *img) { return img->hdr.journal_size / UCOW_JBLOCK; }
+
+/* Where the journal block of seq s lies (J6). */
+static uint64_t jpos(struct cow_image *img, uint64_t s)
+{
+	return img->jlegacy ? s - img->jseq : s % nblocks(img);
+}
+
+/* A journal_seq for a new journal: past every block used, a multiple of the block count. */
+uint64_t jnl_fresh_seq(struct cow_image *img)
+{
+	uint64_t n = nblocks(img);
+	return (img->jseq + img->jblk + n - 1) / n * n;
+}
+
+/* The header in force now has journal_seq seq and an empty journal. */
+void jnl_restarted(struct cow_image *img, uint64_t seq)
+{
+	img->jseq = seq;
+	img->jblk = 0;
+	img->jlegacy = false;
+}
+
+/* At open, after the header is read (J6). */
+void jnl_init(struct cow_image *img)
+{
+	img->jseq = img->hdr.journal_seq;
+	img->jblk = 0;
+	img->jlegacy = !(img->hdr.incompat & UCOW_INCOMPAT_JRING) &&
+		       img->hdr.journal_seq % nblocks(img);
+}
+
+/* Read-write open, before the header that marks the image in use: a journal of an older
+ * version's layout (J6) starts again at a multiple of the block count. Its records, if it
+ * had any, were replayed and checkpointed already. */
+void jnl_normalize(struct cow_image *img)
+{
+	if (!img->jlegacy)
+		return;
+	img->hdr.journal_seq = jnl_fresh_seq(img);
+	jnl_restarted(img, img->hdr.journal_seq);
+}
+
+static void ck_free(struct cow_image *img)
+{
+	if (!img->ck)
+		return;
+	free(img->ck->table_dirty);
+	free(img->ck->bm_dirty);
+	free(img->ck);
+	img->ck = NULL;
+}
+
+/* J7: give a checkpoint in steps up; its pages are dirty again, every one (a write of one
+ * may have failed or be torn; those that landed hold the state at the cut, which the
+ * journal in force covers). */
+static void ck_abort(struct cow_image *img)
+{
+	struct jnl_ckpt *ck = img->ck;
+	if (!ck)
+		return;
+	for (uint64_t p = 0; p < img->hdr.table_size / UCOW_META_ALIGN; p++)
+		if (ck->table_dirty[p])
+			img->table_dirty[p] = 1;
+	for (uint64_t g = 0; g < img->nr_groups; g++)
+		if (ck->bm_dirty[g])
+			img->bm_dirty[g] = 1;
+	ck_free(img);
+}
+
+void jnl_free(struct cow_image *img)
+{
+	ck_free(img);
+}
 
 /* Add a record (under img->lock): chunk's entry and bitmap are now entry and bm (NULL:
  * zeros), and were old_entry and old_bm before. */
@@ -70,9 +187,14 @@ int jnl_add(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_
 	return 0;
 }
 
-/* Drop records below upto from memory (they are durable). Under lock. */
+/* Drop records below upto from memory (they are durable), except those a checkpoint in
+ * steps still undoes (J7). Under lock. */
 static void drop_records(struct cow_image *img, uint64_t upto)
 {
+	if (img->ck && img->ck->state == CK_PAGES && upto > img->ck->rec)
+		upto = img->ck->rec;
+	if (upto <= img->rec_base)
+		return;
 	size_t k = upto - img->rec_base, n = img->rec_added - img->rec_base;
 	for (size_t i = 0; i < k; i++)
 		free(img->recs[i].bm);
@@ -181,9 +303,11 @@ struct undo_set {
 	size_t n;
 };
 
-static int build_undo(struct cow_image *img, struct undo_set *us)
+/* The undo of records [from, rec_added) for chunks in [lo, hi). */
+static int build_undo(struct cow_image *img, uint64_t from, uint64_t lo, uint64_t hi,
+		      struct undo_set *us)
 {
-	size_t m = img->rec_added - img->rec_committed, k = 0;
+	size_t m = img->rec_added - from, k = 0;
 	struct undo *u;
 	us->u = NULL;
 	us->n = 0;
@@ -192,10 +316,11 @@ static int build_undo(struct cow_image *img, struct undo_set *us)
 	u = malloc(m * sizeof(*u));
 	if (!u)
 		return -ENOMEM;
-	for (uint64_t i = img->rec_committed; i < img->rec_added; i++) {
+	for (uint64_t i = from; i < img->rec_added; i++) {
 		const struct jrec *r = &img->recs[i - img->rec_base];
-		u[k++] = (struct undo){ .c = r->chunk, .e = r->old_entry, .idx = i,
-					.bm = r->old_bm };
+		if (r->chunk >= lo && r->chunk < hi)
+			u[k++] = (struct undo){ .c = r->chunk, .e = r->old_entry, .idx = i,
+						.bm = r->old_bm };
 	}
 	qsort(u, k, sizeof(*u), undo_cmp);
 	size_t n = 0;
@@ -297,6 +422,185 @@ static const void *bm_page(struct cow_image *img, uint64_t g, uint64_t *buf)
 	return buf;
 }
 
+/* ---- a checkpoint in steps (J7) ---------------------------------------------------------- */
+
+/* Take the cut: the pages dirty now are this checkpoint's, the live sets start again with
+ * the pages of the records past the cut. Best effort: without memory the journal fills
+ * and a synchronous checkpoint runs (J5). */
+static void ck_begin(struct cow_image *img)
+{
+	uint64_t tp = img->hdr.table_size / UCOW_META_ALIGN, ng = img->nr_groups;
+	struct jnl_ckpt *ck = calloc(1, sizeof(*ck));
+	if (!ck)
+		return;
+	ck->table_dirty = malloc(tp ? tp : 1);
+	ck->bm_dirty = malloc(ng ? ng : 1);
+	if (!ck->table_dirty || !ck->bm_dirty) {
+		free(ck->table_dirty);
+		free(ck->bm_dirty);
+		free(ck);
+		return;
+	}
+	for (uint64_t p = 0; p < tp; p++) {
+		ck->table_dirty[p] = img->table_dirty[p] ? CK_TODO | CK_MEMBER : 0;
+		ck->left += img->table_dirty[p] != 0;
+	}
+	for (uint64_t g = 0; g < ng; g++) {
+		ck->bm_dirty[g] = img->bm_dirty[g] ? CK_TODO | CK_MEMBER : 0;
+		ck->left += img->bm_dirty[g] != 0;
+	}
+	memset(img->table_dirty, 0, tp);
+	memset(img->bm_dirty, 0, ng);
+	for (uint64_t i = img->rec_committed; i < img->rec_added; i++) {
+		uint64_t c = img->recs[i - img->rec_base].chunk;
+		img->table_dirty[c * 8 / UCOW_META_ALIGN] = 1;
+		img->bm_dirty[c / img->chunks_per_group] = 1;
+	}
+	ck->seq = img->jseq + img->jblk;
+	ck->rec = img->rec_committed;
+	ck->state = ck->left ? CK_PAGES : CK_DURABLE;
+	img->ck = ck;
+}
+
+/* Up to want pages of one region into the batch, built at the cut (J7). */
+static int ck_region(struct cow_image *img, struct jnl_batch *b, uint64_t want, bool bitmap)
+{
+	struct jnl_ckpt *ck = img->ck;
+	uint8_t *dirty = bitmap ? ck->bm_dirty : ck->table_dirty;
+	uint64_t npages = bitmap ? img->nr_groups : img->hdr.table_size / UCOW_META_ALIGN;
+	uint64_t *pos = bitmap ? &ck->gpos : &ck->tpos;
+	uint64_t region = bitmap ? img->hdr.bitmap_offset : img->hdr.table_offset;
+	uint64_t per = bitmap ? img->chunks_per_group : UCOW_META_ALIGN / 8;
+	uint64_t first = UINT64_MAX, last = 0, pg, n = 0, taken = b->npages;
+	struct undo_set us;
+	int r;
+
+	for (pg = *pos; pg < npages && n < want; pg++)
+		if (dirty[pg] & CK_TODO) {
+			if (first == UINT64_MAX)
+				first = pg;
+			last = pg;
+			n++;
+		}
+	if (!n) {
+		*pos = npages;
+		return 0;
+	}
+	r = build_undo(img, ck->rec, first * per, (last + 1) * per, &us);
+	if (r)
+		return r;
+	for (pg = first; pg <= last; pg++) {
+		if (!(dirty[pg] & CK_TODO))
+			continue;
+		uint64_t *dst = (uint64_t *)(b->pbuf + b->npages * UCOW_META_ALIGN);
+		const void *src = bitmap ? bm_page(img, pg, dst) : table_page(img, pg, dst);
+		if (src != dst)
+			memcpy(dst, src, UCOW_META_ALIGN);
+		if (bitmap)
+			bm_undo(img, pg, dst, &us);
+		else
+			table_undo(img, pg, dst, &us);
+		for (unsigned i = 0; i < UCOW_META_ALIGN / 8; i++)
+			dst[i] = htole64(dst[i]);
+		struct jnl_run *run = b->nruns ? &b->runs[b->nruns - 1] : NULL;
+		uint64_t off = region + pg * UCOW_META_ALIGN;
+		if (run && b->npages > taken && run->off + run->len == off)
+			run->len += UCOW_META_ALIGN;
+		else
+			b->runs[b->nruns++] = (struct jnl_run){ .off = off, .len = UCOW_META_ALIGN,
+				.buf = b->pbuf + b->npages * UCOW_META_ALIGN };
+		b->npages++;
+		dirty[pg] &= ~CK_TODO;
+		ck->left--;
+	}
+	*pos = last + 1;
+	free(us.u);
+	return 0;
+}
+
+/* This commit's part of the checkpoint (J7): pages, paced so that they are all written
+ * when half of the journal's free blocks are used (a commit of nblk blocks writes its
+ * share), or the header once the pages are durable. free: the free blocks before this
+ * commit takes nblk of them. */
+static int ck_step(struct cow_image *img, struct jnl_batch *b, uint64_t nblk, uint64_t free)
+{
+	struct jnl_ckpt *ck = img->ck;
+	int r = 0;
+
+	if (ck->state == CK_PAGES) {
+		uint64_t want = (2 * ck->left * nblk + free - 1) / (free ? free : 1);
+		if (want < CK_STEP_MIN)
+			want = CK_STEP_MIN;
+		if (want > CK_STEP_MAX)
+			want = CK_STEP_MAX;
+		if (want > ck->left)
+			want = ck->left;
+		if (posix_memalign((void **)&b->pbuf, UCOW_META_ALIGN, want * UCOW_META_ALIGN))
+			b->pbuf = NULL;
+		b->runs = malloc(want * sizeof(*b->runs));
+		if (!b->pbuf || !b->runs)
+			return -ENOMEM;
+		r = ck_region(img, b, want, false);
+		if (!r && b->npages < want)
+			r = ck_region(img, b, want - b->npages, true);
+		if (r)
+			return r;
+		if (!ck->left) {
+			ck->state = CK_SYNCING;	/* durable with this commit's sync */
+			b->ck_last = true;
+			drop_records(img, img->rec_committed);	/* no undo needed any more */
+		}
+	} else if (ck->state == CK_DURABLE) {
+		ck->old_seq = img->hdr.journal_seq;
+		ck->old_incompat = img->hdr.incompat;
+		img->hdr.journal_seq = ck->seq;
+		if (ck->seq % nblocks(img))
+			img->hdr.incompat |= UCOW_INCOMPAT_JRING;
+		else
+			img->hdr.incompat &= ~UCOW_INCOMPAT_JRING;
+		/* written now, under the lock (the side log's run starts with it, L2); durable
+		 * with this commit's sync, which the pages' sync preceded */
+		r = jnl_write_header(img);
+		if (r) {
+			img->hdr.journal_seq = ck->old_seq;
+			img->hdr.incompat = ck->old_incompat;
+			return r;
+		}
+		ck->state = CK_HEADER;
+		b->ck_header = true;
+	}
+	return 0;
+}
+
+/* A commit that carried part of the checkpoint is over (J7). */
+static void ck_done(struct cow_image *img, struct jnl_batch *b, int res)
+{
+	struct jnl_ckpt *ck = img->ck;
+	if (!ck)
+		return;
+	if (res) {
+		if (b->ck_header) {
+			/* the new header may or may not be durable: the old one stays in force in
+			 * memory, and the next header goes to the same slot (as in J5) */
+			img->hdr.journal_seq = ck->old_seq;
+			img->hdr.incompat = ck->old_incompat;
+			img->hdr.generation--;
+		}
+		ck_abort(img);
+		return;
+	}
+	if (b->ck_last)
+		ck->state = CK_DURABLE;
+	if (b->ck_header) {
+		img->jblk -= ck->seq - img->jseq;	/* the blocks below the cut are free */
+		img->jseq = ck->seq;
+		img->jlegacy = false;
+		ck_free(img);
+		img->ck_finished++;
+		STAT_ADD(img, checkpoints, 1);
+	}
+}
+
 /*
  * Checkpoint (J5): the committed state (records below rec_committed) into the table and
  * bitmap pages in place, then a header that starts the journal again. Under img->lock, or
@@ -307,7 +611,10 @@ static const void *bm_page(struct cow_image *img, uint64_t g, uint64_t *buf)
 int jnl_checkpoint(struct cow_image *img)
 {
 	struct undo_set us;
-	int r = build_undo(img, &us);
+	int r;
+	ck_abort(img);		/* J7: this one writes every dirty page */
+	r = build_undo(img, img->rec_committed, 0, UINT64_MAX, &us);
+	img->ck_undone += us.n != 0;
 	if (!r)
 		r = img_sync(img);
 	if (!r)
@@ -319,8 +626,9 @@ int jnl_checkpoint(struct cow_image *img)
 	if (!r)
 		r = img_sync(img);
 	if (!r) {
-		uint64_t old_seq = img->hdr.journal_seq;
-		img->hdr.journal_seq = img->jseq + img->jblk + 1;
+		uint64_t old_seq = img->hdr.journal_seq, old_incompat = img->hdr.incompat;
+		img->hdr.journal_seq = jnl_fresh_seq(img);	/* J6: JRING not needed */
+		img->hdr.incompat &= ~UCOW_INCOMPAT_JRING;
 		r = jnl_write_header(img);
 		if (!r && (r = img_sync(img)))
 			img->hdr.generation--;	/* written, maybe not durable (see below) */
@@ -334,7 +642,8 @@ int jnl_checkpoint(struct cow_image *img)
 			 * flushes they acknowledge would be lost at the next crash).
 			 */
 			img->hdr.journal_seq = old_seq;
-			img->jblk = img->hdr.journal_size / UCOW_JBLOCK;
+			img->hdr.incompat = old_incompat;
+			img->jblk = nblocks(img);
 		}
 	}
 	free(us.u);
@@ -351,8 +660,7 @@ int jnl_checkpoint(struct cow_image *img)
 		img->table_dirty[c * 8 / UCOW_META_ALIGN] = 1;
 		img->bm_dirty[c / img->chunks_per_group] = 1;
 	}
-	img->jseq = img->hdr.journal_seq;
-	img->jblk = 0;
+	jnl_restarted(img, img->hdr.journal_seq);
 	drop_records(img, img->rec_committed);
 	alloc_committed(img, img->rec_committed);
 	return 0;
@@ -368,17 +676,24 @@ static int commit_sync(struct cow_image *img, uint64_t upto)
 	if (r || !b.len)
 		return r;
 	r = img_meta_write(img, b.buf, b.len, b.off);
+	for (unsigned i = 0; i < b.nruns && !r; i++)
+		r = img_meta_write(img, b.runs[i].buf, b.runs[i].len, b.runs[i].off);
 	if (!r)
 		r = img_sync(img);
 	jnl_batch_done(img, &b, r);
 	return r;
 }
 
-/* How many records fit in the journal's free blocks. */
+/* How many records fit in the journal's free blocks, in one write: up to the end of the
+ * ring (the rest in the next batch). */
 static uint64_t records_fit(struct cow_image *img)
 {
-	uint64_t cap = img->hdr.journal_size / UCOW_JBLOCK;
-	return img->jblk >= cap ? 0 : (cap - img->jblk) * ((UCOW_JBLOCK - UCOW_JHDR) / rec_size(img));
+	uint64_t cap = nblocks(img), free, end;
+	if (img->jblk >= cap)
+		return 0;
+	free = cap - img->jblk;
+	end = cap - jpos(img, img->jseq + img->jblk);
+	return (free < end ? free : end) * ((UCOW_JBLOCK - UCOW_JHDR) / rec_size(img));
 }
 
 /* Every record in memory durable: commit what fits, checkpoint when the journal is full,
@@ -419,6 +734,9 @@ int jnl_batch_prepare(struct cow_image *img, uint64_t upto, struct jnl_batch *b)
 		return 0;		/* already durable (a checkpoint ran meanwhile) */
 	if (!records_fit(img) && (r = jnl_checkpoint(img)))
 		return r;		/* journal full: fold it into the table first */
+	/* J7: half of the journal used, and not in an older version's layout (J6) */
+	if (!img->ck && !img->jlegacy && img->jblk >= nblocks(img) / 2)
+		ck_begin(img);
 	uint64_t fit = records_fit(img);
 	if (upto - img->rec_committed > fit)
 		upto = img->rec_committed + fit;	/* the rest in the next round */
@@ -427,8 +745,23 @@ int jnl_batch_prepare(struct cow_image *img, uint64_t upto, struct jnl_batch *b)
 		b->buf = NULL;
 		return -ENOMEM;
 	}
+	if (img->ck && (r = ck_step(img, b, nblk, nblocks(img) - img->jblk))) {
+		/* the checkpoint waits for the journal to fill (J5); this commit goes on */
+		ck_abort(img);
+		free(b->pbuf);
+		free(b->runs);
+		b->pbuf = NULL;
+		b->runs = NULL;
+		b->nruns = b->npages = 0;
+		b->ck_last = b->ck_header = false;
+		if (r == -EOVERFLOW) {
+			free(b->buf);
+			b->buf = NULL;
+			return r;	/* the generation cannot grow: nothing can be written */
+		}
+	}
 	build_blocks(img, b->buf, img->rec_committed, upto, img->jblk);
-	b->off = img->hdr.journal_offset + img->jblk * UCOW_JBLOCK;
+	b->off = img->hdr.journal_offset + jpos(img, img->jseq + img->jblk) * UCOW_JBLOCK;
 	b->len = (uint32_t)(nblk * UCOW_JBLOCK);
 	b->upto = upto;
 	img->jblk += nblk;	/* J2: never rewrite these blocks, even after a failure */
@@ -439,7 +772,11 @@ int jnl_batch_prepare(struct cow_image *img, uint64_t upto, struct jnl_batch *b)
 void jnl_batch_done(struct cow_image *img, struct jnl_batch *b, int res)
 {
 	free(b->buf);
-	b->buf = NULL;
+	free(b->pbuf);
+	free(b->runs);
+	b->buf = b->pbuf = NULL;
+	b->runs = NULL;
+	ck_done(img, b, res);
 	if (res) {
 		img_set_err(img, "%s: journal write failed: %s", img->path, strerror(-res));
 		/* J2/J6: the batch's blocks stay used (never rewritten), but replay stops at the
@@ -447,7 +784,7 @@ void jnl_batch_done(struct cow_image *img, struct jnl_batch *b, int res)
 		 * replay, and the flushes it acknowledged would be lost at the next crash. So
 		 * the journal counts as full: the next batch checkpoints first, and the new
 		 * journal_seq leaves the failed blocks behind. */
-		img->jblk = img->hdr.journal_size / UCOW_JBLOCK;
+		img->jblk = nblocks(img);
 		return;
 	}
 	img->rec_committed = b->upto;
@@ -462,16 +799,17 @@ void jnl_batch_done(struct cow_image *img, struct jnl_batch *b, int res)
 int jnl_replay(struct cow_image *img, uint64_t *nrec)
 {
 	uint8_t *blk;
-	uint64_t nblocks = img->hdr.journal_size / UCOW_JBLOCK, b;
+	uint64_t nb = nblocks(img), b;
 	uint32_t rsz = rec_size(img);
 	int r = 0;
 
 	*nrec = 0;
 	if (posix_memalign((void **)&blk, UCOW_META_ALIGN, UCOW_JBLOCK))
 		return -ENOMEM;
-	for (b = 0; b < nblocks; b++) {
+	for (b = 0; b < nb; b++) {
 		ssize_t got = pread(img->fd, blk, UCOW_JBLOCK,
-				    (off_t)(img->hdr.journal_offset + b * UCOW_JBLOCK));
+				    (off_t)(img->hdr.journal_offset +
+					    jpos(img, img->jseq + b) * UCOW_JBLOCK));
 		if (got != UCOW_JBLOCK)
 			break;
 		uint32_t crc = get_le32(blk + 4);

@@ -359,7 +359,7 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 	int r;
 
 	meta_geometry(img);
-	img->jseq = h->journal_seq;
+	jnl_init(img);
 	if (fstat(img->fd, &st) < 0)
 		return -errno;
 	v.file_chunks = (uint64_t)st.st_size >> img->chunk_shift;
@@ -424,6 +424,7 @@ out:
 
 void img_unload_meta(struct cow_image *img)
 {
+	jnl_free(img);
 	meta_free(img);
 	for (uint64_t i = img->rec_base; i < img->rec_added; i++)
 		free(img->recs[i - img->rec_base].bm);

@@ -685,13 +685,13 @@ int cow_snapshot_apply(struct cow_image *img, const char *key)
 	nh.table_offset = off;
 	nh.bitmap_offset = off + img->hdr.table_size;
 	nh.parent_snapshot = s->id;
-	nh.journal_seq = img->jseq + img->jblk + 1;	/* the journal describes the old table */
+	nh.journal_seq = jnl_fresh_seq(img);	/* the journal describes the old table */
+	nh.incompat &= ~UCOW_INCOMPAT_JRING;
 	oh = img->hdr;
 	r = snap_switch_header(img, &nh);				/* S3 */
 	if (r)
 		goto out;
-	img->jseq = nh.journal_seq;
-	img->jblk = 0;
+	jnl_restarted(img, nh.journal_seq);
 	/* S4: the new arrays in; chunks of the old state that no snapshot references */
 	meta_set_swap(img, &m, s->vsize);
 	if (oh.table_offset != img->hdr.table_offset)

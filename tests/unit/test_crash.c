@@ -8,7 +8,11 @@
  * Workloads: a standalone image and an overlay over a raw base on the sync backend (random
  * writes of 512 B to 64 KiB, discards, write-zeroes, flushes, bursts that overflow the
  * minimum-size journal so commits run in rounds with checkpoints between, snapshot create
- * and delete, compressed chunks put in as ucow convert -c does, then written over); and both again on io_uring with two contexts on one image, up to 8 requests
+ * and delete, compressed chunks put in as ucow convert -c does, then written over); a
+ * standalone image whose flushes mostly follow bursts three times the journal's size (a
+ * full journal while a checkpoint in steps is under way: synchronous checkpoints undo
+ * records not committed yet); and the first two again on io_uring with two contexts on one
+ * image, up to 8 requests
  * in flight at once (writes, discards, write-zeroes and flushes side by side, flushes of one
  * context completing the other's through the hand-over; snapshot create and delete between
  * rounds).
@@ -386,10 +390,10 @@ static void put_compressed(struct sim *s, struct cow_image *img, struct cow_ctx 
 
 /* One request at a time on the sync backend, crash points at every sync and between. */
 static void run_sync(const char *workload, const char *path, const char *base, uint64_t seed,
-		     unsigned budget)
+		     unsigned budget, bool bursty)
 {
-	struct sim *s = sim_new(workload, P(base ? "crash-overlay.img" : "crash-standalone.img"),
-				base, seed);
+	struct sim *s = sim_new(workload, P(base ? "crash-overlay.img" : bursty ? "crash-full.img"
+					    : "crash-standalone.img"), base, seed);
 	struct crashsim *cs = &s->cs;
 	struct cs_be rb;
 	struct cow_backend *inner;
@@ -408,6 +412,8 @@ static void run_sync(const char *workload, const char *path, const char *base, u
 
 	for (; cs->images < budget || nreq < 20; nreq++) {
 		uint64_t x = cs_rnd(cs) % 100;
+		if (bursty && x < 50)
+			x = 94;		/* mostly bursts: flushes that fill the journal */
 		uint32_t lba = (uint32_t)(cs_rnd(cs) % NSECT);
 		uint32_t n = 1 + (uint32_t)(cs_rnd(cs) % 128);
 		if (cs_rnd(cs) % 4 == 0) {	/* whole chunks sometimes: unmaps, no partial blocks */
@@ -437,12 +443,15 @@ static void run_sync(const char *workload, const char *path, const char *base, u
 			free(cover);
 		} else if (x < 96) {
 			/* a burst of 4 KiB writes, more records than the journal holds: the flush
-			 * after it commits in rounds, with checkpoints between them */
+			 * after it commits in rounds, with checkpoints between them (bursty: three
+			 * times the journal, so that it fills while a checkpoint in steps is under
+			 * way and a synchronous one (J5) must undo records not committed yet) */
 			cs->in_check = true;	/* crash points: at the syncs of the flush */
-			for (int k = 0; k < 400; k++) {
-				uint32_t l = (uint32_t)(cs_rnd(cs) % (NSECT / 8)) * 8;
+			for (int k = 0; k < (bursty ? 1200 : 400); k++) {
+				/* bursty: into the lower half only (see below) */
+				uint32_t l = (uint32_t)(cs_rnd(cs) % (NSECT / (bursty ? 16 : 8))) * 8;
 				uint64_t id;
-				if (k % 10 == 0) {	/* unmap chunks, so writes map new ones */
+				if (k % (bursty ? 4 : 10) == 0) {	/* unmap chunks: writes map new ones */
 					l &= ~127u;
 					id = guest_write(s, l, 128, 0);
 					assert_int_equal(cow_rw(ctx, COW_DISCARD, NULL, 65536,
@@ -455,6 +464,17 @@ static void run_sync(const char *workload, const char *path, const char *base, u
 				assert_int_equal(cow_rw(ctx, COW_WRITE, data, 4096, l * 512ull, 0), 0);
 				guest_done(s, id);
 			}
+			/* bursty: then chunks of the upper half unmapped, whose records are still
+			 * uncommitted when the journal fills and which no record in the journal
+			 * names: a checkpoint that wrote them (not undone) could land an entry page
+			 * without its bitmap page, and nothing would replay over them */
+			for (int k = 0; bursty && k < 16; k++) {
+				uint32_t l = (uint32_t)(NSECT / 256 + cs_rnd(cs) % (NSECT / 256)) * 128;
+				uint64_t id = guest_write(s, l, 128, 0);
+				assert_int_equal(cow_rw(ctx, COW_DISCARD, NULL, 65536, l * 512ull, 0),
+						 0);
+				guest_done(s, id);
+			}
 			cs->in_check = false;
 		} else if ((x < 98 || live_snaps(s) < 1) && live_snaps(s) < 2 &&
 			   s->nsnaps < MAX_SNAPS) {
@@ -464,10 +484,16 @@ static void run_sync(const char *workload, const char *path, const char *base, u
 		}
 		cs_crash_point(cs);		/* between requests too */
 	}
-	print_message("%s: %d requests, %d snapshots, %d compressed chunks, %u crash points, %u "
-		      "crash images (%u torn writes, %u writes in flight applied)\n", workload, nreq,
-		      s->nsnaps, nput, cs->points, cs->images, cs->torn, cs->inflight_applied);
+	print_message("%s: %d requests, %d snapshots, %d compressed chunks, %llu checkpoints in "
+		      "steps, %llu that undid records, %u crash points, %u crash images (%u torn "
+		      "writes, %u writes in flight applied)\n", workload, nreq, s->nsnaps, nput,
+		      (unsigned long long)img->ck_finished, (unsigned long long)img->ck_undone,
+		      cs->points, cs->images, cs->torn, cs->inflight_applied);
 	assert_true(nput > 0);
+	if (bursty)
+		assert_true(img->ck_undone > 0);	/* J5's undo under test */
+	else
+		assert_true(img->ck_finished > 0);	/* J7 under test, not only J5 */
 	img->tap = NULL;
 	cow_ctx_free(ctx);
 	assert_int_equal(cow_close(img), 0);
@@ -606,11 +632,13 @@ static void run_async(const char *workload, const char *path, const char *base, 
 			snap_delete(s, img);
 		cs_crash_point(cs);
 	}
-	print_message("%s: %u rounds, %u requests (up to %u I/Os in flight), %d snapshots, %u "
-		      "crash points, %u crash images (%u torn writes, %u writes in flight "
-		      "applied)\n", workload, rounds, reqs, maxflight, s->nsnaps, cs->points,
-		      cs->images, cs->torn, cs->inflight_applied);
+	print_message("%s: %u rounds, %u requests (up to %u I/Os in flight), %d snapshots, %llu "
+		      "checkpoints in steps, %u crash points, %u crash images (%u torn writes, %u "
+		      "writes in flight applied)\n", workload, rounds, reqs, maxflight, s->nsnaps,
+		      (unsigned long long)img->ck_finished, cs->points, cs->images, cs->torn,
+		      cs->inflight_applied);
 	assert_true(maxflight > 2);
+	assert_true(img->ck_finished > 0);	/* J7 under test, not only J5 */
 	assert_true(cs->inflight_applied > 0);
 	img->tap = NULL;
 	for (int i = 0; i < NCTX; i++)
@@ -621,30 +649,36 @@ static void run_async(const char *workload, const char *path, const char *base, 
 	sim_free(s);
 }
 
-/* UCOW_CRASH_STATES crash images in all: 3/10 each sync workload, 2/10 each async one. */
+/* UCOW_CRASH_STATES crash images in all: a fifth each workload. */
 static uint64_t run_seed;
 
 static void test_crash_standalone(void **state)
 {
-	run_sync("standalone", P("cs.img"), NULL, run_seed, crash_states() * 3 / 10);
+	run_sync("standalone", P("cs.img"), NULL, run_seed, crash_states() / 5, false);
 }
 
 static void test_crash_overlay(void **state)
 {
 	run_sync("overlay", P("co.img"), "cbase.raw", run_seed ^ 0x9e3779b97f4a7c15ull,
-		 crash_states() * 3 / 10);
+		 crash_states() / 5, false);
+}
+
+static void test_crash_full_journal(void **state)
+{
+	run_sync("full journal", P("cf.img"), NULL, run_seed ^ 0x2545f4914f6cdd1dull,
+		 crash_states() / 5, true);
 }
 
 static void test_crash_async_standalone(void **state)
 {
 	run_async("async standalone", P("cas.img"), NULL, run_seed ^ 0xc2b2ae3d27d4eb4full,
-		  crash_states() * 2 / 10);
+		  crash_states() / 5);
 }
 
 static void test_crash_async_overlay(void **state)
 {
 	run_async("async overlay", P("cao.img"), "cabase.raw", run_seed ^ 0x165667b19e3779f9ull,
-		  crash_states() * 2 / 10);
+		  crash_states() / 5);
 }
 
 /* ---- the side log across a checkpoint ------------------------------------------------------ */
@@ -728,6 +762,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_crash_standalone),
 		cmocka_unit_test(test_crash_overlay),
+		cmocka_unit_test(test_crash_full_journal),
 		cmocka_unit_test(test_crash_async_standalone),
 		cmocka_unit_test(test_crash_async_overlay),
 		cmocka_unit_test(test_sidelog_checkpoint),

@@ -3,7 +3,11 @@
  * open; a journal block whose checksum is right but whose records are not must be refused
  * as corruption (by open and by cow_check), never applied. Each case plants one bad value
  * into a real journal written by the engine and fixes the block checksum up. And a FUA
- * write's mapping is in the journal when the write completes.
+ * write's mapping is in the journal when the write completes. And the ring (journal.c J6,
+ * J7): a process that dies after any number of flushes, with checkpoints in steps moving
+ * the journal's start round the ring, leaves an image whose every flushed write replays;
+ * a journal in an older version's layout replays and is started again at a multiple of the
+ * block count; a clean close leaves no JRING bit.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -161,6 +165,153 @@ static void test_fua_durable(void **s)
 	cow_close(img);
 }
 
+#define RING_N 4	/* blocks in a 16 KiB journal */
+
+/* k flushed 4 KiB writes (block i holds byte i + 1) into a fresh image with the smallest
+ * journal, then the process dies. What the last header says comes back in *h. */
+static void ring_run(const char *path, int k, struct ucow_hdr *h, uint64_t *steps, bool *wrapped)
+{
+	struct cow_create_opts o = { .size = 4 << 20, .chunk_size = 64 << 10, .block_size = 4096,
+				     .journal_size = RING_N * UCOW_JBLOCK };
+	struct cow_backend *be;
+	struct cow_image *img;
+	struct cow_ctx *ctx;
+	char buf[4096];
+
+	unlink(path);
+	if (cow_create(path, &o, err, sizeof(err)))
+		fail_msg("create: %s", err);
+	if (cow_open(path, NULL, &img, err, sizeof(err)))
+		fail_msg("open: %s", err);
+	assert_int_equal(cow_backend_new("sync", 8, &be), 0);
+	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
+	*wrapped = false;
+	for (int i = 0; i < k; i++) {
+		memset(buf, i + 1, sizeof(buf));
+		/* one block per chunk: every flush commits one record in one journal block */
+		assert_int_equal(cow_rw(ctx, COW_WRITE, buf, sizeof(buf), (uint64_t)i << 16, 0), 0);
+		assert_int_equal(cow_rw(ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
+		if (img->hdr.incompat & UCOW_INCOMPAT_JRING) {
+			assert_true(img->hdr.journal_seq % RING_N != 0);
+			if (img->jseq % RING_N + img->jblk > RING_N)
+				*wrapped = true;	/* the used blocks run past the end */
+		}
+	}
+	*h = img->hdr;
+	*steps = img->ck_finished;
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
+	img_abandon(img);
+}
+
+static void expect_blocks(const char *path, int k, unsigned flags)
+{
+	struct cow_backend *be;
+	struct cow_image *img;
+	struct cow_ctx *ctx;
+	char got[4096], want[4096];
+	if (cow_open(path, &(struct cow_open_opts){ .flags = flags }, &img, err, sizeof(err)))
+		fail_msg("reopen: %s", err);
+	assert_int_equal(cow_backend_new("sync", 8, &be), 0);
+	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
+	for (int i = 0; i < k + 2; i++) {
+		memset(want, i < k ? i + 1 : 0, sizeof(want));
+		assert_int_equal(cow_rw(ctx, COW_READ, got, sizeof(got), (uint64_t)i << 16, 0), 0);
+		if (memcmp(got, want, sizeof(got)))
+			fail_msg("%s: after %d flushed writes and a crash, write %d reads wrong",
+				 path, k, i);
+	}
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
+	assert_int_equal(cow_close(img), 0);
+}
+
+static void test_ring_crash(void **s)
+{
+	bool any_wrap = false;
+	uint64_t most = 0;
+	(void)s;
+	for (int k = 1; k <= 40; k++) {
+		struct ucow_hdr h;
+		uint64_t steps;
+		bool wrapped;
+		ring_run(P("ring.img"), k, &h, &steps, &wrapped);
+		any_wrap |= wrapped;
+		most = steps > most ? steps : most;
+		expect_blocks(P("ring.img"), k, COW_OPEN_RDONLY);	/* replay in memory */
+		expect_blocks(P("ring.img"), k, 0);	/* replay, checkpoint, clean close */
+		struct cow_image *img;
+		if (cow_open(P("ring.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY },
+			     &img, err, sizeof(err)))
+			fail_msg("open: %s", err);
+		/* a clean close starts the journal at a multiple: older versions open it */
+		assert_false(img->hdr.incompat & UCOW_INCOMPAT_JRING);
+		assert_int_equal(img->hdr.journal_seq % RING_N, 0);
+		assert_false(img->hdr.flags & UCOW_FLAG_DIRTY);
+		cow_close(img);
+	}
+	assert_true(most >= 10);	/* checkpoints in steps ran, ... */
+	assert_true(any_wrap);		/* ... and moved the journal's start round the ring */
+}
+
+/* Rewrite journal block b's seq (checksum fixed up). */
+static void patch_block_seq(const char *path, const struct ucow_hdr *h, uint64_t b, uint64_t seq)
+{
+	uint8_t blk[UCOW_JBLOCK];
+	int fd = open(path, O_RDWR);
+	off_t off = (off_t)(h->journal_offset + b * UCOW_JBLOCK);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, blk, sizeof(blk), off), sizeof(blk));
+	assert_int_equal(get_le32(blk), UCOW_JMAGIC);
+	put_le64(blk + 8, seq);
+	memset(blk + 4, 0, 4);
+	put_le32(blk + 4, ucow_crc32c(0, blk, UCOW_JBLOCK));
+	assert_int_equal(pwrite(fd, blk, sizeof(blk), off), sizeof(blk));
+	close(fd);
+}
+
+/* Set the header's journal_seq in both slots (checksums recomputed). */
+static void patch_jseq(const char *path, uint64_t seq)
+{
+	uint8_t b[UCOW_HDR_SIZE];
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	for (int i = 0; i < UCOW_HDR_SLOTS; i++) {
+		assert_int_equal(pread(fd, b, sizeof(b), i * UCOW_HDR_SIZE), (ssize_t)sizeof(b));
+		put_le64(b + 120, seq);
+		put_le32(b + 44, 0);
+		put_le32(b + 44, ucow_crc32c(0, b, sizeof(b)));
+		assert_int_equal(pwrite(fd, b, sizeof(b), i * UCOW_HDR_SIZE), (ssize_t)sizeof(b));
+	}
+	close(fd);
+}
+
+/* An older version's journal: block 0 holds seq journal_seq, which is not a multiple of
+ * the block count, and there is no JRING bit. It replays; a read-write open starts the
+ * journal again at a multiple. */
+static void test_legacy_layout(void **s)
+{
+	struct ucow_hdr h;
+	uint64_t steps;
+	bool wrapped;
+	struct cow_image *img;
+	(void)s;
+	ring_run(P("old.img"), 1, &h, &steps, &wrapped);
+	assert_false(h.incompat & UCOW_INCOMPAT_JRING);
+	assert_int_equal(h.journal_seq % RING_N, 0);	/* block 0 holds this seq */
+	patch_block_seq(P("old.img"), &h, 0, 4 * RING_N + 1);
+	patch_jseq(P("old.img"), 4 * RING_N + 1);
+	expect_blocks(P("old.img"), 1, COW_OPEN_RDONLY);
+	if (cow_open(P("old.img"), NULL, &img, err, sizeof(err)))
+		fail_msg("open: %s", err);
+	assert_int_equal(img->hdr.journal_seq % RING_N, 0);
+	assert_true(img->hdr.journal_seq > 4 * RING_N + 1);
+	assert_int_equal(cow_close(img), 0);
+	expect_blocks(P("old.img"), 1, 0);
+	unlink(P("old.img"));
+	unlink(P("ring.img"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -170,6 +321,8 @@ int main(void)
 		cmocka_unit_test(test_bad_type),
 		cmocka_unit_test(test_bad_count),
 		cmocka_unit_test(test_fua_durable),
+		cmocka_unit_test(test_ring_crash),
+		cmocka_unit_test(test_legacy_layout),
 	};
 	(void)pass_queue;	/* unit.h's pass-through backend: not needed here */
 	(void)pass_submit_wait;
