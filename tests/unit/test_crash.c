@@ -410,7 +410,10 @@ static void run_sync(const char *workload, const char *path, const char *base, u
 	assert_int_equal(cow_ctx_new(img, &rb.be, &ctx), 0);
 	cs_attach(cs, img);
 
-	for (; cs->images < budget || nreq < 20; nreq++) {
+	/* until the budget is spent and what the workload is for happened (a small budget, as
+	 * the ASan run's, could end before the first checkpoint in steps) */
+	for (; cs->images < budget || nreq < 20 ||
+	       ((bursty ? img->ck_undone : img->ck_finished) == 0 && nreq < 20000); nreq++) {
 		uint64_t x = cs_rnd(cs) % 100;
 		if (bursty && x < 50)
 			x = 94;		/* mostly bursts: flushes that fill the journal */
@@ -555,7 +558,8 @@ static void run_async(const char *workload, const char *path, const char *base, 
 	}
 	cs_attach(cs, img);
 
-	for (; cs->images < budget || rounds < 20; rounds++) {
+	for (; cs->images < budget || rounds < 20 || (img->ck_finished == 0 && rounds < 5000);
+	     rounds++) {
 		unsigned n = 2 + (unsigned)(cs_rnd(cs) % (MAXQ - 1));
 		uint32_t ls[MAXQ], ln[MAXQ];
 		unsigned nw = 0;
