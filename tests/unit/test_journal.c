@@ -26,24 +26,33 @@
 
 #include "unit.h"
 
+/* A fresh 4 MiB image (64 KiB chunks, 4 KiB blocks; journal 0: the default), open
+ * read-write with a context on the sync backend. */
+static void fresh_image(const char *path, uint32_t journal, struct cow_image **img,
+			struct cow_backend **be, struct cow_ctx **ctx)
+{
+	struct cow_create_opts o = { .size = 4 << 20, .chunk_size = 64 << 10, .block_size = 4096,
+				     .journal_size = journal };
+	unlink(path);
+	if (cow_create(path, &o, err, sizeof(err)))
+		fail_msg("create: %s", err);
+	if (cow_open(path, NULL, img, err, sizeof(err)))
+		fail_msg("open: %s", err);
+	assert_int_equal(cow_backend_new("sync", 8, be), 0);
+	assert_int_equal(cow_ctx_new(*img, *be, ctx), 0);
+}
+
 /* A 4 MiB image with one flushed write whose record is still only in the journal (the
  * process "crashed": the image is dropped without a checkpoint). Returns the header. */
 static struct ucow_hdr dirty_image(const char *path)
 {
-	struct cow_create_opts o = { .size = 4 << 20, .chunk_size = 64 << 10, .block_size = 4096 };
 	struct cow_backend *be;
 	struct cow_image *img;
 	struct cow_ctx *ctx;
 	struct ucow_hdr h;
 	char buf[4096];
 
-	unlink(path);
-	if (cow_create(path, &o, err, sizeof(err)))
-		fail_msg("create: %s", err);
-	if (cow_open(path, NULL, &img, err, sizeof(err)))
-		fail_msg("open: %s", err);
-	assert_int_equal(cow_backend_new("sync", 8, &be), 0);
-	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
+	fresh_image(path, 0, &img, &be, &ctx);
 	memset(buf, 0x5a, sizeof(buf));
 	assert_int_equal(cow_rw(ctx, COW_WRITE, buf, sizeof(buf), 128 << 10, 0), 0);
 	assert_int_equal(cow_rw(ctx, COW_FLUSH, NULL, 0, 0, 0), 0);
@@ -171,20 +180,12 @@ static void test_fua_durable(void **s)
  * journal, then the process dies. What the last header says comes back in *h. */
 static void ring_run(const char *path, int k, struct ucow_hdr *h, uint64_t *steps, bool *wrapped)
 {
-	struct cow_create_opts o = { .size = 4 << 20, .chunk_size = 64 << 10, .block_size = 4096,
-				     .journal_size = RING_N * UCOW_JBLOCK };
 	struct cow_backend *be;
 	struct cow_image *img;
 	struct cow_ctx *ctx;
 	char buf[4096];
 
-	unlink(path);
-	if (cow_create(path, &o, err, sizeof(err)))
-		fail_msg("create: %s", err);
-	if (cow_open(path, NULL, &img, err, sizeof(err)))
-		fail_msg("open: %s", err);
-	assert_int_equal(cow_backend_new("sync", 8, &be), 0);
-	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
+	fresh_image(path, RING_N * UCOW_JBLOCK, &img, &be, &ctx);
 	*wrapped = false;
 	for (int i = 0; i < k; i++) {
 		memset(buf, i + 1, sizeof(buf));
