@@ -132,7 +132,7 @@ static void commit_start(struct cow_ctx *ctx)
 		 (uint64_t)c->batch.npages * UCOW_META_ALIGN);
 	/* the checkpoint's pages (J7) beside the journal blocks, one sync after all of them */
 	unsigned n = 1 + c->batch.nruns;
-	struct eio **es = malloc(n * sizeof(*es));
+	struct eio *few[8], **es = n <= 8 ? few : malloc(n * sizeof(*es));	/* most: n = 1 */
 	unsigned got = 0;
 	if (es) {
 		es[got++] = e;
@@ -144,7 +144,8 @@ static void commit_start(struct cow_ctx *ctx)
 			eio_put(es[i]);
 		if (!es)
 			eio_put(e);
-		free(es);
+		if (es != few)
+			free(es);
 		commit_end(ctx, c, -ENOMEM);
 		return;
 	}
@@ -156,7 +157,8 @@ static void commit_start(struct cow_ctx *ctx)
 			  run ? run->len : c->batch.len, run ? run->off : c->batch.off,
 			  commit_written, c);
 	}
-	free(es);
+	if (es != few)
+		free(es);
 }
 
 /* Make records below upto durable, then complete req. The caller has already synced the
