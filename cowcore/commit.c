@@ -213,15 +213,40 @@ void req_flush(struct cow_ctx *ctx, struct cow_req *req)
 	eio_queue(ctx, e, COW_IO_FSYNC, img->fd, NULL, 0, 0, flush_synced, req);
 }
 
+/*
+ * Without flushes, records would pile up in memory for ever (a guest or fio writing with
+ * no flush: ~100 bytes per first write into a block). Once img->rec_bound of them are not
+ * committed, the next request to complete (one at a time) first runs a flush of its own,
+ * as a FUA write does: data synced, then a commit (J1 as for any flush). Committing early
+ * is always allowed (a flush could have come); the request's own result is not changed by
+ * that commit's (nobody asked for it; a failed commit leaves the image's error set, and
+ * the next real flush fails).
+ */
+static bool bound_due(struct cow_image *img)
+{
+	return __atomic_load_n(&img->rec_over, __ATOMIC_RELAXED) &&
+	       !__atomic_exchange_n(&img->bound_flush, true, __ATOMIC_ACQ_REL);
+}
+
 static void req_done(struct cow_req *req)
 {
 	struct req_state *st = req_st(req);
-	bool fua = (req->flags & COW_REQ_FUA) ||
-		   __atomic_load_n(&st->ctx->img->sidelog_failed, __ATOMIC_RELAXED);	/* L4 */
-	if (fua && !st->synced && !st->res && req->op != COW_READ && req->op != COW_FLUSH) {
-		st->synced = true;	/* second pass: the flush part */
-		req_flush(st->ctx, req);
-		return;
+	struct cow_image *img = st->ctx->img;
+	if (!st->synced && !st->res && req->op != COW_FLUSH) {
+		bool fua = req->op != COW_READ &&
+			   ((req->flags & COW_REQ_FUA) ||
+			    __atomic_load_n(&img->sidelog_failed, __ATOMIC_RELAXED));	/* L4 */
+		if (!fua && bound_due(img))
+			st->bound = fua = true;
+		if (fua) {
+			st->synced = true;	/* second pass: the flush part */
+			req_flush(st->ctx, req);
+			return;
+		}
+	}
+	if (st->bound) {
+		st->res = 0;
+		__atomic_store_n(&img->bound_flush, false, __ATOMIC_RELEASE);
 	}
 	req->cb(req, st->res);
 }

@@ -18,6 +18,7 @@ struct req_state {
 	unsigned pending;		/* references: dispatch, chunk parts, I/Os */
 	int res;			/* the first error */
 	bool synced;			/* FUA write: its flush part has run */
+	bool bound;			/* commit.c: it carries a commit nobody asked for */
 	bool fill;			/* engine.c: a copy-on-read write, done only where the
 					 * blocks still read from the backing chain */
 };

@@ -117,6 +117,11 @@ struct cow_image {
 	struct jnl_ckpt *ck;		/* a checkpoint in steps (J7), or NULL */
 	uint64_t ck_finished;		/* how many ended with their header (tests) */
 	uint64_t ck_undone;		/* synchronous ones that undid uncommitted records */
+	uint64_t rec_bound;		/* records not committed that start a commit nobody
+					 * asked for (commit.c): memory stays bounded without
+					 * flushes */
+	bool rec_over;			/* at least rec_bound of them (read without the lock) */
+	bool bound_flush;		/* a request is carrying that commit (atomic) */
 
 	/* commit.c (under lock): flush requests waiting for a commit */
 	bool commit_running;

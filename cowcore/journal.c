@@ -54,6 +54,9 @@
  *      full journal, a close or a snapshot operation checkpoints synchronously (J5), which
  *      abandons one in steps first and starts the journal at a multiple of the block count
  *      (JRING clear: a cleanly closed image opens in older versions).
+ *  J8. Records not committed stay bounded: once img->rec_bound of them wait (about 8 MiB),
+ *      jnl_add raises img->rec_over and the next request to complete runs a flush of its
+ *      own before completing (commit.c), which syncs the data first (J1) and commits.
  *
  * State: pending records live in img->recs (index rec_base..rec_added-1); rec_committed is
  * the index below which every record is durable. Layer 3: this file knows records, blocks,
@@ -184,6 +187,8 @@ int jnl_add(struct cow_image *img, uint64_t chunk, uint64_t entry, const uint64_
 	if (rec_idx)
 		*rec_idx = img->rec_added;
 	img->rec_added++;
+	if (img->rec_bound && img->rec_added - img->rec_committed >= img->rec_bound)
+		__atomic_store_n(&img->rec_over, true, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -788,6 +793,8 @@ void jnl_batch_done(struct cow_image *img, struct jnl_batch *b, int res)
 		return;
 	}
 	img->rec_committed = b->upto;
+	__atomic_store_n(&img->rec_over, img->rec_bound &&
+			 img->rec_added - img->rec_committed >= img->rec_bound, __ATOMIC_RELAXED);
 	alloc_committed(img, b->upto);
 	drop_records(img, b->upto);
 	STAT_ADD(img, journal_commits, 1);

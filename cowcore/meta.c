@@ -179,6 +179,8 @@ void meta_geometry(struct cow_image *img)
 	img->block_shift = __builtin_ctz(h->block_size);
 	img->bpc = h->chunk_size / h->block_size;
 	img->bm_words = ucow_bm_bytes(h->chunk_size, h->block_size) / 8;
+	/* a record in memory: struct jrec + its two bitmaps (journal.c); about 8 MiB of them */
+	img->rec_bound = (8u << 20) / (sizeof(struct jrec) + 16 * img->bm_words + 16);
 	img->nr_chunks = h->nr_chunks;
 	img->data_pcn = h->data_offset >> img->chunk_shift;
 	img->chunks_per_group = UCOW_META_ALIGN / (img->bm_words * 8);

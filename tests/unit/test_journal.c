@@ -7,7 +7,8 @@
  * J7): a process that dies after any number of flushes, with checkpoints in steps moving
  * the journal's start round the ring, leaves an image whose every flushed write replays;
  * a journal in an older version's layout replays and is started again at a multiple of the
- * block count; a clean close leaves no JRING bit.
+ * block count; a clean close leaves no JRING bit. And writes never flushed are committed
+ * once enough of them wait (memory stays bounded).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -174,6 +175,48 @@ static void test_fua_durable(void **s)
 	cow_close(img);
 }
 
+/* Writes with no flush at all: once img->rec_bound records are not committed, a request
+ * carries a commit (commit.c), so memory stays bounded; and those commits are real (J1):
+ * after a crash, every write but the last few that no commit covered reads back. */
+static void test_bound_without_flush(void **s)
+{
+	struct cow_backend *be;
+	struct cow_image *img;
+	struct cow_ctx *ctx;
+	char buf[4096], got[4096];
+	const int n = 200, bound = 8;
+	(void)s;
+
+	fresh_image(P("b.img"), 0, &img, &be, &ctx);
+	assert_true(img->rec_bound > 1000);	/* the default: about 8 MiB of records */
+	img->rec_bound = bound;
+	for (int i = 0; i < n; i++) {
+		memset(buf, i + 1, sizeof(buf));
+		/* a new block each: every write adds a record */
+		assert_int_equal(cow_rw(ctx, COW_WRITE, buf, sizeof(buf), (uint64_t)i * 4096, 0), 0);
+		if (img->rec_added - img->rec_committed >= (uint64_t)bound)
+			fail_msg("write %d: %llu records not committed (bound %d)", i,
+				 (unsigned long long)(img->rec_added - img->rec_committed), bound);
+	}
+	assert_true(img->stats.journal_commits >= (uint64_t)(n / bound));
+	cow_ctx_free(ctx);
+	img_abandon(img);		/* no flush, no close */
+
+	if (cow_open(P("b.img"), &(struct cow_open_opts){ .flags = COW_OPEN_RDONLY }, &img, err,
+		     sizeof(err)))
+		fail_msg("reopen: %s", err);
+	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
+	for (int i = 0; i < n - bound; i++) {
+		memset(buf, i + 1, sizeof(buf));
+		assert_int_equal(cow_rw(ctx, COW_READ, got, sizeof(got), (uint64_t)i * 4096, 0), 0);
+		if (memcmp(got, buf, sizeof(buf)))
+			fail_msg("write %d (of %d, never flushed) was not committed by the bound", i, n);
+	}
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
+	cow_close(img);
+}
+
 #define RING_N 4	/* blocks in a 16 KiB journal */
 
 /* k flushed 4 KiB writes (block i holds byte i + 1) into a fresh image with the smallest
@@ -322,6 +365,7 @@ int main(void)
 		cmocka_unit_test(test_bad_type),
 		cmocka_unit_test(test_bad_count),
 		cmocka_unit_test(test_fua_durable),
+		cmocka_unit_test(test_bound_without_flush),
 		cmocka_unit_test(test_ring_crash),
 		cmocka_unit_test(test_legacy_layout),
 	};
