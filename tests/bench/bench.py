@@ -545,12 +545,16 @@ class Suite:
         if os.path.isdir("/dev/shm") and os.statvfs("/dev/shm").f_bavail * \
                 os.statvfs("/dev/shm").f_frsize > 6 * GiB:
             shm = tempfile.mkdtemp(prefix="ucow-bench-s12.", dir="/dev/shm")
-        sides = [("ucow", "ucow", self.dir), ("qcow2", "qcow2", self.dir)]
+        # raw: the same writes into a sparse file of the same size, through the same engine
+        # path with no format, so that what the file system costs as the span grows (ucow
+        # puts chunk p at p MiB: the same span) is told apart from what the format costs
+        sides = [("ucow", "ucow", self.dir), ("qcow2", "qcow2", self.dir),
+                 ("raw", "raw", self.dir)]
         if shm:
-            sides.append(("ucow (tmpfs)", "ucow", shm))
+            sides += [("ucow (tmpfs)", "ucow", shm), ("raw (tmpfs)", "raw", shm)]
         try:
             for side, kind, d in rotate(sides, r):
-                tool = "ucow" if kind == "ucow" else "qemu"
+                tool = "qemu" if kind == "qcow2" else "ucow"
                 path = os.path.join(d, "s12." + kind)
                 for label, size in self.s12_sizes():
                     n = size // MiB
@@ -638,8 +642,13 @@ COMPARE = [
     ("S12 64G", "ucow", "S12 64G", "qcow2", None, None, "the same, 64 GiB"),
     ("S12 1T", "ucow", "S12 1T", "qcow2", 5.0, None, "the same, 1 TiB (qcow2: its first 256 GiB)"),
     ("S12 1T", "ucow", "S12 4G", "ucow", 0.7, None, "1 TiB rate against 4 GiB rate"),
+    ("S12 1T", "raw", "S12 4G", "raw", None, None, "a raw file, same writes: the file system's own 1 TiB vs 4 GiB"),
+    ("S12 4G", "ucow", "S12 4G", "raw", None, None, "the format's cost at 4 GiB (ucow vs raw)"),
+    ("S12 1T", "ucow", "S12 1T", "raw", None, None, "the format's cost at 1 TiB (ucow vs raw)"),
     ("S12 64G", "ucow (tmpfs)", "S12 4G", "ucow (tmpfs)", None, None, "no file system allocator: 64 GiB vs 4 GiB"),
     ("S12 1T", "ucow (tmpfs)", "S12 4G", "ucow (tmpfs)", 0.7, None, "no file system allocator: 1 TiB vs 4 GiB"),
+    ("S12 1T", "raw (tmpfs)", "S12 4G", "raw (tmpfs)", None, None, "tmpfs's own: raw 1 TiB vs 4 GiB"),
+    ("S12 1T", "ucow (tmpfs)", "S12 1T", "raw (tmpfs)", None, None, "the format's cost at 1 TiB on tmpfs"),
     ("S5b create", "ucow", "S5b create", "qcow2", 20.0, (0.2, "s"), "snapshot -c, 1 TiB, every chunk mapped"),
     ("S5b create 2", "ucow", "S5b create 2", "qcow2", 20.0, (0.2, "s"), "a second snapshot -c"),
     ("S5b delete", "ucow", "S5b delete", "qcow2", 20.0, (0.2, "s"), "snapshot -d (the second)"),
