@@ -219,8 +219,8 @@ void req_flush(struct cow_ctx *ctx, struct cow_req *req)
  * committed, the next request to complete (one at a time) first runs a flush of its own,
  * as a FUA write does: data synced, then a commit (J1 as for any flush). Committing early
  * is always allowed (a flush could have come); the request's own result is not changed by
- * that commit's (nobody asked for it; a failed commit leaves the image's error set, and
- * the next real flush fails).
+ * that commit's (nobody asked for it). A failed commit keeps its records pending (the
+ * journal counts as full: jnl_batch_done), so the next commit tries them again.
  */
 static bool bound_due(struct cow_image *img)
 {
