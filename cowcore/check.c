@@ -43,15 +43,20 @@ static int map_piece(struct cow_image *img, uint64_t off, uint64_t len, uint64_t
 		return backed ? COW_MAP_BACKING : COW_MAP_ZERO;
 	}
 	const uint64_t *bm = meta_bm(img, c, false);
+	const uint64_t *ubm = ucow_e_under(e) ? under_bm(img, c) : NULL;
 	uint32_t b = in >> img->block_shift;
-	bool bit = bm_test(bm, b);
-	uint64_t end = (uint64_t)(b + bm_run(bm, b, ((in + chunk_left - 1) >>
-						 img->block_shift) + 1)) << img->block_shift;
+	bool bit = bm_test(bm, b), under = !bit && bm_test(ubm, b);
+	uint32_t n = bm_run(bm, b, ((in + chunk_left - 1) >> img->block_shift) + 1);
+	if (!bit && ubm)	/* bit clear: the underlay's block or the backing image's */
+		n = bm_run(ubm, b, b + n);
+	uint64_t end = (uint64_t)(b + n) << img->block_shift;
 	*run = (end < in + chunk_left ? end : in + chunk_left) - in;
-	*alloc = bit;
+	*alloc = bit || under;
+	if (under)
+		p = under_pcn(img, c);
 	if (phys)	/* a compressed chunk's data has no place in the file to give */
 		*phys = (e & UCOW_E_COMPRESSED) ? ~0ull : (p << img->chunk_shift) + in;
-	return bit ? COW_MAP_DATA : (backed ? COW_MAP_BACKING : COW_MAP_ZERO);
+	return *alloc ? COW_MAP_DATA : (backed ? COW_MAP_BACKING : COW_MAP_ZERO);
 }
 
 /*

@@ -8,7 +8,7 @@
  * more. The request completes when pending drops to zero.
  *
  * Fast path (no lock): a read looks up the entry and bitmap with atomic loads and reads
- * from this image, the backing image or zeros. A write whose chunk is mapped, not SHARED,
+ * from this image, an UNDER entry's underlay (under.c U1), the backing image or zeros. A write whose chunk is mapped, not SHARED,
  * not BUSY, and whose blocks all hold data here is one write to the file: no metadata.
  *
  * Slow path, one chunk (a "chunk op"), states:
@@ -16,8 +16,10 @@
  *             in progress ends); else mark it BUSY, pick the target chunk (the same one, or a
  *             new one if unmapped, ZERO or SHARED) -> FILL
  *   FILL      read what the write does not cover but must carry: partial blocks whose data is
- *             elsewhere (backing image, the old shared chunk, zeros), the blocks of a SHARED
- *             chunk that hold data; punch a new chunk that replaces a ZERO entry -> WRITE
+ *             elsewhere (backing image, the old shared chunk or an underlay, zeros), the
+ *             blocks of a SHARED chunk that hold data — unless the parent snapshot maps that
+ *             chunk, which then stays below the new one as its underlay and nothing is
+ *             copied (under.c U2); punch a new chunk that replaces a ZERO entry -> WRITE
  *   WRITE     write data (or punch whole blocks for write-zeroes/discard) and the copies
  *             into the target chunk -> PUBLISH
  *   PUBLISH   under img->lock: store the bitmap, then the entry (clearing BUSY); add a journal
@@ -49,6 +51,7 @@
 
 #include "compress.h"
 #include "engine.h"
+#include "eread.h"
 #include "qcow2.h"
 
 static void do_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c);
@@ -152,51 +155,6 @@ static bool park_if_busy(struct cow_image *img, struct cow_req *req, uint64_t c,
 
 /* ---- reads ------------------------------------------------------------------------------ */
 
-static void backing_sub_done(struct cow_req *sub, int res)
-{
-	struct eio *e = sub->priv;
-	struct cow_req *parent = e->arg;
-	eio_put(e);
-	req_put(parent, res);
-}
-
-/*
- * Read [voff, voff+len) of the backing image of ctx's image (virtual offsets) into buf; what
- * lies past the backing image's end, or everything when there is none, reads as zeros. A
- * read it starts counts in *pending first (it may complete at once) and ends in
- * cb(sub, res), with its eio in sub->priv and arg in that eio's arg. 0 or -ENOMEM.
- */
-static int backing_read(struct cow_ctx *ctx, uint64_t voff, uint64_t len, char *buf,
-			void (*cb)(struct cow_req *, int), void *arg, unsigned *pending)
-{
-	struct cow_image *b = ctx->img->backing;
-	struct eio *e;
-	if (!b || voff >= b->vsize) {
-		memset(buf, 0, len);
-		return 0;
-	}
-	if (len > b->vsize - voff) {
-		memset(buf + (b->vsize - voff), 0, len - (b->vsize - voff));
-		len = b->vsize - voff;
-	}
-	if (!(e = eio_get(ctx)))
-		return -ENOMEM;
-	e->arg = arg;
-	e->sub = (struct cow_req){ .op = COW_READ, .off = voff, .len = len, .buf = buf,
-				   .cb = cb, .priv = e };
-	(*pending)++;
-	cow_submit(ctx->backing, &e->sub);
-	return 0;
-}
-
-static void read_backing(struct cow_ctx *ctx, struct cow_req *req, uint64_t voff, uint64_t len,
-			 char *buf)
-{
-	struct req_state *st = req_st(req);
-	int r = backing_read(ctx, voff, len, buf, backing_sub_done, req, &st->pending);
-	if (r && !st->res)
-		st->res = r;
-}
 
 /* ---- copy-on-read ------------------------------------------------------------------------ */
 
@@ -283,219 +241,33 @@ static void read_cor(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint3
 		cor_got(cor, r);
 }
 
-/*
- * A compressed chunk's part (compress.c): blocks whose bit is set come from the inflated
- * stream — the cache, or one read of the stream inflated when it completes — the others
- * from the backing image. The bitmap is taken at submission: a write that moves the chunk
- * meanwhile changes it, and this read must show one state or the other.
- */
-struct cread {
-	struct comp_job job;		/* first: the pool's job is the cread */
-	struct cow_ctx *ctx;
-	struct cow_req *req;
-	uint64_t c, e;
-	char *cbuf, *dst;
-	uint32_t in, len;
-	uint64_t bm[UCOW_BM_WORDS_MAX];
-};
 
-/* fn for each run of blocks of [in, in + len) with their bit set in bm. */
-static void set_runs(struct cow_image *img, const uint64_t *bm, uint32_t in, uint32_t len,
-		     void (*fn)(void *arg, uint32_t o, uint32_t l), void *arg)
+/* Blocks [pos, end) of chunk c with their bit clear: through an UNDER entry's underlay
+ * where its bitmap ubm has the bit (under.c U1; the parent snapshot holds that chunk, so
+ * no in-flight count), the backing chain elsewhere. */
+static void read_clear(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, const uint64_t *ubm,
+		       uint32_t pos, uint32_t end, char *dst)
 {
-	uint32_t pos = in, end = in + len;
-	while (pos < end) {
-		uint32_t b = pos >> img->block_shift;
-		uint32_t run_end = (b + bm_run(bm, b, ((end - 1) >> img->block_shift) + 1))
+	struct cow_image *img = ctx->img;
+	uint32_t at = pos;
+	while (at < end) {
+		uint32_t b = at >> img->block_shift;
+		uint32_t run_end = (b + bm_run(ubm, b, ((end - 1) >> img->block_shift) + 1))
 				   << img->block_shift;
 		if (run_end > end)
 			run_end = end;
-		if (bm_test(bm, b))
-			fn(arg, pos, run_end - pos);
-		pos = run_end;
-	}
-}
-
-struct run_copy {
-	struct cow_image *img;
-	uint64_t e;
-	const char *chunk;	/* NULL: from the cache */
-	char *dst;
-	uint32_t in;
-	bool missed;
-};
-
-static void copy_run(void *arg, uint32_t o, uint32_t l)
-{
-	struct run_copy *rc = arg;
-	if (rc->chunk)
-		memcpy(rc->dst + (o - rc->in), rc->chunk + o, l);
-	else if (!rc->missed && !comp_cache_get(rc->img, rc->e, rc->dst + (o - rc->in), o, l))
-		rc->missed = true;
-}
-
-/*
- * Inflating on the image's pool (compress.c): the job inflates, copies the part out and
- * hands the request's reference back to its ctx as a W_RESULT. While jobs of a ctx are out,
- * the ctx has a COW_IO_POLL on its eventfd queued on its backend, so that whatever loop
- * drives the backend (a ublk queue, ucow bench, cow_rw) wakes for the hand-over; the last
- * W_RESULT is held until that poll is back (the eventfd is poked to make it fire), so that a
- * ctx with no request in flight has no poll left in its backend.
- */
-static void cread_job(struct comp_job *j)
-{
-	struct cread *cr = (struct cread *)(void *)j;
-	struct cow_image *img = cr->ctx->img;
-	void *out = NULL;
-	int res = posix_memalign(&out, 4096, img->chunk_size) ? -ENOMEM : 0;
-	if (!res)
-		res = comp_chunk_inflate(img, cr->e, cr->cbuf, out);
-	if (!res) {
-		struct run_copy rc = { img, cr->e, out, cr->dst, cr->in, false };
-		set_runs(img, cr->bm, cr->in, cr->len, copy_run, &rc);
-		comp_cache_put(img, cr->e, out);
-	}
-	free(out);
-	free(cr->cbuf);		/* a ctx buffer: plain posix_memalign memory */
-	ctx_hand_over(cr->ctx, cr->req, W_RESULT, (uint64_t)(int64_t)res);
-	free(cr);
-}
-
-static void efd_polled(struct eio *e, int res);
-
-static void efd_arm(struct cow_ctx *ctx, struct eio *e)
-{
-	ctx->efd_armed = true;
-	eio_queue(ctx, e, COW_IO_POLL, ctx->efd, NULL, POLLIN, 0, efd_polled, ctx);
-}
-
-static void efd_polled(struct eio *e, int res)
-{
-	struct cow_ctx *ctx = e->arg;
-	struct waiter *w = ctx->held;
-	ctx->efd_armed = false;
-	ctx->held = NULL;
-	while (w) {		/* results held for this poll's return */
-		struct waiter *n = w->next;
-		req_put(w->req, (int)(int64_t)w->chunk);
-		free(w);
-		w = n;
-	}
-	cow_ctx_poll(ctx);
-	if (ctx->pool_jobs && res >= 0)
-		efd_arm(ctx, e);	/* more to wait for: the same eio again */
-	else
-		eio_put(e);	/* (a poll that failed: the loop's own cow_ctx_poll collects) */
-}
-
-/* cow_ctx_poll's W_RESULT: one job back from the pool. */
-static void pool_result(struct cow_ctx *ctx, struct waiter *w)
-{
-	ctx->pool_jobs--;
-	if (ctx->efd_armed && !ctx->pool_jobs) {
-		uint64_t one = 1;
-		w->next = ctx->held;	/* completed when the poll is back */
-		ctx->held = w;
-		if (write(ctx->efd, &one, sizeof(one)) < 0) {
-			/* only on counter overflow: readable already */
+		char *to = dst + (at - pos);
+		if (bm_test(ubm, b)) {
+			STAT_ADD(img, data_reads, 1);
+			queue_req_io(ctx, req, COW_IO_READ, img->fd, to, run_end - at,
+				     (under_pcn(img, c) << img->chunk_shift) + at);
+		} else if (img->cor && ctx->backing) {
+			read_cor(ctx, req, c, at, run_end, to);
+		} else {
+			read_backing(ctx, req, (c << img->chunk_shift) + at, run_end - at, to);
 		}
-		return;
+		at = run_end;
 	}
-	req_put(w->req, (int)(int64_t)w->chunk);
-	free(w);
-}
-
-/* Hand cr's inflate to the pool: true, or false to do it here. */
-static bool cread_to_pool(struct cow_ctx *ctx, struct cread *cr)
-{
-	struct eio *pe = ctx->efd_armed ? NULL : eio_get(ctx);
-	if (!ctx->efd_armed && !pe)
-		return false;
-	cr->ctx = ctx;
-	cr->job.run = cread_job;
-	if (comp_pool_submit(ctx->img, &cr->job)) {
-		if (pe)
-			eio_put(pe);
-		return false;
-	}
-	ctx->pool_jobs++;
-	if (pe)
-		efd_arm(ctx, pe);
-	return true;
-}
-
-static void cread_done(struct eio *e, int res)
-{
-	struct cow_ctx *ctx = e->ctx;
-	struct cow_image *img = ctx->img;
-	struct cread *cr = e->arg;
-	struct cow_req *req = cr->req;
-	res = eio_short(e, res);
-	eio_put(e);
-	inflight_put(img, cr->c);
-	if (res >= 0 && cread_to_pool(ctx, cr))
-		return;		/* the request's reference comes back as a W_RESULT */
-	if (res >= 0) {
-		char *out = ctx_buf_get(ctx);
-		res = out ? comp_chunk_inflate(img, cr->e, cr->cbuf, out) : -ENOMEM;
-		if (!res) {
-			struct run_copy rc = { img, cr->e, out, cr->dst, cr->in, false };
-			set_runs(img, cr->bm, cr->in, cr->len, copy_run, &rc);
-			comp_cache_put(img, cr->e, out);
-		}
-		ctx_buf_put(ctx, out);
-	}
-	ctx_buf_put(ctx, cr->cbuf);
-	free(cr);
-	req_put(req, res < 0 ? res : 0);
-}
-
-/* Called with chunk c counted in flight (dropped here or when the stream read ends). */
-static void read_compressed(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint64_t e,
-			    uint32_t in, uint32_t len, char *buf)
-{
-	struct cow_image *img = ctx->img;
-	struct req_state *st = req_st(req);
-	uint64_t vbase = c << img->chunk_shift, bm[UCOW_BM_WORDS_MAX];
-	struct cread *cr = NULL;
-	struct eio *io = NULL;
-	uint32_t pos = in, end = in + len;
-
-	bm_copy(img, bm, meta_bm(img, c, false));
-	while (pos < end) {	/* the backing image's runs */
-		uint32_t b = pos >> img->block_shift;
-		uint32_t run_end = (b + bm_run(bm, b, ((end - 1) >> img->block_shift) + 1))
-				   << img->block_shift;
-		if (run_end > end)
-			run_end = end;
-		if (!bm_test(bm, b))
-			read_backing(ctx, req, vbase + pos, run_end - pos, buf + (pos - in));
-		pos = run_end;
-	}
-	struct run_copy rc = { img, e, NULL, buf, in, false };
-	set_runs(img, bm, in, len, copy_run, &rc);
-	if (!rc.missed) {
-		inflight_put(img, c);
-		return;
-	}
-	cr = malloc(sizeof(*cr));
-	if (cr)
-		*cr = (struct cread){ .req = req, .c = c, .e = e, .dst = buf, .in = in,
-				      .len = len };
-	if (!cr || !(cr->cbuf = ctx_buf_get(ctx)) || !(io = eio_get(ctx))) {
-		if (cr)
-			ctx_buf_put(ctx, cr->cbuf);
-		free(cr);
-		inflight_put(img, c);
-		if (!st->res)
-			st->res = -ENOMEM;
-		return;
-	}
-	memcpy(cr->bm, bm, sizeof(bm));
-	STAT_ADD(img, data_reads, 1);
-	st->pending++;
-	eio_queue(ctx, io, COW_IO_READ, img->fd, cr->cbuf, ucow_e_clen(e), ucow_e_coff(e),
-		  cread_done, cr);
 }
 
 static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint32_t in,
@@ -524,6 +296,7 @@ static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 		return;
 	}
 	const uint64_t *bm = meta_bm(img, c, false);
+	const uint64_t *ubm = ucow_e_under(e) ? under_bm(img, c) : NULL;
 	uint32_t pos = in, end = in + len, rs = 0, rl = 0;	/* the data run not queued yet */
 	while (pos < end) {
 		uint32_t b = pos >> img->block_shift;
@@ -541,10 +314,8 @@ static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 			STAT_ADD(img, data_reads, 1);
 			rs = pos;
 			rl = run_end - pos;
-		} else if (img->cor && ctx->backing) {
-			read_cor(ctx, req, c, pos, run_end, buf + (pos - in));
 		} else {
-			read_backing(ctx, req, vbase + pos, run_end - pos, buf + (pos - in));
+			read_clear(ctx, req, c, ubm, pos, run_end, buf + (pos - in));
 		}
 		pos = run_end;
 	}
@@ -572,6 +343,9 @@ struct chunk_op {
 					 * content, inflated */
 	char *cbuf;			/* a compressed chunk's stream */
 	bool compressed;
+	bool under;			/* the entry is UNDER afterwards (under.c) */
+	uint64_t under_p;		/* an UNDER entry's underlay chunk (0: none), */
+	const uint64_t *ubm;		/* and its bitmap */
 	uint64_t newbm[UCOW_MAX_BPC / 64];	/* the new bitmap (bm_words used) */
 	struct chunk_op *fnext;		/* ctx's free list */
 	unsigned pending;
@@ -633,6 +407,10 @@ static void op_fill(struct chunk_op *op, uint32_t off, uint32_t len, char *buf)
 			memcpy(buf, op->copybuf + off, len);	/* inflated already */
 		else
 			op_io(op, COW_IO_READ, buf, len, (op->old_p << img->chunk_shift) + off);
+		return;
+	}
+	if (op->under_p && bm_test(op->ubm, off >> img->block_shift)) {
+		op_io(op, COW_IO_READ, buf, len, (op->under_p << img->chunk_shift) + off);
 		return;
 	}
 	int r = backing_read(op->ctx, (op->c << img->chunk_shift) + off, len, buf, op_fill_done,
@@ -812,8 +590,10 @@ static void op_publish(struct chunk_op *op)
 	pthread_mutex_lock(&img->lock);
 	if (!res) {
 		uint64_t *bm = meta_bm(img, op->c, true);
-		uint64_t newe = op->np;
-		bool changed = newe != (op->old_e & ~UCOW_E_BUSY);
+		uint64_t newe = op->np | (op->under ? UCOW_E_UNDER : 0);
+		const uint64_t *ubm = op->under ? under_bm(img, op->c) : NULL;
+		bool covered = true;	/* every block of the underlay is here now */
+		bool changed = false;
 		if (!bm) {
 			res = -ENOMEM;
 		} else {
@@ -824,10 +604,17 @@ static void op_publish(struct chunk_op *op)
 				/* same chunk: OR in (other writes may have set bits meanwhile);
 				 * new chunk: the bitmap starts from newbm */
 				uint64_t nw = op->new_chunk ? op->newbm[i] : bm[i] | op->newbm[i];
+				uint64_t keep = i == img->bm_words - 1 && img->bpc % 64 ?
+						(1ull << (img->bpc % 64)) - 1 : ~0ull;
+				if (ubm && (ubm[i] & keep & ~nw))
+					covered = false;
 				if (bm[i] != nw)
 					changed = true;
 				__atomic_store_n(&bm[i], nw, __ATOMIC_RELEASE);
 			}
+			if (ubm && covered)
+				newe &= ~UCOW_E_UNDER;	/* nothing left to read through it */
+			changed = changed || newe != (op->old_e & ~UCOW_E_BUSY);
 			img->bm_dirty[op->c / img->chunks_per_group] = 1;
 			ent_store(img, op->c, newe);
 			if (changed)
@@ -875,6 +662,15 @@ static void op_start(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint3
 	bm = meta_bm(img, c, true);
 	if (!bm)
 		goto fail;
+	if (ucow_e_under(e)) {		/* more blocks into a chunk with an underlay */
+		op->under = true;
+		op->under_p = under_pcn(img, c);
+		op->ubm = under_bm(img, c);
+	} else if (op->shared && !op->compressed && under_fits(img, c, e, bm)) {
+		op->under = true;	/* U2: the old chunk stays below, nothing copied */
+		op->shared = false;
+		img->under_made++;
+	}
 	if (op->new_chunk) {
 		r = alloc_chunk(img, &op->np);
 		if (r)
@@ -895,7 +691,8 @@ static void op_start(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint3
 		op->fs = op->fe;
 	/* the new bitmap: every block of [as, ae) holds data here afterwards */
 	for (uint32_t i = 0; i < img->bm_words; i++)
-		op->newbm[i] = op->was_zero ? ~0ull : (op->old_p && op->new_chunk) ? bm[i] : 0;
+		op->newbm[i] = op->was_zero ? ~0ull :
+			       (op->old_p && op->new_chunk && !op->under) ? bm[i] : 0;
 	if (op->was_zero && img->bpc % 64)
 		op->newbm[img->bm_words - 1] &= (1ull << (img->bpc % 64)) - 1;
 	for (uint32_t b = as >> img->block_shift; b < ae >> img->block_shift; b++)
@@ -1054,11 +851,12 @@ static void fill_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 	if (park_if_busy(img, req, c, e))
 		return;
 	const uint64_t *bm = meta_bm(img, c, false);
+	const uint64_t *ubm = ucow_e_under(e) ? under_bm(img, c) : NULL;
 	bool clear = !(e & UCOW_E_ZERO) && !img->read_only;
 	if (clear && ent_pcn(img, e) && bm)
 		for (uint32_t b = in >> img->block_shift; clear && b <= (in + len - 1) >>
 		     img->block_shift; b++)
-			clear = !bm_test(bm, b);
+			clear = !bm_test(bm, b) && !bm_test(ubm, b);
 	if (!clear) {
 		pthread_mutex_unlock(&img->lock);
 		__atomic_fetch_add(&img->cor_skipped, 1, __ATOMIC_RELAXED);

@@ -99,8 +99,9 @@
 #define UCOW_INCOMPAT_SNAPSHOTS 0x1ull	/* snapshot table + refcount table in use */
 #define UCOW_INCOMPAT_COMPRESSED 0x2ull	/* table entries may be COMPRESSED */
 #define UCOW_INCOMPAT_JRING 0x4ull	/* journal block of seq s at s mod the block count */
+#define UCOW_INCOMPAT_UNDERLAY 0x8ull	/* current entries may be UNDER (underlays) */
 #define UCOW_INCOMPAT_KNOWN (UCOW_INCOMPAT_SNAPSHOTS | UCOW_INCOMPAT_COMPRESSED | \
-			     UCOW_INCOMPAT_JRING)
+			     UCOW_INCOMPAT_JRING | UCOW_INCOMPAT_UNDERLAY)
 #define UCOW_MAX_JSEQ (1ull << 62)	/* journal_seq: larger is corrupt (room to count on) */
 #define UCOW_COMPAT_COPY_ON_READ 0x1ull	/* read-write opens copy on read */
 #define UCOW_COMPAT_KNOWN UCOW_COMPAT_COPY_ON_READ
@@ -109,7 +110,9 @@
 #define UCOW_E_PCN_MASK ((1ull << 48) - 1)
 #define UCOW_E_ZERO     (1ull << 62)
 #define UCOW_E_SHARED   (1ull << 63)
-#define UCOW_E_RESERVED (~(UCOW_E_PCN_MASK | UCOW_E_ZERO | UCOW_E_SHARED))
+#define UCOW_E_UNDER    (1ull << 59)	/* a plain entry's other blocks read through the parent
+					 * snapshot's chunk (format.md "Underlays") */
+#define UCOW_E_RESERVED (~(UCOW_E_PCN_MASK | UCOW_E_ZERO | UCOW_E_SHARED | UCOW_E_UNDER))
 #define UCOW_E_BUSY     (1ull << 61)	/* in memory only: a chunk operation is under way */
 #define UCOW_E_COMPRESSED (1ull << 60)
 #define UCOW_E_CSECT_SHIFT 48
@@ -196,6 +199,11 @@ static inline uint64_t ucow_e_compressed(uint64_t off, uint32_t len)	/* both sec
 {
 	return UCOW_E_COMPRESSED | (off >> 9) | ((uint64_t)((len >> 9) - 1) << UCOW_E_CSECT_SHIFT);
 }
+/* A plain entry with UNDER (bit 59 of a compressed entry is part of its sector count). */
+static inline bool ucow_e_under(uint64_t e)
+{
+	return (e & (UCOW_E_COMPRESSED | UCOW_E_UNDER)) == UCOW_E_UNDER;
+}
 /* The physical chunk an entry uses (its pack, for a compressed one); 0: none. */
 static inline uint64_t ucow_e_pcn(uint64_t e, uint32_t chunk_shift)
 {
@@ -206,7 +214,8 @@ static inline uint64_t ucow_e_pcn(uint64_t e, uint32_t chunk_shift)
 static inline bool ucow_e_wellformed(uint64_t e, uint32_t chunk_shift)
 {
 	if (!(e & UCOW_E_COMPRESSED))
-		return !(e & UCOW_E_RESERVED) && !((e & UCOW_E_ZERO) && (e & UCOW_E_PCN_MASK));
+		return !(e & UCOW_E_RESERVED) && !((e & UCOW_E_ZERO) && (e & UCOW_E_PCN_MASK)) &&
+		       (!(e & UCOW_E_UNDER) || (e & UCOW_E_PCN_MASK));
 	uint64_t o = ucow_e_coff(e), end = o + ucow_e_clen(e);
 	return !(e & UCOW_E_CRESERVED) && (o >> chunk_shift) == ((end - 1) >> chunk_shift) &&
 	       ucow_e_clen(e) < (1u << chunk_shift);

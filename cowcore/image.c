@@ -692,6 +692,8 @@ chain:
 		/* from here on the journal may hold records the table does not */
 		img->hdr.autoclear = 0;
 		img->hdr.flags |= UCOW_FLAG_DIRTY;
+		if (img->nb_snaps)	/* under.c U4: before any UNDER record */
+			img->hdr.incompat |= UCOW_INCOMPAT_UNDERLAY;
 		jnl_normalize(img);
 		r = jnl_write_header(img);
 		if (!r)
@@ -745,6 +747,8 @@ int cow_close(struct cow_image *img)
 		}
 		if (!r) {
 			img->hdr.flags &= ~UCOW_FLAG_DIRTY;
+			if (!under_any(img))	/* U4: older versions open it again */
+				img->hdr.incompat &= ~UCOW_INCOMPAT_UNDERLAY;
 			r = jnl_write_header(img);
 		}
 		if (!r)

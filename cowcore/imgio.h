@@ -58,6 +58,7 @@ struct qcow2;
 struct quarantined;
 struct reclaim_run;
 struct snap;
+struct under;
 struct waiter;
 struct cow_req;
 
@@ -139,6 +140,9 @@ struct cow_image {
 					 * (check -r rebuilds refcounts only then) */
 	uint64_t load_problems;		/* image.c: problems a check-mode open counted */
 	struct reclaim_run *reclaim;	/* freed, to punch before reuse */
+	struct under *under;		/* under.c: the parent snapshot's frozen copy, read
+					 * when an underlay needs it (under lock; set with a
+					 * release store before any UNDER entry that uses it) */
 	size_t nreclaim, reclaim_cap;
 
 	/* sidelog.c: -1, or a file the caller owns */
@@ -165,6 +169,10 @@ struct cow_image {
 	struct cow_stats stats;		/* updated with atomics */
 	struct img_tap *tap;		/* tests only; NULL */
 	int64_t crash_after;		/* tests: > 0 = metadata writes allowed before a "crash" */
+	uint64_t under_made, under_folded;	/* under.c (under lock): UNDER entries made by
+					 * first writes, and folded (tests count them) */
+	bool copy_shared;		/* tests: the first write into a SHARED chunk copies it
+					 * (no underlay), as when the parent does not map it */
 	char err[COW_ERRLEN];
 };
 

@@ -306,6 +306,30 @@ static int validate_table(struct cow_image *img, struct vstate *v)
 	return 0;
 }
 
+/* UNDER entries (under.c U1): a parent snapshot whose frozen copy maps another plain chunk
+ * at the same index, an own chunk no snapshot references. A bad one loses its underlay. */
+static int validate_under(struct cow_image *img, struct vstate *v)
+{
+	for (uint64_t c = 0; c < img->nr_chunks; c++) {
+		uint64_t e = img->table[c];
+		const char *why = NULL;
+		char fmt[160];
+		if (!ucow_e_under(e))
+			continue;
+		int r = under_validate(img, c, e, &why);
+		if (r && !why && !v->check_mode)
+			return r;	/* no memory, a failed read, a corrupt frozen copy */
+		if (!r)
+			continue;
+		snprintf(fmt, sizeof(fmt), "table entry %%llu %s (0x%%llx)",
+			 why ? why : "has an underlay that cannot be read");
+		if ((r = problem(img, v, fmt, c, e)))
+			return r;
+		img->table[c] = e & ~UCOW_E_UNDER;
+	}
+	return 0;
+}
+
 static int add_used(struct prun **u, size_t *n, size_t *cap, uint64_t first, uint64_t len)
 {
 	if (*n && (*u)[*n - 1].first + (*u)[*n - 1].n == first) {
@@ -403,6 +427,8 @@ int img_load_meta(struct cow_image *img, bool check_mode, struct cow_check_resul
 	if (!r)
 		r = validate_table(img, &v);
 	if (!r)
+		r = validate_under(img, &v);
+	if (!r)
 		r = init_free(img, &v);
 	if (r)
 		goto out;
@@ -433,6 +459,7 @@ void img_unload_meta(struct cow_image *img)
 	free(img->free_runs);
 	free(img->quar);
 	free(img->reclaim);
+	under_drop(img);
 	free(img->snaps);
 	free(img->rc);
 	free(img->packs);

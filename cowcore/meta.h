@@ -62,11 +62,12 @@ static inline uint64_t ent_pcn(const struct cow_image *img, uint64_t e)
 	return ucow_e_pcn(e, img->chunk_shift);
 }
 /* An entry read from the file (table, journal, side log, frozen table) is well formed, and
- * compressed only in an image with the feature. Ranges are the caller's to check. */
+ * compressed or UNDER only in an image with the feature. Ranges are the caller's to check. */
 static inline bool ent_ok(const struct cow_image *img, uint64_t e)
 {
 	return !(e & UCOW_E_BUSY) && ucow_e_wellformed(e, img->chunk_shift) &&
-	       (!(e & UCOW_E_COMPRESSED) || (img->hdr.incompat & UCOW_INCOMPAT_COMPRESSED));
+	       (!(e & UCOW_E_COMPRESSED) || (img->hdr.incompat & UCOW_INCOMPAT_COMPRESSED)) &&
+	       (!ucow_e_under(e) || (img->hdr.incompat & UCOW_INCOMPAT_UNDERLAY));
 }
 /* A snapshot references physical chunk p (the refcounts are snapshot.c's). */
 static inline bool rc_shared(const struct cow_image *img, uint64_t p)

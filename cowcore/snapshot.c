@@ -347,6 +347,7 @@ static void install_snaps(struct cow_image *img, struct snap **snaps, uint32_t n
 		*rc = NULL;
 	}
 	img->nb_snaps = n;
+	under_forget(img);	/* the parent may have changed (and then nothing uses it) */
 	snap_mark_shared(img);
 }
 
@@ -380,7 +381,9 @@ int cow_snapshot_create(struct cow_image *img, const char *name)
 		r = -ENOSPC;
 		goto out;
 	}
-	r = jnl_checkpoint_all(img);					/* S1 */
+	r = under_fold_all(img);		/* U3: the new snapshot becomes the parent */
+	if (!r)
+		r = jnl_checkpoint_all(img);					/* S1 */
 	if (r)
 		goto out;
 	snaps = calloc(img->nb_snaps + 1, sizeof(*snaps));
@@ -435,7 +438,7 @@ int cow_snapshot_create(struct cow_image *img, const char *name)
 	nh = img->hdr;
 	nh.nb_snapshots = img->nb_snaps + 1;
 	nh.parent_snapshot = s->id;
-	nh.incompat |= UCOW_INCOMPAT_SNAPSHOTS;
+	nh.incompat |= UCOW_INCOMPAT_SNAPSHOTS | UCOW_INCOMPAT_UNDERLAY;	/* U4 */
 	r = snap_write_snap_table(img, snaps, nh.nb_snapshots, &nh.snap_table_offset, &nh.snap_table_size);
 	if (!r)
 		r = write_rc(img, &rc, &rc_len, &nh.refcount_offset, &nh.refcount_size);
@@ -493,7 +496,10 @@ static int begin_on_snapshot(struct cow_image *img, const char *key, struct snap
 		img_set_err(img, "%s: no snapshot '%s'", img->path, key);
 		return -ENOENT;
 	}
-	r = jnl_checkpoint_all(img);
+	/* U3: the parent's frozen copy holds the underlays; apply drops them with the state */
+	r = !t && (*s)->id == img->hdr.parent_snapshot ? under_fold_all(img) : 0;
+	if (!r)
+		r = jnl_checkpoint_all(img);
 	return r || !t ? r : frozen_read(img, *s, t, b);
 }
 
@@ -569,6 +575,7 @@ int cow_snapshot_delete(struct cow_image *img, const char *key)
 		nh.snap_table_offset = nh.snap_table_size = 0;
 		nh.refcount_offset = nh.refcount_size = 0;
 		nh.parent_snapshot = 0;
+		nh.incompat &= ~UCOW_INCOMPAT_UNDERLAY;	/* no parent: no UNDER entry (U3) */
 	}
 	oh = img->hdr;
 	if (!r)
@@ -694,6 +701,7 @@ int cow_snapshot_apply(struct cow_image *img, const char *key)
 	jnl_restarted(img, nh.journal_seq);
 	/* S4: the new arrays in; chunks of the old state that no snapshot references */
 	meta_set_swap(img, &m, s->vsize);
+	under_forget(img);	/* a new parent; the old state's UNDER entries are gone */
 	if (oh.table_offset != img->hdr.table_offset)
 		snap_free_extent(img, oh.table_offset, oh.table_offset >= oh.data_offset ?
 			    oh.table_size + oh.bitmap_size : oh.table_size);
@@ -797,7 +805,8 @@ int snap_view(struct cow_image *img, const char *key, char *err)
 		snprintf(err, COW_ERRLEN, "%s", img->err[0] ? img->err : strerror(-r));
 		return r;
 	}
-	meta_set_swap(img, &m, s->vsize);	/* the snapshot's size, with its chunks */
+	meta_set_swap(img, &m, s->vsize);
+	under_forget(img);	/* a new parent; the old state's UNDER entries are gone */	/* the snapshot's size, with its chunks */
 	meta_set_free(&m);
 	snap_mark_shared(img);
 	return 0;

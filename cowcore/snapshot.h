@@ -4,7 +4,7 @@
 #ifndef COWCORE_SNAPSHOT_H
 #define COWCORE_SNAPSHOT_H
 
-#include "snaptab.h"
+#include "under.h"
 
 /* A run of chunks freed by a snapshot operation, not punched yet (cow_reclaim). */
 struct reclaim_run {

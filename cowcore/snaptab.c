@@ -218,7 +218,7 @@ int frozen_read(struct cow_image *img, const struct snap *s, uint64_t **table,
 		r = io_pread_all(img->fd, b, img->hdr.bitmap_size, s->table_offset + img->hdr.table_size);
 	for (uint64_t c = 0; !r && c < img->hdr.table_size / 8; c++) {
 		uint64_t e = t[c] = le64toh(t[c]), p = ent_pcn(img, e);
-		if (!ent_ok(img, e) || (e & UCOW_E_SHARED) ||
+		if (!ent_ok(img, e) || (e & UCOW_E_SHARED) || ucow_e_under(e) ||
 		    (c >= snap_nr(img, s) && e) || (p && !rc_shared(img, p))) {
 			r = img_mark_corrupt(img, "%s: corrupt image: snapshot '%s' entry %llu is "
 					     "invalid (0x%llx)", img->path, s->name,
@@ -276,7 +276,8 @@ static int scan_frozen(struct cow_image *img, const struct snap *s, bool check_r
 				uint64_t p = ent_pcn(img, e);
 				if (!e)
 					continue;
-				if (!ent_ok(img, e) || (e & UCOW_E_SHARED) || c >= snap_nr(img, s) ||
+				if (!ent_ok(img, e) || (e & UCOW_E_SHARED) || ucow_e_under(e) ||
+				    c >= snap_nr(img, s) ||
 				    (p && check_rc && !rc_shared(img, p)) ||
 				    (p && !check_rc && (p < img->data_pcn ||
 							p >= img->file_pcns)))

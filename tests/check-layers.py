@@ -31,6 +31,7 @@ LAYERS = {
     "journal.h": 32, "journal.c": 32,
     "snaptab.h": 33, "snaptab.c": 33,
     "compress.h": 33, "compress.c": 33,
+    "under.h": 33, "under.c": 33,
     "snapshot.h": 34, "snapshot.c": 34,
     "empty.c": 35,
     "resize.h": 36, "resize.c": 36,
@@ -40,7 +41,7 @@ LAYERS = {
     # 5: completion + group commit, images on NBD servers, then the request engine
     "commit.h": 50, "commit.c": 50,
     "nbd.h": 51, "nbd.c": 51,
-    "engine.h": 52, "engine.c": 52,
+    "engine.h": 52, "engine.c": 52, "eread.h": 52, "eread.c": 52,
     # 6: public lifecycle, check and map
     "image.h": 60, "image.c": 60,
     "check.c": 61,

@@ -8,7 +8,9 @@
  * Workloads: a standalone image and an overlay over a raw base on the sync backend (random
  * writes of 512 B to 64 KiB, discards, write-zeroes, flushes, bursts that overflow the
  * minimum-size journal so commits run in rounds with checkpoints between, snapshot create
- * and delete, compressed chunks put in as ucow convert -c does, then written over); a
+ * and delete, compressed chunks put in as ucow convert -c does, then written over; first
+ * writes after a snapshot leave underlays, which later creates and deletes of the parent
+ * fold: both counted and asserted); a
  * standalone image whose flushes mostly follow bursts three times the journal's size (a
  * full journal while a checkpoint in steps is under way: synchronous checkpoints undo
  * records not committed yet); and the first two again on io_uring with two contexts on one
@@ -413,7 +415,8 @@ static void run_sync(const char *workload, const char *path, const char *base, u
 	/* until the budget is spent and what the workload is for happened (a small budget, as
 	 * the ASan run's, could end before the first checkpoint in steps) */
 	for (; cs->images < budget || nreq < 20 ||
-	       ((bursty ? img->ck_undone : img->ck_finished) == 0 && nreq < 20000); nreq++) {
+	       ((bursty ? img->ck_undone : img->ck_finished) == 0 && nreq < 20000) ||
+	       (!bursty && !(img->under_made && img->under_folded) && nreq < 20000); nreq++) {
 		uint64_t x = cs_rnd(cs) % 100;
 		if (bursty && x < 50)
 			x = 94;		/* mostly bursts: flushes that fill the journal */
@@ -488,11 +491,17 @@ static void run_sync(const char *workload, const char *path, const char *base, u
 		cs_crash_point(cs);		/* between requests too */
 	}
 	print_message("%s: %d requests, %d snapshots, %d compressed chunks, %llu checkpoints in "
-		      "steps, %llu that undid records, %u crash points, %u crash images (%u torn "
-		      "writes, %u writes in flight applied)\n", workload, nreq, s->nsnaps, nput,
-		      (unsigned long long)img->ck_finished, (unsigned long long)img->ck_undone,
-		      cs->points, cs->images, cs->torn, cs->inflight_applied);
+		      "steps, %llu that undid records, %llu underlays made, %llu folded, %u crash "
+		      "points, %u crash images (%u torn writes, %u writes in flight applied)\n",
+		      workload, nreq, s->nsnaps, nput, (unsigned long long)img->ck_finished,
+		      (unsigned long long)img->ck_undone, (unsigned long long)img->under_made,
+		      (unsigned long long)img->under_folded, cs->points, cs->images, cs->torn,
+		      cs->inflight_applied);
 	assert_true(nput > 0);
+	if (!bursty) {		/* first writes after a snapshot: underlays, folded later */
+		assert_true(img->under_made > 0);
+		assert_true(img->under_folded > 0);
+	}
 	if (bursty)
 		assert_true(img->ck_undone > 0);	/* J5's undo under test */
 	else
@@ -558,8 +567,8 @@ static void run_async(const char *workload, const char *path, const char *base, 
 	}
 	cs_attach(cs, img);
 
-	for (; cs->images < budget || rounds < 20 || (img->ck_finished == 0 && rounds < 5000);
-	     rounds++) {
+	for (; cs->images < budget || rounds < 20 ||
+	     ((img->ck_finished == 0 || img->under_made == 0) && rounds < 5000); rounds++) {
 		unsigned n = 2 + (unsigned)(cs_rnd(cs) % (MAXQ - 1));
 		uint32_t ls[MAXQ], ln[MAXQ];
 		unsigned nw = 0;
@@ -637,11 +646,13 @@ static void run_async(const char *workload, const char *path, const char *base, 
 		cs_crash_point(cs);
 	}
 	print_message("%s: %u rounds, %u requests (up to %u I/Os in flight), %d snapshots, %llu "
-		      "checkpoints in steps, %u crash points, %u crash images (%u torn writes, %u "
-		      "writes in flight applied)\n", workload, rounds, reqs, maxflight, s->nsnaps,
-		      (unsigned long long)img->ck_finished, cs->points, cs->images, cs->torn,
+		      "checkpoints in steps, %llu underlays made, %u crash points, %u crash images "
+		      "(%u torn writes, %u writes in flight applied)\n", workload, rounds, reqs,
+		      maxflight, s->nsnaps, (unsigned long long)img->ck_finished,
+		      (unsigned long long)img->under_made, cs->points, cs->images, cs->torn,
 		      cs->inflight_applied);
 	assert_true(maxflight > 2);
+	assert_true(img->under_made > 0);	/* first writes after a snapshot, side by side */
 	assert_true(img->ck_finished > 0);	/* J7 under test, not only J5 */
 	assert_true(cs->inflight_applied > 0);
 	img->tap = NULL;

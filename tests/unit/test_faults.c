@@ -360,6 +360,7 @@ static void test_zero_reuse(void **state)
 	assert_int_equal(do_write(&h, COW_WRITE, 5 * 128, 128), 0);
 	assert_int_equal(do_flush(&h), 0);
 	assert_int_equal(cow_snapshot_create(h.img, "s"), 0);
+	h.img->copy_shared = true;	/* the copy path (no underlay) */
 	/* a block into it: the new chunk takes the data, then the copy of the rest fails; the
 	 * op gives the chunk back with that block written */
 	struct fault *f = fault_add(&h.fb, COW_IO_WRITE, h.img->fd, 0, 0, 1, 1, -EIO);
