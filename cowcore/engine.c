@@ -270,6 +270,101 @@ static void read_clear(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, con
 	}
 }
 
+/*
+ * A part of an UNDER chunk whose own blocks and underlay blocks alternate, every block in one
+ * or the other (a chunk S3's writes left, read sequentially): one read of the underlay over
+ * the whole part into the caller's buffer and one of the span of own blocks into a chunk
+ * buffer, then the own blocks (the bitmap as at submission) copied over the underlay's —
+ * 2 I/Os instead of one per run.
+ */
+struct uread {
+	struct cow_req *req;
+	struct cow_ctx *ctx;
+	char *dst, *bounce;
+	uint32_t in, len;
+	unsigned pending;
+	int res;
+	uint64_t bm[UCOW_BM_WORDS_MAX];
+};
+
+static void uread_done(struct eio *e, int res)
+{
+	struct uread *ur = e->arg;
+	struct cow_image *img = ur->ctx->img;
+	if (e->hold)
+		inflight_put(img, e->hold - 1);
+	res = eio_short(e, res);
+	eio_put(e);
+	if (res < 0 && !ur->res)
+		ur->res = res;
+	if (--ur->pending)
+		return;
+	for (uint32_t pos = ur->in, end = ur->in + ur->len; !ur->res && pos < end;) {
+		uint32_t b = pos >> img->block_shift;
+		uint32_t run_end = (b + bm_run(ur->bm, b, ((end - 1) >> img->block_shift) + 1))
+				   << img->block_shift;
+		if (run_end > end)
+			run_end = end;
+		if (bm_test(ur->bm, b))
+			memcpy(ur->dst + (pos - ur->in), ur->bounce + pos, run_end - pos);
+		pos = run_end;
+	}
+	struct cow_req *req = ur->req;
+	res = ur->res;
+	ctx_buf_put(ur->ctx, ur->bounce);
+	free(ur);
+	req_put(req, res);
+}
+
+/* true: queued (chunk c's in-flight count taken over); false: nothing done, read by runs. */
+static bool read_merged(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint64_t p,
+			const uint64_t *bm, const uint64_t *ubm, uint32_t in, uint32_t len,
+			char *buf)
+{
+	struct cow_image *img = ctx->img;
+	uint32_t b0 = in >> img->block_shift, b1 = (in + len - 1) >> img->block_shift;
+	uint32_t first = UINT32_MAX, last = 0, runs = 0;
+	for (uint32_t b = b0; b <= b1; b++) {
+		bool own = bm_test(bm, b);
+		if (!own && !bm_test(ubm, b))
+			return false;	/* a block of the backing chain: by runs */
+		if (own && (b == b0 || !bm_test(bm, b - 1)))
+			runs++;
+		if (own && first == UINT32_MAX)
+			first = b;
+		if (own)
+			last = b;
+	}
+	if (runs < 3)
+		return false;
+	struct uread *ur = malloc(sizeof(*ur));
+	struct eio *eu = eio_get(ctx), *ep = eio_get(ctx);
+	char *bounce = ctx_buf_get(ctx);
+	if (!ur || !eu || !ep || !bounce) {
+		free(ur);
+		if (eu)
+			eio_put(eu);
+		if (ep)
+			eio_put(ep);
+		ctx_buf_put(ctx, bounce);
+		return false;
+	}
+	uint32_t ps = first << img->block_shift, pe = (last + 1) << img->block_shift;
+	ps = ps < in ? in : ps;
+	pe = pe > in + len ? in + len : pe;
+	*ur = (struct uread){ .req = req, .ctx = ctx, .dst = buf, .bounce = bounce, .in = in,
+			      .len = len, .pending = 2 };
+	bm_copy(img, ur->bm, bm);
+	req_st(req)->pending++;
+	STAT_ADD(img, data_reads, 2);
+	ep->hold = c + 1;	/* the count taken before the lookup */
+	eio_queue(ctx, eu, COW_IO_READ, img->fd, buf, len, (under_pcn(img, c) << img->chunk_shift) +
+		  in, uread_done, ur);
+	eio_queue(ctx, ep, COW_IO_READ, img->fd, bounce + ps, pe - ps, (p << img->chunk_shift) + ps,
+		  uread_done, ur);
+	return true;
+}
+
 static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uint32_t in,
 		       uint32_t len, char *buf)
 {
@@ -297,6 +392,8 @@ static void read_chunk(struct cow_ctx *ctx, struct cow_req *req, uint64_t c, uin
 	}
 	const uint64_t *bm = meta_bm(img, c, false);
 	const uint64_t *ubm = ucow_e_under(e) ? under_bm(img, c) : NULL;
+	if (ubm && read_merged(ctx, req, c, p, bm, ubm, in, len, buf))
+		return;
 	uint32_t pos = in, end = in + len, rs = 0, rl = 0;	/* the data run not queued yet */
 	while (pos < end) {
 		uint32_t b = pos >> img->block_shift;

@@ -44,8 +44,12 @@
  *   bits 0-47  physical chunk number p (0 = not allocated: the data comes from the backing
  *              image, or is zero without one)
  *   bit 62     ZERO: the whole chunk reads as zeros (p must be 0)
- *   bit 63     SHARED: a snapshot references p too (a write copies first)
- *   bits 48-61 reserved (0)
+ *   bit 63     SHARED: a snapshot references p too (a write copies first, or takes an
+ *              underlay)
+ *   bit 59     UNDER (with INCOMPAT_UNDERLAY, current table only): blocks whose bit is clear
+ *              read through the chunk the parent snapshot's frozen entry maps, where its
+ *              frozen bitmap has the bit (format.md "Underlays"); p != 0
+ *   bits 48-58, 60-61 reserved (0)
  * A COMPRESSED entry (bit 60, with INCOMPAT_COMPRESSED): the chunk's data is one raw deflate
  * stream of chunk_size bytes (blocks whose bit is set read from it):
  *   bits 0-47  the stream's first byte / 512      bits 48-59  its 512-byte sectors - 1

@@ -18,15 +18,16 @@
  *       Otherwise it copies, as before.
  *   U3. Nothing but the parent's frozen copy holds the underlay: an operation that changes
  *       the parent (create, delete of the parent) or the table's layout (resize) folds every
- *       UNDER chunk first (under_fold_all: copy, sync, then records with the full bitmap and
+ *       UNDER chunk first (under_fold_all: copy, then records with the full bitmap and
  *       no UNDER, checkpointed); apply drops the current state's UNDER entries with it.
  *       Frozen tables never hold UNDER entries.
  *   U4. The incompatible bit UNDERLAY is in every header written while the image is open
  *       read-write with snapshots (so before any UNDER record can be durable) and in a
  *       closed image's only while an UNDER entry remains.
  *   U5. Crashes: an UNDER record is a MAP record (J1: after the data it maps is durable);
- *       a fold's copies go into blocks whose bit is clear (nothing reads them) and are
- *       synced before its records; any prefix of records gives a state some flush saw.
+ *       a fold's copies go into blocks whose bit is clear (nothing reads them), and the
+ *       commit of its records syncs them first (J1); any prefix of records gives a state
+ *       some flush saw.
  * The frozen table is read whole (8 bytes per chunk) the first time it is needed; the
  * frozen bitmap a 4 KiB page at a time, each before an UNDER entry of its chunks can be
  * seen. Both are published with release stores, and readers load them after the entry.
@@ -251,8 +252,7 @@ int under_fold_all(struct cow_image *img)
 				r = fold_copy(img, c, buf);
 				n++;
 			}
-		if (!r && n)
-			r = img_sync(img);	/* U5: the copies before the records */
+		/* U5: the commit syncs the copies before it writes their records (J1) */
 		for (uint64_t k = c0; !r && k < c; k++)
 			if (ucow_e_under(img->table[k]))
 				r = fold_publish(img, k);

@@ -24,9 +24,10 @@ const uint64_t *under_bm(struct cow_image *img, uint64_t c);
 int under_validate(struct cow_image *img, uint64_t c, uint64_t e, const char **why);
 /* Any UNDER entry in the current table? */
 bool under_any(struct cow_image *img);
-/* Copy into every UNDER chunk the blocks only its underlay holds, sync, and map each as a
- * plain chunk (journal records, committed by the caller's checkpoint). No request may be
- * in flight. Before an operation that changes the parent snapshot or the table's layout. */
+/* Copy into every UNDER chunk the blocks only its underlay holds, and map each as a plain
+ * chunk (journal records, checkpointed per 1024 chunks; each commit syncs the copies
+ * first). No request may be in flight. Before an operation that changes the parent
+ * snapshot or the table's layout. */
 int under_fold_all(struct cow_image *img);
 /* Forget the loaded frozen copy: under_forget when no UNDER entry uses it (after a snapshot
  * operation: the parent or its copy's place may have changed), under_drop at close. */

@@ -270,6 +270,14 @@ class Suite:
             tool = "ucow" if kind == "ucow" else "qemu"
             self.t.create(kind, path, self.size, opts=opts)
             self.fill(tool, kind, path)
+            # S4c: 1 MiB reads of the image before S3's writes and after them
+            s4c = nsnap == 1 and kind in ("ucow", "qcow2") and not opts
+            if s4c:
+                try:
+                    self.rec("S4c", side + ", before S3", r, self.read1m(tool, kind, path), "s",
+                             count=self.size // MiB)
+                except Failed as e:
+                    self.failed(["S4c"], side + ", before S3", r, e)
             names = ["s%d" % i for i in range(1, nsnap + 1)]
             ctimes = []
             for n in names:
@@ -284,6 +292,12 @@ class Suite:
                     self.rec("S3b", side, r, t, "s", count=self.count, snapshot_create_s=ctimes)
             except Failed as e:
                 self.failed(["S3" if nsnap == 1 else "S3b"], side, r, e)
+            if s4c:
+                try:
+                    self.rec("S4c", side + ", after S3", r, self.read1m(tool, kind, path), "s",
+                             count=self.size // MiB)
+                except Failed as e:
+                    self.failed(["S4c"], side + ", after S3", r, e)
             if nsnap == 1:
                 self.rec("S5 create", side, r, ctimes[0], "s")
                 dt, _ = self.t.snapshot(kind, "-a", "s1", path)
@@ -613,7 +627,10 @@ COMPARE = [
     ("S2", "ucow", "S2", "qcow2 extended_l2 128k", 1.0, None, ""),
     ("S3", "ucow", "S3", "qcow2", 3.0, None, "first writes after 1 snapshot"),
     ("S3", "ucow", "S3", "qcow2 lazy_refcounts", 1.0, None, ""),
+    ("S3", "ucow", "S2", "ucow", 0.667, None, "S3 against S2 (first writes: within 1.5x)"),
     ("S3b", "ucow, 10 snapshots", "S3", "ucow", 0.95, None, "first writes after 10 snapshots"),
+    ("S4c", "ucow, after S3", "S4c", "ucow, before S3", 0.9, None, "1 MiB reads after S3 vs before"),
+    ("S4c", "qcow2, after S3", "S4c", "qcow2, before S3", None, None, "(qcow2, for reference)"),
     ("S4a", "ucow", "S4a", "raw", 0.95, None, "1 MiB reads QD 8, allocated"),
     ("S4a", "raw (qemu-img)", "S4a", "raw", None, None, "tool check: qemu-img bench"),
     ("S4b", "ucow", "S4b", "raw", 0.95, None, "1 MiB reads, empty overlay -> base"),
@@ -740,6 +757,8 @@ def table(rows):
         base = ""
         if r.get("baseline"):
             base = "%s %s" % (r["baseline"], fmt_val(r["baseline_median"], r["unit"]))
+            if r.get("baseline_scenario") and r["baseline_scenario"] != r["scenario"]:
+                base = r["baseline_scenario"] + " " + base	# e.g. S3 against S2
         ratio = "%.2fx" % r["ratio"] if r.get("ratio") else ""
         if r["median"] is None:
             med = "FAILED (%d of %d runs): %s" % (len(r["errors"]), len(r["errors"]) + r["n"],
@@ -784,7 +803,8 @@ def chart(rows, png, title):
     dat = png + ".dat"
     with open(dat, "w") as f:
         for r in pts:
-            label = "%s vs %s" % (r["scenario"], r["baseline"])
+            label = "%s vs %s" % (r["scenario"], r["baseline"] if r.get("baseline_scenario") in
+                                  (None, r["scenario"]) else r["baseline_scenario"])
             label = label.replace("qcow2 extended_l2 128k", "xl2").replace(
                 "qcow2 lazy_refcounts", "lazy").replace("ucow, 10 snapshots", "").replace(
                 "S6 time", "S6").replace("S3b vs ucow", "S3b vs S3")

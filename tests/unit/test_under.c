@@ -182,6 +182,19 @@ static void test_no_copy(void **state)
 	for (unsigned c = 1; c < NCH; c += 5)
 		wr(&h, 0x44, (uint64_t)c * CH + 4096 * 12 + 100, 300);
 	verify_h(&h, cur, "more writes");
+	/* a chunk whose own blocks alternate with the underlay's: read in two I/Os (the
+	 * underlay's over the whole part, the own span's), in whole and in part */
+	for (unsigned k = 0; k < 16; k += 3)
+		wr(&h, 0x45, CH * 7 + 4096 * k, 4096);
+	static uint8_t got[CH];
+	struct cow_stats r0, r1;
+	cow_get_stats(h.img, &r0);
+	assert_int_equal(cow_rw(h.ctx, COW_READ, got, CH, CH * 7, 0), 0);
+	cow_get_stats(h.img, &r1);
+	assert_int_equal(r1.data_reads - r0.data_reads, 2);
+	assert_memory_equal(got, cur + CH * 7, CH);
+	assert_int_equal(cow_rw(h.ctx, COW_READ, got, 40960 - 1536, CH * 7 + 1536, 0), 0);
+	assert_memory_equal(got, cur + CH * 7 + 1536, 40960 - 1536);
 	flush(&h);
 	h_crash(&h);
 	assert_true(incompat_on_disk(P("nc.img")) & UCOW_INCOMPAT_UNDERLAY);
