@@ -8,8 +8,9 @@
  * more. The request completes when pending drops to zero.
  *
  * Fast path (no lock): a read looks up the entry and bitmap with atomic loads and reads
- * from this image, an UNDER entry's underlay (under.c U1), the backing image or zeros. A write whose chunk is mapped, not SHARED,
- * not BUSY, and whose blocks all hold data here is one write to the file: no metadata.
+ * from this image, an UNDER entry's underlay (under.c U1), the backing image or zeros. A
+ * write whose chunk is mapped, not SHARED, not BUSY, and whose blocks all hold data here is
+ * one write to the file: no metadata.
  *
  * Slow path, one chunk (a "chunk op"), states:
  *   LOCKED    under img->lock: if the entry is BUSY, park on img->waits (resumed when the op
