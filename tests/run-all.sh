@@ -23,6 +23,7 @@ stage() {
 }
 stage build make -j2 all
 stage layers python3 tests/check-layers.py --selftest
+stage mutation-texts python3 tests/mutations/run.py --texts
 stage unit tests/run-unit.sh build
 stage fuzz make --no-print-directory fuzz
 stage so tests/so/run.sh build

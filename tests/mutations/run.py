@@ -6,6 +6,9 @@ found exactly once in its file, or that does not build, is "broken": fix or repl
 Exit status 0 only when every mutation was killed.
 
   tests/mutations/run.py [NAME-SUBSTRING...]     (default: every mutation)
+  tests/mutations/run.py --texts                  only check that every mutation still
+                                                  applies (its text found once): seconds,
+                                                  part of make check
 
 A .mut file: comment lines (#), then "file: PATH" and "why: TEXT" lines, then
 "--- find" followed by the exact text to replace and "+++ replace" followed by its
@@ -102,9 +105,28 @@ def tests_catch(scratch, log, first=()):
     return None
 
 
+def texts(muts):
+    """PASS/FAIL per mutation: it parses and its text is found exactly once in its file."""
+    bad = 0
+    for m in muts:
+        name = os.path.basename(m)[:-4]
+        try:
+            path, _, find, _, _ = parse(m)
+            with open(os.path.join(TOP, path)) as f:
+                n = f.read().count(find)
+            why = "" if n == 1 else f"its text is found {n} times in {path} (must be once)"
+        except (ValueError, OSError) as e:
+            why = str(e)
+        print(f"FAIL mutation-text/{name}: {why}" if why else f"PASS mutation-text/{name}")
+        bad += bool(why)
+    return 1 if bad or not muts else 0
+
+
 def main():
     want = sys.argv[1:]
     muts = sorted(glob.glob(os.path.join(HERE, "*.mut")))
+    if want == ["--texts"]:
+        return texts(muts)
     if want:
         muts = [m for m in muts if any(w in os.path.basename(m) for w in want)]
     if not muts:
