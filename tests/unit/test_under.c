@@ -321,6 +321,47 @@ static void test_fold(void **state)
 	check_ok(P("fo.img"));
 }
 
+/* More UNDER chunks than one fold batch (1024): every batch copied, published and
+ * checkpointed, none left or mixed up. 2048 chunks of 64 KiB, two blocks each checked. */
+static void test_fold_batches(void **state)
+{
+	const uint64_t n = 2048, size = n * CH;
+	struct h h;
+	uint8_t b[4096], want[4096];
+	(void)state;
+	struct cow_create_opts o = { .size = size, .chunk_size = CH, .block_size = 4096 };
+	unlink(P("fb.img"));
+	if (cow_create(P("fb.img"), &o, err, COW_ERRLEN))
+		fail_msg("create: %s", err);
+	h_open(&h, P("fb.img"), 0);
+	for (uint64_t c = 0; c < n; c++) {
+		memset(b, (int)(c * 3 + 1), sizeof(b));
+		assert_int_equal(cow_rw(h.ctx, COW_WRITE, b, 4096, c * CH, 0), 0);
+	}
+	assert_int_equal(cow_snapshot_create(h.img, "s1"), 0);
+	for (uint64_t c = 0; c < n; c++) {
+		memset(b, (int)(c * 5 + 2), sizeof(b));
+		assert_int_equal(cow_rw(h.ctx, COW_WRITE, b, 4096, c * CH + 4096 * 7, 0), 0);
+	}
+	assert_int_equal(n_under(h.img), n);
+	uint64_t folded = h.img->under_folded;
+	assert_int_equal(cow_snapshot_create(h.img, "s2"), 0);
+	assert_int_equal(h.img->under_folded - folded, n);
+	assert_int_equal(n_under(h.img), 0);
+	h_close(&h);
+	h_open(&h, P("fb.img"), COW_OPEN_RDONLY);
+	for (uint64_t c = 0; c < n; c++) {
+		assert_int_equal(cow_rw(h.ctx, COW_READ, b, 4096, c * CH, 0), 0);
+		memset(want, (int)(c * 3 + 1), sizeof(want));
+		assert_memory_equal(b, want, 4096);
+		assert_int_equal(cow_rw(h.ctx, COW_READ, b, 4096, c * CH + 4096 * 7, 0), 0);
+		memset(want, (int)(c * 5 + 2), sizeof(want));
+		assert_memory_equal(b, want, 4096);
+	}
+	h_close(&h);
+	check_ok(P("fb.img"));
+}
+
 /* Writes that cover every block the underlay holds leave a plain entry. */
 static void test_covered(void **state)
 {
@@ -446,6 +487,7 @@ int main(void)
 		cmocka_unit_test(test_no_copy),
 		cmocka_unit_test(test_partial),
 		cmocka_unit_test(test_fold),
+		cmocka_unit_test(test_fold_batches),
 		cmocka_unit_test(test_covered),
 		cmocka_unit_test(test_base),
 		cmocka_unit_test(test_hostile),
