@@ -34,7 +34,9 @@
  * with -EIO: waiting, it is dropped; sent, the connection is given up (NBD cannot cancel
  * one command) and the others wait for the next. A reconnection must find the export the
  * same size, or it counts as failed. An error the server answers on a live connection
- * fails its read at once.
+ * fails its read at once. When any context's connection comes back, the server is back for
+ * all: the others' lost connections stop counting as failed and connect again at their next
+ * read without waiting out their back-off (lost_set, server_back).
  *
  * Hostile input: the URI is checked (nbd_uri_check) and libnbd is told to allow TCP and
  * Unix sockets only and never to read local files named in it (TLS key files); the size
@@ -73,6 +75,7 @@ struct nbd_src {
 	pthread_mutex_t lock;		/* what follows, to the counters */
 	uint32_t up, connecting, lost;	/* connections ready, connecting, lost and not back */
 	uint64_t failed_since;		/* realtime ms when lost went from 0 to 1 */
+	uint32_t back;			/* bumped when a connection comes back: lost ones clear */
 	char last_error[COW_ERRLEN];
 	/* atomics */
 	uint64_t reads, read_bytes, read_errors, timeouts, connects, connect_failures,
@@ -100,7 +103,9 @@ struct nbd_conn {
 	struct nbd_src *src;
 	struct nbd_handle *h;
 	int state;
-	bool lost;			/* counted in src->lost: failed, not connected since */
+	bool lost;			/* counted in src->lost (while lost_back == src->back):
+					 * failed, not connected since */
+	uint32_t lost_back;		/* src->back when it was lost */
 	bool armed;			/* a COW_IO_POLL is queued */
 	bool arming;			/* queueing it (a refusal completes at once) */
 	int arm_err;
@@ -387,6 +392,25 @@ void nbd_src_free(struct cow_image *img)
 
 /* ---- a context's connection -------------------------------------------------------------------- */
 
+/* Lost connections: src->lost counts them until one of the source's connections (this
+ * context's or another's) comes back. That one clears them all (the server is back), bumping
+ * src->back; each other context finds out on its next step (server_back) and connects again
+ * at once, without waiting out its back-off. Under src->lock. */
+static void lost_set(struct nbd_conn *c, bool lost)
+{
+	struct nbd_src *src = c->src;
+	if (c->lost && c->lost_back != src->back)
+		c->lost = false;	/* cleared already, by another's connection */
+	if (lost && !c->lost) {
+		if (!src->lost++)
+			src->failed_since = wall_ms();
+		c->lost_back = src->back;
+	} else if (!lost && c->lost && !--src->lost) {
+		src->failed_since = 0;
+	}
+	c->lost = lost;
+}
+
 static void set_state(struct nbd_conn *c, int state, bool lost)
 {
 	struct nbd_src *src = c->src;
@@ -395,15 +419,31 @@ static void set_state(struct nbd_conn *c, int state, bool lost)
 	src->connecting -= c->state == NC_CONNECTING;
 	src->up += state == NC_READY;
 	src->connecting += state == NC_CONNECTING;
-	if (lost != c->lost) {
-		if (lost && !src->lost++)
-			src->failed_since = wall_ms();
-		if (!lost && !--src->lost)
-			src->failed_since = 0;
+	lost_set(c, lost);
+	if (state == NC_READY && src->lost) {
+		src->lost = 0;		/* the others' lost connections: see lost_set */
+		src->failed_since = 0;
+		src->back++;
 	}
 	pthread_mutex_unlock(&src->lock);
 	c->state = state;
-	c->lost = lost;
+}
+
+/* A connection lost here while another context's connection came back since: the server is
+ * up, so this one is idle again (connects at the next read, no back-off). */
+static void server_back(struct nbd_conn *c)
+{
+	struct nbd_src *src = c->src;
+	bool back;
+	if (c->state != NC_DOWN || !c->lost)
+		return;
+	pthread_mutex_lock(&src->lock);
+	back = c->lost_back != src->back;
+	pthread_mutex_unlock(&src->lock);
+	if (back) {
+		c->backoff = 0;
+		set_state(c, NC_IDLE, false);
+	}
 }
 
 /* Watch the handle's socket for what libnbd waits for (or nothing: no handle). */
@@ -603,6 +643,7 @@ static void step(struct nbd_conn *c, uint64_t now, struct nbd_cmd **done)
 	char why[COW_ERRLEN];
 	struct nbd_cmd *cmd;
 
+	server_back(c);
 	if (c->state == NC_CONNECTING) {
 		if (nbd_aio_is_ready(c->h) == 1) {
 			uint64_t size;
