@@ -4,7 +4,8 @@
 # device reads the base through two queues' connections and takes writes (fio verify); the
 # server killed: reads of the overlay's own data go on, reads of the base fail with EIO
 # after the timeout (bounded), `dev stats` says failed since when; the server back: the same
-# device reads the base again and `dev stats` says connected.
+# device reads the base again and `dev stats` says connected; the other queue's lost
+# connection reconnects at its next read without waiting out its back-off.
 # vm-timeout: 280
 . "$VM_LIB"
 need_ucow
@@ -52,9 +53,12 @@ spid=""
 # the overlay's own data needs no server
 must dd if="$dev" of=own2.img bs=1M count=8 iflag=direct status=none
 must cmp own.img own2.img
-# the base does: an I/O error after the 4 s timeout, no hang
+# the base does: an I/O error after the 4 s timeout, no hang (read on CPU 0, so queue 0's
+# connection is the lost one, backing off: tries at once, 0.5, 1.5 and 3.5 s later, the next
+# at 7.5 s)
 t0=$(date +%s)
-if timeout 60 dd if="$dev" of=/dev/null bs=4k skip=3000 count=1 iflag=direct 2>dd.err; then
+if taskset -c 0 timeout 60 dd if="$dev" of=/dev/null bs=4k skip=3000 count=1 iflag=direct \
+	2>dd.err; then
 	fail "a read of the base succeeded with the server gone"
 fi
 t=$(($(date +%s) - t0))
@@ -72,10 +76,12 @@ grep -q '"state": "\(failed\|reconnecting\)"' stats.json || fail "JSON state: $(
 grep -q '"failed-since-ms": ' stats.json || fail "JSON lacks failed-since-ms"
 
 serve
-# back: the same device reads the base again (the next read after the back-off reconnects)
+# back: the same device reads the base again, on CPU 1: queue 1's idle connection, dead since
+# the kill, is replaced at once
 ok=0
 for _i in 1 2 3 4 5 6 7 8 9 10; do
-	if dd if="$dev" of=back.img bs=1M skip=8 count=8 iflag=direct status=none 2>/dev/null; then
+	if taskset -c 1 dd if="$dev" of=back.img bs=1M skip=8 count=8 iflag=direct status=none \
+		2>/dev/null; then
 		ok=1
 		break
 	fi
@@ -86,7 +92,23 @@ dd if=base.raw of=want.img bs=1M skip=8 count=8 status=none
 must cmp back.img want.img
 ucow dev stats "$id" >stats.txt || fail "dev stats failed"
 cat stats.txt
-grep -q "^network backing: $U: connected (" stats.txt || fail "dev stats does not say connected again"
+# one queue's connection back: the server is back, though queue 0's is still down
+grep -q "^network backing: $U: connected (1 connection)" stats.txt ||
+	fail "dev stats does not say connected again"
+grep -q "failing since" stats.txt && fail "dev stats still says failing"
+# and queue 0 connects at its next read, not after the rest of its back-off (~3 s)
+c0=$(cut -d' ' -f1 /proc/uptime)
+taskset -c 0 dd if="$dev" of=q0.img bs=4k skip=2560 count=1 iflag=direct status=none 2>dd.err ||
+	fail "a read of the base on CPU 0 failed: $(cat dd.err)"
+c1=$(cut -d' ' -f1 /proc/uptime)
+ms=$(( (${c1%.*} * 100 + ${c1#*.} - ${c0%.*} * 100 - ${c0#*.}) * 10 ))
+echo "queue 0 read the base again in ${ms} ms"
+[ "$ms" -lt 2000 ] || fail "queue 0's read took ${ms} ms: it waited out its back-off"
+dd if=base.raw of=want.img bs=4k skip=2560 count=1 status=none
+must cmp q0.img want.img
+ucow dev stats "$id" >stats.txt || fail "dev stats failed"
+grep -q "^network backing: $U: connected (2 connections)" stats.txt ||
+	fail "dev stats does not say 2 connections: $(cat stats.txt)"
 must ucow dev del "$id"
 must ucow check --allow-network-backing ov.ucow
 pass
