@@ -361,6 +361,21 @@ struct cow_snap_info {
 int cow_snapshot_create(struct cow_image *img, const char *name);
 int cow_snapshot_delete(struct cow_image *img, const char *name_or_id);
 int cow_snapshot_apply(struct cow_image *img, const char *name_or_id);
+/*
+ * Underlays (format.md "Underlays"): a first write after a snapshot leaves the old chunk
+ * below the new one, which holds only the blocks written since; reads take the others from
+ * the parent snapshot's chunk. Snapshot create (and a delete of the parent, resize) folds
+ * them first: copies those blocks into the new chunks. cow_fold does that piece by piece,
+ * ahead of time: up to max_chunks (1 to 1024; 0: 1024) of them from chunk *cursor on
+ * (0 starts a pass), their journal records committed; *cursor moves past the last chunk
+ * looked at, and *pass_done says a pass is over (*cursor is 0 again). Returns how many it
+ * folded, or -errno. No request may be in flight (a server pauses its queues); an image with
+ * nothing to fold (no underlay, not ucow, read-only) ends its pass at once.
+ * cow_underlays_made counts the underlays first writes made since the open: a pass that
+ * began at that count and ended with it unchanged left none behind.
+ */
+int cow_fold(struct cow_image *img, uint64_t *cursor, uint32_t max_chunks, bool *pass_done);
+uint64_t cow_underlays_made(struct cow_image *img);
 /* list may run while I/O does (create, delete and apply want none in flight) */
 int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_t *n);
 /*

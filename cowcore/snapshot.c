@@ -735,6 +735,38 @@ static void usage_add(void *arg, uint64_t c, uint64_t p)
 		us->bytes += us->img->chunk_size;
 }
 
+int cow_fold(struct cow_image *img, uint64_t *cursor, uint32_t max_chunks, bool *pass_done)
+{
+	uint32_t n = 0;
+	int r = 0;
+	*pass_done = true;
+	if (img->fmt != COW_FMT_UCOW || img->read_only) {
+		*cursor = 0;
+		return 0;
+	}
+	pthread_mutex_lock(&img->lock);
+	if (*cursor < img->nr_chunks)	/* (a resize may have shrunk the table since) */
+		r = under_fold(img, cursor, max_chunks ? max_chunks : UINT32_MAX, &n);
+	else
+		*cursor = img->nr_chunks;
+	if (!r && n)
+		r = jnl_commit_all(img);
+	if (!r && *cursor < img->nr_chunks)
+		*pass_done = false;
+	else if (!r)
+		*cursor = 0;
+	pthread_mutex_unlock(&img->lock);
+	return r ? r : (int)n;
+}
+
+uint64_t cow_underlays_made(struct cow_image *img)
+{
+	pthread_mutex_lock(&img->lock);
+	uint64_t n = img->under_made;
+	pthread_mutex_unlock(&img->lock);
+	return n;
+}
+
 int cow_snapshot_list(struct cow_image *img, struct cow_snap_info **out, uint32_t *n)
 {
 	struct cow_snap_info *v = NULL;

@@ -231,35 +231,58 @@ static int fold_publish(struct cow_image *img, uint64_t c)
 	return jnl_add(img, c, ne, bm, e, old_bm, NULL);
 }
 
+int under_fold(struct cow_image *img, uint64_t *cursor, uint32_t max, uint32_t *folded)
+{
+	struct under *u = NULL;
+	char *buf = NULL;
+	uint64_t c0 = *cursor, c = c0;
+	uint32_t n = 0;
+	int r = 0;
+	*folded = 0;
+	if (max > FOLD_BATCH)
+		max = FOLD_BATCH;
+	for (; !r && c < img->nr_chunks && n < max; c++) {
+		if (!ucow_e_under(img->table[c]))
+			continue;
+		if (!buf) {
+			if ((r = under_get(img, &u)))
+				break;
+			if (!u) {	/* validated at open: UNDER entries have a parent */
+				r = img_mark_corrupt(img, "%s: corrupt image: underlay entries "
+						     "without a parent snapshot", img->path);
+				break;
+			}
+			if (!(buf = meta_zalloc(img->chunk_size))) {
+				r = -ENOMEM;
+				break;
+			}
+		}
+		r = fold_copy(img, c, buf);
+		n++;
+	}
+	/* U5: the commit that makes these records durable syncs the copies first (J1) */
+	for (uint64_t k = c0; !r && k < c; k++)
+		if (ucow_e_under(img->table[k]))
+			r = fold_publish(img, k);
+	free(buf);
+	if (!r) {
+		*cursor = c;
+		*folded = n;
+	}
+	return r;
+}
+
 int under_fold_all(struct cow_image *img)
 {
-	struct under *u;
-	char *buf = NULL;
+	uint64_t c = 0;
+	uint32_t n;
 	int r = 0;
 	if (!under_any(img))
 		return 0;
-	if ((r = under_get(img, &u)))
-		return r;
-	if (!u)		/* validated at open: UNDER entries have a parent */
-		return img_mark_corrupt(img, "%s: corrupt image: underlay entries without a "
-					"parent snapshot", img->path);
-	if (!(buf = meta_zalloc(img->chunk_size)))
-		return -ENOMEM;
-	for (uint64_t c0 = 0; !r && c0 < img->nr_chunks;) {
-		uint64_t c = c0, n = 0;
-		for (; !r && c < img->nr_chunks && n < FOLD_BATCH; c++)
-			if (ucow_e_under(img->table[c])) {
-				r = fold_copy(img, c, buf);
-				n++;
-			}
-		/* U5: the commit syncs the copies before it writes their records (J1) */
-		for (uint64_t k = c0; !r && k < c; k++)
-			if (ucow_e_under(img->table[k]))
-				r = fold_publish(img, k);
+	while (!r && c < img->nr_chunks) {
+		r = under_fold(img, &c, FOLD_BATCH, &n);
 		if (!r && n)
-			r = jnl_checkpoint_all(img);
-		c0 = c;
+			r = jnl_checkpoint_all(img);	/* bounds the records in memory */
 	}
-	free(buf);
 	return r;
 }

@@ -29,6 +29,10 @@ bool under_any(struct cow_image *img);
  * first). No request may be in flight. Before an operation that changes the parent
  * snapshot or the table's layout. */
 int under_fold_all(struct cow_image *img);
+/* The same for up to max (at most 1024) UNDER chunks from chunk *cursor on, with journal
+ * records only (durable with the next commit, which syncs the copies first): *cursor moves
+ * past the last chunk looked at (the chunk count at the end), *folded counts them. */
+int under_fold(struct cow_image *img, uint64_t *cursor, uint32_t max, uint32_t *folded);
 /* Forget the loaded frozen copy: under_forget when no UNDER entry uses it (after a snapshot
  * operation: the parent or its copy's place may have changed), under_drop at close. */
 void under_forget(struct cow_image *img);

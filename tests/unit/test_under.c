@@ -362,6 +362,85 @@ static void test_fold_batches(void **state)
 	check_ok(P("fb.img"));
 }
 
+/* cow_fold, the piecewise fold a server runs between guest requests: steps of 3 chunks from a
+ * cursor, each step's records committed (a power loss after a step keeps its folds); writes
+ * between steps (an underlay made behind the cursor moves cow_underlays_made, so a second
+ * pass is due; a chunk folded and written again stays plain); a pass that ends with the
+ * count unchanged has left none; an image without underlays, or read-only, ends at once. */
+static void test_fold_steps(void **state)
+{
+	struct h h;
+	uint64_t cursor = 0, made;
+	bool done = false;
+	int n, steps = 0, total = 0;
+	uint8_t snap[SZ];
+	(void)state;
+	mk(P("fs.img"), NULL);
+	h_open(&h, P("fs.img"), 0);
+	assert_int_equal(cow_fold(h.img, &cursor, 4, &done), 0);	/* nothing yet */
+	assert_true(done);
+	assert_int_equal(cursor, 0);
+	for (unsigned c = 0; c < NCH; c++)
+		wr(&h, (uint8_t)(0x10 + c), (uint64_t)c * CH, CH);
+	assert_int_equal(cow_snapshot_create(h.img, "s"), 0);
+	memcpy(snap, cur, SZ);
+	for (unsigned c = 0; c < 20; c++)	/* 20 underlays: chunks 0, 3, ..., 57 */
+		wr(&h, (uint8_t)(0x80 + c), (uint64_t)c * 3 * CH + 4096 * (c % 16), 4096);
+	assert_int_equal(n_under(h.img), 20);
+	made = cow_underlays_made(h.img);
+	assert_int_equal(made, 20);
+	n = cow_fold(h.img, &cursor, 3, &done);
+	assert_int_equal(n, 3);
+	assert_false(done);
+	assert_int_equal(cursor, 2 * 3 + 1);	/* past chunk 6, the third */
+	assert_int_equal(n_under(h.img), 17);
+	verify_h(&h, cur, "after a step");
+	/* the step's records are durable: a power loss now keeps its three folds */
+	h_crash(&h);
+	h_open(&h, P("fs.img"), 0);
+	assert_int_equal(n_under(h.img), 17);
+	for (unsigned c = 0; c < 3; c++)
+		assert_false(ucow_e_under(h.img->table[c * 3]));
+	verify_h(&h, cur, "a step, a power loss");
+	made = cow_underlays_made(h.img);		/* 0 after the open */
+	for (steps = 0, total = 0; !done || !steps; steps++) {
+		n = cow_fold(h.img, &cursor, 3, &done);
+		assert_true(n >= 0 && n <= 3);
+		total += n;
+		if (steps == 1) {
+			/* behind the cursor: chunk 1 (shared, so a new underlay) and chunk 0
+			 * (folded already: a plain write) */
+			wr(&h, 0xe1, CH + 4096, 4096);
+			wr(&h, 0xe0, 4096 * 9, 4096);
+		}
+		assert_true(steps < 10);
+	}
+	assert_int_equal(total, 17);
+	assert_int_equal(cursor, 0);
+	assert_int_equal(cow_underlays_made(h.img), made + 1);	/* a pass more is due */
+	assert_int_equal(n_under(h.img), 1);
+	assert_true(ucow_e_under(h.img->table[1]));
+	made = cow_underlays_made(h.img);
+	assert_int_equal(cow_fold(h.img, &cursor, 0, &done), 1);
+	assert_true(done);
+	assert_int_equal(cow_underlays_made(h.img), made);	/* none left */
+	assert_int_equal(n_under(h.img), 0);
+	verify_h(&h, cur, "after the passes");
+	assert_int_equal(cow_fold(h.img, &cursor, 3, &done), 0);
+	assert_true(done);
+	h_close(&h);
+	verify(P("fs.img"), NULL, cur, "folded, reopened");
+	verify(P("fs.img"), "s", snap, "the snapshot, after the folds");
+	check_ok(P("fs.img"));
+	/* read-only: nothing to do */
+	h_open(&h, P("fs.img"), COW_OPEN_RDONLY);
+	cursor = 5;
+	assert_int_equal(cow_fold(h.img, &cursor, 3, &done), 0);
+	assert_true(done);
+	assert_int_equal(cursor, 0);
+	h_close(&h);
+}
+
 /* Writes that cover every block the underlay holds leave a plain entry. */
 static void test_covered(void **state)
 {
@@ -488,6 +567,7 @@ int main(void)
 		cmocka_unit_test(test_partial),
 		cmocka_unit_test(test_fold),
 		cmocka_unit_test(test_fold_batches),
+		cmocka_unit_test(test_fold_steps),
 		cmocka_unit_test(test_covered),
 		cmocka_unit_test(test_base),
 		cmocka_unit_test(test_hostile),
