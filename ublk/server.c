@@ -250,7 +250,7 @@ int ublk_dev_write_state(struct ublk_dev *dev)
 #define RECLAIM_SLICE (64ull << 20)
 
 /* LIVE: wait for a stop signal, a dying queue, or a control-socket request; in between, punch
- * out what online snapshot deletes freed. */
+ * out what online snapshot deletes freed, run the online job's steps and fold underlays. */
 static int serve_loop(struct ublk_dev *dev, int sfd, int lfd)
 {
 	struct pollfd pfd[3] = {
@@ -282,6 +282,9 @@ static int serve_loop(struct ublk_dev *dev, int sfd, int lfd)
 		timeout = img && cow_reclaim(img, RECLAIM_SLICE) > 0 ? 0 : -1;
 		if (ublk_job_step(dev) && timeout < 0)
 			timeout = ublk_job_delay_ms(dev);	/* the next step, after the guest's turn */
+		int ft = ublk_fold_step(dev);		/* underlays, while the device is idle */
+		if (ft >= 0 && (timeout < 0 || ft < timeout))
+			timeout = ft;
 	}
 }
 

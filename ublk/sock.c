@@ -122,6 +122,11 @@ static struct json_object *sock_snapshot(struct ublk_dev *dev, const struct ublk
 	} else {
 		if (apply && (r = apply_size_ok(dev, img, rq->name, why, wlen)))
 			return NULL;
+		/* the create folds every underlay in its pause: most of them before it */
+		if (create && (r = ublk_fold_pass(dev, err, sizeof(err))) < 0) {
+			snprintf(why, wlen, "folding underlays before the snapshot: %s", err);
+			return NULL;
+		}
 		r = ublk_dev_pause(dev, create ? UBLK_PAUSE_CREATE : apply ? UBLK_PAUSE_APPLY :
 				   UBLK_PAUSE_DELETE, SOCK_PAUSE_TIMEOUT_MS, err);
 		if (r < 0) {
@@ -224,6 +229,11 @@ static struct json_object *sock_resize(struct ublk_dev *dev, const struct ublk_s
 		return NULL;
 	}
 	if (rq->size > in.virtual_size) {
+		/* the resize folds every underlay in its pause: most of them before it */
+		if ((r = ublk_fold_pass(dev, err, sizeof(err))) < 0) {
+			snprintf(why, wlen, "folding underlays before the resize: %s", err);
+			return NULL;
+		}
 		r = ublk_dev_pause(dev, UBLK_PAUSE_RESIZE, SOCK_PAUSE_TIMEOUT_MS, err);
 		if (r < 0) {
 			snprintf(why, wlen, "cannot pause the device: %s", err);

@@ -102,7 +102,7 @@ static const char *const op_names[UBLK_ST_NR] = {
 	"read", "write", "flush", "discard", "write-zeroes",
 };
 static const char *const pause_names[UBLK_PAUSE_NR] = { "create", "delete", "apply", "job",
-								  "resize" };
+								  "resize", "fold" };
 static const double pct[] = { 0.50, 0.90, 0.99, 0.999 };
 
 /* Operation k summed over the queues, and its percentiles */
@@ -263,6 +263,17 @@ struct json_object *ublk_stats_json(struct ublk_dev *dev)
 		bad = ADD(o, "pauses", ps);
 	else
 		json_object_put(ps);
+	if (!bad && dev->fold.steps) {
+		struct json_object *e = json_object_new_object();
+		bad = !e || ADD(e, "chunks", U64(dev->fold.chunks)) ||
+		      ADD(e, "steps", U64(dev->fold.steps)) ||
+		      ADD(e, "passes", U64(dev->fold.passes)) ||
+		      ADD(e, "failed", json_object_new_boolean(dev->fold.failed));
+		if (!bad)
+			bad = ADD(o, "fold", e);
+		else
+			json_object_put(e);
+	}
 	if (!bad)
 		bad = add_net(dev, o);
 	if (!bad)
@@ -319,6 +330,10 @@ int ublk_stats_format(struct ublk_dev *dev, char *buf, size_t len)
 	}
 	if (j && off < len)
 		off += snprintf(buf + off, len - off, "\n");
+	if (dev->fold.steps && off < len)
+		off += snprintf(buf + off, len - off, "underlays folded: %" PRIu64 " chunks in %" PRIu64
+				" steps, %" PRIu64 " passes%s\n", dev->fold.chunks, dev->fold.steps,
+				dev->fold.passes, dev->fold.failed ? " (failed: stopped)" : "");
 	struct cow_net_stats *ns = malloc(sizeof(*ns));
 	if (ns && net_of(dev, ns) && off < len) {
 		off += snprintf(buf + off, len - off, "network backing: %s: %s (%u connection%s), "

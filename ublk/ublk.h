@@ -107,7 +107,7 @@ struct ublk_queue;
 
 /* What a pause of the queues was for (dev stats shows each) */
 enum ublk_pause_kind { UBLK_PAUSE_CREATE, UBLK_PAUSE_DELETE, UBLK_PAUSE_APPLY, UBLK_PAUSE_JOB,
-		       UBLK_PAUSE_RESIZE, UBLK_PAUSE_NR };
+		       UBLK_PAUSE_RESIZE, UBLK_PAUSE_FOLD, UBLK_PAUSE_NR };
 
 /* One tag: its buffer and its request. */
 struct ublk_io {
@@ -207,10 +207,26 @@ struct ublk_dev {
 		uint64_t count, last_ns, max_ns, total_ns;
 	} pause_st[UBLK_PAUSE_NR];
 	struct ublk_job *job;	/* job.c: the online job (control thread), NULL before one */
+	struct ublk_fold {	/* fold.c: the background fold of underlays (control thread) */
+		uint64_t cursor;	/* the pass's next chunk (0: none under way) */
+		uint64_t made_at_start;	/* cow_underlays_made when the pass began */
+		uint64_t made_done;	/* ... when the last pass that ended began */
+		uint64_t last_ios, idle_since_ns;	/* the guest's requests at the last look */
+		uint64_t chunks, steps, passes;	/* folded, pauses, passes ended */
+		bool started;	/* idleness is being watched */
+		bool failed;	/* a fold failed: no more (stderr said why) */
+	} fold;
 	int job_track;		/* atomic: queue threads mark what they write (ublk_job_mark) */
 	char sock_path[108];	/* the control socket ("" if none), for the state file */
 	char err[UBLK_ERRLEN];
 };
+
+/* fold.c: the background fold of underlays. ublk_fold_step (the control loop, each turn)
+ * folds a step when the device is idle and has underlays to fold; returns the ms until it
+ * wants to look again, or -1. ublk_fold_pass (before an online snapshot create) runs a whole
+ * pass in steps, idle or not; 0 or -errno with err set. */
+int ublk_fold_step(struct ublk_dev *dev);
+int ublk_fold_pass(struct ublk_dev *dev, char *err, size_t len);
 
 /* job.c: online whole-image jobs, run in steps by the control thread (one pause each) */
 enum { UBLK_JOB_FLATTEN, UBLK_JOB_COMMIT, UBLK_JOB_PREFETCH };

@@ -995,6 +995,109 @@ static void test_server_snapshots(void **state)
 	free_dev(dev);
 }
 
+/* The background fold (fold.c), its steps run by hand: nothing while the guest is busy (the
+ * request count moves at every look), then, idle, steps of 4 chunks in pauses of their own
+ * until the pass ends, counted in dev stats; at rest until first writes make underlays
+ * again; an online create folds those in a pass before its own pause. */
+static void fold_until_rest(int want_steps)
+{
+	int ms, i;
+	for (i = 0; i < 100; i++) {
+		ms = ublk_fold_step(dev);
+		assert_true(ms != -1);
+		if (ms == 1000 && !dev->fold.cursor && dev->fold.passes)
+			break;
+		usleep((useconds_t)(ms > 200 ? 200 : ms) * 1000);
+	}
+	assert_true(i < 100);
+	assert_int_equal(dev->pause_st[UBLK_PAUSE_FOLD].count, want_steps);
+}
+
+static void test_server_fold(void **state)
+{
+	static uint8_t model[4 << 20], got[4 << 20];
+	struct cow_backend *be;
+	struct cow_ctx *ctx;
+	struct cow_image *img;
+	struct json_object *r, *s, *v;
+	uint64_t cursor = 0;
+	bool done;
+	const char *t;
+	(void)state;
+	unlink(P("fold.ucow"));
+	assert_int_equal(cow_create(P("fold.ucow"), &(struct cow_create_opts){ .size = 4 << 20,
+				    .chunk_size = 64 << 10 }, err, COW_ERRLEN), 0);
+	dev = fake_dev(&ublk_tgt_cow, 1);
+	strcpy(dev->o.file, P("fold.ucow"));
+	assert_int_equal(cow_open(dev->o.file, &(struct cow_open_opts){ .fmt = COW_FMT_UCOW },
+				  &img, err, COW_ERRLEN), 0);
+	dev->tgt_data = img;
+	assert_int_equal(cow_backend_new("sync", 4, &be), 0);
+	assert_int_equal(cow_ctx_new(img, be, &ctx), 0);
+	for (size_t i = 0; i < sizeof(model); i++)
+		model[i] = (uint8_t)(i / 4096 * 3 + 1);
+	assert_int_equal(cow_rw(ctx, COW_WRITE, model, sizeof(model), 0, 0), 0);
+	assert_int_equal(ublk_fold_step(dev), -1);	/* no snapshot: nothing to look for */
+	assert_int_equal(cow_snapshot_create(img, "s1"), 0);
+	/* first writes into 10 chunks: 10 underlays */
+	for (unsigned c = 0; c < 10; c++) {
+		uint64_t off = (uint64_t)c * 5 * (64 << 10) + 4096 * c;
+		memset(model + off, 0xa0 + c, 4096);
+		assert_int_equal(cow_rw(ctx, COW_WRITE, model + off, 4096, off, 0), 0);
+	}
+	assert_int_equal(cow_underlays_made(img), 10);
+	/* busy: no step */
+	for (int i = 0; i < 5; i++) {
+		dev->queues[0].stats[UBLK_ST_WRITE].ios++;
+		assert_int_equal(ublk_fold_step(dev), 200);
+	}
+	assert_int_equal(dev->fold.steps, 0);
+	/* idle (no queue left to pause: each pause is immediate): three steps, 4 + 4 + 2 */
+	dev->info.nr_hw_queues = 0;
+	listen_dev();
+	fold_until_rest(3);
+	assert_int_equal(dev->fold.chunks, 10);
+	assert_int_equal(dev->fold.passes, 1);
+	assert_int_equal(cow_fold(img, &cursor, 0, &done), 0);	/* none left */
+	assert_true(done);
+	assert_int_equal(ublk_fold_step(dev), 1000);		/* at rest */
+	assert_int_equal(call(UBLK_OP_STATS, NULL, &r), 0);
+	assert_true(json_object_object_get_ex(r, "stats", &s));
+	t = ublk_json_text(s, false);
+	assert_non_null(strstr(t, "\"fold\": { \"chunks\": 10, \"steps\": 3, \"passes\": 1, "
+			       "\"failed\": false }"));
+	assert_non_null(strstr(t, "\"fold\": { \"count\": 3, "));	/* the pauses */
+	json_object_object_get_ex(r, "text", &v);
+	t = json_object_get_string(v);
+	assert_non_null(strstr(t, "\nunderlays folded: 10 chunks in 3 steps, 1 passes\n"));
+	assert_non_null(strstr(t, "fold 3 (last "));
+	json_object_put(r);
+	/* two more underlays: folded by the create's pass, before its pause */
+	for (unsigned c = 0; c < 2; c++) {
+		uint64_t off = (uint64_t)(c * 5 + 1) * (64 << 10);
+		memset(model + off, 0xc0 + c, 8192);
+		assert_int_equal(cow_rw(ctx, COW_WRITE, model + off, 8192, off, 0), 0);
+	}
+	assert_int_equal(call(UBLK_OP_SNAP_CREATE, "s2", &r), 0);
+	json_object_put(r);
+	assert_int_equal(dev->fold.chunks, 12);
+	assert_int_equal(dev->fold.passes, 2);
+	assert_int_equal(dev->pause_st[UBLK_PAUSE_FOLD].count, 4);
+	assert_int_equal(dev->pause_st[UBLK_PAUSE_CREATE].count, 1);
+	/* read-only devices do not fold */
+	dev->o.read_only = true;
+	assert_int_equal(ublk_fold_step(dev), -1);
+	dev->o.read_only = false;
+	assert_int_equal(cow_rw(ctx, COW_READ, got, sizeof(got), 0, 0), 0);
+	assert_memory_equal(got, model, sizeof(got));
+	unlisten();
+	cow_ctx_free(ctx);
+	cow_backend_free(be);
+	assert_int_equal(cow_close(img), 0);
+	dev->info.nr_hw_queues = 1;
+	free_dev(dev);
+}
+
 /* Online jobs through the socket, the control thread's steps run by hand (a fake device
  * without queues: each pause is immediate): flatten, then commit of an overlay over a raw
  * base; the content never changes, the base holds it after the commit, the overlay none. */
@@ -1118,6 +1221,7 @@ int main(void)
 		cmocka_unit_test(test_server_stats_network),
 		cmocka_unit_test(test_prefetch),
 		cmocka_unit_test(test_server_snapshots),
+		cmocka_unit_test(test_server_fold),
 		cmocka_unit_test(test_client_hostile),
 		cmocka_unit_test(test_server_jobs),
 	};
