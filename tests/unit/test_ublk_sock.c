@@ -1046,10 +1046,11 @@ static void test_server_fold(void **state)
 		assert_int_equal(cow_rw(ctx, COW_WRITE, model + off, 4096, off, 0), 0);
 	}
 	assert_int_equal(cow_underlays_made(img), 10);
-	/* busy: no step */
-	for (int i = 0; i < 5; i++) {
+	/* busy (a request between any two looks, for longer than the idle time): no step */
+	for (int i = 0; i < 6; i++) {
 		dev->queues[0].stats[UBLK_ST_WRITE].ios++;
 		assert_int_equal(ublk_fold_step(dev), 200);
+		usleep(60000);
 	}
 	assert_int_equal(dev->fold.steps, 0);
 	/* idle (no queue left to pause: each pause is immediate): three steps, 4 + 4 + 2 */
