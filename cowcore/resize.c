@@ -398,7 +398,7 @@ int img_resize(struct cow_image *img, uint64_t size, unsigned flags, const uint8
 	if ((r = new_geometry(img, size, &g)))
 		goto out;
 	/* U3: no underlays across a new layout (the frozen copies may move) */
-	if ((r = under_fold_all(img)))
+	if ((r = snap_fold_all(img)))
 		goto out;
 	under_forget(img);
 	if (!grow) {

@@ -381,7 +381,7 @@ int cow_snapshot_create(struct cow_image *img, const char *name)
 		r = -ENOSPC;
 		goto out;
 	}
-	r = under_fold_all(img);		/* U3: the new snapshot becomes the parent */
+	r = snap_fold_all(img);			/* U3: the new snapshot becomes the parent */
 	if (!r)
 		r = jnl_checkpoint_all(img);					/* S1 */
 	if (r)
@@ -497,7 +497,7 @@ static int begin_on_snapshot(struct cow_image *img, const char *key, struct snap
 		return -ENOENT;
 	}
 	/* U3: the parent's frozen copy holds the underlays; apply drops them with the state */
-	r = !t && (*s)->id == img->hdr.parent_snapshot ? under_fold_all(img) : 0;
+	r = !t && (*s)->id == img->hdr.parent_snapshot ? snap_fold_all(img) : 0;
 	if (!r)
 		r = jnl_checkpoint_all(img);
 	return r || !t ? r : frozen_read(img, *s, t, b);
@@ -735,6 +735,38 @@ static void usage_add(void *arg, uint64_t c, uint64_t p)
 		us->bytes += us->img->chunk_size;
 }
 
+/* Fold up to max UNDER chunks from *cursor (under_fold), commit (durable: checkpoint too),
+ * then queue their old chunks for cow_reclaim (punched, then free). Under lock. */
+static int fold_some(struct cow_image *img, uint64_t *cursor, uint32_t max, bool checkpoint,
+		     uint32_t *n)
+{
+	struct freeset fs = { 0 };
+	uint64_t *old = malloc((max < 1024 ? max : 1024) * sizeof(*old));
+	int r = old ? under_fold(img, cursor, max, n, old) : -ENOMEM;
+	int c = *n ? jnl_commit_all(img) : 0;
+	/* the old chunks are free once no durable record can map them any more (a failed
+	 * commit leaves them allocated: a leak that check reports and check -r repairs) */
+	for (uint32_t i = 0; !c && i < *n; i++)
+		freeset_add(&fs, old[i]);
+	freeset_reclaim(img, &fs);
+	free(old);
+	if (!c && *n && checkpoint)
+		c = jnl_checkpoint(img);
+	return r ? r : c;
+}
+
+int snap_fold_all(struct cow_image *img)
+{
+	uint64_t c = 0;
+	uint32_t n;
+	int r = 0;
+	if (!under_any(img))
+		return 0;
+	while (!r && c < img->nr_chunks)	/* a checkpoint per batch bounds the records */
+		r = fold_some(img, &c, 1024, true, &n);
+	return r;
+}
+
 int cow_fold(struct cow_image *img, uint64_t *cursor, uint32_t max_chunks, bool *pass_done)
 {
 	uint32_t n = 0;
@@ -746,11 +778,9 @@ int cow_fold(struct cow_image *img, uint64_t *cursor, uint32_t max_chunks, bool 
 	}
 	pthread_mutex_lock(&img->lock);
 	if (*cursor < img->nr_chunks)	/* (a resize may have shrunk the table since) */
-		r = under_fold(img, cursor, max_chunks ? max_chunks : UINT32_MAX, &n);
+		r = fold_some(img, cursor, max_chunks ? max_chunks : 1024, false, &n);
 	else
 		*cursor = img->nr_chunks;
-	if (!r && n)
-		r = jnl_commit_all(img);
 	if (!r && *cursor < img->nr_chunks)
 		*pass_done = false;
 	else if (!r)

@@ -28,6 +28,10 @@ void freeset_add(struct freeset *fs, uint64_t p);
 void freeset_add_unshared(struct freeset *fs, struct cow_image *img, const uint64_t *table,
 			  uint64_t n, bool packs);
 void freeset_reclaim(struct cow_image *img, struct freeset *fs);
+/* Fold every UNDER chunk (under_fold, in batches of 1024, each checkpointed; the old chunks
+ * queued for cow_reclaim after that). No request may be in flight; under lock. Before an
+ * operation that changes the parent snapshot or the table's layout (U3). */
+int snap_fold_all(struct cow_image *img);
 
 /* Make a read-only image show snapshot key's content instead of the current state. */
 int snap_view(struct cow_image *img, const char *key, char *err);

@@ -18,16 +18,18 @@
  *       Otherwise it copies, as before.
  *   U3. Nothing but the parent's frozen copy holds the underlay: an operation that changes
  *       the parent (create, delete of the parent) or the table's layout (resize) folds every
- *       UNDER chunk first (under_fold_all: copy, then records with the full bitmap and
- *       no UNDER, checkpointed); apply drops the current state's UNDER entries with it.
+ *       UNDER chunk first (snap_fold_all, cow_fold: each into a new chunk, written whole,
+ *       then records with the full bitmap and no UNDER, committed; the old chunks are
+ *       punched and freed after that); apply drops the current state's UNDER entries.
  *       Frozen tables never hold UNDER entries.
  *   U4. The incompatible bit UNDERLAY is in every header written while the image is open
  *       read-write with snapshots (so before any UNDER record can be durable) and in a
  *       closed image's only while an UNDER entry remains.
  *   U5. Crashes: an UNDER record is a MAP record (J1: after the data it maps is durable);
- *       a fold's copies go into blocks whose bit is clear (nothing reads them), and the
- *       commit of its records syncs them first (J1); any prefix of records gives a state
- *       some flush saw.
+ *       a fold writes a new chunk (nothing reads it before its record), the commit of its
+ *       records syncs it first (J1), and the old chunk is freed only after that commit
+ *       (a crash before leaves it mapped, or free with data: punched at the next open);
+ *       any prefix of records gives a state some flush saw.
  * The frozen table is read whole (8 bytes per chunk) the first time it is needed; the
  * frozen bitmap a 4 KiB page at a time, each before an UNDER entry of its chunks can be
  * seen. Both are published with release stores, and readers load them after the entry.
@@ -188,33 +190,38 @@ bool under_any(struct cow_image *img)
 /* Folds per checkpoint: bounds the records in memory. */
 #define FOLD_BATCH 1024u
 
-/* Copy the blocks of UNDER chunk c that only its underlay holds into its own chunk. */
-static int fold_copy(struct cow_image *img, uint64_t c, char *buf)
+/* Write UNDER chunk c whole into a new chunk *np: its own blocks, the blocks only its
+ * underlay holds, zeros elsewhere (nothing reads them) — one extent of the file again, as
+ * before the first write (filling the old chunk's holes in place would leave the own blocks
+ * and the copies interleaved on disk: S4c). buf, ubuf: a chunk each. */
+static int fold_copy(struct cow_image *img, uint64_t c, char *buf, char *ubuf, uint64_t *np)
 {
 	uint64_t e = img->table[c], p = ent_pcn(img, e), up = under_pcn(img, c);
 	const uint64_t *ubm = under_bm(img, c), *bm = meta_bm(img, c, false);
-	int r = 0;
-	for (uint32_t b = 0; !r && b < img->bpc;) {
-		uint32_t n = 0;
-		while (b + n < img->bpc && bm_test(ubm, b + n) && !bm_test(bm, b + n))
-			n++;
-		if (!n) {
-			b++;
+	uint32_t bs = img->block_size;
+	int r = io_pread_all(img->fd, buf, img->chunk_size, p << img->chunk_shift);
+	if (!r)
+		r = io_pread_all(img->fd, ubuf, img->chunk_size, up << img->chunk_shift);
+	for (uint32_t b = 0; !r && b < img->bpc; b++) {
+		if (bm_test(bm, b))
 			continue;
-		}
-		uint64_t o = (uint64_t)b << img->block_shift, len = (uint64_t)n << img->block_shift;
-		r = io_pread_all(img->fd, buf, len, (up << img->chunk_shift) + o);
-		if (!r)
-			r = img_pwrite(img, buf, len, (p << img->chunk_shift) + o);
-		b += n;
+		if (bm_test(ubm, b))
+			memcpy(buf + (uint64_t)b * bs, ubuf + (uint64_t)b * bs, bs);
+		else
+			memset(buf + (uint64_t)b * bs, 0, bs);
 	}
+	if (!r)
+		r = alloc_chunk(img, np);
+	if (!r && (r = img_pwrite(img, buf, img->chunk_size, *np << img->chunk_shift)))
+		alloc_release(img, *np);
 	return r;
 }
 
-/* Map UNDER chunk c (its copies durable) as a plain chunk with both bitmaps' blocks. */
-static int fold_publish(struct cow_image *img, uint64_t c)
+/* Map UNDER chunk c as plain chunk np (its data durable before the record: the commit syncs
+ * first) with both bitmaps' blocks; its old chunk is the caller's to free once durable. */
+static int fold_publish(struct cow_image *img, uint64_t c, uint64_t np)
 {
-	uint64_t e = img->table[c], ne = e & ~UCOW_E_UNDER, old_bm[UCOW_BM_WORDS_MAX];
+	uint64_t e = img->table[c], old_bm[UCOW_BM_WORDS_MAX];
 	const uint64_t *ubm = under_bm(img, c);
 	uint64_t *bm = meta_bm(img, c, true);
 	if (!bm)
@@ -226,17 +233,18 @@ static int fold_publish(struct cow_image *img, uint64_t c)
 		__atomic_store_n(&bm[w], bm[w] | (ubm[w] & keep), __ATOMIC_RELEASE);
 	}
 	img->bm_dirty[c / img->chunks_per_group] = 1;
-	ent_store(img, c, ne);
+	ent_store(img, c, np);
 	img->under_folded++;
-	return jnl_add(img, c, ne, bm, e, old_bm, NULL);
+	return jnl_add(img, c, np, bm, e, old_bm, NULL);
 }
 
-int under_fold(struct cow_image *img, uint64_t *cursor, uint32_t max, uint32_t *folded)
+int under_fold(struct cow_image *img, uint64_t *cursor, uint32_t max, uint32_t *folded,
+	       uint64_t *old)
 {
 	struct under *u = NULL;
-	char *buf = NULL;
-	uint64_t c0 = *cursor, c = c0;
-	uint32_t n = 0;
+	char *buf = NULL, *ubuf = NULL;
+	uint64_t c0 = *cursor, c = c0, *np = NULL;
+	uint32_t n = 0, k = 0;
 	int r = 0;
 	*folded = 0;
 	if (max > FOLD_BATCH)
@@ -252,37 +260,32 @@ int under_fold(struct cow_image *img, uint64_t *cursor, uint32_t max, uint32_t *
 						     "without a parent snapshot", img->path);
 				break;
 			}
-			if (!(buf = meta_zalloc(img->chunk_size))) {
+			buf = meta_zalloc(img->chunk_size);
+			ubuf = meta_zalloc(img->chunk_size);
+			np = malloc(max * sizeof(*np));
+			if (!buf || !ubuf || !np) {
 				r = -ENOMEM;
 				break;
 			}
 		}
-		r = fold_copy(img, c, buf);
-		n++;
+		r = fold_copy(img, c, buf, ubuf, &np[n]);
+		if (!r)
+			n++;
 	}
 	/* U5: the commit that makes these records durable syncs the copies first (J1) */
-	for (uint64_t k = c0; !r && k < c; k++)
-		if (ucow_e_under(img->table[k]))
-			r = fold_publish(img, k);
+	for (uint64_t i = c0; !r && i < c; i++)
+		if (ucow_e_under(img->table[i])) {
+			old[k] = ent_pcn(img, img->table[i]);
+			if (!(r = fold_publish(img, i, np[k])))
+				k++;
+		}
+	for (uint32_t i = k; i < n; i++)	/* copies not published: never visible */
+		alloc_release(img, np[i]);
 	free(buf);
-	if (!r) {
+	free(ubuf);
+	free(np);
+	*folded = k;
+	if (!r)
 		*cursor = c;
-		*folded = n;
-	}
-	return r;
-}
-
-int under_fold_all(struct cow_image *img)
-{
-	uint64_t c = 0;
-	uint32_t n;
-	int r = 0;
-	if (!under_any(img))
-		return 0;
-	while (!r && c < img->nr_chunks) {
-		r = under_fold(img, &c, FOLD_BATCH, &n);
-		if (!r && n)
-			r = jnl_checkpoint_all(img);	/* bounds the records in memory */
-	}
 	return r;
 }

@@ -24,15 +24,15 @@ const uint64_t *under_bm(struct cow_image *img, uint64_t c);
 int under_validate(struct cow_image *img, uint64_t c, uint64_t e, const char **why);
 /* Any UNDER entry in the current table? */
 bool under_any(struct cow_image *img);
-/* Copy into every UNDER chunk the blocks only its underlay holds, and map each as a plain
- * chunk (journal records, checkpointed per 1024 chunks; each commit syncs the copies
- * first). No request may be in flight. Before an operation that changes the parent
- * snapshot or the table's layout. */
-int under_fold_all(struct cow_image *img);
-/* The same for up to max (at most 1024) UNDER chunks from chunk *cursor on, with journal
- * records only (durable with the next commit, which syncs the copies first): *cursor moves
- * past the last chunk looked at (the chunk count at the end), *folded counts them. */
-int under_fold(struct cow_image *img, uint64_t *cursor, uint32_t max, uint32_t *folded);
+/* Fold up to max (at most 1024) UNDER chunks from chunk *cursor on: each written whole into
+ * a new chunk (its own blocks and those only its underlay holds), then mapped there as a plain
+ * chunk with both bitmaps' blocks (journal records, durable with the next commit, which
+ * syncs the new chunks first). *cursor moves past the last chunk looked at (the chunk count
+ * at the end), *folded counts them, and old[0..*folded) (room for max) receives their old
+ * chunks: the caller frees them once the records are durable (snapshot.c). No request may
+ * be in flight. On an error *folded says how many were mapped anew. */
+int under_fold(struct cow_image *img, uint64_t *cursor, uint32_t max, uint32_t *folded,
+	       uint64_t *old);
 /* Forget the loaded frozen copy: under_forget when no UNDER entry uses it (after a snapshot
  * operation: the parent or its copy's place may have changed), under_drop at close. */
 void under_forget(struct cow_image *img);

@@ -13,10 +13,11 @@
  *           UBLK_JOB_GAP_MS between, from a cursor over the table, while the device stays
  *           idle; a pass that ends with the count of underlays made unchanged since it
  *           began has left none behind, and the fold rests until first writes make more.
- *   create  before an online snapshot create pauses the queues for the create itself, one
+ *   create  before an online snapshot create (or grow) pauses the queues for itself, one
  *           whole pass runs the same way whether the device is idle or not (the guest's
  *           requests go on between the steps), so that the create's own pause folds only
- *           what the guest wrote meanwhile.
+ *           what the guest wrote meanwhile; for at most UBLK_FOLD_PASS_MAX_MS (an image
+ *           with more underlays than that folds the rest in the create's pause).
  *
  * Each step's records are committed before the queues resume (cow_fold), so a server that
  * dies keeps every fold it counted; the next server starts a pass of its own. Nothing runs
@@ -35,6 +36,8 @@
 #define UBLK_FOLD_STEP 4	/* chunks folded per pause (at most 4 MiB copied at 1 MiB) */
 #define UBLK_FOLD_LOOK_MS 1000	/* a device with snapshots: look for new underlays this often */
 #define UBLK_FOLD_PAUSE_TIMEOUT_MS 10000
+#define UBLK_FOLD_PASS_MAX_MS 120000	/* a pass before a create: then the create folds the rest
+					 * (the client waits 300 s; signals wait for the pass) */
 
 static uint64_t now_ns(void)
 {
@@ -123,12 +126,13 @@ int ublk_fold_step(struct ublk_dev *dev)
 int ublk_fold_pass(struct ublk_dev *dev, char *err, size_t len)
 {
 	struct cow_image *img = fold_img(dev);
+	uint64_t end = now_ns() + UBLK_FOLD_PASS_MAX_MS * 1000000ull;
 	int r;
 
 	if (!img || (!dev->fold.cursor && dev->fold.passes &&
 		     cow_underlays_made(img) == dev->fold.made_done))
 		return 0;
-	while ((r = fold_step(dev, img, err, len)) > 0)
+	while ((r = fold_step(dev, img, err, len)) > 0 && now_ns() < end)
 		usleep(UBLK_JOB_GAP_MS * 1000);	/* the guest's turn */
-	return r;
+	return r < 0 ? r : 0;
 }

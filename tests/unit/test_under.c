@@ -389,8 +389,13 @@ static void test_fold_steps(void **state)
 	assert_int_equal(n_under(h.img), 20);
 	made = cow_underlays_made(h.img);
 	assert_int_equal(made, 20);
+	uint64_t p0 = h.img->table[0] & UCOW_E_PCN_MASK;
 	n = cow_fold(h.img, &cursor, 3, &done);
 	assert_int_equal(n, 3);
+	/* chunk 0 now lives in a new chunk written whole: one extent, no hole in it */
+	uint64_t p1 = h.img->table[0] & UCOW_E_PCN_MASK;
+	assert_true(p1 && p1 != p0);
+	assert_true(lseek(h.img->fd, (off_t)(p1 * CH), SEEK_HOLE) >= (off_t)((p1 + 1) * CH));
 	assert_false(done);
 	assert_int_equal(cursor, 2 * 3 + 1);	/* past chunk 6, the third */
 	assert_int_equal(n_under(h.img), 17);
