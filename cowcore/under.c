@@ -192,23 +192,25 @@ bool under_any(struct cow_image *img)
 
 /* Write UNDER chunk c whole into a new chunk *np: its own blocks, the blocks only its
  * underlay holds, zeros elsewhere (nothing reads them) — one extent of the file again, as
- * before the first write (filling the old chunk's holes in place would leave the own blocks
- * and the copies interleaved on disk: S4c). buf, ubuf: a chunk each. */
-static int fold_copy(struct cow_image *img, uint64_t c, char *buf, char *ubuf, uint64_t *np)
+ * before the first write (filling the old chunk's holes in place leaves the own blocks and
+ * the copies interleaved on disk: 3x the device reads of a 1 MiB read, S4c). Both chunks
+ * are read whole: one read each, the own chunk's scattered blocks fetched by the kernel at
+ * once (its holes cost nothing), where a read per run would wait for each in turn.
+ * buf, obuf: a chunk each. */
+static int fold_copy(struct cow_image *img, uint64_t c, char *buf, char *obuf, uint64_t *np)
 {
 	uint64_t e = img->table[c], p = ent_pcn(img, e), up = under_pcn(img, c);
 	const uint64_t *ubm = under_bm(img, c), *bm = meta_bm(img, c, false);
 	uint32_t bs = img->block_size;
-	int r = io_pread_all(img->fd, buf, img->chunk_size, p << img->chunk_shift);
+	int r = io_pread_all(img->fd, buf, img->chunk_size, up << img->chunk_shift);
 	if (!r)
-		r = io_pread_all(img->fd, ubuf, img->chunk_size, up << img->chunk_shift);
+		r = io_pread_all(img->fd, obuf, img->chunk_size, p << img->chunk_shift);
 	for (uint32_t b = 0; !r && b < img->bpc; b++) {
+		uint64_t o = (uint64_t)b * bs;
 		if (bm_test(bm, b))
-			continue;
-		if (bm_test(ubm, b))
-			memcpy(buf + (uint64_t)b * bs, ubuf + (uint64_t)b * bs, bs);
-		else
-			memset(buf + (uint64_t)b * bs, 0, bs);
+			memcpy(buf + o, obuf + o, bs);
+		else if (!bm_test(ubm, b))
+			memset(buf + o, 0, bs);
 	}
 	if (!r)
 		r = alloc_chunk(img, np);
@@ -242,7 +244,7 @@ int under_fold(struct cow_image *img, uint64_t *cursor, uint32_t max, uint32_t *
 	       uint64_t *old)
 {
 	struct under *u = NULL;
-	char *buf = NULL, *ubuf = NULL;
+	char *buf = NULL, *obuf = NULL;
 	uint64_t c0 = *cursor, c = c0, *np = NULL;
 	uint32_t n = 0, k = 0;
 	int r = 0;
@@ -261,14 +263,14 @@ int under_fold(struct cow_image *img, uint64_t *cursor, uint32_t max, uint32_t *
 				break;
 			}
 			buf = meta_zalloc(img->chunk_size);
-			ubuf = meta_zalloc(img->chunk_size);
+			obuf = meta_zalloc(img->chunk_size);
 			np = malloc(max * sizeof(*np));
-			if (!buf || !ubuf || !np) {
+			if (!buf || !obuf || !np) {
 				r = -ENOMEM;
 				break;
 			}
 		}
-		r = fold_copy(img, c, buf, ubuf, &np[n]);
+		r = fold_copy(img, c, buf, obuf, &np[n]);
 		if (!r)
 			n++;
 	}
@@ -282,7 +284,7 @@ int under_fold(struct cow_image *img, uint64_t *cursor, uint32_t max, uint32_t *
 	for (uint32_t i = k; i < n; i++)	/* copies not published: never visible */
 		alloc_release(img, np[i]);
 	free(buf);
-	free(ubuf);
+	free(obuf);
 	free(np);
 	*folded = k;
 	if (!r)
