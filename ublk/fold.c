@@ -103,11 +103,16 @@ int ublk_fold_step(struct ublk_dev *dev)
 		return -1;
 	if (dev->job && dev->job->state == UBLK_JOB_RUNNING)
 		return UBLK_FOLD_LOOK_MS;	/* after the job */
-	cow_get_info(img, &in);
-	if (!in.nb_snapshots && !f->cursor)
-		return -1;	/* no parent snapshot: no underlay (an online create looks again) */
-	if (!f->cursor && f->passes && cow_underlays_made(img) == f->made_done)
-		return UBLK_FOLD_LOOK_MS;	/* nothing new */
+	if (!f->cursor) {
+		bool rest = f->passes && cow_underlays_made(img) == f->made_done;
+		if (rest || !f->started) {	/* (cow_get_info walks the table: not each look) */
+			cow_get_info(img, &in);
+			if (!in.nb_snapshots)
+				return -1;	/* no parent: no underlay (a create looks again) */
+			if (rest)
+				return UBLK_FOLD_LOOK_MS;	/* nothing new */
+		}
+	}
 	now = now_ns();
 	ios = ublk_dev_ios(dev);
 	if (!f->started || ios != f->last_ios) {	/* the guest is busy: wait */
