@@ -747,7 +747,8 @@ static int fold_some(struct cow_image *img, uint64_t *cursor, uint32_t max, bool
 	/* the old chunks are free once no durable record can map them any more (a failed
 	 * commit leaves them allocated: a leak that check reports and check -r repairs) */
 	for (uint32_t i = 0; !c && i < *n; i++)
-		freeset_add(&fs, old[i]);
+		if (old[i])
+			freeset_add(&fs, old[i]);
 	freeset_reclaim(img, &fs);
 	free(old);
 	if (!c && *n && checkpoint)

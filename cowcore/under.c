@@ -190,7 +190,8 @@ bool under_any(struct cow_image *img)
 /* Folds per checkpoint: bounds the records in memory. */
 #define FOLD_BATCH 1024u
 
-/* Write UNDER chunk c whole into a new chunk *np: its own blocks, the blocks only its
+/* Write UNDER chunk c whole into a new chunk *np (0: none needed, its own blocks cover the
+ * underlay's: it stays where it is): its own blocks, the blocks only its
  * underlay holds, zeros elsewhere (nothing reads them) — one extent of the file again, as
  * before the first write (filling the old chunk's holes in place leaves the own blocks and
  * the copies interleaved on disk: 3x the device reads of a 1 MiB read, S4c). Both chunks
@@ -201,7 +202,14 @@ static int fold_copy(struct cow_image *img, uint64_t c, char *buf, char *obuf, u
 {
 	uint64_t e = img->table[c], p = ent_pcn(img, e), up = under_pcn(img, c);
 	const uint64_t *ubm = under_bm(img, c), *bm = meta_bm(img, c, false);
-	uint32_t bs = img->block_size;
+	uint32_t bs = img->block_size, w;
+	for (w = 0; w < img->bm_words && !(ubm[w] & ~bm[w]); w++)
+		;
+	if (w == img->bm_words) {	/* written over whole (the bits it has cover the
+					 * underlay's): mapped where it is, nothing to copy */
+		*np = 0;
+		return 0;
+	}
 	int r = io_pread_all(img->fd, buf, img->chunk_size, up << img->chunk_shift);
 	if (!r)
 		r = io_pread_all(img->fd, obuf, img->chunk_size, p << img->chunk_shift);
@@ -277,12 +285,14 @@ int under_fold(struct cow_image *img, uint64_t *cursor, uint32_t max, uint32_t *
 	/* U5: the commit that makes these records durable syncs the copies first (J1) */
 	for (uint64_t i = c0; !r && i < c; i++)
 		if (ucow_e_under(img->table[i])) {
-			old[k] = ent_pcn(img, img->table[i]);
-			if (!(r = fold_publish(img, i, np[k])))
+			uint64_t own = ent_pcn(img, img->table[i]);
+			old[k] = np[k] ? own : 0;
+			if (!(r = fold_publish(img, i, np[k] ? np[k] : own)))
 				k++;
 		}
 	for (uint32_t i = k; i < n; i++)	/* copies not published: never visible */
-		alloc_release(img, np[i]);
+		if (np[i])
+			alloc_release(img, np[i]);
 	free(buf);
 	free(obuf);
 	free(np);

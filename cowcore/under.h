@@ -29,8 +29,9 @@ bool under_any(struct cow_image *img);
  * chunk with both bitmaps' blocks (journal records, durable with the next commit, which
  * syncs the new chunks first). *cursor moves past the last chunk looked at (the chunk count
  * at the end), *folded counts them, and old[0..*folded) (room for max) receives their old
- * chunks: the caller frees them once the records are durable (snapshot.c). No request may
- * be in flight. On an error *folded says how many were mapped anew. */
+ * chunks (0 for a chunk whose own blocks cover its underlay's: mapped in place): the caller
+ * frees them once the records are durable (snapshot.c). No request may be in flight. On an
+ * error *folded says how many were mapped anew. */
 int under_fold(struct cow_image *img, uint64_t *cursor, uint32_t max, uint32_t *folded,
 	       uint64_t *old);
 /* Forget the loaded frozen copy: under_forget when no UNDER entry uses it (after a snapshot

@@ -446,6 +446,36 @@ static void test_fold_steps(void **state)
 	h_close(&h);
 }
 
+/* A chunk written over whole in whole blocks (writes that only set bits keep UNDER) folds
+ * where it is: no new chunk, nothing copied. */
+static void test_fold_covered(void **state)
+{
+	struct h h;
+	uint64_t cursor = 0;
+	bool done;
+	(void)state;
+	mk(P("fc.img"), NULL);
+	h_open(&h, P("fc.img"), 0);
+	wr(&h, 0x31, 0, CH);
+	wr(&h, 0x32, CH, CH);
+	assert_int_equal(cow_snapshot_create(h.img, "s"), 0);
+	wr(&h, 0x33, 0, 4096);			/* chunk 0: an underlay */
+	wr(&h, 0x34, 4096, CH - 4096);		/* the rest, whole blocks */
+	wr(&h, 0x35, CH, 4096);			/* chunk 1: an underlay, 4 KiB of its own */
+	uint64_t p0 = h.img->table[0] & UCOW_E_PCN_MASK, p1 = h.img->table[1] & UCOW_E_PCN_MASK;
+	assert_true(ucow_e_under(h.img->table[1]));
+	assert_true(ucow_e_under(h.img->table[0]));	/* bits set, UNDER kept */
+	assert_int_equal(cow_fold(h.img, &cursor, 0, &done), 2);
+	assert_true(done);
+	assert_int_equal(n_under(h.img), 0);
+	assert_int_equal(h.img->table[0] & UCOW_E_PCN_MASK, p0);	/* in place */
+	assert_true((h.img->table[1] & UCOW_E_PCN_MASK) != p1);	/* moved */
+	verify_h(&h, cur, "folded");
+	h_close(&h);
+	verify(P("fc.img"), NULL, cur, "folded, reopened");
+	check_ok(P("fc.img"));
+}
+
 /* Writes that cover every block the underlay holds leave a plain entry. */
 static void test_covered(void **state)
 {
@@ -573,6 +603,7 @@ int main(void)
 		cmocka_unit_test(test_fold),
 		cmocka_unit_test(test_fold_batches),
 		cmocka_unit_test(test_fold_steps),
+		cmocka_unit_test(test_fold_covered),
 		cmocka_unit_test(test_covered),
 		cmocka_unit_test(test_base),
 		cmocka_unit_test(test_hostile),
