@@ -203,9 +203,9 @@ static int fold_copy(struct cow_image *img, uint64_t c, char *buf, char *obuf, u
 	uint64_t e = img->table[c], p = ent_pcn(img, e), up = under_pcn(img, c);
 	const uint64_t *ubm = under_bm(img, c), *bm = meta_bm(img, c, false);
 	uint32_t bs = img->block_size, w;
-	for (w = 0; w < img->bm_words && !(ubm[w] & ~bm[w]); w++)
+	for (w = 0; bm && w < img->bm_words && !(ubm[w] & ~bm[w]); w++)
 		;
-	if (w == img->bm_words) {	/* written over whole (the bits it has cover the
+	if (bm && w == img->bm_words) {	/* written over whole (the bits it has cover the
 					 * underlay's): mapped where it is, nothing to copy */
 		*np = 0;
 		return 0;
