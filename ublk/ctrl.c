@@ -34,6 +34,8 @@ static int ctrl_cmd(struct ublk_ctrl *c, unsigned nr, struct uk_ctrl_cmd *cmd, b
 	struct io_uring_cqe *cqe;
 	int ret;
 
+	if (!c->ring_ok)	/* never opened (or closed): no command can go */
+		return -ENODEV;
 	sqe = io_uring_get_sqe(&c->ring);
 	if (!sqe)
 		return -EBUSY;

@@ -223,17 +223,18 @@ static struct json_object *sock_resize(struct ublk_dev *dev, const struct ublk_s
 			 "/dev/ublkb%u (%u bytes)", rq->size, id, dev->o.block_size);
 		return NULL;
 	}
+	/* the resize folds every underlay in its pause: most of them before it (first of all:
+	 * a pass is never wasted, whatever the driver says next) */
+	if (rq->size > in.virtual_size && (r = ublk_fold_pass(dev, err, sizeof(err))) < 0) {
+		snprintf(why, wlen, "folding underlays before the resize: %s", err);
+		return NULL;
+	}
 	r = ublk_ctrl_get_params(&dev->ctrl, id, &p);
 	if (r < 0) {
 		snprintf(why, wlen, "GET_PARAMS: %s", strerror(-r));
 		return NULL;
 	}
 	if (rq->size > in.virtual_size) {
-		/* the resize folds every underlay in its pause: most of them before it */
-		if ((r = ublk_fold_pass(dev, err, sizeof(err))) < 0) {
-			snprintf(why, wlen, "folding underlays before the resize: %s", err);
-			return NULL;
-		}
 		r = ublk_dev_pause(dev, UBLK_PAUSE_RESIZE, SOCK_PAUSE_TIMEOUT_MS, err);
 		if (r < 0) {
 			snprintf(why, wlen, "cannot pause the device: %s", err);

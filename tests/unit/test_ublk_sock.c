@@ -1022,7 +1022,7 @@ static void test_server_fold(void **state)
 	struct json_object *r, *s, *v;
 	uint64_t cursor = 0;
 	bool done;
-	const char *t;
+	const char *t, *rep;
 	(void)state;
 	unlink(P("fold.ucow"));
 	assert_int_equal(cow_create(P("fold.ucow"), &(struct cow_create_opts){ .size = 4 << 20,
@@ -1085,6 +1085,30 @@ static void test_server_fold(void **state)
 	assert_int_equal(dev->fold.passes, 2);
 	assert_int_equal(dev->pause_st[UBLK_PAUSE_FOLD].count, 4);
 	assert_int_equal(dev->pause_st[UBLK_PAUSE_CREATE].count, 1);
+	/* two more: a grow folds them first (a pass, before the driver is asked anything; this
+	 * fake device has no driver, so the grow itself then fails), a refused grow or a
+	 * resize to the same size does not */
+	for (unsigned c = 0; c < 2; c++) {
+		uint64_t off = (uint64_t)(c * 5 + 2) * (64 << 10);
+		memset(model + off, 0xd0 + c, 4096);
+		assert_int_equal(cow_rw(ctx, COW_WRITE, model + off, 4096, off, 0), 0);
+	}
+	rep = "{\"op\": \"resize\", \"size\": 8388608}\n";
+	rep = raw_exchange(rep, strlen(rep), false);
+	assert_non_null(strstr(rep, "this kernel is "));	/* no UBLK_F_UPDATE_SIZE */
+	dev->info.flags |= UK_F_UPDATE_SIZE;
+	dev->o.block_size = 4096;
+	rep = "{\"op\": \"resize\", \"size\": 4194304}\n";
+	rep = raw_exchange(rep, strlen(rep), false);
+	assert_non_null(strstr(rep, "\"error\": \"GET_PARAMS: No such device\""));
+	assert_int_equal(dev->fold.passes, 2);			/* not a grow: no pass */
+	rep = "{\"op\": \"resize\", \"size\": 8388608}\n";
+	rep = raw_exchange(rep, strlen(rep), false);
+	assert_non_null(strstr(rep, "\"error\": \"GET_PARAMS: No such device\""));
+	assert_int_equal(dev->fold.chunks, 14);
+	assert_int_equal(dev->fold.passes, 3);
+	assert_int_equal(cow_fold(img, &cursor, 0, &done), 0);	/* none left */
+	dev->info.flags &= ~(uint64_t)UK_F_UPDATE_SIZE;
 	/* read-only devices do not fold */
 	dev->o.read_only = true;
 	assert_int_equal(ublk_fold_step(dev), -1);

@@ -6,8 +6,9 @@
 # through the device although the backing file has data there, resize2fs grows the mounted
 # file system into it and a file larger than the old disk's free space lands there; fio
 # verifies clean; a shrink is refused; the size survives a kill -9 and `ucow dev recover`;
-# e2fsck and ucow check are clean. A raw target grows too. On an older kernel (6.12) the
-# resize is refused, naming the kernel, and nothing changes.
+# e2fsck and ucow check are clean. An image with a snapshot and unfolded first writes after
+# it grows too (the server folds them before its pause), and a raw target. On an older
+# kernel (6.12) the resize is refused, naming the kernel, and nothing changes.
 # vm-timeout: 400
 . "$VM_LIB"
 need_ucow
@@ -99,6 +100,37 @@ must mount "$dev" "$mnt"
 must umount "$mnt"
 must ucow dev del "$id"
 must ucow check disk.ucow
+
+# a grow with underlays (first writes after an online snapshot, not yet folded): the
+# server folds them before the resize's pause (a pass; or the idle device did first); the
+# device, the snapshot and ucow check agree with the model after it
+must ucow create -q snap.ucow 32M
+must ucow io -c "write -P 0x5a 0 32M" snap.ucow
+dev=$(ucow dev add snap.ucow) || fail "dev add snap.ucow failed"
+id=${dev#/dev/ublkb}
+must ucow snapshot -c s1 snap.ucow
+must dd if="$dev" of=want.raw bs=1M iflag=direct status=none
+cp want.raw s1.raw
+for i in $(seq 0 11); do	# 4 KiB into each of 12 chunks: 12 underlays
+	dd if=/dev/urandom of=blk bs=4k count=1 status=none
+	must dd if=blk of="$dev" bs=4k seek=$((i * 256 + 3)) oflag=direct conv=notrunc status=none
+	must dd if=blk of=want.raw bs=4k seek=$((i * 256 + 3)) conv=notrunc status=none
+done
+must ucow resize -q snap.ucow 48M
+[ "$(blockdev --getsize64 "$dev")" = $((48 * M)) ] || fail "snap.ucow: the device did not grow"
+must truncate -s 48M want.raw
+cmp "$dev" want.raw || fail "snap.ucow: the device differs from the model after the grow"
+ucow dev stats --output=json "$id" | tr -d ' \n' >flat.json
+grep -o '"fold":{[^}]*}' flat.json
+grep -q '"fold":{"chunks":12,"steps":[0-9]*,"passes":[1-9][0-9]*,"failed":false}' flat.json ||
+	fail "dev stats does not count 12 chunks folded before the grow: $(cat flat.json)"
+must ucow dev del "$id"
+must ucow check snap.ucow
+must ucow convert -O raw snap.ucow now.raw
+cmp now.raw want.raw || fail "snap.ucow: the image differs from the model"
+must ucow convert -l s1 -O raw snap.ucow got1.raw
+truncate -s 32M got1.raw
+cmp got1.raw s1.raw || fail "snap.ucow: snapshot s1 changed"
 
 # the raw target grows its file and its disk
 must truncate -s 32M plain.raw
