@@ -934,7 +934,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default="build", help="build folder holding ucow (default build)")
     ap.add_argument("--runs", type=int, default=3, help="runs of the expensive scenarios (3)")
-    ap.add_argument("--cheap-runs", type=int, default=5, help="runs of S2, S4, S6, S11 (5)")
+    ap.add_argument("--cheap-runs", type=int, default=4, help="runs of S2, S4, S6, S11 (4)")
     ap.add_argument("--count", type=int, default=60000, help="4 KiB requests per run (60000)")
     ap.add_argument("--only", default="S1,S2,S3,S3b,S4,S5,S6,Q,S11,S10",
                     help="comma-separated scenarios (S1 S2 S3 S3b S4 S5 S6 Q S11 S10 D S12); S1 "

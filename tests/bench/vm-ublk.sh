@@ -6,7 +6,7 @@
 # emulated (QEMU TCG): compare only within this run.
 set -u
 SIZE=256M
-RUNTIME=${RUNTIME:-6}
+RUNTIME=${RUNTIME:-4}
 id=""
 trap '[ -n "$id" ] && ucow dev del $id 2>/dev/null' EXIT
 truncate -s $SIZE img.raw
