@@ -17,7 +17,9 @@
  *           whole pass runs the same way whether the device is idle or not (the guest's
  *           requests go on between the steps), so that the create's own pause folds only
  *           what the guest wrote meanwhile; for at most UBLK_FOLD_PASS_MAX_MS (an image
- *           with more underlays than that folds the rest in the create's pause).
+ *           with more underlays than that folds the rest in the create's pause). A stop
+ *           signal (or a queue thread that ended) between two steps ends the pass and
+ *           fails the create, so that the device stops at once.
  *
  * Each step's records are committed before the queues resume (cow_fold), so a server that
  * dies keeps every fold it counted; the next server starts a pass of its own. Nothing runs
@@ -25,6 +27,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -37,7 +40,7 @@
 #define UBLK_FOLD_LOOK_MS 1000	/* a device with snapshots: look for new underlays this often */
 #define UBLK_FOLD_PAUSE_TIMEOUT_MS 10000
 #define UBLK_FOLD_PASS_MAX_MS 120000	/* a pass before a create: then the create folds the rest
-					 * (the client waits 300 s; signals wait for the pass) */
+					 * (the client waits 300 s; a stop signal ends the pass) */
 
 static uint64_t now_ns(void)
 {
@@ -128,6 +131,18 @@ int ublk_fold_step(struct ublk_dev *dev)
 	return UBLK_JOB_GAP_MS;
 }
 
+/* A stop signal or a dying queue waits to be read by the control loop: the pass makes way
+ * (the fds are only polled; the loop reads them when the request has been answered). */
+static bool stop_pending(struct ublk_dev *dev)
+{
+	struct pollfd pfd[2] = {
+		{ .fd = dev->sig_fd, .events = POLLIN },
+		{ .fd = dev->wake_fd, .events = POLLIN },
+	};
+
+	return poll(pfd, 2, 0) > 0;
+}
+
 int ublk_fold_pass(struct ublk_dev *dev, char *err, size_t len)
 {
 	struct cow_image *img = fold_img(dev);
@@ -137,7 +152,12 @@ int ublk_fold_pass(struct ublk_dev *dev, char *err, size_t len)
 	if (!img || (!dev->fold.cursor && dev->fold.passes &&
 		     cow_underlays_made(img) == dev->fold.made_done))
 		return 0;
-	while ((r = fold_step(dev, img, err, len)) > 0 && now_ns() < end)
+	while ((r = fold_step(dev, img, err, len)) > 0 && now_ns() < end) {
+		if (stop_pending(dev)) {
+			snprintf(err, len, "the device is stopping");
+			return -ECANCELED;
+		}
 		usleep(UBLK_JOB_GAP_MS * 1000);	/* the guest's turn */
+	}
 	return r < 0 ? r : 0;
 }

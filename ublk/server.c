@@ -53,6 +53,7 @@ void ublk_dev_init(struct ublk_dev *dev)
 	dev->wake_fd = -1;
 	dev->ready_fd = -1;
 	dev->stop_fd = -1;
+	dev->sig_fd = -1;
 	dev->pause_ack_fd = -1;
 	dev->sidelog_fd = -1;
 	dev->o.dev_id = -1;
@@ -356,7 +357,9 @@ static int serve_live(struct ublk_dev *dev, int notify_fd, bool recover)
 		close(notify_fd);
 
 	dev->live = true;
+	dev->sig_fd = sfd;
 	ret = serve_loop(dev, sfd, lfd);
+	dev->sig_fd = -1;
 	dev_stop_queues(dev, true);
 	ublk_state_remove((int)dev->info.dev_id);
 out_sock:

@@ -190,6 +190,7 @@ struct ublk_dev {
 	int wake_fd;		/* eventfd: a queue thread ended */
 	int ready_fd;		/* eventfd: one count per queue that finished its FETCHes */
 	int stop_fd;		/* eventfd: queues end without STOP_DEV (setup failed) */
+	int sig_fd;		/* LIVE: the control thread's signalfd (a stop signal), or -1 */
 	bool live;		/* START_DEV / END_USER_RECOVERY done */
 	bool write_through;	/* every write FUA (recoverable cow without a side log) */
 	int sidelog_fd;		/* recoverable cow: the image's side log (tgt_image.c), or -1 */

@@ -1023,6 +1023,7 @@ static void test_server_fold(void **state)
 	uint64_t cursor = 0;
 	bool done;
 	const char *t, *rep;
+	struct cow_info in;
 	(void)state;
 	unlink(P("fold.ucow"));
 	assert_int_equal(cow_create(P("fold.ucow"), &(struct cow_create_opts){ .size = 4 << 20,
@@ -1109,6 +1110,27 @@ static void test_server_fold(void **state)
 	assert_int_equal(dev->fold.passes, 3);
 	assert_int_equal(cow_fold(img, &cursor, 0, &done), 0);	/* none left */
 	dev->info.flags &= ~(uint64_t)UK_F_UPDATE_SIZE;
+	/* a stop signal waiting: the pass before a create ends after its first step and the
+	 * create fails (the device stops at once); without it, the next create folds the rest */
+	for (unsigned c = 0; c < 6; c++) {
+		uint64_t off = (uint64_t)(c * 10 + 3) * (64 << 10) / 2;
+		memset(model + off, 0xe0 + c, 4096);
+		assert_int_equal(cow_rw(ctx, COW_WRITE, model + off, 4096, off, 0), 0);
+	}
+	dev->sig_fd = eventfd(1, EFD_CLOEXEC);
+	assert_int_equal(call(UBLK_OP_SNAP_CREATE, "s3", &r), -EPROTO);
+	assert_string_equal(ublk_sock_reply_error(r),
+			    "folding underlays before the snapshot: the device is stopping");
+	json_object_put(r);
+	assert_int_equal(dev->fold.chunks, 18);			/* one step of 4 */
+	cow_get_info(img, &in);
+	assert_int_equal(in.nb_snapshots, 2);			/* s3 not made */
+	close(dev->sig_fd);
+	dev->sig_fd = -1;
+	assert_int_equal(call(UBLK_OP_SNAP_CREATE, "s3", &r), 0);
+	json_object_put(r);
+	assert_int_equal(dev->fold.chunks, 20);
+	assert_int_equal(dev->fold.passes, 4);
 	/* read-only devices do not fold */
 	dev->o.read_only = true;
 	assert_int_equal(ublk_fold_step(dev), -1);
