@@ -476,6 +476,43 @@ static void test_fold_covered(void **state)
 	check_ok(P("fc.img"));
 }
 
+/* 512-byte blocks: the fold reads the own chunk's runs widened to 4 KiB (O_DIRECT) and takes
+ * only the own blocks from them; the underlay's blocks around them (and the chunk's last
+ * block) come through right, on the folded image and in the snapshot. */
+static void test_fold_small_blocks(void **state)
+{
+	static uint8_t s[SZ];
+	struct cow_create_opts o = { .size = SZ, .chunk_size = CH, .block_size = 512 };
+	struct h h;
+	uint64_t cursor = 0;
+	bool done;
+	(void)state;
+	unlink(P("fs.img"));
+	memset(cur, 0, SZ);
+	if (cow_create(P("fs.img"), &o, err, COW_ERRLEN))
+		fail_msg("create: %s", err);
+	h_open(&h, P("fs.img"), 0);
+	wr(&h, 0x61, 0, SZ);
+	assert_int_equal(cow_snapshot_create(h.img, "s"), 0);
+	memcpy(s, cur, SZ);
+	for (unsigned c = 0; c < NCH; c++) {
+		uint64_t base = (uint64_t)c * CH;
+		wr(&h, 0x62, base + 512 * (1 + c % 7), 512);	/* inside a 4 KiB page */
+		wr(&h, 0x63, base + 4096 + 512 * (c % 3), 512);
+		wr(&h, 0x64, base + 3 * 4096 - 512, 1024);	/* across a page boundary */
+		wr(&h, 0x65, base + CH - 512, 512);		/* the chunk's last block */
+	}
+	assert_int_equal(n_under(h.img), NCH);
+	assert_int_equal(cow_fold(h.img, &cursor, 0, &done), NCH);
+	assert_true(done);
+	assert_int_equal(n_under(h.img), 0);
+	verify_h(&h, cur, "folded");
+	h_close(&h);
+	verify(P("fs.img"), NULL, cur, "folded, reopened");
+	verify(P("fs.img"), "s", s, "the snapshot");
+	check_ok(P("fs.img"));
+}
+
 /* Writes that cover every block the underlay holds leave a plain entry. */
 static void test_covered(void **state)
 {
@@ -604,6 +641,7 @@ int main(void)
 		cmocka_unit_test(test_fold_batches),
 		cmocka_unit_test(test_fold_steps),
 		cmocka_unit_test(test_fold_covered),
+		cmocka_unit_test(test_fold_small_blocks),
 		cmocka_unit_test(test_covered),
 		cmocka_unit_test(test_base),
 		cmocka_unit_test(test_hostile),
