@@ -202,11 +202,13 @@ static bool fold_covered(struct cow_image *img, uint64_t c)
 	return bm && w == img->bm_words;
 }
 
-/* The own chunk's runs of blocks a fold reads, each widened to 4 KiB (O_DIRECT): call
- * fn(img, off, len) for each, offsets within the chunk. */
+/* The own chunk's runs of blocks a fold reads, each widened to 4 KiB (O_DIRECT), those
+ * that then touch merged: call fn(img, off, len, arg) for each, offsets within the chunk
+ * (at most one call per 4 KiB, however the bits alternate). */
 static int own_runs(struct cow_image *img, const uint64_t *bm,
 		    int (*fn)(struct cow_image *, uint64_t, uint64_t, void *), void *arg)
 {
+	uint64_t po = 0, pend = 0;	/* the range not yet passed to fn */
 	uint32_t bs = img->block_size, n;
 	int r = 0;
 	for (uint32_t b = 0; bm && !r && b < img->bpc; b += n) {
@@ -215,8 +217,19 @@ static int own_runs(struct cow_image *img, const uint64_t *bm,
 			continue;
 		uint64_t o = (uint64_t)b * bs & ~4095ull;
 		uint64_t end = ((uint64_t)(b + n) * bs + 4095) & ~4095ull;
-		r = fn(img, o, (end < img->chunk_size ? end : img->chunk_size) - o, arg);
+		if (end > img->chunk_size)
+			end = img->chunk_size;
+		if (pend && o <= pend) {
+			pend = end;
+			continue;
+		}
+		if (pend)
+			r = fn(img, po, pend - po, arg);
+		po = o;
+		pend = end;
 	}
+	if (!r && pend)
+		r = fn(img, po, pend - po, arg);
 	return r;
 }
 
