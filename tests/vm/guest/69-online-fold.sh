@@ -3,7 +3,8 @@
 # online snapshot leave the old chunks below the new ones (no copy); once the device is idle
 # the server copies those blocks in short pauses of its own (`dev stats`: "underlays folded",
 # "fold" pauses); an online create first folds what is left; the device, the snapshot and
-# `ucow check` agree with a model throughout.
+# `ucow check` agree with a model throughout. A `dev del` during the pass before a create
+# ends it at once (the create fails saying so).
 # vm-timeout: 240
 . "$VM_LIB"
 need_ucow
@@ -60,4 +61,31 @@ must ucow convert -O raw disk.ucow now.raw
 cmp now.raw want.raw || fail "the image differs from the model"
 must ucow convert -l s1 -O raw disk.ucow got1.raw
 cmp got1.raw s1.raw || fail "snapshot s1 changed"
+
+# a stop during the pass before an online create: 2048 underlays (64 KiB chunks, 4 KiB into
+# each), a create, then `dev del` a second later: the pass ends at its next step, the create
+# fails saying so, the device goes at once (not after the whole pass); nothing is lost
+rm -f disk.ucow want.raw s1.raw now.raw got1.raw	# (the guest's files are in its RAM)
+must ucow create -q -o chunk_size=64k big.ucow 128M
+must ucow io -c "write -P 0x22 0 128M" big.ucow
+dev=$(ucow dev add -q 2 big.ucow) || fail "dev add big.ucow failed"
+id=${dev#/dev/ublkb}
+must ucow snapshot -c s1 big.ucow
+must fio --name=u --filename="$dev" --rw=write:60k --bs=4k --size=128M --direct=1 \
+	--ioengine=psync --buffer_pattern=0x77 --output=/dev/null
+must dd if="$dev" of=want2.raw bs=1M iflag=direct status=none
+ucow snapshot -c s2 big.ucow >create.out 2>&1 &
+cpid=$!
+sleep 1
+t0=$(cut -d' ' -f1 /proc/uptime)
+must ucow dev del "$id"
+ms=$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%d", (b - a) * 1000 }')
+wait $cpid && fail "the create succeeded: the pass ended before the stop ($(cat create.out))"
+echo "create: $(cat create.out); dev del took $ms ms"
+grep -q "folding underlays before the snapshot: the device is stopping" create.out ||
+	fail "the create's error does not say the device is stopping: $(cat create.out)"
+[ "$ms" -lt 10000 ] || fail "dev del took $ms ms during a fold pass"
+must ucow check big.ucow
+ucow snapshot -l big.ucow | grep -qw s2 && fail "s2 exists after the failed create"
+must ucow compare -s -F raw big.ucow want2.raw
 pass
